@@ -1,0 +1,274 @@
+/**
+ * The WAL backend for Node: a directory of append-only segment files and snapshot files.
+ *
+ *   <dir>/LOCK                 pid of the process using the directory (stale locks of dead pids are taken over)
+ *   <dir>/0000000007.wal       segment 7
+ *   <dir>/0000000005.snap      snapshot 5: the state as of the start of segment 5
+ *
+ * Appends are buffered and written to the OS in one write per event-loop turn (or at once when
+ * `bufferBytesMax` is reached); `sync()` writes what is buffered and fdatasyncs every segment with unsynced
+ * bytes, and the directory when a segment was created since the last sync, so the new file's name is durable
+ * too. fdatasync runs on libuv's thread pool, so the next group of writers keeps appending meanwhile.
+ * Snapshots are written to a temporary file, fdatasynced, renamed into place and the directory fsynced.
+ *
+ * After any failed write or sync the adapter refuses everything: Linux reports a writeback error to fsync
+ * once and may drop the dirty pages, so a retry could falsely report success.
+ */
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { LockedError, WalFailedError } from '../core/errors.js'
+import type { WalAdapter, WalListing } from '../core/storage/wal-adapter.js'
+
+export interface FileWalOptions {
+  /** Buffered bytes beyond which an append writes to the OS at once instead of at the end of the turn.
+   * Default 1 MiB. */
+  bufferBytesMax?: number
+  /**
+   * Background fdatasync period in ms for writes made with `async` durability (0 disables): bounds what a
+   * machine crash can lose. Default 1000.
+   */
+  backgroundSyncMs?: number
+}
+
+const SEGMENT_RE = /^(\d{10})\.wal$/
+const SNAPSHOT_RE = /^(\d{10})\.snap$/
+
+function pad (id: number): string { return String(id).padStart(10, '0') }
+
+function fdatasync (fd: number): Promise<void> {
+  return new Promise((resolve, reject) => { fs.fdatasync(fd, error => { error === null ? resolve() : reject(error) }) })
+}
+
+function write (fd: number, bytes: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, bytes, 0, bytes.length, null, (error, written) => {
+      if (error !== null) reject(error)
+      else if (written < bytes.length) write(fd, bytes.subarray(written)).then(resolve, reject)
+      else resolve()
+    })
+  })
+}
+
+function writeAllSync (fd: number, bytes: Uint8Array): void {
+  let at = 0
+  while (at < bytes.length) at += fs.writeSync(fd, bytes, at, bytes.length - at)
+}
+
+function fsyncDir (dir: string): void {
+  const fd = fs.openSync(dir, 'r')
+  try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+}
+
+/** Directories locked by this process: a second open in the same process is refused too. */
+const lockedHere = new Set<string>()
+
+function processAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+export class FileWal implements WalAdapter {
+  readonly location: string
+  private readonly bufferBytesMax: number
+  private readonly backgroundSyncMs: number
+  private fd = -1
+  /** Segments closed for appends whose last bytes still need an fdatasync. */
+  private sealed: number[] = []
+  private pending: Uint8Array[] = []
+  private pendingBytes = 0
+  private unsyncedBytes = 0
+  private dirDirty = false
+  private flushScheduled: NodeJS.Immediate | null = null
+  private backgroundTimer: NodeJS.Timeout | null = null
+  private failure: WalFailedError | null = null
+  private locked = false
+
+  constructor (readonly dir: string, options: FileWalOptions = {}) {
+    this.location = dir
+    this.bufferBytesMax = options.bufferBytesMax ?? 1024 * 1024
+    this.backgroundSyncMs = options.backgroundSyncMs ?? 1000
+  }
+
+  private file (name: string): string { return path.join(this.dir, name) }
+
+  async open (): Promise<WalListing> {
+    fs.mkdirSync(this.dir, { recursive: true })
+    this.lock()
+    const segments: number[] = []
+    const snapshots: number[] = []
+    for (const name of fs.readdirSync(this.dir)) {
+      const seg = SEGMENT_RE.exec(name)
+      const snap = SNAPSHOT_RE.exec(name)
+      if (seg !== null) segments.push(Number(seg[1]))
+      else if (snap !== null) snapshots.push(Number(snap[1]))
+      else if (name.endsWith('.snap.tmp')) fs.rmSync(this.file(name), { force: true }) // a snapshot cut short
+    }
+    segments.sort((a, b) => a - b)
+    if (this.backgroundSyncMs > 0) {
+      this.backgroundTimer = setInterval(() => {
+        if (this.unsyncedBytes > 0 && this.failure === null) this.sync().catch(() => {})
+      }, this.backgroundSyncMs)
+      this.backgroundTimer.unref()
+    }
+    return { segments, snapshot: snapshots.length === 0 ? null : Math.max(...snapshots) }
+  }
+
+  private lock (): void {
+    const lockPath = this.file('LOCK')
+    const key = path.resolve(this.dir)
+    if (lockedHere.has(key)) throw new LockedError(this.dir, 'this process')
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        fs.writeFileSync(lockPath, String(process.pid), { flag: 'wx' })
+        this.locked = true
+        lockedHere.add(key)
+        return
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      }
+      const holder = Number(fs.readFileSync(lockPath, 'utf8').trim())
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
+        throw new LockedError(this.dir, `process ${holder}`)
+      }
+      fs.rmSync(lockPath, { force: true }) // stale: its process is gone (e.g. SIGKILLed)
+    }
+    throw new LockedError(this.dir, 'another process racing for its lock')
+  }
+
+  async readSegment (id: number): Promise<Uint8Array> {
+    return new Uint8Array(await fs.promises.readFile(this.file(`${pad(id)}.wal`)))
+  }
+
+  async readSnapshot (id: number): Promise<Uint8Array> {
+    return new Uint8Array(await fs.promises.readFile(this.file(`${pad(id)}.snap`)))
+  }
+
+  private check (): void {
+    if (this.failure !== null) throw this.failure
+  }
+
+  private fail (error: unknown): WalFailedError {
+    this.failure ??= new WalFailedError(this.dir, error)
+    return this.failure
+  }
+
+  startSegment (id: number): void {
+    this.check()
+    try {
+      if (this.fd >= 0) {
+        this.flush()
+        this.sealed.push(this.fd)
+      }
+      this.fd = fs.openSync(this.file(`${pad(id)}.wal`), 'wx')
+      this.dirDirty = true
+    } catch (error) {
+      throw this.fail(error)
+    }
+  }
+
+  append (bytes: Uint8Array): void {
+    this.check()
+    this.pending.push(bytes)
+    this.pendingBytes += bytes.length
+    this.unsyncedBytes += bytes.length
+    if (this.pendingBytes >= this.bufferBytesMax) this.flush()
+    else this.flushScheduled ??= setImmediate(() => { this.flushScheduled = null; this.flushQuietly() })
+  }
+
+  private flushQuietly (): void {
+    try { this.flush() } catch { /* recorded in this.failure; the next sync reports it */ }
+  }
+
+  /** Writes buffered bytes to the current segment (to the OS, not yet durable). */
+  private flush (): void {
+    if (this.pendingBytes === 0) return
+    const parts = this.pending
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.pendingBytes)
+    this.pending = []
+    this.pendingBytes = 0
+    try {
+      writeAllSync(this.fd, bytes)
+    } catch (error) {
+      throw this.fail(error)
+    }
+  }
+
+  async sync (): Promise<void> {
+    this.check()
+    this.flush()
+    const sealed = this.sealed
+    this.sealed = []
+    const dirDirty = this.dirDirty
+    this.dirDirty = false
+    const unsynced = this.unsyncedBytes
+    try {
+      await Promise.all([
+        ...sealed.map(async fd => { await fdatasync(fd); fs.closeSync(fd) }),
+        fdatasync(this.fd)
+      ])
+      if (dirDirty) fsyncDir(this.dir)
+    } catch (error) {
+      throw this.fail(error)
+    }
+    this.unsyncedBytes = Math.max(0, this.unsyncedBytes - unsynced)
+  }
+
+  async truncateSegment (id: number, length: number): Promise<void> {
+    const fd = fs.openSync(this.file(`${pad(id)}.wal`), 'r+')
+    try {
+      fs.ftruncateSync(fd, length)
+      fs.fsyncSync(fd)
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+
+  async writeSnapshot (id: number, chunks: Iterable<Uint8Array>): Promise<void> {
+    this.check()
+    const tmp = this.file(`${pad(id)}.snap.tmp`)
+    const fd = fs.openSync(tmp, 'w')
+    try {
+      for (const chunk of chunks) await write(fd, chunk)
+      await fdatasync(fd)
+    } finally {
+      fs.closeSync(fd)
+    }
+    fs.renameSync(tmp, this.file(`${pad(id)}.snap`))
+    fsyncDir(this.dir)
+  }
+
+  async dropBefore (id: number): Promise<void> {
+    for (const name of fs.readdirSync(this.dir)) {
+      const m = SEGMENT_RE.exec(name) ?? SNAPSHOT_RE.exec(name)
+      if (m !== null && Number(m[1]) < id) fs.rmSync(this.file(name), { force: true })
+    }
+    fsyncDir(this.dir)
+  }
+
+  async close (): Promise<void> {
+    if (this.flushScheduled !== null) clearImmediate(this.flushScheduled)
+    this.flushScheduled = null
+    if (this.backgroundTimer !== null) clearInterval(this.backgroundTimer)
+    this.backgroundTimer = null
+    try {
+      if (this.failure === null && this.fd >= 0) this.flush()
+    } finally {
+      for (const fd of [...this.sealed, this.fd]) if (fd >= 0) fs.closeSync(fd)
+      this.sealed = []
+      this.fd = -1
+      if (this.locked) {
+        fs.rmSync(this.file('LOCK'), { force: true })
+        lockedHere.delete(path.resolve(this.dir))
+      }
+      this.locked = false
+    }
+  }
+
+  describe (kind: 'segment' | 'snapshot', id: number): string {
+    return this.file(`${pad(id)}.${kind === 'segment' ? 'wal' : 'snap'}`)
+  }
+}

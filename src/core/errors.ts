@@ -1,0 +1,127 @@
+/**
+ * Every failure meshkv reports has its own class carrying the data a caller needs to act on it. Callers and
+ * tests branch on the class or on `name`/`code`, never on the message text, which is for people.
+ */
+
+export abstract class MeshkvError extends Error {
+  /** Stable machine-readable code, e.g. `ERR_WAL_CORRUPT`. */
+  abstract readonly code: string
+  constructor (message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
+/** A configuration value is missing, of the wrong type, or out of its documented range. */
+export class ConfigError extends MeshkvError {
+  readonly code = 'ERR_CONFIG'
+  constructor (readonly field: string, readonly reason: string) {
+    super(`invalid config ${field}: ${reason}`)
+  }
+}
+
+/** A key is empty, not a string, or longer than the limit (UTF-8 bytes). */
+export class InvalidKeyError extends MeshkvError {
+  readonly code = 'ERR_INVALID_KEY'
+  constructor (readonly reason: string, readonly bytes?: number, readonly limit?: number) {
+    super(`invalid key: ${reason}`)
+  }
+}
+
+/** A value is larger than the configured limit. */
+export class ValueTooLargeError extends MeshkvError {
+  readonly code = 'ERR_VALUE_TOO_LARGE'
+  constructor (readonly bytes: number, readonly limit: number) {
+    super(`value of ${bytes} bytes exceeds the limit of ${limit} bytes`)
+  }
+}
+
+/** A causal context handed back by a client cannot be decoded or exceeds its bounds. */
+export class InvalidContextError extends MeshkvError {
+  readonly code = 'ERR_INVALID_CONTEXT'
+  constructor (readonly reason: string) {
+    super(`invalid causal context: ${reason}`)
+  }
+}
+
+/**
+ * A local write would leave a key with more siblings than `siblingsMax`. The write is refused (nothing is
+ * dropped); the client must read the key and write back a resolved value with the context it got.
+ */
+export class SiblingLimitError extends MeshkvError {
+  readonly code = 'ERR_SIBLING_LIMIT'
+  constructor (readonly key: string, readonly siblings: number, readonly limit: number) {
+    super(`key ${JSON.stringify(key)} would have ${siblings} siblings, more than the limit of ${limit}; read it and write a resolved value with its context`)
+  }
+}
+
+/** An encoded record (a key's whole state) would exceed `walRecordBytesMax`. */
+export class RecordTooLargeError extends MeshkvError {
+  readonly code = 'ERR_RECORD_TOO_LARGE'
+  constructor (readonly bytes: number, readonly limit: number) {
+    super(`record of ${bytes} bytes exceeds walRecordBytesMax=${limit}`)
+  }
+}
+
+/**
+ * Recovery met a record whose checksum or length is wrong before the tail of the log. Recovery stops: the
+ * data after it may be intact, and silently dropping it would lose acknowledged writes. The operator can
+ * inspect `location`/`offset` and reopen with `onCorruption: 'skip'` to drop just the damaged record.
+ */
+export class WalCorruptError extends MeshkvError {
+  readonly code = 'ERR_WAL_CORRUPT'
+  constructor (readonly location: string, readonly offset: number, readonly reason: string) {
+    super(`corrupt WAL record in ${location} at offset ${offset}: ${reason}; reopen with onCorruption: 'skip' (CLI: --wal-skip-corrupt) to drop it and continue`)
+  }
+}
+
+/** The log's bytes are not a meshkv WAL (wrong magic or unknown format version). */
+export class WalFormatError extends MeshkvError {
+  readonly code = 'ERR_WAL_FORMAT'
+  constructor (readonly location: string, readonly reason: string) {
+    super(`${location} is not a readable meshkv WAL: ${reason}`)
+  }
+}
+
+/**
+ * A write or sync of the log failed. After a failed fsync the kernel may have dropped the dirty pages, so
+ * the log cannot tell what is durable: it refuses every later write until it is reopened (and recovered).
+ */
+export class WalFailedError extends MeshkvError {
+  readonly code = 'ERR_WAL_FAILED'
+  constructor (readonly location: string, cause: unknown) {
+    super(`WAL ${location} failed and refuses further writes until reopened: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+  }
+}
+
+/** An operation was attempted on a store or log that is closed. */
+export class ClosedError extends MeshkvError {
+  readonly code = 'ERR_CLOSED'
+  constructor (readonly what: string) {
+    super(`${what} is closed`)
+  }
+}
+
+/** An operation was aborted through its AbortSignal. */
+export class AbortError extends MeshkvError {
+  readonly code = 'ERR_ABORTED'
+  constructor (readonly reason?: unknown) {
+    super('the operation was aborted')
+  }
+}
+
+/** Bytes from a peer, a file or a client could not be decoded into the expected structure. */
+export class DecodeError extends MeshkvError {
+  readonly code = 'ERR_DECODE'
+  constructor (readonly what: string, readonly reason: string) {
+    super(`cannot decode ${what}: ${reason}`)
+  }
+}
+
+/** Another live process holds the data directory (or database) this one tried to open. */
+export class LockedError extends MeshkvError {
+  readonly code = 'ERR_LOCKED'
+  constructor (readonly location: string, readonly holder: string) {
+    super(`${location} is in use by ${holder}; two peers must not share a data directory`)
+  }
+}

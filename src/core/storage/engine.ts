@@ -1,0 +1,383 @@
+/**
+ * The storage engine of one replica: keys to version states (siblings with dotted version vectors) held in
+ * memory, every change recorded in the write-ahead log before it is acknowledged, recovered on open from the
+ * newest snapshot plus the log's tail.
+ *
+ * TTL keys expire by a second-chance clock sweep (KnucklesDB): each write of a TTL key gives it
+ * `ceil(ttlMs / sweepPeriodMs)` credits (at least one, the "reference bit"); every sweep takes one credit
+ * from each TTL key and expires those that had none left. So a key never expires before its TTL has passed
+ * since its last write, and always expires within two sweep periods after that — with no clock read per key
+ * and no timer per key, which is what lets one peer track thousands of heartbeating services.
+ *
+ * The engine is pure: time comes from the injected Clock, the log from the injected WalAdapter, and `sweep()`
+ * is called by whoever owns the timer.
+ */
+import { raceAbort, throwIfAborted } from '../abort.js'
+import { Writer, utf8Length } from '../codec.js'
+import { type Durability, type StorageConfig, defaultStorageConfig, validateStorageConfig } from '../config.js'
+import { Emitter } from '../emitter.js'
+import { type Clock, type Logger, silentLogger } from '../env.js'
+import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
+import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
+import { type KeyState, type Sibling, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
+import { HybridClock } from '../version/hlc.js'
+import { type VersionVector, EMPTY_VV } from '../version/vv.js'
+import { RECORD_PUT, decodeRecord, encodePut, encodeRemove } from './records.js'
+import type { WalAdapter } from './wal-adapter.js'
+import { DEFAULT_WAL_OPTIONS, type RecoveryReport, Wal } from './wal.js'
+
+export interface EngineOptions extends Partial<StorageConfig> {
+  /** This replica's id (its peer id): the id in the dots of writes it coordinates. */
+  replicaId: string
+  clock: Clock
+  /** Where the log lives. Without one the engine is memory-only: nothing survives a restart. */
+  wal?: WalAdapter
+  log?: Logger
+}
+
+export interface ReadResult {
+  readonly key: string
+  /** Live values (tombstones excluded), in dot order; more than one means concurrent writes (siblings). */
+  readonly values: readonly Sibling[]
+  /** Hand this back with the next put/delete of the key to supersede what this read saw. */
+  readonly context: VersionVector
+  /** True when every sibling is a tombstone: the key reads as absent but its context still matters. */
+  readonly deleted: boolean
+  readonly state: KeyState
+  /** TTL of the key in ms, 0 if none. */
+  readonly ttlMs: number
+}
+
+export interface WriteOptions {
+  /** Causal context from an earlier read. Without it, existing values are kept as siblings. */
+  context?: VersionVector
+  /** Last-writer-wins: the newest write by hybrid logical clock replaces every sibling. */
+  lww?: boolean
+  /** Expire the key this long after its last write unless written again (0 or absent: no expiry). */
+  ttlMs?: number
+  durability?: Durability
+  signal?: AbortSignal
+}
+
+export interface WriteResult {
+  readonly key: string
+  readonly state: KeyState
+  readonly context: VersionVector
+}
+
+export interface MergeResult extends WriteResult {
+  /** False when the local state already contained everything (nothing was written). */
+  readonly changed: boolean
+}
+
+export interface ExpiredEvent {
+  readonly key: string
+  readonly state: KeyState
+}
+
+export interface WarningEvent {
+  readonly code: 'siblings' | 'compaction-failed' | 'wal-recovery'
+  readonly message: string
+  readonly key?: string
+}
+
+export interface EngineEvents extends Record<string, unknown> {
+  expired: ExpiredEvent
+  warning: WarningEvent
+}
+
+export interface EngineStats {
+  keys: number
+  ttlKeys: number
+  tombstones: number
+  walBytesSinceSnapshot: number
+  walSnapshotBytes: number
+  walSyncs: number
+  expired: number
+}
+
+interface Entry {
+  state: KeyState
+  ttlMs: number
+  /** Sweeps left before expiry (TTL keys only). */
+  credit: number
+}
+
+const RESOLVED = Promise.resolve()
+
+export class StorageEngine {
+  readonly config: StorageConfig
+  readonly events: Emitter<EngineEvents>
+  readonly hlc: HybridClock
+  /** What recovery found when the engine opened (null without a WAL). */
+  recovery: RecoveryReport | null = null
+  private readonly map = new Map<string, Entry>()
+  private readonly ttlKeys = new Set<string>()
+  private readonly writer = new Writer(1024)
+  private readonly log: Logger
+  private wal: Wal | null = null
+  private expiredCount = 0
+  private closed = false
+
+  private constructor (readonly replicaId: string, clock: Clock, config: StorageConfig, log: Logger) {
+    this.config = config
+    this.log = log
+    this.hlc = new HybridClock(clock)
+    this.events = new Emitter<EngineEvents>(error => { log.error('engine event listener threw', error) })
+  }
+
+  static async open (options: EngineOptions): Promise<StorageEngine> {
+    const { replicaId, clock, wal, log = silentLogger, ...overrides } = options
+    if (typeof replicaId !== 'string' || replicaId.length === 0 || utf8Length(replicaId) > REPLICA_ID_BYTES_MAX) {
+      throw new ConfigError('replicaId', `must be a non-empty string of at most ${REPLICA_ID_BYTES_MAX} bytes`)
+    }
+    const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
+    const config = validateStorageConfig({ ...defaultStorageConfig(), ...defined })
+    const engine = new StorageEngine(replicaId, clock, config, log)
+    if (wal !== undefined) {
+      const opened = await Wal.open(wal, {
+        ...DEFAULT_WAL_OPTIONS,
+        segmentBytesMax: config.walSegmentBytesMax,
+        onCorruption: config.onCorruption,
+        log
+      }, payload => { engine.replay(payload) })
+      engine.wal = opened.wal
+      engine.recovery = opened.report
+      const { tornTails, skipped } = opened.report
+      for (const d of [...tornTails, ...skipped]) {
+        engine.events.emit('warning', { code: 'wal-recovery', message: `${d.location} offset ${d.offset}: ${d.bytes} bytes dropped (${d.reason})` })
+      }
+    }
+    return engine
+  }
+
+  private replay (payload: Uint8Array): void {
+    const record = decodeRecord(payload, this.config)
+    if (record.type === RECORD_PUT) {
+      this.setEntry(record.key, record.state, record.ttlMs)
+      const ts = newestTs(record.state)
+      if (ts !== undefined) this.hlc.observe(ts)
+    } else {
+      this.removeEntry(record.key)
+    }
+  }
+
+  private checkOpen (): void {
+    if (this.closed) throw new ClosedError('storage engine')
+  }
+
+  private checkKey (key: string): void {
+    if (typeof key !== 'string') throw new InvalidKeyError('not a string')
+    if (key.length === 0) throw new InvalidKeyError('empty')
+    // A UTF-16 unit is at most 3 UTF-8 bytes, so short keys need no byte count.
+    if (key.length * 3 > this.config.keyBytesMax) {
+      const bytes = utf8Length(key)
+      if (bytes > this.config.keyBytesMax) throw new InvalidKeyError(`${bytes} bytes exceeds the limit of ${this.config.keyBytesMax}`, bytes, this.config.keyBytesMax)
+    }
+  }
+
+  private checkTtl (ttlMs: number | undefined): number {
+    if (ttlMs === undefined) return 0
+    if (!Number.isInteger(ttlMs) || ttlMs < 0 || ttlMs > this.config.ttlMsMax) throw new ConfigError('ttlMs', `must be an integer in [0, ${this.config.ttlMsMax}], got ${ttlMs}`)
+    return ttlMs
+  }
+
+  private setEntry (key: string, state: KeyState, ttlMs: number): void {
+    const credit = ttlMs > 0 ? Math.max(1, Math.ceil(ttlMs / this.config.sweepPeriodMs)) : 0
+    const entry = this.map.get(key)
+    if (entry === undefined) this.map.set(key, { state, ttlMs, credit })
+    else { entry.state = state; entry.ttlMs = ttlMs; entry.credit = credit }
+    if (ttlMs > 0) this.ttlKeys.add(key)
+    else if (entry !== undefined && entry.ttlMs > 0) this.ttlKeys.delete(key)
+  }
+
+  private removeEntry (key: string): void {
+    this.map.delete(key)
+    this.ttlKeys.delete(key)
+  }
+
+  /**
+   * Logs and applies a key's new state; resolves when it is durable under `durability`. The state changes in
+   * memory only if the log accepted the record.
+   */
+  private commit (key: string, state: KeyState, ttlMs: number, durability: Durability | undefined, signal: AbortSignal | undefined): Promise<void> {
+    const wal = this.wal
+    if (wal === null) {
+      this.setEntry(key, state, ttlMs)
+      return RESOLVED
+    }
+    const payload = encodePut(this.writer, key, ttlMs, state)
+    if (payload.length > this.config.walRecordBytesMax) throw new RecordTooLargeError(payload.length, this.config.walRecordBytesMax)
+    wal.append(payload)
+    this.setEntry(key, state, ttlMs)
+    this.maybeCompact(wal)
+    if ((durability ?? this.config.durability) === 'async') return RESOLVED
+    return raceAbort(wal.sync(), signal)
+  }
+
+  private warnSiblings (key: string, state: KeyState): void {
+    if (state.siblings.length > this.config.siblingsWarn) {
+      this.events.emit('warning', { code: 'siblings', key, message: `key ${JSON.stringify(key)} has ${state.siblings.length} siblings (warning threshold ${this.config.siblingsWarn}); read it and write a resolved value` })
+    }
+  }
+
+  /** Reads a key: undefined if this replica has never seen it (or it expired or was reaped). */
+  get (key: string): ReadResult | undefined {
+    this.checkOpen()
+    const entry = this.map.get(key)
+    if (entry === undefined) return undefined
+    const state = entry.state
+    return { key, values: valuesOf(state), context: state.vv, deleted: isDeleted(state), state, ttlMs: entry.ttlMs }
+  }
+
+  /** The raw state of a key, for replication. */
+  state (key: string): KeyState | undefined {
+    return this.map.get(key)?.state
+  }
+
+  /** A write coordinated by this replica. */
+  put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<WriteResult> {
+    if (!(value instanceof Uint8Array)) return Promise.reject(new TypeError('value must be a Uint8Array'))
+    if (value.length > this.config.valueBytesMax) return Promise.reject(new ValueTooLargeError(value.length, this.config.valueBytesMax))
+    return this.write(key, value, options)
+  }
+
+  /** Deletes by writing a tombstone that supersedes what `context` covers. */
+  delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<WriteResult> {
+    return this.write(key, null, options)
+  }
+
+  private write (key: string, value: Uint8Array | null, options: WriteOptions): Promise<WriteResult> {
+    try {
+      this.checkOpen()
+      this.checkKey(key)
+      throwIfAborted(options.signal)
+      const ttlMs = value === null ? 0 : this.checkTtl(options.ttlMs)
+      const current = this.map.get(key)?.state ?? EMPTY_STATE
+      const state = update(current, options.context ?? EMPTY_VV, { value, ts: this.hlc.now(), lww: options.lww === true }, this.replicaId)
+      if (state.siblings.length > this.config.siblingsMax) throw new SiblingLimitError(key, state.siblings.length, this.config.siblingsMax)
+      const done = this.commit(key, state, ttlMs, options.durability, options.signal)
+      this.warnSiblings(key, state)
+      const result: WriteResult = { key, state, context: state.vv }
+      return done === RESOLVED ? Promise.resolve(result) : done.then(() => result)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  /**
+   * Merges a state received from another replica (replication, read repair, hinted handoff, anti-entropy).
+   * Never refused for sibling count: a replica must not drop what another acknowledged.
+   */
+  merge (key: string, remote: KeyState, options: { ttlMs?: number; durability?: Durability; signal?: AbortSignal } = {}): Promise<MergeResult> {
+    try {
+      this.checkOpen()
+      this.checkKey(key)
+      throwIfAborted(options.signal)
+      const entry = this.map.get(key)
+      const current = entry?.state ?? EMPTY_STATE
+      const ttlMs = options.ttlMs === undefined ? entry?.ttlMs ?? 0 : this.checkTtl(options.ttlMs)
+      const ts = newestTs(remote)
+      if (ts !== undefined) this.hlc.observe(ts)
+      const state = sync(current, remote)
+      if (entry !== undefined && stateEquals(state, current) && ttlMs === entry.ttlMs) {
+        if (ttlMs > 0) entry.credit = Math.max(1, Math.ceil(ttlMs / this.config.sweepPeriodMs))
+        return Promise.resolve({ key, state: current, context: current.vv, changed: false })
+      }
+      const done = this.commit(key, state, ttlMs, options.durability, options.signal)
+      this.warnSiblings(key, state)
+      const result: MergeResult = { key, state, context: state.vv, changed: true }
+      return done.then(() => result)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  /**
+   * One turn of the TTL clock: every TTL key loses a credit, and keys with none left expire (removed, logged,
+   * `expired` emitted). Call every `sweepPeriodMs`. Returns what expired.
+   */
+  sweep (): ExpiredEvent[] {
+    this.checkOpen()
+    const expired: ExpiredEvent[] = []
+    for (const key of this.ttlKeys) {
+      const entry = this.map.get(key)!
+      if (entry.credit > 0) { entry.credit--; continue }
+      this.removeLogged(key)
+      expired.push({ key, state: entry.state })
+    }
+    this.expiredCount += expired.length
+    for (const event of expired) this.events.emit('expired', event)
+    return expired
+  }
+
+  private removeLogged (key: string): void {
+    // Logged without waiting for durability: if the removal is lost in a crash, the key comes back with fresh
+    // credits and expires again within two sweeps.
+    if (this.wal !== null) this.wal.append(encodeRemove(this.writer, key))
+    this.removeEntry(key)
+  }
+
+  /**
+   * Removes a deleted key's tombstones if its state is still exactly `expected`. The caller decides when that
+   * is safe (every primary holds the tombstone and the grace period has passed). Returns whether it reaped.
+   */
+  reap (key: string, expected: KeyState): boolean {
+    this.checkOpen()
+    const entry = this.map.get(key)
+    if (entry === undefined || !isDeleted(entry.state) || !stateEquals(entry.state, expected)) return false
+    this.removeLogged(key)
+    return true
+  }
+
+  get size (): number { return this.map.size }
+
+  keys (): IterableIterator<string> { return this.map.keys() }
+
+  /** Key states, for anti-entropy and transfer. */
+  * entries (): Generator<[string, KeyState]> {
+    for (const [key, entry] of this.map) yield [key, entry.state]
+  }
+
+  private maybeCompact (wal: Wal): void {
+    if (wal.isCompacting || wal.bytesSinceSnapshot <= Math.max(this.config.walCompactAfterBytes, wal.snapshotBytes)) return
+    this.compact().catch((error: unknown) => {
+      this.log.error('compaction failed', error)
+      this.events.emit('warning', { code: 'compaction-failed', message: `compaction failed: ${error instanceof Error ? error.message : String(error)}` })
+    })
+  }
+
+  /** Writes a snapshot of the current state and drops the log segments it replaces. */
+  compact (): Promise<void> {
+    this.checkOpen()
+    const wal = this.wal
+    if (wal === null) return RESOLVED
+    // A frozen copy: states are immutable, so copying the references is a consistent snapshot.
+    const frozen = Array.from(this.map, ([key, entry]) => [key, entry.ttlMs, entry.state] as const)
+    const writer = new Writer(1024)
+    return wal.compact((function * () {
+      for (const [key, ttlMs, state] of frozen) yield encodePut(writer, key, ttlMs, state)
+    })())
+  }
+
+  stats (): EngineStats {
+    let tombstones = 0
+    for (const entry of this.map.values()) if (isDeleted(entry.state)) tombstones++
+    return {
+      keys: this.map.size,
+      ttlKeys: this.ttlKeys.size,
+      tombstones,
+      walBytesSinceSnapshot: this.wal?.bytesSinceSnapshot ?? 0,
+      walSnapshotBytes: this.wal?.snapshotBytes ?? 0,
+      walSyncs: this.wal?.syncCount ?? 0,
+      expired: this.expiredCount
+    }
+  }
+
+  /** Makes every write durable and closes the log. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.wal?.close()
+  }
+}

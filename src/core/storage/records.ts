@@ -1,0 +1,76 @@
+/**
+ * What the storage engine writes into the log: one record per change of a key, holding the key's whole new
+ * state (not the operation), so replay is "last record for a key wins" — idempotent, independent of the
+ * code that produced it, and the same encoding serves snapshots.
+ *
+ *   put    = 0x01 | key | ttlMs | vv count | (replicaId, counter)* | sibling count | sibling*
+ *   sibling = replicaId | counter | flags (1 tombstone, 2 lww) | hlc wall | hlc logical | value (if not tombstone)
+ *   remove = 0x02 | key                (expired by TTL or tombstone reaped)
+ *
+ * Strings and byte strings are varint-length-prefixed (codec.ts).
+ */
+import { Reader, Writer } from '../codec.js'
+import { DecodeError } from '../errors.js'
+import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
+import type { KeyState, Sibling } from '../version/dvv.js'
+
+export const RECORD_PUT = 1
+export const RECORD_REMOVE = 2
+
+const FLAG_TOMBSTONE = 1
+const FLAG_LWW = 2
+
+export type StorageRecord =
+  | { type: typeof RECORD_PUT; key: string; ttlMs: number; state: KeyState }
+  | { type: typeof RECORD_REMOVE; key: string }
+
+export interface RecordLimits {
+  keyBytesMax: number
+  valueBytesMax: number
+}
+
+export function encodePut (w: Writer, key: string, ttlMs: number, state: KeyState): Uint8Array {
+  w.reset()
+  w.u8(RECORD_PUT).string(key).varint(ttlMs).varint(state.vv.length)
+  for (const [id, n] of state.vv) w.string(id).varint(n)
+  w.varint(state.siblings.length)
+  for (const s of state.siblings) {
+    w.string(s.id).varint(s.n).u8((s.value === null ? FLAG_TOMBSTONE : 0) | (s.lww ? FLAG_LWW : 0)).varint(s.ts.wall).varint(s.ts.logical)
+    if (s.value !== null) w.bytes(s.value)
+  }
+  return w.finish()
+}
+
+export function encodeRemove (w: Writer, key: string): Uint8Array {
+  w.reset()
+  return w.u8(RECORD_REMOVE).string(key).finish()
+}
+
+/** Decodes one record. Values are copied out of `payload`, so the caller may release the buffer. */
+export function decodeRecord (payload: Uint8Array, limits: RecordLimits): StorageRecord {
+  const r = new Reader(payload, 'storage record')
+  const type = r.u8()
+  const key = r.string(limits.keyBytesMax)
+  if (type === RECORD_REMOVE) {
+    r.end()
+    return { type, key }
+  }
+  if (type !== RECORD_PUT) throw new DecodeError('storage record', `unknown record type ${type}`)
+  const ttlMs = r.varint()
+  const vvCount = r.varint()
+  const vv: Array<readonly [string, number]> = []
+  for (let i = 0; i < vvCount; i++) vv.push([r.string(REPLICA_ID_BYTES_MAX), r.varint()])
+  const siblingCount = r.varint()
+  const siblings: Sibling[] = []
+  for (let i = 0; i < siblingCount; i++) {
+    const id = r.string(REPLICA_ID_BYTES_MAX)
+    const n = r.varint()
+    const flags = r.u8()
+    const wall = r.varint()
+    const logical = r.varint()
+    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : r.bytes(limits.valueBytesMax).slice()
+    siblings.push({ id, n, value, ts: { wall, logical }, lww: (flags & FLAG_LWW) !== 0 })
+  }
+  r.end()
+  return { type, key, ttlMs, state: { vv, siblings } }
+}

@@ -1,0 +1,55 @@
+/**
+ * The causal context: the version vector a client gets from `get` and hands back to `put`/`delete` so the
+ * write supersedes exactly what it saw. To the client it is an opaque base64url string (safe in an HTTP
+ * header); inside it is a format byte, then the vector's entries. Decoding validates everything — entry
+ * count, id length, ordering, counters — because a context comes from outside and must never corrupt a
+ * stored version.
+ */
+import { Reader, Writer, base64urlDecode, base64urlEncode } from '../codec.js'
+import { DecodeError, InvalidContextError } from '../errors.js'
+import type { VersionVector } from './vv.js'
+
+const FORMAT = 1
+
+/** Most entries a context may carry: a key is written through its N replicas and a few fallbacks. */
+export const CONTEXT_ENTRIES_MAX = 64
+/** Longest replica id in bytes (libp2p peer ids are 52 characters). */
+export const REPLICA_ID_BYTES_MAX = 128
+/** Longest encoded context in characters: what CONTEXT_ENTRIES_MAX entries of the longest ids take. */
+export const CONTEXT_CHARS_MAX = Math.ceil((2 + CONTEXT_ENTRIES_MAX * (2 + REPLICA_ID_BYTES_MAX + 8)) * 4 / 3)
+
+export function encodeContext (vv: VersionVector): string {
+  const w = new Writer(16 + vv.length * 64)
+  w.u8(FORMAT).varint(vv.length)
+  for (const [id, n] of vv) w.string(id).varint(n)
+  return base64urlEncode(w.finish())
+}
+
+export function decodeContext (encoded: string): VersionVector {
+  if (typeof encoded !== 'string') throw new InvalidContextError('not a string')
+  if (encoded.length === 0) return []
+  if (encoded.length > CONTEXT_CHARS_MAX) throw new InvalidContextError(`longer than ${CONTEXT_CHARS_MAX} characters`)
+  try {
+    const r = new Reader(base64urlDecode(encoded, 'context'), 'context')
+    const format = r.u8()
+    if (format !== FORMAT) throw new InvalidContextError(`unknown format ${format}`)
+    const count = r.varint()
+    if (count > CONTEXT_ENTRIES_MAX) throw new InvalidContextError(`${count} entries exceed the limit of ${CONTEXT_ENTRIES_MAX}`)
+    const vv: Array<readonly [string, number]> = []
+    let previous: string | undefined
+    for (let i = 0; i < count; i++) {
+      const id = r.string(REPLICA_ID_BYTES_MAX)
+      const n = r.varint()
+      if (id.length === 0) throw new InvalidContextError('empty replica id')
+      if (n === 0) throw new InvalidContextError(`zero counter for ${id}`)
+      if (previous !== undefined && id <= previous) throw new InvalidContextError('entries not in strictly ascending id order')
+      vv.push([id, n])
+      previous = id
+    }
+    r.end()
+    return vv
+  } catch (error) {
+    if (error instanceof DecodeError) throw new InvalidContextError(error.reason)
+    throw error
+  }
+}
