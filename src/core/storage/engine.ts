@@ -185,10 +185,11 @@ export class StorageEngine {
   private setEntry (key: string, state: KeyState, ttlMs: number): void {
     const credit = ttlMs > 0 ? Math.max(1, Math.ceil(ttlMs / this.config.sweepPeriodMs)) : 0
     const entry = this.map.get(key)
+    const hadTtl = entry !== undefined && entry.ttlMs > 0
     if (entry === undefined) this.map.set(key, { state, ttlMs, credit })
     else { entry.state = state; entry.ttlMs = ttlMs; entry.credit = credit }
     if (ttlMs > 0) this.ttlKeys.add(key)
-    else if (entry !== undefined && entry.ttlMs > 0) this.ttlKeys.delete(key)
+    else if (hadTtl) this.ttlKeys.delete(key)
   }
 
   private removeEntry (key: string): void {

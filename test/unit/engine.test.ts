@@ -1,0 +1,173 @@
+import { describe, expect, it } from 'vitest'
+import { MemoryVolume, MemoryWal } from '../../src/adapters/wal-memory.js'
+import { ManualClock } from '../../src/core/env.js'
+import { AbortError, ClosedError, ConfigError, InvalidKeyError, SiblingLimitError, ValueTooLargeError } from '../../src/core/errors.js'
+import { StorageEngine, type EngineOptions, type WarningEvent } from '../../src/core/storage/engine.js'
+import { update, EMPTY_STATE } from '../../src/core/version/dvv.js'
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s)
+const text = (b: Uint8Array | null): string => (b === null ? '<tombstone>' : new TextDecoder().decode(b))
+
+async function engine (volume: MemoryVolume | null, options: Partial<EngineOptions> = {}): Promise<StorageEngine> {
+  return StorageEngine.open({ replicaId: 'replica-a', clock: new ManualClock(1_000), ...(volume === null ? {} : { wal: new MemoryWal(volume) }), ...options })
+}
+
+describe('storage engine', () => {
+  it('reads back writes; a put with the read context replaces, one without keeps a sibling', async () => {
+    const e = await engine(new MemoryVolume())
+    expect(e.get('k')).toBeUndefined()
+    await e.put('k', bytes('v1'))
+    const r1 = e.get('k')!
+    expect(r1.values.map(s => text(s.value))).toEqual(['v1'])
+    await e.put('k', bytes('v2'), { context: r1.context })
+    expect(e.get('k')!.values.map(s => text(s.value))).toEqual(['v2'])
+    await e.put('k', bytes('v3'))
+    expect(e.get('k')!.values.map(s => text(s.value)).sort()).toEqual(['v2', 'v3'])
+    await e.delete('k', { context: e.get('k')!.context })
+    expect(e.get('k')!.deleted).toBe(true)
+    expect(e.get('k')!.values).toEqual([])
+    await e.close()
+  })
+
+  it('recovers every write after a restart and keeps issuing fresh dots', async () => {
+    const volume = new MemoryVolume()
+    const a = await engine(volume)
+    for (let i = 0; i < 50; i++) await a.put(`key-${i}`, bytes(`value-${i}`))
+    await a.put('key-0', bytes('again'), { context: a.get('key-0')!.context })
+    await a.close()
+    const b = await engine(volume)
+    expect(b.size).toBe(50)
+    expect(text(b.get('key-0')!.values[0]!.value)).toBe('again')
+    expect(b.recovery!.records).toBe(51)
+    await b.put('key-1', bytes('new'), { context: b.get('key-1')!.context })
+    expect(b.get('key-1')!.state.vv).toEqual([['replica-a', 2]])
+    await b.close()
+  })
+
+  it('sync durability survives a power loss; async may lose the last writes', async () => {
+    const volume = new MemoryVolume()
+    const a = await engine(volume)
+    await a.put('durable', bytes('1'))
+    await a.put('fast', bytes('2'), { durability: 'async' })
+    volume.crash() // no close: the process died
+    const b = await engine(volume)
+    expect(b.get('durable')).toBeDefined()
+    expect(b.get('fast')).toBeUndefined()
+    await b.close()
+  })
+
+  it('expires a TTL key by the second-chance sweep: never before its TTL, always within two periods after', async () => {
+    const volume = new MemoryVolume()
+    const e = await engine(volume, { sweepPeriodMs: 1000 })
+    const expired: string[] = []
+    e.events.on('expired', ev => { expired.push(ev.key) })
+    await e.put('svc/short', bytes('up'), { ttlMs: 500 }) // one credit: the reference bit
+    await e.put('svc/long', bytes('up'), { ttlMs: 2500 }) // three credits
+    expect(e.sweep()).toEqual([]) // clears svc/short's bit
+    await e.put('svc/long', bytes('beat'), { ttlMs: 2500, context: e.get('svc/long')!.context }) // heartbeat
+    expect(e.sweep().map(x => x.key)).toEqual(['svc/short'])
+    expect(e.sweep()).toEqual([])
+    expect(e.sweep()).toEqual([])
+    expect(e.sweep().map(x => x.key)).toEqual(['svc/long'])
+    expect(expired).toEqual(['svc/short', 'svc/long'])
+    expect(e.get('svc/long')).toBeUndefined()
+    expect(e.stats().expired).toBe(2)
+    await e.close()
+    // Expiry is logged: the keys do not come back after a restart.
+    const again = await engine(volume)
+    expect(again.size).toBe(0)
+    await again.close()
+  })
+
+  it('a write without TTL makes a TTL key permanent', async () => {
+    const e = await engine(null, { sweepPeriodMs: 100 })
+    await e.put('k', bytes('1'), { ttlMs: 100 })
+    await e.put('k', bytes('2'), { context: e.get('k')!.context })
+    for (let i = 0; i < 5; i++) expect(e.sweep()).toEqual([])
+    expect(e.stats().ttlKeys).toBe(0)
+  })
+
+  it('warns above siblingsWarn and refuses local writes above siblingsMax, dropping nothing', async () => {
+    const e = await engine(null, { siblingsWarn: 2, siblingsMax: 3 })
+    const warnings: WarningEvent[] = []
+    e.events.on('warning', w => { warnings.push(w) })
+    for (let i = 0; i < 3; i++) await e.put('k', bytes(`v${i}`))
+    expect(warnings.filter(w => w.code === 'siblings')).toHaveLength(1)
+    await expect(e.put('k', bytes('v3'))).rejects.toBeInstanceOf(SiblingLimitError)
+    expect(e.get('k')!.values).toHaveLength(3)
+    // A merge from another replica is never refused.
+    const remote = update(EMPTY_STATE, [], { value: bytes('remote'), ts: { wall: 1, logical: 0 }, lww: false }, 'replica-b')
+    const merged = await e.merge('k', remote)
+    expect(merged.changed).toBe(true)
+    expect(e.get('k')!.values).toHaveLength(4)
+    expect((await e.merge('k', remote)).changed).toBe(false)
+  })
+
+  it('reaps a tombstone only while the state is exactly the one the caller checked', async () => {
+    const volume = new MemoryVolume()
+    const e = await engine(volume)
+    await e.put('k', bytes('1'))
+    await e.delete('k', { context: e.get('k')!.context })
+    const state = e.get('k')!.state
+    await e.put('other', bytes('x'))
+    expect(e.reap('other', e.get('other')!.state)).toBe(false) // not deleted
+    expect(e.reap('k', EMPTY_STATE)).toBe(false) // not the state checked
+    expect(e.reap('k', state)).toBe(true)
+    expect(e.get('k')).toBeUndefined()
+    await e.close()
+    const again = await engine(volume)
+    expect(again.get('k')).toBeUndefined()
+    await again.close()
+  })
+
+  it('compacts on its own once the log outgrows walCompactAfterBytes, and restarts from the snapshot', async () => {
+    const volume = new MemoryVolume()
+    const e = await engine(volume, { walCompactAfterBytes: 8192, walSegmentBytesMax: 4096 })
+    for (let i = 0; i < 400; i++) {
+      const ctx = e.get(`k${i % 20}`)?.context
+      await e.put(`k${i % 20}`, bytes(`value ${i}`), ctx === undefined ? {} : { context: ctx })
+    }
+    await e.close()
+    expect(volume.snapshots.size).toBe(1)
+    const again = await engine(volume)
+    expect(again.size).toBe(20)
+    expect(again.recovery!.snapshotRecords).toBe(20)
+    for (let i = 380; i < 400; i++) expect(text(again.get(`k${i % 20}`)!.values[0]!.value)).toBe(`value ${i}`)
+    await again.close()
+  })
+
+  it('rejects bad input with typed errors and changes nothing', async () => {
+    const e = await engine(null, { keyBytesMax: 8, valueBytesMax: 4 })
+    await expect(e.put('', bytes('1'))).rejects.toBeInstanceOf(InvalidKeyError)
+    await expect(e.put('123456789', bytes('1'))).rejects.toBeInstanceOf(InvalidKeyError)
+    await expect(e.put('ééééé', bytes('1'))).rejects.toBeInstanceOf(InvalidKeyError) // 10 UTF-8 bytes
+    await expect(e.put('k', bytes('12345'))).rejects.toBeInstanceOf(ValueTooLargeError)
+    await expect(e.put('k', bytes('1'), { ttlMs: -1 })).rejects.toBeInstanceOf(ConfigError)
+    await expect(e.put('k', 'text' as unknown as Uint8Array)).rejects.toBeInstanceOf(TypeError)
+    const aborted = AbortSignal.abort()
+    await expect(e.put('k', bytes('1'), { signal: aborted })).rejects.toBeInstanceOf(AbortError)
+    expect(e.size).toBe(0)
+    await expect(StorageEngine.open({ replicaId: '', clock: new ManualClock() })).rejects.toBeInstanceOf(ConfigError)
+    await expect(StorageEngine.open({ replicaId: 'r', clock: new ManualClock(), siblingsWarn: 0 })).rejects.toBeInstanceOf(ConfigError)
+    await e.close()
+    expect(() => e.get('k')).toThrow(ClosedError)
+  })
+
+  it('keeps last-writer-wins keys to one value, across replicas and restarts', async () => {
+    const volume = new MemoryVolume()
+    const clock = new ManualClock(10_000)
+    const a = await StorageEngine.open({ replicaId: 'a', clock, wal: new MemoryWal(volume) })
+    const b = await StorageEngine.open({ replicaId: 'b', clock })
+    await a.put('k', bytes('from a'), { lww: true })
+    clock.advance(5)
+    await b.put('k', bytes('from b'), { lww: true })
+    await a.merge('k', b.state('k')!)
+    expect(a.get('k')!.values.map(s => text(s.value))).toEqual(['from b'])
+    await a.close()
+    const again = await StorageEngine.open({ replicaId: 'a', clock: new ManualClock(0), wal: new MemoryWal(volume) })
+    // The clock restarted behind the stored timestamps: the HLC resumes past them, so this write still wins.
+    await again.put('k', bytes('later from a'), { lww: true })
+    expect(again.get('k')!.values.map(s => text(s.value))).toEqual(['later from a'])
+    await again.close()
+  })
+})
