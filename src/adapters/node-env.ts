@@ -1,4 +1,5 @@
 /** The real clock and a console logger, for Node processes (the CLI, benchmarks, test children). */
+/* eslint-disable no-console -- this is the logger's sink */
 import type { Clock, Logger } from '../core/env.js'
 
 export const systemClock: Clock = { nowMs: () => Date.now() }

@@ -36,7 +36,9 @@ const SNAPSHOT_RE = /^(\d{10})\.snap$/
 function pad (id: number): string { return String(id).padStart(10, '0') }
 
 function fdatasync (fd: number): Promise<void> {
-  return new Promise((resolve, reject) => { fs.fdatasync(fd, error => { error === null ? resolve() : reject(error) }) })
+  return new Promise((resolve, reject) => {
+    fs.fdatasync(fd, error => { if (error === null) resolve(); else reject(error) })
+  })
 }
 
 function write (fd: number, bytes: Uint8Array): Promise<void> {
@@ -215,6 +217,10 @@ export class FileWal implements WalAdapter {
       throw this.fail(error)
     }
     this.unsyncedBytes = Math.max(0, this.unsyncedBytes - unsynced)
+  }
+
+  nextTurn (): Promise<void> {
+    return new Promise(resolve => { setImmediate(resolve) })
   }
 
   async truncateSegment (id: number, length: number): Promise<void> {

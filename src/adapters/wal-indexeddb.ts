@@ -155,6 +155,10 @@ export class IndexedDbWal implements WalAdapter {
     await this.commit()
   }
 
+  nextTurn (): Promise<void> {
+    return new Promise(resolve => { setTimeout(resolve, 0) })
+  }
+
   async truncateSegment (id: number, length: number): Promise<void> {
     const { store, done } = this.tx('readwrite')
     const range = IDBKeyRange.bound([SEGMENT, id], [SEGMENT, id, Infinity])

@@ -87,6 +87,8 @@ export class MemoryWal implements WalAdapter {
     for (const s of this.volume.segments.values()) s.durable = s.length
   }
 
+  nextTurn (): Promise<void> { return Promise.resolve() }
+
   async truncateSegment (id: number, length: number): Promise<void> {
     const s = this.volume.segments.get(id)
     if (s === undefined) return

@@ -8,6 +8,8 @@ import { type VersionVector, vvCompare, vvCovers, vvDescends, vvFrom, vvMerge } 
 import { ManualClock } from '../../src/core/env.js'
 
 const REPLICAS = ['a', 'b', 'c']
+// Raise with MESHKV_PROPERTY_RUNS for a deeper search; fast-check prints the seed of any failure.
+const RUNS = Number(process.env.MESHKV_PROPERTY_RUNS ?? 300)
 
 type Op =
   | { kind: 'put'; at: number; ctxFrom: number | null; lww: boolean }
@@ -68,7 +70,7 @@ describe('dotted version vector sets', () => {
         expect(stateEquals(sync(a, b), sync(b, a))).toBe(true)
         expect(stateEquals(sync(a, sync(b, c)), sync(sync(a, b), c))).toBe(true)
         expect(stateEquals(sync(a, a), a)).toBe(true)
-      }), { numRuns: 300 })
+      }), { numRuns: RUNS })
     })
   }
 
@@ -84,7 +86,7 @@ describe('dotted version vector sets', () => {
       expect(next.siblings.length).toBe(unseen.length + 1)
       for (const s of unseen) expect(next.siblings).toContainEqual(s)
       for (const s of seen.siblings) expect(next.siblings.some(t => t.id === s.id && t.n === s.n)).toBe(false)
-    }), { numRuns: 300 })
+    }), { numRuns: RUNS })
   })
 
   it('concurrent puts without each other\'s context both survive as siblings', () => {

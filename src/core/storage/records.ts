@@ -3,7 +3,8 @@
  * state (not the operation), so replay is "last record for a key wins" — idempotent, independent of the
  * code that produced it, and the same encoding serves snapshots.
  *
- *   put    = 0x01 | key | ttlMs | vv count | (replicaId, counter)* | sibling count | sibling*
+ *   put    = 0x01 | key | ttlMs | vv count | (replicaId, counter)* | sibling count | sibling* | floor
+ *   floor  = 0x00 (none) | 0x01 replicaId | counter | hlc wall | hlc logical   (the lww floor, dvv.ts)
  *   sibling = replicaId | counter | flags (1 tombstone, 2 lww) | hlc wall | hlc logical | value (if not tombstone)
  *   remove = 0x02 | key                (expired by TTL or tombstone reaped)
  *
@@ -12,7 +13,7 @@
 import { Reader, Writer } from '../codec.js'
 import { DecodeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
-import type { KeyState, Sibling } from '../version/dvv.js'
+import type { KeyState, LwwFloor, Sibling } from '../version/dvv.js'
 
 export const RECORD_PUT = 1
 export const RECORD_REMOVE = 2
@@ -38,6 +39,9 @@ export function encodePut (w: Writer, key: string, ttlMs: number, state: KeyStat
     w.string(s.id).varint(s.n).u8((s.value === null ? FLAG_TOMBSTONE : 0) | (s.lww ? FLAG_LWW : 0)).varint(s.ts.wall).varint(s.ts.logical)
     if (s.value !== null) w.bytes(s.value)
   }
+  const f = state.lwwFloor
+  if (f === null) w.u8(0)
+  else w.u8(1).string(f.id).varint(f.n).varint(f.ts.wall).varint(f.ts.logical)
   return w.finish()
 }
 
@@ -71,6 +75,12 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
     const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : r.bytes(limits.valueBytesMax).slice()
     siblings.push({ id, n, value, ts: { wall, logical }, lww: (flags & FLAG_LWW) !== 0 })
   }
+  let lwwFloor: LwwFloor | null = null
+  if (r.u8() === 1) {
+    const id = r.string(REPLICA_ID_BYTES_MAX)
+    const n = r.varint()
+    lwwFloor = { id, n, ts: { wall: r.varint(), logical: r.varint() } }
+  }
   r.end()
-  return { type, key, ttlMs, state: { vv, siblings } }
+  return { type, key, ttlMs, state: { vv, siblings, lwwFloor } }
 }

@@ -41,6 +41,12 @@ export interface WalAdapter {
   /** Resolves when every byte appended before the call, in every segment, is durable. */
   sync(): Promise<void>
 
+  /**
+   * Resolves after the current event-loop turn (Node: setImmediate; browsers: a task). Group commit waits
+   * for it before starting a queued sync, so the writers the previous sync woke have appended and share it.
+   */
+  nextTurn(): Promise<void>
+
   /** Cuts segment `id` to `length` bytes, durably (used to drop a torn tail during recovery). */
   truncateSegment(id: number, length: number): Promise<void>
 

@@ -226,18 +226,26 @@ export class Wal {
     return frame.length
   }
 
-  /** Resolves when every record appended before the call is durable (group commit). */
+  /**
+   * Resolves when every record appended before the call is durable (group commit). With no sync running,
+   * one starts at once (a lone writer waits for one sync, no more). Otherwise the caller joins the queued
+   * sync, which starts one event-loop turn after the running one ends, so that the writers it woke have
+   * appended again and are covered too: under load every sync carries a whole batch.
+   */
   sync (): Promise<void> {
     if (this.failure !== null) return Promise.reject(this.failure)
     const target = this.appendSeq
     if (this.durableSeq >= target) return Promise.resolve()
     const inflight = this.inflight
+    if (inflight !== null && inflight.upTo >= target) return inflight.promise
+    if (this.queued !== null) return this.queued
     if (inflight === null) return this.startSync()
-    if (inflight.upTo >= target) return inflight.promise
-    this.queued ??= inflight.promise.catch(() => {}).then(() => {
-      this.queued = null
-      return this.startSync()
-    })
+    this.queued = inflight.promise.catch(() => {})
+      .then(() => this.adapter.nextTurn())
+      .then(() => {
+        this.queued = null
+        return this.startSync()
+      })
     return this.queued
   }
 

@@ -12,7 +12,14 @@
  * - context (what `get` hands to the client): the history vector.
  *
  * Siblings are kept sorted by dot so equal states are equal structures. A tombstone is a sibling whose value
- * is null. With last-writer-wins siblings (`lww`), a state resolves to its newest sibling by HLC.
+ * is null.
+ *
+ * Last-writer-wins: a write made with `lww` raises the state's `lwwFloor` to its own (HLC timestamp, dot),
+ * and every sibling ordered below the floor is gone — its dot stays in the history, so it never comes
+ * back. The floor only grows (it is the maximum over every lww write ever seen), which keeps sync a join:
+ * commutative, associative and idempotent, whatever order replicas learn of writes in. A key written only
+ * with lww therefore holds exactly its newest write; a write without lww made after the newest lww write
+ * still becomes a sibling, as any plain write does.
  */
 import { type Hlc, compareHlc } from './hlc.js'
 import { type VersionVector, EMPTY_VV, vvCovers, vvEquals, vvGet, vvMerge, vvSet } from './vv.js'
@@ -30,12 +37,20 @@ export interface Sibling {
   readonly lww: boolean
 }
 
+/** The newest last-writer-wins write seen: siblings ordered below it (by HLC, then dot) are superseded. */
+export interface LwwFloor {
+  readonly ts: Hlc
+  readonly id: string
+  readonly n: number
+}
+
 export interface KeyState {
   readonly vv: VersionVector
   readonly siblings: readonly Sibling[]
+  readonly lwwFloor: LwwFloor | null
 }
 
-export const EMPTY_STATE: KeyState = Object.freeze({ vv: EMPTY_VV, siblings: Object.freeze([]) as readonly Sibling[] })
+export const EMPTY_STATE: KeyState = Object.freeze({ vv: EMPTY_VV, siblings: Object.freeze([]) as readonly Sibling[], lwwFloor: null })
 
 export interface Write {
   readonly value: Uint8Array | null
@@ -51,22 +66,23 @@ function covered (vv: VersionVector, s: Sibling): boolean {
   return vvCovers(vv, s.id, s.n)
 }
 
-/** Newest first: by HLC, then by dot so every replica picks the same winner for equal timestamps. */
-function newer (a: Sibling, b: Sibling): boolean {
+/** Orders writes by HLC, then by dot, so every replica agrees on which of two writes is newer. */
+function compareWrites (a: LwwFloor, b: LwwFloor): number {
   const c = compareHlc(a.ts, b.ts)
-  return c !== 0 ? c > 0 : compareDots(a, b) > 0
+  if (c !== 0) return c
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : a.n - b.n
 }
 
-/** Last-writer-wins resolution: if any sibling was written with lww, only the newest sibling remains. */
-function resolve (siblings: Sibling[]): Sibling[] {
-  if (siblings.length < 2) return siblings
-  let anyLww = false
-  let newest = siblings[0]!
-  for (const s of siblings) {
-    if (s.lww) anyLww = true
-    if (newer(s, newest)) newest = s
-  }
-  return anyLww ? [newest] : siblings
+function maxFloor (a: LwwFloor | null, b: LwwFloor | null): LwwFloor | null {
+  if (a === null) return b
+  if (b === null) return a
+  return compareWrites(a, b) >= 0 ? a : b
+}
+
+/** Drops siblings ordered below the last-writer-wins floor. */
+function aboveFloor (siblings: Sibling[], floor: LwwFloor | null): Sibling[] {
+  if (floor === null) return siblings
+  return siblings.filter(s => compareWrites(s, floor) >= 0)
 }
 
 /**
@@ -85,7 +101,8 @@ export function update (local: KeyState, context: VersionVector, write: Write, r
     kept.push(s)
   }
   if (!placed) kept.push(sibling)
-  return { vv: vvSet(base, replicaId, n), siblings: resolve(kept) }
+  const lwwFloor = write.lww ? maxFloor(local.lwwFloor, sibling) : local.lwwFloor
+  return { vv: vvSet(base, replicaId, n), siblings: aboveFloor(kept, lwwFloor), lwwFloor }
 }
 
 /** Merges two replicas' states of one key (commutative, associative, idempotent). */
@@ -108,7 +125,8 @@ export function sync (a: KeyState, b: KeyState): KeyState {
       j++
     }
   }
-  return { vv: vvMerge(a.vv, b.vv), siblings: resolve(out) }
+  const lwwFloor = maxFloor(a.lwwFloor, b.lwwFloor)
+  return { vv: vvMerge(a.vv, b.vv), siblings: aboveFloor(out, lwwFloor), lwwFloor }
 }
 
 /** The causal context a client gets with a read and hands back with its next write. */
@@ -131,6 +149,9 @@ export function isDeleted (state: KeyState): boolean {
 export function stateEquals (a: KeyState, b: KeyState): boolean {
   if (a === b) return true
   if (!vvEquals(a.vv, b.vv) || a.siblings.length !== b.siblings.length) return false
+  const fa = a.lwwFloor
+  const fb = b.lwwFloor
+  if (fa !== fb && (fa === null || fb === null || compareWrites(fa, fb) !== 0)) return false
   for (let i = 0; i < a.siblings.length; i++) {
     if (compareDots(a.siblings[i]!, b.siblings[i]!) !== 0) return false
   }
