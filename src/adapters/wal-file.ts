@@ -84,6 +84,8 @@ export class FileWal implements WalAdapter {
   private pendingBytes = 0
   private unsyncedBytes = 0
   private dirDirty = false
+  /** The fsyncs of sealed segments and of the directory started by earlier syncs (they may overlap). */
+  private metadataSynced: Promise<void> = Promise.resolve()
   private flushScheduled: NodeJS.Immediate | null = null
   private backgroundTimer: NodeJS.Timeout | null = null
   private failure: WalFailedError | null = null
@@ -199,6 +201,11 @@ export class FileWal implements WalAdapter {
     }
   }
 
+  /**
+   * Syncs may overlap (the WAL keeps up to two in flight), so each one also waits for the sealed-segment and
+   * directory fsyncs that earlier ones started: it must not report bytes durable that another is still
+   * syncing.
+   */
   async sync (): Promise<void> {
     this.check()
     this.flush()
@@ -207,12 +214,15 @@ export class FileWal implements WalAdapter {
     const dirDirty = this.dirDirty
     this.dirDirty = false
     const unsynced = this.unsyncedBytes
-    try {
-      await Promise.all([
-        ...sealed.map(async fd => { await fdatasync(fd); fs.closeSync(fd) }),
-        fdatasync(this.fd)
-      ])
+    const earlier = this.metadataSynced
+    const metadata = (async () => {
+      await earlier
+      await Promise.all(sealed.map(async fd => { await fdatasync(fd); fs.closeSync(fd) }))
       if (dirDirty) fsyncDir(this.dir)
+    })()
+    this.metadataSynced = metadata.catch(() => {})
+    try {
+      await Promise.all([metadata, fdatasync(this.fd)])
     } catch (error) {
       throw this.fail(error)
     }

@@ -137,11 +137,11 @@ describe('causal context', () => {
   })
 
   it('rejects garbage, truncation and oversize contexts with InvalidContextError', () => {
-    const good = encodeContext([['a', 3], ['b', 1]])
-    for (const bad of ['!!!', good.slice(0, -2), 'AAAA', 'x'.repeat(100_000), encodeContext([['a', 1]]).replace(/^A/, 'B')]) {
+    const good = encodeContext(vvFrom([['a', 3], ['b', 1]]))
+    for (const bad of ['!!!', good.slice(0, -2), 'AAAA', 'x'.repeat(100_000), encodeContext(vvFrom([['a', 1]])).replace(/^A/, 'B')]) {
       expect(() => decodeContext(bad)).toThrow(InvalidContextError)
     }
-    const tooMany: VersionVector = Array.from({ length: CONTEXT_ENTRIES_MAX + 1 }, (_, i) => [`r${String(i).padStart(3, '0')}`, 1] as const)
+    const tooMany: VersionVector = vvFrom(Array.from({ length: CONTEXT_ENTRIES_MAX + 1 }, (_, i) => [`r${String(i).padStart(3, '0')}`, 1] as const))
     expect(() => decodeContext(encodeContext(tooMany))).toThrow(/exceed/)
     expect(decodeContext('')).toEqual([])
   })

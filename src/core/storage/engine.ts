@@ -96,10 +96,9 @@ export interface EngineStats {
   expired: number
 }
 
-interface Entry {
-  state: KeyState
+interface Ttl {
   ttlMs: number
-  /** Sweeps left before expiry (TTL keys only). */
+  /** Sweeps left before expiry. */
   credit: number
 }
 
@@ -111,8 +110,10 @@ export class StorageEngine {
   readonly hlc: HybridClock
   /** What recovery found when the engine opened (null without a WAL). */
   recovery: RecoveryReport | null = null
-  private readonly map = new Map<string, Entry>()
-  private readonly ttlKeys = new Set<string>()
+  /** Key -> state. States are immutable; the map holds nothing else, so a lookup is one hop. */
+  private readonly map = new Map<string, KeyState>()
+  /** TTL keys only. */
+  private readonly ttls = new Map<string, Ttl>()
   private readonly writer = new Writer(1024)
   private readonly log: Logger
   private wal: Wal | null = null
@@ -182,19 +183,28 @@ export class StorageEngine {
     return ttlMs
   }
 
+  private credits (ttlMs: number): number {
+    return Math.max(1, Math.ceil(ttlMs / this.config.sweepPeriodMs))
+  }
+
   private setEntry (key: string, state: KeyState, ttlMs: number): void {
-    const credit = ttlMs > 0 ? Math.max(1, Math.ceil(ttlMs / this.config.sweepPeriodMs)) : 0
-    const entry = this.map.get(key)
-    const hadTtl = entry !== undefined && entry.ttlMs > 0
-    if (entry === undefined) this.map.set(key, { state, ttlMs, credit })
-    else { entry.state = state; entry.ttlMs = ttlMs; entry.credit = credit }
-    if (ttlMs > 0) this.ttlKeys.add(key)
-    else if (hadTtl) this.ttlKeys.delete(key)
+    this.map.set(key, state)
+    if (ttlMs > 0) {
+      const ttl = this.ttls.get(key)
+      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs) })
+      else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs) }
+    } else if (this.ttls.size > 0) {
+      this.ttls.delete(key)
+    }
   }
 
   private removeEntry (key: string): void {
     this.map.delete(key)
-    this.ttlKeys.delete(key)
+    this.ttls.delete(key)
+  }
+
+  private ttlOf (key: string): number {
+    return this.ttls.size === 0 ? 0 : this.ttls.get(key)?.ttlMs ?? 0
   }
 
   /**
@@ -225,15 +235,14 @@ export class StorageEngine {
   /** Reads a key: undefined if this replica has never seen it (or it expired or was reaped). */
   get (key: string): ReadResult | undefined {
     this.checkOpen()
-    const entry = this.map.get(key)
-    if (entry === undefined) return undefined
-    const state = entry.state
-    return { key, values: valuesOf(state), context: state.vv, deleted: isDeleted(state), state, ttlMs: entry.ttlMs }
+    const state = this.map.get(key)
+    if (state === undefined) return undefined
+    return { key, values: valuesOf(state), context: state.vv, deleted: isDeleted(state), state, ttlMs: this.ttlOf(key) }
   }
 
   /** The raw state of a key, for replication. */
   state (key: string): KeyState | undefined {
-    return this.map.get(key)?.state
+    return this.map.get(key)
   }
 
   /** A write coordinated by this replica. */
@@ -254,7 +263,7 @@ export class StorageEngine {
       this.checkKey(key)
       throwIfAborted(options.signal)
       const ttlMs = value === null ? 0 : this.checkTtl(options.ttlMs)
-      const current = this.map.get(key)?.state ?? EMPTY_STATE
+      const current = this.map.get(key) ?? EMPTY_STATE
       const state = update(current, options.context ?? EMPTY_VV, { value, ts: this.hlc.now(), lww: options.lww === true }, this.replicaId)
       if (state.siblings.length > this.config.siblingsMax) throw new SiblingLimitError(key, state.siblings.length, this.config.siblingsMax)
       const done = this.commit(key, state, ttlMs, options.durability, options.signal)
@@ -275,14 +284,16 @@ export class StorageEngine {
       this.checkOpen()
       this.checkKey(key)
       throwIfAborted(options.signal)
-      const entry = this.map.get(key)
-      const current = entry?.state ?? EMPTY_STATE
-      const ttlMs = options.ttlMs === undefined ? entry?.ttlMs ?? 0 : this.checkTtl(options.ttlMs)
+      const existing = this.map.get(key)
+      const current = existing ?? EMPTY_STATE
+      const currentTtl = this.ttlOf(key)
+      const ttlMs = options.ttlMs === undefined ? currentTtl : this.checkTtl(options.ttlMs)
       const ts = newestTs(remote)
       if (ts !== undefined) this.hlc.observe(ts)
       const state = sync(current, remote)
-      if (entry !== undefined && stateEquals(state, current) && ttlMs === entry.ttlMs) {
-        if (ttlMs > 0) entry.credit = Math.max(1, Math.ceil(ttlMs / this.config.sweepPeriodMs))
+      if (existing !== undefined && stateEquals(state, current) && ttlMs === currentTtl) {
+        const ttl = this.ttls.get(key)
+        if (ttl !== undefined) ttl.credit = this.credits(ttl.ttlMs) // nothing new, but the key was refreshed
         return Promise.resolve({ key, state: current, context: current.vv, changed: false })
       }
       const done = this.commit(key, state, ttlMs, options.durability, options.signal)
@@ -301,11 +312,10 @@ export class StorageEngine {
   sweep (): ExpiredEvent[] {
     this.checkOpen()
     const expired: ExpiredEvent[] = []
-    for (const key of this.ttlKeys) {
-      const entry = this.map.get(key)!
-      if (entry.credit > 0) { entry.credit--; continue }
+    for (const [key, ttl] of this.ttls) {
+      if (ttl.credit > 0) { ttl.credit--; continue }
+      expired.push({ key, state: this.map.get(key)! })
       this.removeLogged(key)
-      expired.push({ key, state: entry.state })
     }
     this.expiredCount += expired.length
     for (const event of expired) this.events.emit('expired', event)
@@ -325,8 +335,8 @@ export class StorageEngine {
    */
   reap (key: string, expected: KeyState): boolean {
     this.checkOpen()
-    const entry = this.map.get(key)
-    if (entry === undefined || !isDeleted(entry.state) || !stateEquals(entry.state, expected)) return false
+    const state = this.map.get(key)
+    if (state === undefined || !isDeleted(state) || !stateEquals(state, expected)) return false
     this.removeLogged(key)
     return true
   }
@@ -337,7 +347,7 @@ export class StorageEngine {
 
   /** Key states, for anti-entropy and transfer. */
   * entries (): Generator<[string, KeyState]> {
-    for (const [key, entry] of this.map) yield [key, entry.state]
+    yield * this.map
   }
 
   private maybeCompact (wal: Wal): void {
@@ -354,7 +364,7 @@ export class StorageEngine {
     const wal = this.wal
     if (wal === null) return RESOLVED
     // A frozen copy: states are immutable, so copying the references is a consistent snapshot.
-    const frozen = Array.from(this.map, ([key, entry]) => [key, entry.ttlMs, entry.state] as const)
+    const frozen = Array.from(this.map, ([key, state]) => [key, this.ttlOf(key), state] as const)
     const writer = new Writer(1024)
     return wal.compact((function * () {
       for (const [key, ttlMs, state] of frozen) yield encodePut(writer, key, ttlMs, state)
@@ -363,10 +373,10 @@ export class StorageEngine {
 
   stats (): EngineStats {
     let tombstones = 0
-    for (const entry of this.map.values()) if (isDeleted(entry.state)) tombstones++
+    for (const state of this.map.values()) if (isDeleted(state)) tombstones++
     return {
       keys: this.map.size,
-      ttlKeys: this.ttlKeys.size,
+      ttlKeys: this.ttls.size,
       tombstones,
       walBytesSinceSnapshot: this.wal?.bytesSinceSnapshot ?? 0,
       walSnapshotBytes: this.wal?.snapshotBytes ?? 0,

@@ -22,13 +22,26 @@ export function frameChecksum (bytes: Uint8Array, lengthAt: number, length: numb
   return crc32c(bytes, crc, lengthAt + FRAME_HEADER_BYTES, lengthAt + FRAME_HEADER_BYTES + length)
 }
 
-/** One frame around `payload`, header and payload in one allocation. */
+/** Writes one frame around `payload` into `out` at `at` (which must have room); returns the frame's size. */
+export function encodeFrameInto (out: Uint8Array, at: number, payload: Uint8Array): number {
+  const length = payload.length
+  out[at] = length & 0xff
+  out[at + 1] = (length >>> 8) & 0xff
+  out[at + 2] = (length >>> 16) & 0xff
+  out[at + 3] = length >>> 24
+  out.set(payload, at + FRAME_HEADER_BYTES)
+  const crc = frameChecksum(out, at, length)
+  out[at + 4] = crc & 0xff
+  out[at + 5] = (crc >>> 8) & 0xff
+  out[at + 6] = (crc >>> 16) & 0xff
+  out[at + 7] = crc >>> 24
+  return FRAME_HEADER_BYTES + length
+}
+
+/** One frame around `payload`, in a new array. */
 export function encodeFrame (payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(FRAME_HEADER_BYTES + payload.length)
-  const view = new DataView(out.buffer)
-  view.setUint32(0, payload.length, true)
-  out.set(payload, FRAME_HEADER_BYTES)
-  view.setUint32(4, frameChecksum(out, 0, payload.length), true)
+  encodeFrameInto(out, 0, payload)
   return out
 }
 

@@ -14,6 +14,7 @@ import { Reader, Writer } from '../codec.js'
 import { DecodeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import type { KeyState, LwwFloor, Sibling } from '../version/dvv.js'
+import type { VersionVector } from '../version/vv.js'
 
 export const RECORD_PUT = 1
 export const RECORD_REMOVE = 2
@@ -32,16 +33,17 @@ export interface RecordLimits {
 
 export function encodePut (w: Writer, key: string, ttlMs: number, state: KeyState): Uint8Array {
   w.reset()
-  w.u8(RECORD_PUT).string(key).varint(ttlMs).varint(state.vv.length)
-  for (const [id, n] of state.vv) w.string(id).varint(n)
+  const vv = state.vv
+  w.u8(RECORD_PUT).string(key).varint(ttlMs).varint(vv.length >> 1)
+  for (let i = 0; i < vv.length; i += 2) w.string(vv[i] as string).varint(vv[i + 1] as number)
   w.varint(state.siblings.length)
   for (const s of state.siblings) {
-    w.string(s.id).varint(s.n).u8((s.value === null ? FLAG_TOMBSTONE : 0) | (s.lww ? FLAG_LWW : 0)).varint(s.ts.wall).varint(s.ts.logical)
+    w.string(s.id).varint(s.n).u8((s.value === null ? FLAG_TOMBSTONE : 0) | (s.lww ? FLAG_LWW : 0)).varint(s.wall).varint(s.logical)
     if (s.value !== null) w.bytes(s.value)
   }
   const f = state.lwwFloor
   if (f === null) w.u8(0)
-  else w.u8(1).string(f.id).varint(f.n).varint(f.ts.wall).varint(f.ts.logical)
+  else w.u8(1).string(f.id).varint(f.n).varint(f.wall).varint(f.logical)
   return w.finish()
 }
 
@@ -62,8 +64,11 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
   if (type !== RECORD_PUT) throw new DecodeError('storage record', `unknown record type ${type}`)
   const ttlMs = r.varint()
   const vvCount = r.varint()
-  const vv: Array<readonly [string, number]> = []
-  for (let i = 0; i < vvCount; i++) vv.push([r.string(REPLICA_ID_BYTES_MAX), r.varint()])
+  const vv = new Array<string | number>(vvCount * 2)
+  for (let i = 0; i < vvCount * 2; i += 2) {
+    vv[i] = r.string(REPLICA_ID_BYTES_MAX)
+    vv[i + 1] = r.varint()
+  }
   const siblingCount = r.varint()
   const siblings: Sibling[] = []
   for (let i = 0; i < siblingCount; i++) {
@@ -73,14 +78,14 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
     const wall = r.varint()
     const logical = r.varint()
     const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : r.bytes(limits.valueBytesMax).slice()
-    siblings.push({ id, n, value, ts: { wall, logical }, lww: (flags & FLAG_LWW) !== 0 })
+    siblings.push({ id, n, value, wall, logical, lww: (flags & FLAG_LWW) !== 0 })
   }
   let lwwFloor: LwwFloor | null = null
   if (r.u8() === 1) {
     const id = r.string(REPLICA_ID_BYTES_MAX)
     const n = r.varint()
-    lwwFloor = { id, n, ts: { wall: r.varint(), logical: r.varint() } }
+    lwwFloor = { id, n, wall: r.varint(), logical: r.varint() }
   }
   r.end()
-  return { type, key, ttlMs, state: { vv, siblings, lwwFloor } }
+  return { type, key, ttlMs, state: { vv: vv as VersionVector, siblings, lwwFloor } }
 }

@@ -7,7 +7,7 @@
  */
 import { Reader, Writer, base64urlDecode, base64urlEncode } from '../codec.js'
 import { DecodeError, InvalidContextError } from '../errors.js'
-import type { VersionVector } from './vv.js'
+import { type VersionVector, vvEntries, vvSize } from './vv.js'
 
 const FORMAT = 1
 
@@ -19,9 +19,9 @@ export const REPLICA_ID_BYTES_MAX = 128
 export const CONTEXT_CHARS_MAX = Math.ceil((2 + CONTEXT_ENTRIES_MAX * (2 + REPLICA_ID_BYTES_MAX + 8)) * 4 / 3)
 
 export function encodeContext (vv: VersionVector): string {
-  const w = new Writer(16 + vv.length * 64)
-  w.u8(FORMAT).varint(vv.length)
-  for (const [id, n] of vv) w.string(id).varint(n)
+  const w = new Writer(16 + vv.length * 32)
+  w.u8(FORMAT).varint(vvSize(vv))
+  for (const [id, n] of vvEntries(vv)) w.string(id).varint(n)
   return base64urlEncode(w.finish())
 }
 
@@ -35,7 +35,7 @@ export function decodeContext (encoded: string): VersionVector {
     if (format !== FORMAT) throw new InvalidContextError(`unknown format ${format}`)
     const count = r.varint()
     if (count > CONTEXT_ENTRIES_MAX) throw new InvalidContextError(`${count} entries exceed the limit of ${CONTEXT_ENTRIES_MAX}`)
-    const vv: Array<readonly [string, number]> = []
+    const vv: Array<string | number> = []
     let previous: string | undefined
     for (let i = 0; i < count; i++) {
       const id = r.string(REPLICA_ID_BYTES_MAX)
@@ -43,11 +43,11 @@ export function decodeContext (encoded: string): VersionVector {
       if (id.length === 0) throw new InvalidContextError('empty replica id')
       if (n === 0) throw new InvalidContextError(`zero counter for ${id}`)
       if (previous !== undefined && id <= previous) throw new InvalidContextError('entries not in strictly ascending id order')
-      vv.push([id, n])
+      vv.push(id, n)
       previous = id
     }
     r.end()
-    return vv
+    return vv as VersionVector
   } catch (error) {
     if (error instanceof DecodeError) throw new InvalidContextError(error.reason)
     throw error

@@ -22,7 +22,7 @@
  * still becomes a sibling, as any plain write does.
  */
 import { type Hlc, compareHlc } from './hlc.js'
-import { type VersionVector, EMPTY_VV, vvCovers, vvEquals, vvGet, vvMerge, vvSet } from './vv.js'
+import { type VersionVector, EMPTY_VV, vvCovers, vvDescends, vvEquals, vvGet, vvMerge, vvSet } from './vv.js'
 
 export interface Sibling {
   /** Replica that created this value's dot. */
@@ -31,15 +31,16 @@ export interface Sibling {
   readonly n: number
   /** The value's bytes; null for a tombstone (a delete). */
   readonly value: Uint8Array | null
-  /** When it was written, by the coordinator's hybrid logical clock. */
-  readonly ts: Hlc
-  /** Written in last-writer-wins mode: the newest sibling (by `ts`) replaces all others. */
+  /** When it was written, by the coordinator's hybrid logical clock (a Sibling is an Hlc: wall, logical).
+   * Inline rather than a nested object: one object less per stored version. */
+  readonly wall: number
+  readonly logical: number
+  /** Written in last-writer-wins mode (see lwwFloor). */
   readonly lww: boolean
 }
 
 /** The newest last-writer-wins write seen: siblings ordered below it (by HLC, then dot) are superseded. */
-export interface LwwFloor {
-  readonly ts: Hlc
+export interface LwwFloor extends Hlc {
   readonly id: string
   readonly n: number
 }
@@ -68,7 +69,7 @@ function covered (vv: VersionVector, s: Sibling): boolean {
 
 /** Orders writes by HLC, then by dot, so every replica agrees on which of two writes is newer. */
 function compareWrites (a: LwwFloor, b: LwwFloor): number {
-  const c = compareHlc(a.ts, b.ts)
+  const c = compareHlc(a, b)
   if (c !== 0) return c
   return a.id < b.id ? -1 : a.id > b.id ? 1 : a.n - b.n
 }
@@ -92,16 +93,28 @@ function aboveFloor (siblings: Sibling[], floor: LwwFloor | null): Sibling[] {
 export function update (local: KeyState, context: VersionVector, write: Write, replicaId: string): KeyState {
   const base = vvMerge(local.vv, context)
   const n = vvGet(base, replicaId) + 1
-  const sibling: Sibling = { id: replicaId, n, value: write.value, ts: write.ts, lww: write.lww }
-  const kept: Sibling[] = []
-  let placed = false
-  for (const s of local.siblings) {
-    if (covered(context, s)) continue
-    if (!placed && compareDots(sibling, s) < 0) { kept.push(sibling); placed = true }
-    kept.push(s)
+  const sibling: Sibling = { id: replicaId, n, value: write.value, wall: write.ts.wall, logical: write.ts.logical, lww: write.lww }
+  // Fast path, the common read-modify-write: the context covers the whole local history, so every local
+  // sibling is superseded and need not even be read (under write load they are usually out of cache).
+  if (context === local.vv || vvDescends(context, local.vv)) {
+    const lwwFloor = write.lww ? maxFloor(local.lwwFloor, { id: replicaId, n, wall: sibling.wall, logical: sibling.logical }) : local.lwwFloor
+    return { vv: vvSet(base, replicaId, n), siblings: aboveFloor([sibling], lwwFloor), lwwFloor }
   }
-  if (!placed) kept.push(sibling)
-  const lwwFloor = write.lww ? maxFloor(local.lwwFloor, sibling) : local.lwwFloor
+  // Exact-size arrays: a pushed-to array reserves 17 slots, and the store keeps one per key.
+  const current = local.siblings
+  let survivors = 0
+  for (let i = 0; i < current.length; i++) if (!covered(context, current[i]!)) survivors++
+  const kept = new Array<Sibling>(survivors + 1)
+  let o = 0
+  let placed = false
+  for (let i = 0; i < current.length; i++) {
+    const s = current[i]!
+    if (covered(context, s)) continue
+    if (!placed && compareDots(sibling, s) < 0) { kept[o++] = sibling; placed = true }
+    kept[o++] = s
+  }
+  if (!placed) kept[o] = sibling
+  const lwwFloor = write.lww ? maxFloor(local.lwwFloor, { id: replicaId, n, wall: sibling.wall, logical: sibling.logical }) : local.lwwFloor
   return { vv: vvSet(base, replicaId, n), siblings: aboveFloor(kept, lwwFloor), lwwFloor }
 }
 
@@ -161,6 +174,6 @@ export function stateEquals (a: KeyState, b: KeyState): boolean {
 /** The newest HLC timestamp in the state, so a clock can observe what it read. */
 export function newestTs (state: KeyState): Hlc | undefined {
   let best: Hlc | undefined
-  for (const s of state.siblings) if (best === undefined || compareHlc(s.ts, best) > 0) best = s.ts
-  return best
+  for (const s of state.siblings) if (best === undefined || compareHlc(s, best) > 0) best = s
+  return best === undefined ? undefined : { wall: best.wall, logical: best.logical }
 }

@@ -1,0 +1,29 @@
+/**
+ * `npm run bench -- <suite> [<suite> ...]` runs benchmark suites; `npm run bench -- --list` lists them.
+ * Results are JSON lines on stdout (see report.ts); progress goes to stderr.
+ */
+import '../src/polyfills.js'
+import { progress } from './report.js'
+
+const suites: Record<string, { describe: string; run: (args: string[]) => Promise<void> }> = {
+  storage: {
+    describe: 'storage engine in memory, and the WAL with async and sync (group commit) durability, against the raw file-system floor',
+    run: async args => { await (await import('./storage.js')).run(args) }
+  }
+}
+
+const args = process.argv.slice(2)
+const names = args.filter(a => !a.startsWith('--'))
+if (args.includes('--help') || args.includes('--list') || names.length === 0) {
+  process.stderr.write(`usage: npm run bench -- <suite> [<suite> ...] [--quick]\n\nsuites:\n${Object.entries(suites).map(([n, s]) => `  ${n.padEnd(10)} ${s.describe}`).join('\n')}\n\n  --quick    fewer rounds (a smoke run, noisier figures)\n`)
+  process.exit(names.length === 0 && !args.includes('--help') && !args.includes('--list') ? 2 : 0)
+}
+for (const name of names) {
+  const suite = suites[name]
+  if (suite === undefined) {
+    process.stderr.write(`unknown suite ${JSON.stringify(name)}; known: ${Object.keys(suites).join(', ')}\n`)
+    process.exit(2)
+  }
+  progress(`suite ${name}`)
+  await suite.run(args.filter(a => a.startsWith('--')))
+}
