@@ -1,0 +1,59 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { Reader, Writer, base64urlDecode, base64urlEncode, utf8Length } from '../../src/core/codec.js'
+import { DecodeError } from '../../src/core/errors.js'
+import { crc32c } from '../../src/core/storage/crc32c.js'
+import { decodeRecord, encodePut } from '../../src/core/storage/records.js'
+import { EMPTY_STATE, update } from '../../src/core/version/dvv.js'
+import { EMPTY_VV } from '../../src/core/version/vv.js'
+
+describe('crc32c', () => {
+  it('matches the published check values (RFC 3720 B.4)', () => {
+    expect(crc32c(new TextEncoder().encode('123456789'))).toBe(0xe3069283)
+    expect(crc32c(new Uint8Array(32))).toBe(0x8a9136aa)
+    expect(crc32c(new Uint8Array(32).fill(0xff))).toBe(0x62a8ab43)
+  })
+
+  it('can be computed in pieces', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(), (bytes, cut) => {
+      const at = bytes.length === 0 ? 0 : cut % bytes.length
+      expect(crc32c(bytes, crc32c(bytes, 0, 0, at), at)).toBe(crc32c(bytes))
+    }))
+  })
+})
+
+describe('codec', () => {
+  it('round-trips varints, strings and bytes', () => {
+    fc.assert(fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), fc.string(), fc.uint8Array())), items => {
+      const w = new Writer(4)
+      for (const [n, s, b] of items) w.varint(n).string(s).bytes(b)
+      const r = new Reader(w.finish(), 'test')
+      for (const [n, s, b] of items) {
+        expect(r.varint()).toBe(n)
+        expect(r.string(1 << 20)).toBe(s)
+        expect(r.bytes(1 << 20)).toEqual(b)
+      }
+      r.end()
+    }))
+  })
+
+  it('counts UTF-8 bytes like TextEncoder', () => {
+    fc.assert(fc.property(fc.string({ unit: 'grapheme' }), s => { expect(utf8Length(s)).toBe(new TextEncoder().encode(s).length) }))
+  })
+
+  it('round-trips base64url', () => {
+    fc.assert(fc.property(fc.uint8Array(), b => { expect(base64urlDecode(base64urlEncode(b), 'b64')).toEqual(b) }))
+  })
+
+  it('throws DecodeError, never anything else, on truncated or hostile records', () => {
+    const state = update(EMPTY_STATE, EMPTY_VV, { value: new Uint8Array([1, 2, 3]), ts: { wall: 5, logical: 1 }, lww: true }, 'replica')
+    const good = encodePut(new Writer(), 'key', 1000, state).slice()
+    expect(decodeRecord(good, { keyBytesMax: 1024, valueBytesMax: 1024 })).toMatchObject({ key: 'key', ttlMs: 1000 })
+    for (let cut = 0; cut < good.length; cut++) {
+      expect(() => decodeRecord(good.subarray(0, cut), { keyBytesMax: 1024, valueBytesMax: 1024 })).toThrow(DecodeError)
+    }
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), junk => {
+      try { decodeRecord(junk, { keyBytesMax: 64, valueBytesMax: 64 }) } catch (e) { expect(e).toBeInstanceOf(DecodeError) }
+    }))
+  })
+})

@@ -1,0 +1,14 @@
+import { defineConfig } from 'vite'
+
+// The dashboard: `npm run dev` serves web/ with hot reload; `npm run build:web` writes dist/web, which Node
+// peers serve. It imports the library from src/ directly, so the page and Node run the same code.
+export default defineConfig({
+  root: 'web',
+  build: {
+    outDir: '../dist/web',
+    emptyOutDir: true,
+    target: 'es2022'
+  },
+  server: { host: '127.0.0.1' },
+  preview: { host: '127.0.0.1' }
+})
