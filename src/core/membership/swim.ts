@@ -1,0 +1,558 @@
+/**
+ * SWIM membership with Lifeguard, as a pure state machine (Das et al., "SWIM", 2002; Dadgar et al.,
+ * "Lifeguard", 2018; memberlist is the reference implementation). It never sends, sleeps or reads a clock:
+ * `tick(now)` and `receive(from, message, now)` return effects — messages to send and membership changes —
+ * that a service performs, and `nextWakeMs()` says when to tick next. The same code runs over libp2p streams
+ * and in the deterministic simulator (test/sim), where a seed replays any run.
+ *
+ * - Failure detection: one member is probed per period (round-robin over a shuffled list); no ack within
+ *   the probe timeout -> ping-req through k others; no ack by the end of the period -> suspect.
+ * - Suspicion: a suspect that does not refute (by raising its incarnation) within the suspicion timeout is
+ *   declared dead. Lifeguard: the timeout shrinks as independent members confirm the suspicion, and a member
+ *   probed while suspected is told so (the buddy system) so it can refute at once.
+ * - Dissemination: updates ride on every message (and on a periodic gossip round), each retransmitted about
+ *   lambda*log(n) times; a newer update about a member replaces the older one in the queue.
+ * - Local health (Lifeguard): missed acks and nacks raise an awareness score that stretches this member's
+ *   probe timeouts, so a slow member does not accuse healthy ones.
+ * - Anti-entropy: a periodic full-state push-pull with a random member (also with recently dead ones, which
+ *   is how two halves of a healed partition find each other); joining is a push-pull with a seed.
+ */
+import type { Rng } from '../env.js'
+import { ConfigError } from '../errors.js'
+import { type SwimConfig, retransmitLimit, suspicionTimeouts, validateSwimConfig } from './config.js'
+
+export type MemberState = 'alive' | 'suspect' | 'dead' | 'left'
+
+/** Small descriptive data a member publishes about itself (kind, vnodes, protocol version, addresses). */
+export type Meta = Readonly<Record<string, string | number>>
+
+/** What one member says about another (or about itself). */
+export interface Update {
+  readonly id: string
+  readonly incarnation: number
+  readonly state: MemberState
+  readonly meta: Meta
+  /** Who raised a suspicion or declared a death (Lifeguard counts independent confirmations). */
+  readonly from?: string
+}
+
+export type SwimMessage =
+  | { readonly type: 'ping'; readonly seq: number; readonly updates: readonly Update[] }
+  | { readonly type: 'ack'; readonly seq: number; readonly updates: readonly Update[] }
+  | { readonly type: 'ping-req'; readonly seq: number; readonly target: string; readonly updates: readonly Update[] }
+  | { readonly type: 'nack'; readonly seq: number; readonly updates: readonly Update[] }
+  | { readonly type: 'gossip'; readonly updates: readonly Update[] }
+  | { readonly type: 'push-pull'; readonly join: boolean; readonly reply: boolean; readonly members: readonly Update[] }
+
+export interface MemberView {
+  readonly id: string
+  readonly state: MemberState
+  readonly incarnation: number
+  readonly meta: Meta
+  /** When this member last changed state, by the clock the machine is driven with. */
+  readonly sinceMs: number
+}
+
+export type Effect =
+  | { readonly type: 'send'; readonly to: string; readonly message: SwimMessage }
+  | { readonly type: 'change'; readonly member: MemberView; readonly previous: MemberState | null }
+
+export interface SwimStats {
+  probes: number
+  probesFailed: number
+  indirectProbes: number
+  suspicions: number
+  refutations: number
+  deaths: number
+  updatesApplied: number
+  updatesDropped: number
+  messagesReceived: number
+  awareness: number
+}
+
+interface Member {
+  id: string
+  incarnation: number
+  state: MemberState
+  meta: Meta
+  sinceMs: number
+  suspicion: { startMs: number; confirmations: Set<string>; deadlineMs: number } | null
+}
+
+interface Probe {
+  target: string
+  seq: number
+  timeoutAtMs: number
+  endAtMs: number
+  acked: boolean
+  indirectSent: boolean
+  expectedNacks: number
+  nacks: number
+}
+
+/** Most ping-reqs this member relays at once; further requests are ignored (the origin sees no nack). */
+const RELAYS_MAX = 1024
+
+const RANK: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 2 }
+
+export class Swim {
+  readonly config: SwimConfig
+  readonly stats: SwimStats = { probes: 0, probesFailed: 0, indirectProbes: 0, suspicions: 0, refutations: 0, deaths: 0, updatesApplied: 0, updatesDropped: 0, messagesReceived: 0, awareness: 0 }
+  private readonly members = new Map<string, Member>()
+  private readonly self: Member
+  /** Pending updates by member id; `queue[t]` holds the ids sent t times (memberlist orders its queue the
+   * same way), so picking the least-sent updates costs O(piggybackMax), not a sort. */
+  private readonly broadcasts = new Map<string, { update: Update; transmits: number }>()
+  private readonly queue: Array<Set<string>> = []
+  private readonly suspects = new Set<string>()
+  private readonly relays = new Map<number, { origin: string; originSeq: number; expiresMs: number }>()
+  private probeOrder: string[] = []
+  private probeIndex = 0
+  private probe: Probe | null = null
+  private seq = 0
+  private awareness = 0
+  private nextProbeMs: number
+  private nextGossipMs: number
+  private nextPushPullMs: number
+  private leaving = false
+
+  constructor (id: string, meta: Meta, incarnation: number, config: SwimConfig, private readonly rng: Rng, nowMs: number) {
+    this.config = validateSwimConfig({ ...config })
+    if (id.length === 0) throw new ConfigError('id', 'must not be empty')
+    if (!Number.isInteger(incarnation) || incarnation < 0) throw new ConfigError('incarnation', `must be a non-negative integer, got ${incarnation}`)
+    this.checkMeta(meta)
+    this.self = { id, incarnation, state: 'alive', meta, sinceMs: nowMs, suspicion: null }
+    this.members.set(id, this.self)
+    this.nextProbeMs = nowMs + this.config.probeIntervalMs * rng.next()
+    this.nextGossipMs = nowMs + this.config.gossipIntervalMs
+    this.nextPushPullMs = nowMs + this.config.pushPullIntervalMs * (0.5 + rng.next())
+    this.enqueue(this.updateOf(this.self))
+  }
+
+  get id (): string { return this.self.id }
+  get incarnation (): number { return this.self.incarnation }
+
+  private checkMeta (meta: Meta): void {
+    const bytes = JSON.stringify(meta).length
+    if (bytes > this.config.metaBytesMax) throw new ConfigError('meta', `${bytes} bytes exceeds metaBytesMax=${this.config.metaBytesMax}`)
+  }
+
+  // ---------------------------------------------------------------- views
+
+  view (id: string): MemberView | undefined {
+    const m = this.members.get(id)
+    return m === undefined ? undefined : this.viewOf(m)
+  }
+
+  list (): MemberView[] {
+    return [...this.members.values()].map(m => this.viewOf(m)).sort((a, b) => (a.id < b.id ? -1 : 1))
+  }
+
+  /** Members other than this one that count as up for placement: alive or suspect. */
+  up (): string[] {
+    const out: string[] = []
+    for (const m of this.members.values()) if (m.state === 'alive' || m.state === 'suspect') out.push(m.id)
+    return out
+  }
+
+  /** Members a membership size formula should count: everyone not dead or gone. */
+  private live (): number {
+    let n = 0
+    for (const m of this.members.values()) if (m.state === 'alive' || m.state === 'suspect') n++
+    return n
+  }
+
+  private viewOf (m: Member): MemberView {
+    return { id: m.id, state: m.state, incarnation: m.incarnation, meta: m.meta, sinceMs: m.sinceMs }
+  }
+
+  private updateOf (m: Member, from?: string): Update {
+    return from === undefined
+      ? { id: m.id, incarnation: m.incarnation, state: m.state, meta: m.meta }
+      : { id: m.id, incarnation: m.incarnation, state: m.state, meta: m.meta, from }
+  }
+
+  /** The earliest time at which `tick` has something to do (it may be called earlier or more often). */
+  nextWakeMs (): number {
+    if (this.leaving) return this.nextGossipMs
+    const p = this.probe
+    // While a probe runs, the next one waits for it to end.
+    let t = Math.min(p === null ? this.nextProbeMs : (p.acked || p.indirectSent ? p.endAtMs : p.timeoutAtMs), this.nextGossipMs, this.nextPushPullMs)
+    for (const id of this.suspects) t = Math.min(t, this.members.get(id)!.suspicion!.deadlineMs)
+    for (const r of this.relays.values()) t = Math.min(t, r.expiresMs)
+    return t
+  }
+
+  // ---------------------------------------------------------------- driving
+
+  /** Joins through seeds: a full-state exchange with each. */
+  join (seeds: readonly string[], nowMs: number): Effect[] {
+    const effects: Effect[] = []
+    const members = this.fullState()
+    for (const to of seeds) if (to !== this.self.id) effects.push({ type: 'send', to, message: { type: 'push-pull', join: true, reply: false, members } })
+    void nowMs
+    return effects
+  }
+
+  /**
+   * Leaves gracefully: announces `left` with a higher incarnation, so the others record a departure rather
+   * than a failure. The caller keeps running the machine a little (until `leaveDisseminated()`) so the
+   * announcement spreads, then stops.
+   */
+  leave (nowMs: number): Effect[] {
+    const effects: Effect[] = []
+    this.leaving = true
+    this.self.incarnation++
+    this.setState(this.self, 'left', nowMs, effects)
+    this.enqueue(this.updateOf(this.self))
+    // Tell several members directly rather than waiting for the next gossip round.
+    for (const to of this.pick(Math.max(this.config.gossipNodes, this.config.indirectChecks), m => m.state === 'alive' || m.state === 'suspect')) {
+      effects.push({ type: 'send', to, message: { type: 'gossip', updates: this.piggyback(to) } })
+    }
+    return effects
+  }
+
+  /** True once the leave announcement has been sent as often as any update is retransmitted. */
+  leaveDisseminated (): boolean {
+    return this.leaving && !this.broadcasts.has(this.self.id)
+  }
+
+  /** Sets this member's metadata and announces it. */
+  setMeta (meta: Meta): void {
+    this.checkMeta(meta)
+    this.self.meta = meta
+    this.self.incarnation++
+    this.enqueue(this.updateOf(this.self))
+  }
+
+  tick (nowMs: number): Effect[] {
+    const effects: Effect[] = []
+    if (this.leaving) {
+      if (nowMs >= this.nextGossipMs) this.gossip(nowMs, effects)
+      return effects
+    }
+    this.probeTimers(nowMs, effects)
+    if (this.probe === null && nowMs >= this.nextProbeMs) this.startProbe(nowMs, effects)
+    for (const id of [...this.suspects]) {
+      const m = this.members.get(id)!
+      if (m.suspicion!.deadlineMs <= nowMs) {
+        this.stats.deaths++
+        this.setState(m, 'dead', nowMs, effects)
+        this.enqueue(this.updateOf(m, this.self.id))
+      }
+    }
+    for (const [seq, relay] of this.relays) {
+      if (relay.expiresMs <= nowMs) {
+        this.relays.delete(seq)
+        effects.push({ type: 'send', to: relay.origin, message: { type: 'nack', seq: relay.originSeq, updates: this.piggyback(relay.origin) } })
+      }
+    }
+    if (nowMs >= this.nextGossipMs) this.gossip(nowMs, effects)
+    if (nowMs >= this.nextPushPullMs) {
+      this.nextPushPullMs = nowMs + this.config.pushPullIntervalMs
+      const [to] = this.pick(1, m => m.state === 'alive' || m.state === 'suspect' || (m.state === 'dead' && nowMs - m.sinceMs < this.config.deadReconnectMs))
+      if (to !== undefined) effects.push({ type: 'send', to, message: { type: 'push-pull', join: false, reply: false, members: this.fullState() } })
+      this.forget(nowMs)
+    }
+    return effects
+  }
+
+  private scaled (ms: number): number {
+    return ms * (this.awareness + 1)
+  }
+
+  private startProbe (nowMs: number, effects: Effect[]): void {
+    this.nextProbeMs = nowMs + this.scaled(this.config.probeIntervalMs)
+    const target = this.nextTarget()
+    if (target === undefined) return
+    const seq = ++this.seq
+    this.probe = {
+      target,
+      seq,
+      timeoutAtMs: nowMs + this.scaled(this.config.probeTimeoutMs),
+      endAtMs: nowMs + this.scaled(this.config.probeIntervalMs),
+      acked: false,
+      indirectSent: false,
+      expectedNacks: 0,
+      nacks: 0
+    }
+    this.stats.probes++
+    const updates = this.piggyback(target)
+    // Lifeguard's buddy system: a member we ping while suspecting it hears about it first.
+    const m = this.members.get(target)!
+    const buddy = m.state === 'suspect' ? [this.updateOf(m, this.self.id), ...updates.filter(u => u.id !== target)].slice(0, this.config.piggybackMax) : updates
+    effects.push({ type: 'send', to: target, message: { type: 'ping', seq, updates: buddy } })
+  }
+
+  private probeTimers (nowMs: number, effects: Effect[]): void {
+    const p = this.probe
+    if (p === null) return
+    if (!p.acked && !p.indirectSent && nowMs >= p.timeoutAtMs) {
+      p.indirectSent = true
+      const relays = this.pick(this.config.indirectChecks, m => m.state === 'alive' && m.id !== p.target)
+      p.expectedNacks = relays.length
+      this.stats.indirectProbes++
+      for (const to of relays) effects.push({ type: 'send', to, message: { type: 'ping-req', seq: p.seq, target: p.target, updates: this.piggyback(to) } })
+    }
+    if (nowMs < p.endAtMs && !p.acked) return
+    this.probe = null
+    if (p.acked) {
+      this.adjustAwareness(-1)
+      return
+    }
+    // Lifeguard: missing nacks mean *we* may be the slow one; no relays at all counts as one miss.
+    this.adjustAwareness(p.expectedNacks > 0 ? p.expectedNacks - p.nacks : 1)
+    this.stats.probesFailed++
+    const m = this.members.get(p.target)
+    if (m !== undefined && m.state === 'alive') this.suspect(m, m.incarnation, this.self.id, nowMs, effects)
+  }
+
+  private adjustAwareness (delta: number): void {
+    this.awareness = Math.max(0, Math.min(this.config.awarenessMax - 1, this.awareness + delta))
+    this.stats.awareness = this.awareness
+  }
+
+  private nextTarget (): string | undefined {
+    for (let tries = 0; tries < 2; tries++) {
+      while (this.probeIndex < this.probeOrder.length) {
+        const id = this.probeOrder[this.probeIndex++]!
+        const m = this.members.get(id)
+        if (m !== undefined && m !== this.self && (m.state === 'alive' || m.state === 'suspect')) return id
+      }
+      // A round is over: reshuffle (SWIM's round-robin probing bounds time to first detection).
+      this.probeOrder = this.shuffle([...this.members.keys()].filter(id => id !== this.self.id))
+      this.probeIndex = 0
+    }
+    return undefined
+  }
+
+  private shuffle<T> (items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = Math.floor(this.rng.next() * (i + 1))
+      const t = items[i]!
+      items[i] = items[j]!
+      items[j] = t
+    }
+    return items
+  }
+
+  /** Up to `count` distinct random members other than self that satisfy `accept`. */
+  private pick (count: number, accept: (m: Member) => boolean): string[] {
+    if (count <= 0) return []
+    const candidates: string[] = []
+    for (const m of this.members.values()) if (m !== this.self && accept(m)) candidates.push(m.id)
+    if (candidates.length <= count) return this.shuffle(candidates)
+    // Partial Fisher-Yates: O(count) random draws.
+    for (let i = 0; i < count; i++) {
+      const j = i + Math.floor(this.rng.next() * (candidates.length - i))
+      const t = candidates[i]!
+      candidates[i] = candidates[j]!
+      candidates[j] = t
+    }
+    return candidates.slice(0, count)
+  }
+
+  private gossip (nowMs: number, effects: Effect[]): void {
+    this.nextGossipMs = nowMs + this.config.gossipIntervalMs
+    if (this.broadcasts.size === 0) return
+    // Gossip also reaches recently dead members, so a wrongly declared one learns it and refutes.
+    const targets = this.pick(this.config.gossipNodes, m => m.state === 'alive' || m.state === 'suspect' || (m.state === 'dead' && nowMs - m.sinceMs < this.config.probeIntervalMs * 10))
+    for (const to of targets) {
+      const updates = this.piggyback(to)
+      if (updates.length > 0) effects.push({ type: 'send', to, message: { type: 'gossip', updates } })
+    }
+  }
+
+  private forget (nowMs: number): void {
+    for (const m of [...this.members.values()]) {
+      if ((m.state === 'dead' || m.state === 'left') && m !== this.self && nowMs - m.sinceMs >= this.config.deadForgetMs) {
+        this.members.delete(m.id)
+        const b = this.broadcasts.get(m.id)
+        if (b !== undefined) { this.queue[b.transmits]?.delete(m.id); this.broadcasts.delete(m.id) }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- dissemination
+
+  private enqueue (update: Update): void {
+    // Newer news about a member replaces older news about it.
+    const previous = this.broadcasts.get(update.id)
+    if (previous !== undefined) this.queue[previous.transmits]?.delete(update.id)
+    this.broadcasts.set(update.id, { update, transmits: 0 })
+    ;(this.queue[0] ??= new Set()).add(update.id)
+  }
+
+  /** Takes the least-sent pending updates for one message; each is dropped after its retransmit limit. */
+  private piggyback (to: string): Update[] {
+    if (this.broadcasts.size === 0) return []
+    const limit = retransmitLimit(this.config, this.live())
+    const out: Update[] = []
+    const moved: string[] = []
+    for (let t = 0; t < this.queue.length && out.length < this.config.piggybackMax; t++) {
+      const bucket = this.queue[t]
+      if (bucket === undefined) continue
+      for (const id of bucket) {
+        if (out.length >= this.config.piggybackMax) break
+        const b = this.broadcasts.get(id)!
+        if (b.update.id === to && b.update.state === 'alive') continue // it knows it is alive
+        out.push(b.update)
+        moved.push(id)
+      }
+    }
+    for (const id of moved) {
+      const b = this.broadcasts.get(id)!
+      this.queue[b.transmits]!.delete(id)
+      b.transmits++
+      if (b.transmits >= limit) this.broadcasts.delete(id)
+      else (this.queue[b.transmits] ??= new Set()).add(id)
+    }
+    return out
+  }
+
+  private fullState (): Update[] {
+    return [...this.members.values()].map(m => this.updateOf(m))
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  receive (from: string, message: SwimMessage, nowMs: number): Effect[] {
+    this.stats.messagesReceived++
+    const effects: Effect[] = []
+    const updates = message.type === 'push-pull' ? message.members : message.updates
+    for (const u of updates) this.apply(u, nowMs, effects)
+    if (this.leaving && message.type !== 'push-pull') return effects
+    switch (message.type) {
+      case 'ping':
+        effects.push({ type: 'send', to: from, message: { type: 'ack', seq: message.seq, updates: this.piggyback(from) } })
+        break
+      case 'ping-req': {
+        if (this.relays.size >= RELAYS_MAX || message.target === this.self.id) break
+        const seq = ++this.seq
+        this.relays.set(seq, { origin: from, originSeq: message.seq, expiresMs: nowMs + this.scaled(this.config.probeTimeoutMs) })
+        effects.push({ type: 'send', to: message.target, message: { type: 'ping', seq, updates: this.piggyback(message.target) } })
+        break
+      }
+      case 'ack': {
+        const relay = this.relays.get(message.seq)
+        if (relay !== undefined) {
+          this.relays.delete(message.seq)
+          effects.push({ type: 'send', to: relay.origin, message: { type: 'ack', seq: relay.originSeq, updates: this.piggyback(relay.origin) } })
+        } else if (this.probe !== null && message.seq === this.probe.seq) {
+          this.probe.acked = true
+          this.probeTimers(nowMs, effects)
+        }
+        break
+      }
+      case 'nack':
+        if (this.probe !== null && message.seq === this.probe.seq) this.probe.nacks++
+        break
+      case 'gossip':
+        break
+      case 'push-pull':
+        if (!message.reply) effects.push({ type: 'send', to: from, message: { type: 'push-pull', join: false, reply: true, members: this.fullState() } })
+        break
+    }
+    return effects
+  }
+
+  private setState (m: Member, state: MemberState, nowMs: number, effects: Effect[]): void {
+    const previous = m.state
+    m.state = state
+    m.sinceMs = nowMs
+    if (state !== 'suspect') {
+      m.suspicion = null
+      this.suspects.delete(m.id)
+    }
+    effects.push({ type: 'change', member: this.viewOf(m), previous })
+  }
+
+  private suspect (m: Member, incarnation: number, from: string, nowMs: number, effects: Effect[]): void {
+    const n = this.live()
+    const { minMs, maxMs } = suspicionTimeouts(this.config, n)
+    m.incarnation = incarnation
+    this.setState(m, 'suspect', nowMs, effects)
+    m.suspicion = { startMs: nowMs, confirmations: new Set([from]), deadlineMs: nowMs + maxMs }
+    if (minMs === maxMs) m.suspicion.deadlineMs = nowMs + minMs
+    this.suspects.add(m.id)
+    this.stats.suspicions++
+    this.enqueue(this.updateOf(m, from))
+  }
+
+  /** Lifeguard: each independent confirmation moves the deadline toward the minimum timeout. */
+  private confirm (m: Member, from: string): void {
+    const s = m.suspicion!
+    if (s.confirmations.has(from)) return
+    s.confirmations.add(from)
+    const n = this.live()
+    const { minMs, maxMs } = suspicionTimeouts(this.config, n)
+    const expected = Math.max(0, Math.min(this.config.suspicionMult - 2, n - 2))
+    const c = s.confirmations.size - 1
+    const timeout = expected < 1 ? minMs : Math.max(minMs, maxMs - (maxMs - minMs) * Math.log(c + 1) / Math.log(expected + 1))
+    s.deadlineMs = s.startMs + timeout
+  }
+
+  private refute (incarnation: number, effects: Effect[], nowMs: number): void {
+    if (this.leaving) return
+    this.self.incarnation = Math.max(this.self.incarnation, incarnation) + 1
+    this.stats.refutations++
+    this.adjustAwareness(1) // being suspected hints that we are slow to answer
+    this.enqueue(this.updateOf(this.self))
+    void effects
+    void nowMs
+  }
+
+  private apply (u: Update, nowMs: number, effects: Effect[]): void {
+    if (u.id === this.self.id) {
+      // Others' news about us: anything but alive at an incarnation we have not passed is refuted.
+      if (u.state !== 'alive' && u.incarnation >= this.self.incarnation && !this.leaving) this.refute(u.incarnation, effects, nowMs)
+      else if (u.state === 'alive' && u.incarnation > this.self.incarnation) this.refute(u.incarnation, effects, nowMs)
+      return
+    }
+    let m = this.members.get(u.id)
+    if (m === undefined) {
+      if (u.state === 'dead' || u.state === 'left') return // nothing to learn about a stranger's departure
+      if (this.members.size >= this.config.membersMax) { this.stats.updatesDropped++; return }
+      m = { id: u.id, incarnation: u.incarnation, state: 'alive', meta: u.meta, sinceMs: nowMs, suspicion: null }
+      this.members.set(u.id, m)
+      // A new member joins the current probe round at a random place, so it is probed this round.
+      this.probeOrder.splice(this.probeIndex + Math.floor(this.rng.next() * (this.probeOrder.length - this.probeIndex + 1)), 0, u.id)
+      this.stats.updatesApplied++
+      effects.push({ type: 'change', member: this.viewOf(m), previous: null })
+      this.enqueue(this.updateOf(m))
+      if (u.state === 'suspect') this.suspect(m, u.incarnation, u.from ?? u.id, nowMs, effects)
+      return
+    }
+    switch (u.state) {
+      case 'alive':
+        if (u.incarnation <= m.incarnation) return
+        m.incarnation = u.incarnation
+        m.meta = u.meta
+        if (m.state !== 'alive') this.setState(m, 'alive', nowMs, effects)
+        else effects.push({ type: 'change', member: this.viewOf(m), previous: 'alive' })
+        break
+      case 'suspect':
+        if (u.incarnation < m.incarnation || m.state === 'dead' || m.state === 'left') return
+        if (m.state === 'suspect' && u.incarnation === m.incarnation) {
+          this.confirm(m, u.from ?? u.id)
+          return
+        }
+        if (u.incarnation === m.incarnation && m.state !== 'alive') return
+        this.suspect(m, u.incarnation, u.from ?? u.id, nowMs, effects)
+        this.stats.updatesApplied++
+        return
+      case 'dead':
+      case 'left':
+        if (u.incarnation < m.incarnation || RANK[m.state] >= RANK.dead) {
+          // A leave overrides a death at the same incarnation: the member said goodbye itself.
+          if (!(u.state === 'left' && m.state === 'dead' && u.incarnation >= m.incarnation)) return
+        }
+        m.incarnation = u.incarnation
+        if (u.state === 'dead') this.stats.deaths++
+        this.setState(m, u.state, nowMs, effects)
+        break
+    }
+    this.stats.updatesApplied++
+    this.enqueue(this.updateOf(m, u.from))
+  }
+}
