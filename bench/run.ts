@@ -9,6 +9,10 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
   storage: {
     describe: 'storage engine in memory, and the WAL with async and sync (group commit) durability, against the raw file-system floor',
     run: async args => { await (await import('./storage.js')).run(args) }
+  },
+  swim: {
+    describe: 'SWIM on the deterministic simulator: detection times, false positives under loss, message load (10/100/1,000 members)',
+    run: async args => { await (await import('./swim.js')).run(args) }
   }
 }
 

@@ -130,6 +130,8 @@ export class Swim {
   }
 
   get id (): string { return this.self.id }
+  /** Updates waiting to be (re)transmitted: the dissemination backlog. */
+  get pendingUpdates (): number { return this.broadcasts.size }
   get incarnation (): number { return this.self.incarnation }
 
   private checkMeta (meta: Meta): void {
