@@ -16,7 +16,8 @@
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { LockedError, WalFailedError } from '../core/errors.js'
+import { WalFailedError } from '../core/errors.js'
+import { lockDirectory } from './dir-lock.js'
 import type { WalAdapter, WalListing } from '../core/storage/wal-adapter.js'
 
 export interface FileWalOptions {
@@ -61,18 +62,6 @@ function fsyncDir (dir: string): void {
   try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
 }
 
-/** Directories locked by this process: a second open in the same process is refused too. */
-const lockedHere = new Set<string>()
-
-function processAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 export class FileWal implements WalAdapter {
   readonly location: string
   private readonly bufferBytesMax: number
@@ -89,7 +78,7 @@ export class FileWal implements WalAdapter {
   private flushScheduled: NodeJS.Immediate | null = null
   private backgroundTimer: NodeJS.Timeout | null = null
   private failure: WalFailedError | null = null
-  private locked = false
+  private unlock: (() => void) | null = null
 
   constructor (readonly dir: string, options: FileWalOptions = {}) {
     this.location = dir
@@ -101,7 +90,7 @@ export class FileWal implements WalAdapter {
 
   async open (): Promise<WalListing> {
     fs.mkdirSync(this.dir, { recursive: true })
-    this.lock()
+    this.unlock = lockDirectory(this.dir)
     const segments: number[] = []
     const snapshots: number[] = []
     for (const name of fs.readdirSync(this.dir)) {
@@ -119,28 +108,6 @@ export class FileWal implements WalAdapter {
       this.backgroundTimer.unref()
     }
     return { segments, snapshot: snapshots.length === 0 ? null : Math.max(...snapshots) }
-  }
-
-  private lock (): void {
-    const lockPath = this.file('LOCK')
-    const key = path.resolve(this.dir)
-    if (lockedHere.has(key)) throw new LockedError(this.dir, 'this process')
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        fs.writeFileSync(lockPath, String(process.pid), { flag: 'wx' })
-        this.locked = true
-        lockedHere.add(key)
-        return
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-      }
-      const holder = Number(fs.readFileSync(lockPath, 'utf8').trim())
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
-        throw new LockedError(this.dir, `process ${holder}`)
-      }
-      fs.rmSync(lockPath, { force: true }) // stale: its process is gone (e.g. SIGKILLed)
-    }
-    throw new LockedError(this.dir, 'another process racing for its lock')
   }
 
   async readSegment (id: number): Promise<Uint8Array> {
@@ -276,11 +243,8 @@ export class FileWal implements WalAdapter {
       for (const fd of [...this.sealed, this.fd]) if (fd >= 0) fs.closeSync(fd)
       this.sealed = []
       this.fd = -1
-      if (this.locked) {
-        fs.rmSync(this.file('LOCK'), { force: true })
-        lockedHere.delete(path.resolve(this.dir))
-      }
-      this.locked = false
+      this.unlock?.()
+      this.unlock = null
     }
   }
 

@@ -1,0 +1,323 @@
+/**
+ * `node node/peer.js`: a Node peer. `--bootstrap` starts the first peer of a mesh (TCP and WebSocket
+ * listeners, the circuit relay for browser tabs, the HTTP API and dashboard); `--join <multiaddr>` joins one.
+ * The data directory keeps the peer's identity key, its last incarnation and the peers it knew, so a
+ * restarted peer comes back as itself and rejoins on its own.
+ */
+/* eslint-disable no-console -- this is the command-line interface */
+import '../polyfills.js'
+import * as fs from 'node:fs'
+import * as http from 'node:http'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { lockDirectory } from '../adapters/dir-lock.js'
+import { consoleLogger, systemClock } from '../adapters/node-env.js'
+import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
+import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
+import { MeshkvError } from '../core/errors.js'
+import { createPeer, type Peer } from '../peer.js'
+
+const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
+
+Starts a meshkv peer. The first peer of a mesh runs with --bootstrap; others --join it (or any member).
+A peer restarted from its data directory rejoins the peers it knew without --join.
+
+  --bootstrap                 start a mesh: also run the circuit relay for browser tabs and serve the
+                              dashboard; default listen /ip4/127.0.0.1/tcp/4001 and /ip4/127.0.0.1/tcp/4002/ws,
+                              default --http 7000
+  --join <multiaddr>          join through this member (repeatable); printed by the peer you join
+  --listen <multiaddr>        listen address (repeatable); default /ip4/127.0.0.1/tcp/0 and
+                              /ip4/127.0.0.1/tcp/0/ws (any free port)
+  --http <port|off>           HTTP API and dashboard on 127.0.0.1:<port>; 0 picks a free port;
+                              default 7000 with --bootstrap, else 0
+  --http-host <address>       interface for HTTP (default 127.0.0.1; use 0.0.0.0 to expose it)
+  --data-dir <dir>            identity key, incarnation and known peers (default ./meshkv-data);
+                              one peer per directory
+  --mesh-key <secret>         make the mesh private: peers must prove they know this secret (or set
+                              MESHKV_MESH_KEY); without it the mesh is open to anyone who can reach it
+  --vnodes <n>                ring tokens this peer owns (default ${DEFAULT_VNODES}, 1..${VNODES_MAX})
+  --relay-reservations <n>    browser tabs the relay serves at once (bootstrap; default 128)
+  --ice-server <url>          STUN/TURN server for WebRTC across NATs (repeatable; default none)
+  --probe-interval-ms <ms>    SWIM probe period (default ${defaultSwimConfig().probeIntervalMs})
+  --probe-timeout-ms <ms>     SWIM direct-ack timeout (default ${defaultSwimConfig().probeTimeoutMs})
+  --suspicion-mult <n>        SWIM suspicion timeout multiplier (default ${defaultSwimConfig().suspicionMult})
+  --gossip-interval-ms <ms>   SWIM gossip period (default ${defaultSwimConfig().gossipIntervalMs})
+  --push-pull-interval-ms <ms> SWIM full-state exchange period (default ${defaultSwimConfig().pushPullIntervalMs})
+  --help                      this text
+
+HTTP: GET /health, GET /members (JSON), GET /api/info (JSON), GET / (dashboard).
+SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
+
+class UsageError extends Error {
+  override name = 'UsageError'
+}
+
+function int (name: string, value: string | undefined, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(value)}`)
+  return n
+}
+
+async function loadKey (file: string): Promise<PrivateKey> {
+  try {
+    return privateKeyFromProtobuf(fs.readFileSync(file))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+  }
+  const key = await generateKeyPair('Ed25519')
+  const tmp = `${file}.tmp`
+  fs.writeFileSync(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
+  fs.renameSync(tmp, file)
+  return key
+}
+
+/** Reads the last incarnation and durably records the next one before the peer announces it. */
+function nextIncarnation (file: string): number {
+  let last = -1
+  try { last = Number(fs.readFileSync(file, 'utf8').trim()) } catch { /* first start */ }
+  const next = Number.isInteger(last) && last >= 0 ? last + 1 : 0
+  const fd = fs.openSync(`${file}.tmp`, 'w')
+  fs.writeSync(fd, String(next))
+  fs.fsyncSync(fd)
+  fs.closeSync(fd)
+  fs.renameSync(`${file}.tmp`, file)
+  return next
+}
+
+function readKnownPeers (file: string): Multiaddr[] {
+  try {
+    const list = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown
+    if (!Array.isArray(list)) return []
+    return list.filter((a): a is string => typeof a === 'string').slice(0, 64).flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+  } catch {
+    return []
+  }
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.svg': 'image/svg+xml',
+  '.wasm': 'application/wasm',
+  '.map': 'application/json'
+}
+
+function serveHttp (peer: Peer, webRoot: string, info: () => unknown): http.Server {
+  return http.createServer((req, res) => {
+    const send = (status: number, body: string, type = 'application/json'): void => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' })
+      res.end(body)
+    }
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, JSON.stringify({ error: 'method not allowed' }) + '\n')
+    if (url.pathname === '/health') return send(200, JSON.stringify({ status: 'ok', id: peer.id }) + '\n')
+    if (url.pathname === '/members') {
+      const members = peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, http: m.meta.http, addrs: m.meta.addrs }))
+      return send(200, JSON.stringify(members, null, 2) + '\n')
+    }
+    if (url.pathname === '/api/info') return send(200, JSON.stringify(info(), null, 2) + '\n')
+    // Static dashboard files; never outside webRoot.
+    const rel = url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname).replace(/^\/+/, '')
+    const file = path.resolve(webRoot, rel)
+    if (!file.startsWith(path.resolve(webRoot) + path.sep)) return send(404, JSON.stringify({ error: 'not found' }) + '\n')
+    fs.readFile(file, (error, body) => {
+      if (error !== null) return send(404, JSON.stringify({ error: 'not found', path: url.pathname }) + '\n')
+      res.writeHead(200, { 'content-type': CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream' })
+      res.end(body)
+    })
+  })
+}
+
+export async function main (argv: string[]): Promise<void> {
+  let args: ReturnType<typeof parse>
+  try {
+    args = parse(argv)
+  } catch (error) {
+    console.error(`${error instanceof Error ? error.message : String(error)}\n\n${HELP}`)
+    process.exit(2)
+  }
+  if (args.help) {
+    console.log(HELP)
+    return
+  }
+  try {
+    await run(args)
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(`${error.message}\n\nrun with --help for usage`)
+      process.exit(2)
+    }
+    if (error instanceof MeshkvError) {
+      console.error(`error: ${error.message}`)
+      process.exit(1)
+    }
+    throw error
+  }
+}
+
+function parse (argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      bootstrap: { type: 'boolean' },
+      join: { type: 'string', multiple: true },
+      listen: { type: 'string', multiple: true },
+      http: { type: 'string' },
+      'http-host': { type: 'string' },
+      'data-dir': { type: 'string' },
+      'mesh-key': { type: 'string' },
+      vnodes: { type: 'string' },
+      'relay-reservations': { type: 'string' },
+      'ice-server': { type: 'string', multiple: true },
+      'probe-interval-ms': { type: 'string' },
+      'probe-timeout-ms': { type: 'string' },
+      'suspicion-mult': { type: 'string' },
+      'gossip-interval-ms': { type: 'string' },
+      'push-pull-interval-ms': { type: 'string' },
+      help: { type: 'boolean' }
+    },
+    strict: true,
+    allowPositionals: false
+  })
+  return values
+}
+
+async function run (args: ReturnType<typeof parse>): Promise<void> {
+  const log = consoleLogger('meshkv')
+  const bootstrap = args.bootstrap === true
+  const dataDir = path.resolve(args['data-dir'] ?? 'meshkv-data')
+  const vnodes = int('vnodes', args.vnodes, 1, VNODES_MAX) ?? DEFAULT_VNODES
+  const reservations = int('relay-reservations', args['relay-reservations'], 1, 10_000) ?? 128
+  const httpPort = args.http === 'off' ? null : int('http', args.http, 0, 65535) ?? (bootstrap ? 7000 : 0)
+  const httpHost = args['http-host'] ?? '127.0.0.1'
+  const meshKey = args['mesh-key'] ?? (process.env.MESHKV_MESH_KEY !== undefined && process.env.MESHKV_MESH_KEY !== '' ? process.env.MESHKV_MESH_KEY : undefined)
+  const listen = args.listen ?? (bootstrap ? ['/ip4/127.0.0.1/tcp/4001', '/ip4/127.0.0.1/tcp/4002/ws'] : ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'])
+  const joinAddrs = (args.join ?? []).map(a => {
+    try { return multiaddr(a) } catch { throw new UsageError(`--join ${JSON.stringify(a)} is not a multiaddr (expected e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo...)`) }
+  })
+  const swim: SwimConfig = { ...defaultSwimConfig() }
+  swim.probeIntervalMs = int('probe-interval-ms', args['probe-interval-ms'], 10, 600_000) ?? swim.probeIntervalMs
+  swim.probeTimeoutMs = int('probe-timeout-ms', args['probe-timeout-ms'], 1, 600_000) ?? Math.min(swim.probeTimeoutMs, swim.probeIntervalMs)
+  swim.suspicionMult = int('suspicion-mult', args['suspicion-mult'], 1, 100) ?? swim.suspicionMult
+  swim.gossipIntervalMs = int('gossip-interval-ms', args['gossip-interval-ms'], 1, 600_000) ?? swim.gossipIntervalMs
+  swim.pushPullIntervalMs = int('push-pull-interval-ms', args['push-pull-interval-ms'], 10, 86_400_000) ?? swim.pushPullIntervalMs
+  swim.metaBytesMax = 2048
+  try {
+    validateSwimConfig(swim)
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error))
+  }
+
+  fs.mkdirSync(dataDir, { recursive: true })
+  const unlock = lockDirectory(dataDir)
+  const knownFile = path.join(dataDir, 'known-peers.json')
+  const known = readKnownPeers(knownFile)
+  if (!bootstrap && joinAddrs.length === 0 && known.length === 0) {
+    unlock()
+    throw new UsageError('nothing to join: pass --bootstrap to start a mesh, or --join <multiaddr> of a member')
+  }
+  const privateKey = await loadKey(path.join(dataDir, 'peer.key'))
+  const incarnation = nextIncarnation(path.join(dataDir, 'incarnation'))
+
+  const webRoot = fileURLToPath(new URL('../../web/', import.meta.url))
+  let httpUrl: string | undefined
+  let server: http.Server | null = null
+  if (httpPort !== null) {
+    // The server starts before the peer so its address can be published in the peer's metadata.
+    const pending = http.createServer()
+    await new Promise<void>((resolve, reject) => { pending.once('error', reject); pending.listen(httpPort, httpHost, resolve) })
+    const address = pending.address() as { port: number }
+    httpUrl = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${address.port}`
+    server = pending
+  }
+
+  const peer = await createPeer({
+    kind: 'node',
+    privateKey,
+    listen,
+    extraTransports: [tcp()],
+    ...(bootstrap ? { relayServer: { maxReservations: reservations } } : {}),
+    ...(args['ice-server'] === undefined ? {} : { iceServers: args['ice-server'].map(urls => ({ urls })) }),
+    swim,
+    incarnation,
+    vnodes,
+    ...(meshKey === undefined ? {} : { meshKey }),
+    ...(httpUrl === undefined ? {} : { http: httpUrl }),
+    clock: systemClock,
+    rng: { next: Math.random },
+    log
+  })
+
+  const info = (): unknown => ({
+    id: peer.id,
+    kind: 'node',
+    bootstrap,
+    incarnation: peer.membership.swim.incarnation,
+    multiaddrs: peer.libp2p.getMultiaddrs().map(String),
+    // What a browser tab dials to join: this peer's WebSocket addresses.
+    browserBootstrap: peer.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/ws')),
+    meshPrivate: meshKey !== undefined,
+    swim: peer.membership.stats
+  })
+  if (server !== null) {
+    const app = serveHttp(peer, webRoot, info)
+    server.on('request', (req, res) => { app.emit('request', req, res) })
+  }
+
+  // Remember live members' addresses so a restart can rejoin without --join.
+  let saveTimer: ReturnType<typeof setTimeout> | null = null
+  peer.events.on('change', ({ member, previous }) => {
+    log.info(`member ${member.id} ${previous ?? 'new'} -> ${member.state} (incarnation ${member.incarnation}, ${String(member.meta.kind ?? '?')})`)
+    saveTimer ??= setTimeout(() => {
+      saveTimer = null
+      const addrs = peer.members().filter(m => m.id !== peer.id && m.state === 'alive').flatMap(m => String(m.meta.addrs ?? '').split(' ').filter(a => a !== '' && !a.includes('/p2p-circuit')).slice(0, 1)).slice(0, 64)
+      if (addrs.length === 0) return
+      fs.writeFileSync(`${knownFile}.tmp`, JSON.stringify(addrs, null, 2))
+      fs.renameSync(`${knownFile}.tmp`, knownFile)
+    }, 1000)
+  })
+
+  console.log(`meshkv peer ${peer.id} (node${bootstrap ? ', bootstrap + relay' : ''}, incarnation ${incarnation})`)
+  for (const ma of peer.libp2p.getMultiaddrs()) console.log(`listening: ${ma.toString()}`)
+  if (httpUrl !== undefined) console.log(`http: ${httpUrl}${bootstrap ? `  (dashboard: ${httpUrl}/)` : ''}`)
+  console.log(meshKey === undefined
+    ? 'mesh: open — no --mesh-key, so any peer that can reach this one may join'
+    : 'mesh: private — peers must prove knowledge of the mesh key')
+  console.log(`data: ${dataDir}`)
+
+  let leaving = false
+  const shutdown = (signal: string): void => {
+    if (leaving) {
+      console.log(`${signal} again: exiting now`)
+      process.exit(1)
+    }
+    leaving = true
+    console.log(`${signal}: leaving the mesh`)
+    void (async () => {
+      await peer.leave().catch(error => { log.error('leave failed', error) })
+      server?.close()
+      unlock()
+      console.log('left')
+      process.exit(0)
+    })()
+  }
+  process.on('SIGINT', () => { shutdown('SIGINT') })
+  process.on('SIGTERM', () => { shutdown('SIGTERM') })
+
+  const seeds = [...joinAddrs, ...known.filter(k => !joinAddrs.some(j => j.equals(k)))]
+  if (seeds.length > 0) {
+    console.log(`joining through ${seeds.length} address(es)…`)
+    peer.join(seeds).then(
+      () => { console.log(`joined: ${peer.members().filter(m => m.state === 'alive').length} members alive`) },
+      error => { log.error('join failed', error) }
+    )
+  }
+}

@@ -1,0 +1,392 @@
+/**
+ * SWIM over libp2p: the thin service around the pure state machine (src/core/membership/swim.ts). It owns
+ * the timer, the streams and the mesh-key handshake; the machine owns every decision.
+ *
+ * Streams: protocol /meshkv/swim/1.0.0. Each peer keeps one long-lived outbound stream to every member it
+ * talks to and reads the inbound streams others open to it, so a message costs one length-prefixed frame,
+ * not a stream negotiation. Outbound messages queue per member (bounded; SWIM tolerates loss, so a full
+ * queue drops the oldest) while the stream opens.
+ *
+ * Handshake, first thing on every stream, opener (A) to responder (B):
+ *   A -> B  hello  = 'MKVH' | version | keyed | nonceA (16 bytes)
+ *   B -> A  reply  = 'MKVR' | keyed | nonceB | (keyed: HMAC(key, "meshkv/swim/responder" | B | A | nonceA | nonceB))
+ *   A -> B  proof  = 'MKVP' | (keyed: HMAC(key, "meshkv/swim/opener" | A | B | nonceA | nonceB))
+ * Peer ids come from the noise-authenticated connection, so each side proves knowledge of the mesh key to
+ * this very peer with fresh nonces; a peer that does not is refused, counted, and its stream reset. Without a
+ * key both sides must be keyless (a keyed peer refuses a keyless one and vice versa).
+ */
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream } from '@libp2p/utils'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { Emitter } from '../core/emitter.js'
+import type { Clock, Logger, Rng } from '../core/env.js'
+import { DecodeError } from '../core/errors.js'
+import type { SwimConfig } from '../core/membership/config.js'
+import { type Effect, type MemberState, type MemberView, type Meta, Swim, type SwimMessage } from '../core/membership/swim.js'
+import { SWIM_MESSAGE_BYTES_MAX, decodeSwim, encodeSwim } from '../core/protocol/swim-codec.js'
+import type { MeshLibp2p } from './mesh-node.js'
+
+export const SWIM_PROTOCOL = '/meshkv/swim/1.0.0'
+/** Messages queued for one member while its stream opens; beyond this the oldest are dropped. */
+export const OUTBOUND_QUEUE_MAX = 256
+/** Longest wait for a stream to open or a handshake step to arrive. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000
+/** Inbound SWIM streams allowed per connection (one per remote peer is the norm; a few spare for reconnects). */
+export const SWIM_INBOUND_STREAMS_MAX = 4
+const ADDRS_META_BYTES_MAX = 1000
+
+export interface SwimServiceInit {
+  config: SwimConfig
+  /** Published metadata (kind, vnodes, protocol version, HTTP address); `addrs` is filled in here. */
+  meta: Record<string, string | number>
+  /** Start above the incarnation a previous run of this peer used (persisted by the caller). */
+  incarnation: number
+  /** Shared secret of a private mesh; undefined for an open mesh. Never logged. */
+  meshKey?: string
+  clock: Clock
+  rng: Rng
+  log: Logger
+}
+
+export interface SwimChange {
+  member: MemberView
+  previous: MemberState | null
+}
+
+export interface SwimServiceEvents extends Record<string, unknown> {
+  change: SwimChange
+  joined: { via: string }
+}
+
+export interface SwimServiceStats {
+  sent: number
+  received: number
+  dropped: number
+  badMessages: number
+  refusedPeers: number
+  streamErrors: number
+}
+
+interface Outbound {
+  queue: Uint8Array[]
+  writing: boolean
+  write: ((bytes: Uint8Array) => Promise<void>) | null
+  stream: Stream | null
+}
+
+const enc = new TextEncoder()
+const MAGIC_HELLO = enc.encode('MKVH')
+const MAGIC_REPLY = enc.encode('MKVR')
+const MAGIC_PROOF = enc.encode('MKVP')
+const NONCE_BYTES = 16
+
+function concat (...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(new ArrayBuffer(parts.reduce((n, p) => n + p.length, 0)))
+  let at = 0
+  for (const p of parts) { out.set(p, at); at += p.length }
+  return out
+}
+
+function startsWith (bytes: Uint8Array, magic: Uint8Array): boolean {
+  return bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b)
+}
+
+class HandshakeError extends Error {
+  override name = 'HandshakeError'
+}
+
+export class SwimService {
+  readonly swim: Swim
+  readonly events: Emitter<SwimServiceEvents>
+  readonly stats: SwimServiceStats = { sent: 0, received: 0, dropped: 0, badMessages: 0, refusedPeers: 0, streamErrors: 0 }
+  private readonly outbound = new Map<string, Outbound>()
+  private readonly inbound = new Set<Stream>()
+  private timer: ReturnType<typeof setTimeout> | null = null
+  private running = false
+  private hmacKey: Promise<CryptoKey> | null
+  private readonly log: Logger
+  private readonly clock: Clock
+
+  constructor (private readonly node: MeshLibp2p, private readonly init: SwimServiceInit) {
+    this.log = init.log
+    this.clock = init.clock
+    this.events = new Emitter<SwimServiceEvents>(error => { this.log.error('swim listener threw', error) })
+    this.swim = new Swim(node.peerId.toString(), { ...init.meta, addrs: this.addrsMeta() }, init.incarnation, init.config, init.rng, init.clock.nowMs())
+    this.hmacKey = init.meshKey === undefined
+      ? null
+      : crypto.subtle.importKey('raw', enc.encode(init.meshKey), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify'])
+  }
+
+  private addrsMeta (): string {
+    let out = ''
+    for (const ma of this.node.getMultiaddrs()) {
+      const s = ma.toString()
+      if (out.length + s.length + 1 > ADDRS_META_BYTES_MAX) break
+      out = out === '' ? s : `${out} ${s}`
+    }
+    return out
+  }
+
+  async start (): Promise<void> {
+    this.running = true
+    await this.node.handle(SWIM_PROTOCOL, (stream, connection) => { void this.onInbound(stream, connection) }, {
+      maxInboundStreams: SWIM_INBOUND_STREAMS_MAX,
+      maxOutboundStreams: SWIM_INBOUND_STREAMS_MAX
+    })
+    // Our addresses change as listeners and relay reservations come up: republish them.
+    this.node.addEventListener('self:peer:update', this.onSelfUpdate)
+    this.schedule()
+  }
+
+  private readonly onSelfUpdate = (): void => {
+    const addrs = this.addrsMeta()
+    const meta = this.swim.view(this.swim.id)!.meta
+    if (meta.addrs !== addrs && this.running) this.swim.setMeta({ ...meta, addrs })
+  }
+
+  /** Stops at once (a crash-like stop; use `leave()` first for a graceful one). */
+  async stop (): Promise<void> {
+    this.running = false
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+    this.node.removeEventListener('self:peer:update', this.onSelfUpdate)
+    await this.node.unhandle(SWIM_PROTOCOL)
+    for (const out of this.outbound.values()) out.stream?.abort(new Error('swim stopped'))
+    for (const s of this.inbound) s.abort(new Error('swim stopped'))
+    this.outbound.clear()
+    this.inbound.clear()
+  }
+
+  members (): MemberView[] {
+    return this.swim.list()
+  }
+
+  // ------------------------------------------------------------ timing
+
+  private schedule (): void {
+    if (!this.running) return
+    if (this.timer !== null) clearTimeout(this.timer)
+    // Wake at the machine's next deadline, and at least once a second as a safety net.
+    const wait = Math.min(1000, Math.max(0, this.swim.nextWakeMs() - this.clock.nowMs()))
+    this.timer = setTimeout(() => {
+      this.timer = null
+      if (!this.running) return
+      this.perform(this.swim.tick(this.clock.nowMs()))
+      this.schedule()
+    }, wait)
+  }
+
+  private perform (effects: Effect[]): void {
+    for (const e of effects) {
+      if (e.type === 'send') this.send(e.to, e.message)
+      else {
+        this.learnAddresses(e.member)
+        this.events.emit('change', { member: e.member, previous: e.previous })
+      }
+    }
+  }
+
+  /** Members' published addresses go into the peer store, so a member learned by gossip can be dialled. */
+  private learnAddresses (member: MemberView): void {
+    const addrs = member.meta.addrs
+    if (typeof addrs !== 'string' || addrs === '' || member.id === this.swim.id) return
+    try {
+      const multiaddrs = addrs.split(' ').map(a => multiaddr(a))
+      void this.node.peerStore.merge(peerIdFromString(member.id), { multiaddrs }).catch(() => {})
+    } catch (error) {
+      this.log.debug(`ignoring unparsable addresses of ${member.id}`, error)
+    }
+  }
+
+  // ------------------------------------------------------------ joining and leaving
+
+  /**
+   * Joins through bootstrap addresses: dials each and exchanges full state with it, retrying with
+   * exponential backoff (0.5 s doubling to 30 s, with jitter) until one exchange succeeds or `signal` aborts.
+   */
+  async join (addrs: Multiaddr[], options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (addrs.length === 0) return
+    let delay = 500
+    for (let attempt = 1; ; attempt++) {
+      options.signal?.throwIfAborted()
+      const joined = new Promise<void>(resolve => { const off = this.events.on('joined', () => { off(); resolve() }) })
+      for (const addr of addrs) {
+        try {
+          const connection = await this.node.dial(addr, { signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })
+          this.perform(this.swim.join([connection.remotePeer.toString()], this.clock.nowMs()))
+        } catch (error) {
+          this.log.info(`join attempt ${attempt}: cannot reach ${addr.toString()}: ${error instanceof Error ? error.message : String(error)}`)
+        }
+      }
+      const wait = delay * (0.75 + 0.5 * this.init.rng.next())
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const result = await Promise.race([
+        joined.then(() => 'joined' as const),
+        new Promise<'retry'>(resolve => { timer = setTimeout(() => { resolve('retry') }, wait) })
+      ])
+      clearTimeout(timer)
+      if (result === 'joined') return
+      delay = Math.min(delay * 2, 30_000)
+    }
+  }
+
+  /** Announces a graceful leave and waits (at most `timeoutMs`) for it to be disseminated. */
+  async leave (timeoutMs = 3000): Promise<void> {
+    this.perform(this.swim.leave(this.clock.nowMs()))
+    const deadline = this.clock.nowMs() + timeoutMs
+    while (!this.swim.leaveDisseminated() && this.clock.nowMs() < deadline && this.running) {
+      await new Promise(resolve => setTimeout(resolve, this.init.config.gossipIntervalMs))
+      this.perform(this.swim.tick(this.clock.nowMs()))
+    }
+    await this.flushAll(Math.max(0, deadline - this.clock.nowMs()))
+  }
+
+  private async flushAll (timeoutMs: number): Promise<void> {
+    const deadline = this.clock.nowMs() + timeoutMs
+    while ([...this.outbound.values()].some(o => o.queue.length > 0 || o.writing) && this.clock.nowMs() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+  }
+
+  // ------------------------------------------------------------ sending
+
+  private send (to: string, message: SwimMessage): void {
+    if (to === this.swim.id) return
+    let out = this.outbound.get(to)
+    if (out === undefined) {
+      out = { queue: [], writing: false, write: null, stream: null }
+      this.outbound.set(to, out)
+      void this.open(to, out)
+    }
+    if (out.queue.length >= OUTBOUND_QUEUE_MAX) { out.queue.shift(); this.stats.dropped++ }
+    out.queue.push(encodeSwim(message))
+    if (out.write !== null) void this.drain(to, out)
+  }
+
+  private async open (to: string, out: Outbound): Promise<void> {
+    try {
+      const peer = peerIdFromString(to)
+      const stream = await this.node.dialProtocol(peer, SWIM_PROTOCOL, { signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })
+      out.stream = stream
+      const lp = lpStream(stream, { maxDataLength: SWIM_MESSAGE_BYTES_MAX })
+      await this.handshakeAsOpener(lp, peer)
+      out.write = async bytes => { await lp.write(bytes) }
+      // Replies to what we send arrive on the stream the peer opens to us; this one only carries our side.
+      void this.drain(to, out)
+    } catch (error) {
+      if (error instanceof HandshakeError) this.stats.refusedPeers++
+      else this.stats.streamErrors++
+      this.log.debug(`swim: no stream to ${to}: ${error instanceof Error ? error.message : String(error)}`)
+      this.stats.dropped += out.queue.length
+      out.stream?.abort(error instanceof Error ? error : new Error(String(error)))
+      if (this.outbound.get(to) === out) this.outbound.delete(to)
+    }
+  }
+
+  private async drain (to: string, out: Outbound): Promise<void> {
+    if (out.writing || out.write === null) return
+    out.writing = true
+    try {
+      while (out.queue.length > 0) {
+        const bytes = out.queue.shift()!
+        await out.write(bytes)
+        this.stats.sent++
+      }
+    } catch (error) {
+      this.stats.streamErrors++
+      this.stats.dropped += out.queue.length
+      out.stream?.abort(error instanceof Error ? error : new Error(String(error)))
+      if (this.outbound.get(to) === out) this.outbound.delete(to) // the next send opens a fresh stream
+    } finally {
+      out.writing = false
+    }
+  }
+
+  // ------------------------------------------------------------ receiving
+
+  private async onInbound (stream: Stream, connection: Connection): Promise<void> {
+    const from = connection.remotePeer
+    const lp = lpStream(stream, { maxDataLength: SWIM_MESSAGE_BYTES_MAX })
+    try {
+      await this.handshakeAsResponder(lp, from)
+    } catch (error) {
+      this.stats.refusedPeers++
+      this.log.info(`swim: refused ${from.toString()}: ${error instanceof Error ? error.message : String(error)}`)
+      stream.abort(error instanceof Error ? error : new Error(String(error)))
+      return
+    }
+    this.inbound.add(stream)
+    try {
+      for (;;) {
+        const frame = await lp.read()
+        let message: SwimMessage
+        try {
+          message = decodeSwim(frame.subarray())
+        } catch (error) {
+          if (!(error instanceof DecodeError)) throw error
+          this.stats.badMessages++
+          this.log.info(`swim: malformed message from ${from.toString()} (${error.message}); resetting its stream`)
+          stream.abort(error)
+          return
+        }
+        this.stats.received++
+        if (!this.running) return
+        this.perform(this.swim.receive(from.toString(), message, this.clock.nowMs()))
+        if (message.type === 'push-pull' && message.reply) this.events.emit('joined', { via: from.toString() })
+        this.schedule()
+      }
+    } catch {
+      // The peer went away or closed its side: nothing to do, SWIM notices on its own.
+    } finally {
+      this.inbound.delete(stream)
+    }
+  }
+
+  // ------------------------------------------------------------ handshake
+
+  private async mac (label: string, opener: string, responder: string, nonceA: Uint8Array, nonceB: Uint8Array): Promise<Uint8Array> {
+    const key = await this.hmacKey!
+    const data = concat(enc.encode(`meshkv/swim/${label}`), enc.encode(opener), enc.encode(responder), nonceA, nonceB)
+    return new Uint8Array(await crypto.subtle.sign('HMAC', key, data))
+  }
+
+  private async verify (label: string, opener: string, responder: string, nonceA: Uint8Array, nonceB: Uint8Array, mac: Uint8Array): Promise<boolean> {
+    const key = await this.hmacKey!
+    const data = concat(enc.encode(`meshkv/swim/${label}`), enc.encode(opener), enc.encode(responder), nonceA, nonceB)
+    return crypto.subtle.verify('HMAC', key, mac.slice(), data)
+  }
+
+  private async handshakeAsOpener (lp: ReturnType<typeof lpStream>, peer: PeerId): Promise<void> {
+    const keyed = this.hmacKey !== null
+    const nonceA = crypto.getRandomValues(new Uint8Array(NONCE_BYTES))
+    await lp.write(concat(MAGIC_HELLO, Uint8Array.of(1, keyed ? 1 : 0), nonceA))
+    const reply = (await lp.read({ signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })).subarray()
+    if (!startsWith(reply, MAGIC_REPLY) || reply.length < 5 + NONCE_BYTES) throw new HandshakeError('malformed handshake reply')
+    if ((reply[4] === 1) !== keyed) throw new HandshakeError(keyed ? 'peer is not in a private mesh' : 'peer requires a mesh key')
+    const nonceB = reply.subarray(5, 5 + NONCE_BYTES)
+    if (!keyed) {
+      await lp.write(MAGIC_PROOF)
+      return
+    }
+    const me = this.swim.id
+    if (!await this.verify('responder', me, peer.toString(), nonceA, nonceB, reply.subarray(5 + NONCE_BYTES))) throw new HandshakeError('peer does not know the mesh key')
+    await lp.write(concat(MAGIC_PROOF, await this.mac('opener', me, peer.toString(), nonceA, nonceB)))
+  }
+
+  private async handshakeAsResponder (lp: ReturnType<typeof lpStream>, peer: PeerId): Promise<void> {
+    const keyed = this.hmacKey !== null
+    const hello = (await lp.read({ signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })).subarray()
+    if (!startsWith(hello, MAGIC_HELLO) || hello.length !== 6 + NONCE_BYTES || hello[4] !== 1) throw new HandshakeError('malformed handshake')
+    const theirsKeyed = hello[5] === 1
+    const nonceA = hello.subarray(6)
+    const nonceB = crypto.getRandomValues(new Uint8Array(NONCE_BYTES))
+    const me = this.swim.id
+    const mac = keyed && theirsKeyed ? await this.mac('responder', peer.toString(), me, nonceA, nonceB) : new Uint8Array(0)
+    await lp.write(concat(MAGIC_REPLY, Uint8Array.of(keyed ? 1 : 0), nonceB, mac))
+    if (theirsKeyed !== keyed) throw new HandshakeError(keyed ? 'peer has no mesh key' : 'peer is in a private mesh')
+    const proof = (await lp.read({ signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })).subarray()
+    if (!startsWith(proof, MAGIC_PROOF)) throw new HandshakeError('malformed handshake proof')
+    if (keyed && !await this.verify('opener', peer.toString(), me, nonceA, nonceB, proof.subarray(4))) throw new HandshakeError('peer does not know the mesh key')
+  }
+}
