@@ -272,16 +272,19 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     server.on('request', (req, res) => { app.emit('request', req, res) })
   }
 
-  // Remember live members' addresses so a restart can rejoin without --join.
+  // Remember where to rejoin: the addresses given now at once, then live members' addresses as they change.
+  const saveKnown = (addrs: string[]): void => {
+    fs.writeFileSync(`${knownFile}.tmp`, JSON.stringify(addrs, null, 2))
+    fs.renameSync(`${knownFile}.tmp`, knownFile)
+  }
+  if (joinAddrs.length > 0) saveKnown([...new Set([...joinAddrs, ...known].map(String))].slice(0, 64))
   let saveTimer: ReturnType<typeof setTimeout> | null = null
   peer.events.on('change', ({ member, previous }) => {
     log.info(`member ${member.id} ${previous ?? 'new'} -> ${member.state} (incarnation ${member.incarnation}, ${String(member.meta.kind ?? '?')})`)
     saveTimer ??= setTimeout(() => {
       saveTimer = null
       const addrs = peer.members().filter(m => m.id !== peer.id && m.state === 'alive').flatMap(m => String(m.meta.addrs ?? '').split(' ').filter(a => a !== '' && !a.includes('/p2p-circuit')).slice(0, 1)).slice(0, 64)
-      if (addrs.length === 0) return
-      fs.writeFileSync(`${knownFile}.tmp`, JSON.stringify(addrs, null, 2))
-      fs.renameSync(`${knownFile}.tmp`, knownFile)
+      if (addrs.length > 0) saveKnown(addrs)
     }, 1000)
   })
 

@@ -23,7 +23,7 @@ import { Emitter } from '../core/emitter.js'
 import type { Clock, Logger, Rng } from '../core/env.js'
 import { DecodeError } from '../core/errors.js'
 import type { SwimConfig } from '../core/membership/config.js'
-import { type Effect, type MemberState, type MemberView, type Meta, Swim, type SwimMessage } from '../core/membership/swim.js'
+import { type Effect, type MemberState, type MemberView, Swim, type SwimMessage } from '../core/membership/swim.js'
 import { SWIM_MESSAGE_BYTES_MAX, decodeSwim, encodeSwim } from '../core/protocol/swim-codec.js'
 import type { MeshLibp2p } from './mesh-node.js'
 

@@ -1,0 +1,65 @@
+/**
+ * Real `node node/peer.js` processes for integration tests: start one, read the addresses it prints, query
+ * its HTTP API, and wait for conditions with a bound (never for a fixed delay).
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import * as readline from 'node:readline'
+
+export interface PeerProcess {
+  readonly proc: ChildProcess
+  readonly id: string
+  readonly http: string
+  readonly tcp: string
+  readonly output: string[]
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+export interface MemberJson { id: string; state: string; incarnation: number; kind: string }
+
+/** Starts a peer and resolves once it has printed its id, addresses and HTTP URL. */
+export async function startPeer (args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<PeerProcess> {
+  const proc = spawn(process.execPath, ['node/peer.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  const output: string[] = []
+  let id = ''
+  let http = ''
+  let tcp = ''
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve => { proc.on('exit', (code, signal) => { resolve({ code, signal }) }) })
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`peer did not start within ${timeoutMs} ms:\n${output.join('\n')}`)) }, timeoutMs)
+    const onLine = (line: string): void => {
+      output.push(line)
+      const m = /^meshkv peer (\S+)/.exec(line)
+      if (m !== null) id = m[1]!
+      if (line.startsWith('http: ')) http = line.split(' ')[1]!
+      if (tcp === '' && /^listening: \/ip4\/[^ ]+\/tcp\/\d+\/p2p\//.test(line)) tcp = line.slice('listening: '.length)
+      if (line.startsWith('data: ') && id !== '') { clearTimeout(timer); resolve() }
+    }
+    readline.createInterface({ input: proc.stdout! }).on('line', onLine)
+    readline.createInterface({ input: proc.stderr! }).on('line', line => { output.push(line) })
+    void exited.then(() => { clearTimeout(timer); reject(new Error(`peer exited before it started:\n${output.join('\n')}`)) })
+  })
+  await ready
+  return { proc, id, http, tcp, output, exited }
+}
+
+export async function members (peer: PeerProcess): Promise<MemberJson[]> {
+  const res = await fetch(`${peer.http}/members`, { signal: AbortSignal.timeout(5000) })
+  if (!res.ok) throw new Error(`GET /members: ${res.status}`)
+  return await res.json() as MemberJson[]
+}
+
+/** Polls `check` every 100 ms until it returns true; throws with `what` after `timeoutMs`. */
+export async function waitUntil (check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
+  const start = performance.now()
+  for (;;) {
+    try {
+      if (await check()) return performance.now() - start
+    } catch { /* not ready yet (e.g. a peer restarting) */ }
+    if (performance.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+export async function stateIn (peer: PeerProcess, id: string): Promise<MemberJson | undefined> {
+  return (await members(peer)).find(m => m.id === id)
+}
