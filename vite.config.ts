@@ -7,7 +7,10 @@ export default defineConfig({
   build: {
     outDir: '../dist/web',
     emptyOutDir: true,
-    target: 'es2022'
+    target: 'es2022',
+    // The page is one peer: libp2p with WebRTC, WebSockets, relay, noise, yamux and gossipsub is ~200 KB
+    // gzipped in one chunk, by design (it all loads before the tab can join).
+    chunkSizeWarningLimit: 1024
   },
   server: { host: '127.0.0.1' },
   preview: { host: '127.0.0.1' }

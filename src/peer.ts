@@ -46,6 +46,15 @@ export interface Peer {
 
 export async function createPeer (options: PeerOptions): Promise<Peer> {
   const libp2p = await createMeshLibp2p(options)
+  // After a WebRTC upgrade the relayed (limited) connection it was signalled over stays open next to the
+  // direct one; close it, or the relay's reservation slots run out (DESIGN.md §6).
+  libp2p.addEventListener('connection:open', event => {
+    const direct = event.detail
+    if (direct.limits !== undefined || !direct.remoteAddr.toString().includes('/webrtc')) return
+    for (const c of libp2p.getConnections(direct.remotePeer)) {
+      if (c !== direct && c.limits !== undefined) void c.close().catch(() => {})
+    }
+  })
   const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, proto: PROTOCOL_VERSION }
   if (options.http !== undefined) meta.http = options.http
   const membership = new SwimService(libp2p, {

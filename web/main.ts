@@ -1,61 +1,74 @@
 /**
- * The browser page for now: this tab's own storage engine on IndexedDB (the same engine and WAL format a
- * mesh peer uses), so you can write keys, reload, and see them recovered from the log. Joining the mesh and
- * drawing the ring arrive with the mesh and dashboard issues.
+ * The first page: this tab becomes a mesh peer (WebSockets to the peer that served the page, WebRTC to the
+ * others, relayed signalling), joins through the serving peer, and lists the members live. The full
+ * dashboard (ring, keys, timeline) builds on it in a later issue.
+ *
+ * The bootstrap address comes from the serving peer's /api/info; a page served elsewhere (npm run dev) takes
+ * it from `?bootstrap=<multiaddr>`. `?join=false` connects to the bootstrap (and so gets a relay reservation
+ * and a WebRTC address) without joining the membership: for connection tests and debugging.
  */
-import { IndexedDbWal, StorageEngine, vvFrom } from '../src/index.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { claimTabIdentity } from '../src/adapters/browser-identity.js'
+import { browserSwimConfig } from '../src/core/membership/config.js'
+import type { MemberView } from '../src/core/membership/swim.js'
+import { DEFAULT_VNODES } from '../src/core/ring/ring.js'
+import { createPeer, type Peer } from '../src/peer.js'
 
-const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T
-const enc = new TextEncoder()
-const dec = new TextDecoder()
+const $ = (id: string): HTMLElement => document.getElementById(id)!
 
-const engine = await StorageEngine.open({
-  replicaId: 'browser-local',
-  clock: { nowMs: () => Date.now() },
-  wal: new IndexedDbWal('meshkv-local')
-})
-const report = engine.recovery!
-$('status').textContent = `recovered ${report.snapshotRecords} snapshot records and ${report.records} log records from IndexedDB` +
-  (report.tornTails.length > 0 ? `; truncated ${report.tornTails.length} torn tail(s)` : '')
-setInterval(() => { engine.sweep(); render() }, engine.config.sweepPeriodMs)
+const log = {
+  debug: () => {},
+  info: (m: string, ...a: unknown[]) => { console.info('[meshkv]', m, ...a) },
+  warn: (m: string, ...a: unknown[]) => { console.warn('[meshkv]', m, ...a) },
+  error: (m: string, ...a: unknown[]) => { console.error('[meshkv]', m, ...a) }
+}
 
-function render (): void {
-  const rows = [...engine.keys()].sort().slice(0, 500).map(key => {
-    const r = engine.get(key)!
-    const values = r.deleted ? '(deleted)' : r.values.map(s => JSON.stringify(dec.decode(s.value!))).join(' | ')
-    const vv = [];
-    for (let i = 0; i < r.context.length; i += 2) vv.push(`${String(r.context[i])}:${String(r.context[i + 1])}`)
-    return `<tr><td>${escape(key)}</td><td>${escape(values)}${r.ttlMs > 0 ? ` (ttl ${r.ttlMs} ms)` : ''}</td><td>${escape(vv.join(', '))}</td></tr>`
+async function bootstrapAddrs (): Promise<string[]> {
+  const fromQuery = new URLSearchParams(location.search).getAll('bootstrap')
+  if (fromQuery.length > 0) return fromQuery
+  const res = await fetch('/api/info', { signal: AbortSignal.timeout(10_000) })
+  if (!res.ok) throw new Error(`GET /api/info: ${res.status}; open this page from a meshkv peer, or pass ?bootstrap=<multiaddr>`)
+  const info = await res.json() as { browserBootstrap: string[] }
+  return info.browserBootstrap
+}
+
+function render (peer: Peer): void {
+  const rows = peer.members().map((m: MemberView) => {
+    const since = new Date(m.sinceMs).toLocaleTimeString()
+    return `<tr class="${m.id === peer.id ? 'me' : ''}" data-id="${m.id}" data-state="${m.state}"><td class="id">${m.id}${m.id === peer.id ? ' (this tab)' : ''}</td><td>${String(m.meta.kind ?? '?')}</td><td class="${m.state}">${m.state}</td><td>${m.incarnation}</td><td>${since}</td></tr>`
   })
-  $('rows').innerHTML = rows.join('')
+  $('members').innerHTML = rows.join('')
 }
 
-function escape (s: string): string {
-  return s.replace(/[&<>"]/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!)
-}
-
-async function run (action: () => Promise<unknown>): Promise<void> {
-  $('error').textContent = ''
-  try {
-    await action()
-  } catch (error) {
-    $('error').textContent = error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+async function main (): Promise<void> {
+  const identity = await claimTabIdentity()
+  const peer = await createPeer({
+    kind: 'browser',
+    privateKey: identity.privateKey,
+    listen: ['/p2p-circuit', '/webrtc'],
+    swim: { ...browserSwimConfig(), metaBytesMax: 2048 },
+    incarnation: identity.incarnation,
+    vnodes: DEFAULT_VNODES,
+    clock: { nowMs: () => Date.now() },
+    rng: { next: Math.random },
+    log
+  })
+  // For tests and the curious (devtools): the peer, and multiaddr() to build addresses to dial.
+  ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr }
+  $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation})`
+  peer.events.on('change', () => { render(peer) })
+  render(peer)
+  const addrs = (await bootstrapAddrs()).map(a => multiaddr(a))
+  if (new URLSearchParams(location.search).get('join') === 'false') {
+    await peer.libp2p.dial(addrs, { signal: AbortSignal.timeout(30_000) })
+    $('self').textContent += ' — connected, not joined (?join=false)'
+    return
   }
-  render()
+  await peer.join(addrs)
+  render(peer)
 }
 
-$('put').addEventListener('submit', event => {
-  event.preventDefault()
-  const key = $<HTMLInputElement>('key').value
-  const ttlText = $<HTMLInputElement>('ttl').value.trim()
-  void run(() => engine.put(key, enc.encode($<HTMLInputElement>('value').value), {
-    context: engine.get(key)?.context ?? vvFrom([]),
-    ...(ttlText === '' ? {} : { ttlMs: Number(ttlText) })
-  }))
+main().catch((error: unknown) => {
+  $('error').textContent = error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+  console.error(error)
 })
-$('del').addEventListener('click', () => {
-  const key = $<HTMLInputElement>('key').value
-  void run(() => engine.delete(key, { context: engine.get(key)?.context ?? vvFrom([]) }))
-})
-$('compact').addEventListener('click', () => { void run(() => engine.compact()) })
-render()
