@@ -10,6 +10,7 @@ import type { Emitter } from './core/emitter.js'
 import type { Clock, Logger, Rng } from './core/env.js'
 import type { SwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
+import { Discovery } from './services/discovery.js'
 import { type MeshLibp2p, type MeshNodeOptions, createMeshLibp2p } from './services/mesh-node.js'
 import { SwimService, type SwimServiceEvents } from './services/swim-service.js'
 
@@ -34,6 +35,7 @@ export interface Peer {
   readonly id: string
   readonly libp2p: MeshLibp2p
   readonly membership: SwimService
+  readonly discovery: Discovery
   readonly events: Emitter<SwimServiceEvents>
   members(): MemberView[]
   /** Joins through bootstrap addresses, retrying with backoff until one answers or `signal` aborts. */
@@ -67,10 +69,13 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     log: options.log
   })
   await membership.start()
+  const discovery = new Discovery(libp2p, options.kind, options.log)
+  discovery.start()
   let stopped = false
   const stop = async (): Promise<void> => {
     if (stopped) return
     stopped = true
+    discovery.stop()
     await membership.stop()
     await libp2p.stop()
   }
@@ -78,6 +83,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     id: libp2p.peerId.toString(),
     libp2p,
     membership,
+    discovery,
     events: membership.events,
     members: () => membership.members(),
     join: async (addrs, opts) => { await membership.join(addrs, opts) },

@@ -43,6 +43,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --vnodes <n>                ring tokens this peer owns (default ${DEFAULT_VNODES}, 1..${VNODES_MAX})
   --relay-reservations <n>    browser tabs the relay serves at once (bootstrap; default 128)
   --ice-server <url>          STUN/TURN server for WebRTC across NATs (repeatable; default none)
+  --webrtc-bind <address>     gather WebRTC (ICE) candidates only on this interface, e.g. 127.0.0.1
+                              (default: all interfaces)
   --probe-interval-ms <ms>    SWIM probe period (default ${defaultSwimConfig().probeIntervalMs})
   --probe-timeout-ms <ms>     SWIM direct-ack timeout (default ${defaultSwimConfig().probeTimeoutMs})
   --suspicion-mult <n>        SWIM suspicion timeout multiplier (default ${defaultSwimConfig().suspicionMult})
@@ -177,6 +179,7 @@ function parse (argv: string[]) {
       vnodes: { type: 'string' },
       'relay-reservations': { type: 'string' },
       'ice-server': { type: 'string', multiple: true },
+      'webrtc-bind': { type: 'string' },
       'probe-interval-ms': { type: 'string' },
       'probe-timeout-ms': { type: 'string' },
       'suspicion-mult': { type: 'string' },
@@ -246,6 +249,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     extraTransports: [tcp()],
     ...(bootstrap ? { relayServer: { maxReservations: reservations } } : {}),
     ...(args['ice-server'] === undefined ? {} : { iceServers: args['ice-server'].map(urls => ({ urls })) }),
+    ...(args['webrtc-bind'] === undefined ? {} : { webrtcBindAddress: args['webrtc-bind'] }),
     swim,
     incarnation,
     vnodes,
@@ -265,7 +269,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     // What a browser tab dials to join: this peer's WebSocket addresses.
     browserBootstrap: peer.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/ws')),
     meshPrivate: meshKey !== undefined,
-    swim: peer.membership.stats
+    swim: peer.membership.stats,
+    discovery: { received: peer.discovery.received, dropped: peer.discovery.dropped }
   })
   if (server !== null) {
     const app = serveHttp(peer, webRoot, info)

@@ -17,8 +17,8 @@ let node: PeerProcess
 
 test.beforeAll(async () => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'meshkv-e2e-'))
-  boot = await startPeer(['--bootstrap', '--data-dir', path.join(root, 'boot'), '--http', '0', '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/0/ws', ...swimFlags])
-  node = await startPeer(['--join', boot.tcp, '--data-dir', path.join(root, 'node'), '--http', '0', '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/0/ws', ...swimFlags])
+  boot = await startPeer(['--bootstrap', '--data-dir', path.join(root, 'boot'), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/0/ws', ...swimFlags])
+  node = await startPeer(['--join', boot.tcp, '--data-dir', path.join(root, 'node'), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/0/ws', ...swimFlags])
 })
 
 test.afterAll(async () => {

@@ -24,7 +24,7 @@ const swim: SwimConfig = { ...defaultSwimConfig(), probeIntervalMs: 300, probeTi
 const swimFlags = ['--probe-interval-ms', '300', '--probe-timeout-ms', '150', '--gossip-interval-ms', '60', '--push-pull-interval-ms', '5000']
 
 async function peer (name: string, extra: string[], env: NodeJS.ProcessEnv = {}): Promise<PeerProcess> {
-  const p = await startPeer(['--data-dir', path.join(root, name), '--http', '0', '--listen', '/ip4/127.0.0.1/tcp/0', ...swimFlags, ...extra], env)
+  const p = await startPeer(['--data-dir', path.join(root, name), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', ...swimFlags, ...extra], env)
   started.push(p)
   return p
 }
@@ -41,6 +41,11 @@ describe('mesh of node processes', () => {
       }
       return true
     }, 30_000, 'all five list five alive members')
+    // Discovery announcements over gossipsub reach the other peers too.
+    await waitUntil(async () => {
+      const info = await (await fetch(`${boot.http}/api/info`)).json() as { discovery: { received: number } }
+      return info.discovery.received > 0
+    }, 30_000, 'the bootstrap receives discovery announcements')
 
     // SIGKILL p2: every survivor lists it dead within the configured bound (+1 s for polling and load).
     const victim = others[1]!
@@ -56,7 +61,7 @@ describe('mesh of node processes', () => {
     const deadIncarnation = (await stateIn(boot, victim.id))!.incarnation
 
     // Restart it from its data directory, with no --join: it rejoins the peers it knew.
-    const back = await startPeer(['--data-dir', path.join(root, 'p2'), '--http', '0', '--listen', '/ip4/127.0.0.1/tcp/0', ...swimFlags])
+    const back = await startPeer(['--data-dir', path.join(root, 'p2'), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', ...swimFlags])
     started.push(back)
     expect(back.id).toBe(victim.id)
     await waitUntil(async () => {
