@@ -35,3 +35,15 @@ describe('swim codec', () => {
     }))
   })
 })
+
+describe('swim codec against prototype pollution', () => {
+  it('decodes a "__proto__" metadata key as plain data', () => {
+    const m: SwimMessage = { type: 'gossip', updates: [{ id: 'x', incarnation: 1, state: 'alive', meta: JSON.parse('{"__proto__": "evil", "kind": "node"}') as Record<string, string> }] }
+    const decoded = decodeSwim(encodeSwim(m))
+    if (decoded.type !== 'gossip') throw new Error('unexpected type')
+    const meta = decoded.updates[0]!.meta
+    expect(Object.getPrototypeOf(meta)).toBeNull()
+    expect(Object.keys(meta).sort()).toEqual(['__proto__', 'kind'])
+    expect(({} as Record<string, unknown>).evil).toBeUndefined()
+  })
+})

@@ -86,7 +86,9 @@ function readUpdates (r: Reader): Update[] {
     if (state === undefined) throw new DecodeError('swim message', 'unknown member state')
     const metaCount = r.varint()
     if (metaCount > META_ENTRIES_MAX) throw new DecodeError('swim message', `${metaCount} metadata entries exceed ${META_ENTRIES_MAX}`)
-    const meta: Record<string, string | number> = {}
+    // A null-prototype object: a key such as "__proto__" from the network is then an ordinary property,
+    // never a prototype change (fast-check found this).
+    const meta: Record<string, string | number> = Object.create(null) as Record<string, string | number>
     for (let j = 0; j < metaCount; j++) {
       const key = r.string(META_KEY_BYTES_MAX)
       const tag = r.u8()
