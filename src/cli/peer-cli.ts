@@ -55,6 +55,9 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
 HTTP: GET /health, GET /members (JSON), GET /api/info (JSON), GET / (dashboard).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
 
+/** Longest a graceful shutdown (leave announcement, then stopping libp2p) may take before the process exits. */
+const SHUTDOWN_TIMEOUT_MS = 10_000
+
 class UsageError extends Error {
   override name = 'UsageError'
 }
@@ -310,7 +313,13 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     leaving = true
     console.log(`${signal}: leaving the mesh`)
     void (async () => {
-      await peer.leave().catch(error => { log.error('leave failed', error) })
+      // Bounded: if stopping libp2p hangs (a transport that will not let go), exit anyway.
+      let timer: ReturnType<typeof setTimeout> | undefined
+      await Promise.race([
+        peer.leave().catch(error => { log.error('leave failed', error) }),
+        new Promise(resolve => { timer = setTimeout(resolve, SHUTDOWN_TIMEOUT_MS) })
+      ])
+      clearTimeout(timer)
       server?.close()
       unlock()
       console.log('left')
