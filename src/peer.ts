@@ -69,13 +69,16 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     log: options.log
   })
   await membership.start()
-  const discovery = new Discovery(libp2p, options.kind, options.log)
-  discovery.start()
+  const discovery = new Discovery(libp2p, options.kind, id => {
+    const state = membership.swim.view(id)?.state
+    return state === 'alive' || state === 'suspect'
+  }, options.log)
+  if (options.meshKey === undefined) discovery.start()
   let stopped = false
   const stop = async (): Promise<void> => {
     if (stopped) return
     stopped = true
-    discovery.stop()
+    if (options.meshKey === undefined) discovery.stop()
     await membership.stop()
     await libp2p.stop()
   }

@@ -71,7 +71,9 @@ export class FileWal implements WalAdapter {
   private sealed: number[] = []
   private pending: Uint8Array[] = []
   private pendingBytes = 0
-  private unsyncedBytes = 0
+  /** Bytes appended in all, and how many of them the latest completed sync covered (syncs may overlap). */
+  private appendedBytes = 0
+  private syncedBytes = 0
   private dirDirty = false
   /** The fsyncs of sealed segments and of the directory started by earlier syncs (they may overlap). */
   private metadataSynced: Promise<void> = Promise.resolve()
@@ -103,7 +105,7 @@ export class FileWal implements WalAdapter {
     segments.sort((a, b) => a - b)
     if (this.backgroundSyncMs > 0) {
       this.backgroundTimer = setInterval(() => {
-        if (this.unsyncedBytes > 0 && this.failure === null) this.sync().catch(() => {})
+        if (this.appendedBytes > this.syncedBytes && this.failure === null) this.sync().catch(() => {})
       }, this.backgroundSyncMs)
       this.backgroundTimer.unref()
     }
@@ -145,7 +147,7 @@ export class FileWal implements WalAdapter {
     this.check()
     this.pending.push(bytes)
     this.pendingBytes += bytes.length
-    this.unsyncedBytes += bytes.length
+    this.appendedBytes += bytes.length
     if (this.pendingBytes >= this.bufferBytesMax) this.flush()
     else this.flushScheduled ??= setImmediate(() => { this.flushScheduled = null; this.flushQuietly() })
   }
@@ -180,20 +182,24 @@ export class FileWal implements WalAdapter {
     this.sealed = []
     const dirDirty = this.dirDirty
     this.dirDirty = false
-    const unsynced = this.unsyncedBytes
+    const covers = this.appendedBytes
     const earlier = this.metadataSynced
     const metadata = (async () => {
-      await earlier
+      await earlier // rejects if an earlier sync's metadata fsyncs failed: then this one fails too
       await Promise.all(sealed.map(async fd => { await fdatasync(fd); fs.closeSync(fd) }))
       if (dirDirty) fsyncDir(this.dir)
     })()
-    this.metadataSynced = metadata.catch(() => {})
+    this.metadataSynced = metadata
+    metadata.catch(() => {}) // observed by this sync and the next; no unhandled rejection meanwhile
     try {
       await Promise.all([metadata, fdatasync(this.fd)])
     } catch (error) {
       throw this.fail(error)
     }
-    this.unsyncedBytes = Math.max(0, this.unsyncedBytes - unsynced)
+    // Another sync (or the background one) may have failed while this one waited: after a failed fsync
+    // nothing can be assumed durable, whatever this fdatasync returned.
+    this.check()
+    if (covers > this.syncedBytes) this.syncedBytes = covers
   }
 
   nextTurn (): Promise<void> {

@@ -121,6 +121,15 @@ function serveHttp (peer: Peer, webRoot: string, info: () => unknown): http.Serv
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' })
       res.end(body)
     }
+    try {
+      route(req, res, send)
+    } catch (error) {
+      // Bad input (an undecodable path, say) is the client's problem: answer 400, never crash the peer.
+      if (!res.headersSent) send(400, JSON.stringify({ error: 'bad request', detail: error instanceof Error ? error.message : String(error) }) + '\n')
+    }
+  })
+
+  function route (req: http.IncomingMessage, res: http.ServerResponse, send: (status: number, body: string, type?: string) => void): void {
     const url = new URL(req.url ?? '/', 'http://localhost')
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, JSON.stringify({ error: 'method not allowed' }) + '\n')
     if (url.pathname === '/health') return send(200, JSON.stringify({ status: 'ok', id: peer.id }) + '\n')
@@ -138,7 +147,7 @@ function serveHttp (peer: Peer, webRoot: string, info: () => unknown): http.Serv
       res.writeHead(200, { 'content-type': CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream' })
       res.end(body)
     })
-  })
+  }
 }
 
 export async function main (argv: string[]): Promise<void> {
@@ -204,6 +213,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   const reservations = int('relay-reservations', args['relay-reservations'], 1, 10_000) ?? 128
   const httpPort = args.http === 'off' ? null : int('http', args.http, 0, 65535) ?? (bootstrap ? 7000 : 0)
   const httpHost = args['http-host'] ?? '127.0.0.1'
+  if (args['mesh-key'] === '') throw new UsageError('--mesh-key must not be empty (omit it for an open mesh)')
   const meshKey = args['mesh-key'] ?? (process.env.MESHKV_MESH_KEY !== undefined && process.env.MESHKV_MESH_KEY !== '' ? process.env.MESHKV_MESH_KEY : undefined)
   const listen = args.listen ?? (bootstrap ? ['/ip4/127.0.0.1/tcp/4001', '/ip4/127.0.0.1/tcp/4002/ws'] : ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'])
   const joinAddrs = (args.join ?? []).map(a => {

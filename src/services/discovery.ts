@@ -5,7 +5,9 @@
  * records what others announce in its peer store, so a member's newest addresses reach everyone without
  * waiting for a SWIM incarnation to spread. Announcements only inform dialling: membership and the mesh key
  * are still checked by SWIM. Messages are signed by gossipsub (strict signing); an announcement whose id is
- * not its signer's, that is too large, or that does not parse is dropped and counted.
+ * not its signer's, that is too large, that does not parse, or that comes from a peer SWIM does not list as
+ * a member is dropped and counted (so strangers cannot grow the peer store). Private meshes do not run
+ * discovery at all: gossipsub is not behind the mesh key, and announcements would reveal addresses.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -28,7 +30,7 @@ export class Discovery {
   private soon: ReturnType<typeof setTimeout> | null = null
   private lastAnnounceMs = 0
 
-  constructor (private readonly node: MeshLibp2p, private readonly kind: string, private readonly log: Logger) {}
+  constructor (private readonly node: MeshLibp2p, private readonly kind: string, private readonly isMember: (id: string) => boolean, private readonly log: Logger) {}
 
   start (): void {
     const pubsub = this.node.services.pubsub
@@ -76,6 +78,7 @@ export class Discovery {
       if (typeof a.id !== 'string' || !Array.isArray(a.addrs)) throw new Error('malformed')
       if (message.from === undefined || message.from.toString() !== a.id) throw new Error('not signed by the peer it announces')
       if (a.id === this.node.peerId.toString()) return
+      if (!this.isMember(a.id)) throw new Error('not a member')
       const multiaddrs = a.addrs.filter((x): x is string => typeof x === 'string').slice(0, ADDRS_MAX).map(x => multiaddr(x))
       this.received++
       void this.node.peerStore.merge(peerIdFromString(a.id), { multiaddrs }).catch(() => {})

@@ -92,6 +92,24 @@ function startsWith (bytes: Uint8Array, magic: Uint8Array): boolean {
   return bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b)
 }
 
+/**
+ * The HMAC key is derived from the mesh secret with PBKDF2 (SHA-256, MESH_KEY_ITERATIONS rounds): a
+ * handshake reveals an HMAC over public nonces, so a weak secret could otherwise be guessed offline at
+ * billions per second. Use a long random secret all the same.
+ */
+export const MESH_KEY_ITERATIONS = 200_000
+
+async function deriveMeshKey (secret: string): Promise<CryptoKey> {
+  const material = await crypto.subtle.importKey('raw', enc.encode(secret), 'PBKDF2', false, ['deriveKey'])
+  return crypto.subtle.deriveKey(
+    { name: 'PBKDF2', hash: 'SHA-256', salt: enc.encode('meshkv/mesh-key/v1'), iterations: MESH_KEY_ITERATIONS },
+    material,
+    { name: 'HMAC', hash: 'SHA-256', length: 256 },
+    false,
+    ['sign', 'verify']
+  )
+}
+
 class HandshakeError extends Error {
   override name = 'HandshakeError'
 }
@@ -113,9 +131,7 @@ export class SwimService {
     this.clock = init.clock
     this.events = new Emitter<SwimServiceEvents>(error => { this.log.error('swim listener threw', error) })
     this.swim = new Swim(node.peerId.toString(), { ...init.meta, addrs: this.addrsMeta() }, init.incarnation, init.config, init.rng, init.clock.nowMs())
-    this.hmacKey = init.meshKey === undefined
-      ? null
-      : crypto.subtle.importKey('raw', enc.encode(init.meshKey), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify'])
+    this.hmacKey = init.meshKey === undefined ? null : deriveMeshKey(init.meshKey)
   }
 
   private addrsMeta (): string {

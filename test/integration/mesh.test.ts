@@ -41,6 +41,12 @@ describe('mesh of node processes', () => {
       }
       return true
     }, 30_000, 'all five list five alive members')
+    // Bad HTTP input gets a 400 and does not hurt the peer.
+    for (const bad of ['/%zz', '//']) {
+      const res = await fetch(`${boot.http}${bad}`)
+      expect(res.status).toBeGreaterThanOrEqual(400)
+    }
+    expect((await fetch(`${boot.http}/health`)).status).toBe(200)
     // Discovery announcements over gossipsub reach the other peers too.
     await waitUntil(async () => {
       const info = await (await fetch(`${boot.http}/api/info`)).json() as { discovery: { received: number } }

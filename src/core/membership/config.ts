@@ -40,7 +40,8 @@ export interface SwimConfig {
   deadReconnectMs: number
   /** Dead and left members are forgotten after this long. Default 24 hours. */
   deadForgetMs: number
-  /** Largest membership table; updates about further members are dropped and counted. Default 10,000. */
+  /** Largest membership table; updates about further members are dropped and counted. Default 4096, so a
+   * full-state exchange (~700 bytes a member with addresses) stays within the 4 MiB message limit. */
   membersMax: number
   /** Largest member metadata, encoded. Default 512 bytes. */
   metaBytesMax: number
@@ -61,7 +62,7 @@ export function defaultSwimConfig (): SwimConfig {
     awarenessMax: 8,
     deadReconnectMs: 3_600_000,
     deadForgetMs: 24 * 3_600_000,
-    membersMax: 10_000,
+    membersMax: 4096,
     metaBytesMax: 512
   }
 }

@@ -92,6 +92,15 @@ interface Probe {
 
 /** Most ping-reqs this member relays at once; further requests are ignored (the origin sees no nack). */
 const RELAYS_MAX = 1024
+/**
+ * Updates claiming a larger incarnation are ignored: otherwise one hostile message ("dead at 2^53 - 1")
+ * would force a refutation past what any decoder accepts and evict the member for good. A member that
+ * refutes honestly raises its incarnation by one per suspicion and never comes near this.
+ */
+export const INCARNATION_MAX = 2 ** 48
+/** A relay answers a ping-req with a nack after this fraction of the probe timeout, so that the nack
+ * reaches the origin before its probe period ends (Lifeguard counts missing nacks against local health). */
+const NACK_FRACTION = 0.8
 
 const RANK: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 2 }
 
@@ -431,7 +440,7 @@ export class Swim {
       case 'ping-req': {
         if (this.relays.size >= RELAYS_MAX || message.target === this.self.id) break
         const seq = ++this.seq
-        this.relays.set(seq, { origin: from, originSeq: message.seq, expiresMs: nowMs + this.scaled(this.config.probeTimeoutMs) })
+        this.relays.set(seq, { origin: from, originSeq: message.seq, expiresMs: nowMs + this.scaled(this.config.probeTimeoutMs) * NACK_FRACTION })
         effects.push({ type: 'send', to: message.target, message: { type: 'ping', seq, updates: this.piggyback(message.target) } })
         break
       }
@@ -482,9 +491,10 @@ export class Swim {
   }
 
   /** Lifeguard: each independent confirmation moves the deadline toward the minimum timeout. */
-  private confirm (m: Member, from: string): void {
+  private confirm (m: Member, from: string | undefined): void {
     const s = m.suspicion!
-    if (s.confirmations.has(from)) return
+    // Only an independent member's own suspicion counts (a full-state exchange carries no accuser).
+    if (from === undefined || from === m.id || s.confirmations.has(from)) return
     s.confirmations.add(from)
     const n = this.live()
     const { minMs, maxMs } = suspicionTimeouts(this.config, n)
@@ -505,6 +515,10 @@ export class Swim {
   }
 
   private apply (u: Update, nowMs: number, effects: Effect[]): void {
+    if (u.incarnation > INCARNATION_MAX || JSON.stringify(u.meta).length > this.config.metaBytesMax) {
+      this.stats.updatesDropped++
+      return
+    }
     if (u.id === this.self.id) {
       // Others' news about us: anything but alive at an incarnation we have not passed is refuted.
       if (u.state !== 'alive' && u.incarnation >= this.self.incarnation && !this.leaving) this.refute(u.incarnation, effects, nowMs)
@@ -522,7 +536,7 @@ export class Swim {
       this.stats.updatesApplied++
       effects.push({ type: 'change', member: this.viewOf(m), previous: null })
       this.enqueue(this.updateOf(m))
-      if (u.state === 'suspect') this.suspect(m, u.incarnation, u.from ?? u.id, nowMs, effects)
+      if (u.state === 'suspect') this.suspect(m, u.incarnation, u.from ?? this.self.id, nowMs, effects)
       return
     }
     switch (u.state) {
@@ -536,11 +550,11 @@ export class Swim {
       case 'suspect':
         if (u.incarnation < m.incarnation || m.state === 'dead' || m.state === 'left') return
         if (m.state === 'suspect' && u.incarnation === m.incarnation) {
-          this.confirm(m, u.from ?? u.id)
+          this.confirm(m, u.from)
           return
         }
         if (u.incarnation === m.incarnation && m.state !== 'alive') return
-        this.suspect(m, u.incarnation, u.from ?? u.id, nowMs, effects)
+        this.suspect(m, u.incarnation, u.from ?? this.self.id, nowMs, effects)
         this.stats.updatesApplied++
         return
       case 'dead':

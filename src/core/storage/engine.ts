@@ -103,6 +103,8 @@ interface Ttl {
 }
 
 const RESOLVED = Promise.resolve()
+/** What recovery accepts whatever the configuration: the largest values any valid configuration allows. */
+const RECOVERY_LIMITS = { keyBytesMax: 64 * 1024, valueBytesMax: 256 * 1024 * 1024 }
 
 export class StorageEngine {
   readonly config: StorageConfig
@@ -153,7 +155,9 @@ export class StorageEngine {
   }
 
   private replay (payload: Uint8Array): void {
-    const record = decodeRecord(payload, this.config)
+    // Hard limits, not the configured ones: lowering keyBytesMax or valueBytesMax must not make an existing
+    // log unreadable.
+    const record = decodeRecord(payload, RECOVERY_LIMITS)
     if (record.type === RECORD_PUT) {
       this.setEntry(record.key, record.state, record.ttlMs)
       const ts = newestTs(record.state)
@@ -284,6 +288,9 @@ export class StorageEngine {
       this.checkOpen()
       this.checkKey(key)
       throwIfAborted(options.signal)
+      for (const s of remote.siblings) {
+        if (s.value !== null && s.value.length > this.config.valueBytesMax) throw new ValueTooLargeError(s.value.length, this.config.valueBytesMax)
+      }
       const existing = this.map.get(key)
       const current = existing ?? EMPTY_STATE
       const currentTtl = this.ttlOf(key)
@@ -352,10 +359,16 @@ export class StorageEngine {
 
   private maybeCompact (wal: Wal): void {
     if (wal.isCompacting || wal.bytesSinceSnapshot <= Math.max(this.config.walCompactAfterBytes, wal.snapshotBytes)) return
-    this.compact().catch((error: unknown) => {
+    const report = (error: unknown): void => {
       this.log.error('compaction failed', error)
       this.events.emit('warning', { code: 'compaction-failed', message: `compaction failed: ${error instanceof Error ? error.message : String(error)}` })
-    })
+    }
+    // The write that triggered this is already applied and logged: a compaction failure must not fail it.
+    try {
+      this.compact().catch(report)
+    } catch (error) {
+      report(error)
+    }
   }
 
   /** Writes a snapshot of the current state and drops the log segments it replaces. */

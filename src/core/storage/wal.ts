@@ -300,7 +300,10 @@ export class Wal {
     const entry = {
       upTo,
       promise: this.adapter.sync().then(
-        () => { if (upTo > this.durableSeq) this.durableSeq = upTo },
+        () => {
+          if (this.failure !== null) throw this.failure // an overlapping sync failed: nothing is known durable
+          if (upTo > this.durableSeq) this.durableSeq = upTo
+        },
         (error: unknown) => { throw this.fail(error) }
       ).finally(() => {
         const at = this.inflight.indexOf(entry)

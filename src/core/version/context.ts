@@ -13,6 +13,11 @@ const FORMAT = 1
 
 /** Most entries a context may carry: a key is written through its N replicas and a few fallbacks. */
 export const CONTEXT_ENTRIES_MAX = 64
+/**
+ * Largest counter a context may carry. A replica never issues 2^48 writes to one key; the headroom below
+ * 2^53 keeps every counter derived from a context (counter + 1) exactly representable and decodable.
+ */
+export const COUNTER_MAX = 2 ** 48
 /** Longest replica id in bytes (libp2p peer ids are 52 characters). */
 export const REPLICA_ID_BYTES_MAX = 128
 /** Longest encoded context in characters: what CONTEXT_ENTRIES_MAX entries of the longest ids take. */
@@ -42,6 +47,7 @@ export function decodeContext (encoded: string): VersionVector {
       const n = r.varint()
       if (id.length === 0) throw new InvalidContextError('empty replica id')
       if (n === 0) throw new InvalidContextError(`zero counter for ${id}`)
+      if (n > COUNTER_MAX) throw new InvalidContextError(`counter ${n} for ${id} exceeds ${COUNTER_MAX}`)
       if (previous !== undefined && id <= previous) throw new InvalidContextError('entries not in strictly ascending id order')
       vv.push(id, n)
       previous = id

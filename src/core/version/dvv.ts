@@ -93,6 +93,8 @@ function aboveFloor (siblings: Sibling[], floor: LwwFloor | null): Sibling[] {
 export function update (local: KeyState, context: VersionVector, write: Write, replicaId: string): KeyState {
   const base = vvMerge(local.vv, context)
   const n = vvGet(base, replicaId) + 1
+  // Dots must stay exact integers that every decoder accepts (contexts are capped at COUNTER_MAX).
+  if (n > Number.MAX_SAFE_INTEGER - 1) throw new RangeError(`dot counter ${n} for ${replicaId} is out of range`)
   const sibling: Sibling = { id: replicaId, n, value: write.value, wall: write.ts.wall, logical: write.ts.logical, lww: write.lww }
   // Fast path, the common read-modify-write: the context covers the whole local history, so every local
   // sibling is superseded and need not even be read (under write load they are usually out of cache).
