@@ -154,6 +154,17 @@ describe('storage engine', () => {
     expect(() => e.get('k')).toThrow(ClosedError)
   })
 
+  it('a write with a read\'s context supersedes an lww value even through a coordinator whose clock lags and that has not seen the value', async () => {
+    const x = await StorageEngine.open({ replicaId: 'x', clock: new ManualClock(10_000) })
+    const c = await StorageEngine.open({ replicaId: 'c', clock: new ManualClock(5_000) })
+    await x.put('k', bytes('first'), { lww: true })
+    const read = x.get('k')!
+    const written = await c.put('k', bytes('second'), { context: read.context, contextTs: read.ts })
+    await x.merge('k', written.state)
+    expect(x.get('k')!.values.map(s => text(s.value))).toEqual(['second'])
+    expect(x.get('k')!.deleted).toBe(false)
+  })
+
   it('keeps last-writer-wins keys to one value, across replicas and restarts', async () => {
     const volume = new MemoryVolume()
     const clock = new ManualClock(10_000)

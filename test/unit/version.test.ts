@@ -130,9 +130,10 @@ describe('causal context', () => {
   it('round-trips any version vector through its opaque encoding', () => {
     fc.assert(fc.property(fc.array(fc.tuple(fc.string({ minLength: 1, maxLength: 60 }), fc.integer({ min: 1, max: COUNTER_MAX })), { maxLength: CONTEXT_ENTRIES_MAX }), pairs => {
       const vv = vvFrom(pairs)
-      const encoded = encodeContext(vv)
+      const encoded = encodeContext(vv, { wall: 1_700_000_000_000, logical: 3 })
       expect(encoded).toMatch(/^[A-Za-z0-9_-]*$/)
-      expect(decodeContext(encoded)).toEqual(vv)
+      expect(decodeContext(encoded)).toEqual({ vv, ts: { wall: 1_700_000_000_000, logical: 3 } })
+      expect(decodeContext(encodeContext(vv))).toEqual({ vv, ts: null })
     }))
   })
 
@@ -145,7 +146,7 @@ describe('causal context', () => {
     expect(() => decodeContext(encodeContext(tooMany))).toThrow(/exceed/)
     // A counter near 2^53 would overflow the next dot and leave a log no decoder reads back.
     expect(() => decodeContext(encodeContext(vvFrom([['r1', Number.MAX_SAFE_INTEGER]])))).toThrow(InvalidContextError)
-    expect(decodeContext('')).toEqual([])
+    expect(decodeContext('')).toEqual({ vv: [], ts: null })
   })
 
   it('never throws anything but InvalidContextError on arbitrary input', () => {

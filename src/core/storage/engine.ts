@@ -20,7 +20,7 @@ import { type Clock, type Logger, silentLogger } from '../env.js'
 import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import { type KeyState, type Sibling, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
-import { HybridClock } from '../version/hlc.js'
+import { type Hlc, HybridClock } from '../version/hlc.js'
 import { type VersionVector, EMPTY_VV } from '../version/vv.js'
 import { RECORD_PUT, decodeRecord, encodePut, encodeRemove } from './records.js'
 import type { WalAdapter } from './wal-adapter.js'
@@ -41,6 +41,8 @@ export interface ReadResult {
   readonly values: readonly Sibling[]
   /** Hand this back with the next put/delete of the key to supersede what this read saw. */
   readonly context: VersionVector
+  /** The newest write timestamp this read saw: hand it back as `contextTs` (encodeContext carries both). */
+  readonly ts: Hlc | null
   /** True when every sibling is a tombstone: the key reads as absent but its context still matters. */
   readonly deleted: boolean
   readonly state: KeyState
@@ -51,6 +53,8 @@ export interface ReadResult {
 export interface WriteOptions {
   /** Causal context from an earlier read. Without it, existing values are kept as siblings. */
   context?: VersionVector
+  /** The read's newest timestamp (ReadResult.ts): the write is stamped after it. */
+  contextTs?: Hlc | null
   /** Last-writer-wins: the newest write by hybrid logical clock replaces every sibling. */
   lww?: boolean
   /** Expire the key this long after its last write unless written again (0 or absent: no expiry). */
@@ -241,7 +245,7 @@ export class StorageEngine {
     this.checkOpen()
     const state = this.map.get(key)
     if (state === undefined) return undefined
-    return { key, values: valuesOf(state), context: state.vv, deleted: isDeleted(state), state, ttlMs: this.ttlOf(key) }
+    return { key, values: valuesOf(state), context: state.vv, ts: newestTs(state) ?? null, deleted: isDeleted(state), state, ttlMs: this.ttlOf(key) }
   }
 
   /** The raw state of a key, for replication. */
@@ -268,6 +272,8 @@ export class StorageEngine {
       throwIfAborted(options.signal)
       const ttlMs = value === null ? 0 : this.checkTtl(options.ttlMs)
       const current = this.map.get(key) ?? EMPTY_STATE
+      // Stamp the write after everything it causally follows, including values this replica has not seen yet.
+      if (options.contextTs !== undefined && options.contextTs !== null) this.hlc.observe(options.contextTs)
       const state = update(current, options.context ?? EMPTY_VV, { value, ts: this.hlc.now(), lww: options.lww === true }, this.replicaId)
       if (state.siblings.length > this.config.siblingsMax) throw new SiblingLimitError(key, state.siblings.length, this.config.siblingsMax)
       const done = this.commit(key, state, ttlMs, options.durability, options.signal)

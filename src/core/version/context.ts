@@ -1,13 +1,24 @@
 /**
  * The causal context: the version vector a client gets from `get` and hands back to `put`/`delete` so the
- * write supersedes exactly what it saw. To the client it is an opaque base64url string (safe in an HTTP
- * header); inside it is a format byte, then the vector's entries. Decoding validates everything — entry
- * count, id length, ordering, counters — because a context comes from outside and must never corrupt a
- * stored version.
+ * write supersedes exactly what it saw, plus the newest hybrid-logical-clock timestamp the read saw. The
+ * coordinator of the next write observes that timestamp, so the write is stamped after everything it
+ * causally follows even when the coordinator has not yet received those values and its clock lags; without
+ * it a last-writer-wins floor could drop the very write that superseded it (found in review).
+ *
+ * To the client it is an opaque base64url string (safe in an HTTP header); inside: a format byte, the
+ * vector's entries, then the timestamp (or none). Decoding validates everything — entry count, id length,
+ * ordering, counters — because a context comes from outside and must never corrupt a stored version.
  */
 import { Reader, Writer, base64urlDecode, base64urlEncode } from '../codec.js'
 import { DecodeError, InvalidContextError } from '../errors.js'
+import type { Hlc } from './hlc.js'
 import { type VersionVector, vvEntries, vvSize } from './vv.js'
+
+export interface CausalContext {
+  readonly vv: VersionVector
+  /** The newest write timestamp the read saw, or null. */
+  readonly ts: Hlc | null
+}
 
 const FORMAT = 1
 
@@ -23,16 +34,22 @@ export const REPLICA_ID_BYTES_MAX = 128
 /** Longest encoded context in characters: what CONTEXT_ENTRIES_MAX entries of the longest ids take. */
 export const CONTEXT_CHARS_MAX = Math.ceil((2 + CONTEXT_ENTRIES_MAX * (2 + REPLICA_ID_BYTES_MAX + 8)) * 4 / 3)
 
-export function encodeContext (vv: VersionVector): string {
-  const w = new Writer(16 + vv.length * 32)
+export function encodeContext (vv: VersionVector, ts: Hlc | null = null): string {
+  const w = new Writer(32 + vv.length * 32)
   w.u8(FORMAT).varint(vvSize(vv))
   for (const [id, n] of vvEntries(vv)) w.string(id).varint(n)
+  if (ts === null) w.u8(0)
+  else w.u8(1).varint(ts.wall).varint(ts.logical)
   return base64urlEncode(w.finish())
 }
 
-export function decodeContext (encoded: string): VersionVector {
+/** Hybrid clock bounds a context's timestamp must respect (the wall part is milliseconds since 1970). */
+const WALL_MAX = 2 ** 47
+const LOGICAL_MAX = 2 ** 32
+
+export function decodeContext (encoded: string): CausalContext {
   if (typeof encoded !== 'string') throw new InvalidContextError('not a string')
-  if (encoded.length === 0) return []
+  if (encoded.length === 0) return { vv: [] as VersionVector, ts: null }
   if (encoded.length > CONTEXT_CHARS_MAX) throw new InvalidContextError(`longer than ${CONTEXT_CHARS_MAX} characters`)
   try {
     const r = new Reader(base64urlDecode(encoded, 'context'), 'context')
@@ -52,8 +69,16 @@ export function decodeContext (encoded: string): VersionVector {
       vv.push(id, n)
       previous = id
     }
+    const hasTs = r.u8()
+    let ts: Hlc | null = null
+    if (hasTs === 1) {
+      const wall = r.varint()
+      const logical = r.varint()
+      if (wall > WALL_MAX || logical > LOGICAL_MAX) throw new InvalidContextError('timestamp out of range')
+      ts = { wall, logical }
+    } else if (hasTs !== 0) throw new InvalidContextError('bad timestamp flag')
     r.end()
-    return vv as VersionVector
+    return { vv: vv as VersionVector, ts }
   } catch (error) {
     if (error instanceof DecodeError) throw new InvalidContextError(error.reason)
     throw error
