@@ -68,7 +68,12 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     rng: options.rng,
     log: options.log
   })
-  await membership.start()
+  try {
+    await membership.start()
+  } catch (error) {
+    await libp2p.stop()
+    throw error
+  }
   const discovery = new Discovery(libp2p, options.kind, id => {
     const state = membership.swim.view(id)?.state
     return state === 'alive' || state === 'suspect'

@@ -38,8 +38,9 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --http-host <address>       interface for HTTP (default 127.0.0.1; use 0.0.0.0 to expose it)
   --data-dir <dir>            identity key, incarnation and known peers (default ./meshkv-data);
                               one peer per directory
-  --mesh-key <secret>         make the mesh private: peers must prove they know this secret (or set
-                              MESHKV_MESH_KEY); without it the mesh is open to anyone who can reach it
+  --mesh-key <secret>         make the mesh private: peers must prove they know this secret; prefer
+                              MESHKV_MESH_KEY (a command-line value shows in ps and shell history);
+                              without a key the mesh is open to anyone who can reach it
   --vnodes <n>                ring tokens this peer owns (default ${DEFAULT_VNODES}, 1..${VNODES_MAX})
   --relay-reservations <n>    browser tabs the relay serves at once (bootstrap; default 128)
   --ice-server <url>          STUN/TURN server for WebRTC across NATs (repeatable; default none)
@@ -292,8 +293,12 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
 
   // Remember where to rejoin: the addresses given now at once, then live members' addresses as they change.
   const saveKnown = (addrs: string[]): void => {
-    fs.writeFileSync(`${knownFile}.tmp`, JSON.stringify(addrs, null, 2))
-    fs.renameSync(`${knownFile}.tmp`, knownFile)
+    try {
+      fs.writeFileSync(`${knownFile}.tmp`, JSON.stringify(addrs, null, 2))
+      fs.renameSync(`${knownFile}.tmp`, knownFile)
+    } catch (error) {
+      log.warn(`cannot save known peers to ${knownFile}: ${error instanceof Error ? error.message : String(error)}`)
+    }
   }
   if (joinAddrs.length > 0) saveKnown([...new Set([...joinAddrs, ...known].map(String))].slice(0, 64))
   let saveTimer: ReturnType<typeof setTimeout> | null = null

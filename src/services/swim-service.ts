@@ -198,9 +198,18 @@ export class SwimService {
       if (e.type === 'send') this.send(e.to, e.message)
       else {
         this.learnAddresses(e.member)
+        // A member that died or left gets no more messages: release its stream (bounded by live members).
+        if (e.member.state === 'dead' || e.member.state === 'left') this.dropOutbound(e.member.id)
         this.events.emit('change', { member: e.member, previous: e.previous })
       }
     }
+  }
+
+  private dropOutbound (id: string): void {
+    const out = this.outbound.get(id)
+    if (out === undefined) return
+    this.outbound.delete(id)
+    out.stream?.close().catch(() => {})
   }
 
   /** Members' published addresses go into the peer store, so a member learned by gossip can be dialled. */
@@ -226,7 +235,8 @@ export class SwimService {
     let delay = 500
     for (let attempt = 1; ; attempt++) {
       options.signal?.throwIfAborted()
-      const joined = new Promise<void>(resolve => { const off = this.events.on('joined', () => { off(); resolve() }) })
+      let off = (): void => {}
+      const joined = new Promise<void>(resolve => { off = this.events.on('joined', () => { off(); resolve() }) })
       for (const addr of addrs) {
         try {
           const connection = await this.node.dial(addr, { signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })
@@ -242,6 +252,7 @@ export class SwimService {
         new Promise<'retry'>(resolve => { timer = setTimeout(() => { resolve('retry') }, wait) })
       ])
       clearTimeout(timer)
+      off()
       if (result === 'joined') return
       delay = Math.min(delay * 2, 30_000)
     }
@@ -285,6 +296,7 @@ export class SwimService {
       const peer = peerIdFromString(to)
       const stream = await this.node.dialProtocol(peer, SWIM_PROTOCOL, { signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })
       out.stream = stream
+      if (!this.running || this.outbound.get(to) !== out) throw new Error('swim stopped or member dropped while the stream opened')
       const lp = lpStream(stream, { maxDataLength: SWIM_MESSAGE_BYTES_MAX })
       await this.handshakeAsOpener(lp, peer)
       out.write = async bytes => { await lp.write(bytes) }
@@ -347,13 +359,14 @@ export class SwimService {
           return
         }
         this.stats.received++
-        if (!this.running) return
+        if (!this.running) { stream.abort(new Error('swim stopped')); return }
         this.perform(this.swim.receive(from.toString(), message, this.clock.nowMs()))
         if (message.type === 'push-pull' && message.reply) this.events.emit('joined', { via: from.toString() })
         this.schedule()
       }
-    } catch {
-      // The peer went away or closed its side: nothing to do, SWIM notices on its own.
+    } catch (error) {
+      // The peer went away, closed its side, or sent an oversized frame: release the stream either way.
+      stream.abort(error instanceof Error ? error : new Error(String(error)))
     } finally {
       this.inbound.delete(stream)
     }
