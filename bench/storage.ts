@@ -14,6 +14,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { FileWal } from '../src/adapters/wal-file.js'
 import { systemClock } from '../src/adapters/node-env.js'
+import { cryptoRng } from '../src/adapters/random.js'
 import { silentLogger } from '../src/core/env.js'
 import { StorageEngine } from '../src/core/storage/engine.js'
 import { FRAME_HEADER_BYTES } from '../src/core/storage/frame.js'
@@ -98,7 +99,7 @@ async function walAsync (quick: boolean): Promise<void> {
   const dir = tmpDir()
   try {
     const adapter = new FileWal(dir, { backgroundSyncMs: 0 })
-    const { wal } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger }, () => {})
+    const { wal } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger, rng: cryptoRng }, () => {})
     const appends = await rate(records, rounds, () => timed(async () => {
       for (let i = 0; i < records; i++) wal.append(payload)
       await adapter.nextTurn() // the last buffered bytes reach the OS
@@ -145,8 +146,8 @@ async function walSync (quick: boolean): Promise<void> {
   const dir = tmpDir()
   try {
     const adapter = new FileWal(path.join(dir, 'wal'), { backgroundSyncMs: 0 })
-    const { wal } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger }, () => {})
-    const engine = await StorageEngine.open({ replicaId: 'bench-replica', clock: systemClock, wal: new FileWal(path.join(dir, 'engine'), { backgroundSyncMs: 0 }), durability: 'sync' })
+    const { wal } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger, rng: cryptoRng }, () => {})
+    const engine = await StorageEngine.open({ replicaId: 'bench-replica', clock: systemClock, rng: cryptoRng, wal: new FileWal(path.join(dir, 'engine'), { backgroundSyncMs: 0 }), durability: 'sync' })
     const keyCount = 1 << 16
     const keys = Array.from({ length: keyCount }, (_, i) => `user:${i}:session`)
     const contexts: Array<VersionVector | undefined> = new Array(keyCount)

@@ -5,7 +5,7 @@
 //   node node/wal.js stats <dir> [--skip-corrupt]
 //   node node/wal.js compact <dir> [--skip-corrupt]
 import { parseArgs } from 'node:util'
-import { FileWal, StorageEngine, MeshkvError, consoleLogger, systemClock } from '../dist/src/node.js'
+import { FileWal, StorageEngine, MeshkvError, consoleLogger, cryptoRng, systemClock } from '../dist/src/node.js'
 
 const HELP = `usage: node node/wal.js <stats|compact> <dir> [--skip-corrupt]
 
@@ -41,6 +41,7 @@ try {
   const engine = await StorageEngine.open({
     replicaId: 'meshkv-wal-tool',
     clock: systemClock,
+    rng: cryptoRng,
     wal: new FileWal(dir, { backgroundSyncMs: 0 }),
     onCorruption: values['skip-corrupt'] ? 'skip' : 'fail',
     log: consoleLogger('wal')

@@ -20,3 +20,4 @@ export { StorageEngine, type EngineOptions, type ReadResult, type WriteOptions, 
 export { MemoryWal, MemoryVolume } from './adapters/wal-memory.js'
 export { IndexedDbWal, type IndexedDbWalOptions } from './adapters/wal-indexeddb.js'
 export { loadRingHash, loadHash64 } from './adapters/hash-xxhash.js'
+export { cryptoRng } from './adapters/random.js'

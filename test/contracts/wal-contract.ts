@@ -6,8 +6,8 @@
  */
 import { describe, expect, it } from 'vitest'
 import { WalCorruptError } from '../../src/core/errors.js'
-import { silentLogger } from '../../src/core/env.js'
-import { FRAME_HEADER_BYTES, MAGIC_BYTES } from '../../src/core/storage/frame.js'
+import { SeededRng, silentLogger } from '../../src/core/env.js'
+import { FILE_HEADER_BYTES, FRAME_HEADER_BYTES, encodeFrame, saltSeed } from '../../src/core/storage/frame.js'
 import type { WalAdapter } from '../../src/core/storage/wal-adapter.js'
 import { DEFAULT_WAL_OPTIONS, type RecoveryReport, Wal, type WalOptions } from '../../src/core/storage/wal.js'
 
@@ -29,7 +29,7 @@ export function record (i: number): Uint8Array {
 
 async function open (adapter: WalAdapter, options: Partial<WalOptions> = {}): Promise<{ wal: Wal; records: string[]; report: RecoveryReport }> {
   const records: string[] = []
-  const { wal, report } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger, ...options }, p => { records.push(dec.decode(p)) })
+  const { wal, report } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger, rng: new SeededRng(7), ...options }, p => { records.push(dec.decode(p)) })
   return { wal, records, report }
 }
 
@@ -49,16 +49,25 @@ async function lastDataSegment (h: WalHarness): Promise<number> {
   const a = h.make()
   const { segments } = await a.open()
   await a.close()
-  for (const id of [...segments].reverse()) if ((await h.readRaw(id)).length > MAGIC_BYTES) return id
+  for (const id of [...segments].reverse()) if ((await h.readRaw(id)).length > FILE_HEADER_BYTES) return id
   throw new Error('no segment with records')
 }
 
-/** Byte offsets of the frames in a segment. */
-function frameOffsets (bytes: Uint8Array): number[] {
+/** The frames of a segment: offset and whether it is a sync marker (bit 31 of the length field). */
+function frames (bytes: Uint8Array): Array<{ offset: number; marker: boolean }> {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const out: number[] = []
-  for (let at = MAGIC_BYTES; at < bytes.length; at += FRAME_HEADER_BYTES + view.getUint32(at, true)) out.push(at)
+  const out: Array<{ offset: number; marker: boolean }> = []
+  for (let at = FILE_HEADER_BYTES; at + FRAME_HEADER_BYTES <= bytes.length;) {
+    const field = view.getUint32(at, true)
+    out.push({ offset: at, marker: field >= 0x80000000 })
+    at += FRAME_HEADER_BYTES + (field & 0x7fffffff)
+  }
   return out
+}
+
+/** Byte offsets of the record frames (not sync markers) in a segment. */
+function frameOffsets (bytes: Uint8Array): number[] {
+  return frames(bytes).filter(f => !f.marker).map(f => f.offset)
 }
 
 export function runWalContract (name: string, setup: () => Promise<WalHarness>): void {
@@ -90,7 +99,8 @@ export function runWalContract (name: string, setup: () => Promise<WalHarness>):
       await writeAndClose(h.make(), 0, 20)
       const id = await lastDataSegment(h)
       const bytes = await h.readRaw(id)
-      await h.writeRaw(id, bytes.subarray(0, bytes.length - 3)) // the last write stopped 3 bytes short
+      const last = frameOffsets(bytes).at(-1)!
+      await h.writeRaw(id, bytes.subarray(0, last + 11)) // the last record's write stopped 3 bytes into it
       const warnings: string[] = []
       const first = await open(h.make(), { log: { ...silentLogger, warn: m => { warnings.push(m) } } })
       expect(first.records).toEqual(names(0, 19))
@@ -175,6 +185,48 @@ export function runWalContract (name: string, setup: () => Promise<WalHarness>):
       await wal.close()
       const { wal: again, records } = await open(h.make())
       expect(records).toHaveLength(64)
+      await again.close()
+    }))
+
+    it('recovers after a power loss that kept later, unacknowledged frames but lost some before them', withHarness(async h => {
+      const a = h.make()
+      const { wal } = await open(a)
+      for (let i = 0; i < 20; i++) wal.append(record(i))
+      await wal.sync() // acknowledged: records 0-19 (a sync marker now follows them)
+      for (let i = 20; i < 30; i++) wal.append(record(i)) // never synced
+      await new Promise(resolve => setTimeout(resolve, 50)) // handed to storage, not durable
+      await a.close() // the process dies here
+      const id = await lastDataSegment(h)
+      const bytes = (await h.readRaw(id)).slice()
+      // Writeback landed out of order: record 24's page never made it, the ones after did.
+      const hole = frameOffsets(bytes)[24]!
+      bytes.fill(0, hole, hole + FRAME_HEADER_BYTES + 4)
+      await h.writeRaw(id, bytes)
+      const { wal: again, records, report } = await open(h.make())
+      expect(records).toEqual(names(0, 24))
+      expect(report.tornTails).toHaveLength(1)
+      expect(report.tornTails[0]!.offset).toBe(hole)
+      await again.close()
+    }))
+
+    it('never takes a frame stored inside a value for a record of the log', withHarness(async h => {
+      const forged = enc.encode('forged-record')
+      // A client stores a value that holds a well-formed frame (it cannot know this file's salt).
+      const carrier = new Uint8Array(200)
+      for (let salt = 0; salt < 4; salt++) carrier.set(encodeFrame(forged, saltSeed(salt)), salt * 40)
+      const a = h.make()
+      const { wal } = await open(a)
+      for (let i = 0; i < 5; i++) wal.append(record(i))
+      wal.append(carrier)
+      await new Promise(resolve => setTimeout(resolve, 50))
+      await a.close() // crash before any sync
+      const id = await lastDataSegment(h)
+      const bytes = await h.readRaw(id)
+      const tornAt = frameOffsets(bytes)[5]!
+      await h.writeRaw(id, bytes.subarray(0, tornAt + FRAME_HEADER_BYTES + 190)) // the carrier's write was torn
+      const { wal: again, records, report } = await open(h.make())
+      expect(records).toEqual(names(0, 5))
+      expect(report.tornTails[0]!.offset).toBe(tornAt)
       await again.close()
     }))
 

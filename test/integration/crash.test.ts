@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, expect, it } from 'vitest'
 import { FileWal } from '../../src/adapters/wal-file.js'
 import { systemClock } from '../../src/adapters/node-env.js'
+import { cryptoRng } from '../../src/adapters/random.js'
 import { SeededRng } from '../../src/core/env.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
 import { spawnTs } from '../helpers/process.js'
@@ -41,7 +42,7 @@ it(`every acknowledged sync write survives SIGKILL at a random moment (${ROUNDS}
       const m = /^ack (\S+) (\d+)$/.exec(line)
       if (m !== null) acked.set(m[1]!, Number(m[2]))
     }
-    const engine = await StorageEngine.open({ replicaId: 'verifier', clock: systemClock, wal: new FileWal(dir, { backgroundSyncMs: 0 }) })
+    const engine = await StorageEngine.open({ replicaId: 'verifier', clock: systemClock, rng: cryptoRng, wal: new FileWal(dir, { backgroundSyncMs: 0 }) })
     tornTails += engine.recovery!.tornTails.length
     const missing: string[] = []
     for (const [key, size] of acked) {

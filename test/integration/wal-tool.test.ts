@@ -7,6 +7,7 @@ import * as path from 'node:path'
 import { afterAll, expect, it } from 'vitest'
 import { FileWal } from '../../src/adapters/wal-file.js'
 import { systemClock } from '../../src/adapters/node-env.js'
+import { cryptoRng } from '../../src/adapters/random.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshkv-waltool-'))
@@ -18,7 +19,7 @@ function tool (...args: string[]): { status: number | null; stdout: string; stde
 }
 
 it('node/wal.js reports a store, names the damaged file and offset, and skips damage when asked', async () => {
-  const engine = await StorageEngine.open({ replicaId: 'r', clock: systemClock, wal: new FileWal(dir, { backgroundSyncMs: 0 }) })
+  const engine = await StorageEngine.open({ replicaId: 'r', clock: systemClock, rng: cryptoRng, wal: new FileWal(dir, { backgroundSyncMs: 0 }) })
   for (let i = 0; i < 100; i++) await engine.put(`k${i}`, new TextEncoder().encode(`value ${i}`))
   await engine.close()
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { MemoryVolume, MemoryWal } from '../../src/adapters/wal-memory.js'
-import { ManualClock } from '../../src/core/env.js'
+import { ManualClock, SeededRng } from '../../src/core/env.js'
 import { AbortError, ClosedError, ConfigError, InvalidKeyError, SiblingLimitError, ValueTooLargeError } from '../../src/core/errors.js'
 import { StorageEngine, type EngineOptions, type WarningEvent } from '../../src/core/storage/engine.js'
 import { update, EMPTY_STATE } from '../../src/core/version/dvv.js'
@@ -10,7 +10,7 @@ const bytes = (s: string): Uint8Array => new TextEncoder().encode(s)
 const text = (b: Uint8Array | null): string => (b === null ? '<tombstone>' : new TextDecoder().decode(b))
 
 async function engine (volume: MemoryVolume | null, options: Partial<EngineOptions> = {}): Promise<StorageEngine> {
-  return StorageEngine.open({ replicaId: 'replica-a', clock: new ManualClock(1_000), ...(volume === null ? {} : { wal: new MemoryWal(volume) }), ...options })
+  return StorageEngine.open({ replicaId: 'replica-a', clock: new ManualClock(1_000), rng: new SeededRng(1), ...(volume === null ? {} : { wal: new MemoryWal(volume) }), ...options })
 }
 
 describe('storage engine', () => {
@@ -168,7 +168,7 @@ describe('storage engine', () => {
   it('keeps last-writer-wins keys to one value, across replicas and restarts', async () => {
     const volume = new MemoryVolume()
     const clock = new ManualClock(10_000)
-    const a = await StorageEngine.open({ replicaId: 'a', clock, wal: new MemoryWal(volume) })
+    const a = await StorageEngine.open({ replicaId: 'a', clock, rng: new SeededRng(2), wal: new MemoryWal(volume) })
     const b = await StorageEngine.open({ replicaId: 'b', clock })
     await a.put('k', bytes('from a'), { lww: true })
     clock.advance(5)
@@ -176,7 +176,7 @@ describe('storage engine', () => {
     await a.merge('k', b.state('k')!)
     expect(a.get('k')!.values.map(s => text(s.value))).toEqual(['from b'])
     await a.close()
-    const again = await StorageEngine.open({ replicaId: 'a', clock: new ManualClock(0), wal: new MemoryWal(volume) })
+    const again = await StorageEngine.open({ replicaId: 'a', clock: new ManualClock(0), rng: new SeededRng(3), wal: new MemoryWal(volume) })
     // The clock restarted behind the stored timestamps: the HLC resumes past them, so this write still wins.
     await again.put('k', bytes('later from a'), { lww: true })
     expect(again.get('k')!.values.map(s => text(s.value))).toEqual(['later from a'])

@@ -18,7 +18,7 @@ describe('review fixes', () => {
       if (calls === 1) return new Promise((_resolve, reject) => { failFirst = reject })
       return new Promise(resolve => { releaseSecond = resolve })
     }
-    const { wal } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger }, () => {})
+    const { wal } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger, rng: new SeededRng(1) }, () => {})
     wal.append(new Uint8Array([1]))
     const first = wal.sync()
     await new Promise(resolve => setTimeout(resolve, 0))

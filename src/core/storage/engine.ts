@@ -16,7 +16,7 @@ import { raceAbort, throwIfAborted } from '../abort.js'
 import { Writer, utf8Length } from '../codec.js'
 import { type Durability, type StorageConfig, defaultStorageConfig, validateStorageConfig } from '../config.js'
 import { Emitter } from '../emitter.js'
-import { type Clock, type Logger, silentLogger } from '../env.js'
+import { type Clock, type Logger, type Rng, silentLogger } from '../env.js'
 import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import { type KeyState, type Sibling, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
@@ -32,6 +32,8 @@ export interface EngineOptions extends Partial<StorageConfig> {
   clock: Clock
   /** Where the log lives. Without one the engine is memory-only: nothing survives a restart. */
   wal?: WalAdapter
+  /** Randomness for the log's per-file salts; required with `wal`. */
+  rng?: Rng
   log?: Logger
 }
 
@@ -134,7 +136,7 @@ export class StorageEngine {
   }
 
   static async open (options: EngineOptions): Promise<StorageEngine> {
-    const { replicaId, clock, wal, log = silentLogger, ...overrides } = options
+    const { replicaId, clock, wal, rng, log = silentLogger, ...overrides } = options
     if (typeof replicaId !== 'string' || replicaId.length === 0 || utf8Length(replicaId) > REPLICA_ID_BYTES_MAX) {
       throw new ConfigError('replicaId', `must be a non-empty string of at most ${REPLICA_ID_BYTES_MAX} bytes`)
     }
@@ -142,7 +144,9 @@ export class StorageEngine {
     const config = validateStorageConfig({ ...defaultStorageConfig(), ...defined })
     const engine = new StorageEngine(replicaId, clock, config, log)
     if (wal !== undefined) {
+      if (rng === undefined) throw new ConfigError('rng', 'an engine with a WAL needs an Rng (for the log files\' salts)')
       const opened = await Wal.open(wal, {
+        rng,
         ...DEFAULT_WAL_OPTIONS,
         segmentBytesMax: config.walSegmentBytesMax,
         onCorruption: config.onCorruption,

@@ -2,12 +2,16 @@
  * The write-ahead log above a WalAdapter: framing, recovery, group commit and compaction, the same for every
  * backend.
  *
- * Recovery reads the newest snapshot, then replays every later segment in order. A frame that fails its
- * length or checksum check is a *torn tail* when no valid frame follows it anywhere in the log — what a crash
- * in the middle of a write leaves — and is truncated with a warning. If valid frames follow, the damage is
- * in the middle of the log: recovery stops with WalCorruptError naming the segment and offset, because what
- * follows may be acknowledged writes; with `onCorruption: 'skip'` the damaged bytes are skipped (and
- * reported) instead. Every open starts a fresh segment, so no file is ever appended to after a crash.
+ * Recovery reads the newest snapshot, then replays every later segment in order. After each completed sync
+ * the log gets a *sync marker* frame naming the position up to which everything was durable. A frame that
+ * fails its length or checksum check at or after the highest marker found anywhere is a *torn tail*: no
+ * acknowledged write lies there (a write is acknowledged only once a sync covering it completed, and a
+ * completed sync leaves no hole before the data it covers), so the log is cut there with a warning — this
+ * covers a process crash mid-write and also a power loss whose page writeback landed out of order (a hole
+ * followed by later, unacknowledged frames). Damage *before* the highest marker is damage to acknowledged
+ * data: recovery stops with WalCorruptError naming the segment and offset; with `onCorruption: 'skip'` the
+ * damaged bytes are skipped (and reported) instead. Every open starts a fresh segment, so no file is ever
+ * appended to after a crash.
  *
  * Appends are framed straight into one buffer that is handed to the adapter once per event-loop turn (or
  * when it reaches HANDOFF_BYTES), so a record costs a checksum and a copy, not an allocation and a call.
@@ -21,7 +25,8 @@
  */
 import type { Logger } from '../env.js'
 import { ClosedError, WalCorruptError, WalFailedError, WalFormatError } from '../errors.js'
-import { FRAME_HEADER_BYTES, MAGIC_BYTES, SEGMENT_MAGIC, SNAPSHOT_MAGIC, encodeFrame, encodeFrameInto, findNextFrame, hasMagic, readFrame } from './frame.js'
+import type { Rng } from '../env.js'
+import { FILE_HEADER_BYTES, FRAME_HEADER_BYTES, SEGMENT_MAGIC, SNAPSHOT_MAGIC, decodeMark, encodeFrame, encodeFrameInto, encodeMark, fileHeader, findNextFrame, readFileHeader, readFrame, saltSeed } from './frame.js'
 import type { WalAdapter } from './wal-adapter.js'
 
 export type CorruptionPolicy = 'fail' | 'skip'
@@ -34,9 +39,11 @@ export interface WalOptions {
   /** Snapshot chunks handed to the adapter are about this large. Default 1 MiB. */
   snapshotChunkBytes: number
   log: Logger
+  /** Draws each new file's random salt (frame.ts): records copied into values never pass as frames. */
+  rng: Rng
 }
 
-export const DEFAULT_WAL_OPTIONS: Omit<WalOptions, 'log'> = {
+export const DEFAULT_WAL_OPTIONS: Omit<WalOptions, 'log' | 'rng'> = {
   segmentBytesMax: 64 * 1024 * 1024,
   onCorruption: 'fail',
   snapshotChunkBytes: 1024 * 1024
@@ -61,7 +68,16 @@ export interface RecoveryReport {
   readonly skipped: readonly Damage[]
 }
 
-interface SegmentRead { id: number; bytes: Uint8Array }
+/** A position in the log: segment id, then byte offset in it. */
+interface Position { segment: number; offset: number }
+
+function before (a: Position, b: Position): boolean {
+  return a.segment < b.segment || (a.segment === b.segment && a.offset < b.offset)
+}
+
+type Scanned =
+  | { kind: 'record'; segment: number; offset: number; payload: Uint8Array }
+  | { kind: 'damage'; segment: number; offset: number; end: number; reason: string }
 
 /** Buffered appends are handed to the adapter at the end of the turn, or at once beyond this size. */
 const HANDOFF_BYTES = 256 * 1024
@@ -72,14 +88,42 @@ const HANDOFF_BYTES = 256 * 1024
  */
 export const SYNCS_IN_FLIGHT_MAX = 2
 
-function containsValidFrame (bytes: Uint8Array, from: number): boolean {
-  if (bytes.length <= from) return false
-  return readFrame(bytes, from).kind === 'record' || findNextFrame(bytes, from) >= 0
+/**
+ * Every frame and damaged stretch of one file, in order; sync markers are reported through `onMark`. After
+ * damage the scan resumes at the next valid frame (salted checksums keep look-alikes inside payloads from
+ * passing).
+ */
+function scanFile (data: Uint8Array, segment: number, seed: number, onMark: (p: Position) => void): Scanned[] {
+  const out: Scanned[] = []
+  let offset = FILE_HEADER_BYTES
+  for (;;) {
+    const step = readFrame(data, offset, seed)
+    if (step.kind === 'end') return out
+    if (step.kind === 'bad') {
+      const next = findNextFrame(data, offset, seed)
+      const end = next >= 0 ? next : data.length
+      out.push({ kind: 'damage', segment, offset, end, reason: step.reason })
+      if (next < 0) return out
+      offset = next
+      continue
+    }
+    if (step.kind === 'marker') {
+      const mark = decodeMark(step.payload)
+      if (mark !== null) onMark(mark)
+    } else {
+      out.push({ kind: 'record', segment, offset, payload: step.payload })
+    }
+    offset += FRAME_HEADER_BYTES + step.payload.length
+  }
 }
 
 export class Wal {
   private segmentId: number
   private segmentBytes = 0
+  /** CRC seed of the current segment's salt. */
+  private seed = 0
+  /** Record frames appended since the last sync marker (a sync that covers only a marker writes no new one). */
+  private unmarked = 0
   private buffer = new Uint8Array(HANDOFF_BYTES)
   private buffered = 0
   private handoffScheduled = false
@@ -129,41 +173,18 @@ export class Wal {
     let bytes = 0
     let snapshotBytes = 0
 
-    const replay = (data: Uint8Array, from: number, location: string, isTail: (offset: number) => boolean): number => {
-      const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
-      let offset = from
-      for (;;) {
-        const step = readFrame(data, offset, view)
-        if (step.kind === 'end') return data.length
-        if (step.kind === 'record') {
-          apply(step.payload)
-          records++
-          offset += FRAME_HEADER_BYTES + step.payload.length
-          continue
-        }
-        if (isTail(offset)) {
-          tornTails.push({ location, offset, bytes: data.length - offset, reason: step.reason })
-          log.warn(`WAL ${location}: torn tail at offset ${offset} (${data.length - offset} bytes: ${step.reason}); truncating — these are the unacknowledged writes of a crash`)
-          return offset
-        }
-        if (options.onCorruption === 'fail') throw new WalCorruptError(location, offset, step.reason)
-        const next = findNextFrame(data, offset)
-        const end = next >= 0 ? next : data.length
-        skipped.push({ location, offset, bytes: end - offset, reason: step.reason })
-        log.warn(`WAL ${location}: skipping ${end - offset} corrupt bytes at offset ${offset} (${step.reason}) as asked`)
-        if (next < 0) return data.length
-        offset = next
-      }
-    }
-
     // 1. The newest snapshot. It was written whole or not at all, so any damage in it is corruption.
     if (listing.snapshot !== null) {
       const data = await adapter.readSnapshot(listing.snapshot)
       const location = adapter.describe('snapshot', listing.snapshot)
-      if (!hasMagic(data, SNAPSHOT_MAGIC)) throw new WalFormatError(location, 'missing snapshot header')
-      replay(data, MAGIC_BYTES, location, () => false)
-      snapshotRecords = records
-      records = 0
+      const salt = readFileHeader(data, SNAPSHOT_MAGIC)
+      if (salt === null) throw new WalFormatError(location, 'missing or unknown snapshot header')
+      for (const item of scanFile(data, listing.snapshot, saltSeed(salt), () => {})) {
+        if (item.kind === 'record') { apply(item.payload); snapshotRecords++; continue }
+        if (options.onCorruption === 'fail') throw new WalCorruptError(location, item.offset, item.reason)
+        skipped.push({ location, offset: item.offset, bytes: item.end - item.offset, reason: item.reason })
+        log.warn(`WAL ${location}: skipping ${item.end - item.offset} corrupt bytes at offset ${item.offset} (${item.reason}) as asked`)
+      }
       snapshotBytes = data.length
     }
 
@@ -171,33 +192,41 @@ export class Wal {
     const floor = listing.snapshot ?? 0
     const live = listing.segments.filter(id => id >= floor)
     if (live.length < listing.segments.length) await adapter.dropBefore(floor)
-    const reads: SegmentRead[] = []
-    for (const id of live) reads.push({ id, bytes: await adapter.readSegment(id) })
-
-    // A bad frame is a torn tail when nothing valid follows it in this segment or any later one.
-    const laterHasData = (index: number): boolean => reads.slice(index + 1).some(s => containsValidFrame(s.bytes, MAGIC_BYTES))
-    for (let i = 0; i < reads.length; i++) {
-      const { id, bytes: data } = reads[i]!
-      const location = adapter.describe('segment', id)
-      if (data.length === 0) continue
+    // First pass: every frame and damaged stretch, and the highest durable position any marker names.
+    let durable: Position = { segment: floor, offset: 0 }
+    const items: Scanned[] = []
+    for (const id of live) {
+      const data = await adapter.readSegment(id)
       bytes += data.length
-      const tailFrom = (offset: number): boolean => findNextFrame(data, offset) < 0 && !laterHasData(i)
-      if (!hasMagic(data, SEGMENT_MAGIC)) {
-        if (data.length < MAGIC_BYTES && !laterHasData(i)) {
-          tornTails.push({ location, offset: 0, bytes: data.length, reason: 'partial segment header' })
-          log.warn(`WAL ${location}: partial segment header; truncating`)
-          await adapter.truncateSegment(id, 0)
-          continue
+      if (data.length === 0) continue
+      const salt = readFileHeader(data, SEGMENT_MAGIC)
+      if (salt === null) {
+        if (data.length >= FILE_HEADER_BYTES && data.subarray(0, 4).some(b => b !== 0)) {
+          throw new WalFormatError(adapter.describe('segment', id), 'missing or unknown segment header')
         }
-        throw new WalFormatError(location, 'missing segment header')
+        items.push({ kind: 'damage', segment: id, offset: 0, end: data.length, reason: 'partial or blank segment header' })
+        continue
       }
-      const end = replay(data, MAGIC_BYTES, location, tailFrom)
-      if (end < data.length) {
-        await adapter.truncateSegment(id, end)
-        // Whatever follows a torn tail holds no valid frame: empty it so a later recovery finds a clean end.
-        for (const later of reads.slice(i + 1)) if (later.bytes.length > 0) await adapter.truncateSegment(later.id, 0)
-        break
+      items.push(...scanFile(data, id, saltSeed(salt), mark => { if (before(durable, mark)) durable = mark }))
+    }
+    // Second pass: apply in order. Damage before the durable position hit acknowledged data (corruption);
+    // damage at or after it is a torn tail, and nothing after it was acknowledged either.
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
+      if (item.kind === 'record') { apply(item.payload); records++; continue }
+      const location = adapter.describe('segment', item.segment)
+      if (before(item, durable)) {
+        if (options.onCorruption === 'fail') throw new WalCorruptError(location, item.offset, item.reason)
+        skipped.push({ location, offset: item.offset, bytes: item.end - item.offset, reason: item.reason })
+        log.warn(`WAL ${location}: skipping ${item.end - item.offset} corrupt bytes at offset ${item.offset} (${item.reason}) as asked`)
+        continue
       }
+      const dropped = items.slice(i + 1).filter(x => x.kind === 'record').length
+      tornTails.push({ location, offset: item.offset, bytes: item.end - item.offset, reason: item.reason })
+      log.warn(`WAL ${location}: torn tail at offset ${item.offset} (${item.reason}); truncating it and ${dropped} later unacknowledged record(s) — the writes a crash interrupted`)
+      await adapter.truncateSegment(item.segment, item.offset)
+      for (const id of live) if (id > item.segment) await adapter.truncateSegment(id, 0)
+      break
     }
     const lastId = Math.max(floor, ...listing.segments)
     const wal = new Wal(adapter, options, lastId, bytes, snapshotBytes)
@@ -206,12 +235,18 @@ export class Wal {
     return { wal, report }
   }
 
+  private newSalt (): number {
+    return Math.floor(this.options.rng.next() * 0x100000000) >>> 0
+  }
+
   private startSegment (id: number): void {
     this.handoff()
     this.adapter.startSegment(id)
     this.segmentId = id
-    this.adapter.append(SEGMENT_MAGIC)
-    this.segmentBytes = MAGIC_BYTES
+    const salt = this.newSalt()
+    this.seed = saltSeed(salt)
+    this.adapter.append(fileHeader(SEGMENT_MAGIC, salt))
+    this.segmentBytes = FILE_HEADER_BYTES
     this.appendSeq++
   }
 
@@ -241,15 +276,21 @@ export class Wal {
   /** Appends one record. Durable once a later `sync()` resolves. Returns the bytes written. */
   append (payload: Uint8Array): number {
     this.check()
+    const frameBytes = this.put(payload, 'record')
+    this.unmarked++
+    return frameBytes
+  }
+
+  private put (payload: Uint8Array, kind: 'record' | 'marker'): number {
     const frameBytes = FRAME_HEADER_BYTES + payload.length
-    if (this.segmentBytes + frameBytes > this.options.segmentBytesMax && this.segmentBytes > MAGIC_BYTES) {
+    if (this.segmentBytes + frameBytes > this.options.segmentBytesMax && this.segmentBytes > FILE_HEADER_BYTES) {
       this.startSegment(this.segmentId + 1)
     }
     if (this.buffered + frameBytes > this.buffer.length) {
       this.handoff()
       if (frameBytes > this.buffer.length) this.buffer = new Uint8Array(frameBytes)
     }
-    this.buffered += encodeFrameInto(this.buffer, this.buffered, payload)
+    this.buffered += encodeFrameInto(this.buffer, this.buffered, payload, this.seed, kind)
     this.segmentBytes += frameBytes
     this.bytesSinceSnapshot += frameBytes
     this.appendSeq++
@@ -296,6 +337,9 @@ export class Wal {
       return Promise.reject(error)
     }
     const upTo = this.appendSeq
+    const covered = { segment: this.segmentId, offset: this.segmentBytes }
+    const marks = this.unmarked > 0
+    this.unmarked = 0
     this.syncCount++
     const entry = {
       upTo,
@@ -303,6 +347,9 @@ export class Wal {
         () => {
           if (this.failure !== null) throw this.failure // an overlapping sync failed: nothing is known durable
           if (upTo > this.durableSeq) this.durableSeq = upTo
+          // Record how far the log is durable; it becomes durable itself with a later sync (or never, which
+          // only makes a later recovery more lenient about the stretch after the previous marker).
+          if (marks && !this.closed) this.put(encodeMark(covered.segment, covered.offset), 'marker')
         },
         (error: unknown) => { throw this.fail(error) }
       ).finally(() => {
@@ -327,11 +374,13 @@ export class Wal {
     this.bytesSinceSnapshot = 0
     let written = 0
     const chunkBytes = this.options.snapshotChunkBytes
+    const salt = this.newSalt()
+    const seed = saltSeed(salt)
     const chunks = function * (): Generator<Uint8Array> {
-      let parts: Uint8Array[] = [SNAPSHOT_MAGIC]
-      let size = MAGIC_BYTES
+      let parts: Uint8Array[] = [fileHeader(SNAPSHOT_MAGIC, salt)]
+      let size = FILE_HEADER_BYTES
       for (const payload of payloads) {
-        const frame = encodeFrame(payload)
+        const frame = encodeFrame(payload, seed)
         parts.push(frame)
         size += frame.length
         if (size >= chunkBytes) {
