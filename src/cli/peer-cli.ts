@@ -170,11 +170,12 @@ export async function main (argv: string[]): Promise<void> {
       console.error(`${error.message}\n\nrun with --help for usage`)
       process.exit(2)
     }
-    if (error instanceof MeshkvError) {
-      console.error(`error: ${error.message}`)
-      process.exit(1)
-    }
-    throw error
+    // Anything else that stops a start (a port in use, an address that cannot be bound) gets one clear
+    // line too; the stack only with MESHKV_DEBUG.
+    const code = (error as NodeJS.ErrnoException).code
+    console.error(`error: ${error instanceof Error ? error.message : String(error)}${code === 'EADDRINUSE' ? ' (another process is using that port: pick another with --http / --listen)' : ''}`)
+    if (process.env.MESHKV_DEBUG !== undefined && process.env.MESHKV_DEBUG !== '' && !(error instanceof MeshkvError)) console.error(error)
+    process.exit(1)
   }
 }
 
