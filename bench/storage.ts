@@ -162,7 +162,7 @@ async function walSync (quick: boolean): Promise<void> {
     const nonBlockingFloors: number[] = []
     // Interleave the rounds so that a burst of load elsewhere on the machine hits all three alike.
     for (let round = 0; round <= rounds; round++) {
-      const w = await concurrentRate(WRITERS, ms, async () => { wal.append(payload); await wal.sync() })
+      const w = await concurrentRate(WRITERS, ms, () => { wal.append(payload); return wal.sync() })
       const e = await concurrentRate(WRITERS, ms, put)
       const f = await fdatasyncFloor(dir, ms, true)
       const n = await fdatasyncFloor(dir, ms, false)
