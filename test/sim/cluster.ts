@@ -62,7 +62,7 @@ function less (a: Event, b: Event): boolean {
   return a.at < b.at || (a.at === b.at && a.seq < b.seq)
 }
 
-export interface Change { at: number; observer: string; id: string; state: MemberState; previous: MemberState | null }
+export interface Change { at: number; observer: string; id: string; state: MemberState; previous: MemberState | null; incarnation: number }
 
 export class SimCluster {
   readonly rng: SeededRng
@@ -147,7 +147,7 @@ export class SimCluster {
   private perform (from: string, effects: Effect[]): void {
     for (const e of effects) {
       if (e.type === 'change') {
-        this.changes.push({ at: this.now, observer: from, id: e.member.id, state: e.member.state, previous: e.previous })
+        this.changes.push({ at: this.now, observer: from, id: e.member.id, state: e.member.state, previous: e.previous, incarnation: e.member.incarnation })
         continue
       }
       this.send(from, e.to, e.message)

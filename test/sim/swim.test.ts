@@ -3,7 +3,7 @@
  * explore others); a failure names its seed, and the same seed replays the same run exactly.
  */
 import { describe, expect, it } from 'vitest'
-import { detectionBoundMs, testSwimConfig } from '../../src/core/membership/config.js'
+import { defaultSwimConfig, detectionBoundMs, testSwimConfig } from '../../src/core/membership/config.js'
 import { SimCluster } from './cluster.js'
 
 const seedOr = (fallback: number): number => Number(process.env.MESHKV_SEED ?? fallback)
@@ -55,6 +55,17 @@ describe('swim (simulated)', () => {
     sim.loss = 0
     sim.runUntil(() => sim.ids.every(id => everyoneSees(sim, id, 'alive')), 30_000, `seed ${s3}: all alive once loss stops`)
   })
+
+  const s3b = seedOr(4)
+  it(`declares no live member dead under 10% message loss with default timing (300 members, 20 s, seed ${s3b})`, () => {
+    // A larger cluster: refutations must outrun suspicions that independent confirmations shorten.
+    const sim = SimCluster.formed({ seed: s3b, size: 300, config: defaultSwimConfig(), loss: 0 })
+    sim.run(30_000)
+    sim.loss = 0.1
+    const mark = sim.changes.length
+    sim.run(50_000)
+    expect(sim.changes.slice(mark).filter(c => c.state === 'dead'), `seed ${s3b}: false positives`).toEqual([])
+  }, 120_000)
 
   const s4 = seedOr(99)
   it(`merges two halves of a healed partition that had declared each other dead (12 members, seed ${s4})`, () => {

@@ -76,7 +76,9 @@ interface Member {
   state: MemberState
   meta: Meta
   sinceMs: number
-  suspicion: { startMs: number; confirmations: Set<string>; deadlineMs: number } | null
+  /** `accuser`: who raised it first, if known; carried in full-state exchanges so receivers do not take the
+   * relayer for an independent accuser. */
+  suspicion: { startMs: number; accuser: string | undefined; confirmations: Set<string>; deadlineMs: number } | null
 }
 
 interface Probe {
@@ -124,6 +126,7 @@ export class Swim {
   private nextGossipMs: number
   private nextPushPullMs: number
   private leaving = false
+  private liveCount = 1
 
   constructor (id: string, meta: Meta, incarnation: number, config: SwimConfig, private readonly rng: Rng, nowMs: number) {
     this.config = validateSwimConfig({ ...config })
@@ -166,11 +169,10 @@ export class Swim {
     return out
   }
 
-  /** Members a membership size formula should count: everyone not dead or gone. */
+  /** Members a membership size formula should count: everyone not dead or gone (kept as a counter: it is
+   * read for every message sent). */
   private live (): number {
-    let n = 0
-    for (const m of this.members.values()) if (m.state === 'alive' || m.state === 'suspect') n++
-    return n
+    return this.liveCount
   }
 
   private viewOf (m: Member): MemberView {
@@ -316,6 +318,8 @@ export class Swim {
     this.stats.probesFailed++
     const m = this.members.get(p.target)
     if (m !== undefined && m.state === 'alive') this.suspect(m, m.incarnation, this.self.id, nowMs, effects)
+    // Already suspected by someone else: our own failed probe is an independent confirmation (Lifeguard).
+    else if (m !== undefined && m.state === 'suspect' && this.confirm(m, this.self.id)) this.enqueue(this.updateOf(m, this.self.id))
   }
 
   private adjustAwareness (delta: number): void {
@@ -402,8 +406,10 @@ export class Swim {
     const moved: string[] = []
     for (let t = 0; t < this.queue.length && out.length < this.config.piggybackMax; t++) {
       const bucket = this.queue[t]
-      if (bucket === undefined) continue
-      for (const id of bucket) {
+      if (bucket === undefined || bucket.size === 0) continue
+      // Newest first within a transmit count (as memberlist does): a fresh refutation must not wait behind
+      // a backlog of older news, or a live member can be declared dead before its refutation spreads.
+      for (const id of bucket.size <= this.config.piggybackMax - out.length ? bucket : [...bucket].reverse()) {
         if (out.length >= this.config.piggybackMax) break
         const b = this.broadcasts.get(id)!
         if (b.update.id === to && b.update.state === 'alive') continue // it knows it is alive
@@ -422,7 +428,7 @@ export class Swim {
   }
 
   private fullState (): Update[] {
-    return [...this.members.values()].map(m => this.updateOf(m))
+    return [...this.members.values()].map(m => this.updateOf(m, m.suspicion?.accuser))
   }
 
   // ---------------------------------------------------------------- receiving
@@ -469,6 +475,9 @@ export class Swim {
 
   private setState (m: Member, state: MemberState, nowMs: number, effects: Effect[]): void {
     const previous = m.state
+    const wasLive = previous === 'alive' || previous === 'suspect'
+    const isLive = state === 'alive' || state === 'suspect'
+    if (wasLive !== isLive) this.liveCount += isLive ? 1 : -1
     m.state = state
     m.sinceMs = nowMs
     if (state !== 'suspect') {
@@ -478,12 +487,12 @@ export class Swim {
     effects.push({ type: 'change', member: this.viewOf(m), previous })
   }
 
-  private suspect (m: Member, incarnation: number, from: string, nowMs: number, effects: Effect[]): void {
+  private suspect (m: Member, incarnation: number, from: string | undefined, nowMs: number, effects: Effect[]): void {
     const n = this.live()
     const { minMs, maxMs } = suspicionTimeouts(this.config, n)
     m.incarnation = incarnation
     this.setState(m, 'suspect', nowMs, effects)
-    m.suspicion = { startMs: nowMs, confirmations: new Set([from]), deadlineMs: nowMs + maxMs }
+    m.suspicion = { startMs: nowMs, accuser: from, confirmations: new Set(from === undefined ? [] : [from]), deadlineMs: nowMs + maxMs }
     if (minMs === maxMs) m.suspicion.deadlineMs = nowMs + minMs
     this.suspects.add(m.id)
     this.stats.suspicions++
@@ -491,10 +500,11 @@ export class Swim {
   }
 
   /** Lifeguard: each independent confirmation moves the deadline toward the minimum timeout. */
-  private confirm (m: Member, from: string | undefined): void {
+  /** Returns true when `from` is a new, independent confirmation. */
+  private confirm (m: Member, from: string | undefined): boolean {
     const s = m.suspicion!
     // Only an independent member's own suspicion counts (a full-state exchange carries no accuser).
-    if (from === undefined || from === m.id || s.confirmations.has(from)) return
+    if (from === undefined || from === m.id || s.confirmations.has(from)) return false
     s.confirmations.add(from)
     const n = this.live()
     const { minMs, maxMs } = suspicionTimeouts(this.config, n)
@@ -502,6 +512,7 @@ export class Swim {
     const c = s.confirmations.size - 1
     const timeout = expected < 1 ? minMs : Math.max(minMs, maxMs - (maxMs - minMs) * Math.log(c + 1) / Math.log(expected + 1))
     s.deadlineMs = s.startMs + timeout
+    return true
   }
 
   private refute (incarnation: number, effects: Effect[], nowMs: number): void {
@@ -531,12 +542,13 @@ export class Swim {
       if (this.members.size >= this.config.membersMax) { this.stats.updatesDropped++; return }
       m = { id: u.id, incarnation: u.incarnation, state: 'alive', meta: u.meta, sinceMs: nowMs, suspicion: null }
       this.members.set(u.id, m)
+      this.liveCount++
       // A new member joins the current probe round at a random place, so it is probed this round.
       this.probeOrder.splice(this.probeIndex + Math.floor(this.rng.next() * (this.probeOrder.length - this.probeIndex + 1)), 0, u.id)
       this.stats.updatesApplied++
       effects.push({ type: 'change', member: this.viewOf(m), previous: null })
       this.enqueue(this.updateOf(m))
-      if (u.state === 'suspect') this.suspect(m, u.incarnation, u.from ?? this.self.id, nowMs, effects)
+      if (u.state === 'suspect') this.suspect(m, u.incarnation, u.from, nowMs, effects)
       return
     }
     switch (u.state) {
@@ -550,11 +562,12 @@ export class Swim {
       case 'suspect':
         if (u.incarnation < m.incarnation || m.state === 'dead' || m.state === 'left') return
         if (m.state === 'suspect' && u.incarnation === m.incarnation) {
-          this.confirm(m, u.from)
+          // A new confirmation is passed on (memberlist does the same), so others can count it too.
+          if (this.confirm(m, u.from)) this.enqueue(this.updateOf(m, u.from))
           return
         }
         if (u.incarnation === m.incarnation && m.state !== 'alive') return
-        this.suspect(m, u.incarnation, u.from ?? this.self.id, nowMs, effects)
+        this.suspect(m, u.incarnation, u.from, nowMs, effects)
         this.stats.updatesApplied++
         return
       case 'dead':
