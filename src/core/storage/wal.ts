@@ -88,6 +88,11 @@ const HANDOFF_BYTES = 256 * 1024
  */
 export const SYNCS_IN_FLIGHT_MAX = 2
 
+function allZero (data: Uint8Array, from: number): boolean {
+  for (let i = from; i < data.length; i++) if (data[i] !== 0) return false
+  return true
+}
+
 /**
  * Every frame and damaged stretch of one file, in order; sync markers are reported through `onMark`. After
  * damage the scan resumes at the next valid frame (salted checksums keep look-alikes inside payloads from
@@ -99,6 +104,8 @@ function scanFile (data: Uint8Array, segment: number, seed: number, onMark: (p: 
   for (;;) {
     const step = readFrame(data, offset, seed)
     if (step.kind === 'end') return out
+    // Zeros to the end: space a backend zero-filled ahead of its writes, not damage.
+    if (step.kind === 'bad' && allZero(data, offset)) return out
     if (step.kind === 'bad') {
       const next = findNextFrame(data, offset, seed)
       const end = next >= 0 ? next : data.length
