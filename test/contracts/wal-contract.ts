@@ -195,7 +195,7 @@ export function runWalContract (name: string, setup: () => Promise<WalHarness>):
       for (let i = 0; i < 20; i++) wal.append(record(i))
       await wal.sync() // acknowledged: records 0-19 (a sync marker now follows them)
       for (let i = 20; i < 30; i++) wal.append(record(i)) // never synced
-      await new Promise(resolve => setTimeout(resolve, 50)) // handed to storage, not durable
+      await a.nextTurn() // the WAL hands its buffer to the adapter at the end of the turn: stored, not durable
       await a.close() // the process dies here
       const id = await lastDataSegment(h)
       const bytes = (await h.readRaw(id)).slice()
@@ -219,7 +219,7 @@ export function runWalContract (name: string, setup: () => Promise<WalHarness>):
       const { wal } = await open(a)
       for (let i = 0; i < 5; i++) wal.append(record(i))
       wal.append(carrier)
-      await new Promise(resolve => setTimeout(resolve, 50))
+      await a.nextTurn() // handed to the adapter, not synced
       await a.close() // crash before any sync
       const id = await lastDataSegment(h)
       const bytes = await h.readRaw(id)
