@@ -28,8 +28,4 @@ export class Emitter<Events extends Record<string, unknown>> {
       }
     }
   }
-
-  listenerCount (name: keyof Events): number {
-    return this.listeners.get(name)?.size ?? 0
-  }
 }

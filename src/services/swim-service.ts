@@ -88,6 +88,11 @@ function concat (...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   return out
 }
 
+/** What each side's HMAC covers: the role, both peer ids (opener first) and both nonces. */
+function macInput (label: string, opener: string, responder: string, nonceA: Uint8Array, nonceB: Uint8Array): Uint8Array<ArrayBuffer> {
+  return concat(enc.encode(`meshkv/swim/${label}`), enc.encode(opener), enc.encode(responder), nonceA, nonceB)
+}
+
 function startsWith (bytes: Uint8Array, magic: Uint8Array): boolean {
   return bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b)
 }
@@ -240,7 +245,7 @@ export class SwimService {
       for (const addr of addrs) {
         try {
           const connection = await this.node.dial(addr, { signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })
-          this.perform(this.swim.join([connection.remotePeer.toString()], this.clock.nowMs()))
+          this.perform(this.swim.join([connection.remotePeer.toString()]))
         } catch (error) {
           this.log.info(`join attempt ${attempt}: cannot reach ${addr.toString()}: ${error instanceof Error ? error.message : String(error)}`)
         }
@@ -375,15 +380,11 @@ export class SwimService {
   // ------------------------------------------------------------ handshake
 
   private async mac (label: string, opener: string, responder: string, nonceA: Uint8Array, nonceB: Uint8Array): Promise<Uint8Array> {
-    const key = await this.hmacKey!
-    const data = concat(enc.encode(`meshkv/swim/${label}`), enc.encode(opener), enc.encode(responder), nonceA, nonceB)
-    return new Uint8Array(await crypto.subtle.sign('HMAC', key, data))
+    return new Uint8Array(await crypto.subtle.sign('HMAC', await this.hmacKey!, macInput(label, opener, responder, nonceA, nonceB)))
   }
 
   private async verify (label: string, opener: string, responder: string, nonceA: Uint8Array, nonceB: Uint8Array, mac: Uint8Array): Promise<boolean> {
-    const key = await this.hmacKey!
-    const data = concat(enc.encode(`meshkv/swim/${label}`), enc.encode(opener), enc.encode(responder), nonceA, nonceB)
-    return crypto.subtle.verify('HMAC', key, mac.slice(), data)
+    return crypto.subtle.verify('HMAC', await this.hmacKey!, mac.slice(), macInput(label, opener, responder, nonceA, nonceB))
   }
 
   private async handshakeAsOpener (lp: ReturnType<typeof lpStream>, peer: PeerId): Promise<void> {

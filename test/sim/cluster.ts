@@ -92,7 +92,7 @@ export class SimCluster {
   add (id: string, incarnation = 0, seeds: readonly string[] = []): Swim {
     const swim = new Swim(id, { kind: 'node', vnodes: 256 }, incarnation, this.options.config, new SeededRng(Math.floor(this.rng.next() * 2 ** 32)), this.now)
     this.nodes.set(id, { swim, up: true, wakeAt: Infinity })
-    this.perform(id, swim.join(seeds, this.now))
+    this.perform(id, swim.join(seeds))
     this.schedule(id)
     return swim
   }

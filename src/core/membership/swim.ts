@@ -126,6 +126,8 @@ export class Swim {
   private nextGossipMs: number
   private nextPushPullMs: number
   private leaving = false
+  /** Members a membership size formula counts: alive or suspect, self included. Read for every message
+   * sent, so kept as a counter. */
   private liveCount = 1
 
   constructor (id: string, meta: Meta, incarnation: number, config: SwimConfig, private readonly rng: Rng, nowMs: number) {
@@ -162,19 +164,6 @@ export class Swim {
     return [...this.members.values()].map(m => this.viewOf(m)).sort((a, b) => (a.id < b.id ? -1 : 1))
   }
 
-  /** Members other than this one that count as up for placement: alive or suspect. */
-  up (): string[] {
-    const out: string[] = []
-    for (const m of this.members.values()) if (m.state === 'alive' || m.state === 'suspect') out.push(m.id)
-    return out
-  }
-
-  /** Members a membership size formula should count: everyone not dead or gone (kept as a counter: it is
-   * read for every message sent). */
-  private live (): number {
-    return this.liveCount
-  }
-
   private viewOf (m: Member): MemberView {
     return { id: m.id, state: m.state, incarnation: m.incarnation, meta: m.meta, sinceMs: m.sinceMs }
   }
@@ -199,11 +188,10 @@ export class Swim {
   // ---------------------------------------------------------------- driving
 
   /** Joins through seeds: a full-state exchange with each. */
-  join (seeds: readonly string[], nowMs: number): Effect[] {
+  join (seeds: readonly string[]): Effect[] {
     const effects: Effect[] = []
     const members = this.fullState()
     for (const to of seeds) if (to !== this.self.id) effects.push({ type: 'send', to, message: { type: 'push-pull', join: true, reply: false, members } })
-    void nowMs
     return effects
   }
 
@@ -401,7 +389,7 @@ export class Swim {
   /** Takes the least-sent pending updates for one message; each is dropped after its retransmit limit. */
   private piggyback (to: string): Update[] {
     if (this.broadcasts.size === 0) return []
-    const limit = retransmitLimit(this.config, this.live())
+    const limit = retransmitLimit(this.config, this.liveCount)
     const out: Update[] = []
     const moved: string[] = []
     for (let t = 0; t < this.queue.length && out.length < this.config.piggybackMax; t++) {
@@ -488,7 +476,7 @@ export class Swim {
   }
 
   private suspect (m: Member, incarnation: number, from: string | undefined, nowMs: number, effects: Effect[]): void {
-    const n = this.live()
+    const n = this.liveCount
     const { minMs, maxMs } = suspicionTimeouts(this.config, n)
     m.incarnation = incarnation
     this.setState(m, 'suspect', nowMs, effects)
@@ -506,7 +494,7 @@ export class Swim {
     // Only an independent member's own suspicion counts (a full-state exchange carries no accuser).
     if (from === undefined || from === m.id || s.confirmations.has(from)) return false
     s.confirmations.add(from)
-    const n = this.live()
+    const n = this.liveCount
     const { minMs, maxMs } = suspicionTimeouts(this.config, n)
     const expected = Math.max(0, Math.min(this.config.suspicionMult - 2, n - 2))
     const c = s.confirmations.size - 1
@@ -515,31 +503,36 @@ export class Swim {
     return true
   }
 
-  private refute (incarnation: number, effects: Effect[], nowMs: number): void {
-    if (this.leaving) return
+  private refute (incarnation: number): void {
     this.self.incarnation = Math.max(this.self.incarnation, incarnation) + 1
     this.stats.refutations++
     this.adjustAwareness(1) // being suspected hints that we are slow to answer
     this.enqueue(this.updateOf(this.self))
-    void effects
-    void nowMs
+  }
+
+  /** Metadata is checked where it would be stored, not for every update received. */
+  private metaTooLarge (u: Update): boolean {
+    if (JSON.stringify(u.meta).length <= this.config.metaBytesMax) return false
+    this.stats.updatesDropped++
+    return true
   }
 
   private apply (u: Update, nowMs: number, effects: Effect[]): void {
-    if (u.incarnation > INCARNATION_MAX || JSON.stringify(u.meta).length > this.config.metaBytesMax) {
+    if (u.incarnation > INCARNATION_MAX) {
       this.stats.updatesDropped++
       return
     }
     if (u.id === this.self.id) {
-      // Others' news about us: anything but alive at an incarnation we have not passed is refuted.
-      if (u.state !== 'alive' && u.incarnation >= this.self.incarnation && !this.leaving) this.refute(u.incarnation, effects, nowMs)
-      else if (u.state === 'alive' && u.incarnation > this.self.incarnation) this.refute(u.incarnation, effects, nowMs)
+      // Others' news about us: anything but alive at our incarnation, or anything above it, is refuted.
+      const stale = u.incarnation > this.self.incarnation || (u.state !== 'alive' && u.incarnation === this.self.incarnation)
+      if (stale && !this.leaving) this.refute(u.incarnation)
       return
     }
     let m = this.members.get(u.id)
     if (m === undefined) {
       if (u.state === 'dead' || u.state === 'left') return // nothing to learn about a stranger's departure
       if (this.members.size >= this.config.membersMax) { this.stats.updatesDropped++; return }
+      if (this.metaTooLarge(u)) return
       m = { id: u.id, incarnation: u.incarnation, state: 'alive', meta: u.meta, sinceMs: nowMs, suspicion: null }
       this.members.set(u.id, m)
       this.liveCount++
@@ -553,7 +546,7 @@ export class Swim {
     }
     switch (u.state) {
       case 'alive':
-        if (u.incarnation <= m.incarnation) return
+        if (u.incarnation <= m.incarnation || this.metaTooLarge(u)) return
         m.incarnation = u.incarnation
         m.meta = u.meta
         if (m.state !== 'alive') this.setState(m, 'alive', nowMs, effects)

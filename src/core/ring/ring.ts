@@ -179,13 +179,4 @@ export class Ring {
     }
     return shares
   }
-
-  /** Token positions of one member, ascending. */
-  tokensOf (memberId: string): number[] {
-    const index = this.members.findIndex(m => m.id === memberId)
-    const out: number[] = []
-    if (index < 0) return out
-    for (let i = 0; i < this.tokens.length; i++) if (this.owners[i] === index) out.push(this.tokens[i]!)
-    return out
-  }
 }

@@ -175,6 +175,12 @@ export class Wal {
     const listing = await adapter.open()
     const tornTails: Damage[] = []
     const skipped: Damage[] = []
+    /** Damage to data that was durable: stop, or skip it and say so, as the caller asked. */
+    const corrupt = (location: string, item: { offset: number; end: number; reason: string }): void => {
+      if (options.onCorruption === 'fail') throw new WalCorruptError(location, item.offset, item.reason)
+      skipped.push({ location, offset: item.offset, bytes: item.end - item.offset, reason: item.reason })
+      log.warn(`WAL ${location}: skipping ${item.end - item.offset} corrupt bytes at offset ${item.offset} (${item.reason}) as asked`)
+    }
     let records = 0
     let snapshotRecords = 0
     let bytes = 0
@@ -187,10 +193,7 @@ export class Wal {
       const salt = readFileHeader(data, SNAPSHOT_MAGIC)
       if (salt === null) throw new WalFormatError(location, 'missing or unknown snapshot header')
       for (const item of scanFile(data, listing.snapshot, saltSeed(salt), () => {})) {
-        if (item.kind === 'record') { apply(item.payload); snapshotRecords++; continue }
-        if (options.onCorruption === 'fail') throw new WalCorruptError(location, item.offset, item.reason)
-        skipped.push({ location, offset: item.offset, bytes: item.end - item.offset, reason: item.reason })
-        log.warn(`WAL ${location}: skipping ${item.end - item.offset} corrupt bytes at offset ${item.offset} (${item.reason}) as asked`)
+        if (item.kind === 'record') { apply(item.payload); snapshotRecords++ } else corrupt(location, item)
       }
       snapshotBytes = data.length
     }
@@ -223,9 +226,7 @@ export class Wal {
       if (item.kind === 'record') { apply(item.payload); records++; continue }
       const location = adapter.describe('segment', item.segment)
       if (before(item, durable)) {
-        if (options.onCorruption === 'fail') throw new WalCorruptError(location, item.offset, item.reason)
-        skipped.push({ location, offset: item.offset, bytes: item.end - item.offset, reason: item.reason })
-        log.warn(`WAL ${location}: skipping ${item.end - item.offset} corrupt bytes at offset ${item.offset} (${item.reason}) as asked`)
+        corrupt(location, item)
         continue
       }
       const dropped = items.slice(i + 1).filter(x => x.kind === 'record').length
