@@ -149,6 +149,14 @@ export class Reader {
     throw new DecodeError(this.what, `varint too long at byte ${this.offset}`)
   }
 
+  /** A count of entries that take at least one byte each: bounded by what is left, so it cannot be forged
+   * into a huge allocation. */
+  count (): number {
+    const n = this.varint()
+    if (n > this.remaining) throw new DecodeError(this.what, `count ${n} exceeds the ${this.remaining} bytes left`)
+    return n
+  }
+
   bytes (max: number): Uint8Array {
     const n = this.varint()
     if (n > max) throw new DecodeError(this.what, `byte string of ${n} bytes exceeds ${max}`)

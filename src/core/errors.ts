@@ -125,3 +125,47 @@ export class LockedError extends MeshkvError {
     super(`${location} is in use by ${holder}; two peers must not share a data directory`)
   }
 }
+
+/**
+ * A write or read could not gather its quorum: `acked` replicas answered where `required` were needed (out
+ * of `replicas` tried). A failed write may still be stored on the replicas that acked; it is not reported as
+ * successful, and a later read may or may not see it.
+ */
+export class QuorumError extends MeshkvError {
+  readonly code = 'ERR_QUORUM'
+  constructor (readonly op: 'put' | 'delete' | 'get', readonly acked: number, readonly required: number, readonly replicas: number, readonly reasons: readonly string[] = []) {
+    super(`${op} reached ${acked} of the ${required} replicas it needs (${replicas} tried)${reasons.length > 0 ? ': ' + reasons.slice(0, 3).join('; ') : ''}`)
+  }
+}
+
+/** A peer did not answer a request within its time limit. */
+export class TimeoutError extends MeshkvError {
+  readonly code = 'ERR_TIMEOUT'
+  constructor (readonly peer: string, readonly timeoutMs: number) {
+    super(`peer ${peer} did not answer within ${timeoutMs} ms`)
+  }
+}
+
+/** No stream to a peer could be opened, or it broke with requests outstanding. */
+export class UnreachableError extends MeshkvError {
+  readonly code = 'ERR_UNREACHABLE'
+  constructor (readonly peer: string, readonly reason: string) {
+    super(`peer ${peer} is unreachable: ${reason}`)
+  }
+}
+
+/** A bounded queue is full: too many requests are outstanding to one peer. Retry later. */
+export class OverloadedError extends MeshkvError {
+  readonly code = 'ERR_OVERLOADED'
+  constructor (readonly what: string, readonly limit: number) {
+    super(`${what}: more than ${limit} outstanding requests`)
+  }
+}
+
+/** A peer answered a request with an error of its own; `remoteCode` is that error's code. */
+export class RemoteError extends MeshkvError {
+  readonly code = 'ERR_REMOTE'
+  constructor (readonly peer: string, readonly remoteCode: string, readonly remoteMessage: string) {
+    super(`peer ${peer} answered ${remoteCode}: ${remoteMessage}`)
+  }
+}

@@ -179,7 +179,8 @@ export class StorageEngine {
     if (this.closed) throw new ClosedError('storage engine')
   }
 
-  private checkKey (key: string): void {
+  /** Throws InvalidKeyError unless `key` is a non-empty string within `keyBytesMax` UTF-8 bytes. */
+  checkKey (key: string): void {
     if (typeof key !== 'string') throw new InvalidKeyError('not a string')
     if (key.length === 0) throw new InvalidKeyError('empty')
     // A UTF-16 unit is at most 3 UTF-8 bytes, so short keys need no byte count.
@@ -271,22 +272,33 @@ export class StorageEngine {
 
   private write (key: string, value: Uint8Array | null, options: WriteOptions): Promise<WriteResult> {
     try {
-      this.checkOpen()
-      this.checkKey(key)
-      throwIfAborted(options.signal)
-      const ttlMs = value === null ? 0 : this.checkTtl(options.ttlMs)
-      const current = this.map.get(key) ?? EMPTY_STATE
-      // Stamp the write after everything it causally follows, including values this replica has not seen yet.
-      if (options.contextTs !== undefined && options.contextTs !== null) this.hlc.observe(options.contextTs)
-      const state = update(current, options.context ?? EMPTY_VV, { value, ts: this.hlc.now(), lww: options.lww === true }, this.replicaId)
-      if (state.siblings.length > this.config.siblingsMax) throw new SiblingLimitError(key, state.siblings.length, this.config.siblingsMax)
-      const done = this.commit(key, state, ttlMs, options.durability, options.signal)
-      this.warnSiblings(key, state)
+      const { state, done } = this.writeLocal(key, value, options)
       const result: WriteResult = { key, state, context: state.vv }
       return done === RESOLVED ? Promise.resolve(result) : done.then(() => result)
     } catch (error) {
       return Promise.reject(error)
     }
+  }
+
+  /**
+   * A coordinated write, split for replication: the new state is applied (and returned) at once, so the
+   * coordinator can send it to the other replicas while `done` waits for its own log. Throws synchronously
+   * on bad input; `value` null writes a tombstone.
+   */
+  writeLocal (key: string, value: Uint8Array | null, options: WriteOptions): { state: KeyState; done: Promise<void> } {
+    this.checkOpen()
+    this.checkKey(key)
+    throwIfAborted(options.signal)
+    if (value !== null && value.length > this.config.valueBytesMax) throw new ValueTooLargeError(value.length, this.config.valueBytesMax)
+    const ttlMs = value === null ? 0 : this.checkTtl(options.ttlMs)
+    const current = this.map.get(key) ?? EMPTY_STATE
+    // Stamp the write after everything it causally follows, including values this replica has not seen yet.
+    if (options.contextTs !== undefined && options.contextTs !== null) this.hlc.observe(options.contextTs)
+    const state = update(current, options.context ?? EMPTY_VV, { value, ts: this.hlc.now(), lww: options.lww === true }, this.replicaId)
+    if (state.siblings.length > this.config.siblingsMax) throw new SiblingLimitError(key, state.siblings.length, this.config.siblingsMax)
+    const done = this.commit(key, state, ttlMs, options.durability, options.signal)
+    this.warnSiblings(key, state)
+    return { state, done }
   }
 
   /**
@@ -357,6 +369,21 @@ export class StorageEngine {
     this.removeLogged(key)
     return true
   }
+
+  /**
+   * Removes a key this replica holds for others (a delivered hint, a handed-off range) if its state is still
+   * exactly `expected`: a write that arrived since keeps it. Returns whether it removed the key.
+   */
+  drop (key: string, expected: KeyState): boolean {
+    this.checkOpen()
+    if (this.map.get(key) !== expected && !stateEquals(this.map.get(key) ?? EMPTY_STATE, expected)) return false
+    if (!this.map.has(key)) return false
+    this.removeLogged(key)
+    return true
+  }
+
+  /** TTL of a key in ms, 0 if none. */
+  ttl (key: string): number { return this.ttlOf(key) }
 
   get size (): number { return this.map.size }
 

@@ -33,8 +33,14 @@ export interface RecordLimits {
 
 export function encodePut (w: Writer, key: string, ttlMs: number, state: KeyState): Uint8Array {
   w.reset()
+  w.u8(RECORD_PUT).string(key).varint(ttlMs)
+  return writeState(w, state).finish()
+}
+
+/** Appends a key state in the record layout (also the wire layout of replication messages). */
+export function writeState (w: Writer, state: KeyState): Writer {
   const vv = state.vv
-  w.u8(RECORD_PUT).string(key).varint(ttlMs).varint(vv.length >> 1)
+  w.varint(vv.length >> 1)
   for (let i = 0; i < vv.length; i += 2) w.string(vv[i] as string).varint(vv[i + 1] as number)
   w.varint(state.siblings.length)
   for (const s of state.siblings) {
@@ -44,7 +50,7 @@ export function encodePut (w: Writer, key: string, ttlMs: number, state: KeyStat
   const f = state.lwwFloor
   if (f === null) w.u8(0)
   else w.u8(1).string(f.id).varint(f.n).varint(f.wall).varint(f.logical)
-  return w.finish()
+  return w
 }
 
 export function encodeRemove (w: Writer, key: string): Uint8Array {
@@ -63,13 +69,23 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
   }
   if (type !== RECORD_PUT) throw new DecodeError('storage record', `unknown record type ${type}`)
   const ttlMs = r.varint()
-  const vvCount = r.varint()
+  const state = readState(r, limits.valueBytesMax)
+  r.end()
+  return { type, key, ttlMs, state }
+}
+
+/**
+ * Reads a key state written by writeState. Values are copied out of the buffer. Counts are bounded by the
+ * bytes left (each entry takes at least one byte), so a forged count cannot allocate more than the input.
+ */
+export function readState (r: Reader, valueBytesMax: number): KeyState {
+  const vvCount = r.count()
   const vv = new Array<string | number>(vvCount * 2)
   for (let i = 0; i < vvCount * 2; i += 2) {
     vv[i] = r.string(REPLICA_ID_BYTES_MAX)
     vv[i + 1] = r.varint()
   }
-  const siblingCount = r.varint()
+  const siblingCount = r.count()
   const siblings: Sibling[] = []
   for (let i = 0; i < siblingCount; i++) {
     const id = r.string(REPLICA_ID_BYTES_MAX)
@@ -77,7 +93,7 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
     const flags = r.u8()
     const wall = r.varint()
     const logical = r.varint()
-    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : r.bytes(limits.valueBytesMax).slice()
+    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : r.bytes(valueBytesMax).slice()
     siblings.push({ id, n, value, wall, logical, lww: (flags & FLAG_LWW) !== 0 })
   }
   let lwwFloor: LwwFloor | null = null
@@ -86,6 +102,5 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
     const n = r.varint()
     lwwFloor = { id, n, wall: r.varint(), logical: r.varint() }
   }
-  r.end()
-  return { type, key, ttlMs, state: { vv: vv as VersionVector, siblings, lwwFloor } }
+  return { vv: vv as VersionVector, siblings, lwwFloor }
 }

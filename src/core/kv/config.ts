@@ -1,0 +1,83 @@
+/**
+ * Replication settings of a mesh. N is per mesh (every peer must use the same, or they disagree on who holds
+ * what); R and W are defaults a request may override. Every loop and batch has a bound here.
+ */
+import { ConfigError } from '../errors.js'
+
+export interface KvConfig {
+  /** Replicas per key. Default 3. Must be the same on every peer of a mesh. */
+  n: number
+  /** Replies a read waits for (1..n). Default 2. R + W > N makes a read see the latest acknowledged write
+   * while no member fails. */
+  r: number
+  /** Acknowledgements a write waits for (1..n). Default 2. */
+  w: number
+  /** Only primaries count toward a quorum: no fallbacks, no hints. Default false (sloppy quorum). */
+  strictQuorum: boolean
+  /** How long a coordinator waits for one replica's answer. Default 10 s. */
+  requestTimeoutMs: number
+  /** Requests outstanding to one peer before new ones fail with OverloadedError. Default 4096. */
+  inFlightMax: number
+  /** Largest message on the wire (one key state plus framing); larger key states cannot be replicated, so
+   * the storage engine's record limit is lowered to fit. Default 16 MiB. */
+  messageBytesMax: number
+  /** Period of the handoff loop, which delivers keys held by a peer that is not their primary (hints,
+   * rebalancing) and reaps tombstones. Default 1 s. */
+  handoffIntervalMs: number
+  /** Keys per handoff or transfer message. Default 256. */
+  handoffBatchKeys: number
+  /** Keys the handoff loop moves per turn (the transfer rate limit). Default 4096. */
+  handoffKeysPerTurn: number
+  /** Period of anti-entropy: each turn compares hash trees with the next replica peer, round-robin.
+   * Default 5 s. */
+  syncIntervalMs: number
+  /** Keys one anti-entropy round may compare and repair (its rate limit); the rest wait for the next round.
+   * Default 8192. */
+  syncKeysPerRound: number
+  /** A tombstone is reaped once every primary holds it and it is this old. Default 1 hour: a fallback
+   * holding an older value must deliver it within this time, or the delete could be undone. */
+  tombstoneGraceMs: number
+}
+
+export function defaultKvConfig (): KvConfig {
+  return {
+    n: 3,
+    r: 2,
+    w: 2,
+    strictQuorum: false,
+    requestTimeoutMs: 10_000,
+    inFlightMax: 4096,
+    messageBytesMax: 16 * 1024 * 1024,
+    handoffIntervalMs: 1000,
+    handoffBatchKeys: 256,
+    handoffKeysPerTurn: 4096,
+    syncIntervalMs: 5000,
+    syncKeysPerRound: 8192,
+    tombstoneGraceMs: 3_600_000
+  }
+}
+
+function integer (field: string, value: unknown, min: number, max: number): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(field, `must be an integer in [${min}, ${max}], got ${String(value)}`)
+  }
+}
+
+export const N_MAX = 16
+
+export function validateKvConfig (c: KvConfig): KvConfig {
+  integer('n', c.n, 1, N_MAX)
+  integer('r', c.r, 1, c.n)
+  integer('w', c.w, 1, c.n)
+  if (typeof c.strictQuorum !== 'boolean') throw new ConfigError('strictQuorum', 'must be a boolean')
+  integer('requestTimeoutMs', c.requestTimeoutMs, 1, 3_600_000)
+  integer('inFlightMax', c.inFlightMax, 1, 1_000_000)
+  integer('messageBytesMax', c.messageBytesMax, 64 * 1024, 256 * 1024 * 1024)
+  integer('handoffIntervalMs', c.handoffIntervalMs, 1, 3_600_000)
+  integer('handoffBatchKeys', c.handoffBatchKeys, 1, 100_000)
+  integer('handoffKeysPerTurn', c.handoffKeysPerTurn, 1, 10_000_000)
+  integer('syncIntervalMs', c.syncIntervalMs, 1, 86_400_000)
+  integer('syncKeysPerRound', c.syncKeysPerRound, 1, 10_000_000)
+  integer('tombstoneGraceMs', c.tombstoneGraceMs, 0, Number.MAX_SAFE_INTEGER)
+  return c
+}

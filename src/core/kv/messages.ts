@@ -1,0 +1,263 @@
+/**
+ * Wire format of /meshkv/kv/1.0.0 and /meshkv/sync/1.0.0. A stream carries length-prefixed frames; a frame
+ * holds one or more messages (messages queued for a peer while a frame is being written go out together,
+ * DESIGN.md §7); each message is a request or the reply to one, matched by request id:
+ *
+ *   frame   = count | (length | message)*
+ *   message = kind (1 request, 2 reply) | id | type | body
+ *
+ * Key states use the storage record layout (records.ts). Every decode is bounded by the limits passed in
+ * and by the bytes present; anything malformed throws DecodeError.
+ */
+import { Reader, Writer } from '../codec.js'
+import { DecodeError } from '../errors.js'
+import { readState, writeState } from '../storage/records.js'
+import { CONTEXT_ENTRIES_MAX, REPLICA_ID_BYTES_MAX } from '../version/context.js'
+import type { KeyState } from '../version/dvv.js'
+import type { Hlc } from '../version/hlc.js'
+import type { VersionVector } from '../version/vv.js'
+
+export interface Entry {
+  readonly key: string
+  readonly ttlMs: number
+  readonly state: KeyState
+}
+
+export type KvRequest =
+  /** Replica write: merge these states (replication, read repair, handoff, anti-entropy push). */
+  | { readonly type: 'merge'; readonly entries: readonly Entry[] }
+  /** Replica read of one key. */
+  | { readonly type: 'read'; readonly key: string }
+  /** Coordinate a client put (value) or delete (null) for a peer that is not a replica of the key. */
+  | { readonly type: 'put'; readonly key: string; readonly value: Uint8Array | null; readonly context: VersionVector; readonly ts: Hlc | null; readonly lww: boolean; readonly ttlMs: number; readonly w: number; readonly strict: boolean }
+  /** Coordinate a client get. */
+  | { readonly type: 'get'; readonly key: string; readonly r: number; readonly strict: boolean }
+  /** Anti-entropy: the root of the sender's hash tree over `segments` (keys both peers replicate). */
+  | { readonly type: 'sync-root'; readonly segments: readonly number[]; readonly root: number }
+  /** Anti-entropy: the sender's segment hashes (2 numbers per segment). */
+  | { readonly type: 'sync-leaves'; readonly segments: readonly number[]; readonly hashes: readonly number[] }
+  /** Send me these keys' states. */
+  | { readonly type: 'pull'; readonly keys: readonly string[] }
+  /** Every primary holds this tombstone and its grace period passed: remove it if your state is exactly this. */
+  | { readonly type: 'reap'; readonly key: string; readonly state: KeyState }
+
+export type KvReply =
+  | { readonly type: 'ok' }
+  | { readonly type: 'state'; readonly state: KeyState | null; readonly ttlMs: number }
+  | { readonly type: 'put'; readonly state: KeyState; readonly acks: number }
+  | { readonly type: 'get'; readonly state: KeyState | null; readonly replies: number }
+  | { readonly type: 'sync-root'; readonly equal: boolean }
+  /** Key digests (2 numbers per key) of the segments whose hashes differed; `truncated` if capped. */
+  | { readonly type: 'digests'; readonly segments: readonly number[]; readonly keys: readonly string[]; readonly hashes: readonly number[]; readonly truncated: boolean }
+  | { readonly type: 'entries'; readonly entries: readonly Entry[] }
+  | { readonly type: 'error'; readonly code: string; readonly message: string; readonly acked: number; readonly required: number }
+
+export interface WireLimits {
+  keyBytesMax: number
+  valueBytesMax: number
+}
+
+const KIND_REQUEST = 1
+const KIND_REPLY = 2
+
+const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap'] as const
+const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error'] as const
+const SEGMENTS_MAX = 1024
+const ERROR_TEXT_MAX = 4096
+
+export type Decoded =
+  | { readonly kind: 'request'; readonly id: number; readonly request: KvRequest }
+  | { readonly kind: 'reply'; readonly id: number; readonly reply: KvReply }
+
+function writeEntries (w: Writer, entries: readonly Entry[]): void {
+  w.varint(entries.length)
+  for (const e of entries) writeState(w.string(e.key).varint(e.ttlMs), e.state)
+}
+
+function readEntries (r: Reader, limits: WireLimits): Entry[] {
+  const count = r.count()
+  const entries: Entry[] = []
+  for (let i = 0; i < count; i++) {
+    const key = r.string(limits.keyBytesMax)
+    const ttlMs = r.varint()
+    entries.push({ key, ttlMs, state: readState(r, limits.valueBytesMax) })
+  }
+  return entries
+}
+
+function writeNumbers (w: Writer, values: readonly number[]): void {
+  w.varint(values.length)
+  for (const v of values) w.varint(v)
+}
+
+function readNumbers (r: Reader, max: number): number[] {
+  const count = r.count()
+  if (count > max) throw new DecodeError('kv message', `${count} numbers exceed ${max}`)
+  const out = new Array<number>(count)
+  for (let i = 0; i < count; i++) out[i] = r.varint()
+  return out
+}
+
+function readSegments (r: Reader): number[] {
+  const segments = readNumbers(r, SEGMENTS_MAX)
+  for (const s of segments) if (s >= SEGMENTS_MAX) throw new DecodeError('kv message', `segment ${s} out of range`)
+  return segments
+}
+
+function writeStrings (w: Writer, values: readonly string[]): void {
+  w.varint(values.length)
+  for (const v of values) w.string(v)
+}
+
+function readStrings (r: Reader, maxBytes: number): string[] {
+  const count = r.count()
+  const out: string[] = []
+  for (let i = 0; i < count; i++) out.push(r.string(maxBytes))
+  return out
+}
+
+function writeVv (w: Writer, vv: VersionVector): void {
+  w.varint(vv.length >> 1)
+  for (let i = 0; i < vv.length; i += 2) w.string(vv[i] as string).varint(vv[i + 1] as number)
+}
+
+function readVv (r: Reader): VersionVector {
+  const count = r.count()
+  if (count > CONTEXT_ENTRIES_MAX) throw new DecodeError('kv message', `context of ${count} entries exceeds ${CONTEXT_ENTRIES_MAX}`)
+  const vv = new Array<string | number>(count * 2)
+  for (let i = 0; i < count * 2; i += 2) {
+    vv[i] = r.string(REPLICA_ID_BYTES_MAX)
+    vv[i + 1] = r.varint()
+  }
+  return vv as VersionVector
+}
+
+export function encodeRequest (w: Writer, id: number, req: KvRequest): Uint8Array {
+  w.reset()
+  w.u8(KIND_REQUEST).varint(id).u8(REQUEST_TYPES.indexOf(req.type))
+  switch (req.type) {
+    case 'merge': writeEntries(w, req.entries); break
+    case 'read': w.string(req.key); break
+    case 'put':
+      w.string(req.key).u8((req.value === null ? 1 : 0) | (req.lww ? 2 : 0) | (req.strict ? 4 : 0) | (req.ts === null ? 0 : 8))
+      if (req.value !== null) w.bytes(req.value)
+      writeVv(w, req.context)
+      if (req.ts !== null) w.varint(req.ts.wall).varint(req.ts.logical)
+      w.varint(req.ttlMs).varint(req.w)
+      break
+    case 'get': w.string(req.key).varint(req.r).u8(req.strict ? 1 : 0); break
+    case 'sync-root': writeNumbers(w, req.segments); w.varint(req.root); break
+    case 'sync-leaves': writeNumbers(w, req.segments); writeNumbers(w, req.hashes); break
+    case 'pull': writeStrings(w, req.keys); break
+    case 'reap': writeState(w.string(req.key), req.state); break
+  }
+  return w.finish().slice()
+}
+
+export function encodeReply (w: Writer, id: number, reply: KvReply): Uint8Array {
+  w.reset()
+  w.u8(KIND_REPLY).varint(id).u8(REPLY_TYPES.indexOf(reply.type))
+  switch (reply.type) {
+    case 'ok': break
+    case 'state':
+    case 'get':
+      if (reply.state === null) w.u8(0)
+      else writeState(w.u8(1), reply.state)
+      w.varint(reply.type === 'state' ? reply.ttlMs : reply.replies)
+      break
+    case 'put': writeState(w, reply.state).varint(reply.acks); break
+    case 'sync-root': w.u8(reply.equal ? 1 : 0); break
+    case 'digests': writeNumbers(w, reply.segments); writeStrings(w, reply.keys); writeNumbers(w, reply.hashes); w.u8(reply.truncated ? 1 : 0); break
+    case 'entries': writeEntries(w, reply.entries); break
+    case 'error': w.string(reply.code.slice(0, 64)).string(reply.message.slice(0, 1000)).varint(reply.acked).varint(reply.required); break
+  }
+  return w.finish().slice()
+}
+
+function readOptionalState (r: Reader, limits: WireLimits): KeyState | null {
+  return r.u8() === 1 ? readState(r, limits.valueBytesMax) : null
+}
+
+function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limits: WireLimits): KvRequest {
+  switch (type) {
+    case 'merge': return { type, entries: readEntries(r, limits) }
+    case 'read': return { type, key: r.string(limits.keyBytesMax) }
+    case 'put': {
+      const key = r.string(limits.keyBytesMax)
+      const flags = r.u8()
+      const value = (flags & 1) !== 0 ? null : r.bytes(limits.valueBytesMax).slice()
+      const context = readVv(r)
+      const ts = (flags & 8) !== 0 ? { wall: r.varint(), logical: r.varint() } : null
+      return { type, key, value, context, ts, lww: (flags & 2) !== 0, strict: (flags & 4) !== 0, ttlMs: r.varint(), w: r.varint() }
+    }
+    case 'get': return { type, key: r.string(limits.keyBytesMax), r: r.varint(), strict: r.u8() === 1 }
+    case 'sync-root': return { type, segments: readSegments(r), root: r.varint() }
+    case 'sync-leaves': {
+      const segments = readSegments(r)
+      const hashes = readNumbers(r, SEGMENTS_MAX * 2)
+      if (hashes.length !== segments.length * 2) throw new DecodeError('kv message', 'segment hashes do not match segments')
+      return { type, segments, hashes }
+    }
+    case 'pull': return { type, keys: readStrings(r, limits.keyBytesMax) }
+    case 'reap': return { type, key: r.string(limits.keyBytesMax), state: readState(r, limits.valueBytesMax) }
+  }
+}
+
+function decodeReplyBody (r: Reader, type: typeof REPLY_TYPES[number], limits: WireLimits): KvReply {
+  switch (type) {
+    case 'ok': return { type }
+    case 'state': return { type, state: readOptionalState(r, limits), ttlMs: r.varint() }
+    case 'get': return { type, state: readOptionalState(r, limits), replies: r.varint() }
+    case 'put': return { type, state: readState(r, limits.valueBytesMax), acks: r.varint() }
+    case 'sync-root': return { type, equal: r.u8() === 1 }
+    case 'digests': {
+      const segments = readSegments(r)
+      const keys = readStrings(r, limits.keyBytesMax)
+      const hashes = readNumbers(r, Number.MAX_SAFE_INTEGER)
+      if (hashes.length !== keys.length * 2) throw new DecodeError('kv message', 'key digests do not match keys')
+      return { type, segments, keys, hashes, truncated: r.u8() === 1 }
+    }
+    case 'entries': return { type, entries: readEntries(r, limits) }
+    case 'error': return { type, code: r.string(ERROR_TEXT_MAX), message: r.string(ERROR_TEXT_MAX), acked: r.varint(), required: r.varint() }
+  }
+}
+
+export function decodeMessage (bytes: Uint8Array, limits: WireLimits): Decoded {
+  const r = new Reader(bytes, 'kv message')
+  const kind = r.u8()
+  const id = r.varint()
+  const t = r.u8()
+  if (kind === KIND_REQUEST) {
+    const type = REQUEST_TYPES[t]
+    if (type === undefined) throw new DecodeError('kv message', `unknown request type ${t}`)
+    const request = decodeRequestBody(r, type, limits)
+    r.end()
+    return { kind: 'request', id, request }
+  }
+  if (kind === KIND_REPLY) {
+    const type = REPLY_TYPES[t]
+    if (type === undefined) throw new DecodeError('kv message', `unknown reply type ${t}`)
+    const reply = decodeReplyBody(r, type, limits)
+    r.end()
+    return { kind: 'reply', id, reply }
+  }
+  throw new DecodeError('kv message', `unknown message kind ${kind}`)
+}
+
+/** One frame from encoded messages (each already a standalone byte array). */
+export function encodeFrame (w: Writer, messages: readonly Uint8Array[]): Uint8Array {
+  w.reset()
+  w.varint(messages.length)
+  for (const m of messages) w.bytes(m)
+  return w.finish()
+}
+
+/** Splits a frame into its messages (views into `frame`). */
+export function splitFrame (frame: Uint8Array, messageBytesMax: number): Uint8Array[] {
+  const r = new Reader(frame, 'kv frame')
+  const count = r.count()
+  const out: Uint8Array[] = []
+  for (let i = 0; i < count; i++) out.push(r.bytes(messageBytesMax))
+  r.end()
+  return out
+}

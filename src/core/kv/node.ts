@@ -1,0 +1,767 @@
+/**
+ * The replicated key-value store of one peer, as a pure state machine over injected parts: the storage
+ * engine, the ring and who is up (from membership), a transport to other peers, and a clock. It is the
+ * coordinator for client requests, the replica that answers coordinators, and the background work that
+ * keeps replicas complete (Dynamo, DeCandia et al. 2007; Riak's handoff and AAE):
+ *
+ * - put/delete: the coordinator — a replica of the key; any other peer forwards to one — applies the write
+ *   to its own engine, which gives the new value the coordinator's next dot, sends the resulting state to
+ *   the other N-1 replicas of the preference list, and answers after W of them (itself included) have made
+ *   it durable. Fewer than W: QuorumError with the acked count, never success.
+ * - get: the coordinator asks the N replicas and merges the first R answers; once the rest answer (or time
+ *   out), any replica whose state was behind the merge gets it (read repair).
+ * - sloppy quorum: when a primary is down, the preference list continues with the next up member (a
+ *   fallback). A fallback holds the key like any replica, durably in its own log; holding a key whose
+ *   primaries do not include you is the hint. The handoff loop delivers such keys to all their primaries and
+ *   drops them once every primary has acknowledged — which is also how ranges move to a member that joined.
+ * - anti-entropy: round-robin with each peer that shares segments, compare hash trees (root, then segment
+ *   hashes, then key digests) over the keys both replicate, and push and pull what differs.
+ * - tombstones are reaped by the key's first primary once every primary holds the identical tombstone and
+ *   it is older than the grace period.
+ *
+ * Timers live in the adapter (services/kv-service.ts, or the simulator), which calls the loop steps.
+ */
+import { raceAbort, throwIfAborted } from '../abort.js'
+import type { Clock, Logger } from '../env.js'
+import { ConfigError, MeshkvError, QuorumError, RemoteError, ValueTooLargeError } from '../errors.js'
+import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
+import type { StorageEngine } from '../storage/engine.js'
+import { decodeContext, encodeContext } from '../version/context.js'
+import { type KeyState, isDeleted, newestTs, stateEquals, sync, valuesOf } from '../version/dvv.js'
+import type { Hlc } from '../version/hlc.js'
+import { EMPTY_VV, type VersionVector } from '../version/vv.js'
+import type { KvConfig } from './config.js'
+import { Digests, type Hash64 } from './digest.js'
+import type { Entry, KvReply, KvRequest } from './messages.js'
+
+export type Channel = 'kv' | 'sync'
+
+export interface KvTransport {
+  /** Sends a request to a peer and resolves with its reply; rejects (typed) if the peer cannot be reached
+   * or does not answer in time. 'kv' carries client and replica requests, 'sync' bulk transfer. */
+  request(to: string, channel: Channel, request: KvRequest, signal?: AbortSignal): Promise<KvReply>
+}
+
+export interface KvNodeOptions {
+  engine: StorageEngine
+  config: KvConfig
+  hash64: Hash64
+  transport: KvTransport
+  clock: Clock
+  log: Logger
+}
+
+export interface ReadOptions {
+  /** Replies to wait for (1..N); default the mesh's R. */
+  r?: number
+  /** Primaries only (no fallbacks). */
+  strict?: boolean
+  signal?: AbortSignal
+}
+
+export interface WriteOptions {
+  /** The context of an earlier get: the write supersedes what that read saw. */
+  context?: string
+  /** Acknowledgements to wait for (1..N); default the mesh's W. */
+  w?: number
+  strict?: boolean
+  /** Last-writer-wins by hybrid logical clock instead of keeping siblings. */
+  lww?: boolean
+  /** Expire the key this long after its last write (puts only). */
+  ttlMs?: number
+  signal?: AbortSignal
+}
+
+export interface SiblingView {
+  readonly value: Uint8Array
+  /** Hybrid logical clock time of the write: wall ms and logical counter. */
+  readonly wall: number
+  readonly logical: number
+  /** The replica that coordinated the write and its counter (the dot). */
+  readonly replica: string
+  readonly counter: number
+}
+
+export interface GetResult {
+  readonly key: string
+  /** Live values: none if the key is missing or deleted, more than one for concurrent writes (siblings). */
+  readonly values: readonly Uint8Array[]
+  readonly siblings: readonly SiblingView[]
+  /** Opaque causal context: pass it to the next put or delete of the key. */
+  readonly context: string
+  /** Whether any replica had a tombstone and no value: the key was deleted. */
+  readonly deleted: boolean
+  /** How many replicas answered before this result was returned. */
+  readonly replies: number
+}
+
+export interface PutResult {
+  readonly key: string
+  /** Context of the written version: a put with it supersedes this write. */
+  readonly context: string
+  /** Replicas that acknowledged before the result was returned (at least W). */
+  readonly acks: number
+}
+
+export interface ReplicaView {
+  readonly id: string
+  readonly role: 'primary' | 'fallback'
+  readonly hintFor?: string
+  readonly up: boolean
+  /** The replica's state of the key (null if it holds none), or undefined with `error` if it did not answer. */
+  readonly state?: KeyState | null
+  readonly error?: string
+}
+
+export interface KvStats {
+  puts: number
+  gets: number
+  deletes: number
+  forwarded: number
+  quorumFailures: number
+  readRepairs: number
+  hintsPending: number
+  handedOff: number
+  dropped: number
+  syncRounds: number
+  syncRepairs: number
+  reaped: number
+  badRequests: number
+}
+
+export interface SyncResult {
+  readonly peer: string
+  readonly equal: boolean
+  readonly pushed: number
+  readonly pulled: number
+}
+
+interface Held {
+  readonly state: KeyState
+  readonly ttlMs: number
+}
+
+function errorReply (error: unknown): KvReply {
+  if (error instanceof QuorumError) return { type: 'error', code: error.code, message: error.message, acked: error.acked, required: error.required }
+  if (error instanceof MeshkvError) return { type: 'error', code: error.code, message: error.message, acked: 0, required: 0 }
+  return { type: 'error', code: 'ERR_INTERNAL', message: error instanceof Error ? error.message : String(error), acked: 0, required: 0 }
+}
+
+/** The error a reply stands for: quorum failures keep their type, everything else names the remote code. */
+export function replyError (peer: string, reply: KvReply, op: 'put' | 'delete' | 'get'): Error {
+  if (reply.type !== 'error') return new RemoteError(peer, 'ERR_UNEXPECTED_REPLY', `unexpected reply ${reply.type}`)
+  if (reply.code === 'ERR_QUORUM') return new QuorumError(op, reply.acked, reply.required, reply.required, [reply.message])
+  return new RemoteError(peer, reply.code, reply.message)
+}
+
+function reason (error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+/**
+ * Waits until `required` of `tasks` succeed (resolves with how many had) or so many failed that they cannot
+ * (rejects through `fail`). Tasks keep running afterwards; their outcomes are ignored.
+ */
+function quorum (tasks: ReadonlyArray<Promise<unknown>>, required: number, fail: (acked: number, reasons: string[]) => Error, signal?: AbortSignal): Promise<number> {
+  return raceAbort(new Promise<number>((resolve, reject) => {
+    let acked = 0
+    let failed = 0
+    const reasons: string[] = []
+    if (tasks.length < required) {
+      // Still wait for what there is, so the error reports the real acked count.
+      Promise.allSettled(tasks).then(results => {
+        for (const r of results) if (r.status === 'fulfilled') acked++; else reasons.push(reason(r.reason))
+        reject(fail(acked, reasons))
+      }, reject)
+      return
+    }
+    for (const t of tasks) {
+      t.then(() => {
+        if (++acked === required) resolve(acked)
+      }, error => {
+        reasons.push(reason(error))
+        if (++failed === tasks.length - required + 1) reject(fail(acked, reasons))
+      })
+    }
+  }), signal)
+}
+
+export class KvNode {
+  readonly id: string
+  readonly stats: KvStats = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, hintsPending: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0 }
+  private readonly engine: StorageEngine
+  private readonly config: KvConfig
+  private readonly transport: KvTransport
+  private readonly clock: Clock
+  private readonly log: Logger
+  private readonly digests: Digests
+  private ringNow: Ring
+  private isUpNow: (id: string) => boolean = () => true
+  /** Keys held here whose primaries do not include this peer: hints and ranges to hand off. */
+  private readonly foreign = new Set<string>()
+  /** Deleted keys held here: candidates for reaping. */
+  private readonly tombstones = new Set<string>()
+  private syncCursor = 0
+  private sharedCache: { ring: Ring; shared: Map<string, number[]> } | null = null
+
+  constructor (ring: Ring, private readonly options: KvNodeOptions) {
+    this.engine = options.engine
+    this.id = options.engine.replicaId
+    this.config = options.config
+    this.transport = options.transport
+    this.clock = options.clock
+    this.log = options.log
+    this.digests = new Digests(options.hash64)
+    this.ringNow = ring
+    this.rescan()
+  }
+
+  get ring (): Ring { return this.ringNow }
+
+  isUp (id: string): boolean { return id === this.id || this.isUpNow(id) }
+
+  /** Membership changed: the ring (if its members changed) and who is up. */
+  setMembership (ring: Ring, isUp: (id: string) => boolean): void {
+    this.isUpNow = isUp
+    if (ring === this.ringNow) return
+    this.ringNow = ring
+    this.sharedCache = null
+    this.rescan()
+  }
+
+  private rescan (): void {
+    this.foreign.clear()
+    this.tombstones.clear()
+    for (const [key, state] of this.engine.entries()) this.note(key, state)
+    this.stats.hintsPending = this.foreign.size
+  }
+
+  private primariesOf (key: string): string[] {
+    return this.ringNow.primaries(this.ringNow.position(key), this.config.n)
+  }
+
+  /** Keeps the foreign and tombstone indexes true for a key whose state just changed here. */
+  private note (key: string, state: KeyState | undefined): void {
+    if (state === undefined) {
+      this.foreign.delete(key)
+      this.tombstones.delete(key)
+    } else {
+      if (this.primariesOf(key).includes(this.id)) this.foreign.delete(key)
+      else this.foreign.add(key)
+      if (isDeleted(state)) this.tombstones.add(key)
+      else this.tombstones.delete(key)
+    }
+    this.stats.hintsPending = this.foreign.size
+  }
+
+  /** The members a request for `key` goes to, in order: up primaries, then fallbacks (unless strict). */
+  preference (key: string, strict = this.config.strictQuorum): PreferenceEntry[] {
+    const list = this.ringNow.preferenceList(this.ringNow.position(key), this.config.n, id => this.isUp(id))
+    return strict ? list.filter(e => e.role === 'primary') : list
+  }
+
+  private checkCount (name: 'r' | 'w', value: number | undefined): number {
+    const v = value ?? this.config[name]
+    if (!Number.isInteger(v) || v < 1 || v > this.config.n) throw new ConfigError(name, `must be an integer in [1, ${this.config.n}] (N), got ${String(v)}`)
+    return v
+  }
+
+  // ------------------------------------------------------------ client operations
+
+  put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
+    if (!(value instanceof Uint8Array)) return Promise.reject(new TypeError('value must be a Uint8Array'))
+    return this.write(key, value, options)
+  }
+
+  delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {
+    return this.write(key, null, options)
+  }
+
+  private async write (key: string, value: Uint8Array | null, options: WriteOptions): Promise<PutResult> {
+    this.engine.checkKey(key)
+    // The engine checks too; checking here fails fast on a peer that would forward.
+    if (value !== null && value.length > this.engine.config.valueBytesMax) throw new ValueTooLargeError(value.length, this.engine.config.valueBytesMax)
+    const w = this.checkCount('w', options.w)
+    const ctx = options.context === undefined || options.context === '' ? { vv: EMPTY_VV, ts: null } : decodeContext(options.context)
+    throwIfAborted(options.signal)
+    const op = value === null ? 'delete' : 'put'
+    if (value === null) this.stats.deletes++
+    else this.stats.puts++
+    const pref = this.preference(key, options.strict)
+    if (!pref.some(e => e.id === this.id)) {
+      const reply = await this.forward(pref, { type: 'put', key, value, context: ctx.vv, ts: ctx.ts, lww: options.lww === true, ttlMs: options.ttlMs ?? 0, w, strict: options.strict ?? this.config.strictQuorum }, op, w, options.signal)
+      if (reply.type !== 'put') throw replyError(pref[0]!.id, reply, op)
+      return { key, context: encodeContext(reply.state.vv, newestTs(reply.state) ?? null), acks: reply.acks }
+    }
+    const { state, acks } = await this.coordinateWrite(key, value, ctx.vv, ctx.ts, pref, w, options)
+    return { key, context: encodeContext(state.vv, newestTs(state) ?? null), acks }
+  }
+
+  private async coordinateWrite (key: string, value: Uint8Array | null, context: VersionVector, ts: Hlc | null, pref: PreferenceEntry[], w: number, options: { lww?: boolean; ttlMs?: number; signal?: AbortSignal }): Promise<{ state: KeyState; acks: number }> {
+    const op = value === null ? 'delete' : 'put'
+    const local = this.engine.writeLocal(key, value, { context, contextTs: ts, lww: options.lww, ...(value === null ? {} : { ttlMs: options.ttlMs }) })
+    this.note(key, local.state)
+    const entry: Entry = { key, ttlMs: this.engine.ttl(key), state: local.state }
+    const tasks: Array<Promise<unknown>> = [local.done]
+    for (const e of pref) {
+      if (e.id !== this.id) tasks.push(this.replicate(e.id, 'kv', [entry], options.signal))
+    }
+    try {
+      const acks = await quorum(tasks, w, (acked, reasons) => new QuorumError(op, acked, w, tasks.length, reasons), options.signal)
+      return { state: local.state, acks }
+    } catch (error) {
+      if (error instanceof QuorumError) this.stats.quorumFailures++
+      throw error
+    }
+  }
+
+  private async replicate (to: string, channel: 'kv' | 'sync', entries: Entry[], signal?: AbortSignal): Promise<void> {
+    const reply = await this.transport.request(to, channel, { type: 'merge', entries }, signal)
+    if (reply.type !== 'ok') throw replyError(to, reply, 'put')
+  }
+
+  /** Sends a client request to a replica that can coordinate it; tries the next one if the first is unreachable. */
+  private async forward (pref: PreferenceEntry[], request: KvRequest, op: 'put' | 'delete' | 'get', required: number, signal?: AbortSignal): Promise<KvReply> {
+    if (pref.length === 0) {
+      this.stats.quorumFailures++
+      throw new QuorumError(op, 0, required, 0, ['no replica of the key is up'])
+    }
+    this.stats.forwarded++
+    const reasons: string[] = []
+    for (const e of pref.slice(0, 2)) {
+      try {
+        return await this.transport.request(e.id, 'kv', request, signal)
+      } catch (error) {
+        throwIfAborted(signal)
+        reasons.push(`${e.id}: ${reason(error)}`)
+      }
+    }
+    this.stats.quorumFailures++
+    throw new QuorumError(op, 0, required, pref.length, reasons)
+  }
+
+  async get (key: string, options: ReadOptions = {}): Promise<GetResult> {
+    this.engine.checkKey(key)
+    const r = this.checkCount('r', options.r)
+    throwIfAborted(options.signal)
+    this.stats.gets++
+    const pref = this.preference(key, options.strict)
+    if (!pref.some(e => e.id === this.id)) {
+      const reply = await this.forward(pref, { type: 'get', key, r, strict: options.strict ?? this.config.strictQuorum }, 'get', r, options.signal)
+      if (reply.type !== 'get') throw replyError(pref[0]!.id, reply, 'get')
+      return toResult(key, reply.state, reply.replies)
+    }
+    const { state, replies } = await this.coordinateRead(key, pref, r, options.signal)
+    return toResult(key, state, replies)
+  }
+
+  private async coordinateRead (key: string, pref: PreferenceEntry[], r: number, signal?: AbortSignal): Promise<{ state: KeyState | null; replies: number }> {
+    const answers = new Map<string, Held | null>()
+    let merged: KeyState | null = null
+    let ttlMs = 0
+    const take = (id: string, held: Held | null): void => {
+      answers.set(id, held)
+      if (held === null) return
+      merged = merged === null ? held.state : sync(merged, held.state)
+      ttlMs = Math.max(ttlMs, held.ttlMs)
+    }
+    const tasks = pref.map(async e => {
+      if (e.id === this.id) {
+        const state = this.engine.state(key)
+        take(e.id, state === undefined ? null : { state, ttlMs: this.engine.ttl(key) })
+        return
+      }
+      const reply = await this.transport.request(e.id, 'kv', { type: 'read', key })
+      if (reply.type !== 'state') throw replyError(e.id, reply, 'get')
+      take(e.id, reply.state === null ? null : { state: reply.state, ttlMs: reply.ttlMs })
+    })
+    // Read repair once everyone answered or failed; it runs after the client has its answer.
+    void Promise.allSettled(tasks).then(() => { this.readRepair(key, answers, merged, ttlMs) })
+    try {
+      const replies = await quorum(tasks, r, (acked, reasons) => new QuorumError('get', acked, r, tasks.length, reasons), signal)
+      return { state: merged, replies }
+    } catch (error) {
+      if (error instanceof QuorumError) this.stats.quorumFailures++
+      throw error
+    }
+  }
+
+  private readRepair (key: string, answers: Map<string, Held | null>, merged: KeyState | null, ttlMs: number): void {
+    if (merged === null) return
+    const entry: Entry = { key, ttlMs, state: merged }
+    for (const [id, held] of answers) {
+      if (held !== null && stateEquals(held.state, merged)) continue
+      this.stats.readRepairs++
+      if (id === this.id) {
+        this.mergeLocal([entry]).catch(error => { this.log.debug(`read repair of ${key} here failed: ${reason(error)}`) })
+      } else {
+        this.replicate(id, 'kv', [entry]).catch(error => { this.log.debug(`read repair of ${key} on ${id} failed: ${reason(error)}`) })
+      }
+    }
+  }
+
+  /** The key's preference list with each replica's state, for inspection (`GET /kv/:key/placement`). */
+  async placement (key: string, signal?: AbortSignal): Promise<{ position: number; segment: number; primaries: string[]; replicas: ReplicaView[] }> {
+    this.engine.checkKey(key)
+    const position = this.ringNow.position(key)
+    const primaries = this.ringNow.primaries(position, this.config.n)
+    const entries = this.preference(key, false)
+    const ids = new Set(entries.map(e => e.id))
+    // Down primaries are listed too, so the caller sees whom fallbacks stand in for.
+    const all: Array<{ id: string; role: 'primary' | 'fallback'; hintFor?: string }> = [...entries]
+    for (const p of primaries) if (!ids.has(p)) all.push({ id: p, role: 'primary' })
+    const replicas = await Promise.all(all.map(async (e): Promise<ReplicaView> => {
+      const base = { id: e.id, role: e.role, up: this.isUp(e.id), ...(e.hintFor === undefined ? {} : { hintFor: e.hintFor }) }
+      if (e.id === this.id) return { ...base, state: this.engine.state(key) ?? null }
+      if (!base.up) return { ...base, error: 'down' }
+      try {
+        const reply = await this.transport.request(e.id, 'kv', { type: 'read', key }, signal)
+        if (reply.type !== 'state') throw replyError(e.id, reply, 'get')
+        return { ...base, state: reply.state }
+      } catch (error) {
+        return { ...base, error: reason(error) }
+      }
+    }))
+    return { position, segment: segmentOf(position), primaries, replicas }
+  }
+
+  // ------------------------------------------------------------ serving other peers
+
+  /** Answers a request from another peer. Never throws: failures become error replies. */
+  async handle (from: string, request: KvRequest): Promise<KvReply> {
+    try {
+      switch (request.type) {
+        case 'merge':
+          await this.mergeLocal(request.entries)
+          return { type: 'ok' }
+        case 'read': {
+          this.engine.checkKey(request.key)
+          const state = this.engine.state(request.key)
+          return { type: 'state', state: state ?? null, ttlMs: state === undefined ? 0 : this.engine.ttl(request.key) }
+        }
+        case 'put': {
+          const w = this.checkCount('w', request.w)
+          this.engine.checkKey(request.key)
+          const pref = this.preference(request.key, request.strict)
+          if (!pref.some(e => e.id === this.id)) throw new QuorumError(request.value === null ? 'delete' : 'put', 0, w, 0, [`${this.id} is not a replica of the key in its view of the ring`])
+          if (request.value === null) this.stats.deletes++
+          else this.stats.puts++
+          const { state, acks } = await this.coordinateWrite(request.key, request.value, request.context, request.ts, pref, w, { lww: request.lww, ttlMs: request.ttlMs })
+          return { type: 'put', state, acks }
+        }
+        case 'get': {
+          const r = this.checkCount('r', request.r)
+          this.engine.checkKey(request.key)
+          const pref = this.preference(request.key, request.strict)
+          if (!pref.some(e => e.id === this.id)) throw new QuorumError('get', 0, r, 0, [`${this.id} is not a replica of the key in its view of the ring`])
+          this.stats.gets++
+          const { state, replies } = await this.coordinateRead(request.key, pref, r)
+          return { type: 'get', state, replies }
+        }
+        case 'sync-root': return { type: 'sync-root', equal: this.root(from, request.segments) === request.root }
+        case 'sync-leaves': return this.diffLeaves(from, request.segments, request.hashes)
+        case 'pull': {
+          const entries: Entry[] = []
+          for (const key of request.keys) {
+            const state = this.engine.state(key)
+            if (state !== undefined) entries.push({ key, ttlMs: this.engine.ttl(key), state })
+          }
+          return { type: 'entries', entries }
+        }
+        case 'reap':
+          if (this.engine.reap(request.key, request.state)) {
+            this.stats.reaped++
+            this.note(request.key, undefined)
+          }
+          return { type: 'ok' }
+      }
+    } catch (error) {
+      if (!(error instanceof QuorumError)) this.stats.badRequests++
+      return errorReply(error)
+    }
+  }
+
+  private async mergeLocal (entries: readonly Entry[]): Promise<void> {
+    const done: Array<Promise<unknown>> = []
+    for (const e of entries) {
+      done.push(this.engine.merge(e.key, e.state, { ttlMs: e.ttlMs }).then(result => {
+        if (result.changed) this.note(e.key, result.state)
+      }))
+    }
+    await Promise.all(done)
+  }
+
+  // ------------------------------------------------------------ handoff: hints and rebalancing
+
+  /**
+   * One turn of the handoff loop: delivers up to `handoffKeysPerTurn` keys held here for others to their
+   * primaries, and drops each once every one of its primaries acknowledged (durably) the exact state held.
+   * Keys with a primary down stay (the hint waits for it). Then reaps tombstones. Returns what it moved.
+   */
+  async handoff (signal?: AbortSignal): Promise<{ delivered: number; dropped: number; reaped: number }> {
+    const batches = new Map<string, Entry[]>()
+    const pending = new Map<string, { state: KeyState; primaries: string[]; acked: number }>()
+    let budget = this.config.handoffKeysPerTurn
+    for (const key of this.foreign) {
+      if (budget-- <= 0) break
+      const state = this.engine.state(key)
+      if (state === undefined) { this.foreign.delete(key); continue }
+      const primaries = this.primariesOf(key)
+      if (primaries.includes(this.id)) { this.foreign.delete(key); continue }
+      const up = primaries.filter(id => this.isUp(id))
+      if (up.length === 0) continue
+      const entry: Entry = { key, ttlMs: this.engine.ttl(key), state }
+      pending.set(key, { state, primaries, acked: 0 })
+      for (const id of up) {
+        let batch = batches.get(id)
+        if (batch === undefined) batches.set(id, batch = [])
+        batch.push(entry)
+      }
+    }
+    let delivered = 0
+    await Promise.all([...batches].map(async ([id, entries]) => {
+      for (let i = 0; i < entries.length; i += this.config.handoffBatchKeys) {
+        throwIfAborted(signal)
+        const chunk = entries.slice(i, i + this.config.handoffBatchKeys)
+        try {
+          await this.replicate(id, 'sync', chunk, signal)
+        } catch (error) {
+          this.log.debug(`handoff to ${id} failed: ${reason(error)}`)
+          return
+        }
+        delivered += chunk.length
+        for (const e of chunk) pending.get(e.key)!.acked++
+      }
+    }))
+    let dropped = 0
+    for (const [key, p] of pending) {
+      if (p.acked < p.primaries.length) continue
+      if (this.engine.drop(key, p.state)) {
+        dropped++
+        this.note(key, undefined)
+      }
+    }
+    this.stats.handedOff += delivered
+    this.stats.dropped += dropped
+    this.stats.hintsPending = this.foreign.size
+    const reaped = await this.reapTombstones(signal)
+    return { delivered, dropped, reaped }
+  }
+
+  /**
+   * Reaps tombstones this peer is the first primary of, once every primary is up and holds the identical
+   * tombstone and the newest write is older than the grace period.
+   */
+  private async reapTombstones (signal?: AbortSignal): Promise<number> {
+    const now = this.clock.nowMs()
+    let reaped = 0
+    let budget = this.config.handoffBatchKeys
+    for (const key of [...this.tombstones]) {
+      if (budget-- <= 0) break
+      const state = this.engine.state(key)
+      if (state === undefined || !isDeleted(state)) { this.tombstones.delete(key); continue }
+      if ((newestTs(state)?.wall ?? 0) + this.config.tombstoneGraceMs > now) continue
+      const primaries = this.primariesOf(key)
+      if (primaries[0] !== this.id || !primaries.every(id => this.isUp(id))) continue
+      const others = primaries.filter(id => id !== this.id)
+      try {
+        const replies = await Promise.all(others.map(async id => await this.transport.request(id, 'sync', { type: 'read', key }, signal)))
+        if (!replies.every(r => r.type === 'state' && r.state !== null && stateEquals(r.state, state))) continue
+        await Promise.all(others.map(async id => await this.transport.request(id, 'sync', { type: 'reap', key, state }, signal)))
+      } catch (error) {
+        this.log.debug(`reaping ${key} postponed: ${reason(error)}`)
+        continue
+      }
+      if (this.engine.reap(key, state)) {
+        reaped++
+        this.note(key, undefined)
+      }
+    }
+    this.stats.reaped += reaped
+    return reaped
+  }
+
+  /**
+   * Before a graceful leave: sends every key held here to its primaries in the ring without this peer, and
+   * waits for their acknowledgements. Returns how many keys were delivered and how many could not be.
+   */
+  async handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void, signal?: AbortSignal): Promise<{ delivered: number; failed: number }> {
+    const batches = new Map<string, Entry[]>()
+    for (const [key, state] of this.engine.entries()) {
+      const entry: Entry = { key, ttlMs: this.engine.ttl(key), state }
+      for (const id of ringWithout.primaries(ringWithout.position(key), this.config.n)) {
+        if (!this.isUp(id) || id === this.id) continue
+        let batch = batches.get(id)
+        if (batch === undefined) batches.set(id, batch = [])
+        batch.push(entry)
+      }
+    }
+    let delivered = 0
+    let failed = 0
+    let sent = 0
+    const grand = [...batches.values()].reduce((a, b) => a + b.length, 0)
+    await Promise.all([...batches].map(async ([id, entries]) => {
+      for (let i = 0; i < entries.length; i += this.config.handoffBatchKeys) {
+        const chunk = entries.slice(i, i + this.config.handoffBatchKeys)
+        try {
+          await this.replicate(id, 'sync', chunk, signal)
+          delivered += chunk.length
+        } catch (error) {
+          failed += chunk.length
+          this.log.info(`handoff of ${chunk.length} keys to ${id} failed: ${reason(error)}`)
+        }
+        sent += chunk.length
+        progress(sent, grand)
+      }
+    }))
+    this.stats.handedOff += delivered
+    return { delivered, failed }
+  }
+
+  // ------------------------------------------------------------ anti-entropy
+
+  /** Segments that both this peer and `peer` replicate some part of, in the current ring. */
+  private shared (peer: string): number[] {
+    if (this.sharedCache?.ring !== this.ringNow) this.sharedCache = { ring: this.ringNow, shared: new Map() }
+    let segments = this.sharedCache.shared.get(peer)
+    if (segments === undefined) {
+      segments = []
+      for (let s = 0; s < SEGMENT_COUNT; s++) {
+        const replicas = this.ringNow.segmentReplicas(s, this.config.n)
+        if (replicas.includes(this.id) && replicas.includes(peer)) segments.push(s)
+      }
+      this.sharedCache.shared.set(peer, segments)
+    }
+    return segments
+  }
+
+  /** Calls `visit` for every key held here that both this peer and `peer` are primaries of, in `segments`. */
+  private forShared (peer: string, segments: ReadonlySet<number>, visit: (key: string, state: KeyState, segment: number) => void): void {
+    for (const [key, state] of this.engine.entries()) {
+      const position = this.ringNow.position(key)
+      const segment = segmentOf(position)
+      if (!segments.has(segment)) continue
+      const primaries = this.ringNow.primaries(position, this.config.n)
+      if (primaries.includes(this.id) && primaries.includes(peer)) visit(key, state, segment)
+    }
+  }
+
+  private leaves (peer: string, segments: readonly number[]): Map<number, [number, number]> {
+    const leaves = new Map<number, [number, number]>()
+    for (const s of segments) leaves.set(s, [0, 0])
+    this.forShared(peer, new Set(segments), (key, state, segment) => {
+      const d = this.digests.of(key, state)
+      const leaf = leaves.get(segment)!
+      leaf[0] = (leaf[0] ^ d[0]) >>> 0
+      leaf[1] = (leaf[1] ^ d[1]) >>> 0
+    })
+    return leaves
+  }
+
+  private root (peer: string, segments: readonly number[]): number {
+    const hashes: number[] = []
+    for (const [, [hi, lo]] of this.leaves(peer, segments)) hashes.push(hi, lo)
+    return this.digests.root(hashes)
+  }
+
+  private diffLeaves (peer: string, segments: readonly number[], hashes: readonly number[]): KvReply {
+    const mine = this.leaves(peer, segments)
+    const differing = new Set<number>()
+    segments.forEach((s, i) => {
+      const leaf = mine.get(s)!
+      if (leaf[0] !== hashes[2 * i] || leaf[1] !== hashes[2 * i + 1]) differing.add(s)
+    })
+    const bySegment = new Map<number, Array<[string, readonly [number, number]]>>()
+    this.forShared(peer, differing, (key, state, segment) => {
+      let list = bySegment.get(segment)
+      if (list === undefined) bySegment.set(segment, list = [])
+      list.push([key, this.digests.of(key, state)])
+    })
+    // Whole segments only, up to the round's key budget (at least one segment), so the other side knows
+    // exactly which segments the list covers.
+    const covered: number[] = []
+    const keys: string[] = []
+    const out: number[] = []
+    let truncated = false
+    for (const s of [...differing].sort((a, b) => a - b)) {
+      const list = bySegment.get(s) ?? []
+      if (covered.length > 0 && keys.length + list.length > this.config.syncKeysPerRound) { truncated = true; break }
+      covered.push(s)
+      for (const [key, [hi, lo]] of list) { keys.push(key); out.push(hi, lo) }
+    }
+    return { type: 'digests', segments: covered, keys, hashes: out, truncated }
+  }
+
+  /** The next peer that shares segments with this one, round-robin over up ring members. */
+  private nextSyncPeer (): string | null {
+    const peers = this.ringNow.members.map(m => m.id).filter(id => id !== this.id && this.isUp(id)).sort()
+    for (let i = 0; i < peers.length; i++) {
+      const peer = peers[(this.syncCursor + i) % peers.length]!
+      if (this.shared(peer).length > 0) {
+        this.syncCursor = (this.syncCursor + i + 1) % peers.length
+        return peer
+      }
+    }
+    return null
+  }
+
+  /** One anti-entropy round with the next peer (or `peer`). Returns null if no peer shares segments. */
+  async syncRound (peer?: string, signal?: AbortSignal): Promise<SyncResult | null> {
+    const with_ = peer ?? this.nextSyncPeer()
+    if (with_ === null) return null
+    const segments = this.shared(with_)
+    if (segments.length === 0) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
+    this.stats.syncRounds++
+    const leaves = this.leaves(with_, segments)
+    const hashes: number[] = []
+    for (const s of segments) hashes.push(...leaves.get(s)!)
+    const rootReply = await this.transport.request(with_, 'sync', { type: 'sync-root', segments, root: this.digests.root(hashes) }, signal)
+    if (rootReply.type === 'sync-root' && rootReply.equal) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
+    const reply = await this.transport.request(with_, 'sync', { type: 'sync-leaves', segments, hashes }, signal)
+    if (reply.type !== 'digests') throw replyError(with_, reply, 'get')
+    const covered = new Set(reply.segments)
+    const theirs = new Map<string, [number, number]>()
+    for (let i = 0; i < reply.keys.length; i++) theirs.set(reply.keys[i]!, [reply.hashes[2 * i]!, reply.hashes[2 * i + 1]!])
+    const push: Entry[] = []
+    const seen = new Set<string>()
+    this.forShared(with_, covered, (key, state) => {
+      seen.add(key)
+      const t = theirs.get(key)
+      const d = this.digests.of(key, state)
+      if (t === undefined || t[0] !== d[0] || t[1] !== d[1]) push.push({ key, ttlMs: this.engine.ttl(key), state })
+    })
+    const pull: string[] = []
+    for (const [key, t] of theirs) {
+      if (!seen.has(key)) { pull.push(key); continue }
+      const state = this.engine.state(key)!
+      const d = this.digests.of(key, state)
+      if (t[0] !== d[0] || t[1] !== d[1]) pull.push(key)
+    }
+    for (let i = 0; i < push.length; i += this.config.handoffBatchKeys) {
+      await this.replicate(with_, 'sync', push.slice(i, i + this.config.handoffBatchKeys), signal)
+    }
+    let pulled = 0
+    for (let i = 0; i < pull.length; i += this.config.handoffBatchKeys) {
+      const r = await this.transport.request(with_, 'sync', { type: 'pull', keys: pull.slice(i, i + this.config.handoffBatchKeys) }, signal)
+      if (r.type !== 'entries') throw replyError(with_, r, 'get')
+      await this.mergeLocal(r.entries)
+      pulled += r.entries.length
+    }
+    this.stats.syncRepairs += push.length + pulled
+    return { peer: with_, equal: false, pushed: push.length, pulled }
+  }
+}
+
+export function toResult (key: string, state: KeyState | null, replies: number): GetResult {
+  if (state === null) return { key, values: [], siblings: [], context: '', deleted: false, replies }
+  const live = valuesOf(state)
+  const siblings = live.map(s => ({ value: s.value!, wall: s.wall, logical: s.logical, replica: s.id, counter: s.n }))
+  return {
+    key,
+    values: siblings.map(s => s.value),
+    siblings,
+    context: encodeContext(state.vv, newestTs(state) ?? null),
+    deleted: live.length === 0 && state.siblings.length > 0,
+    replies
+  }
+}

@@ -1,0 +1,229 @@
+import { describe, expect, it } from 'vitest'
+import { ConfigError, InvalidContextError, InvalidKeyError, QuorumError, ValueTooLargeError } from '../../src/core/errors.js'
+import { Ring } from '../../src/core/ring/ring.js'
+import { stateEquals } from '../../src/core/version/dvv.js'
+import { KvSim } from './kv-cluster.js'
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
+const dec = (b: Uint8Array): string => new TextDecoder().decode(b)
+const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `peer-${i}`)
+
+/** A node that is not among the key's primaries, to check forwarding. */
+function outsider (sim: KvSim, key: string): string {
+  return [...sim.nodes.keys()].find(id => !sim.primaries(key).includes(id))!
+}
+
+/** Runs background rounds until `done` holds; fails after `max` rounds (the bound the test states). */
+async function converge (sim: KvSim, done: () => boolean, max: number): Promise<number> {
+  for (let round = 1; round <= max; round++) {
+    await sim.backgroundRound()
+    if (done()) return round
+  }
+  throw new Error(`not converged after ${max} rounds`)
+}
+
+/** Every key is held, with identical states, by all of its primaries. */
+function replicated (sim: KvSim, keys: string[]): boolean {
+  return keys.every(key => {
+    const holders = sim.holders(key)
+    const states = sim.primaries(key).map(id => holders.get(id))
+    return states.every(s => s !== undefined && stateEquals(s, states[0]!))
+  })
+}
+
+describe('kv: quorum reads and writes (simulated network, wire codec)', () => {
+  it('puts and gets through any peer; the write is on all N primaries', async () => {
+    const sim = await KvSim.create(ids(5))
+    const key = 'user:1'
+    const via = outsider(sim, key)
+    const put = await sim.node(via).kv.put(key, enc('alice'))
+    expect(put.acks).toBeGreaterThanOrEqual(2)
+    for (const node of sim.nodes.values()) {
+      const got = await node.kv.get(key)
+      expect(got.values.map(dec)).toEqual(['alice'])
+    }
+    await converge(sim, () => replicated(sim, [key]), 2)
+    expect([...sim.holders(key).keys()].sort()).toEqual(sim.primaries(key).sort())
+    expect(sim.node(via).kv.stats.forwarded).toBeGreaterThan(0)
+  })
+
+  it('keeps concurrent writes as siblings; a put with the context resolves them', async () => {
+    const sim = await KvSim.create(ids(4))
+    const key = 'doc'
+    const [a, b] = sim.primaries(key)
+    await sim.node(a!).kv.put(key, enc('one'))
+    // Written without the first's context: concurrent.
+    await sim.node(b!).kv.put(key, enc('two'), { w: 3 })
+    const got = await sim.node(a!).kv.get(key, { r: 3 })
+    expect(got.values.map(dec).sort()).toEqual(['one', 'two'])
+    await sim.node(b!).kv.put(key, enc('merged'), { context: got.context, w: 3 })
+    expect((await sim.node(a!).kv.get(key, { r: 3 })).values.map(dec)).toEqual(['merged'])
+  })
+
+  it('deletes with a tombstone; lww keeps only the newest', async () => {
+    const sim = await KvSim.create(ids(3))
+    const kv = sim.node('peer-0').kv
+    const first = await kv.put('k', enc('v'))
+    await kv.delete('k', { context: first.context })
+    const got = await kv.get('k')
+    expect(got.values).toEqual([])
+    expect(got.deleted).toBe(true)
+    await kv.put('hb', enc('1'), { lww: true })
+    sim.clock.advance(5)
+    await sim.node('peer-1').kv.put('hb', enc('2'), { lww: true })
+    expect((await kv.get('hb', { r: 3 })).values.map(dec)).toEqual(['2'])
+  })
+
+  it('rejects bad input with typed errors, over the wire too', async () => {
+    const sim = await KvSim.create(ids(5))
+    const kv = sim.node('peer-0').kv
+    await expect(kv.put('', enc('x'))).rejects.toBeInstanceOf(InvalidKeyError)
+    await expect(kv.put('k'.repeat(2000), enc('x'))).rejects.toBeInstanceOf(InvalidKeyError)
+    await expect(kv.put('k', new Uint8Array(1024 * 1024 + 1))).rejects.toBeInstanceOf(ValueTooLargeError)
+    await expect(kv.put('k', enc('x'), { context: '@@not-a-context' })).rejects.toBeInstanceOf(InvalidContextError)
+    await expect(kv.put('k', enc('x'), { w: 4 })).rejects.toBeInstanceOf(ConfigError)
+    await expect(kv.get('k', { r: 0 })).rejects.toBeInstanceOf(ConfigError)
+    const bad = await sim.node('peer-1').kv.handle('peer-0', { type: 'read', key: '' })
+    expect(bad).toMatchObject({ type: 'error', code: 'ERR_INVALID_KEY' })
+    expect(sim.node('peer-1').kv.stats.badRequests).toBe(1)
+  })
+
+  it('a write that cannot reach W fails with the acked count and never reports success', async () => {
+    const sim = await KvSim.create(ids(3))
+    sim.setUp('peer-1', false)
+    sim.setUp('peer-2', false)
+    const error = await sim.node('peer-0').kv.put('k', enc('v')).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(QuorumError)
+    expect(error).toMatchObject({ acked: 1, required: 2 })
+    await expect(sim.node('peer-0').kv.get('k')).rejects.toBeInstanceOf(QuorumError)
+    // One replica is enough when asked for.
+    await expect(sim.node('peer-0').kv.put('k', enc('v'), { w: 1 })).resolves.toMatchObject({ acks: 1 })
+  })
+})
+
+describe('kv: sloppy quorum, hinted handoff, read repair', () => {
+  it('a fallback takes the write for a down primary and hands it back, then drops it', async () => {
+    const sim = await KvSim.create(ids(5))
+    const key = 'hinted'
+    const [p0, p1, p2] = sim.primaries(key)
+    sim.setUp(p2!, false)
+    await sim.node(p0!).kv.put(key, enc('v'), { w: 3 })
+    const holders = [...sim.holders(key).keys()]
+    const fallback = holders.find(id => !sim.primaries(key).includes(id))!
+    expect(fallback).toBeDefined()
+    expect(sim.node(fallback).kv.stats.hintsPending).toBe(1)
+    // While the primary is down the hint stays.
+    await sim.node(fallback).kv.handoff()
+    expect(sim.holders(key).has(fallback)).toBe(true)
+    sim.setUp(p2!, true)
+    const turn = await sim.node(fallback).kv.handoff()
+    expect(turn.dropped).toBe(1)
+    expect([...sim.holders(key).keys()].sort()).toEqual([p0!, p1!, p2!].sort())
+    expect(sim.node(fallback).kv.stats.hintsPending).toBe(0)
+    // Strict quorum refuses fallbacks.
+    sim.setUp(p2!, false)
+    sim.setUp(p1!, false)
+    await expect(sim.node(p0!).kv.put(key, enc('w'), { strict: true })).rejects.toMatchObject({ acked: 1, required: 2 })
+  })
+
+  it('read repair brings a stale replica up to date', async () => {
+    const sim = await KvSim.create(ids(3))
+    sim.setUp('peer-2', false)
+    await sim.node('peer-0').kv.put('k', enc('new'), { strict: true })
+    sim.setUp('peer-2', true)
+    expect(sim.node('peer-2').engine.state('k')).toBeUndefined()
+    const got = await sim.node('peer-0').kv.get('k', { r: 3 })
+    expect(got.values.map(dec)).toEqual(['new'])
+    for (let i = 0; i < 10 && sim.node('peer-2').engine.state('k') === undefined; i++) await Promise.resolve()
+    await new Promise(resolve => setImmediate(resolve))
+    expect(sim.node('peer-2').engine.get('k')?.values.map(s => dec(s.value!))).toEqual(['new'])
+    expect(sim.node('peer-0').kv.stats.readRepairs).toBe(1)
+  })
+})
+
+describe('kv: anti-entropy, partitions, membership changes', () => {
+  it('anti-entropy repairs differences in both directions', async () => {
+    const sim = await KvSim.create(ids(3))
+    const a = sim.node('peer-0')
+    const b = sim.node('peer-1')
+    // Writes only one replica knows of (as if the others missed them).
+    for (let i = 0; i < 50; i++) {
+      await a.engine.put(`a${i}`, enc('x'))
+      await b.engine.put(`b${i}`, enc('y'))
+    }
+    sim.refresh() // rebuild indexes
+    const result = await a.kv.syncRound('peer-1')
+    expect(result).toMatchObject({ equal: false, pushed: 50, pulled: 50 })
+    expect(await a.kv.syncRound('peer-1')).toMatchObject({ equal: true })
+    expect(b.engine.state('a7')).toBeDefined()
+    expect(a.engine.state('b7')).toBeDefined()
+  })
+
+  it('writes on both sides of a partition converge after healing; a key written on both keeps both as siblings', async () => {
+    const sim = await KvSim.create(ids(6))
+    const left = ['peer-0', 'peer-1', 'peer-2']
+    const right = ['peer-3', 'peer-4', 'peer-5']
+    sim.partition(left, right)
+    const keys: string[] = []
+    for (let i = 0; i < 60; i++) {
+      const key = `p${i}`
+      keys.push(key)
+      await sim.node(i % 2 === 0 ? 'peer-0' : 'peer-3').kv.put(key, enc(`v${i}`))
+    }
+    await sim.node('peer-1').kv.put('contested', enc('left'))
+    await sim.node('peer-4').kv.put('contested', enc('right'))
+    keys.push('contested')
+    sim.heal()
+    // The bound: every replica converges within 6 rounds of handoff + anti-entropy on every peer.
+    const rounds = await converge(sim, () => replicated(sim, keys) && keys.every(k => sim.holders(k).size === 3), 6)
+    expect(rounds).toBeLessThanOrEqual(6)
+    const got = await sim.node('peer-2').kv.get('contested', { r: 3 })
+    expect(got.values.map(dec).sort()).toEqual(['left', 'right'])
+    for (let i = 0; i < 60; i++) expect((await sim.node('peer-5').kv.get(`p${i}`)).values.map(dec)).toEqual([`v${i}`])
+  })
+
+  it('a joining member receives its ranges; old holders drop what they no longer own', async () => {
+    const sim = await KvSim.create(ids(3))
+    const keys = Array.from({ length: 500 }, (_, i) => `key-${i}`)
+    for (const key of keys) await sim.node('peer-0').kv.put(key, enc(key), { w: 3 })
+    await sim.add('peer-3')
+    const owned = keys.filter(k => sim.primaries(k).includes('peer-3'))
+    expect(owned.length).toBeGreaterThan(200)
+    await converge(sim, () => keys.every(k => [...sim.holders(k).keys()].sort().join() === sim.primaries(k).sort().join()), 3)
+    expect(sim.node('peer-3').engine.size).toBe(owned.length)
+  })
+
+  it('a member leaving gracefully hands off first: nothing is under-replicated', async () => {
+    const sim = await KvSim.create(ids(4))
+    const keys = Array.from({ length: 400 }, (_, i) => `key-${i}`)
+    for (const key of keys) await sim.node('peer-0').kv.put(key, enc(key), { w: 3 })
+    await converge(sim, () => replicated(sim, keys), 3)
+    const leaver = sim.node('peer-2')
+    const without = Ring.build(sim.ring().members.filter(m => m.id !== 'peer-2'), sim.ring().hash)
+    const result = await leaver.kv.handOffAll(without, () => {})
+    expect(result.failed).toBe(0)
+    sim.remove('peer-2')
+    // Immediately, before any background round: every key is on all N of its new primaries.
+    expect(replicated(sim, keys)).toBe(true)
+  })
+
+  it('a deleted key is reaped after the grace period and never comes back', async () => {
+    const sim = await KvSim.create(ids(4), { tombstoneGraceMs: 60_000 })
+    const key = 'gone'
+    const [p0, p1, p2] = sim.primaries(key)
+    const put = await sim.node(p0!).kv.put(key, enc('old'), { w: 3 })
+    // One primary misses the delete; a fallback takes it instead.
+    sim.setUp(p2!, false)
+    await sim.node(p1!).kv.delete(key, { context: put.context, w: 3 })
+    await sim.backgroundRound()
+    sim.clock.advance(61_000)
+    await sim.backgroundRound()
+    // Not reaped while a primary is down: it still holds the old value.
+    expect(sim.holders(key).size).toBeGreaterThan(0)
+    sim.setUp(p2!, true)
+    await converge(sim, () => sim.holders(key).size === 0, 5)
+    for (let i = 0; i < 3; i++) await sim.backgroundRound()
+    expect(sim.holders(key).size).toBe(0)
+    expect((await sim.node(p2!).kv.get(key, { r: 3 })).values).toEqual([])
+  })
+})
