@@ -6,11 +6,19 @@
 import './polyfills.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import { loadHash64, loadRingHash } from './adapters/hash-xxhash.js'
+import type { StorageConfig } from './core/config.js'
 import type { Emitter } from './core/emitter.js'
 import type { Clock, Logger, Rng } from './core/env.js'
+import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
+import type { GetResult, PutResult, ReadOptions, ReplicaView, WriteOptions } from './core/kv/node.js'
 import type { SwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
+import type { Ring } from './core/ring/ring.js'
+import { type EngineEvents, StorageEngine } from './core/storage/engine.js'
+import type { WalAdapter } from './core/storage/wal-adapter.js'
 import { Discovery } from './services/discovery.js'
+import { KvService } from './services/kv-service.js'
 import { type MeshLibp2p, type MeshNodeOptions, createMeshLibp2p } from './services/mesh-node.js'
 import { SwimService, type SwimServiceEvents } from './services/swim-service.js'
 
@@ -29,6 +37,30 @@ export interface PeerOptions extends MeshNodeOptions {
   clock: Clock
   rng: Rng
   log: Logger
+  /** Where the store's log lives (FileWal in Node, IndexedDbWal in browsers). Without one the store keeps
+   * its data in memory only. */
+  wal?: WalAdapter
+  storage?: Partial<StorageConfig>
+  /** Replication settings; N must match across the mesh. */
+  kv?: Partial<KvConfig>
+}
+
+export interface PeerEvents {
+  /** A member changed state (SWIM). */
+  member: SwimServiceEvents['change']
+  /** A join attempt reached the mesh. */
+  joined: SwimServiceEvents['joined']
+  /** A TTL key expired on this replica. */
+  expired: EngineEvents['expired']
+  /** Something needs attention (too many siblings, a failed compaction). */
+  warning: EngineEvents['warning']
+}
+
+export interface LeaveOptions {
+  /** Abort the data handoff (the leave is still announced). */
+  signal?: AbortSignal
+  /** Progress of the handoff, in keys. */
+  progress?: (done: number, total: number) => void
 }
 
 export interface Peer {
@@ -37,16 +69,31 @@ export interface Peer {
   readonly membership: SwimService
   readonly discovery: Discovery
   readonly events: Emitter<SwimServiceEvents>
+  readonly engine: StorageEngine
+  readonly store: KvService
   members(): MemberView[]
+  /** The ring of current members (tokens from their ids; segments fixed). */
+  ring(): Ring
+  /** Reads a key with quorum R: all live siblings and a causal context. Values are empty if missing. */
+  get(key: string, options?: ReadOptions): Promise<GetResult>
+  /** Writes a value (strings as UTF-8) with quorum W; pass the context of a get to supersede what it saw. */
+  put(key: string, value: Uint8Array | string, options?: WriteOptions): Promise<PutResult>
+  /** Writes a tombstone with quorum W. */
+  delete(key: string, options?: Omit<WriteOptions, 'ttlMs'>): Promise<PutResult>
+  /** The key's ring position, preference list and each replica's state. */
+  placement(key: string, options?: { signal?: AbortSignal }): ReturnType<KvService['kv']['placement']>
+  on<K extends keyof PeerEvents>(event: K, listener: (event: PeerEvents[K]) => void): () => void
   /** Joins through bootstrap addresses, retrying with backoff until one answers or `signal` aborts. */
   join(addrs: Multiaddr[], options?: { signal?: AbortSignal }): Promise<void>
-  /** Leaves gracefully (announced), then stops. */
-  leave(): Promise<void>
+  /** Leaves gracefully: announces it, hands every key to its next owners, then stops. */
+  leave(options?: LeaveOptions): Promise<{ delivered: number; failed: number }>
   /** Stops without announcing (others will detect it as failed). */
   stop(): Promise<void>
 }
 
 export async function createPeer (options: PeerOptions): Promise<Peer> {
+  const kvConfig = validateKvConfig({ ...defaultKvConfig(), ...options.kv })
+  const [ringHash, hash64] = await Promise.all([loadRingHash(), loadHash64()])
   const libp2p = await createMeshLibp2p(options)
   // After a WebRTC upgrade the relayed (limited) connection it was signalled over stays open next to the
   // direct one; close it, or the relay's reservation slots run out (DESIGN.md §6).
@@ -68,12 +115,36 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     rng: options.rng,
     log: options.log
   })
+  let engine: StorageEngine
   try {
     await membership.start()
+    engine = await StorageEngine.open({
+      ...options.storage,
+      // Every state the log accepts must fit in one replication message.
+      walRecordBytesMax: Math.min(options.storage?.walRecordBytesMax ?? Number.MAX_SAFE_INTEGER, kvConfig.messageBytesMax - 64 * 1024),
+      replicaId: libp2p.peerId.toString(),
+      clock: options.clock,
+      rng: options.rng,
+      log: options.log,
+      ...(options.wal === undefined ? {} : { wal: options.wal })
+    })
   } catch (error) {
+    await membership.stop().catch(() => {})
     await libp2p.stop()
     throw error
   }
+  const store = new KvService(libp2p, membership, {
+    engine,
+    config: kvConfig,
+    ringHash,
+    hash64,
+    clock: options.clock,
+    log: options.log,
+    ...(options.meshKey === undefined
+      ? {}
+      : { handshake: { opener: async (lp, peer) => { await membership.handshakeAsOpener(lp, peer) }, responder: async (lp, peer) => { await membership.handshakeAsResponder(lp, peer) } } })
+  })
+  await store.start()
   const discovery = new Discovery(libp2p, options.kind, id => {
     const state = membership.swim.view(id)?.state
     return state === 'alive' || state === 'suspect'
@@ -84,20 +155,48 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     if (stopped) return
     stopped = true
     if (options.meshKey === undefined) discovery.stop()
+    await store.stop()
     await membership.stop()
+    await engine.close()
     await libp2p.stop()
   }
+  const kv = store.kv
   return {
     id: libp2p.peerId.toString(),
     libp2p,
     membership,
     discovery,
     events: membership.events,
+    engine,
+    store,
     members: () => membership.members(),
+    ring: () => kv.ring,
+    get: async (key, opts) => await kv.get(key, opts),
+    put: async (key, value, opts) => await kv.put(key, typeof value === 'string' ? new TextEncoder().encode(value) : value, opts),
+    delete: async (key, opts) => await kv.delete(key, opts),
+    placement: async (key, opts) => await kv.placement(key, opts?.signal),
+    on: (event, listener) => {
+      if (event === 'member') return membership.events.on('change', listener as (e: PeerEvents['member']) => void)
+      if (event === 'joined') return membership.events.on('joined', listener as (e: PeerEvents['joined']) => void)
+      if (event === 'expired') return engine.events.on('expired', listener as (e: PeerEvents['expired']) => void)
+      return engine.events.on('warning', listener as (e: PeerEvents['warning']) => void)
+    },
     join: async (addrs, opts) => { await membership.join(addrs, opts) },
-    leave: async () => {
-      if (!stopped) await membership.leave()
+    leave: async (opts = {}) => {
+      let result = { delivered: 0, failed: 0 }
+      if (!stopped) {
+        // The next owners are computed before leaving; once the leave is announced nobody sends this peer
+        // new writes, and everything it holds goes to them.
+        const next = store.ringWithoutSelf()
+        await membership.leave()
+        try {
+          result = await kv.handOffAll(next, opts.progress ?? (() => {}), opts.signal)
+        } catch (error) {
+          options.log.error('handoff before leaving failed', error)
+        }
+      }
       await stop()
+      return result
     },
     stop
   }

@@ -14,13 +14,19 @@ import { parseArgs } from 'node:util'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { lockDirectory } from '../adapters/dir-lock.js'
 import { consoleLogger, systemClock } from '../adapters/node-env.js'
-import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
-import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
+import { cryptoRng } from '../adapters/random.js'
+import { FileWal } from '../adapters/wal-file.js'
+import { type Durability, defaultStorageConfig } from '../core/config.js'
 import { MeshkvError } from '../core/errors.js'
-import { createPeer, type Peer } from '../peer.js'
+import { type KvConfig, N_MAX, defaultKvConfig, validateKvConfig } from '../core/kv/config.js'
+import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
+import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
+import { createPeer } from '../peer.js'
+import { httpHandler } from './http-api.js'
 
 const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
 
@@ -36,8 +42,16 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --http <port|off>           HTTP API and dashboard on 127.0.0.1:<port>; 0 picks a free port;
                               default 7000 with --bootstrap, else 0
   --http-host <address>       interface for HTTP (default 127.0.0.1; use 0.0.0.0 to expose it)
-  --data-dir <dir>            identity key, incarnation and known peers (default ./meshkv-data);
-                              one peer per directory
+  --data-dir <dir>            identity key, incarnation, known peers and the write-ahead log
+                              (default ./meshkv-data); one peer per directory
+  --n <n>                     replicas per key (default ${defaultKvConfig().n}, 1..${N_MAX}); the same on every peer
+  --r <n>                     replies a read waits for (default ${defaultKvConfig().r})
+  --w <n>                     acknowledgements a write waits for (default ${defaultKvConfig().w})
+  --strict-quorum             count primaries only: no fallbacks, no hinted handoff (default sloppy)
+  --durability <sync|async>   when a replica acknowledges: sync = after fdatasync (default), async =
+                              at once, may lose the last writes on a crash
+  --sync-interval-ms <ms>     anti-entropy period (default ${defaultKvConfig().syncIntervalMs})
+  --tombstone-grace-ms <ms>   age before a fully replicated tombstone is reaped (default ${defaultKvConfig().tombstoneGraceMs})
   --mesh-key <secret>         make the mesh private: peers must prove they know this secret; prefer
                               MESHKV_MESH_KEY (a command-line value shows in ps and shell history);
                               without a key the mesh is open to anyone who can reach it
@@ -51,9 +65,12 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --suspicion-mult <n>        SWIM suspicion timeout multiplier (default ${defaultSwimConfig().suspicionMult})
   --gossip-interval-ms <ms>   SWIM gossip period (default ${defaultSwimConfig().gossipIntervalMs})
   --push-pull-interval-ms <ms> SWIM full-state exchange period (default ${defaultSwimConfig().pushPullIntervalMs})
+  --debug-api                 enable POST /debug/block?peer=<id> and /debug/unblock?peer=<id>, which
+                              cut and restore connections to a peer (partition tests); never in production
   --help                      this text
 
-HTTP: GET /health, GET /members (JSON), GET /api/info (JSON), GET / (dashboard).
+HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
+GET /kv/<key>/placement, GET /ring, GET /members, GET /stats, GET /health, GET /api/info, GET / (dashboard).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
 
 /** Longest a graceful shutdown (leave announcement, then stopping libp2p) may take before the process exits. */
@@ -106,51 +123,6 @@ function readKnownPeers (file: string): Multiaddr[] {
   }
 }
 
-const CONTENT_TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json',
-  '.svg': 'image/svg+xml',
-  '.wasm': 'application/wasm',
-  '.map': 'application/json'
-}
-
-function serveHttp (peer: Peer, webRoot: string, info: () => unknown): http.Server {
-  return http.createServer((req, res) => {
-    const send = (status: number, body: string, type = 'application/json'): void => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' })
-      res.end(body)
-    }
-    try {
-      route(req, res, send)
-    } catch (error) {
-      // Bad input (an undecodable path, say) is the client's problem: answer 400, never crash the peer.
-      if (!res.headersSent) send(400, JSON.stringify({ error: 'bad request', detail: error instanceof Error ? error.message : String(error) }) + '\n')
-    }
-  })
-
-  function route (req: http.IncomingMessage, res: http.ServerResponse, send: (status: number, body: string, type?: string) => void): void {
-    const url = new URL(req.url ?? '/', 'http://localhost')
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, JSON.stringify({ error: 'method not allowed' }) + '\n')
-    if (url.pathname === '/health') return send(200, JSON.stringify({ status: 'ok', id: peer.id }) + '\n')
-    if (url.pathname === '/members') {
-      const members = peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, http: m.meta.http, addrs: m.meta.addrs }))
-      return send(200, JSON.stringify(members, null, 2) + '\n')
-    }
-    if (url.pathname === '/api/info') return send(200, JSON.stringify(info(), null, 2) + '\n')
-    // Static dashboard files; never outside webRoot.
-    const rel = url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname).replace(/^\/+/, '')
-    const file = path.resolve(webRoot, rel)
-    if (!file.startsWith(path.resolve(webRoot) + path.sep)) return send(404, JSON.stringify({ error: 'not found' }) + '\n')
-    fs.readFile(file, (error, body) => {
-      if (error !== null) return send(404, JSON.stringify({ error: 'not found', path: url.pathname }) + '\n')
-      res.writeHead(200, { 'content-type': CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream' })
-      res.end(body)
-    })
-  }
-}
-
 export async function main (argv: string[]): Promise<void> {
   let args: ReturnType<typeof parse>
   try {
@@ -199,6 +171,14 @@ function parse (argv: string[]) {
       'suspicion-mult': { type: 'string' },
       'gossip-interval-ms': { type: 'string' },
       'push-pull-interval-ms': { type: 'string' },
+      n: { type: 'string' },
+      r: { type: 'string' },
+      w: { type: 'string' },
+      'strict-quorum': { type: 'boolean' },
+      durability: { type: 'string' },
+      'sync-interval-ms': { type: 'string' },
+      'tombstone-grace-ms': { type: 'string' },
+      'debug-api': { type: 'boolean' },
       help: { type: 'boolean' }
     },
     strict: true,
@@ -233,6 +213,22 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error))
   }
+
+  const kv: KvConfig = { ...defaultKvConfig() }
+  kv.n = int('n', args.n, 1, N_MAX) ?? kv.n
+  kv.r = int('r', args.r, 1, N_MAX) ?? Math.min(kv.r, kv.n)
+  kv.w = int('w', args.w, 1, N_MAX) ?? Math.min(kv.w, kv.n)
+  kv.strictQuorum = args['strict-quorum'] === true
+  kv.syncIntervalMs = int('sync-interval-ms', args['sync-interval-ms'], 1, 86_400_000) ?? kv.syncIntervalMs
+  kv.tombstoneGraceMs = int('tombstone-grace-ms', args['tombstone-grace-ms'], 0, Number.MAX_SAFE_INTEGER) ?? kv.tombstoneGraceMs
+  try {
+    validateKvConfig(kv)
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error))
+  }
+  const durability = (args.durability ?? defaultStorageConfig().durability) as Durability
+  if (durability !== 'sync' && durability !== 'async') throw new UsageError(`--durability must be sync or async, got ${JSON.stringify(args.durability)}`)
+  const blocked = new Set<string>()
 
   fs.mkdirSync(dataDir, { recursive: true })
   const unlock = lockDirectory(dataDir)
@@ -271,8 +267,12 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     ...(meshKey === undefined ? {} : { meshKey }),
     ...(httpUrl === undefined ? {} : { http: httpUrl }),
     clock: systemClock,
-    rng: { next: Math.random },
-    log
+    rng: cryptoRng,
+    log,
+    wal: new FileWal(path.join(dataDir, 'wal')),
+    storage: { durability },
+    kv,
+    ...(args['debug-api'] === true ? { blocked } : {})
   })
 
   const info = (): unknown => ({
@@ -288,8 +288,28 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     discovery: { received: peer.discovery.received, dropped: peer.discovery.dropped }
   })
   if (server !== null) {
-    const app = serveHttp(peer, webRoot, info)
-    server.on('request', (req, res) => { app.emit('request', req, res) })
+    server.on('request', httpHandler({
+      peer,
+      webRoot,
+      info,
+      ...(args['debug-api'] === true
+        ? {
+            extra: async (req, url, send) => {
+              if (req.method !== 'POST' || (url.pathname !== '/debug/block' && url.pathname !== '/debug/unblock')) return false
+              const target = url.searchParams.get('peer') ?? ''
+              if (target === '' || target === peer.id) { send(400, { error: 'peer=<another member id> required' }); return true }
+              if (url.pathname === '/debug/block') {
+                blocked.add(target)
+                try { await peer.libp2p.hangUp(peerIdFromString(target)) } catch { /* not connected */ }
+              } else {
+                blocked.delete(target)
+              }
+              send(200, { blocked: [...blocked] })
+              return true
+            }
+          }
+        : {})
+    }))
   }
 
   // Remember where to rejoin: the addresses given now at once, then live members' addresses as they change.
@@ -318,7 +338,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   console.log(meshKey === undefined
     ? 'mesh: open — no --mesh-key, so any peer that can reach this one may join'
     : 'mesh: private — peers must prove knowledge of the mesh key')
-  console.log(`data: ${dataDir}`)
+  console.log(`data: ${dataDir} (${peer.engine.size} keys recovered${peer.engine.recovery === null ? '' : `, ${peer.engine.recovery.records} log records replayed`})`)
+  console.log(`replication: N=${kv.n} R=${kv.r} W=${kv.w}${kv.strictQuorum ? ' strict' : ' sloppy'} quorum, ${durability} durability`)
 
   let leaving = false
   const shutdown = (signal: string): void => {
@@ -332,7 +353,9 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
       // Bounded: if stopping libp2p hangs (a transport that will not let go), exit anyway.
       let timer: ReturnType<typeof setTimeout> | undefined
       await Promise.race([
-        peer.leave().catch(error => { log.error('leave failed', error) }),
+        peer.leave({
+          progress: (done, total) => { if (done === total || done % 10_000 < 256) console.log(`handing off: ${done}/${total} keys`) }
+        }).then(r => { console.log(`handed off ${r.delivered} key copies${r.failed > 0 ? `, ${r.failed} failed` : ''}`) }, error => { log.error('leave failed', error) }),
         new Promise(resolve => { timer = setTimeout(resolve, SHUTDOWN_TIMEOUT_MS) })
       ])
       clearTimeout(timer)

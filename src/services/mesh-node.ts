@@ -34,6 +34,9 @@ export interface MeshNodeOptions {
   iceServers?: RTCIceServer[]
   /** Node only: bind WebRTC (node-datachannel) to this interface address, e.g. 127.0.0.1 in tests. */
   webrtcBindAddress?: string
+  /** Peer ids this node refuses to connect to (the debug API's partition switch); consulted on every dial
+   * and every inbound connection. */
+  blocked?: ReadonlySet<string>
 }
 
 export async function createMeshLibp2p (options: MeshNodeOptions) {
@@ -52,7 +55,16 @@ export async function createMeshLibp2p (options: MeshNodeOptions) {
     streamMuxers: [yamux()],
     // libp2p refuses to dial loopback and private addresses by default, and in browsers every insecure /ws
     // address: a mesh on one host or a LAN needs both.
-    connectionGater: { denyDialMultiaddr: () => false },
+    connectionGater: {
+      denyDialMultiaddr: () => false,
+      ...(options.blocked === undefined
+        ? {}
+        : {
+            denyDialPeer: (peer: { toString: () => string }) => options.blocked!.has(peer.toString()),
+            denyInboundEncryptedConnection: (peer: { toString: () => string }) => options.blocked!.has(peer.toString()),
+            denyOutboundEncryptedConnection: (peer: { toString: () => string }) => options.blocked!.has(peer.toString())
+          })
+    },
     connectionManager: { maxConnections: 300 },
     services: {
       identify: identify(),

@@ -115,7 +115,7 @@ async function deriveMeshKey (secret: string): Promise<CryptoKey> {
   )
 }
 
-class HandshakeError extends Error {
+export class HandshakeError extends Error {
   override name = 'HandshakeError'
 }
 
@@ -387,7 +387,8 @@ export class SwimService {
     return crypto.subtle.verify('HMAC', await this.hmacKey!, mac.slice(), macInput(label, opener, responder, nonceA, nonceB))
   }
 
-  private async handshakeAsOpener (lp: ReturnType<typeof lpStream>, peer: PeerId): Promise<void> {
+  /** The mesh-key handshake, as the side that opened the stream (also used by the KV streams). */
+  async handshakeAsOpener (lp: ReturnType<typeof lpStream>, peer: PeerId): Promise<void> {
     const keyed = this.hmacKey !== null
     const nonceA = crypto.getRandomValues(new Uint8Array(NONCE_BYTES))
     await lp.write(concat(MAGIC_HELLO, Uint8Array.of(1, keyed ? 1 : 0), nonceA))
@@ -404,7 +405,8 @@ export class SwimService {
     await lp.write(concat(MAGIC_PROOF, await this.mac('opener', me, peer.toString(), nonceA, nonceB)))
   }
 
-  private async handshakeAsResponder (lp: ReturnType<typeof lpStream>, peer: PeerId): Promise<void> {
+  /** The mesh-key handshake, as the side that accepted the stream. */
+  async handshakeAsResponder (lp: ReturnType<typeof lpStream>, peer: PeerId): Promise<void> {
     const keyed = this.hmacKey !== null
     const hello = (await lp.read({ signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })).subarray()
     if (!startsWith(hello, MAGIC_HELLO) || hello.length !== 6 + NONCE_BYTES || hello[4] !== 1) throw new HandshakeError('malformed handshake')

@@ -88,6 +88,11 @@ export class Ring {
   }
 
   get size (): number { return this.members.length }
+
+  /** Every token as [position, member id], in ring order. */
+  tokenList (): Array<[number, string]> {
+    return Array.from(this.tokens, (t, i) => [t, this.members[this.owners[i]!]!.id])
+  }
   get tokenCount (): number { return this.tokens.length }
 
   /** The ring position of a key. */

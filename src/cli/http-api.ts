@@ -1,0 +1,254 @@
+/**
+ * The HTTP API of a Node peer (127.0.0.1 unless told otherwise): health, members, ring, the key-value
+ * operations, per-key placement, statistics, and the dashboard's static files.
+ *
+ *   GET    /kv/:key   200 with the value as the body; 300 with JSON {siblings: [...]} when there are
+ *                     concurrent values; 404 when missing or deleted. The causal context is in the
+ *                     X-Meshkv-Context response header.
+ *   PUT    /kv/:key   body = the value's bytes; X-Meshkv-Context request header = the context of the read the
+ *                     write replaces (without it, existing values stay as siblings). 204 on success.
+ *   DELETE /kv/:key   writes a tombstone (send the context too). 204.
+ *   query options: r, w (quorum sizes), strict=1 (primaries only), lww=1 (last writer wins), ttl=<ms>.
+ *   Keys are one URL path segment: percent-encode '/' and other reserved characters.
+ *
+ * Errors are JSON {error, code, ...}: 400 bad key, context or option; 413 value too large; 409 too many
+ * siblings; 503 quorum not reached (with `acked` and `required`) or a replica that did not answer.
+ */
+import * as fs from 'node:fs'
+import * as http from 'node:http'
+import * as path from 'node:path'
+import { base64urlEncode } from '../core/codec.js'
+import { MeshkvError, QuorumError, RemoteError } from '../core/errors.js'
+import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
+import type { Peer } from '../peer.js'
+
+export const CONTEXT_HEADER = 'x-meshkv-context'
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.svg': 'image/svg+xml',
+  '.wasm': 'application/wasm',
+  '.map': 'application/json',
+  '.png': 'image/png'
+}
+
+class HttpError extends Error {
+  constructor (readonly status: number, message: string, readonly extra: Record<string, unknown> = {}) {
+    super(message)
+  }
+}
+
+const STATUS_BY_CODE: Record<string, number> = {
+  ERR_INVALID_KEY: 400,
+  ERR_INVALID_CONTEXT: 400,
+  ERR_CONFIG: 400,
+  ERR_DECODE: 400,
+  ERR_VALUE_TOO_LARGE: 413,
+  ERR_RECORD_TOO_LARGE: 413,
+  ERR_SIBLING_LIMIT: 409,
+  ERR_QUORUM: 503,
+  ERR_TIMEOUT: 503,
+  ERR_UNREACHABLE: 503,
+  ERR_OVERLOADED: 503,
+  ERR_CLOSED: 503,
+  ERR_ABORTED: 503
+}
+
+function errorBody (error: unknown): { status: number; body: Record<string, unknown> } {
+  if (error instanceof HttpError) return { status: error.status, body: { error: error.message, ...error.extra } }
+  if (error instanceof QuorumError) return { status: 503, body: { error: error.message, code: error.code, acked: error.acked, required: error.required } }
+  if (error instanceof RemoteError) return { status: STATUS_BY_CODE[error.remoteCode] ?? 502, body: { error: error.remoteMessage, code: error.remoteCode, peer: error.peer } }
+  if (error instanceof MeshkvError) return { status: STATUS_BY_CODE[error.code] ?? 500, body: { error: error.message, code: error.code } }
+  return { status: 500, body: { error: error instanceof Error ? error.message : String(error), code: 'ERR_INTERNAL' } }
+}
+
+function option (url: URL, name: string, min: number, max: number): number | undefined {
+  const raw = url.searchParams.get(name)
+  if (raw === null) return undefined
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, `query parameter ${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(raw)}`, { code: 'ERR_CONFIG' })
+  return n
+}
+
+function flag (url: URL, name: string): boolean | undefined {
+  const raw = url.searchParams.get(name)
+  if (raw === null) return undefined
+  if (raw === '1' || raw === 'true' || raw === '') return true
+  if (raw === '0' || raw === 'false') return false
+  throw new HttpError(400, `query parameter ${name} must be 1 or 0, got ${JSON.stringify(raw)}`, { code: 'ERR_CONFIG' })
+}
+
+/** Reads a request body of at most `limit` bytes; a larger one is refused with 413 without reading it all. */
+async function readBody (req: http.IncomingMessage, limit: number): Promise<Uint8Array> {
+  const declared = Number(req.headers['content-length'] ?? NaN)
+  if (Number.isFinite(declared) && declared > limit) throw new HttpError(413, `value of ${declared} bytes exceeds the limit of ${limit} bytes`, { code: 'ERR_VALUE_TOO_LARGE' })
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > limit) throw new HttpError(413, `value exceeds the limit of ${limit} bytes`, { code: 'ERR_VALUE_TOO_LARGE' })
+    chunks.push(chunk)
+  }
+  return new Uint8Array(Buffer.concat(chunks))
+}
+
+function utf8OrNull (bytes: Uint8Array): string | null {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+  } catch {
+    return null
+  }
+}
+
+export interface HttpApiOptions {
+  peer: Peer
+  webRoot: string
+  info: () => unknown
+  /** Extra routes (the debug API); return true if handled. */
+  extra?: (req: http.IncomingMessage, url: URL, send: (status: number, body: unknown) => void) => Promise<boolean>
+}
+
+export function httpHandler (options: HttpApiOptions): http.RequestListener {
+  const { peer } = options
+  return (req, res) => {
+    const json = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
+      if (res.headersSent) return
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers })
+      res.end(JSON.stringify(body, null, 2) + '\n')
+    }
+    route(req, res, json).catch((error: unknown) => {
+      // Bad input is the client's problem: a clear status and message, never a crashed peer.
+      const { status, body } = errorBody(error)
+      json(status, body)
+      // A refused upload: stop reading it.
+      if (status === 413) req.destroy()
+    })
+  }
+
+  async function route (req: http.IncomingMessage, res: http.ServerResponse, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+    let url: URL
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost')
+    } catch {
+      throw new HttpError(400, 'unparsable request URL')
+    }
+    const parts = url.pathname.split('/')
+    if (parts[1] === 'kv' && parts.length >= 3) return await kvRoute(req, res, url, parts, json)
+    if (options.extra !== undefined && await options.extra(req, url, json)) return
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed' })
+    if (url.pathname === '/health') return json(200, { status: 'ok', id: peer.id })
+    if (url.pathname === '/members') {
+      return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, http: m.meta.http, addrs: m.meta.addrs })))
+    }
+    if (url.pathname === '/ring') return json(200, ringView(peer, flag(url, 'tokens') ?? true))
+    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats })
+    if (url.pathname === '/api/info') return json(200, options.info())
+    return serveStatic(url, res, json)
+  }
+
+  async function kvRoute (req: http.IncomingMessage, res: http.ServerResponse, url: URL, parts: string[], json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+    let key: string
+    try {
+      key = decodeURIComponent(parts[2]!)
+    } catch {
+      throw new HttpError(400, 'the key is not valid percent-encoded UTF-8', { code: 'ERR_INVALID_KEY' })
+    }
+    if (parts.length === 4 && parts[3] === 'placement' && req.method === 'GET') {
+      const p = await peer.placement(key)
+      return json(200, {
+        key,
+        position: p.position,
+        segment: p.segment,
+        primaries: p.primaries,
+        replicas: p.replicas.map(r => ({
+          id: r.id,
+          role: r.role,
+          ...(r.hintFor === undefined ? {} : { hintFor: r.hintFor }),
+          up: r.up,
+          ...(r.error === undefined ? {} : { error: r.error }),
+          ...(r.state === undefined ? {} : { version: r.state === null ? null : { vv: Object.fromEntries(pairs(r.state.vv)), siblings: r.state.siblings.map(s => ({ replica: s.id, counter: s.n, deleted: s.value === null, wall: s.wall })) } })
+        }))
+      })
+    }
+    if (parts.length !== 3) throw new HttpError(404, 'not found: use /kv/<percent-encoded key> or /kv/<key>/placement')
+    const context = req.headers[CONTEXT_HEADER]
+    const ctx = typeof context === 'string' && context !== '' ? { context } : {}
+    const strict = flag(url, 'strict')
+    const common = strict === undefined ? {} : { strict }
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      const r = option(url, 'r', 1, 16)
+      const result = await peer.get(key, { ...common, ...(r === undefined ? {} : { r }) })
+      const headers: Record<string, string> = result.context === '' ? {} : { [CONTEXT_HEADER]: result.context }
+      if (result.values.length === 0) return json(404, { error: result.deleted ? 'deleted' : 'not found', key }, headers)
+      if (result.values.length === 1) {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-store', 'x-meshkv-siblings': '1', ...headers })
+        res.end(req.method === 'HEAD' ? undefined : result.values[0])
+        return
+      }
+      return json(300, {
+        key,
+        context: result.context,
+        siblings: result.siblings.map(s => ({ value: utf8OrNull(s.value), base64url: base64urlEncode(s.value), bytes: s.value.length, wall: s.wall, replica: s.replica, counter: s.counter }))
+      }, { ...headers, 'x-meshkv-siblings': String(result.values.length) })
+    }
+    const w = option(url, 'w', 1, 16)
+    const lww = flag(url, 'lww')
+    const writeOptions = { ...common, ...ctx, ...(w === undefined ? {} : { w }), ...(lww === undefined ? {} : { lww }) }
+    if (req.method === 'PUT' || req.method === 'POST') {
+      const ttlMs = option(url, 'ttl', 0, Number.MAX_SAFE_INTEGER)
+      const value = await readBody(req, peer.engine.config.valueBytesMax)
+      const result = await peer.put(key, value, { ...writeOptions, ...(ttlMs === undefined ? {} : { ttlMs }) })
+      res.writeHead(204, { [CONTEXT_HEADER]: result.context, 'x-meshkv-acks': String(result.acks) })
+      res.end()
+      return
+    }
+    if (req.method === 'DELETE') {
+      const result = await peer.delete(key, writeOptions)
+      res.writeHead(204, { [CONTEXT_HEADER]: result.context, 'x-meshkv-acks': String(result.acks) })
+      res.end()
+      return
+    }
+    json(405, { error: 'method not allowed: use GET, PUT or DELETE' })
+  }
+
+  function serveStatic (url: URL, res: http.ServerResponse, json: (status: number, body: unknown) => void): void {
+    // Static dashboard files; never outside webRoot.
+    let rel: string
+    try {
+      rel = url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname).replace(/^\/+/, '')
+    } catch {
+      throw new HttpError(400, 'undecodable path')
+    }
+    const file = path.resolve(options.webRoot, rel)
+    if (!file.startsWith(path.resolve(options.webRoot) + path.sep)) return json(404, { error: 'not found' })
+    fs.readFile(file, (error, body) => {
+      if (error !== null) return json(404, { error: 'not found', path: url.pathname })
+      res.writeHead(200, { 'content-type': CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream' })
+      res.end(body)
+    })
+  }
+}
+
+function pairs (vv: ReadonlyArray<string | number>): Array<[string, number]> {
+  const out: Array<[string, number]> = []
+  for (let i = 0; i < vv.length; i += 2) out.push([vv[i] as string, vv[i + 1] as number])
+  return out
+}
+
+/** Members with their state and token count, optionally every token, and each segment's replicas. */
+export function ringView (peer: Peer, withTokens: boolean): unknown {
+  const ring = peer.ring()
+  const states = new Map(peer.members().map(m => [m.id, m.state]))
+  const ownership = ring.ownership()
+  const n = peer.store.config.n
+  return {
+    n,
+    segments: SEGMENT_COUNT,
+    members: ring.members.map(m => ({ id: m.id, vnodes: m.vnodes, state: states.get(m.id) ?? 'unknown', ownership: ownership.get(m.id) ?? 0 })),
+    ...(withTokens ? { tokens: ring.tokenList().map(([position, id]) => ({ position, id })) } : {}),
+    segmentReplicas: Array.from({ length: SEGMENT_COUNT }, (_, s) => ({ segment: s, start: segmentRange(s)[0], replicas: ring.segmentReplicas(s, n) }))
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * Request/reply over libp2p for the KV protocols (/meshkv/kv/1.0.0, /meshkv/sync/1.0.0): one long-lived
+ * stream per peer and direction, requests tagged with ids, replies matched to them, and coalescing — every
+ * message queued for a stream while a frame is being written (or produced in the same event-loop turn) goes
+ * out in the next frame, so 64 requests in flight cost a few frames, not 64 yamux frames and noise
+ * encryptions (DESIGN.md §7).
+ *
+ * Our requests go on the stream we open to a peer and its replies come back on it; the peer's requests
+ * arrive on the stream it opens to us and we reply there. In a private mesh both sides run the mesh-key
+ * handshake (swim-service.ts) before anything else.
+ *
+ * Bounds: frames and messages have a maximum size (a peer exceeding it gets its stream reset); at most
+ * `inFlightMax` requests wait per peer and direction (more fail with OverloadedError, or an ERR_OVERLOADED
+ * reply); every request has a deadline (TimeoutError). A dial that fails is retried once, since
+ * node-datachannel fails about one WebRTC dial in 10-25.
+ */
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream } from '@libp2p/utils'
+import { Writer } from '../core/codec.js'
+import type { Logger } from '../core/env.js'
+import { DecodeError, OverloadedError, TimeoutError, UnreachableError } from '../core/errors.js'
+import { type KvReply, type KvRequest, type WireLimits, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../core/kv/messages.js'
+import type { MeshLibp2p } from './mesh-node.js'
+
+/** A frame stops taking more messages past this size (one message may be larger, up to the message limit). */
+export const FRAME_TARGET_BYTES = 256 * 1024
+/** Streams per connection and protocol: one each way is the norm, a few spare for reconnects. */
+export const RPC_STREAMS_MAX = 4
+const DIAL_TIMEOUT_MS = 10_000
+
+export interface RpcStats {
+  requests: number
+  replies: number
+  frames: number
+  badMessages: number
+  refusedPeers: number
+  streamErrors: number
+  timeouts: number
+  overloaded: number
+}
+
+export function emptyRpcStats (): RpcStats {
+  return { requests: 0, replies: 0, frames: 0, badMessages: 0, refusedPeers: 0, streamErrors: 0, timeouts: 0, overloaded: 0 }
+}
+
+type Lp = ReturnType<typeof lpStream>
+
+export interface Handshake {
+  opener(lp: Lp, peer: PeerId): Promise<void>
+  responder(lp: Lp, peer: PeerId): Promise<void>
+}
+
+export interface RpcInit {
+  protocol: string
+  limits: WireLimits
+  messageBytesMax: number
+  requestTimeoutMs: number
+  inFlightMax: number
+  handler: (from: string, request: KvRequest) => Promise<KvReply>
+  /** The private mesh's handshake; undefined for an open mesh. */
+  handshake?: Handshake
+  log: Logger
+}
+
+interface Pending {
+  resolve: (reply: KvReply) => void
+  reject: (error: Error) => void
+  deadline: number
+}
+
+/** One stream, either direction: sends coalesced frames, reads frames, dispatches requests and replies. */
+class Link {
+  readonly pending = new Map<number, Pending>()
+  private queue: Uint8Array[] = []
+  private writing = false
+  private closed = false
+  private nextId = 1
+  private serving = 0
+  private readonly writer = new Writer(1024)
+  private readonly frameWriter = new Writer(64 * 1024)
+
+  constructor (readonly peer: string, readonly stream: Stream, readonly lp: Lp, private readonly rpc: RpcEndpoint) {}
+
+  push (message: Uint8Array): void {
+    if (this.closed) return
+    this.queue.push(message)
+    if (!this.writing) {
+      this.writing = true
+      // Everything produced in this turn joins the first frame.
+      queueMicrotask(() => { void this.flush() })
+    }
+  }
+
+  private async flush (): Promise<void> {
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        let bytes = 0
+        let count = 0
+        while (count < this.queue.length && (count === 0 || bytes + this.queue[count]!.length <= FRAME_TARGET_BYTES)) bytes += this.queue[count++]!.length
+        const batch = this.queue.splice(0, count)
+        // A fresh buffer: the muxer may hold on to it after write() returns.
+        await this.lp.write(encodeFrame(this.frameWriter, batch).slice())
+        this.rpc.stats.frames++
+      }
+    } catch (error) {
+      this.fail(error)
+    } finally {
+      this.writing = false
+    }
+  }
+
+  request (request: KvRequest, timeoutMs: number): Promise<KvReply> {
+    if (this.pending.size >= this.rpc.init.inFlightMax) {
+      this.rpc.stats.overloaded++
+      return Promise.reject(new OverloadedError(`requests to ${this.peer}`, this.rpc.init.inFlightMax))
+    }
+    const id = this.nextId++
+    const message = encodeRequest(this.writer, id, request)
+    if (message.length > this.rpc.init.messageBytesMax) return Promise.reject(new DecodeError('kv request', `${message.length} bytes exceeds the message limit of ${this.rpc.init.messageBytesMax}`))
+    return new Promise<KvReply>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, deadline: Date.now() + timeoutMs })
+      this.rpc.stats.requests++
+      this.push(message)
+    })
+  }
+
+  /** Reads frames until the stream ends; a malformed frame resets the stream. */
+  async read (): Promise<void> {
+    try {
+      for (;;) {
+        const frame = (await this.lp.read()).subarray()
+        for (const bytes of splitFrame(frame, this.rpc.init.messageBytesMax)) {
+          const message = decodeMessage(bytes, this.rpc.init.limits)
+          if (message.kind === 'reply') {
+            const p = this.pending.get(message.id)
+            if (p === undefined) continue // timed out already
+            this.pending.delete(message.id)
+            this.rpc.stats.replies++
+            p.resolve(message.reply)
+          } else {
+            this.serve(message.id, message.request)
+          }
+        }
+      }
+    } catch (error) {
+      if (error instanceof DecodeError) {
+        this.rpc.stats.badMessages++
+        this.rpc.init.log.info(`${this.rpc.init.protocol}: malformed message from ${this.peer} (${error.message}); resetting its stream`)
+      }
+      this.fail(error)
+    }
+  }
+
+  private serve (id: number, request: KvRequest): void {
+    if (this.serving >= this.rpc.init.inFlightMax) {
+      this.rpc.stats.overloaded++
+      this.push(encodeReply(this.writer, id, { type: 'error', code: 'ERR_OVERLOADED', message: `more than ${this.rpc.init.inFlightMax} requests outstanding`, acked: 0, required: 0 }))
+      return
+    }
+    this.serving++
+    this.rpc.init.handler(this.peer, request).then(reply => {
+      this.serving--
+      let bytes = encodeReply(this.writer, id, reply)
+      if (bytes.length > this.rpc.init.messageBytesMax) {
+        bytes = encodeReply(this.writer, id, { type: 'error', code: 'ERR_RECORD_TOO_LARGE', message: `reply of ${bytes.length} bytes exceeds the message limit`, acked: 0, required: 0 })
+      }
+      this.push(bytes)
+    }, (error: unknown) => {
+      // handler() turns failures into error replies; reaching here is a bug, reported rather than fatal.
+      this.serving--
+      this.rpc.init.log.error(`${this.rpc.init.protocol}: handler threw`, error)
+      this.push(encodeReply(this.writer, id, { type: 'error', code: 'ERR_INTERNAL', message: 'internal error', acked: 0, required: 0 }))
+    })
+  }
+
+  /** Expires requests past their deadline. */
+  expire (now: number): void {
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) continue
+      this.pending.delete(id)
+      this.rpc.stats.timeouts++
+      p.reject(new TimeoutError(this.peer, this.rpc.init.requestTimeoutMs))
+    }
+  }
+
+  fail (error: unknown): void {
+    if (this.closed) return
+    this.closed = true
+    const reason = error instanceof Error ? error.message : String(error)
+    if (!this.rpc.stopping) this.rpc.stats.streamErrors++
+    this.stream.abort(error instanceof Error ? error : new Error(reason))
+    for (const p of this.pending.values()) p.reject(new UnreachableError(this.peer, `stream closed: ${reason}`))
+    this.pending.clear()
+    this.queue = []
+    this.rpc.forget(this)
+  }
+}
+
+export class RpcEndpoint {
+  readonly stats = emptyRpcStats()
+  stopping = false
+  private readonly outbound = new Map<string, Promise<Link>>()
+  private readonly links = new Set<Link>()
+  private timer: ReturnType<typeof setInterval> | null = null
+
+  constructor (private readonly node: MeshLibp2p, readonly init: RpcInit) {}
+
+  async start (): Promise<void> {
+    await this.node.handle(this.init.protocol, (stream, connection) => { void this.onInbound(stream, connection) }, {
+      maxInboundStreams: RPC_STREAMS_MAX,
+      maxOutboundStreams: RPC_STREAMS_MAX,
+      runOnLimitedConnection: true
+    })
+    // Deadlines are checked twice a second: a request fails at most 0.5 s after its time limit.
+    this.timer = setInterval(() => {
+      const now = Date.now()
+      for (const link of this.links) link.expire(now)
+    }, 500)
+  }
+
+  async stop (): Promise<void> {
+    this.stopping = true
+    if (this.timer !== null) clearInterval(this.timer)
+    this.timer = null
+    await this.node.unhandle(this.init.protocol).catch(() => {})
+    for (const link of [...this.links]) link.fail(new Error('peer stopping'))
+    this.outbound.clear()
+  }
+
+  forget (link: Link): void {
+    this.links.delete(link)
+    const out = this.outbound.get(link.peer)
+    if (out !== undefined) {
+      out.then(l => { if (l === link && this.outbound.get(link.peer) === out) this.outbound.delete(link.peer) }, () => {})
+    }
+  }
+
+  /** Sends a request to `to` and resolves with its reply. */
+  async request (to: string, request: KvRequest, signal?: AbortSignal): Promise<KvReply> {
+    if (this.stopping) throw new UnreachableError(to, 'this peer is stopping')
+    let link = this.outbound.get(to)
+    if (link === undefined) {
+      link = this.open(to)
+      this.outbound.set(to, link)
+      link.catch(() => { if (this.outbound.get(to) === link) this.outbound.delete(to) })
+    }
+    const l = await link
+    const reply = l.request(request, this.init.requestTimeoutMs)
+    if (signal === undefined) return reply
+    signal.throwIfAborted()
+    return Promise.race([reply, new Promise<never>((_resolve, reject) => {
+      signal.addEventListener('abort', () => { reject(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }, { once: true })
+    })])
+  }
+
+  private async open (to: string): Promise<Link> {
+    const peer = peerIdFromString(to)
+    let stream: Stream
+    try {
+      stream = await this.dial(peer)
+    } catch (first) {
+      this.init.log.debug(`${this.init.protocol}: dial ${to} failed, retrying once: ${first instanceof Error ? first.message : String(first)}`)
+      try {
+        stream = await this.dial(peer)
+      } catch (error) {
+        this.stats.streamErrors++
+        throw new UnreachableError(to, error instanceof Error ? error.message : String(error))
+      }
+    }
+    const lp = lpStream(stream, { maxDataLength: this.init.messageBytesMax + 1024 })
+    if (this.init.handshake !== undefined) {
+      try {
+        await this.init.handshake.opener(lp, peer)
+      } catch (error) {
+        this.stats.refusedPeers++
+        stream.abort(error instanceof Error ? error : new Error(String(error)))
+        throw new UnreachableError(to, `handshake failed: ${error instanceof Error ? error.message : String(error)}`)
+      }
+    }
+    if (this.stopping) {
+      stream.abort(new Error('peer stopping'))
+      throw new UnreachableError(to, 'this peer is stopping')
+    }
+    const link = new Link(to, stream, lp, this)
+    this.links.add(link)
+    void link.read()
+    return link
+  }
+
+  private async dial (peer: PeerId): Promise<Stream> {
+    return await this.node.dialProtocol(peer, this.init.protocol, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS), runOnLimitedConnection: true })
+  }
+
+  private async onInbound (stream: Stream, connection: Connection): Promise<void> {
+    const from = connection.remotePeer
+    const lp = lpStream(stream, { maxDataLength: this.init.messageBytesMax + 1024 })
+    try {
+      if (this.stopping) throw new Error('peer stopping')
+      if (this.init.handshake !== undefined) await this.init.handshake.responder(lp, from)
+    } catch (error) {
+      this.stats.refusedPeers++
+      this.init.log.info(`${this.init.protocol}: refused ${from.toString()}: ${error instanceof Error ? error.message : String(error)}`)
+      stream.abort(error instanceof Error ? error : new Error(String(error)))
+      return
+    }
+    const link = new Link(from.toString(), stream, lp, this)
+    this.links.add(link)
+    await link.read()
+  }
+}
