@@ -7,8 +7,10 @@
  * it from `?bootstrap=<multiaddr>`. `?join=false` connects to the bootstrap (and so gets a relay reservation
  * and a WebRTC address) without joining the membership: for connection tests and debugging.
  */
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { claimTabIdentity } from '../src/adapters/browser-identity.js'
+import { IndexedDbWal } from '../src/adapters/wal-indexeddb.js'
 import { browserSwimConfig } from '../src/core/membership/config.js'
 import type { MemberView } from '../src/core/membership/swim.js'
 import { DEFAULT_VNODES } from '../src/core/ring/ring.js'
@@ -32,12 +34,29 @@ async function bootstrapAddrs (): Promise<string[]> {
   return info.browserBootstrap
 }
 
+function cell (text: string, className = ''): HTMLTableCellElement {
+  const td = document.createElement('td')
+  td.textContent = text // member data comes from the network: text, never HTML
+  if (className !== '') td.className = className
+  return td
+}
+
 function render (peer: Peer): void {
   const rows = peer.members().map((m: MemberView) => {
-    const since = new Date(m.sinceMs).toLocaleTimeString()
-    return `<tr class="${m.id === peer.id ? 'me' : ''}" data-id="${m.id}" data-state="${m.state}"><td class="id">${m.id}${m.id === peer.id ? ' (this tab)' : ''}</td><td>${String(m.meta.kind ?? '?')}</td><td class="${m.state}">${m.state}</td><td>${m.incarnation}</td><td>${since}</td></tr>`
+    const tr = document.createElement('tr')
+    if (m.id === peer.id) tr.className = 'me'
+    tr.dataset.id = m.id
+    tr.dataset.state = m.state
+    tr.append(
+      cell(`${m.id}${m.id === peer.id ? ' (this tab)' : ''}`, 'id'),
+      cell(String(m.meta.kind ?? '?')),
+      cell(m.state, m.state),
+      cell(String(m.incarnation)),
+      cell(new Date(m.sinceMs).toLocaleTimeString())
+    )
+    return tr
   })
-  $('members').innerHTML = rows.join('')
+  $('members').replaceChildren(...rows)
 }
 
 async function main (): Promise<void> {
@@ -51,11 +70,16 @@ async function main (): Promise<void> {
     vnodes: DEFAULT_VNODES,
     clock: { nowMs: () => Date.now() },
     rng: { next: Math.random },
-    log
+    log,
+    // A full replica: its share of the ring persists in this origin's IndexedDB, one database per identity.
+    wal: new IndexedDbWal(`meshkv-wal-${peerIdFromPrivateKey(identity.privateKey).toString()}`)
   })
+  // Closing the tab: announce the leave and hand off what can be sent before the page is gone; the other
+  // replicas' anti-entropy restores the rest on the key's next owner.
+  addEventListener('pagehide', () => { void peer.leave() })
   // For tests and the curious (devtools): the peer, and multiaddr() to build addresses to dial.
   ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr }
-  $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation})`
+  $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation}, ${peer.engine.size} keys from IndexedDB)`
   peer.events.on('change', () => { render(peer) })
   render(peer)
   const addrs = (await bootstrapAddrs()).map(a => multiaddr(a))

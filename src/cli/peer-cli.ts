@@ -66,12 +66,16 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --gossip-interval-ms <ms>   SWIM gossip period (default ${defaultSwimConfig().gossipIntervalMs})
   --push-pull-interval-ms <ms> SWIM full-state exchange period (default ${defaultSwimConfig().pushPullIntervalMs})
   --debug-api                 enable POST /debug/block?peer=<id> and /debug/unblock?peer=<id>, which
-                              cut and restore connections to a peer (partition tests); never in production
+                              cut and restore connections to a peer (partition tests), and the
+                              /meshkv/echo/1.0.0 protocol (benchmark baseline); never in production
   --help                      this text
 
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
 GET /kv/<key>/placement, GET /ring, GET /members, GET /stats, GET /health, GET /api/info, GET / (dashboard).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
+
+/** With --debug-api: echoes bytes back, the raw libp2p request/reply baseline of `npm run bench -- kv`. */
+export const ECHO_PROTOCOL = '/meshkv/echo/1.0.0'
 
 /** Longest a graceful shutdown (leave announcement, then stopping libp2p) may take before the process exits. */
 const SHUTDOWN_TIMEOUT_MS = 10_000
@@ -275,6 +279,14 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     ...(args['debug-api'] === true ? { blocked } : {})
   })
 
+  if (args['debug-api'] === true) {
+    // A raw request/reply baseline for benchmarks: echoes every byte back on the same stream.
+    await peer.libp2p.handle(ECHO_PROTOCOL, stream => {
+      stream.addEventListener('message', event => { if (!stream.send(event.data)) stream.pause(); else stream.resume() })
+      stream.addEventListener('drain', () => { stream.resume() })
+    }, { maxInboundStreams: 4 })
+  }
+
   const info = (): unknown => ({
     id: peer.id,
     kind: 'node',
@@ -285,7 +297,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     browserBootstrap: peer.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/ws')),
     meshPrivate: meshKey !== undefined,
     swim: peer.membership.stats,
-    discovery: { received: peer.discovery.received, dropped: peer.discovery.dropped }
+    discovery: { received: peer.discovery.received, dropped: peer.discovery.dropped },
+    memory: process.memoryUsage()
   })
   if (server !== null) {
     server.on('request', httpHandler({
