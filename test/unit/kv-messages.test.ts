@@ -1,0 +1,81 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { Writer } from '../../src/core/codec.js'
+import { DecodeError } from '../../src/core/errors.js'
+import { type KvReply, type KvRequest, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../../src/core/kv/messages.js'
+import type { KeyState } from '../../src/core/version/dvv.js'
+import type { VersionVector } from '../../src/core/version/vv.js'
+
+const LIMITS = { keyBytesMax: 1024, valueBytesMax: 1024 * 1024 }
+const w = new Writer()
+
+const state: KeyState = {
+  vv: ['a', 2, 'b', 1] as VersionVector,
+  siblings: [
+    { id: 'a', n: 2, value: new Uint8Array([1, 2, 3]), wall: 1_700_000_000_000, logical: 3, lww: false },
+    { id: 'b', n: 1, value: null, wall: 1_700_000_000_001, logical: 0, lww: true }
+  ],
+  lwwFloor: { id: 'b', n: 1, wall: 1_700_000_000_001, logical: 0 }
+}
+
+const requests: KvRequest[] = [
+  { type: 'merge', entries: [{ key: 'k', ttlMs: 5000, state }, { key: 'ü', ttlMs: 0, state }] },
+  { type: 'read', key: 'key' },
+  { type: 'put', key: 'k', value: new Uint8Array([9]), context: ['a', 2] as VersionVector, ts: { wall: 5, logical: 1 }, lww: true, ttlMs: 10, w: 2, strict: true },
+  { type: 'put', key: 'k', value: null, context: [] as VersionVector, ts: null, lww: false, ttlMs: 0, w: 1, strict: false },
+  { type: 'get', key: 'k', r: 3, strict: false },
+  { type: 'sync-root', segments: [0, 5, 1023], root: 2 ** 52 - 1 },
+  { type: 'sync-leaves', segments: [1, 2], hashes: [1, 2, 3, 0xffffffff] },
+  { type: 'pull', keys: ['a', 'b'] },
+  { type: 'reap', key: 'k', state }
+]
+
+const replies: KvReply[] = [
+  { type: 'ok' },
+  { type: 'state', state, ttlMs: 7 },
+  { type: 'state', state: null, ttlMs: 0 },
+  { type: 'put', state, acks: 2 },
+  { type: 'get', state: null, replies: 2 },
+  { type: 'sync-root', equal: true },
+  { type: 'digests', segments: [3], keys: ['x'], hashes: [1, 2], truncated: true },
+  { type: 'entries', entries: [{ key: 'k', ttlMs: 0, state }] },
+  { type: 'error', code: 'ERR_QUORUM', message: 'nope', acked: 1, required: 2 }
+]
+
+describe('kv wire messages', () => {
+  it('round-trips every request and reply type, through a frame', () => {
+    const encoded = [...requests.map((r, i) => encodeRequest(w, i, r)), ...replies.map((r, i) => encodeReply(w, i, r))]
+    const frame = encodeFrame(new Writer(), encoded).slice()
+    const decoded = splitFrame(frame, 1 << 20).map(m => decodeMessage(m, LIMITS))
+    expect(decoded.slice(0, requests.length)).toEqual(requests.map((request, id) => ({ kind: 'request', id, request })))
+    expect(decoded.slice(requests.length)).toEqual(replies.map((reply, id) => ({ kind: 'reply', id, reply })))
+  })
+
+  it('rejects every truncation and random bytes with DecodeError, never anything else', () => {
+    for (const r of requests) {
+      const bytes = encodeRequest(w, 1, r)
+      for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeMessage(bytes.subarray(0, cut), LIMITS)).toThrow(DecodeError)
+    }
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), bytes => {
+      try {
+        decodeMessage(bytes, LIMITS)
+      } catch (error) {
+        if (!(error instanceof DecodeError)) throw error
+      }
+      try {
+        splitFrame(bytes, 1024)
+      } catch (error) {
+        if (!(error instanceof DecodeError)) throw error
+      }
+    }), { numRuns: 5000, seed: 7 })
+  })
+
+  it('enforces limits: key length, value size, a forged count', () => {
+    expect(() => decodeMessage(encodeRequest(w, 1, { type: 'read', key: 'k'.repeat(2000) }), LIMITS)).toThrow(/exceeds 1024/)
+    const big = encodeRequest(w, 1, { type: 'put', key: 'k', value: new Uint8Array(100), context: [] as VersionVector, ts: null, lww: false, ttlMs: 0, w: 2, strict: false })
+    expect(() => decodeMessage(big, { keyBytesMax: 10, valueBytesMax: 50 })).toThrow(DecodeError)
+    // A merge claiming 2^40 entries in a 10-byte message.
+    const forged = new Writer().u8(1).varint(1).u8(0).varint(2 ** 40).finish().slice()
+    expect(() => decodeMessage(forged, LIMITS)).toThrow(/count/)
+  })
+})
