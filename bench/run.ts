@@ -10,6 +10,10 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     describe: 'storage engine in memory, and the WAL with async and sync (group commit) durability, against the raw file-system floor',
     run: async args => { await (await import('./storage.js')).run(args) }
   },
+  kv: {
+    describe: '3 Node peers on 127.0.0.1 (N=3 R=2 W=2, sync): quorum put/get at 1 and 64 in flight vs raw echo on one libp2p stream; RSS idle and at 100,000 keys',
+    run: async args => { await (await import('./kv.js')).run(args) }
+  },
   swim: {
     describe: 'SWIM on the deterministic simulator: detection times, false positives under loss, message load (10/100/1,000 members)',
     run: async args => { await (await import('./swim.js')).run(args) }

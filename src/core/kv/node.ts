@@ -5,9 +5,10 @@
  * keeps replicas complete (Dynamo, DeCandia et al. 2007; Riak's handoff and AAE):
  *
  * - put/delete: the coordinator — a replica of the key; any other peer forwards to one — applies the write
- *   to its own engine, which gives the new value the coordinator's next dot, sends the resulting state to
- *   the other N-1 replicas of the preference list, and answers after W of them (itself included) have made
- *   it durable. Fewer than W: QuorumError with the acked count, never success.
+ *   to its own engine, which gives the new value the coordinator's next dot, makes it durable in its own log,
+ *   then sends the resulting state to the other N-1 replicas of the preference list, and answers after W of
+ *   them (itself included) have made it durable. Fewer than W: QuorumError with the acked count, never
+ *   success.
  * - get: the coordinator asks the N replicas and merges the first R answers; once the rest answer (or time
  *   out), any replica whose state was behind the merge gets it (read repair).
  * - sloppy quorum: when a primary is down, the preference list continues with the next up member (a
@@ -302,7 +303,12 @@ export class KvNode {
     const local = this.engine.writeLocal(key, value, { context, contextTs: ts, lww: options.lww, ...(value === null ? {} : { ttlMs: options.ttlMs }) })
     this.note(key, local.state)
     const entry: Entry = { key, ttlMs: this.engine.ttl(key), state: local.state }
-    const tasks: Array<Promise<unknown>> = [local.done]
+    // The new dot must be durable here before any other replica sees it: a coordinator that crashed with
+    // its dot on others but not in its own log would issue the same dot again for a different value, and
+    // replicas would keep either one. (With async durability the record reaches the OS within this turn,
+    // so only a crash of the machine can do that; see the README.)
+    await raceAbort(local.done, options.signal)
+    const tasks: Array<Promise<unknown>> = [Promise.resolve()]
     for (const e of pref) {
       if (e.id !== this.id) tasks.push(this.replicate(e.id, 'kv', [entry], options.signal))
     }
