@@ -16,6 +16,7 @@ const HELP = `usage: node node/wal.js <stats|compact> <dir> [--skip-corrupt]
                    stopping with an error naming the file and offset; the default is to stop
   --help           this text
 
+<dir> is a log directory: a Node peer keeps its log in <data-dir>/wal (e.g. meshkv-data/wal).
 <dir> must not be in use by a running peer (it is locked while open).`
 
 let parsed

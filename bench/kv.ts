@@ -1,0 +1,379 @@
+/**
+ * KV suite: a mesh of three Node peers on 127.0.0.1 — this process (created in-process with createPeer, as
+ * `node node/peer.js` does) and two `node node/peer.js --debug-api` children — with N=3, R=2, W=2 and sync
+ * durability. A closed-loop client on the in-process peer measures, at 1 and 64 operations in flight:
+ *
+ *   put.ops / get.ops        quorum writes (fresh keys) and reads (of the keys written for the memory figure),
+ *                            each next to the same-run floor: raw request/reply on ONE long-lived libp2p
+ *                            stream to a child, which echoes the 100-byte messages back (pipelined at 64)
+ *   echo.ops                 that floor on its own, with its latencies
+ *   *.latency.p50 / .p99     per-operation latency (ms) of each of the above
+ *   memory.idle.rss          each peer's resident memory once the mesh has formed, before any workload
+ *   memory.loaded.rss        each peer's resident memory after 100,000 keys of 100 bytes were written
+ *   fill.ops                 the put rate over those 100,000 keys (64 in flight)
+ *
+ * The put rate at 64 in flight is printed with its floor (10,000 quorum puts/s) and whether it was met; the
+ * memory figures with their targets. Nothing here fails the run on a missed floor or target.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import * as readline from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { tcp } from '@libp2p/tcp'
+import { lpStream } from '@libp2p/utils'
+import { consoleLogger, systemClock } from '../src/adapters/node-env.js'
+import { cryptoRng } from '../src/adapters/random.js'
+import { FileWal } from '../src/adapters/wal-file.js'
+import type { Logger } from '../src/core/env.js'
+import { defaultKvConfig } from '../src/core/kv/config.js'
+import { defaultSwimConfig } from '../src/core/membership/config.js'
+import { DEFAULT_VNODES } from '../src/core/ring/ring.js'
+import { type Peer, createPeer } from '../src/peer.js'
+import { emit, progress } from './report.js'
+
+const SUITE = 'kv'
+const VALUE_BYTES = 100
+const IN_FLIGHT = [1, 64] as const
+/** The child's echo protocol (src/cli/peer-cli.ts ECHO_PROTOCOL, served with --debug-api). */
+const ECHO_PROTOCOL = '/meshkv/echo/1.0.0'
+const PUT_FLOOR_OPS = 10_000
+const IDLE_RSS_TARGET_MB = 120
+const LOADED_RSS_TARGET_MB = 250
+const LOADED_KEYS = 100_000
+const FILL_PROGRESS_KEYS = 10_000
+/** Bounds on waiting for the mesh: a child printing its addresses, and all three seeing each other alive. */
+const CHILD_START_TIMEOUT_MS = 30_000
+const MESH_TIMEOUT_MS = 30_000
+const STOP_TIMEOUT_MS = 10_000
+const MB = 1024 * 1024
+const RSS_NOTE = 'the in-process peer\'s RSS includes the benchmark client and the tsx loader'
+
+const PEER_JS = fileURLToPath(new URL('../node/peer.js', import.meta.url))
+const DIST_CLI = fileURLToPath(new URL('../dist/src/cli/peer-cli.js', import.meta.url))
+
+interface Child {
+  readonly proc: ChildProcess
+  readonly name: string
+  readonly output: string[]
+  id: string
+  http: string
+  readonly exited: Promise<void>
+}
+
+/** Spawns a peer; the caller owns it (and kills it) from the moment this returns, before it is ready. */
+function spawnChild (name: string, args: string[]): Child {
+  const proc = spawn(process.execPath, [PEER_JS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const output: string[] = []
+  const keep = (line: string): void => { output.push(line); if (output.length > 200) output.shift() }
+  readline.createInterface({ input: proc.stdout! }).on('line', keep)
+  readline.createInterface({ input: proc.stderr! }).on('line', keep)
+  const exited = new Promise<void>(resolve => { proc.once('exit', () => { resolve() }) })
+  return { proc, name, output, id: '', http: '', exited }
+}
+
+/** Resolves once the child has printed its id, HTTP URL and data line (it is then serving). */
+async function childReady (child: Child): Promise<void> {
+  const started = performance.now()
+  let exited = false
+  void child.exited.then(() => { exited = true })
+  for (;;) {
+    for (const line of child.output) {
+      const m = /^meshkv peer (\S+)/.exec(line)
+      if (m !== null) child.id = m[1]!
+      if (line.startsWith('http: ')) child.http = line.split(' ')[1]!
+    }
+    if (child.id !== '' && child.http !== '' && child.output.some(l => l.startsWith('data: '))) return
+    if (exited) throw new Error(`${child.name} exited before it started:\n${child.output.join('\n')}`)
+    if (performance.now() - started > CHILD_START_TIMEOUT_MS) throw new Error(`${child.name} did not start within ${CHILD_START_TIMEOUT_MS} ms:\n${child.output.join('\n')}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
+async function getJson<T> (url: string): Promise<T> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(5000) })
+  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`)
+  return await res.json() as T
+}
+
+/** Polls `check` every 100 ms until it holds; throws with `what` after `timeoutMs`. */
+async function waitUntil (check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
+  const start = performance.now()
+  for (;;) {
+    try {
+      if (await check()) return performance.now() - start
+    } catch { /* not ready yet */ }
+    if (performance.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+function percentile (sorted: Float64Array, p: number): number {
+  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
+}
+
+interface LoopResult {
+  rate: number
+  ops: number
+  p50Ms: number
+  p99Ms: number
+  errors: number
+  firstError?: string
+}
+
+/**
+ * `inFlight` workers, each issuing its next `op` when the previous one finishes, until `ms` have passed.
+ * The deadline is checked with a clock read per operation (read anyway for the latency), so the loop ends
+ * even if every operation fails without ever yielding to the event loop.
+ */
+async function closedLoop (inFlight: number, ms: number, op: (i: number) => Promise<unknown>): Promise<LoopResult> {
+  let latencies = new Float64Array(1 << 16)
+  let ops = 0
+  let next = 0
+  let errors = 0
+  let firstError: string | undefined
+  const start = performance.now()
+  const deadline = start + ms
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    for (let t = performance.now(); t < deadline;) {
+      try {
+        await op(next++)
+      } catch (error) {
+        errors++
+        firstError ??= error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+        t = performance.now()
+        continue
+      }
+      const end = performance.now()
+      if (ops === latencies.length) { const grown = new Float64Array(ops * 2); grown.set(latencies); latencies = grown }
+      latencies[ops++] = end - t
+      t = end
+    }
+  }))
+  const elapsed = performance.now() - start
+  const sorted = latencies.subarray(0, ops).sort()
+  return { rate: ops / (elapsed / 1000), ops, p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), errors, ...(firstError === undefined ? {} : { firstError }) }
+}
+
+/**
+ * Request/reply on one long-lived stream to a child's echo protocol. Requests are pipelined: each caller
+ * writes its length-prefixed message and waits; one reader loop resolves the callers in order, which is
+ * the order the echo returns them in.
+ */
+class EchoClient {
+  private readonly waiting: Array<{ resolve: () => void; reject: (error: Error) => void }> = []
+  private head = 0
+  private failure: Error | null = null
+  private readonly lp: ReturnType<typeof lpStream>
+  private readonly reading: Promise<void>
+
+  constructor (private readonly stream: Stream, private readonly bytes: number) {
+    this.lp = lpStream(stream)
+    this.reading = this.read()
+  }
+
+  async request (message: Uint8Array): Promise<void> {
+    if (this.failure !== null) throw this.failure
+    const reply = new Promise<void>((resolve, reject) => { this.waiting.push({ resolve, reject }) })
+    await this.lp.write(message)
+    await reply
+  }
+
+  private async read (): Promise<void> {
+    try {
+      for (;;) {
+        const reply = await this.lp.read()
+        if (reply.byteLength !== this.bytes) throw new Error(`echo returned ${reply.byteLength} bytes, sent ${this.bytes}`)
+        const waiter = this.waiting[this.head++]
+        if (waiter === undefined) throw new Error('echo reply with no request waiting')
+        if (this.head > 1024) { this.waiting.splice(0, this.head); this.head = 0 }
+        waiter.resolve()
+      }
+    } catch (error) {
+      this.failure = error instanceof Error ? error : new Error(String(error))
+      for (let i = this.head; i < this.waiting.length; i++) this.waiting[i]!.reject(this.failure)
+      this.waiting.length = 0
+      this.head = 0
+    }
+  }
+
+  async close (): Promise<void> {
+    this.stream.abort(new Error('benchmark done'))
+    await this.reading
+  }
+}
+
+/** Warnings and errors of the in-process peer on stderr; its info lines (member changes) are noise here. */
+function quietLogger (): Logger {
+  const log = consoleLogger('meshkv:bench-peer')
+  return { debug: log.debug, info: () => {}, warn: log.warn, error: log.error }
+}
+
+async function rssOf (self: Peer, children: Child[]): Promise<Array<{ peer: string; id: string; rssMb: number; heapUsedMb: number }>> {
+  const own = process.memoryUsage()
+  const out = [{ peer: 'bench', id: self.id, rssMb: own.rss / MB, heapUsedMb: own.heapUsed / MB }]
+  for (const c of children) {
+    const info = await getJson<{ memory: { rss: number; heapUsed: number } }>(`${c.http}/api/info`)
+    out.push({ peer: c.name, id: c.id, rssMb: info.memory.rss / MB, heapUsedMb: info.memory.heapUsed / MB })
+  }
+  return out
+}
+
+function emitRss (metric: string, rows: Awaited<ReturnType<typeof rssOf>>, target: number | undefined, extra: Record<string, unknown>): void {
+  for (const r of rows) {
+    emit({
+      suite: SUITE,
+      metric,
+      value: r.rssMb,
+      unit: 'MB',
+      peer: r.peer,
+      heapUsedMb: Math.round(r.heapUsedMb * 10) / 10,
+      ...extra,
+      ...(target === undefined ? {} : { target, met: r.rssMb <= target }),
+      ...(r.peer === 'bench' ? { note: RSS_NOTE } : {})
+    })
+  }
+}
+
+function emitLoop (metric: string, inFlight: number, r: LoopResult, baseline: LoopResult | undefined, extra: Record<string, unknown> = {}): void {
+  const errors = r.errors > 0 ? { errors: r.errors, firstError: r.firstError } : {}
+  emit({ suite: SUITE, metric: `${metric}.ops`, value: r.rate, unit: 'ops/s', inFlight, ops: r.ops, ...(baseline === undefined ? {} : { baseline: baseline.rate, baselineMetric: 'echo.ops (one libp2p stream)' }), ...extra, ...errors })
+  emit({ suite: SUITE, metric: `${metric}.latency.p50`, value: r.p50Ms, unit: 'ms', inFlight, ...(baseline === undefined ? {} : { baseline: baseline.p50Ms, baselineMetric: 'echo.latency.p50' }) })
+  emit({ suite: SUITE, metric: `${metric}.latency.p99`, value: r.p99Ms, unit: 'ms', inFlight, ...(baseline === undefined ? {} : { baseline: baseline.p99Ms, baselineMetric: 'echo.latency.p99' }) })
+}
+
+export async function run (flags: string[]): Promise<void> {
+  const quick = flags.includes('--quick')
+  const phaseMs = quick ? 1000 : 3000
+  const warmupMs = quick ? 200 : 500
+  if (!fs.existsSync(DIST_CLI)) throw new Error('the child peers run the built dist/: run `npm run build` first')
+
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'meshkv-bench-kv-'))
+  const children: Child[] = []
+  // If this process dies without reaching `finally` (an uncaught error elsewhere, process.exit), the
+  // children must not outlive it.
+  const killChildren = (): void => { for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL') }
+  process.on('exit', killChildren)
+  let peer: Peer | null = null
+  let echo: EchoClient | null = null
+  try {
+    progress('starting the in-process peer')
+    fs.mkdirSync(path.join(root, 'bench'))
+    const swim = { ...defaultSwimConfig(), metaBytesMax: 2048 }
+    peer = await createPeer({
+      kind: 'node',
+      privateKey: await generateKeyPair('Ed25519'),
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      extraTransports: [tcp()],
+      webrtcBindAddress: '127.0.0.1',
+      swim,
+      incarnation: 0,
+      vnodes: DEFAULT_VNODES,
+      clock: systemClock,
+      rng: cryptoRng,
+      log: quietLogger(),
+      wal: new FileWal(path.join(root, 'bench', 'wal')),
+      storage: { durability: 'sync' },
+      kv: { ...defaultKvConfig(), n: 3, r: 2, w: 2 }
+    })
+    const self = peer
+    const joinAddr = self.libp2p.getMultiaddrs().map(String).find(a => /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//.test(a))
+    if (joinAddr === undefined) throw new Error(`the in-process peer has no TCP address: ${self.libp2p.getMultiaddrs().map(String).join(', ')}`)
+
+    progress(`starting 2 child peers joining ${joinAddr}`)
+    for (const name of ['child-1', 'child-2']) {
+      const dataDir = path.join(root, name)
+      children.push(spawnChild(name, ['--join', joinAddr, '--data-dir', dataDir, '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', '--debug-api']))
+    }
+    await Promise.all(children.map(childReady))
+    const ids = [self.id, ...children.map(c => c.id)]
+    const formedMs = await waitUntil(async () => {
+      const aliveHere = new Set(self.members().filter(m => m.state === 'alive').map(m => m.id))
+      if (!ids.every(id => aliveHere.has(id)) || self.ring().size !== 3) return false
+      for (const c of children) {
+        const alive = new Set((await getJson<Array<{ id: string; state: string }>>(`${c.http}/members`)).filter(m => m.state === 'alive').map(m => m.id))
+        if (!ids.every(id => alive.has(id))) return false
+      }
+      return true
+    }, MESH_TIMEOUT_MS, 'three peers alive in every member list and a ring of 3')
+    progress(`mesh formed in ${Math.round(formedMs)} ms: ${ids.join(', ')}`)
+
+    emitRss('memory.idle.rss', await rssOf(self, children), IDLE_RSS_TARGET_MB, {})
+
+    const value = new Uint8Array(VALUE_BYTES).fill(0x61)
+    const loadedKeys = quick ? 20_000 : LOADED_KEYS
+    progress(`writing ${loadedKeys} keys of ${VALUE_BYTES} bytes, 64 in flight`)
+    let written = 0
+    let fillNext = 0
+    let fillErrors = 0
+    const fillStart = performance.now()
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      while (fillNext < loadedKeys) {
+        const i = fillNext++
+        try {
+          await self.put(`fill:${i}`, value)
+        } catch (error) {
+          // A key that failed is not retried: the memory figure is for the keys acknowledged.
+          if (fillErrors++ === 0) progress(`fill: put failed: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`)
+          continue
+        }
+        if (++written % FILL_PROGRESS_KEYS === 0) progress(`  ${written}/${loadedKeys} keys`)
+      }
+    }))
+    const fillRate = written / ((performance.now() - fillStart) / 1000)
+    emit({ suite: SUITE, metric: 'fill.ops', value: fillRate, unit: 'ops/s', inFlight: 64, keys: written, ...(fillErrors > 0 ? { errors: fillErrors } : {}) })
+    emitRss('memory.loaded.rss', await rssOf(self, children), loadedKeys === LOADED_KEYS ? LOADED_RSS_TARGET_MB : undefined, { keys: written, engineKeys: self.engine.size })
+
+    progress(`echo baseline: one stream to ${children[0]!.name} (${ECHO_PROTOCOL})`)
+    const stream = await self.libp2p.dialProtocol(peerIdFromString(children[0]!.id), ECHO_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+    echo = new EchoClient(stream, VALUE_BYTES)
+    const echoClient = echo
+    const message = new Uint8Array(VALUE_BYTES).fill(0x62)
+
+    // Each in-flight level runs echo, put, get back to back, so a burst of load elsewhere hits all three.
+    let putKey = 0
+    for (const inFlight of IN_FLIGHT) {
+      const phases: Array<{ metric: string; op: (i: number) => Promise<unknown> }> = [
+        { metric: 'echo', op: async () => { await echoClient.request(message) } },
+        { metric: 'put', op: async () => await self.put(`put:${putKey++}`, value) },
+        // Reads of keys that exist, spread over the whole key set (a stride coprime with it).
+        { metric: 'get', op: async i => await self.get(`fill:${(i * 7919) % loadedKeys}`) }
+      ]
+      const results = new Map<string, LoopResult>()
+      for (const { metric, op } of phases) {
+        progress(`${metric}: ${inFlight} in flight, ${warmupMs} ms warm-up then ${phaseMs} ms`)
+        await closedLoop(inFlight, warmupMs, op)
+        const h = (await import('node:perf_hooks')).monitorEventLoopDelay({ resolution: 10 }); h.enable()
+        const st0 = JSON.stringify(self.store.stats().kv)
+        const r = await closedLoop(inFlight, phaseMs, op)
+        h.disable()
+        progress(`DBG loop delay max ${(h.max / 1e6).toFixed(1)} ms p99 ${(h.percentile(99) / 1e6).toFixed(1)} ms; kv before ${st0} after ${JSON.stringify(self.store.stats().kv)}`)
+        if (r.errors > 0) progress(`${metric}: ${r.errors} operations failed; first: ${r.firstError}`)
+        results.set(metric, r)
+      }
+      const base = results.get('echo')!
+      emitLoop('echo', inFlight, base, undefined)
+      emitLoop('put', inFlight, results.get('put')!, base, inFlight === 64 ? { floor: PUT_FLOOR_OPS, floorMet: results.get('put')!.rate >= PUT_FLOOR_OPS } : {})
+      emitLoop('get', inFlight, results.get('get')!, base)
+    }
+  } finally {
+    progress('stopping the peers')
+    await echo?.close().catch(() => {})
+    if (peer !== null) {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      await Promise.race([
+        peer.stop().catch(error => { progress(`in-process peer stop failed: ${error instanceof Error ? error.message : String(error)}`) }),
+        new Promise(resolve => { timer = setTimeout(resolve, STOP_TIMEOUT_MS) })
+      ])
+      clearTimeout(timer)
+    }
+    killChildren()
+    await Promise.all(children.map(c => c.exited))
+    process.off('exit', killChildren)
+    fs.rmSync(root, { recursive: true, force: true })
+  }
+}
