@@ -326,6 +326,7 @@ export async function run (flags: string[]): Promise<void> {
     }))
     const fillRate = written / ((performance.now() - fillStart) / 1000)
     emit({ suite: SUITE, metric: 'fill.ops', value: fillRate, unit: 'ops/s', inFlight: 64, keys: written, ...(fillErrors > 0 ? { errors: fillErrors } : {}) })
+    if (process.env.HEAPSNAP) { (globalThis as any).gc?.(); progress('snap ' + (await import('node:v8')).writeHeapSnapshot('/tmp/prof/after-fill.heapsnapshot')); throw new Error('stop') }
     emitRss('memory.loaded.rss', await rssOf(self, children), loadedKeys === LOADED_KEYS ? LOADED_RSS_TARGET_MB : undefined, { keys: written, engineKeys: self.engine.size })
 
     progress(`echo baseline: one stream to ${children[0]!.name} (${ECHO_PROTOCOL})`)
@@ -348,10 +349,11 @@ export async function run (flags: string[]): Promise<void> {
         progress(`${metric}: ${inFlight} in flight, ${warmupMs} ms warm-up then ${phaseMs} ms`)
         await closedLoop(inFlight, warmupMs, op)
         const h = (await import('node:perf_hooks')).monitorEventLoopDelay({ resolution: 10 }); h.enable()
-        const st0 = JSON.stringify(self.store.stats().kv)
+        const snap = async () => ({ self: { ...self.store.stats().rpc, walSyncs: self.engine.stats().walSyncs, sync: self.store.stats().sync.frames }, c: await Promise.all(children.map(async c => { const s = await getJson<any>(`${c.http}/stats`); return { frames: s.rpc.frames, replies: s.rpc.replies, walSyncs: s.storage.walSyncs, sync: s.sync.frames } })) })
+        const a = await snap()
         const r = await closedLoop(inFlight, phaseMs, op)
         h.disable()
-        progress(`DBG loop delay max ${(h.max / 1e6).toFixed(1)} ms p99 ${(h.percentile(99) / 1e6).toFixed(1)} ms; kv before ${st0} after ${JSON.stringify(self.store.stats().kv)}`)
+        progress(`DBG loop delay max ${(h.max / 1e6).toFixed(1)} ms p99 ${(h.percentile(99) / 1e6).toFixed(1)} ms; ops ${r.ops} before ${JSON.stringify(a)} after ${JSON.stringify(await snap())}`)
         if (r.errors > 0) progress(`${metric}: ${r.errors} operations failed; first: ${r.firstError}`)
         results.set(metric, r)
       }

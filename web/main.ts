@@ -81,6 +81,7 @@ async function main (): Promise<void> {
   ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr }
   $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation}, ${peer.engine.size} keys from IndexedDB)`
   peer.events.on('change', () => { render(peer) })
+  peer.on('warning', w => { log.warn(w.message) })
   render(peer)
   const addrs = (await bootstrapAddrs()).map(a => multiaddr(a))
   if (new URLSearchParams(location.search).get('join') === 'false') {

@@ -335,6 +335,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     }
   }
   if (joinAddrs.length > 0) saveKnown([...new Set([...joinAddrs, ...known].map(String))].slice(0, 64))
+  // Too many siblings, a failed compaction: the operator should see these.
+  peer.on('warning', w => { log.warn(w.message) })
   let saveTimer: ReturnType<typeof setTimeout> | null = null
   peer.events.on('change', ({ member, previous }) => {
     log.info(`member ${member.id} ${previous ?? 'new'} -> ${member.state} (incarnation ${member.incarnation}, ${String(member.meta.kind ?? '?')})`)
