@@ -1,24 +1,30 @@
 /**
  * KV suite: a mesh of three Node peers on 127.0.0.1 — this process (created in-process with createPeer, as
  * `node node/peer.js` does) and two `node node/peer.js --debug-api` children — with N=3, R=2, W=2 and sync
- * durability. A closed-loop client on the in-process peer measures, at 1 and 64 operations in flight:
+ * durability. In order:
  *
- *   put.ops / get.ops        quorum writes (fresh keys) and reads (of the keys written for the memory figure),
- *                            each next to the same-run floor: raw request/reply on ONE long-lived libp2p
- *                            stream to a child, which echoes the 100-byte messages back (pipelined at 64)
- *   echo.ops                 that floor on its own, with its latencies
- *   *.latency.p50 / .p99     per-operation latency (ms) of each of the above
  *   memory.idle.rss          each peer's resident memory once the mesh has formed, before any workload
- *   memory.loaded.rss        each peer's resident memory after 100,000 keys of 100 bytes were written
- *   fill.ops                 the put rate over those 100,000 keys (64 in flight)
+ *   fill.ops                 100,000 puts of 100-byte values through the in-process peer, 64 in flight
+ *   memory.loaded.rss        each peer's resident memory after those 100,000 keys
+ *   echo.ops, put.ops, get.ops with their .latency.p50 / .latency.p99, at 1 and then 64 in flight:
+ *                            a closed-loop client on the in-process peer; puts write fresh keys, gets read the
+ *                            100,000. Puts and gets carry the same-run floor as `baseline`: raw request/reply
+ *                            on ONE long-lived libp2p stream to a child, which echoes 100-byte messages back
+ *                            (pipelined at 64 in flight, one length-prefixed message per write).
  *
  * The put rate at 64 in flight is printed with its floor (10,000 quorum puts/s) and whether it was met; the
- * memory figures with their targets. Nothing here fails the run on a missed floor or target.
+ * memory figures with their targets. Nothing here fails the run on a missed floor or target. To explain a
+ * figure, each phase also reports `loopDelayMaxMs` (the longest this process's event loop was held up) and
+ * put phases `walSyncs` / `opsPerSync` (the in-process peer's fdatasyncs and the writes each carried). At 64
+ * in flight the puts move in lock-step groups that share one fdatasync on the coordinator (this peer) and
+ * then one on a replica, so the put rate is bounded by 64 / (two fdatasyncs + a round trip).
+ * The children run the built dist/ (`npm run build`).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import * as readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -50,6 +56,8 @@ const FILL_PROGRESS_KEYS = 10_000
 const CHILD_START_TIMEOUT_MS = 30_000
 const MESH_TIMEOUT_MS = 30_000
 const STOP_TIMEOUT_MS = 10_000
+/** An echo reply later than this fails the stream (and so the phase) instead of hanging the run. */
+const ECHO_TIMEOUT_MS = 10_000
 const MB = 1024 * 1024
 const RSS_NOTE = 'the in-process peer\'s RSS includes the benchmark client and the tsx loader'
 
@@ -165,20 +173,25 @@ async function closedLoop (inFlight: number, ms: number, op: (i: number) => Prom
  * the order the echo returns them in.
  */
 class EchoClient {
-  private readonly waiting: Array<{ resolve: () => void; reject: (error: Error) => void }> = []
+  private readonly waiting: Array<{ resolve: () => void; reject: (error: Error) => void; sentMs: number }> = []
   private head = 0
   private failure: Error | null = null
   private readonly lp: ReturnType<typeof lpStream>
   private readonly reading: Promise<void>
+  private readonly watchdog: ReturnType<typeof setInterval>
 
   constructor (private readonly stream: Stream, private readonly bytes: number) {
     this.lp = lpStream(stream)
     this.reading = this.read()
+    this.watchdog = setInterval(() => {
+      const oldest = this.waiting[this.head]
+      if (oldest !== undefined && performance.now() - oldest.sentMs > ECHO_TIMEOUT_MS) this.stream.abort(new Error(`no echo within ${ECHO_TIMEOUT_MS} ms`))
+    }, 1000)
   }
 
   async request (message: Uint8Array): Promise<void> {
     if (this.failure !== null) throw this.failure
-    const reply = new Promise<void>((resolve, reject) => { this.waiting.push({ resolve, reject }) })
+    const reply = new Promise<void>((resolve, reject) => { this.waiting.push({ resolve, reject, sentMs: performance.now() }) })
     await this.lp.write(message)
     await reply
   }
@@ -202,6 +215,7 @@ class EchoClient {
   }
 
   async close (): Promise<void> {
+    clearInterval(this.watchdog)
     this.stream.abort(new Error('benchmark done'))
     await this.reading
   }
@@ -258,6 +272,14 @@ export async function run (flags: string[]): Promise<void> {
   // children must not outlive it.
   const killChildren = (): void => { for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL') }
   process.on('exit', killChildren)
+  // Interrupted (Ctrl-C, a timeout's SIGTERM): no `finally` runs, so clean up here.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    killChildren()
+    fs.rmSync(root, { recursive: true, force: true })
+    process.exit(signal === 'SIGINT' ? 130 : 143)
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
   let peer: Peer | null = null
   let echo: EchoClient | null = null
   try {
@@ -304,7 +326,8 @@ export async function run (flags: string[]): Promise<void> {
 
     emitRss('memory.idle.rss', await rssOf(self, children), IDLE_RSS_TARGET_MB, {})
 
-    const value = new Uint8Array(VALUE_BYTES).fill(0x61)
+    // A fresh buffer per put, as a real client's would be: the in-process peer keeps the caller's array.
+    const valueFor = (i: number): Uint8Array => new Uint8Array(VALUE_BYTES).fill(i & 0xff)
     const loadedKeys = quick ? 20_000 : LOADED_KEYS
     progress(`writing ${loadedKeys} keys of ${VALUE_BYTES} bytes, 64 in flight`)
     let written = 0
@@ -315,7 +338,7 @@ export async function run (flags: string[]): Promise<void> {
       while (fillNext < loadedKeys) {
         const i = fillNext++
         try {
-          await self.put(`fill:${i}`, value)
+          await self.put(`fill:${i}`, valueFor(i))
         } catch (error) {
           // A key that failed is not retried: the memory figure is for the keys acknowledged.
           if (fillErrors++ === 0) progress(`fill: put failed: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`)
@@ -326,7 +349,6 @@ export async function run (flags: string[]): Promise<void> {
     }))
     const fillRate = written / ((performance.now() - fillStart) / 1000)
     emit({ suite: SUITE, metric: 'fill.ops', value: fillRate, unit: 'ops/s', inFlight: 64, keys: written, ...(fillErrors > 0 ? { errors: fillErrors } : {}) })
-    if (process.env.HEAPSNAP) { (globalThis as any).gc?.(); progress('snap ' + (await import('node:v8')).writeHeapSnapshot('/tmp/prof/after-fill.heapsnapshot')); throw new Error('stop') }
     emitRss('memory.loaded.rss', await rssOf(self, children), loadedKeys === LOADED_KEYS ? LOADED_RSS_TARGET_MB : undefined, { keys: written, engineKeys: self.engine.size })
 
     progress(`echo baseline: one stream to ${children[0]!.name} (${ECHO_PROTOCOL})`)
@@ -340,27 +362,32 @@ export async function run (flags: string[]): Promise<void> {
     for (const inFlight of IN_FLIGHT) {
       const phases: Array<{ metric: string; op: (i: number) => Promise<unknown> }> = [
         { metric: 'echo', op: async () => { await echoClient.request(message) } },
-        { metric: 'put', op: async () => await self.put(`put:${putKey++}`, value) },
+        { metric: 'put', op: async i => await self.put(`put:${putKey++}`, valueFor(i)) },
         // Reads of keys that exist, spread over the whole key set (a stride coprime with it).
         { metric: 'get', op: async i => await self.get(`fill:${(i * 7919) % loadedKeys}`) }
       ]
-      const results = new Map<string, LoopResult>()
+      const results = new Map<string, { r: LoopResult; extra: Record<string, unknown> }>()
       for (const { metric, op } of phases) {
         progress(`${metric}: ${inFlight} in flight, ${warmupMs} ms warm-up then ${phaseMs} ms`)
         await closedLoop(inFlight, warmupMs, op)
-        const h = (await import('node:perf_hooks')).monitorEventLoopDelay({ resolution: 10 }); h.enable()
-        const snap = async () => ({ self: { ...self.store.stats().rpc, walSyncs: self.engine.stats().walSyncs, sync: self.store.stats().sync.frames }, c: await Promise.all(children.map(async c => { const s = await getJson<any>(`${c.http}/stats`); return { frames: s.rpc.frames, replies: s.rpc.replies, walSyncs: s.storage.walSyncs, sync: s.sync.frames } })) })
-        const a = await snap()
+        // Where a p99 comes from: how long this process's event loop was held up (anti-entropy scans, GC)
+        // and, for puts, how many writes each of the in-process peer's fdatasyncs carried (group commit).
+        const delay = monitorEventLoopDelay({ resolution: 10 })
+        const syncsBefore = self.engine.stats().walSyncs
+        delay.enable()
         const r = await closedLoop(inFlight, phaseMs, op)
-        h.disable()
-        progress(`DBG loop delay max ${(h.max / 1e6).toFixed(1)} ms p99 ${(h.percentile(99) / 1e6).toFixed(1)} ms; ops ${r.ops} before ${JSON.stringify(a)} after ${JSON.stringify(await snap())}`)
+        delay.disable()
+        const syncs = self.engine.stats().walSyncs - syncsBefore
+        const extra: Record<string, unknown> = { loopDelayMaxMs: Math.round(delay.max / 1e5) / 10 }
+        if (metric === 'put') Object.assign(extra, { walSyncs: syncs, opsPerSync: syncs === 0 ? null : Math.round(r.ops / syncs * 10) / 10 })
         if (r.errors > 0) progress(`${metric}: ${r.errors} operations failed; first: ${r.firstError}`)
-        results.set(metric, r)
+        results.set(metric, { r, extra })
       }
-      const base = results.get('echo')!
-      emitLoop('echo', inFlight, base, undefined)
-      emitLoop('put', inFlight, results.get('put')!, base, inFlight === 64 ? { floor: PUT_FLOOR_OPS, floorMet: results.get('put')!.rate >= PUT_FLOOR_OPS } : {})
-      emitLoop('get', inFlight, results.get('get')!, base)
+      const base = results.get('echo')!.r
+      const put = results.get('put')!
+      emitLoop('echo', inFlight, base, undefined, results.get('echo')!.extra)
+      emitLoop('put', inFlight, put.r, base, { ...put.extra, ...(inFlight === 64 ? { floor: PUT_FLOOR_OPS, floorMet: put.r.rate >= PUT_FLOOR_OPS } : {}) })
+      emitLoop('get', inFlight, results.get('get')!.r, base, results.get('get')!.extra)
     }
   } finally {
     progress('stopping the peers')
@@ -376,6 +403,8 @@ export async function run (flags: string[]): Promise<void> {
     killChildren()
     await Promise.all(children.map(c => c.exited))
     process.off('exit', killChildren)
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
     fs.rmSync(root, { recursive: true, force: true })
   }
 }
