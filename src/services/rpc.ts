@@ -17,6 +17,7 @@
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
+import { raceAbort } from '../core/abort.js'
 import { Writer } from '../core/codec.js'
 import type { Logger } from '../core/env.js'
 import { DecodeError, OverloadedError, TimeoutError, UnreachableError } from '../core/errors.js'
@@ -245,13 +246,8 @@ export class RpcEndpoint {
       this.outbound.set(to, link)
       link.catch(() => { if (this.outbound.get(to) === link) this.outbound.delete(to) })
     }
-    const l = await link
-    const reply = l.request(request, this.init.requestTimeoutMs)
-    if (signal === undefined) return reply
-    signal.throwIfAborted()
-    return Promise.race([reply, new Promise<never>((_resolve, reject) => {
-      signal.addEventListener('abort', () => { reject(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }, { once: true })
-    })])
+    const l = await raceAbort(link, signal)
+    return await raceAbort(l.request(request, this.init.requestTimeoutMs), signal)
   }
 
   private async open (to: string): Promise<Link> {

@@ -271,7 +271,8 @@ export class KvNode {
 
   put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
     if (!(value instanceof Uint8Array)) return Promise.reject(new TypeError('value must be a Uint8Array'))
-    return this.write(key, value, options)
+    // A copy: the stored value must not change if the caller reuses its buffer.
+    return this.write(key, new Uint8Array(value), options)
   }
 
   delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {

@@ -75,6 +75,20 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
 }
 
 /**
+ * Replica ids repeat in every key's state: decoding each afresh would keep 100,000 copies of the same few
+ * strings for 100,000 keys. Bounded: once full, ids are no longer interned (decoding stays correct).
+ */
+const INTERN_MAX = 4096
+const interned = new Map<string, string>()
+
+function intern (id: string): string {
+  const hit = interned.get(id)
+  if (hit !== undefined) return hit
+  if (interned.size < INTERN_MAX) interned.set(id, id)
+  return id
+}
+
+/**
  * Reads a key state written by writeState. Values are copied out of the buffer. Counts are bounded by the
  * bytes left (each entry takes at least one byte), so a forged count cannot allocate more than the input.
  */
@@ -82,23 +96,25 @@ export function readState (r: Reader, valueBytesMax: number): KeyState {
   const vvCount = r.count()
   const vv = new Array<string | number>(vvCount * 2)
   for (let i = 0; i < vvCount * 2; i += 2) {
-    vv[i] = r.string(REPLICA_ID_BYTES_MAX)
+    vv[i] = intern(r.string(REPLICA_ID_BYTES_MAX))
     vv[i + 1] = r.varint()
   }
   const siblingCount = r.count()
   const siblings: Sibling[] = []
   for (let i = 0; i < siblingCount; i++) {
-    const id = r.string(REPLICA_ID_BYTES_MAX)
+    const id = intern(r.string(REPLICA_ID_BYTES_MAX))
     const n = r.varint()
     const flags = r.u8()
     const wall = r.varint()
     const logical = r.varint()
-    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : r.bytes(valueBytesMax).slice()
+    // A copy of exactly the value: a view (or a Node Buffer's slice(), which is a view too) would keep the
+    // whole received frame or log chunk alive for as long as the value is stored.
+    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : new Uint8Array(r.bytes(valueBytesMax))
     siblings.push({ id, n, value, wall, logical, lww: (flags & FLAG_LWW) !== 0 })
   }
   let lwwFloor: LwwFloor | null = null
   if (r.u8() === 1) {
-    const id = r.string(REPLICA_ID_BYTES_MAX)
+    const id = intern(r.string(REPLICA_ID_BYTES_MAX))
     const n = r.varint()
     lwwFloor = { id, n, wall: r.varint(), logical: r.varint() }
   }
