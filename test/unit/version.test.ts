@@ -171,3 +171,17 @@ describe('hybrid logical clock', () => {
     expect(hlc.rejected).toBe(1)
   })
 })
+
+describe('dots after a replica forgot a key', () => {
+  it('never reissues a dot: counters start at the write time once the history is gone', () => {
+    const ts = (wall: number): { value: Uint8Array; ts: { wall: number; logical: number }; lww: boolean } => ({ value: new Uint8Array([wall % 256]), ts: { wall, logical: 0 }, lww: false })
+    let state = EMPTY_STATE
+    for (let i = 0; i < 5; i++) state = update(state, state.vv, ts(1000 + i), 'a')
+    const old = state
+    // The key expired (or was reaped) here: the next blind write starts from an empty history, later.
+    const fresh = update(EMPTY_STATE, EMPTY_STATE.vv, ts(2000), 'a')
+    expect(fresh.siblings[0]!.n).toBeGreaterThan(old.siblings[0]!.n)
+    // So a replica still holding the old state keeps the new write rather than taking it for the old one.
+    expect(sync(old, fresh).siblings.map(s => s.wall)).toContain(2000)
+  })
+})

@@ -27,7 +27,8 @@ import { type VersionVector, EMPTY_VV, vvCovers, vvDescends, vvEquals, vvGet, vv
 export interface Sibling {
   /** Replica that created this value's dot. */
   readonly id: string
-  /** The dot's counter: this is replica `id`'s `n`-th event for the key. */
+  /** The dot's counter: increases with each of replica `id`'s writes to the key, and is at least the write's
+   * wall-clock time in ms (see update), so a replica never reissues a dot even after forgetting the key. */
   readonly n: number
   /** The value's bytes; null for a tombstone (a delete). */
   readonly value: Uint8Array | null
@@ -92,7 +93,11 @@ function aboveFloor (siblings: Sibling[], floor: LwwFloor | null): Sibling[] {
  */
 export function update (local: KeyState, context: VersionVector, write: Write, replicaId: string): KeyState {
   const base = vvMerge(local.vv, context)
-  const n = vvGet(base, replicaId) + 1
+  // The next counter, and never below the write's wall-clock time: a replica that forgot a key's history —
+  // the key expired or its tombstone was reaped, or the process crashed before its last writes were
+  // durable — must not issue a dot it issued before, or replicas still holding the old dot would take the
+  // new value for the old one (and keep either). The clock has moved on since, so it cannot.
+  const n = Math.max(vvGet(base, replicaId) + 1, write.ts.wall)
   // Dots must stay exact integers that every decoder accepts (contexts are capped at COUNTER_MAX).
   if (n > Number.MAX_SAFE_INTEGER - 1) throw new RangeError(`dot counter ${n} for ${replicaId} is out of range`)
   const sibling: Sibling = { id: replicaId, n, value: write.value, wall: write.ts.wall, logical: write.ts.logical, lww: write.lww }
