@@ -20,12 +20,14 @@ import { lpStream } from '@libp2p/utils'
 import { raceAbort } from '../core/abort.js'
 import { Writer } from '../core/codec.js'
 import type { Logger } from '../core/env.js'
-import { DecodeError, OverloadedError, TimeoutError, UnreachableError } from '../core/errors.js'
+import { DecodeError, OverloadedError, RecordTooLargeError, TimeoutError, UnreachableError } from '../core/errors.js'
 import { type KvReply, type KvRequest, type WireLimits, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../core/kv/messages.js'
 import type { MeshLibp2p } from './mesh-node.js'
 
 /** A frame stops taking more messages past this size (one message may be larger, up to the message limit). */
 export const FRAME_TARGET_BYTES = 256 * 1024
+/** Bytes queued on one stream before the link is given up (its peer is not reading). */
+export const LINK_QUEUE_BYTES_MAX = 64 * 1024 * 1024
 /** Streams per connection and protocol: one each way is the norm, a few spare for reconnects. */
 export const RPC_STREAMS_MAX = 4
 const DIAL_TIMEOUT_MS = 10_000
@@ -74,8 +76,9 @@ interface Pending {
 class Link {
   readonly pending = new Map<number, Pending>()
   private queue: Uint8Array[] = []
+  private queuedBytes = 0
   private writing = false
-  private closed = false
+  closed = false
   private nextId = 1
   private serving = 0
   private readonly writer = new Writer(1024)
@@ -85,6 +88,11 @@ class Link {
 
   push (message: Uint8Array): void {
     if (this.closed) return
+    this.queuedBytes += message.length
+    if (this.queuedBytes > LINK_QUEUE_BYTES_MAX) {
+      this.fail(new Error(`more than ${LINK_QUEUE_BYTES_MAX} bytes queued: the peer is not reading`))
+      return
+    }
     this.queue.push(message)
     if (!this.writing) {
       this.writing = true
@@ -96,10 +104,14 @@ class Link {
   private async flush (): Promise<void> {
     try {
       while (this.queue.length > 0 && !this.closed) {
+        // A frame stays within what the receiver accepts (the message limit plus framing), so coalescing
+        // never turns acceptable messages into an oversized frame.
+        const target = Math.min(FRAME_TARGET_BYTES, this.rpc.init.messageBytesMax)
         let bytes = 0
         let count = 0
-        while (count < this.queue.length && (count === 0 || bytes + this.queue[count]!.length <= FRAME_TARGET_BYTES)) bytes += this.queue[count++]!.length
+        while (count < this.queue.length && (count === 0 || bytes + this.queue[count]!.length + 10 <= target)) bytes += this.queue[count++]!.length + 10
         const batch = this.queue.splice(0, count)
+        for (const m of batch) this.queuedBytes -= m.length
         // A fresh buffer: the muxer may hold on to it after write() returns.
         await this.lp.write(encodeFrame(this.frameWriter, batch).slice())
         this.rpc.stats.frames++
@@ -112,13 +124,14 @@ class Link {
   }
 
   request (request: KvRequest, timeoutMs: number): Promise<KvReply> {
+    if (this.closed) return Promise.reject(new UnreachableError(this.peer, 'stream closed'))
     if (this.pending.size >= this.rpc.init.inFlightMax) {
       this.rpc.stats.overloaded++
       return Promise.reject(new OverloadedError(`requests to ${this.peer}`, this.rpc.init.inFlightMax))
     }
     const id = this.nextId++
     const message = encodeRequest(this.writer, id, request)
-    if (message.length > this.rpc.init.messageBytesMax) return Promise.reject(new DecodeError('kv request', `${message.length} bytes exceeds the message limit of ${this.rpc.init.messageBytesMax}`))
+    if (message.length > this.rpc.init.messageBytesMax) return Promise.reject(new RecordTooLargeError(message.length, this.rpc.init.messageBytesMax))
     return new Promise<KvReply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadline: Date.now() + timeoutMs })
       this.rpc.stats.requests++
@@ -145,9 +158,10 @@ class Link {
         }
       }
     } catch (error) {
-      if (error instanceof DecodeError) {
+      // InvalidDataLengthError: a frame over the limit (lpStream's own check).
+      if (error instanceof DecodeError || (error instanceof Error && error.name === 'InvalidDataLengthError')) {
         this.rpc.stats.badMessages++
-        this.rpc.init.log.info(`${this.rpc.init.protocol}: malformed message from ${this.peer} (${error.message}); resetting its stream`)
+        this.rpc.init.log.info(`${this.rpc.init.protocol}: malformed message from ${this.peer} (${(error as Error).message}); resetting its stream`)
       }
       this.fail(error)
     }
@@ -202,6 +216,8 @@ export class RpcEndpoint {
   readonly stats = emptyRpcStats()
   stopping = false
   private readonly outbound = new Map<string, Promise<Link>>()
+  /** The settled outbound links, so a closed one is forgotten at once (not a turn later). */
+  private readonly opened = new Map<string, Link>()
   private readonly links = new Set<Link>()
   private timer: ReturnType<typeof setInterval> | null = null
 
@@ -231,14 +247,14 @@ export class RpcEndpoint {
 
   forget (link: Link): void {
     this.links.delete(link)
-    const out = this.outbound.get(link.peer)
-    if (out !== undefined) {
-      out.then(l => { if (l === link && this.outbound.get(link.peer) === out) this.outbound.delete(link.peer) }, () => {})
+    if (this.opened.get(link.peer) === link) {
+      this.opened.delete(link.peer)
+      this.outbound.delete(link.peer)
     }
   }
 
   /** Sends a request to `to` and resolves with its reply. */
-  async request (to: string, request: KvRequest, signal?: AbortSignal): Promise<KvReply> {
+  async request (to: string, request: KvRequest, signal?: AbortSignal, retried = false): Promise<KvReply> {
     if (this.stopping) throw new UnreachableError(to, 'this peer is stopping')
     let link = this.outbound.get(to)
     if (link === undefined) {
@@ -247,6 +263,12 @@ export class RpcEndpoint {
       link.catch(() => { if (this.outbound.get(to) === link) this.outbound.delete(to) })
     }
     const l = await raceAbort(link, signal)
+    if (l.closed) {
+      // It closed while we waited for it: open a fresh one, once.
+      if (this.outbound.get(to) === link) this.outbound.delete(to)
+      if (retried) throw new UnreachableError(to, 'stream closed')
+      return await this.request(to, request, signal, true)
+    }
     return await raceAbort(l.request(request, this.init.requestTimeoutMs), signal)
   }
 
@@ -280,6 +302,7 @@ export class RpcEndpoint {
     }
     const link = new Link(to, stream, lp, this)
     this.links.add(link)
+    this.opened.set(to, link)
     void link.read()
     return link
   }

@@ -72,7 +72,7 @@ export function validateKvConfig (c: KvConfig): KvConfig {
   if (typeof c.strictQuorum !== 'boolean') throw new ConfigError('strictQuorum', 'must be a boolean')
   integer('requestTimeoutMs', c.requestTimeoutMs, 1, 3_600_000)
   integer('inFlightMax', c.inFlightMax, 1, 1_000_000)
-  integer('messageBytesMax', c.messageBytesMax, 64 * 1024, 256 * 1024 * 1024)
+  integer('messageBytesMax', c.messageBytesMax, 1024 * 1024, 256 * 1024 * 1024)
   integer('handoffIntervalMs', c.handoffIntervalMs, 1, 3_600_000)
   integer('handoffBatchKeys', c.handoffBatchKeys, 1, 100_000)
   integer('handoffKeysPerTurn', c.handoffKeysPerTurn, 1, 10_000_000)

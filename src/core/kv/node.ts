@@ -24,7 +24,7 @@
  */
 import { raceAbort, throwIfAborted } from '../abort.js'
 import type { Clock, Logger } from '../env.js'
-import { ConfigError, MeshkvError, QuorumError, RemoteError, ValueTooLargeError } from '../errors.js'
+import { ConfigError, MeshkvError, QuorumError, RemoteError, UnreachableError, ValueTooLargeError } from '../errors.js'
 import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { decodeContext, encodeContext } from '../version/context.js'
@@ -341,6 +341,9 @@ export class KvNode {
       } catch (error) {
         throwIfAborted(signal)
         reasons.push(`${e.id}: ${reason(error)}`)
+        // Only a peer that never got the request is safe to replace: one that timed out may have applied
+        // the write, and a second coordinator would add a second copy of it as a sibling.
+        if (!(error instanceof UnreachableError)) break
       }
     }
     this.stats.quorumFailures++
