@@ -186,3 +186,31 @@ describe('storage engine', () => {
     await again.close()
   })
 })
+
+describe('storage engine: TTL on replica merges', () => {
+  it('a stale copy neither attaches its TTL to a newer write nor refreshes an expiring key', async () => {
+    const clock = new ManualClock(10_000)
+    const a = await StorageEngine.open({ replicaId: 'a', clock, sweepPeriodMs: 100 })
+    const b = await StorageEngine.open({ replicaId: 'b', clock, sweepPeriodMs: 100 })
+    const old = await a.put('k', bytes('v1'), { ttlMs: 1000 })
+    clock.advance(10)
+    await a.put('k', bytes('v2'), { context: old.context })
+    // b gets the newer write without TTL, then the stale one with it.
+    await b.merge('k', a.state('k')!, { ttlMs: 0 })
+    await b.merge('k', old.state, { ttlMs: 1000 })
+    for (let i = 0; i < 30; i++) b.sweep()
+    expect(b.get('k')?.values.map(s => text(s.value))).toEqual(['v2'])
+
+    // An expiring key: merges that bring nothing new do not keep it alive.
+    const hb = await a.put('hb', bytes('beat'), { ttlMs: 300 })
+    await b.merge('hb', hb.state, { ttlMs: 300 })
+    let sweeps = 0
+    while (b.get('hb') !== undefined && sweeps < 10) {
+      await b.merge('hb', hb.state, { ttlMs: 300 })
+      b.sweep()
+      sweeps++
+    }
+    // Three credits (300 ms / 100 ms), gone at the fourth sweep, as without the merges.
+    expect(sweeps).toBe(4)
+  })
+})

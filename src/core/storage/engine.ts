@@ -20,7 +20,7 @@ import { type Clock, type Logger, type Rng, silentLogger } from '../env.js'
 import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import { type KeyState, type Sibling, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
-import { type Hlc, HybridClock } from '../version/hlc.js'
+import { type Hlc, HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
 import { type VersionVector, EMPTY_VV } from '../version/vv.js'
 import { RECORD_PUT, decodeRecord, encodePut, encodeRemove } from './records.js'
 import type { WalAdapter } from './wal-adapter.js'
@@ -316,15 +316,20 @@ export class StorageEngine {
       const existing = this.map.get(key)
       const current = existing ?? EMPTY_STATE
       const currentTtl = this.ttlOf(key)
-      const ttlMs = options.ttlMs === undefined ? currentTtl : this.checkTtl(options.ttlMs)
       const ts = newestTs(remote)
       if (ts !== undefined) this.hlc.observe(ts)
       const state = sync(current, remote)
-      if (existing !== undefined && stateEquals(state, current) && ttlMs === currentTtl) {
-        const ttl = this.ttls.get(key)
-        if (ttl !== undefined) ttl.credit = this.credits(ttl.ttlMs) // nothing new, but the key was refreshed
-        return Promise.resolve({ key, state: current, context: current.vv, changed: false })
+      if (existing !== undefined && stateEquals(state, current)) {
+        // Nothing new: the key keeps its TTL and its credits (a stale copy must neither attach its TTL to a
+        // newer write nor keep an expiring key alive). Acknowledge only once what is held is durable: an
+        // identical merge may arrive while the first one's sync is still running.
+        const result: MergeResult = { key, state: current, context: current.vv, changed: false }
+        if (this.wal === null || (options.durability ?? this.config.durability) === 'async') return Promise.resolve(result)
+        return raceAbort(this.wal.sync(), options.signal).then(() => result)
       }
+      // The TTL of whichever side holds the newest write.
+      const remoteNewer = ts !== undefined && compareHlc(ts, newestTs(current) ?? ZERO_HLC) > 0
+      const ttlMs = options.ttlMs === undefined || !remoteNewer ? (existing === undefined ? this.checkTtl(options.ttlMs) : currentTtl) : this.checkTtl(options.ttlMs)
       const done = this.commit(key, state, ttlMs, options.durability, options.signal)
       this.warnSiblings(key, state)
       const result: MergeResult = { key, state, context: state.vv, changed: true }
