@@ -188,6 +188,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
         // The next owners are computed before leaving; once the leave is announced nobody sends this peer
         // new writes, and everything it holds goes to them.
         const next = store.ringWithoutSelf()
+        kv.beginLeaving()
         await membership.leave()
         try {
           result = await kv.handOffAll(next, opts.progress ?? (() => {}), opts.signal)

@@ -54,6 +54,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_UNREACHABLE: 503,
   ERR_OVERLOADED: 503,
   ERR_CLOSED: 503,
+  ERR_LEAVING: 503,
   ERR_ABORTED: 503
 }
 

@@ -169,3 +169,11 @@ export class RemoteError extends MeshkvError {
     super(`peer ${peer} answered ${remoteCode}: ${remoteMessage}`)
   }
 }
+
+/** This peer is leaving the mesh: it hands its data off and takes no new writes. */
+export class LeavingError extends MeshkvError {
+  readonly code = 'ERR_LEAVING'
+  constructor (readonly peer: string) {
+    super(`peer ${peer} is leaving the mesh and takes no new writes`)
+  }
+}

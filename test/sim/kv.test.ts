@@ -202,6 +202,8 @@ describe('kv: anti-entropy, partitions, membership changes', () => {
     const without = Ring.build(sim.ring().members.filter(m => m.id !== 'peer-2'), sim.ring().hash)
     const result = await leaver.kv.handOffAll(without, () => {})
     expect(result.failed).toBe(0)
+    // From the start of its handoff the leaver takes no writes (they could miss the handoff).
+    expect(await leaver.kv.handle('peer-0', { type: 'merge', entries: [] })).toMatchObject({ type: 'error', code: 'ERR_LEAVING' })
     sim.remove('peer-2')
     // Immediately, before any background round: every key is on all N of its new primaries.
     expect(replicated(sim, keys)).toBe(true)

@@ -77,5 +77,13 @@ describe('kv wire messages', () => {
     // A merge claiming 2^40 entries in a 10-byte message.
     const forged = new Writer().u8(1).varint(1).u8(0).varint(2 ** 40).finish().slice()
     expect(() => decodeMessage(forged, LIMITS)).toThrow(/count/)
+    // States must be canonical (what sync relies on): sorted unique ids, covered sorted dots.
+    const bad: KeyState[] = [
+      { vv: ['b', 1, 'a', 1] as VersionVector, siblings: [], lwwFloor: null },
+      { vv: ['a', 0] as VersionVector, siblings: [], lwwFloor: null },
+      { vv: ['a', 1] as VersionVector, siblings: [{ id: 'a', n: 2, value: null, wall: 0, logical: 0, lww: false }], lwwFloor: null },
+      { vv: ['a', 3] as VersionVector, siblings: [{ id: 'a', n: 2, value: null, wall: 0, logical: 0, lww: false }, { id: 'a', n: 1, value: null, wall: 0, logical: 0, lww: false }], lwwFloor: null }
+    ]
+    for (const s of bad) expect(() => decodeMessage(encodeRequest(w, 1, { type: 'reap', key: 'k', state: s }), LIMITS)).toThrow(DecodeError)
   })
 })

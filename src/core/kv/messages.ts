@@ -128,6 +128,7 @@ function readVv (r: Reader): VersionVector {
   for (let i = 0; i < count * 2; i += 2) {
     vv[i] = r.string(REPLICA_ID_BYTES_MAX)
     vv[i + 1] = r.varint()
+    if ((i > 0 && (vv[i] as string) <= (vv[i - 2] as string)) || vv[i + 1] === 0) throw new DecodeError('kv message', 'context not in canonical form')
   }
   return vv as VersionVector
 }

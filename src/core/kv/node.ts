@@ -24,7 +24,7 @@
  */
 import { raceAbort, throwIfAborted } from '../abort.js'
 import type { Clock, Logger } from '../env.js'
-import { ConfigError, MeshkvError, QuorumError, RemoteError, UnreachableError, ValueTooLargeError } from '../errors.js'
+import { ConfigError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
 import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { decodeContext, encodeContext } from '../version/context.js'
@@ -202,7 +202,18 @@ export class KvNode {
   private readonly foreign = new Set<string>()
   /** Deleted keys held here: candidates for reaping. */
   private readonly tombstones = new Set<string>()
+  /** Keys held here, by segment: anti-entropy looks only at the segments that differ. */
+  private readonly bySegment: Array<Set<string>> = Array.from({ length: SEGMENT_COUNT }, () => new Set<string>())
+  /**
+   * The hash tree's leaves, kept up to date on every change: for each peer this one shares keys with, per
+   * segment, the XOR of the digests of the keys both are primaries of ([hi, lo] at 2s, 2s+1).
+   */
+  private readonly pairLeaves = new Map<string, Uint32Array>()
+  /** Which primaries acknowledged a state this peer holds for others (by state object: a change resends). */
+  private readonly deliveredTo = new WeakMap<KeyState, Set<string>>()
   private syncCursor = 0
+  private diffCursor = 0
+  private leaving = false
   private sharedCache: { ring: Ring; shared: Map<string, number[]> } | null = null
 
   constructor (ring: Ring, private readonly options: KvNodeOptions) {
@@ -215,6 +226,8 @@ export class KvNode {
     this.digests = new Digests(options.hash64)
     this.ringNow = ring
     this.rescan()
+    // Keys the TTL sweep removes leave the indexes and the hash tree too.
+    this.engine.events.on('expired', e => { this.note(e.key, undefined, e.state) })
   }
 
   get ring (): Ring { return this.ringNow }
@@ -233,7 +246,9 @@ export class KvNode {
   private rescan (): void {
     this.foreign.clear()
     this.tombstones.clear()
-    for (const [key, state] of this.engine.entries()) this.note(key, state)
+    for (const keys of this.bySegment) keys.clear()
+    this.pairLeaves.clear()
+    for (const [key, state] of this.engine.entries()) this.note(key, state, undefined)
     this.stats.hintsPending = this.foreign.size
   }
 
@@ -241,16 +256,35 @@ export class KvNode {
     return this.ringNow.primaries(this.ringNow.position(key), this.config.n)
   }
 
-  /** Keeps the foreign and tombstone indexes true for a key whose state just changed here. */
-  private note (key: string, state: KeyState | undefined): void {
+  /**
+   * Keeps the indexes and the hash tree true for a key whose state here changed from `before` to `state`
+   * (undefined: absent). Every change must be noted exactly once; XOR makes the order irrelevant.
+   */
+  private note (key: string, state: KeyState | undefined, before: KeyState | undefined): void {
+    if (state === before) return
+    const position = this.ringNow.position(key)
+    const segment = segmentOf(position)
+    const primaries = this.ringNow.primaries(position, this.config.n)
+    const mine = primaries.includes(this.id)
     if (state === undefined) {
+      this.bySegment[segment]!.delete(key)
       this.foreign.delete(key)
       this.tombstones.delete(key)
     } else {
-      if (this.primariesOf(key).includes(this.id)) this.foreign.delete(key)
+      this.bySegment[segment]!.add(key)
+      if (mine) this.foreign.delete(key)
       else this.foreign.add(key)
       if (isDeleted(state)) this.tombstones.add(key)
       else this.tombstones.delete(key)
+    }
+    if (mine) {
+      for (const peer of primaries) {
+        if (peer === this.id) continue
+        let leaves = this.pairLeaves.get(peer)
+        if (leaves === undefined) this.pairLeaves.set(peer, leaves = new Uint32Array(SEGMENT_COUNT * 2))
+        if (before !== undefined) xorInto(leaves, segment, this.digests.of(key, before))
+        if (state !== undefined) xorInto(leaves, segment, this.digests.of(key, state))
+      }
     }
     this.stats.hintsPending = this.foreign.size
   }
@@ -301,8 +335,10 @@ export class KvNode {
 
   private async coordinateWrite (key: string, value: Uint8Array | null, context: VersionVector, ts: Hlc | null, pref: PreferenceEntry[], w: number, options: { lww?: boolean; ttlMs?: number; signal?: AbortSignal }): Promise<{ state: KeyState; acks: number }> {
     const op = value === null ? 'delete' : 'put'
+    if (this.leaving) throw new LeavingError(this.id)
+    const before = this.engine.state(key)
     const local = this.engine.writeLocal(key, value, { context, contextTs: ts, lww: options.lww, ...(value === null ? {} : { ttlMs: options.ttlMs }) })
-    this.note(key, local.state)
+    this.note(key, local.state, before)
     const entry: Entry = { key, ttlMs: this.engine.ttl(key), state: local.state }
     // The new dot must be durable here before any other replica sees it: a coordinator that crashed with
     // its dot on others but not in its own log would issue the same dot again for a different value, and
@@ -442,6 +478,8 @@ export class KvNode {
     try {
       switch (request.type) {
         case 'merge':
+          // A leaving peer takes no more data: what it acknowledged now might miss its final handoff.
+          if (this.leaving) throw new LeavingError(this.id)
           await this.mergeLocal(request.entries)
           return { type: 'ok' }
         case 'read': {
@@ -468,22 +506,30 @@ export class KvNode {
           const { state, replies } = await this.coordinateRead(request.key, pref, r)
           return { type: 'get', state, replies }
         }
-        case 'sync-root': return { type: 'sync-root', equal: this.root(from, request.segments) === request.root }
+        case 'sync-root': return { type: 'sync-root', equal: this.digests.root(this.leaves(from, request.segments)) === request.root }
         case 'sync-leaves': return this.diffLeaves(from, request.segments, request.hashes)
         case 'pull': {
+          // Up to half a message of states; the rest are pulled in a later round.
           const entries: Entry[] = []
+          let bytes = 0
           for (const key of request.keys) {
             const state = this.engine.state(key)
-            if (state !== undefined) entries.push({ key, ttlMs: this.engine.ttl(key), state })
+            if (state === undefined) continue
+            const entry = { key, ttlMs: this.engine.ttl(key), state }
+            bytes += entryBytes(entry)
+            if (entries.length > 0 && bytes > this.config.messageBytesMax / 2) break
+            entries.push(entry)
           }
           return { type: 'entries', entries }
         }
-        case 'reap':
+        case 'reap': {
+          const before = this.engine.state(request.key)
           if (this.engine.reap(request.key, request.state)) {
             this.stats.reaped++
-            this.note(request.key, undefined)
+            this.note(request.key, undefined, before)
           }
           return { type: 'ok' }
+        }
       }
     } catch (error) {
       if (!(error instanceof QuorumError)) this.stats.badRequests++
@@ -494,35 +540,62 @@ export class KvNode {
   private async mergeLocal (entries: readonly Entry[]): Promise<void> {
     const done: Array<Promise<unknown>> = []
     for (const e of entries) {
-      done.push(this.engine.merge(e.key, e.state, { ttlMs: e.ttlMs }).then(result => {
-        if (result.changed) this.note(e.key, result.state)
-      }))
+      // The merge applies at once (durability follows), so the change is noted right away.
+      const before = this.engine.state(e.key)
+      done.push(this.engine.merge(e.key, e.state, { ttlMs: e.ttlMs }))
+      this.note(e.key, this.engine.state(e.key), before)
     }
     await Promise.all(done)
+  }
+
+  /** Sends entries to a peer in messages of at most `handoffBatchKeys` keys and half the message limit. */
+  private async send (to: string, entries: readonly Entry[], signal: AbortSignal | undefined, sent: (chunk: readonly Entry[]) => void): Promise<number> {
+    let failed = 0
+    for (const chunk of chunks(entries, this.config.handoffBatchKeys, this.config.messageBytesMax / 2)) {
+      throwIfAborted(signal)
+      try {
+        await this.replicate(to, 'sync', [...chunk], signal)
+        sent(chunk)
+      } catch (error) {
+        failed += chunk.length
+        this.log.debug(`sending ${chunk.length} keys to ${to} failed: ${reason(error)}`)
+        // An unreachable peer fails every chunk: stop; other failures concern this chunk only.
+        if (error instanceof UnreachableError || error instanceof TimeoutError) return failed + entries.length
+      }
+    }
+    return failed
   }
 
   // ------------------------------------------------------------ handoff: hints and rebalancing
 
   /**
-   * One turn of the handoff loop: delivers up to `handoffKeysPerTurn` keys held here for others to their
-   * primaries, and drops each once every one of its primaries acknowledged (durably) the exact state held.
-   * Keys with a primary down stay (the hint waits for it). Then reaps tombstones. Returns what it moved.
+   * One turn of the handoff loop: sends keys held here for others (hints, ranges that moved) to those of
+   * their primaries that are up and have not acknowledged that exact state yet, at most
+   * `handoffKeysPerTurn` keys a turn, and drops each once every primary has acknowledged it (durably) and
+   * this peer is still not a primary. Keys examined move to the back of the line, so none starves. Then
+   * reaps tombstones. Returns what it did.
    */
   async handoff (signal?: AbortSignal): Promise<{ delivered: number; dropped: number; reaped: number }> {
     const batches = new Map<string, Entry[]>()
-    const pending = new Map<string, { state: KeyState; primaries: string[]; acked: number }>()
+    const examined: string[] = []
     let budget = this.config.handoffKeysPerTurn
+    const droppable: Array<[string, KeyState]> = []
     for (const key of this.foreign) {
-      if (budget-- <= 0) break
+      if (budget <= 0 || examined.length >= 4 * this.config.handoffKeysPerTurn) break
+      examined.push(key)
       const state = this.engine.state(key)
-      if (state === undefined) { this.foreign.delete(key); continue }
+      if (state === undefined) continue
       const primaries = this.primariesOf(key)
-      if (primaries.includes(this.id)) { this.foreign.delete(key); continue }
-      const up = primaries.filter(id => this.isUp(id))
-      if (up.length === 0) continue
+      if (primaries.includes(this.id)) continue
+      const acked = this.deliveredTo.get(state)
+      const targets = primaries.filter(id => this.isUp(id) && acked?.has(id) !== true)
+      if (targets.length === 0) {
+        if (acked !== undefined && primaries.every(id => acked.has(id))) droppable.push([key, state])
+        continue
+      }
+      budget--
       const entry: Entry = { key, ttlMs: this.engine.ttl(key), state }
-      pending.set(key, { state, primaries, acked: 0 })
-      for (const id of up) {
+      for (const id of targets) {
         let batch = batches.get(id)
         if (batch === undefined) batches.set(id, batch = [])
         batch.push(entry)
@@ -530,27 +603,32 @@ export class KvNode {
     }
     let delivered = 0
     await Promise.all([...batches].map(async ([id, entries]) => {
-      for (let i = 0; i < entries.length; i += this.config.handoffBatchKeys) {
-        throwIfAborted(signal)
-        const chunk = entries.slice(i, i + this.config.handoffBatchKeys)
-        try {
-          await this.replicate(id, 'sync', chunk, signal)
-        } catch (error) {
-          this.log.debug(`handoff to ${id} failed: ${reason(error)}`)
-          return
-        }
+      await this.send(id, entries, signal, chunk => {
         delivered += chunk.length
-        for (const e of chunk) pending.get(e.key)!.acked++
-      }
+        for (const e of chunk) {
+          let acked = this.deliveredTo.get(e.state)
+          if (acked === undefined) this.deliveredTo.set(e.state, acked = new Set())
+          acked.add(id)
+        }
+      })
     }))
-    let dropped = 0
-    for (const [key, p] of pending) {
-      if (p.acked < p.primaries.length) continue
-      if (this.engine.drop(key, p.state)) {
-        dropped++
-        this.note(key, undefined)
+    // Keys whose every primary acknowledged during this turn can go now too.
+    for (const entries of batches.values()) {
+      for (const e of entries) {
+        const acked = this.deliveredTo.get(e.state)
+        if (acked !== undefined && this.primariesOf(e.key).every(id => acked.has(id))) droppable.push([e.key, e.state])
       }
     }
+    let dropped = 0
+    for (const [key, state] of droppable) {
+      // Still not a primary in the current ring (it may have changed while sending), still the same state.
+      if (this.primariesOf(key).includes(this.id) || this.engine.state(key) !== state) continue
+      if (this.engine.drop(key, state)) {
+        dropped++
+        this.note(key, undefined, state)
+      }
+    }
+    for (const key of examined) if (this.foreign.delete(key)) this.foreign.add(key)
     this.stats.handedOff += delivered
     this.stats.dropped += dropped
     this.stats.hintsPending = this.foreign.size
@@ -566,13 +644,16 @@ export class KvNode {
     const now = this.clock.nowMs()
     let reaped = 0
     let budget = this.config.handoffBatchKeys
-    for (const key of [...this.tombstones]) {
-      if (budget-- <= 0) break
+    const examined: string[] = []
+    for (const key of this.tombstones) {
+      if (budget <= 0 || examined.length >= 4 * this.config.handoffKeysPerTurn) break
+      examined.push(key)
       const state = this.engine.state(key)
-      if (state === undefined || !isDeleted(state)) { this.tombstones.delete(key); continue }
+      if (state === undefined || !isDeleted(state)) continue
       if ((newestTs(state)?.wall ?? 0) + this.config.tombstoneGraceMs > now) continue
       const primaries = this.primariesOf(key)
       if (primaries[0] !== this.id || !primaries.every(id => this.isUp(id))) continue
+      budget--
       const others = primaries.filter(id => id !== this.id)
       try {
         const replies = await Promise.all(others.map(async id => await this.transport.request(id, 'sync', { type: 'read', key }, signal)))
@@ -584,45 +665,53 @@ export class KvNode {
       }
       if (this.engine.reap(key, state)) {
         reaped++
-        this.note(key, undefined)
+        this.note(key, undefined, state)
       }
+    }
+    for (const key of examined) {
+      const state = this.engine.state(key)
+      if (state === undefined || !isDeleted(state)) this.tombstones.delete(key)
+      else if (this.tombstones.delete(key)) this.tombstones.add(key) // to the back of the line
     }
     this.stats.reaped += reaped
     return reaped
   }
 
   /**
-   * Before a graceful leave: sends every key held here to its primaries in the ring without this peer, and
-   * waits for their acknowledgements. Returns how many keys were delivered and how many could not be.
+   * Before a graceful leave: from now on this peer refuses writes (what it acknowledged later could miss
+   * this handoff), and every key it holds goes to its primaries in the ring without this peer; resolves when
+   * they acknowledged. Keys with no such primary up count as failed.
    */
+  /** Refuse writes from now on (the first step of a graceful leave). */
+  beginLeaving (): void {
+    this.leaving = true
+  }
+
   async handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void, signal?: AbortSignal): Promise<{ delivered: number; failed: number }> {
+    this.leaving = true
     const batches = new Map<string, Entry[]>()
+    let failed = 0
     for (const [key, state] of this.engine.entries()) {
       const entry: Entry = { key, ttlMs: this.engine.ttl(key), state }
+      let targets = 0
       for (const id of ringWithout.primaries(ringWithout.position(key), this.config.n)) {
         if (!this.isUp(id) || id === this.id) continue
+        targets++
         let batch = batches.get(id)
         if (batch === undefined) batches.set(id, batch = [])
         batch.push(entry)
       }
+      if (targets === 0) failed++
     }
     let delivered = 0
-    let failed = 0
     let sent = 0
-    const grand = [...batches.values()].reduce((a, b) => a + b.length, 0)
+    const total = [...batches.values()].reduce((a, b) => a + b.length, 0)
     await Promise.all([...batches].map(async ([id, entries]) => {
-      for (let i = 0; i < entries.length; i += this.config.handoffBatchKeys) {
-        const chunk = entries.slice(i, i + this.config.handoffBatchKeys)
-        try {
-          await this.replicate(id, 'sync', chunk, signal)
-          delivered += chunk.length
-        } catch (error) {
-          failed += chunk.length
-          this.log.info(`handoff of ${chunk.length} keys to ${id} failed: ${reason(error)}`)
-        }
+      failed += await this.send(id, entries, signal, chunk => {
+        delivered += chunk.length
         sent += chunk.length
-        progress(sent, grand)
-      }
+        progress(sent, total)
+      })
     }))
     this.stats.handedOff += delivered
     return { delivered, failed }
@@ -645,56 +734,43 @@ export class KvNode {
     return segments
   }
 
-  /** Calls `visit` for every key held here that both this peer and `peer` are primaries of, in `segments`. */
-  private forShared (peer: string, segments: ReadonlySet<number>, visit: (key: string, state: KeyState, segment: number) => void): void {
-    for (const [key, state] of this.engine.entries()) {
-      const position = this.ringNow.position(key)
-      const segment = segmentOf(position)
-      if (!segments.has(segment)) continue
-      const primaries = this.ringNow.primaries(position, this.config.n)
-      if (primaries.includes(this.id) && primaries.includes(peer)) visit(key, state, segment)
+  /** Calls `visit` for every key held here, in `segments`, that both this peer and `peer` are primaries of. */
+  private forShared (peer: string, segments: Iterable<number>, visit: (key: string, state: KeyState, segment: number) => boolean | undefined): void {
+    for (const segment of segments) {
+      for (const key of this.bySegment[segment]!) {
+        const state = this.engine.state(key)
+        if (state === undefined) continue
+        const primaries = this.primariesOf(key)
+        if (primaries.includes(this.id) && primaries.includes(peer) && visit(key, state, segment) === false) return
+      }
     }
   }
 
-  private leaves (peer: string, segments: readonly number[]): Map<number, [number, number]> {
-    const leaves = new Map<number, [number, number]>()
-    for (const s of segments) leaves.set(s, [0, 0])
-    this.forShared(peer, new Set(segments), (key, state, segment) => {
-      const d = this.digests.of(key, state)
-      const leaf = leaves.get(segment)!
-      leaf[0] = (leaf[0] ^ d[0]) >>> 0
-      leaf[1] = (leaf[1] ^ d[1]) >>> 0
-    })
-    return leaves
-  }
-
-  private root (peer: string, segments: readonly number[]): number {
-    const hashes: number[] = []
-    for (const [, [hi, lo]] of this.leaves(peer, segments)) hashes.push(hi, lo)
-    return this.digests.root(hashes)
+  /** Segment hashes (2 numbers each) of the keys shared with `peer`, in the order of `segments`. */
+  private leaves (peer: string, segments: readonly number[]): number[] {
+    const leaves = this.pairLeaves.get(peer)
+    const out: number[] = []
+    for (const s of segments) out.push(leaves?.[2 * s] ?? 0, leaves?.[2 * s + 1] ?? 0)
+    return out
   }
 
   private diffLeaves (peer: string, segments: readonly number[], hashes: readonly number[]): KvReply {
     const mine = this.leaves(peer, segments)
-    const differing = new Set<number>()
+    const differing: number[] = []
     segments.forEach((s, i) => {
-      const leaf = mine.get(s)!
-      if (leaf[0] !== hashes[2 * i] || leaf[1] !== hashes[2 * i + 1]) differing.add(s)
-    })
-    const bySegment = new Map<number, Array<[string, readonly [number, number]]>>()
-    this.forShared(peer, differing, (key, state, segment) => {
-      let list = bySegment.get(segment)
-      if (list === undefined) bySegment.set(segment, list = [])
-      list.push([key, this.digests.of(key, state)])
+      if (mine[2 * i] !== hashes[2 * i] || mine[2 * i + 1] !== hashes[2 * i + 1]) differing.push(s)
     })
     // Whole segments only, up to the round's key budget (at least one segment), so the other side knows
-    // exactly which segments the list covers.
+    // exactly which segments the list covers; starting further along each time, so none starves.
+    const start = differing.length === 0 ? 0 : this.diffCursor++ % differing.length
     const covered: number[] = []
     const keys: string[] = []
     const out: number[] = []
     let truncated = false
-    for (const s of [...differing].sort((a, b) => a - b)) {
-      const list = bySegment.get(s) ?? []
+    for (let i = 0; i < differing.length; i++) {
+      const s = differing[(start + i) % differing.length]!
+      const list: Array<[string, readonly [number, number]]> = []
+      this.forShared(peer, [s], (key, state) => { list.push([key, this.digests.of(key, state)]); return undefined })
       if (covered.length > 0 && keys.length + list.length > this.config.syncKeysPerRound) { truncated = true; break }
       covered.push(s)
       for (const [key, [hi, lo]] of list) { keys.push(key); out.push(hi, lo) }
@@ -722,9 +798,7 @@ export class KvNode {
     const segments = this.shared(with_)
     if (segments.length === 0) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
     this.stats.syncRounds++
-    const leaves = this.leaves(with_, segments)
-    const hashes: number[] = []
-    for (const s of segments) hashes.push(...leaves.get(s)!)
+    const hashes = this.leaves(with_, segments)
     const rootReply = await this.transport.request(with_, 'sync', { type: 'sync-root', segments, root: this.digests.root(hashes) }, signal)
     if (rootReply.type === 'sync-root' && rootReply.equal) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
     const reply = await this.transport.request(with_, 'sync', { type: 'sync-leaves', segments, hashes }, signal)
@@ -739,6 +813,7 @@ export class KvNode {
       const t = theirs.get(key)
       const d = this.digests.of(key, state)
       if (t === undefined || t[0] !== d[0] || t[1] !== d[1]) push.push({ key, ttlMs: this.engine.ttl(key), state })
+      return undefined
     })
     const pull: string[] = []
     for (const [key, t] of theirs) {
@@ -747,9 +822,7 @@ export class KvNode {
       const d = this.digests.of(key, state)
       if (t[0] !== d[0] || t[1] !== d[1]) pull.push(key)
     }
-    for (let i = 0; i < push.length; i += this.config.handoffBatchKeys) {
-      await this.replicate(with_, 'sync', push.slice(i, i + this.config.handoffBatchKeys), signal)
-    }
+    await this.send(with_, push, signal, () => {})
     let pulled = 0
     for (let i = 0; i < pull.length; i += this.config.handoffBatchKeys) {
       const r = await this.transport.request(with_, 'sync', { type: 'pull', keys: pull.slice(i, i + this.config.handoffBatchKeys) }, signal)
@@ -760,6 +833,34 @@ export class KvNode {
     this.stats.syncRepairs += push.length + pulled
     return { peer: with_, equal: false, pushed: push.length, pulled }
   }
+}
+
+function xorInto (leaves: Uint32Array, segment: number, d: readonly [number, number]): void {
+  leaves[2 * segment] = leaves[2 * segment]! ^ d[0]
+  leaves[2 * segment + 1] = leaves[2 * segment + 1]! ^ d[1]
+}
+
+/** About how many bytes an entry takes on the wire (an upper estimate). */
+function entryBytes (e: Entry): number {
+  let bytes = 16 + e.key.length * 3 + (e.state.vv.length >> 1) * 80
+  for (const s of e.state.siblings) bytes += 96 + (s.value?.length ?? 0)
+  return bytes
+}
+
+/** Splits entries into batches of at most `maxKeys` keys and about `maxBytes` bytes (one entry at least). */
+export function * chunks (entries: readonly Entry[], maxKeys: number, maxBytes: number): Generator<readonly Entry[]> {
+  let start = 0
+  let bytes = 0
+  for (let i = 0; i < entries.length; i++) {
+    const size = entryBytes(entries[i]!)
+    if (i > start && (i - start >= maxKeys || bytes + size > maxBytes)) {
+      yield entries.slice(start, i)
+      start = i
+      bytes = 0
+    }
+    bytes += size
+  }
+  if (start < entries.length) yield entries.slice(start)
 }
 
 export function toResult (key: string, state: KeyState | null, replies: number): GetResult {

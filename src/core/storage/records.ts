@@ -14,7 +14,7 @@ import { Reader, Writer } from '../codec.js'
 import { DecodeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import type { KeyState, LwwFloor, Sibling } from '../version/dvv.js'
-import type { VersionVector } from '../version/vv.js'
+import { type VersionVector, vvCovers } from '../version/vv.js'
 
 export const RECORD_PUT = 1
 export const RECORD_REMOVE = 2
@@ -79,6 +79,10 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
  * strings for 100,000 keys. Bounded: once full, ids are no longer interned (decoding stays correct).
  */
 const INTERN_MAX = 4096
+/** Bounds on a decoded state, far above what a real key reaches (about N vector entries; siblingsMax is at
+ * most 10,000): a forged count cannot make the decoder allocate more. */
+export const VV_ENTRIES_MAX = 4096
+export const SIBLINGS_MAX = 10_000
 const interned = new Map<string, string>()
 
 function intern (id: string): string {
@@ -94,12 +98,18 @@ function intern (id: string): string {
  */
 export function readState (r: Reader, valueBytesMax: number): KeyState {
   const vvCount = r.count()
+  if (vvCount > VV_ENTRIES_MAX) throw new DecodeError('key state', `${vvCount} version vector entries exceed ${VV_ENTRIES_MAX}`)
   const vv = new Array<string | number>(vvCount * 2)
   for (let i = 0; i < vvCount * 2; i += 2) {
-    vv[i] = intern(r.string(REPLICA_ID_BYTES_MAX))
-    vv[i + 1] = r.varint()
+    const id = intern(r.string(REPLICA_ID_BYTES_MAX))
+    const n = r.varint()
+    // The invariants sync() relies on: ids strictly ascending, counters positive.
+    if ((i > 0 && id <= (vv[i - 2] as string)) || n === 0) throw new DecodeError('key state', 'version vector not in canonical form')
+    vv[i] = id
+    vv[i + 1] = n
   }
   const siblingCount = r.count()
+  if (siblingCount > SIBLINGS_MAX) throw new DecodeError('key state', `${siblingCount} siblings exceed ${SIBLINGS_MAX}`)
   const siblings: Sibling[] = []
   for (let i = 0; i < siblingCount; i++) {
     const id = intern(r.string(REPLICA_ID_BYTES_MAX))
@@ -110,6 +120,9 @@ export function readState (r: Reader, valueBytesMax: number): KeyState {
     // A copy of exactly the value: a view (or a Node Buffer's slice(), which is a view too) would keep the
     // whole received frame or log chunk alive for as long as the value is stored.
     const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : new Uint8Array(r.bytes(valueBytesMax))
+    const prev = siblings[siblings.length - 1]
+    // Siblings strictly ascending by dot, each within the history.
+    if ((prev !== undefined && (id < prev.id || (id === prev.id && n <= prev.n))) || !vvCovers(vv as VersionVector, id, n)) throw new DecodeError('key state', 'siblings not in canonical form')
     siblings.push({ id, n, value, wall, logical, lww: (flags & FLAG_LWW) !== 0 })
   }
   let lwwFloor: LwwFloor | null = null
