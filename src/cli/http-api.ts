@@ -223,6 +223,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     } catch {
       throw new HttpError(400, 'undecodable path')
     }
+    if (rel.includes('\0')) return json(404, { error: 'not found' })
     const file = path.resolve(options.webRoot, rel)
     if (!file.startsWith(path.resolve(options.webRoot) + path.sep)) return json(404, { error: 'not found' })
     fs.readFile(file, (error, body) => {
