@@ -63,7 +63,8 @@ export function defaultStorageConfig (): StorageConfig {
   }
 }
 
-function integer (field: string, value: unknown, min: number, max: number): void {
+/** Throws ConfigError unless `value` is an integer in [min, max]. */
+export function integer (field: string, value: unknown, min: number, max: number): void {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new ConfigError(field, `must be an integer in [${min}, ${max}], got ${String(value)}`)
   }

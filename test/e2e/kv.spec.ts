@@ -8,7 +8,7 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { type Page, expect, test } from '@playwright/test'
+import { type Browser, type BrowserContext, type Page, expect, test } from '@playwright/test'
 import type { Peer } from '../../src/peer.js'
 import { type PeerProcess, members, startPeer, stateIn, waitUntil } from '../helpers/peers.js'
 
@@ -47,6 +47,16 @@ async function tabId (page: Page): Promise<string> {
   return page.evaluate(() => (window as unknown as MeshWindow).meshkv.peer.id)
 }
 
+/** Two Node peers and one tab that joined through the bootstrap. */
+async function meshWithTab (browser: Browser, name: string): Promise<{ boot: PeerProcess; node: PeerProcess; context: BrowserContext; page: Page; id: string }> {
+  const { boot, node } = await startMesh(name)
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  page.on('pageerror', error => { console.error('page error:', error) })
+  await page.goto(boot.http)
+  return { boot, node, context, page, id: await tabId(page) }
+}
+
 /** Waits until the tab and every Node peer list exactly `everyone` alive, so all agree on the ring. */
 async function waitConverged (page: Page, peers: PeerProcess[], everyone: string[]): Promise<void> {
   const sorted = [...everyone].sort()
@@ -83,12 +93,7 @@ async function httpGet (peer: PeerProcess, key: string): Promise<{ status: numbe
 const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes)
 
 test('kv: a value put through a Node peer reads in a tab and one put in a tab reads through Node peers (200, 300 siblings, 404)', async ({ browser }) => {
-  const { boot, node } = await startMesh('values')
-  const context = await browser.newContext()
-  const page = await context.newPage()
-  page.on('pageerror', error => { console.error('page error:', error) })
-  await page.goto(boot.http)
-  const id = await tabId(page)
+  const { boot, node, context, page, id } = await meshWithTab(browser, 'values')
   await waitConverged(page, [boot, node], [boot.id, node.id, id])
 
   // Node -> tab: W=2 acknowledged the write, so the tab's R=2 read (its own replica plus one more) sees it.
@@ -141,12 +146,7 @@ test('kv: a value put through a Node peer reads in a tab and one put in a tab re
 })
 
 test('kv: a reloaded tab recovers 20 keys from IndexedDB before rejoining, and with the second Node peer SIGKILLed its replica completes the bootstrap\'s R=2 reads', async ({ browser }) => {
-  const { boot, node } = await startMesh('reload')
-  const context = await browser.newContext()
-  const page = await context.newPage()
-  page.on('pageerror', error => { console.error('page error:', error) })
-  await page.goto(boot.http)
-  const id = await tabId(page)
+  const { boot, node, context, page, id } = await meshWithTab(browser, 'reload')
   // Three ring members and N=3: every member holds every key.
   await waitConverged(page, [boot, node], [boot.id, node.id, id])
 

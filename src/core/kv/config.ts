@@ -2,6 +2,7 @@
  * Replication settings of a mesh. N is per mesh (every peer must use the same, or they disagree on who holds
  * what); R and W are defaults a request may override. Every loop and batch has a bound here.
  */
+import { integer } from '../config.js'
 import { ConfigError } from '../errors.js'
 
 export interface KvConfig {
@@ -54,12 +55,6 @@ export function defaultKvConfig (): KvConfig {
     syncIntervalMs: 5000,
     syncKeysPerRound: 8192,
     tombstoneGraceMs: 3_600_000
-  }
-}
-
-function integer (field: string, value: unknown, min: number, max: number): void {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(field, `must be an integer in [${min}, ${max}], got ${String(value)}`)
   }
 }
 

@@ -5,7 +5,7 @@
  * after five minutes hidden in Chromium, which is why tabs hold a Web Lock or an audio-free keepalive — the
  * service's business, not this file's), and `testSwimConfig()` with short periods for the simulator.
  */
-import { ConfigError } from '../errors.js'
+import { integer } from '../config.js'
 
 export interface SwimConfig {
   /** Time between probes of one member each. With n members a crashed member is probed within
@@ -99,12 +99,6 @@ export function detectionBoundMs (config: SwimConfig, n: number): number {
   const { maxMs } = suspicionTimeouts(config, n)
   const spread = retransmitLimit(config, n) * config.gossipIntervalMs
   return round + maxMs + spread
-}
-
-function integer (field: string, value: unknown, min: number, max: number): void {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(field, `must be an integer in [${min}, ${max}], got ${String(value)}`)
-  }
 }
 
 export function validateSwimConfig (c: SwimConfig): SwimConfig {
