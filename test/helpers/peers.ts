@@ -3,6 +3,9 @@
  * its HTTP API, and wait for conditions with a bound (never for a fixed delay).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
 import * as readline from 'node:readline'
 
 export interface PeerProcess {
@@ -62,4 +65,26 @@ export async function waitUntil (check: () => Promise<boolean>, timeoutMs: numbe
 
 export async function stateIn (peer: PeerProcess, id: string): Promise<MemberJson | undefined> {
   return (await members(peer)).find(m => m.id === id)
+}
+
+/**
+ * Peers of one test file, each in its own data directory under a fresh temporary root, on 127.0.0.1 with
+ * WebRTC bound there too. `stopAll()` (for afterAll) SIGKILLs what is still running and removes the root.
+ */
+export function peerGroup (prefix: string, flags: string[]): { root: string; start: (name: string, extra: string[]) => Promise<PeerProcess>; stopAll: () => Promise<void> } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  const started: PeerProcess[] = []
+  return {
+    root,
+    start: async (name, extra) => {
+      const p = await startPeer(['--data-dir', path.join(root, name), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', ...flags, ...extra])
+      started.push(p)
+      return p
+    },
+    stopAll: async () => {
+      for (const p of started) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL')
+      await Promise.all(started.map(p => p.exited))
+      fs.rmSync(root, { recursive: true, force: true })
+    }
+  }
 }

@@ -7,27 +7,13 @@
  * - a peer leaves gracefully (SIGTERM) and hands off first: no key is left under-replicated.
  * Convergence is checked through GET /kv/:key/placement, which reports each replica's version.
  */
-import * as fs from 'node:fs'
-import * as os from 'node:os'
-import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { type PeerProcess, members, startPeer, waitUntil } from '../helpers/peers.js'
-
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'meshkv-kvmember-'))
-const started: PeerProcess[] = []
-afterAll(async () => {
-  for (const p of started) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL')
-  await Promise.all(started.map(p => p.exited))
-  fs.rmSync(root, { recursive: true, force: true })
-})
+import { type PeerProcess, members, peerGroup, waitUntil } from '../helpers/peers.js'
 
 const flags = ['--probe-interval-ms', '300', '--probe-timeout-ms', '150', '--gossip-interval-ms', '60', '--push-pull-interval-ms', '1000', '--sync-interval-ms', '300', '--debug-api']
-
-async function peer (name: string, extra: string[]): Promise<PeerProcess> {
-  const p = await startPeer(['--data-dir', path.join(root, name), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', ...flags, ...extra])
-  started.push(p)
-  return p
-}
+const group = peerGroup('meshkv-kvmember-', flags)
+afterAll(group.stopAll)
+const peer = group.start
 
 async function states (p: PeerProcess): Promise<Map<string, string>> {
   return new Map((await members(p)).map(m => [m.id, m.state]))
