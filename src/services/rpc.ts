@@ -26,7 +26,8 @@ import type { MeshLibp2p } from './mesh-node.js'
 
 /** A frame stops taking more messages past this size (one message may be larger, up to the message limit). */
 export const FRAME_TARGET_BYTES = 256 * 1024
-/** Bytes queued on one stream before the link is given up (its peer is not reading). */
+/** Bytes queued on one stream (at least, and at least four messages) beyond which new requests fail with
+ * OverloadedError; at twice that the peer is not reading its replies and the link is given up. */
 export const LINK_QUEUE_BYTES_MAX = 64 * 1024 * 1024
 /** Streams per connection and protocol: one each way is the norm, a few spare for reconnects. */
 export const RPC_STREAMS_MAX = 4
@@ -89,8 +90,8 @@ class Link {
   push (message: Uint8Array): void {
     if (this.closed) return
     this.queuedBytes += message.length
-    if (this.queuedBytes > LINK_QUEUE_BYTES_MAX) {
-      this.fail(new Error(`more than ${LINK_QUEUE_BYTES_MAX} bytes queued: the peer is not reading`))
+    if (this.queuedBytes > 2 * this.rpc.queueLimit) {
+      this.fail(new Error(`more than ${2 * this.rpc.queueLimit} bytes queued: the peer is not reading`))
       return
     }
     this.queue.push(message)
@@ -132,6 +133,10 @@ class Link {
     const id = this.nextId++
     const message = encodeRequest(this.writer, id, request)
     if (message.length > this.rpc.init.messageBytesMax) return Promise.reject(new RecordTooLargeError(message.length, this.rpc.init.messageBytesMax))
+    if (this.queuedBytes + message.length > this.rpc.queueLimit) {
+      this.rpc.stats.overloaded++
+      return Promise.reject(new OverloadedError(`bytes queued to ${this.peer}`, this.rpc.queueLimit))
+    }
     return new Promise<KvReply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadline: Date.now() + timeoutMs })
       this.rpc.stats.requests++
@@ -215,13 +220,16 @@ class Link {
 export class RpcEndpoint {
   readonly stats = emptyRpcStats()
   stopping = false
+  readonly queueLimit: number
   private readonly outbound = new Map<string, Promise<Link>>()
   /** The settled outbound links, so a closed one is forgotten at once (not a turn later). */
   private readonly opened = new Map<string, Link>()
   private readonly links = new Set<Link>()
   private timer: ReturnType<typeof setInterval> | null = null
 
-  constructor (private readonly node: MeshLibp2p, readonly init: RpcInit) {}
+  constructor (private readonly node: MeshLibp2p, readonly init: RpcInit) {
+    this.queueLimit = Math.max(LINK_QUEUE_BYTES_MAX, 4 * init.messageBytesMax)
+  }
 
   async start (): Promise<void> {
     await this.node.handle(this.init.protocol, (stream, connection) => { void this.onInbound(stream, connection) }, {

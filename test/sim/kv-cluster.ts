@@ -118,6 +118,8 @@ export class KvSim {
 
   /** Every up node runs one handoff turn and one anti-entropy round. */
   async backgroundRound (): Promise<void> {
+    // Time passes between rounds (a replica forgets a key only once the clock is past its counter).
+    this.clock.advance(10)
     for (const node of this.nodes.values()) {
       if (!node.up) continue
       await node.kv.handoff()

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError, InvalidContextError, InvalidKeyError, QuorumError, ValueTooLargeError } from '../../src/core/errors.js'
 import { Ring } from '../../src/core/ring/ring.js'
+import { encodeContext } from '../../src/core/version/context.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
+import type { VersionVector } from '../../src/core/version/vv.js'
 import { KvSim } from './kv-cluster.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
@@ -82,6 +84,8 @@ describe('kv: quorum reads and writes (simulated network, wire codec)', () => {
     await expect(kv.put('k', new Uint8Array(1024 * 1024 + 1))).rejects.toBeInstanceOf(ValueTooLargeError)
     await expect(kv.put('k', enc('x'), { context: '@@not-a-context' })).rejects.toBeInstanceOf(InvalidContextError)
     await expect(kv.put('k', enc('x'), { w: 4 })).rejects.toBeInstanceOf(ConfigError)
+    // A forged counter far ahead of the clock would make the key's context unusable for good.
+    await expect(kv.put('k', enc('x'), { context: encodeContext(['peer-0', 2 ** 47] as VersionVector) })).rejects.toBeInstanceOf(InvalidContextError)
     await expect(kv.get('k', { r: 0 })).rejects.toBeInstanceOf(ConfigError)
     const bad = await sim.node('peer-1').kv.handle('peer-0', { type: 'read', key: '' })
     expect(bad).toMatchObject({ type: 'error', code: 'ERR_INVALID_KEY' })

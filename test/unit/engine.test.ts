@@ -4,7 +4,7 @@ import { ManualClock, SeededRng } from '../../src/core/env.js'
 import { AbortError, ClosedError, ConfigError, InvalidKeyError, SiblingLimitError, ValueTooLargeError } from '../../src/core/errors.js'
 import { StorageEngine, type EngineOptions, type WarningEvent } from '../../src/core/storage/engine.js'
 import { update, EMPTY_STATE } from '../../src/core/version/dvv.js'
-import { vvEntries } from '../../src/core/version/vv.js'
+import { type VersionVector, vvEntries } from '../../src/core/version/vv.js'
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s)
 const text = (b: Uint8Array | null): string => (b === null ? '<tombstone>' : new TextDecoder().decode(b))
@@ -62,17 +62,19 @@ describe('storage engine', () => {
 
   it('expires a TTL key by the second-chance sweep: never before its TTL, always within two periods after', async () => {
     const volume = new MemoryVolume()
-    const e = await engine(volume, { sweepPeriodMs: 1000 })
+    const clock = new ManualClock(1_000)
+    const e = await engine(volume, { sweepPeriodMs: 1000, clock })
+    const sweep = (): ReturnType<StorageEngine['sweep']> => { clock.advance(1000); return e.sweep() }
     const expired: string[] = []
     e.events.on('expired', ev => { expired.push(ev.key) })
     await e.put('svc/short', bytes('up'), { ttlMs: 500 }) // one credit: the reference bit
     await e.put('svc/long', bytes('up'), { ttlMs: 2500 }) // three credits
-    expect(e.sweep()).toEqual([]) // clears svc/short's bit
+    expect(sweep()).toEqual([]) // clears svc/short's bit
     await e.put('svc/long', bytes('beat'), { ttlMs: 2500, context: e.get('svc/long')!.context }) // heartbeat
-    expect(e.sweep().map(x => x.key)).toEqual(['svc/short'])
-    expect(e.sweep()).toEqual([])
-    expect(e.sweep()).toEqual([])
-    expect(e.sweep().map(x => x.key)).toEqual(['svc/long'])
+    expect(sweep().map(x => x.key)).toEqual(['svc/short'])
+    expect(sweep()).toEqual([])
+    expect(sweep()).toEqual([])
+    expect(sweep().map(x => x.key)).toEqual(['svc/long'])
     expect(expired).toEqual(['svc/short', 'svc/long'])
     expect(e.get('svc/long')).toBeUndefined()
     expect(e.stats().expired).toBe(2)
@@ -109,13 +111,18 @@ describe('storage engine', () => {
 
   it('reaps a tombstone only while the state is exactly the one the caller checked', async () => {
     const volume = new MemoryVolume()
-    const e = await engine(volume)
+    const clock = new ManualClock(1_000)
+    const e = await engine(volume, { clock })
     await e.put('k', bytes('1'))
     await e.delete('k', { context: e.get('k')!.context })
     const state = e.get('k')!.state
     await e.put('other', bytes('x'))
     expect(e.reap('other', e.get('other')!.state)).toBe(false) // not deleted
     expect(e.reap('k', EMPTY_STATE)).toBe(false) // not the state checked
+    // Not while this replica's counter for the key is not behind the clock (two writes in one millisecond
+    // put it a step ahead): a write right after forgetting the key would reuse the dot.
+    expect(e.reap('k', state)).toBe(false)
+    clock.advance(5)
     expect(e.reap('k', state)).toBe(true)
     expect(e.get('k')).toBeUndefined()
     await e.close()
@@ -212,5 +219,22 @@ describe('storage engine: TTL on replica merges', () => {
     }
     // Three credits (300 ms / 100 ms), gone at the fourth sweep, as without the merges.
     expect(sweeps).toBe(4)
+  })
+
+  it('keeps a hot key whose counter ran ahead of the clock until the clock passes it, so no dot is reused', async () => {
+    const clock = new ManualClock(1_000)
+    const e = await engine(null, { clock, sweepPeriodMs: 100 })
+    let context: VersionVector | undefined
+    for (let i = 0; i < 100; i++) context = (await e.put('hot', bytes(`v${i}`), { ttlMs: 100, ...(context === undefined ? {} : { context }) })).context
+    // 100 writes in one millisecond: this replica's counter is 1099.
+    clock.advance(50)
+    for (let i = 0; i < 5; i++) e.sweep()
+    expect(e.get('hot')).toBeDefined()
+    clock.advance(50)
+    e.sweep()
+    expect(e.get('hot')).toBeUndefined()
+    // The next write after forgetting starts above every dot issued before.
+    const fresh = await e.put('hot', bytes('new'))
+    expect(vvEntries(fresh.state.vv)[0]![1]).toBeGreaterThan(1099)
   })
 })

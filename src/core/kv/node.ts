@@ -24,7 +24,7 @@
  */
 import { raceAbort, throwIfAborted } from '../abort.js'
 import type { Clock, Logger } from '../env.js'
-import { ConfigError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
+import { ConfigError, InvalidContextError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
 import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { decodeContext, encodeContext } from '../version/context.js'
@@ -36,6 +36,9 @@ import { Digests, type Hash64 } from './digest.js'
 import type { Entry, KvReply, KvRequest } from './messages.js'
 
 export type Channel = 'kv' | 'sync'
+
+/** How far ahead of this peer's clock a context's counters may be (other peers' clocks, hot keys). */
+export const CONTEXT_CLOCK_SKEW_MS = 86_400_000
 
 export interface KvTransport {
   /** Sends a request to a peer and resolves with its reply; rejects (typed) if the peer cannot be reached
@@ -301,6 +304,17 @@ export class KvNode {
     return v
   }
 
+  /**
+   * Counters are at most about the wall clock (update() issues max(previous + 1, now)); one far ahead can
+   * only be forged, and would push the key's counter past what contexts can carry.
+   */
+  private checkContext (vv: VersionVector): void {
+    const limit = this.clock.nowMs() + CONTEXT_CLOCK_SKEW_MS
+    for (let i = 1; i < vv.length; i += 2) {
+      if ((vv[i] as number) > limit) throw new InvalidContextError(`counter ${vv[i] as number} is ahead of this peer's clock by more than ${CONTEXT_CLOCK_SKEW_MS} ms`)
+    }
+  }
+
   // ------------------------------------------------------------ client operations
 
   put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
@@ -319,6 +333,7 @@ export class KvNode {
     if (value !== null && value.length > this.engine.config.valueBytesMax) throw new ValueTooLargeError(value.length, this.engine.config.valueBytesMax)
     const w = this.checkCount('w', options.w)
     const ctx = options.context === undefined || options.context === '' ? { vv: EMPTY_VV, ts: null } : decodeContext(options.context)
+    this.checkContext(ctx.vv)
     throwIfAborted(options.signal)
     const op = value === null ? 'delete' : 'put'
     if (value === null) this.stats.deletes++
@@ -373,7 +388,13 @@ export class KvNode {
     const reasons: string[] = []
     for (const e of pref.slice(0, 2)) {
       try {
-        return await this.transport.request(e.id, 'kv', request, signal)
+        const reply = await this.transport.request(e.id, 'kv', request, signal)
+        // A leaving replica applied nothing: the next one can take the request.
+        if (reply.type === 'error' && reply.code === 'ERR_LEAVING') {
+          reasons.push(`${e.id}: leaving`)
+          continue
+        }
+        return reply
       } catch (error) {
         throwIfAborted(signal)
         reasons.push(`${e.id}: ${reason(error)}`)
@@ -489,6 +510,7 @@ export class KvNode {
         }
         case 'put': {
           const w = this.checkCount('w', request.w)
+          this.checkContext(request.context)
           this.engine.checkKey(request.key)
           const pref = this.preference(request.key, request.strict)
           if (!pref.some(e => e.id === this.id)) throw new QuorumError(request.value === null ? 'delete' : 'put', 0, w, 0, [`${this.id} is not a replica of the key in its view of the ring`])
@@ -551,6 +573,7 @@ export class KvNode {
   /** Sends entries to a peer in messages of at most `handoffBatchKeys` keys and half the message limit. */
   private async send (to: string, entries: readonly Entry[], signal: AbortSignal | undefined, sent: (chunk: readonly Entry[]) => void): Promise<number> {
     let failed = 0
+    let done = 0
     for (const chunk of chunks(entries, this.config.handoffBatchKeys, this.config.messageBytesMax / 2)) {
       throwIfAborted(signal)
       try {
@@ -560,8 +583,9 @@ export class KvNode {
         failed += chunk.length
         this.log.debug(`sending ${chunk.length} keys to ${to} failed: ${reason(error)}`)
         // An unreachable peer fails every chunk: stop; other failures concern this chunk only.
-        if (error instanceof UnreachableError || error instanceof TimeoutError) return failed + entries.length
+        if (error instanceof UnreachableError || error instanceof TimeoutError) return failed + (entries.length - done - chunk.length)
       }
+      done += chunk.length
     }
     return failed
   }
@@ -621,8 +645,11 @@ export class KvNode {
     }
     let dropped = 0
     for (const [key, state] of droppable) {
-      // Still not a primary in the current ring (it may have changed while sending), still the same state.
-      if (this.primariesOf(key).includes(this.id) || this.engine.state(key) !== state) continue
+      // In the current ring (it may have changed while sending): still not a primary, every primary has
+      // acknowledged, and the state is still the one they acknowledged.
+      const primaries = this.primariesOf(key)
+      const acked = this.deliveredTo.get(state)
+      if (primaries.includes(this.id) || acked === undefined || !primaries.every(id => acked.has(id)) || this.engine.state(key) !== state) continue
       if (this.engine.drop(key, state)) {
         dropped++
         this.note(key, undefined, state)

@@ -21,7 +21,7 @@ import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, Sibling
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import { type KeyState, type Sibling, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
 import { type Hlc, HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
-import { type VersionVector, EMPTY_VV } from '../version/vv.js'
+import { type VersionVector, EMPTY_VV, vvGet } from '../version/vv.js'
 import { RECORD_PUT, decodeRecord, encodePut, encodeRemove } from './records.js'
 import type { WalAdapter } from './wal-adapter.js'
 import { DEFAULT_WAL_OPTIONS, type RecoveryReport, Wal } from './wal.js'
@@ -128,7 +128,7 @@ export class StorageEngine {
   private expiredCount = 0
   private closed = false
 
-  private constructor (readonly replicaId: string, clock: Clock, config: StorageConfig, log: Logger) {
+  private constructor (readonly replicaId: string, private readonly clock: Clock, config: StorageConfig, log: Logger) {
     this.config = config
     this.log = log
     this.hlc = new HybridClock(clock)
@@ -348,11 +348,15 @@ export class StorageEngine {
     const expired: ExpiredEvent[] = []
     for (const [key, ttl] of this.ttls) {
       if (ttl.credit > 0) { ttl.credit--; continue }
-      expired.push({ key, state: this.map.get(key)! })
+      const state = this.map.get(key)!
+      if (this.countsAhead(state)) continue // expires at a later sweep (see countsAhead)
       this.removeLogged(key)
+      this.expiredCount++
+      const event = { key, state }
+      expired.push(event)
+      // Each event right after its removal: a listener sees the store as it is.
+      this.events.emit('expired', event)
     }
-    this.expiredCount += expired.length
-    for (const event of expired) this.events.emit('expired', event)
     return expired
   }
 
@@ -370,9 +374,18 @@ export class StorageEngine {
   reap (key: string, expected: KeyState): boolean {
     this.checkOpen()
     const state = this.map.get(key)
-    if (state === undefined || !isDeleted(state) || !stateEquals(state, expected)) return false
+    if (state === undefined || !isDeleted(state) || !stateEquals(state, expected) || this.countsAhead(state)) return false
     this.removeLogged(key)
     return true
+  }
+
+  /**
+   * Whether this replica's counter in the key's history is still ahead of the clock (a key written more
+   * than once a millisecond). Forgetting such a key now would let the next write reuse a dot (update()
+   * starts a forgotten key's counter at the wall clock), so it is kept until the clock passes the counter.
+   */
+  private countsAhead (state: KeyState): boolean {
+    return vvGet(state.vv, this.replicaId) >= this.clock.nowMs()
   }
 
   /**
@@ -382,7 +395,7 @@ export class StorageEngine {
   drop (key: string, expected: KeyState): boolean {
     this.checkOpen()
     if (this.map.get(key) !== expected && !stateEquals(this.map.get(key) ?? EMPTY_STATE, expected)) return false
-    if (!this.map.has(key)) return false
+    if (!this.map.has(key) || this.countsAhead(expected)) return false
     this.removeLogged(key)
     return true
   }
