@@ -11,7 +11,7 @@ import type { StorageConfig } from './core/config.js'
 import type { Emitter } from './core/emitter.js'
 import type { Clock, Logger, Rng } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
-import type { GetResult, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
+import type { GetResult, PeerInfo, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
 import type { SwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
 import type { Ring } from './core/ring/ring.js'
@@ -82,6 +82,8 @@ export interface Peer {
   delete(key: string, options?: Omit<WriteOptions, 'ttlMs'>): Promise<PutResult>
   /** The key's ring position, preference list and each replica's state. */
   placement(key: string, options?: { signal?: AbortSignal }): ReturnType<KvService['kv']['placement']>
+  /** A member's figures (keys held, log size, counters, latencies); this peer's own without a request. */
+  info(id: string, options?: { signal?: AbortSignal }): Promise<PeerInfo>
   on<K extends keyof PeerEvents>(event: K, listener: (event: PeerEvents[K]) => void): () => void
   /** Joins through bootstrap addresses, retrying with backoff until one answers or `signal` aborts. */
   join(addrs: Multiaddr[], options?: { signal?: AbortSignal }): Promise<void>
@@ -175,6 +177,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     put: async (key, value, opts) => await kv.put(key, typeof value === 'string' ? new TextEncoder().encode(value) : value, opts),
     delete: async (key, opts) => await kv.delete(key, opts),
     placement: async (key, opts) => await kv.placement(key, opts?.signal),
+    info: async (id, opts) => await kv.peerInfo(id, opts?.signal),
     on: (event, listener) => {
       if (event === 'member') return membership.events.on('change', listener as (e: PeerEvents['member']) => void)
       if (event === 'joined') return membership.events.on('joined', listener as (e: PeerEvents['joined']) => void)

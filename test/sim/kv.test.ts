@@ -233,3 +233,15 @@ describe('kv: anti-entropy, partitions, membership changes', () => {
     expect((await sim.node(p2!).kv.get(key, { r: 3 })).values).toEqual([])
   })
 })
+
+describe('kv: peer info for dashboards', () => {
+  it('reports keys, counters and latencies of any member over the wire', async () => {
+    const sim = await KvSim.create(ids(3))
+    for (let i = 0; i < 10; i++) await sim.node('peer-0').kv.put(`k${i}`, enc('v'), { w: 3 })
+    const info = await sim.node('peer-1').kv.peerInfo('peer-0')
+    expect(info).toMatchObject({ id: 'peer-0', keys: 10, ops: 10, stats: { puts: 10 } })
+    expect(info.latency.samples).toBe(10)
+    expect((await sim.node('peer-1').kv.peerInfo('peer-1')).keys).toBe(10)
+  })
+})
+

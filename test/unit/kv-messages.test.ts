@@ -27,7 +27,8 @@ const requests: KvRequest[] = [
   { type: 'sync-root', segments: [0, 5, 1023], root: 2 ** 52 - 1 },
   { type: 'sync-leaves', segments: [1, 2], hashes: [1, 2, 3, 0xffffffff] },
   { type: 'pull', keys: ['a', 'b'] },
-  { type: 'reap', key: 'k', state }
+  { type: 'reap', key: 'k', state },
+  { type: 'info' }
 ]
 
 const replies: KvReply[] = [
@@ -39,7 +40,8 @@ const replies: KvReply[] = [
   { type: 'sync-root', equal: true },
   { type: 'digests', segments: [3], keys: ['x'], hashes: [1, 2], truncated: true },
   { type: 'entries', entries: [{ key: 'k', ttlMs: 0, state }] },
-  { type: 'error', code: 'ERR_QUORUM', message: 'nope', acked: 1, required: 2 }
+  { type: 'error', code: 'ERR_QUORUM', message: 'nope', acked: 1, required: 2 },
+  { type: 'info', json: '{"keys":3}' }
 ]
 
 describe('kv wire messages', () => {

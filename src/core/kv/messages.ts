@@ -40,6 +40,8 @@ export type KvRequest =
   | { readonly type: 'pull'; readonly keys: readonly string[] }
   /** Every primary holds this tombstone and its grace period passed: remove it if your state is exactly this. */
   | { readonly type: 'reap'; readonly key: string; readonly state: KeyState }
+  /** What the dashboard shows of a peer: keys held, log size, counters, latencies (a JSON reply). */
+  | { readonly type: 'info' }
 
 export type KvReply =
   | { readonly type: 'ok' }
@@ -51,6 +53,7 @@ export type KvReply =
   | { readonly type: 'digests'; readonly segments: readonly number[]; readonly keys: readonly string[]; readonly hashes: readonly number[]; readonly truncated: boolean }
   | { readonly type: 'entries'; readonly entries: readonly Entry[] }
   | { readonly type: 'error'; readonly code: string; readonly message: string; readonly acked: number; readonly required: number }
+  | { readonly type: 'info'; readonly json: string }
 
 export interface WireLimits {
   keyBytesMax: number
@@ -60,10 +63,12 @@ export interface WireLimits {
 const KIND_REQUEST = 1
 const KIND_REPLY = 2
 
-const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap'] as const
-const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error'] as const
+const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info'] as const
+const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info'] as const
 const SEGMENTS_MAX = 1024
 const ERROR_TEXT_MAX = 4096
+/** The largest info reply (a small JSON object). */
+export const INFO_BYTES_MAX = 64 * 1024
 
 export type Decoded =
   | { readonly kind: 'request'; readonly id: number; readonly request: KvRequest }
@@ -151,6 +156,7 @@ export function encodeRequest (w: Writer, id: number, req: KvRequest): Uint8Arra
     case 'sync-leaves': writeNumbers(w, req.segments); writeNumbers(w, req.hashes); break
     case 'pull': writeStrings(w, req.keys); break
     case 'reap': writeState(w.string(req.key), req.state); break
+    case 'info': break
   }
   return w.finish().slice()
 }
@@ -171,6 +177,7 @@ export function encodeReply (w: Writer, id: number, reply: KvReply): Uint8Array 
     case 'digests': writeNumbers(w, reply.segments); writeStrings(w, reply.keys); writeNumbers(w, reply.hashes); w.u8(reply.truncated ? 1 : 0); break
     case 'entries': writeEntries(w, reply.entries); break
     case 'error': w.string(reply.code.slice(0, 64)).string(reply.message.slice(0, 1000)).varint(reply.acked).varint(reply.required); break
+    case 'info': w.string(reply.json.length * 3 > INFO_BYTES_MAX ? '{}' : reply.json); break
   }
   return w.finish().slice()
 }
@@ -201,6 +208,7 @@ function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limit
     }
     case 'pull': return { type, keys: readStrings(r, limits.keyBytesMax) }
     case 'reap': return { type, key: r.string(limits.keyBytesMax), state: readState(r, limits.valueBytesMax) }
+    case 'info': return { type }
   }
 }
 
@@ -220,6 +228,7 @@ function decodeReplyBody (r: Reader, type: typeof REPLY_TYPES[number], limits: W
     }
     case 'entries': return { type, entries: readEntries(r, limits) }
     case 'error': return { type, code: r.string(ERROR_TEXT_MAX), message: r.string(ERROR_TEXT_MAX), acked: r.varint(), required: r.varint() }
+    case 'info': return { type, json: r.string(INFO_BYTES_MAX) }
   }
 }
 

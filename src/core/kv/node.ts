@@ -24,7 +24,7 @@
  */
 import { raceAbort, throwIfAborted } from '../abort.js'
 import type { Clock, Logger } from '../env.js'
-import { ConfigError, InvalidContextError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
+import { ConfigError, DecodeError, InvalidContextError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
 import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { decodeContext, encodeContext } from '../version/context.js'
@@ -133,6 +133,20 @@ export interface KvStats {
   badRequests: number
 }
 
+/** What a peer reports of itself to dashboards (the `info` request). */
+export interface PeerInfo {
+  readonly id: string
+  readonly keys: number
+  readonly walBytes: number
+  readonly stats: KvStats
+  /** Client operations (put, get, delete) this peer coordinated or forwarded: count and latency in ms over
+   * the last LATENCY_SAMPLES of them. */
+  readonly ops: number
+  readonly latency: { readonly samples: number; readonly p50: number; readonly p99: number }
+}
+
+export const LATENCY_SAMPLES = 1024
+
 export interface SyncResult {
   readonly peer: string
   readonly equal: boolean
@@ -217,6 +231,8 @@ export class KvNode {
   private syncCursor = 0
   private diffCursor = 0
   private leaving = false
+  private readonly latencies = new Float64Array(LATENCY_SAMPLES)
+  private latencyCount = 0
   private sharedCache: { ring: Ring; shared: Map<string, number[]> } | null = null
 
   constructor (ring: Ring, private readonly options: KvNodeOptions) {
@@ -320,11 +336,42 @@ export class KvNode {
   put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
     if (!(value instanceof Uint8Array)) return Promise.reject(new TypeError('value must be a Uint8Array'))
     // A copy: the stored value must not change if the caller reuses its buffer.
-    return this.write(key, new Uint8Array(value), options)
+    return this.timed(this.write(key, new Uint8Array(value), options))
   }
 
   delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {
-    return this.write(key, null, options)
+    return this.timed(this.write(key, null, options))
+  }
+
+  /** Records a client operation's latency (successful or not) for `info()`. */
+  private timed<T> (op: Promise<T>): Promise<T> {
+    const start = this.clock.nowMs()
+    const record = (): void => { this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = this.clock.nowMs() - start }
+    op.then(record, record)
+    return op
+  }
+
+  /** Another member's figures (or this peer's), for dashboards. Malformed replies become DecodeError. */
+  async peerInfo (id: string, signal?: AbortSignal): Promise<PeerInfo> {
+    if (id === this.id) return this.info()
+    const reply = await this.transport.request(id, 'kv', { type: 'info' }, signal)
+    if (reply.type !== 'info') throw replyError(id, reply, 'get')
+    return parseInfo(id, reply.json)
+  }
+
+  /** This peer's figures for dashboards. */
+  info (): PeerInfo {
+    const n = Math.min(this.latencyCount, LATENCY_SAMPLES)
+    const sorted = Array.from(this.latencies.subarray(0, n)).sort((a, b) => a - b)
+    const at = (q: number): number => n === 0 ? 0 : sorted[Math.min(n - 1, Math.floor(q * n))]!
+    return {
+      id: this.id,
+      keys: this.engine.size,
+      walBytes: this.engine.walBytes(),
+      stats: { ...this.stats },
+      ops: this.latencyCount,
+      latency: { samples: n, p50: at(0.5), p99: at(0.99) }
+    }
   }
 
   private async write (key: string, value: Uint8Array | null, options: WriteOptions): Promise<PutResult> {
@@ -407,7 +454,11 @@ export class KvNode {
     throw new QuorumError(op, 0, required, pref.length, reasons)
   }
 
-  async get (key: string, options: ReadOptions = {}): Promise<GetResult> {
+  get (key: string, options: ReadOptions = {}): Promise<GetResult> {
+    return this.timed(this.read(key, options))
+  }
+
+  private async read (key: string, options: ReadOptions): Promise<GetResult> {
     this.engine.checkKey(key)
     const r = this.checkCount('r', options.r)
     throwIfAborted(options.signal)
@@ -544,6 +595,7 @@ export class KvNode {
           }
           return { type: 'entries', entries }
         }
+        case 'info': return { type: 'info', json: JSON.stringify(this.info()) }
         case 'reap': {
           const before = this.engine.state(request.key)
           if (this.engine.reap(request.key, request.state)) {
@@ -861,6 +913,24 @@ export class KvNode {
     return { peer: with_, equal: false, pushed: push.length, pulled }
   }
 }
+
+/** A remote info reply, checked field by field: numbers that are not finite become 0. */
+function parseInfo (id: string, json: string): PeerInfo {
+  let raw: unknown
+  try {
+    raw = JSON.parse(json)
+  } catch {
+    throw new DecodeError('info reply', 'not JSON')
+  }
+  const o = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>
+  const num = (v: unknown): number => typeof v === 'number' && Number.isFinite(v) ? v : 0
+  const stats = (typeof o.stats === 'object' && o.stats !== null ? o.stats : {}) as Record<string, unknown>
+  const latency = (typeof o.latency === 'object' && o.latency !== null ? o.latency : {}) as Record<string, unknown>
+  const kvStats = Object.fromEntries(STAT_NAMES.map(k => [k, num(stats[k])])) as unknown as KvStats
+  return { id, keys: num(o.keys), walBytes: num(o.walBytes), stats: kvStats, ops: num(o.ops), latency: { samples: num(latency.samples), p50: num(latency.p50), p99: num(latency.p99) } }
+}
+
+const STAT_NAMES: ReadonlyArray<keyof KvStats> = ['puts', 'gets', 'deletes', 'forwarded', 'quorumFailures', 'readRepairs', 'hintsPending', 'handedOff', 'dropped', 'syncRounds', 'syncRepairs', 'reaped', 'badRequests']
 
 function xorInto (leaves: Uint32Array, segment: number, d: readonly [number, number]): void {
   leaves[2 * segment] = leaves[2 * segment]! ^ d[0]

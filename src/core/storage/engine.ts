@@ -400,6 +400,11 @@ export class StorageEngine {
     return true
   }
 
+  /** Bytes of log on disk (the last snapshot and the segments after it); 0 without a log. */
+  walBytes (): number {
+    return (this.wal?.bytesSinceSnapshot ?? 0) + (this.wal?.snapshotBytes ?? 0)
+  }
+
   /** TTL of a key in ms, 0 if none. */
   ttl (key: string): number { return this.ttlOf(key) }
 
