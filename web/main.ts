@@ -1,7 +1,8 @@
 /**
- * The first page: this tab becomes a mesh peer (WebSockets to the peer that served the page, WebRTC to the
- * others, relayed signalling), joins through the serving peer, and lists the members live. The full
- * dashboard (ring, keys, timeline) builds on it in a later issue.
+ * The dashboard. Opening it makes this tab a mesh peer (WebSockets to the peer that served the page, WebRTC
+ * to the others, relayed signalling) — a full replica on IndexedDB, or a client-only member — and shows the
+ * mesh live: the ring and its members (ring-view.ts), key lookup and writes (key-view.ts), the membership
+ * timeline, and activity charts (activity-view.ts). Everything from users or the network is shown as text.
  *
  * The bootstrap address comes from the serving peer's /api/info; a page served elsewhere (npm run dev) takes
  * it from `?bootstrap=<multiaddr>`. `?join=false` connects to the bootstrap (and so gets a relay reservation
@@ -14,9 +15,11 @@ import { IndexedDbWal } from '../src/adapters/wal-indexeddb.js'
 import { browserSwimConfig } from '../src/core/membership/config.js'
 import type { MemberView } from '../src/core/membership/swim.js'
 import { DEFAULT_VNODES } from '../src/core/ring/ring.js'
-import { createPeer, type Peer } from '../src/peer.js'
-
-const $ = (id: string): HTMLElement => document.getElementById(id)!
+import { createPeer } from '../src/peer.js'
+import { ACTIVITY_PERIOD_MS, ActivityView } from './activity-view.js'
+import { $, el, shortId } from './dom.js'
+import { KeyView } from './key-view.js'
+import { RingView } from './ring-view.js'
 
 const log = {
   debug: () => {},
@@ -34,45 +37,43 @@ async function bootstrapAddrs (): Promise<string[]> {
   return info.browserBootstrap
 }
 
-function cell (text: string, className = ''): HTMLTableCellElement {
-  const td = document.createElement('td')
-  td.textContent = text // member data comes from the network: text, never HTML
-  if (className !== '') td.className = className
-  return td
+const MODE_KEY = 'meshkv-mode'
+const TIMELINE_MAX = 300
+
+/** Full replica (holds its share of keys in IndexedDB) or client-only member (no ring tokens, no data). */
+function mode (): 'replica' | 'client' {
+  const fromQuery = new URLSearchParams(location.search).get('mode')
+  if (fromQuery === 'client' || fromQuery === 'replica') return fromQuery
+  return localStorage.getItem(MODE_KEY) === 'client' ? 'client' : 'replica'
 }
 
-function render (peer: Peer): void {
-  const rows = peer.members().map((m: MemberView) => {
-    const tr = document.createElement('tr')
-    if (m.id === peer.id) tr.className = 'me'
-    tr.dataset.id = m.id
-    tr.dataset.state = m.state
-    tr.append(
-      cell(`${m.id}${m.id === peer.id ? ' (this tab)' : ''}`, 'id'),
-      cell(String(m.meta.kind ?? '?')),
-      cell(m.state, m.state),
-      cell(String(m.incarnation)),
-      cell(new Date(m.sinceMs).toLocaleTimeString())
-    )
-    return tr
-  })
-  $('members').replaceChildren(...rows)
+/** One line of the membership timeline for a state change, or null if it is not one worth a line. */
+function timelineEntry (member: MemberView, previous: string | null): { kind: string; text: string } | null {
+  const who = `${shortId(member.id)} (${String(member.meta.kind ?? '?')})`
+  if (member.state === 'alive' && (previous === null || previous === 'dead' || previous === 'left')) return { kind: 'join', text: `${who} joined${previous === null ? '' : ' again'}, incarnation ${member.incarnation}` }
+  if (member.state === 'alive' && previous === 'suspect') return { kind: 'refute', text: `${who} refuted its suspicion (incarnation ${member.incarnation})` }
+  if (member.state === 'suspect') return { kind: 'suspect', text: `${who} is suspected` }
+  if (member.state === 'dead') return { kind: 'dead', text: `${who} was declared dead` }
+  if (member.state === 'left') return { kind: 'left', text: `${who} left` }
+  return null
 }
 
 async function main (): Promise<void> {
   const identity = await claimTabIdentity()
+  const replica = mode() === 'replica'
   const peer = await createPeer({
     kind: 'browser',
     privateKey: identity.privateKey,
     listen: ['/p2p-circuit', '/webrtc'],
     swim: { ...browserSwimConfig(), metaBytesMax: 2048 },
     incarnation: identity.incarnation,
-    vnodes: DEFAULT_VNODES,
+    // A client-only member owns no ring tokens, so it holds no keys; it still coordinates requests.
+    vnodes: replica ? DEFAULT_VNODES : 0,
     clock: { nowMs: () => Date.now() },
     rng: { next: Math.random },
     log,
     // A full replica: its share of the ring persists in this origin's IndexedDB, one database per identity.
-    wal: new IndexedDbWal(`meshkv-wal-${peerIdFromPrivateKey(identity.privateKey).toString()}`)
+    ...(replica ? { wal: new IndexedDbWal(`meshkv-wal-${peerIdFromPrivateKey(identity.privateKey).toString()}`) } : {})
   })
   // Closing the tab: announce the leave and hand off what can be sent before the page is gone; the other
   // replicas' anti-entropy restores the rest on the key's next owner.
@@ -80,9 +81,35 @@ async function main (): Promise<void> {
   // For tests and the curious (devtools): the peer, and multiaddr() to build addresses to dial.
   ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr }
   $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation}, ${peer.engine.size} keys from IndexedDB)`
-  peer.events.on('change', () => { render(peer) })
+  const modeBox = $('mode-replica') as HTMLInputElement
+  modeBox.checked = replica
+  modeBox.addEventListener('change', () => {
+    localStorage.setItem(MODE_KEY, modeBox.checked ? 'replica' : 'client')
+    location.reload()
+  })
+
+  const ringView = new RingView(peer)
+  new KeyView(peer, position => { ringView.markKey(position) }) // it wires itself to the page
+  const activity = new ActivityView(peer, ringView.figures, () => { ringView.render() })
+  let queued = false
+  const rerender = (): void => {
+    if (queued) return
+    queued = true
+    requestAnimationFrame(() => { queued = false; ringView.render() })
+  }
+  peer.on('member', ({ member, previous }) => {
+    rerender()
+    const entry = timelineEntry(member, previous)
+    if (entry === null) return
+    const list = $('timeline')
+    list.prepend(el('li', { 'data-kind': entry.kind, 'data-id': member.id }, el('time', {}, new Date().toLocaleTimeString()), ' ', entry.text))
+    while (list.childElementCount > TIMELINE_MAX) list.lastElementChild!.remove()
+  })
   peer.on('warning', w => { log.warn(w.message) })
-  render(peer)
+  ringView.render()
+  const tick = (): void => { void activity.sample().finally(() => { setTimeout(tick, ACTIVITY_PERIOD_MS) }) }
+  setTimeout(tick, ACTIVITY_PERIOD_MS)
+
   const addrs = (await bootstrapAddrs()).map(a => multiaddr(a))
   if (new URLSearchParams(location.search).get('join') === 'false') {
     await peer.libp2p.dial(addrs, { signal: AbortSignal.timeout(30_000) })
@@ -90,7 +117,7 @@ async function main (): Promise<void> {
     return
   }
   await peer.join(addrs)
-  render(peer)
+  ringView.render()
 }
 
 main().catch((error: unknown) => {

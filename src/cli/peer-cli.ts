@@ -33,8 +33,8 @@ const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [o
 Starts a meshkv peer. The first peer of a mesh runs with --bootstrap; others --join it (or any member).
 A peer restarted from its data directory rejoins the peers it knew without --join.
 
-  --bootstrap                 start a mesh: also run the circuit relay for browser tabs and serve the
-                              dashboard; default listen /ip4/127.0.0.1/tcp/4001 and /ip4/127.0.0.1/tcp/4002/ws,
+  --bootstrap                 start a mesh: also run the circuit relay for browser tabs (every peer
+                              serves the dashboard on its HTTP address); default listen /ip4/127.0.0.1/tcp/4001 and /ip4/127.0.0.1/tcp/4002/ws,
                               default --http 7000
   --join <multiaddr>          join through this member (repeatable); printed by the peer you join
   --listen <multiaddr>        listen address (repeatable); default /ip4/127.0.0.1/tcp/0 and
@@ -350,7 +350,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
 
   console.log(`meshkv peer ${peer.id} (node${bootstrap ? ', bootstrap + relay' : ''}, incarnation ${incarnation})`)
   for (const ma of peer.libp2p.getMultiaddrs()) console.log(`listening: ${ma.toString()}`)
-  if (httpUrl !== undefined) console.log(`http: ${httpUrl}${bootstrap ? `  (dashboard: ${httpUrl}/)` : ''}`)
+  if (httpUrl !== undefined) console.log(`http: ${httpUrl}  (dashboard: ${httpUrl}/)`)
   console.log(meshKey === undefined
     ? 'mesh: open — no --mesh-key, so any peer that can reach this one may join'
     : 'mesh: private — peers must prove knowledge of the mesh key')
