@@ -76,12 +76,14 @@ describe('storage engine', () => {
     expect(sweep()).toEqual([])
     expect(sweep().map(x => x.key)).toEqual(['svc/long'])
     expect(expired).toEqual(['svc/short', 'svc/long'])
-    expect(e.get('svc/long')).toBeUndefined()
+    // Expiry is a versioned write (a last-writer-wins tombstone): the key reads as deleted.
+    expect(e.get('svc/long')).toMatchObject({ values: [], deleted: true })
     expect(e.stats().expired).toBe(2)
     await e.close()
     // Expiry is logged: the keys do not come back after a restart.
     const again = await engine(volume)
-    expect(again.size).toBe(0)
+    expect(again.get('svc/short')).toMatchObject({ values: [], deleted: true })
+    expect(again.get('svc/long')).toMatchObject({ values: [], deleted: true })
     await again.close()
   })
 
@@ -212,7 +214,7 @@ describe('storage engine: TTL on replica merges', () => {
     const hb = await a.put('hb', bytes('beat'), { ttlMs: 300 })
     await b.merge('hb', hb.state, { ttlMs: 300 })
     let sweeps = 0
-    while (b.get('hb') !== undefined && sweeps < 10) {
+    while (b.get('hb')?.deleted !== true && sweeps < 10) {
       await b.merge('hb', hb.state, { ttlMs: 300 })
       b.sweep()
       sweeps++
@@ -221,20 +223,31 @@ describe('storage engine: TTL on replica merges', () => {
     expect(sweeps).toBe(4)
   })
 
-  it('keeps a hot key whose counter ran ahead of the clock until the clock passes it, so no dot is reused', async () => {
+  it('does not reap a hot key whose counter ran ahead of the clock until the clock passes it, so no dot is reused', async () => {
     const clock = new ManualClock(1_000)
-    const e = await engine(null, { clock, sweepPeriodMs: 100 })
+    const e = await engine(null, { clock })
     let context: VersionVector | undefined
-    for (let i = 0; i < 100; i++) context = (await e.put('hot', bytes(`v${i}`), { ttlMs: 100, ...(context === undefined ? {} : { context }) })).context
-    // 100 writes in one millisecond: this replica's counter is 1099.
+    for (let i = 0; i < 100; i++) context = (await e.put('hot', bytes(`v${i}`), context === undefined ? {} : { context })).context
+    const gone = await e.delete('hot', { context })
+    // 101 writes in one millisecond: this replica's counter is 1100.
     clock.advance(50)
-    for (let i = 0; i < 5; i++) e.sweep()
-    expect(e.get('hot')).toBeDefined()
-    clock.advance(50)
-    e.sweep()
-    expect(e.get('hot')).toBeUndefined()
+    expect(e.reap('hot', gone.state)).toBe(false)
+    clock.advance(51)
+    expect(e.reap('hot', gone.state)).toBe(true)
     // The next write after forgetting starts above every dot issued before.
     const fresh = await e.put('hot', bytes('new'))
-    expect(vvEntries(fresh.state.vv)[0]![1]).toBeGreaterThan(1099)
+    expect(vvEntries(fresh.state.vv)[0]![1]).toBeGreaterThan(1100)
+  })
+
+  it('expires a key into the record expiredValue gives, and a later write revives it', async () => {
+    const clock = new ManualClock(1_000)
+    const e = await engine(null, { clock, sweepPeriodMs: 100, expiredValue: (key, state) => bytes(`expired:${key}:${state.siblings.length}`) })
+    await e.put('hb', bytes('beat'), { ttlMs: 100, lww: true })
+    clock.advance(100); e.sweep()
+    clock.advance(100); e.sweep()
+    expect(e.get('hb')!.values.map(s => text(s.value))).toEqual(['expired:hb:1'])
+    clock.advance(10)
+    await e.put('hb', bytes('beat again'), { ttlMs: 100, lww: true })
+    expect(e.get('hb')!.values.map(s => text(s.value))).toEqual(['beat again'])
   })
 })

@@ -23,6 +23,7 @@
  * Timers live in the adapter (services/kv-service.ts, or the simulator), which calls the loop steps.
  */
 import { raceAbort, throwIfAborted } from '../abort.js'
+import { Emitter } from '../emitter.js'
 import type { Clock, Logger } from '../env.js'
 import { ConfigError, DecodeError, InvalidContextError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
 import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
@@ -133,6 +134,24 @@ export interface KvStats {
   badRequests: number
 }
 
+/** A change this peer made: a write it coordinated, or an expiry by its TTL sweep. */
+export interface ChangeEvent {
+  readonly type: 'put' | 'delete' | 'expired'
+  readonly key: string
+  /** This peer (the coordinator or the replica whose sweep expired the key). */
+  readonly replica: string
+  /** When, by the write's hybrid logical clock (wall ms). */
+  readonly wall: number
+  /** The key's state here before the change (undefined: absent). */
+  readonly prior: KeyState | undefined
+  /** The key's state after it. */
+  readonly state: KeyState
+}
+
+export interface KvEvents extends Record<string, unknown> {
+  change: ChangeEvent
+}
+
 /** What a peer reports of itself to dashboards (the `info` request). */
 export interface PeerInfo {
   readonly id: string
@@ -206,6 +225,7 @@ function quorum (tasks: ReadonlyArray<Promise<unknown>>, required: number, fail:
 
 export class KvNode {
   readonly id: string
+  readonly events: Emitter<KvEvents>
   readonly stats: KvStats = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, hintsPending: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0 }
   private readonly engine: StorageEngine
   private readonly config: KvConfig
@@ -243,10 +263,22 @@ export class KvNode {
     this.clock = options.clock
     this.log = options.log
     this.digests = new Digests(options.hash64)
+    this.events = new Emitter<KvEvents>(error => { this.log.error('kv change listener threw', error) })
     this.ringNow = ring
     this.rescan()
-    // Keys the TTL sweep removes leave the indexes and the hash tree too.
-    this.engine.events.on('expired', e => { this.note(e.key, undefined, e.state) })
+    // An expiry is a write by this replica: index it and send it to the key's other replicas at once (the
+    // handoff loop and anti-entropy cover any that miss it).
+    this.engine.events.on('expired', e => { this.expired(e.key, e.state, e.expired) })
+  }
+
+  private expired (key: string, before: KeyState, after: KeyState): void {
+    this.note(key, after, before)
+    const entry: Entry = { key, ttlMs: 0, state: after }
+    for (const id of this.primariesOf(key)) {
+      if (id === this.id || !this.isUp(id)) continue
+      this.replicate(id, 'kv', [entry]).catch(error => { this.log.debug(`sending the expiry of ${key} to ${id} failed: ${reason(error)}`) })
+    }
+    this.events.emit('change', { type: 'expired', key, replica: this.id, wall: newestTs(after)?.wall ?? this.clock.nowMs(), prior: before, state: after })
   }
 
   get ring (): Ring { return this.ringNow }
@@ -413,6 +445,7 @@ export class KvNode {
     }
     try {
       const acks = await quorum(tasks, w, (acked, reasons) => new QuorumError(op, acked, w, tasks.length, reasons), options.signal)
+      this.events.emit('change', { type: op, key, replica: this.id, wall: newestTs(local.state)?.wall ?? this.clock.nowMs(), prior: before, state: local.state })
       return { state: local.state, acks }
     } catch (error) {
       if (error instanceof QuorumError) this.stats.quorumFailures++

@@ -35,6 +35,11 @@ export interface EngineOptions extends Partial<StorageConfig> {
   /** Randomness for the log's per-file salts; required with `wal`. */
   rng?: Rng
   log?: Logger
+  /**
+   * What an expiring key becomes: a value to write in its place (last-writer-wins, no TTL), or null for a
+   * tombstone (the default: the key reads as deleted). Heartbeat keys use it to keep an "expired" record.
+   */
+  expiredValue?: (key: string, state: KeyState) => Uint8Array | null
 }
 
 export interface ReadResult {
@@ -78,7 +83,10 @@ export interface MergeResult extends WriteResult {
 
 export interface ExpiredEvent {
   readonly key: string
+  /** The state that expired (its newest write was not refreshed within its TTL). */
   readonly state: KeyState
+  /** The state written for the expiry: a last-writer-wins tombstone, or the record `expiredValue` gave. */
+  readonly expired: KeyState
 }
 
 export interface WarningEvent {
@@ -128,6 +136,8 @@ export class StorageEngine {
   private expiredCount = 0
   private closed = false
 
+  private expiredValue: EngineOptions['expiredValue']
+
   private constructor (readonly replicaId: string, private readonly clock: Clock, config: StorageConfig, log: Logger) {
     this.config = config
     this.log = log
@@ -136,13 +146,14 @@ export class StorageEngine {
   }
 
   static async open (options: EngineOptions): Promise<StorageEngine> {
-    const { replicaId, clock, wal, rng, log = silentLogger, ...overrides } = options
+    const { replicaId, clock, wal, rng, log = silentLogger, expiredValue, ...overrides } = options
     if (typeof replicaId !== 'string' || replicaId.length === 0 || utf8Length(replicaId) > REPLICA_ID_BYTES_MAX) {
       throw new ConfigError('replicaId', `must be a non-empty string of at most ${REPLICA_ID_BYTES_MAX} bytes`)
     }
     const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
     const config = validateStorageConfig({ ...defaultStorageConfig(), ...defined })
     const engine = new StorageEngine(replicaId, clock, config, log)
+    engine.expiredValue = expiredValue
     if (wal !== undefined) {
       if (rng === undefined) throw new ConfigError('rng', 'an engine with a WAL needs an Rng (for the log files\' salts)')
       const opened = await Wal.open(wal, {
@@ -340,8 +351,10 @@ export class StorageEngine {
   }
 
   /**
-   * One turn of the TTL clock: every TTL key loses a credit, and keys with none left expire (removed, logged,
-   * `expired` emitted). Call every `sweepPeriodMs`. Returns what expired.
+   * One turn of the TTL clock: every TTL key loses a credit, and keys with none left expire: the replica
+   * writes a new version in their place — a last-writer-wins tombstone, or the record `expiredValue` gives —
+   * so the expiry is replicated and versioned like any write (a stale copy of the old value cannot bring it
+   * back, and a later write revives the key), and `expired` is emitted. Call every `sweepPeriodMs`.
    */
   sweep (): ExpiredEvent[] {
     this.checkOpen()
@@ -349,12 +362,21 @@ export class StorageEngine {
     for (const [key, ttl] of this.ttls) {
       if (ttl.credit > 0) { ttl.credit--; continue }
       const state = this.map.get(key)!
-      if (this.countsAhead(state)) continue // expires at a later sweep (see countsAhead)
-      this.removeLogged(key)
+      let written: KeyState
+      try {
+        const value = isDeleted(state) ? null : this.expiredValue?.(key, state) ?? null
+        // Logged without waiting for durability: if it is lost in a crash the key comes back with fresh
+        // credits and expires again within two sweeps. No TTL on it, so it leaves the TTL map.
+        written = this.writeLocal(key, value, { context: state.vv, contextTs: newestTs(state) ?? null, lww: true, durability: 'async' }).state
+        if (value !== null) this.ttls.delete(key)
+      } catch (error) {
+        this.log.error(`expiring ${JSON.stringify(key)} failed; retrying at the next sweep`, error)
+        continue
+      }
       this.expiredCount++
-      const event = { key, state }
+      const event = { key, state, expired: written }
       expired.push(event)
-      // Each event right after its removal: a listener sees the store as it is.
+      // Each event right after its write: a listener sees the store as it is.
       this.events.emit('expired', event)
     }
     return expired
