@@ -11,6 +11,7 @@ import type { StorageConfig } from './core/config.js'
 import type { Emitter } from './core/emitter.js'
 import type { Clock, Logger, Rng } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
+import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, isHeartbeatKey, serviceKey, serviceOf } from './core/kv/heartbeat.js'
 import type { GetResult, PeerInfo, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
 import type { SwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
@@ -18,6 +19,7 @@ import type { Ring } from './core/ring/ring.js'
 import { type EngineEvents, StorageEngine } from './core/storage/engine.js'
 import type { WalAdapter } from './core/storage/wal-adapter.js'
 import { Discovery } from './services/discovery.js'
+import { type WatchEvent, WatchService } from './services/watch.js'
 import { KvService } from './services/kv-service.js'
 import { type MeshLibp2p, type MeshNodeOptions, createMeshLibp2p } from './services/mesh-node.js'
 import { SwimService, type SwimServiceEvents } from './services/swim-service.js'
@@ -82,6 +84,17 @@ export interface Peer {
   delete(key: string, options?: Omit<WriteOptions, 'ttlMs'>): Promise<PutResult>
   /** The key's ring position, preference list and each replica's state. */
   placement(key: string, options?: { signal?: AbortSignal }): ReturnType<KvService['kv']['placement']>
+  /**
+   * Writes service `serviceId`'s heartbeat record (`heartbeat/<id>`, last-writer-wins, expiring `ttlMs`
+   * after its last beat unless beaten again; default 10 s).
+   */
+  heartbeat(serviceId: string, options?: { ttlMs?: number; meta?: Meta; w?: number; signal?: AbortSignal }): Promise<PutResult>
+  /** Heartbeat services this peer holds records of, alive or expired. */
+  services(): ServiceView[]
+  /** Calls `callback` for put, delete, expired and revived events on keys starting with `prefix`, made by any
+   * peer; returns the unsubscribe. */
+  watch(prefix: string, callback: (event: WatchEvent) => void): () => void
+  readonly watcher: WatchService
   /** A member's figures (keys held, log size, counters, latencies); this peer's own without a request. */
   info(id: string, options?: { signal?: AbortSignal }): Promise<PeerInfo>
   on<K extends keyof PeerEvents>(event: K, listener: (event: PeerEvents[K]) => void): () => void
@@ -128,6 +141,8 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
       clock: options.clock,
       rng: options.rng,
       log: options.log,
+      // An expiring heartbeat keeps an "expired" record (other keys become tombstones).
+      expiredValue: expiredRecord,
       ...(options.wal === undefined ? {} : { wal: options.wal })
     })
   } catch (error) {
@@ -147,6 +162,11 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
       : { handshake: { opener: async (lp, peer) => { await membership.handshakeAsOpener(lp, peer) }, responder: async (lp, peer) => { await membership.handshakeAsResponder(lp, peer) } } })
   })
   await store.start()
+  const watcher = new WatchService(libp2p, store.kv, id => {
+    const state = membership.swim.view(id)?.state
+    return state === 'alive' || state === 'suspect'
+  }, options.log)
+  watcher.start()
   const discovery = new Discovery(libp2p, options.kind, id => {
     const state = membership.swim.view(id)?.state
     return state === 'alive' || state === 'suspect'
@@ -157,6 +177,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     if (stopped) return
     stopped = true
     if (options.meshKey === undefined) discovery.stop()
+    watcher.stop()
     await store.stop()
     await membership.stop()
     await engine.close()
@@ -178,6 +199,22 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     delete: async (key, opts) => await kv.delete(key, opts),
     placement: async (key, opts) => await kv.placement(key, opts?.signal),
     info: async (id, opts) => await kv.peerInfo(id, opts?.signal),
+    heartbeat: async (serviceId, opts = {}) => {
+      const key = serviceKey(serviceId)
+      const ttlMs = opts.ttlMs ?? HEARTBEAT_TTL_MS_DEFAULT
+      const value = beatRecord(ttlMs, opts.meta ?? null, engine.config.ttlMsMax)
+      return await kv.put(key, value, { lww: true, ttlMs, ...(opts.w === undefined ? {} : { w: opts.w }), ...(opts.signal === undefined ? {} : { signal: opts.signal }) })
+    },
+    services: () => {
+      const out: ServiceView[] = []
+      for (const [key, state] of engine.entries()) {
+        const service = isHeartbeatKey(key) ? serviceOf(key, state) : null
+        if (service !== null) out.push(service)
+      }
+      return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    },
+    watch: (prefix, callback) => watcher.watch(prefix, callback),
+    watcher,
     on: (event, listener) => {
       if (event === 'member') return membership.events.on('change', listener as (e: PeerEvents['member']) => void)
       if (event === 'joined') return membership.events.on('joined', listener as (e: PeerEvents['joined']) => void)

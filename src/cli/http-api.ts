@@ -13,6 +13,10 @@
  *
  * Errors are JSON {error, code, ...}: 400 bad key, context or option; 413 value too large; 409 too many
  * siblings; 503 quorum not reached (with `acked` and `required`) or a replica that did not answer.
+ *
+ *   PUT /heartbeat/:id?ttl=<ms>   a heartbeat of service :id (body: optional metadata, JSON or text, 4 KiB)
+ *   GET /services                 heartbeat services this peer holds: state, last beat, replica, metadata
+ *   GET /watch?prefix=<p>         Server-Sent Events: put, delete, expired, revived for keys under <p>
  */
 import * as fs from 'node:fs'
 import * as http from 'node:http'
@@ -20,6 +24,7 @@ import * as path from 'node:path'
 import { base64urlEncode } from '../core/codec.js'
 import { MeshkvError, QuorumError, RemoteError } from '../core/errors.js'
 import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
+import { HEARTBEAT_META_BYTES_MAX, HEARTBEAT_TTL_MS_DEFAULT, HEARTBEAT_TTL_MS_MIN, type Meta } from '../core/kv/heartbeat.js'
 import type { Peer } from '../peer.js'
 
 export const CONTEXT_HEADER = 'x-meshkv-context'
@@ -112,8 +117,13 @@ export interface HttpApiOptions {
   extra?: (req: http.IncomingMessage, url: URL, send: (status: number, body: unknown) => void) => Promise<boolean>
 }
 
+/** Watch streams (Server-Sent Events) one peer serves at once, and what each may have buffered. */
+export const SSE_CLIENTS_MAX = 64
+export const SSE_BUFFER_BYTES_MAX = 1024 * 1024
+
 export function httpHandler (options: HttpApiOptions): http.RequestListener {
   const { peer } = options
+  let streams = 0
   return (req, res) => {
     const json = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
       if (res.headersSent) return
@@ -138,6 +148,8 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     }
     const parts = url.pathname.split('/')
     if (parts[1] === 'kv' && parts.length >= 3) return await kvRoute(req, res, url, parts, json)
+    if (parts[1] === 'heartbeat' && parts.length === 3) return await heartbeatRoute(req, res, url, parts[2]!, json)
+    if (url.pathname === '/watch' && req.method === 'GET') return watchRoute(req, res, url)
     if (options.extra !== undefined && await options.extra(req, url, json)) return
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed' })
     if (url.pathname === '/health') return json(200, { status: 'ok', id: peer.id })
@@ -147,6 +159,10 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (url.pathname === '/ring') return json(200, ringView(peer, flag(url, 'tokens') ?? true))
     if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats })
     if (url.pathname === '/api/info') return json(200, options.info())
+    if (url.pathname === '/services') {
+      const services = peer.services()
+      return json(200, { peer: peer.id, alive: services.filter(x => x.state === 'alive').length, expired: services.filter(x => x.state === 'expired').length, services })
+    }
     return serveStatic(url, res, json)
   }
 
@@ -213,6 +229,47 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       return
     }
     json(405, { error: 'method not allowed: use GET, PUT or DELETE' })
+  }
+
+  async function heartbeatRoute (req: http.IncomingMessage, res: http.ServerResponse, url: URL, encoded: string, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+    if (req.method !== 'PUT' && req.method !== 'POST') return json(405, { error: 'method not allowed: PUT /heartbeat/<service id>' })
+    let id: string
+    try {
+      id = decodeURIComponent(encoded)
+    } catch {
+      throw new HttpError(400, 'the service id is not valid percent-encoded UTF-8', { code: 'ERR_INVALID_KEY' })
+    }
+    const ttlMs = option(url, 'ttl', HEARTBEAT_TTL_MS_MIN, peer.engine.config.ttlMsMax) ?? HEARTBEAT_TTL_MS_DEFAULT
+    const body = await readBody(req, HEARTBEAT_META_BYTES_MAX)
+    let meta: Meta = null
+    if (body.length > 0) {
+      const text = utf8OrNull(body)
+      if (text === null) throw new HttpError(400, 'heartbeat metadata must be UTF-8 (JSON or text)', { code: 'ERR_CONFIG' })
+      try { meta = JSON.parse(text) as Meta } catch { meta = text }
+    }
+    const result = await peer.heartbeat(id, { ttlMs, meta })
+    res.writeHead(204, { 'x-meshkv-acks': String(result.acks) })
+    res.end()
+  }
+
+  function watchRoute (req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {
+    if (streams >= SSE_CLIENTS_MAX) throw new HttpError(503, `more than ${SSE_CLIENTS_MAX} watch streams on this peer`, { code: 'ERR_OVERLOADED' })
+    const prefix = url.searchParams.get('prefix') ?? ''
+    streams++
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
+    res.write(`: watching ${JSON.stringify(prefix)} on ${peer.id}\n\n`)
+    const off = peer.watch(prefix, event => {
+      // A client that does not read gets no more than this buffered; the rest is dropped (and it reconnects).
+      if (res.writableLength > SSE_BUFFER_BYTES_MAX) return
+      res.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`)
+    })
+    const keepAlive = setInterval(() => { res.write(': keep-alive\n\n') }, 15_000)
+    const close = (): void => {
+      clearInterval(keepAlive)
+      off()
+      streams--
+    }
+    req.once('close', close)
   }
 
   function serveStatic (url: URL, res: http.ServerResponse, json: (status: number, body: unknown) => void): void {

@@ -52,6 +52,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               at once, may lose the last writes on a crash
   --sync-interval-ms <ms>     anti-entropy period (default ${defaultKvConfig().syncIntervalMs})
   --tombstone-grace-ms <ms>   age before a fully replicated tombstone is reaped (default ${defaultKvConfig().tombstoneGraceMs})
+  --sweep-period-ms <ms>      TTL sweep period: a key (a heartbeat) expires between its TTL and its TTL
+                              plus two periods after its last write (default ${defaultStorageConfig().sweepPeriodMs})
   --mesh-key <secret>         make the mesh private: peers must prove they know this secret; prefer
                               MESHKV_MESH_KEY (a command-line value shows in ps and shell history);
                               without a key the mesh is open to anyone who can reach it
@@ -71,7 +73,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --help                      this text
 
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
-GET /kv/<key>/placement, GET /ring, GET /members, GET /stats, GET /health, GET /api/info, GET / (dashboard).
+GET /kv/<key>/placement, PUT /heartbeat/<service>?ttl=<ms>, GET /services, GET /watch?prefix=<p> (SSE),
+GET /ring, GET /members, GET /stats, GET /health, GET /api/info, GET / (dashboard).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
 
 /** With --debug-api: echoes bytes back, the raw libp2p request/reply baseline of `npm run bench -- kv`. */
@@ -183,6 +186,7 @@ function parse (argv: string[]) {
       durability: { type: 'string' },
       'sync-interval-ms': { type: 'string' },
       'tombstone-grace-ms': { type: 'string' },
+      'sweep-period-ms': { type: 'string' },
       'debug-api': { type: 'boolean' },
       help: { type: 'boolean' }
     },
@@ -233,6 +237,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   }
   const durability = (args.durability ?? defaultStorageConfig().durability) as Durability
   if (durability !== 'sync' && durability !== 'async') throw new UsageError(`--durability must be sync or async, got ${JSON.stringify(args.durability)}`)
+  const sweepPeriodMs = int('sweep-period-ms', args['sweep-period-ms'], 10, 3_600_000) ?? defaultStorageConfig().sweepPeriodMs
   const blocked = new Set<string>()
 
   fs.mkdirSync(dataDir, { recursive: true })
@@ -275,7 +280,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     rng: cryptoRng,
     log,
     wal: new FileWal(path.join(dataDir, 'wal')),
-    storage: { durability },
+    storage: { durability, sweepPeriodMs },
     kv,
     ...(args['debug-api'] === true ? { blocked } : {})
   })

@@ -1,0 +1,93 @@
+/**
+ * Heartbeat records: meshkv as a failure detector (after KnucklesDB). A service writes
+ * `heartbeat/<serviceId>` every few seconds with a TTL; the write is last-writer-wins by hybrid logical
+ * clock, so a record never has siblings, and a rewrite replaces the key's single state in the log (which
+ * compaction then keeps at one record per key). A record not refreshed within its TTL is expired by each
+ * replica's second-chance sweep, which writes an "expired" record in its place — a replicated, versioned
+ * write, so anti-entropy cannot bring the old beat back, and a later beat (newer by HLC) revives it.
+ *
+ * Records are small JSON: {"state":"alive","ttlMs":..,"meta":..} or
+ * {"state":"expired","ttlMs":..,"meta":..,"lastBeat":<wall ms>,"replica":<peer that took the last beat>}.
+ */
+import { utf8Encode, utf8Length } from '../codec.js'
+import { ConfigError, InvalidKeyError } from '../errors.js'
+import { type KeyState, valuesOf } from '../version/dvv.js'
+
+export const HEARTBEAT_PREFIX = 'heartbeat/'
+/** Longest service id, UTF-8 bytes. */
+export const SERVICE_ID_BYTES_MAX = 256
+/** Largest metadata (as JSON), bytes. */
+export const HEARTBEAT_META_BYTES_MAX = 4096
+/** Shortest and default TTL of a heartbeat. */
+export const HEARTBEAT_TTL_MS_MIN = 100
+export const HEARTBEAT_TTL_MS_DEFAULT = 10_000
+
+export type Meta = string | number | boolean | null | Meta[] | { [key: string]: Meta }
+
+export interface ServiceView {
+  readonly id: string
+  readonly state: 'alive' | 'expired'
+  /** Wall-clock ms of the last beat (by the coordinator's hybrid logical clock). */
+  readonly lastBeat: number
+  /** The peer that took the last beat (its coordinator). */
+  readonly replica: string
+  readonly ttlMs: number
+  readonly meta: Meta
+}
+
+export function serviceKey (serviceId: string): string {
+  if (typeof serviceId !== 'string' || serviceId.length === 0) throw new InvalidKeyError('service id must be a non-empty string')
+  const bytes = utf8Length(serviceId)
+  if (bytes > SERVICE_ID_BYTES_MAX) throw new InvalidKeyError(`service id of ${bytes} bytes exceeds ${SERVICE_ID_BYTES_MAX}`, bytes, SERVICE_ID_BYTES_MAX)
+  return HEARTBEAT_PREFIX + serviceId
+}
+
+export function isHeartbeatKey (key: string): boolean {
+  return key.startsWith(HEARTBEAT_PREFIX)
+}
+
+export function beatRecord (ttlMs: number, meta: Meta, ttlMsMax: number): Uint8Array {
+  if (!Number.isInteger(ttlMs) || ttlMs < HEARTBEAT_TTL_MS_MIN || ttlMs > ttlMsMax) throw new ConfigError('ttlMs', `must be an integer in [${HEARTBEAT_TTL_MS_MIN}, ${ttlMsMax}], got ${String(ttlMs)}`)
+  const json = JSON.stringify({ state: 'alive', ttlMs, meta })
+  if (json === undefined || utf8Length(json) > HEARTBEAT_META_BYTES_MAX + 64) throw new ConfigError('meta', `must be JSON of at most ${HEARTBEAT_META_BYTES_MAX} bytes`)
+  return utf8Encode(json)
+}
+
+interface Record { state: 'alive' | 'expired'; ttlMs: number; meta: Meta; lastBeat?: number; replica?: string }
+
+function parse (bytes: Uint8Array): Record | null {
+  try {
+    const o = JSON.parse(new TextDecoder().decode(bytes)) as Partial<Record>
+    if (o === null || typeof o !== 'object' || (o.state !== 'alive' && o.state !== 'expired')) return null
+    return { state: o.state, ttlMs: typeof o.ttlMs === 'number' ? o.ttlMs : 0, meta: o.meta ?? null, ...(typeof o.lastBeat === 'number' ? { lastBeat: o.lastBeat } : {}), ...(typeof o.replica === 'string' ? { replica: o.replica } : {}) }
+  } catch {
+    return null
+  }
+}
+
+/** The service a heartbeat key's state describes, or null if it holds no heartbeat record. */
+export function serviceOf (key: string, state: KeyState): ServiceView | null {
+  if (!isHeartbeatKey(key)) return null
+  const live = valuesOf(state)
+  const newest = live[live.length - 1]
+  if (newest === undefined) return null
+  // With last-writer-wins there is one value; should plain writes have added siblings, the newest counts.
+  const latest = live.reduce((a, b) => (b.wall > a.wall || (b.wall === a.wall && b.logical > a.logical) ? b : a), newest)
+  const record = parse(latest.value!)
+  if (record === null) return null
+  const id = key.slice(HEARTBEAT_PREFIX.length)
+  if (record.state === 'expired') return { id, state: 'expired', lastBeat: record.lastBeat ?? 0, replica: record.replica ?? '', ttlMs: record.ttlMs, meta: record.meta }
+  return { id, state: 'alive', lastBeat: latest.wall, replica: latest.id, ttlMs: record.ttlMs, meta: record.meta }
+}
+
+/** What an expiring heartbeat key becomes (the engine's `expiredValue`); other keys become tombstones. */
+export function expiredRecord (key: string, state: KeyState): Uint8Array | null {
+  const service = serviceOf(key, state)
+  if (service === null || service.state === 'expired') return null
+  return utf8Encode(JSON.stringify({ state: 'expired', ttlMs: service.ttlMs, meta: service.meta, lastBeat: service.lastBeat, replica: service.replica }))
+}
+
+/** Whether a state is an expired heartbeat record. */
+export function isExpiredService (key: string, state: KeyState | undefined): boolean {
+  return state !== undefined && serviceOf(key, state)?.state === 'expired'
+}

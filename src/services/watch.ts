@@ -1,0 +1,150 @@
+/**
+ * The change feed: `watch(prefix, callback)` on any peer, tab or Node, sees put, delete, expired and revived
+ * events for matching keys, whichever peer made the change. The peer that makes a change — the coordinator
+ * of a write, or the replica whose sweep expired a key — publishes it on the gossipsub topic
+ * `meshkv/watch/1`; every peer delivers what it receives (and what it made itself) to its local watchers.
+ *
+ * - Heartbeats: a beat that only refreshes an alive service is not an event (10,000 services beating each
+ *   second would flood the topic); a service's first beat is `put`, a beat after its expiry is `revived`.
+ * - Events are batched: at most every BATCH_MS, at most BATCH_EVENTS_MAX per message; at most QUEUE_MAX wait
+ *   (beyond that the oldest are dropped and counted).
+ * - Messages are accepted only from members (gossipsub signs them, so `from` is authenticated) and are
+ *   validated; bad ones are dropped and counted.
+ * - Several replicas may expire one key at about the same time: each peer passes on one `expired` per key
+ *   until the key changes again (remembered for the last DEDUP_KEYS_MAX keys).
+ */
+import type { Logger } from '../core/env.js'
+import { isExpiredService, isHeartbeatKey } from '../core/kv/heartbeat.js'
+import type { ChangeEvent, KvNode } from '../core/kv/node.js'
+import type { MeshLibp2p } from './mesh-node.js'
+
+export const WATCH_TOPIC = 'meshkv/watch/1'
+export const BATCH_MS = 100
+export const BATCH_EVENTS_MAX = 500
+export const QUEUE_MAX = 10_000
+export const WATCH_MESSAGE_BYTES_MAX = 256 * 1024
+export const DEDUP_KEYS_MAX = 10_000
+/** Local watchers per peer. */
+export const WATCHERS_MAX = 1024
+
+export interface WatchEvent {
+  readonly type: 'put' | 'delete' | 'expired' | 'revived'
+  readonly key: string
+  /** The peer that made the change. */
+  readonly replica: string
+  /** When, wall-clock ms by the writer's hybrid logical clock. */
+  readonly wall: number
+}
+
+export interface WatchStats { published: number; received: number; delivered: number; dropped: number; badMessages: number }
+
+const TYPES = new Set(['put', 'delete', 'expired', 'revived'])
+
+/** The event a change is, or null if it is not one (a refresh of an alive heartbeat). */
+export function classify (change: ChangeEvent): WatchEvent | null {
+  const base = { key: change.key, replica: change.replica, wall: change.wall }
+  if (change.type !== 'put') return { type: change.type, ...base }
+  if (!isHeartbeatKey(change.key)) return { type: 'put', ...base }
+  if (isExpiredService(change.key, change.prior)) return { type: 'revived', ...base }
+  if (change.prior === undefined || change.prior.siblings.every(s => s.value === null)) return { type: 'put', ...base }
+  return null
+}
+
+export class WatchService {
+  readonly stats: WatchStats = { published: 0, received: 0, delivered: 0, dropped: 0, badMessages: 0 }
+  private readonly watchers = new Set<{ prefix: string; callback: (event: WatchEvent) => void }>()
+  private queue: WatchEvent[] = []
+  private timer: ReturnType<typeof setTimeout> | null = null
+  /** Last event type passed on per key (insertion-ordered: the oldest is forgotten first). */
+  private readonly last = new Map<string, WatchEvent['type']>()
+  private offChange: (() => void) | null = null
+  private running = false
+
+  constructor (private readonly node: MeshLibp2p, private readonly kv: KvNode, private readonly isMember: (id: string) => boolean, private readonly log: Logger) {}
+
+  start (): void {
+    this.running = true
+    const pubsub = this.node.services.pubsub
+    pubsub.subscribe(WATCH_TOPIC)
+    pubsub.addEventListener('message', this.onMessage)
+    this.offChange = this.kv.events.on('change', change => {
+      const event = classify(change)
+      if (event === null) return
+      this.deliver(event)
+      if (this.queue.length >= QUEUE_MAX) { this.queue.shift(); this.stats.dropped++ }
+      this.queue.push(event)
+      this.timer ??= setTimeout(() => { this.timer = null; this.flush() }, BATCH_MS)
+    })
+  }
+
+  stop (): void {
+    this.running = false
+    this.offChange?.()
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+    const pubsub = this.node.services.pubsub
+    pubsub.removeEventListener('message', this.onMessage)
+    pubsub.unsubscribe(WATCH_TOPIC)
+    this.watchers.clear()
+  }
+
+  /** Calls `callback` for every event on a key starting with `prefix` ('' for all); returns the unsubscribe. */
+  watch (prefix: string, callback: (event: WatchEvent) => void): () => void {
+    if (typeof prefix !== 'string') throw new TypeError('prefix must be a string')
+    if (this.watchers.size >= WATCHERS_MAX) throw new RangeError(`more than ${WATCHERS_MAX} watchers on this peer`)
+    const watcher = { prefix, callback }
+    this.watchers.add(watcher)
+    return () => { this.watchers.delete(watcher) }
+  }
+
+  private flush (): void {
+    if (!this.running) return
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, BATCH_EVENTS_MAX)
+      const data = new TextEncoder().encode(JSON.stringify(batch.map(e => [e.type, e.key, e.replica, e.wall])))
+      this.stats.published += batch.length
+      this.node.services.pubsub.publish(WATCH_TOPIC, data).catch((error: unknown) => {
+        this.log.debug(`watch: publish failed: ${error instanceof Error ? error.message : String(error)}`)
+      })
+    }
+  }
+
+  private deliver (event: WatchEvent): void {
+    // One expired per key until it changes again (several replicas may expire it).
+    const previous = this.last.get(event.key)
+    if (event.type === 'expired' && previous === 'expired') return
+    this.last.delete(event.key)
+    this.last.set(event.key, event.type)
+    if (this.last.size > DEDUP_KEYS_MAX) this.last.delete(this.last.keys().next().value!)
+    for (const w of this.watchers) {
+      if (!event.key.startsWith(w.prefix)) continue
+      this.stats.delivered++
+      try {
+        w.callback(event)
+      } catch (error) {
+        this.log.error('watch callback threw', error)
+      }
+    }
+  }
+
+  private readonly onMessage = (event: CustomEvent<{ topic: string; data: Uint8Array; from?: { toString: () => string } }>): void => {
+    const message = event.detail
+    if (message.topic !== WATCH_TOPIC) return
+    try {
+      if (message.data.length > WATCH_MESSAGE_BYTES_MAX) throw new Error('too large')
+      const from = message.from?.toString()
+      if (from === undefined || !this.isMember(from)) throw new Error('not from a member')
+      const list = JSON.parse(new TextDecoder().decode(message.data)) as unknown
+      if (!Array.isArray(list) || list.length > BATCH_EVENTS_MAX) throw new Error('malformed')
+      for (const item of list) {
+        if (!Array.isArray(item) || !TYPES.has(item[0]) || typeof item[1] !== 'string' || item[1].length > 4096 || typeof item[3] !== 'number') throw new Error('malformed event')
+        // The replica named is the publisher: a member cannot speak for another.
+        this.stats.received++
+        this.deliver({ type: item[0] as WatchEvent['type'], key: item[1], replica: from, wall: item[3] })
+      }
+    } catch (error) {
+      this.stats.badMessages++
+      this.log.debug(`watch: dropped a message: ${error instanceof Error ? error.message : String(error)}`)
+    }
+  }
+}
