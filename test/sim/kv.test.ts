@@ -245,3 +245,33 @@ describe('kv: peer info for dashboards', () => {
   })
 })
 
+describe('kv: TTL expiry across replicas', () => {
+  it('a replica that missed newer beats asks the others before expiring, and an expiry reaches every replica', async () => {
+    const sim = await KvSim.create(ids(3))
+    const key = 'heartbeat/svc'
+    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
+    const expired: string[] = []
+    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    await a!.kv.put(key, enc('beat 1'), { lww: true, ttlMs: 3000, w: 3 })
+    sim.setUp(c!.id, false)
+    sim.clock.advance(2000)
+    await a!.kv.put(key, enc('beat 2'), { lww: true, ttlMs: 3000 })
+    sim.setUp(c!.id, true)
+    // c's credits for beat 1 run out (3 credits at a 1000 ms sweep): it must find beat 2 instead of expiring.
+    for (let i = 0; i < 5; i++) {
+      c!.engine.sweep()
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    expect(expired).toEqual([])
+    expect(c!.engine.get(key)!.values.map(s => dec(s.value!))).toEqual(['beat 2'])
+    // Nobody beats any more: the first replica to run out expires it, and every replica gets the expiry.
+    for (let i = 0; i < 6 && expired.length === 0; i++) {
+      for (const n of [a!, b!, c!]) n.engine.sweep()
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    expect(expired.length).toBeGreaterThanOrEqual(1)
+    await new Promise(resolve => setImmediate(resolve))
+    for (const n of [a!, b!, c!]) expect(n.engine.get(key)!.deleted).toBe(true)
+  })
+})
+

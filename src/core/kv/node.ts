@@ -269,6 +269,34 @@ export class KvNode {
     // An expiry is a write by this replica: index it and send it to the key's other replicas at once (the
     // handoff loop and anti-entropy cover any that miss it).
     this.engine.events.on('expired', e => { this.expired(e.key, e.state, e.expired) })
+    this.engine.onExpiring = (key, state) => {
+      this.checkExpiry(key, state).catch(error => { this.log.debug(`expiry check of ${key} failed: ${reason(error)}`) })
+    }
+  }
+
+  /**
+   * A key's TTL ran out here. Before expiring it, ask the key's other up replicas: one may hold a newer
+   * write this replica missed (it was down or restarting while the beats went elsewhere). Newer states are
+   * merged, which refreshes the key; only if none is newer (or none answers) does this replica expire it.
+   */
+  private async checkExpiry (key: string, state: KeyState): Promise<void> {
+    const others = this.primariesOf(key).filter(id => id !== this.id && this.isUp(id))
+    const replies = await Promise.allSettled(others.map(async id => await this.transport.request(id, 'kv', { type: 'read', key })))
+    const newer: Entry[] = []
+    for (const r of replies) {
+      if (r.status !== 'fulfilled' || r.value.type !== 'state' || r.value.state === null) continue
+      if (!stateEquals(sync(state, r.value.state), state)) newer.push({ key, ttlMs: r.value.ttlMs, state: r.value.state })
+    }
+    if (newer.length > 0) {
+      try {
+        await this.mergeLocal(newer)
+      } catch (error) {
+        this.log.debug(`merging newer states of ${key} before expiry failed: ${reason(error)}`)
+      }
+      // A merge that changed the state refreshed its credits; if it did not, expire at once.
+      if (this.engine.state(key) !== state) return
+    }
+    this.engine.expire(key, state)
   }
 
   private expired (key: string, before: KeyState, after: KeyState): void {

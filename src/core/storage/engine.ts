@@ -36,6 +36,11 @@ export interface EngineOptions extends Partial<StorageConfig> {
   rng?: Rng
   log?: Logger
   /**
+   * Called by sweep() for a key whose credits ran out, instead of expiring it there; the owner then calls
+   * `expire(key, state)` (or refreshes the key by a write or merge). Called once per key until one of those.
+   */
+  onExpiring?: (key: string, state: KeyState) => void
+  /**
    * What an expiring key becomes: a value to write in its place (last-writer-wins, no TTL), or null for a
    * tombstone (the default: the key reads as deleted). Heartbeat keys use it to keep an "expired" record.
    */
@@ -114,6 +119,8 @@ interface Ttl {
   ttlMs: number
   /** Sweeps left before expiry. */
   credit: number
+  /** Handed to `onExpiring`, waiting for its verdict (expire() or a refreshing write). */
+  pending: boolean
 }
 
 const RESOLVED = Promise.resolve()
@@ -137,6 +144,8 @@ export class StorageEngine {
   private closed = false
 
   private expiredValue: EngineOptions['expiredValue']
+  /** See EngineOptions.onExpiring; the owner may set it after opening. */
+  onExpiring: EngineOptions['onExpiring']
 
   private constructor (readonly replicaId: string, private readonly clock: Clock, config: StorageConfig, log: Logger) {
     this.config = config
@@ -146,7 +155,7 @@ export class StorageEngine {
   }
 
   static async open (options: EngineOptions): Promise<StorageEngine> {
-    const { replicaId, clock, wal, rng, log = silentLogger, expiredValue, ...overrides } = options
+    const { replicaId, clock, wal, rng, log = silentLogger, expiredValue, onExpiring, ...overrides } = options
     if (typeof replicaId !== 'string' || replicaId.length === 0 || utf8Length(replicaId) > REPLICA_ID_BYTES_MAX) {
       throw new ConfigError('replicaId', `must be a non-empty string of at most ${REPLICA_ID_BYTES_MAX} bytes`)
     }
@@ -154,6 +163,7 @@ export class StorageEngine {
     const config = validateStorageConfig({ ...defaultStorageConfig(), ...defined })
     const engine = new StorageEngine(replicaId, clock, config, log)
     engine.expiredValue = expiredValue
+    engine.onExpiring = onExpiring
     if (wal !== undefined) {
       if (rng === undefined) throw new ConfigError('rng', 'an engine with a WAL needs an Rng (for the log files\' salts)')
       const opened = await Wal.open(wal, {
@@ -215,8 +225,8 @@ export class StorageEngine {
     this.map.set(key, state)
     if (ttlMs > 0) {
       const ttl = this.ttls.get(key)
-      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs) })
-      else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs) }
+      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false })
+      else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs); ttl.pending = false }
     } else if (this.ttls.size > 0) {
       this.ttls.delete(key)
     }
@@ -362,24 +372,45 @@ export class StorageEngine {
     for (const [key, ttl] of this.ttls) {
       if (ttl.credit > 0) { ttl.credit--; continue }
       const state = this.map.get(key)!
-      let written: KeyState
-      try {
-        const value = isDeleted(state) ? null : this.expiredValue?.(key, state) ?? null
-        // Logged without waiting for durability: if it is lost in a crash the key comes back with fresh
-        // credits and expires again within two sweeps. No TTL on it, so it leaves the TTL map.
-        written = this.writeLocal(key, value, { context: state.vv, contextTs: newestTs(state) ?? null, lww: true, durability: 'async' }).state
-        if (value !== null) this.ttls.delete(key)
-      } catch (error) {
-        this.log.error(`expiring ${JSON.stringify(key)} failed; retrying at the next sweep`, error)
+      if (this.onExpiring !== undefined) {
+        // The owner checks first (a replicated store asks the other replicas for newer writes).
+        if (!ttl.pending) {
+          ttl.pending = true
+          this.onExpiring(key, state)
+        }
         continue
       }
-      this.expiredCount++
-      const event = { key, state, expired: written }
-      expired.push(event)
-      // Each event right after its write: a listener sees the store as it is.
-      this.events.emit('expired', event)
+      const event = this.expire(key, state)
+      if (event !== null) expired.push(event)
     }
     return expired
+  }
+
+  /**
+   * Expires a TTL key now if its state is still `expected` (a write since refreshed it): writes the expiry
+   * and emits `expired`. Returns the event, or null if the key changed or is not a TTL key.
+   */
+  expire (key: string, expected: KeyState): ExpiredEvent | null {
+    this.checkOpen()
+    const state = this.map.get(key)
+    if (state !== expected || !this.ttls.has(key)) return null
+    let written: KeyState
+    try {
+      const value = isDeleted(state) ? null : this.expiredValue?.(key, state) ?? null
+      // Logged without waiting for durability: if it is lost in a crash the key comes back with fresh
+      // credits and expires again within two sweeps. No TTL on it, so it leaves the TTL map.
+      written = this.writeLocal(key, value, { context: state.vv, contextTs: newestTs(state) ?? null, lww: true, durability: 'async' }).state
+      if (value !== null) this.ttls.delete(key)
+    } catch (error) {
+      this.log.error(`expiring ${JSON.stringify(key)} failed; retrying at the next sweep`, error)
+      const ttl = this.ttls.get(key)
+      if (ttl !== undefined) ttl.pending = false
+      return null
+    }
+    this.expiredCount++
+    const event = { key, state, expired: written }
+    this.events.emit('expired', event)
+    return event
   }
 
   private removeLogged (key: string): void {
