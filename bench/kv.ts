@@ -20,26 +20,11 @@
  * then one on a replica, so the put rate is bounded by 64 / (two fdatasyncs + a round trip).
  * The children run the built dist/ (`npm run build`).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import * as fs from 'node:fs'
-import * as os from 'node:os'
-import * as path from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import * as readline from 'node:readline'
-import { fileURLToPath } from 'node:url'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { tcp } from '@libp2p/tcp'
 import { lpStream } from '@libp2p/utils'
-import { consoleLogger, systemClock } from '../src/adapters/node-env.js'
-import { cryptoRng } from '../src/adapters/random.js'
-import { FileWal } from '../src/adapters/wal-file.js'
-import type { Logger } from '../src/core/env.js'
-import { defaultKvConfig } from '../src/core/kv/config.js'
-import { defaultSwimConfig } from '../src/core/membership/config.js'
-import { DEFAULT_VNODES } from '../src/core/ring/ring.js'
-import { type Peer, createPeer } from '../src/peer.js'
+import { type RssRow, rssOf, withMesh } from './mesh.js'
 import { emit, progress } from './report.js'
 
 const SUITE = 'kv'
@@ -52,73 +37,9 @@ const IDLE_RSS_TARGET_MB = 120
 const LOADED_RSS_TARGET_MB = 250
 const LOADED_KEYS = 100_000
 const FILL_PROGRESS_KEYS = 10_000
-/** Bounds on waiting for the mesh: a child printing its addresses, and all three seeing each other alive. */
-const CHILD_START_TIMEOUT_MS = 30_000
-const MESH_TIMEOUT_MS = 30_000
-const STOP_TIMEOUT_MS = 10_000
 /** An echo reply later than this fails the stream (and so the phase) instead of hanging the run. */
 const ECHO_TIMEOUT_MS = 10_000
-const MB = 1024 * 1024
 const RSS_NOTE = 'the in-process peer\'s RSS includes the benchmark client and the tsx loader'
-
-const PEER_JS = fileURLToPath(new URL('../node/peer.js', import.meta.url))
-const DIST_CLI = fileURLToPath(new URL('../dist/src/cli/peer-cli.js', import.meta.url))
-
-interface Child {
-  readonly proc: ChildProcess
-  readonly name: string
-  readonly output: string[]
-  id: string
-  http: string
-  readonly exited: Promise<void>
-}
-
-/** Spawns a peer; the caller owns it (and kills it) from the moment this returns, before it is ready. */
-function spawnChild (name: string, args: string[]): Child {
-  const proc = spawn(process.execPath, [PEER_JS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const output: string[] = []
-  const keep = (line: string): void => { output.push(line); if (output.length > 200) output.shift() }
-  readline.createInterface({ input: proc.stdout! }).on('line', keep)
-  readline.createInterface({ input: proc.stderr! }).on('line', keep)
-  const exited = new Promise<void>(resolve => { proc.once('exit', () => { resolve() }) })
-  return { proc, name, output, id: '', http: '', exited }
-}
-
-/** Resolves once the child has printed its id, HTTP URL and data line (it is then serving). */
-async function childReady (child: Child): Promise<void> {
-  const started = performance.now()
-  let exited = false
-  void child.exited.then(() => { exited = true })
-  for (;;) {
-    for (const line of child.output) {
-      const m = /^meshkv peer (\S+)/.exec(line)
-      if (m !== null) child.id = m[1]!
-      if (line.startsWith('http: ')) child.http = line.split(' ')[1]!
-    }
-    if (child.id !== '' && child.http !== '' && child.output.some(l => l.startsWith('data: '))) return
-    if (exited) throw new Error(`${child.name} exited before it started:\n${child.output.join('\n')}`)
-    if (performance.now() - started > CHILD_START_TIMEOUT_MS) throw new Error(`${child.name} did not start within ${CHILD_START_TIMEOUT_MS} ms:\n${child.output.join('\n')}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
-
-async function getJson<T> (url: string): Promise<T> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(5000) })
-  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`)
-  return await res.json() as T
-}
-
-/** Polls `check` every 100 ms until it holds; throws with `what` after `timeoutMs`. */
-async function waitUntil (check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
-  const start = performance.now()
-  for (;;) {
-    try {
-      if (await check()) return performance.now() - start
-    } catch { /* not ready yet */ }
-    if (performance.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
 
 function percentile (sorted: Float64Array, p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
@@ -221,23 +142,7 @@ class EchoClient {
   }
 }
 
-/** Warnings and errors of the in-process peer on stderr; its info lines (member changes) are noise here. */
-function quietLogger (): Logger {
-  const log = consoleLogger('meshkv:bench-peer')
-  return { debug: log.debug, info: () => {}, warn: log.warn, error: log.error }
-}
-
-async function rssOf (self: Peer, children: Child[]): Promise<Array<{ peer: string; id: string; rssMb: number; heapUsedMb: number }>> {
-  const own = process.memoryUsage()
-  const out = [{ peer: 'bench', id: self.id, rssMb: own.rss / MB, heapUsedMb: own.heapUsed / MB }]
-  for (const c of children) {
-    const info = await getJson<{ memory: { rss: number; heapUsed: number } }>(`${c.http}/api/info`)
-    out.push({ peer: c.name, id: c.id, rssMb: info.memory.rss / MB, heapUsedMb: info.memory.heapUsed / MB })
-  }
-  return out
-}
-
-function emitRss (metric: string, rows: Awaited<ReturnType<typeof rssOf>>, target: number | undefined, extra: Record<string, unknown>): void {
+function emitRss (metric: string, rows: RssRow[], target: number | undefined, extra: Record<string, unknown>): void {
   for (const r of rows) {
     emit({
       suite: SUITE,
