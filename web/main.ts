@@ -2,7 +2,8 @@
  * The dashboard. Opening it makes this tab a mesh peer (WebSockets to the peer that served the page, WebRTC
  * to the others, relayed signalling) — a full replica on IndexedDB, or a client-only member — and shows the
  * mesh live: the ring and its members (ring-view.ts), key lookup and writes (key-view.ts), the membership
- * timeline, and activity charts (activity-view.ts). Everything from users or the network is shown as text.
+ * timeline, activity charts (activity-view.ts), heartbeat services and the change feed (services-view.ts).
+ * Everything from users or the network is shown as text.
  *
  * The bootstrap address comes from the serving peer's /api/info; a page served elsewhere (npm run dev) takes
  * it from `?bootstrap=<multiaddr>`. `?join=false` connects to the bootstrap (and so gets a relay reservation
@@ -20,6 +21,7 @@ import { ACTIVITY_PERIOD_MS, ActivityView } from './activity-view.js'
 import { $, el, shortId } from './dom.js'
 import { KeyView } from './key-view.js'
 import { RingView } from './ring-view.js'
+import { ServicesView } from './services-view.js'
 
 const log = {
   debug: () => {},
@@ -90,7 +92,8 @@ async function main (): Promise<void> {
 
   const ringView = new RingView(peer)
   new KeyView(peer, position => { ringView.markKey(position) }) // it wires itself to the page
-  const activity = new ActivityView(peer, ringView.figures, () => { ringView.render() })
+  const services = new ServicesView(peer)
+  const activity = new ActivityView(peer, ringView.figures, () => { ringView.render(); services.render() })
   let queued = false
   const rerender = (): void => {
     if (queued) return

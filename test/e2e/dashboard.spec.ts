@@ -94,7 +94,14 @@ test('the dashboard shows the mesh live and drives the store', async ({ browser 
 
   await t1.locator('#ring-panel').screenshot({ path: testInfo.outputPath('ring.png') })
 
-  // 5. SIGKILL the second Node peer: every tab shows it suspect, then dead (timeline and ring).
+  // 5. A heartbeat service appears alive; when it stops beating it turns expired, and the event shows.
+  const beat = await fetch(`${boot.http}/heartbeat/dash-svc?ttl=1000`, { method: 'PUT', body: '{"zone":"a"}' })
+  expect(beat.status).toBe(204)
+  await expect(t1.locator('#services tr[data-id="dash-svc"][data-state="alive"]')).toHaveCount(1, { timeout: 30_000 })
+  await expect(t1.locator('#services tr[data-id="dash-svc"][data-state="expired"]')).toHaveCount(1, { timeout: 30_000 })
+  await expect(t3.locator('#events li[data-type="expired"][data-key="heartbeat/dash-svc"]')).toHaveCount(1, { timeout: 30_000 })
+
+  // 6. SIGKILL the second Node peer: every tab shows it suspect, then dead (timeline and ring).
   node.proc.kill('SIGKILL')
   await node.exited
   for (const page of tabs) {
