@@ -169,67 +169,10 @@ export async function run (flags: string[]): Promise<void> {
   const quick = flags.includes('--quick')
   const phaseMs = quick ? 1000 : 3000
   const warmupMs = quick ? 200 : 500
-  if (!fs.existsSync(DIST_CLI)) throw new Error('the child peers run the built dist/: run `npm run build` first')
-
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'meshkv-bench-kv-'))
-  const children: Child[] = []
-  // If this process dies without reaching `finally` (an uncaught error elsewhere, process.exit), the
-  // children must not outlive it.
-  const killChildren = (): void => { for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL') }
-  process.on('exit', killChildren)
-  // Interrupted (Ctrl-C, a timeout's SIGTERM): no `finally` runs, so clean up here.
-  const onSignal = (signal: NodeJS.Signals): void => {
-    killChildren()
-    fs.rmSync(root, { recursive: true, force: true })
-    process.exit(signal === 'SIGINT' ? 130 : 143)
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-  let peer: Peer | null = null
-  let echo: EchoClient | null = null
-  try {
-    progress('starting the in-process peer')
-    fs.mkdirSync(path.join(root, 'bench'))
-    const swim = { ...defaultSwimConfig(), metaBytesMax: 2048 }
-    peer = await createPeer({
-      kind: 'node',
-      privateKey: await generateKeyPair('Ed25519'),
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      extraTransports: [tcp()],
-      webrtcBindAddress: '127.0.0.1',
-      swim,
-      incarnation: 0,
-      vnodes: DEFAULT_VNODES,
-      clock: systemClock,
-      rng: cryptoRng,
-      log: quietLogger(),
-      wal: new FileWal(path.join(root, 'bench', 'wal')),
-      storage: { durability: 'sync' },
-      kv: { ...defaultKvConfig(), n: 3, r: 2, w: 2 }
-    })
-    const self = peer
-    const joinAddr = self.libp2p.getMultiaddrs().map(String).find(a => /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//.test(a))
-    if (joinAddr === undefined) throw new Error(`the in-process peer has no TCP address: ${self.libp2p.getMultiaddrs().map(String).join(', ')}`)
-
-    progress(`starting 2 child peers joining ${joinAddr}`)
-    for (const name of ['child-1', 'child-2']) {
-      const dataDir = path.join(root, name)
-      children.push(spawnChild(name, ['--join', joinAddr, '--data-dir', dataDir, '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', '--debug-api']))
-    }
-    await Promise.all(children.map(childReady))
-    const ids = [self.id, ...children.map(c => c.id)]
-    const formedMs = await waitUntil(async () => {
-      const aliveHere = new Set(self.members().filter(m => m.state === 'alive').map(m => m.id))
-      if (!ids.every(id => aliveHere.has(id)) || self.ring().size !== 3) return false
-      for (const c of children) {
-        const alive = new Set((await getJson<Array<{ id: string; state: string }>>(`${c.http}/members`)).filter(m => m.state === 'alive').map(m => m.id))
-        if (!ids.every(id => alive.has(id))) return false
-      }
-      return true
-    }, MESH_TIMEOUT_MS, 'three peers alive in every member list and a ring of 3')
-    progress(`mesh formed in ${Math.round(formedMs)} ms: ${ids.join(', ')}`)
-
-    emitRss('memory.idle.rss', await rssOf(self, children), IDLE_RSS_TARGET_MB, {})
+  await withMesh({ name: SUITE, childArgs: ['--debug-api'] }, async mesh => {
+    const self = mesh.peer
+    const children = mesh.children
+    emitRss('memory.idle.rss', await rssOf(mesh), IDLE_RSS_TARGET_MB, {})
 
     // A fresh buffer per put, as a real client's would be: the in-process peer keeps the caller's array.
     const valueFor = (i: number): Uint8Array => new Uint8Array(VALUE_BYTES).fill(i & 0xff)
@@ -254,62 +197,48 @@ export async function run (flags: string[]): Promise<void> {
     }))
     const fillRate = written / ((performance.now() - fillStart) / 1000)
     emit({ suite: SUITE, metric: 'fill.ops', value: fillRate, unit: 'ops/s', inFlight: 64, keys: written, ...(fillErrors > 0 ? { errors: fillErrors } : {}) })
-    emitRss('memory.loaded.rss', await rssOf(self, children), loadedKeys === LOADED_KEYS ? LOADED_RSS_TARGET_MB : undefined, { keys: written, engineKeys: self.engine.size })
+    emitRss('memory.loaded.rss', await rssOf(mesh), loadedKeys === LOADED_KEYS ? LOADED_RSS_TARGET_MB : undefined, { keys: written, engineKeys: self.engine.size })
 
     progress(`echo baseline: one stream to ${children[0]!.name} (${ECHO_PROTOCOL})`)
     const stream = await self.libp2p.dialProtocol(peerIdFromString(children[0]!.id), ECHO_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-    echo = new EchoClient(stream, VALUE_BYTES)
-    const echoClient = echo
-    const message = new Uint8Array(VALUE_BYTES).fill(0x62)
+    const echoClient = new EchoClient(stream, VALUE_BYTES)
+    try {
+      const message = new Uint8Array(VALUE_BYTES).fill(0x62)
 
-    // Each in-flight level runs echo, put, get back to back, so a burst of load elsewhere hits all three.
-    let putKey = 0
-    for (const inFlight of IN_FLIGHT) {
-      const phases: Array<{ metric: string; op: (i: number) => Promise<unknown> }> = [
-        { metric: 'echo', op: async () => { await echoClient.request(message) } },
-        { metric: 'put', op: async i => await self.put(`put:${putKey++}`, valueFor(i)) },
-        // Reads of keys that exist, spread over the whole key set (a stride coprime with it).
-        { metric: 'get', op: async i => await self.get(`fill:${(i * 7919) % loadedKeys}`) }
-      ]
-      const results = new Map<string, { r: LoopResult; extra: Record<string, unknown> }>()
-      for (const { metric, op } of phases) {
-        progress(`${metric}: ${inFlight} in flight, ${warmupMs} ms warm-up then ${phaseMs} ms`)
-        await closedLoop(inFlight, warmupMs, op)
-        // Where a p99 comes from: how long this process's event loop was held up (anti-entropy scans, GC)
-        // and, for puts, how many writes each of the in-process peer's fdatasyncs carried (group commit).
-        const delay = monitorEventLoopDelay({ resolution: 10 })
-        const syncsBefore = self.engine.stats().walSyncs
-        delay.enable()
-        const r = await closedLoop(inFlight, phaseMs, op)
-        delay.disable()
-        const syncs = self.engine.stats().walSyncs - syncsBefore
-        const extra: Record<string, unknown> = { loopDelayMaxMs: Math.round(delay.max / 1e5) / 10 }
-        if (metric === 'put') Object.assign(extra, { walSyncs: syncs, opsPerSync: syncs === 0 ? null : Math.round(r.ops / syncs * 10) / 10 })
-        if (r.errors > 0) progress(`${metric}: ${r.errors} operations failed; first: ${r.firstError}`)
-        results.set(metric, { r, extra })
+      // Each in-flight level runs echo, put, get back to back, so a burst of load elsewhere hits all three.
+      let putKey = 0
+      for (const inFlight of IN_FLIGHT) {
+        const phases: Array<{ metric: string; op: (i: number) => Promise<unknown> }> = [
+          { metric: 'echo', op: async () => { await echoClient.request(message) } },
+          { metric: 'put', op: async i => await self.put(`put:${putKey++}`, valueFor(i)) },
+          // Reads of keys that exist, spread over the whole key set (a stride coprime with it).
+          { metric: 'get', op: async i => await self.get(`fill:${(i * 7919) % loadedKeys}`) }
+        ]
+        const results = new Map<string, { r: LoopResult; extra: Record<string, unknown> }>()
+        for (const { metric, op } of phases) {
+          progress(`${metric}: ${inFlight} in flight, ${warmupMs} ms warm-up then ${phaseMs} ms`)
+          await closedLoop(inFlight, warmupMs, op)
+          // Where a p99 comes from: how long this process's event loop was held up (anti-entropy scans, GC)
+          // and, for puts, how many writes each of the in-process peer's fdatasyncs carried (group commit).
+          const delay = monitorEventLoopDelay({ resolution: 10 })
+          const syncsBefore = self.engine.stats().walSyncs
+          delay.enable()
+          const r = await closedLoop(inFlight, phaseMs, op)
+          delay.disable()
+          const syncs = self.engine.stats().walSyncs - syncsBefore
+          const extra: Record<string, unknown> = { loopDelayMaxMs: Math.round(delay.max / 1e5) / 10 }
+          if (metric === 'put') Object.assign(extra, { walSyncs: syncs, opsPerSync: syncs === 0 ? null : Math.round(r.ops / syncs * 10) / 10 })
+          if (r.errors > 0) progress(`${metric}: ${r.errors} operations failed; first: ${r.firstError}`)
+          results.set(metric, { r, extra })
+        }
+        const base = results.get('echo')!.r
+        const put = results.get('put')!
+        emitLoop('echo', inFlight, base, undefined, results.get('echo')!.extra)
+        emitLoop('put', inFlight, put.r, base, { ...put.extra, ...(inFlight === 64 ? { floor: PUT_FLOOR_OPS, floorMet: put.r.rate >= PUT_FLOOR_OPS } : {}) })
+        emitLoop('get', inFlight, results.get('get')!.r, base, results.get('get')!.extra)
       }
-      const base = results.get('echo')!.r
-      const put = results.get('put')!
-      emitLoop('echo', inFlight, base, undefined, results.get('echo')!.extra)
-      emitLoop('put', inFlight, put.r, base, { ...put.extra, ...(inFlight === 64 ? { floor: PUT_FLOOR_OPS, floorMet: put.r.rate >= PUT_FLOOR_OPS } : {}) })
-      emitLoop('get', inFlight, results.get('get')!.r, base, results.get('get')!.extra)
+    } finally {
+      await echoClient.close().catch(() => {})
     }
-  } finally {
-    progress('stopping the peers')
-    await echo?.close().catch(() => {})
-    if (peer !== null) {
-      let timer: ReturnType<typeof setTimeout> | undefined
-      await Promise.race([
-        peer.stop().catch(error => { progress(`in-process peer stop failed: ${error instanceof Error ? error.message : String(error)}`) }),
-        new Promise(resolve => { timer = setTimeout(resolve, STOP_TIMEOUT_MS) })
-      ])
-      clearTimeout(timer)
-    }
-    killChildren()
-    await Promise.all(children.map(c => c.exited))
-    process.off('exit', killChildren)
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    fs.rmSync(root, { recursive: true, force: true })
-  }
+  })
 }
