@@ -11,7 +11,7 @@ import type { StorageConfig } from './core/config.js'
 import type { Emitter } from './core/emitter.js'
 import type { Clock, Logger, Rng } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
-import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, isHeartbeatKey, serviceKey, serviceOf } from './core/kv/heartbeat.js'
+import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, serviceKey } from './core/kv/heartbeat.js'
 import type { GetResult, PeerInfo, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
 import type { SwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
@@ -91,6 +91,8 @@ export interface Peer {
   heartbeat(serviceId: string, options?: { ttlMs?: number; meta?: Meta; w?: number; signal?: AbortSignal }): Promise<PutResult>
   /** Heartbeat services this peer holds records of, alive or expired. */
   services(): ServiceView[]
+  /** Every heartbeat service in the mesh: the records of all up members, merged. */
+  meshServices(options?: { signal?: AbortSignal }): Promise<{ services: ServiceView[]; asked: number; failed: number }>
   /** Calls `callback` for put, delete, expired and revived events on keys starting with `prefix`, made by any
    * peer; returns the unsubscribe. */
   watch(prefix: string, callback: (event: WatchEvent) => void): () => void
@@ -205,14 +207,8 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
       const value = beatRecord(ttlMs, opts.meta ?? null, engine.config.ttlMsMax)
       return await kv.put(key, value, { lww: true, ttlMs, ...(opts.w === undefined ? {} : { w: opts.w }), ...(opts.signal === undefined ? {} : { signal: opts.signal }) })
     },
-    services: () => {
-      const out: ServiceView[] = []
-      for (const [key, state] of engine.entries()) {
-        const service = isHeartbeatKey(key) ? serviceOf(key, state) : null
-        if (service !== null) out.push(service)
-      }
-      return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
-    },
+    services: () => kv.localServices(),
+    meshServices: async opts => await kv.meshServices(opts?.signal),
     watch: (prefix, callback) => watcher.watch(prefix, callback),
     watcher,
     on: (event, listener) => {

@@ -93,7 +93,7 @@ async function main (): Promise<void> {
   const ringView = new RingView(peer)
   new KeyView(peer, position => { ringView.markKey(position) }) // it wires itself to the page
   const services = new ServicesView(peer)
-  const activity = new ActivityView(peer, ringView.figures, () => { ringView.render(); services.render() })
+  const activity = new ActivityView(peer, ringView.figures, () => { ringView.render(); void services.render() })
   let queued = false
   const rerender = (): void => {
     if (queued) return

@@ -1,5 +1,5 @@
 /**
- * Heartbeat services (the records this tab holds, alive or expired) and the change feed: put, delete,
+ * Heartbeat services of the whole mesh (every up member's records, merged) and the change feed: put, delete,
  * expired and revived events for keys under a prefix, from every peer, newest first.
  */
 import type { Peer } from '../src/peer.js'
@@ -10,6 +10,8 @@ const SERVICES_SHOWN = 500
 
 export class ServicesView {
   private off: (() => void) | null = null
+  private renderQueued = false
+  private rendering = false
 
   constructor (private readonly peer: Peer) {
     $('watch-form').addEventListener('submit', event => { event.preventDefault(); this.watch(($('watch-prefix') as HTMLInputElement).value) })
@@ -24,15 +26,29 @@ export class ServicesView {
       list.prepend(el('li', { 'data-type': event.type, 'data-key': event.key },
         `${new Date(event.wall).toLocaleTimeString()} ${event.type} ${event.key} (by ${shortId(event.replica)})`))
       while (list.childElementCount > EVENTS_MAX) list.lastElementChild!.remove()
+      // A service changed state: show it now rather than at the next periodic refresh.
+      if (!this.renderQueued) {
+        this.renderQueued = true
+        setTimeout(() => { this.renderQueued = false; void this.render() }, 250)
+      }
     })
   }
 
-  render (): void {
-    const services = this.peer.services()
+  /** Asks every up member for its records (one request each) and shows the merged list. */
+  async render (): Promise<void> {
+    if (this.rendering) return
+    this.rendering = true
+    let result: Awaited<ReturnType<Peer['meshServices']>>
+    try {
+      result = await this.peer.meshServices({ signal: AbortSignal.timeout(5000) })
+    } finally {
+      this.rendering = false
+    }
+    const services = result.services
     const alive = services.filter(s => s.state === 'alive').length
     $('services-summary').textContent = services.length === 0
       ? 'none yet: services write PUT /heartbeat/<id>?ttl=<ms>'
-      : `${alive} alive, ${services.length - alive} expired (records this tab holds)`
+      : `${alive} alive, ${services.length - alive} expired${result.failed > 0 ? ` (${result.failed} of ${result.asked} members did not answer)` : ''}`
     $('services').replaceChildren(...services.slice(0, SERVICES_SHOWN).map(s => el('tr', { 'data-id': s.id, 'data-state': s.state },
       el('td', {}, s.id),
       el('td', {}, s.state),

@@ -15,7 +15,8 @@
  * siblings; 503 quorum not reached (with `acked` and `required`) or a replica that did not answer.
  *
  *   PUT /heartbeat/:id?ttl=<ms>   a heartbeat of service :id (body: optional metadata, JSON or text, 4 KiB)
- *   GET /services                 heartbeat services this peer holds: state, last beat, replica, metadata
+ *   GET /services[?local=1]       heartbeat services of the mesh (or this peer's records): state, last beat,
+ *                                 replica, metadata
  *   GET /watch?prefix=<p>         Server-Sent Events: put, delete, expired, revived for keys under <p>
  */
 import * as fs from 'node:fs'
@@ -160,8 +161,11 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats })
     if (url.pathname === '/api/info') return json(200, options.info())
     if (url.pathname === '/services') {
-      const services = peer.services()
-      return json(200, { peer: peer.id, alive: services.filter(x => x.state === 'alive').length, expired: services.filter(x => x.state === 'expired').length, services })
+      // Mesh-wide by default (every up member's records, merged); ?local=1 for this peer's own records.
+      const local = flag(url, 'local') === true
+      const result = local ? { services: peer.services(), asked: 1, failed: 0 } : await peer.meshServices({ signal: AbortSignal.timeout(10_000) })
+      const services = result.services
+      return json(200, { peer: peer.id, scope: local ? 'local' : 'mesh', membersAsked: result.asked, membersFailed: result.failed, alive: services.filter(x => x.state === 'alive').length, expired: services.filter(x => x.state === 'expired').length, services })
     }
     return serveStatic(url, res, json)
   }

@@ -95,9 +95,18 @@ test('the dashboard shows the mesh live and drives the store', async ({ browser 
   await t1.locator('#ring-panel').screenshot({ path: testInfo.outputPath('ring.png') })
 
   // 5. A heartbeat service appears alive; when it stops beating it turns expired, and the event shows.
-  const beat = await fetch(`${boot.http}/heartbeat/dash-svc?ttl=1000`, { method: 'PUT', body: '{"zone":"a"}' })
-  expect(beat.status).toBe(204)
+  // It beats until tab 1 shows it alive (however slow the machine), then stops.
+  let beating = true
+  const beats = (async () => {
+    while (beating) {
+      const beat = await fetch(`${boot.http}/heartbeat/dash-svc?ttl=1000`, { method: 'PUT', body: '{"zone":"a"}' })
+      expect(beat.status).toBe(204)
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+  })()
   await expect(t1.locator('#services tr[data-id="dash-svc"][data-state="alive"]')).toHaveCount(1, { timeout: 30_000 })
+  beating = false
+  await beats
   await expect(t1.locator('#services tr[data-id="dash-svc"][data-state="expired"]')).toHaveCount(1, { timeout: 30_000 })
   await expect(t3.locator('#events li[data-type="expired"][data-key="heartbeat/dash-svc"]')).toHaveCount(1, { timeout: 30_000 })
 

@@ -22,7 +22,7 @@ interface Service { id: string; state: 'alive' | 'expired'; lastBeat: number; re
 interface Event { type: string; key: string; replica: string; wall: number }
 
 async function services (p: PeerProcess): Promise<Map<string, Service>> {
-  const res = await fetch(`${p.http}/services`, { signal: AbortSignal.timeout(10_000) })
+  const res = await fetch(`${p.http}/services?local=1`, { signal: AbortSignal.timeout(10_000) })
   const body = await res.json() as { services: Service[] }
   return new Map(body.services.map(s => [s.id, s]))
 }

@@ -28,7 +28,8 @@ const requests: KvRequest[] = [
   { type: 'sync-leaves', segments: [1, 2], hashes: [1, 2, 3, 0xffffffff] },
   { type: 'pull', keys: ['a', 'b'] },
   { type: 'reap', key: 'k', state },
-  { type: 'info' }
+  { type: 'info' },
+  { type: 'services' }
 ]
 
 const replies: KvReply[] = [

@@ -42,6 +42,8 @@ export type KvRequest =
   | { readonly type: 'reap'; readonly key: string; readonly state: KeyState }
   /** What the dashboard shows of a peer: keys held, log size, counters, latencies (a JSON reply). */
   | { readonly type: 'info' }
+  /** The heartbeat services this replica holds (a JSON reply, of type 'info'). */
+  | { readonly type: 'services' }
 
 export type KvReply =
   | { readonly type: 'ok' }
@@ -63,12 +65,12 @@ export interface WireLimits {
 const KIND_REQUEST = 1
 const KIND_REPLY = 2
 
-const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info'] as const
+const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info', 'services'] as const
 const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info'] as const
 const SEGMENTS_MAX = 1024
 const ERROR_TEXT_MAX = 4096
-/** The largest info reply (a small JSON object). */
-export const INFO_BYTES_MAX = 64 * 1024
+/** The largest JSON reply (peer figures, or a replica's list of heartbeat services). */
+export const INFO_BYTES_MAX = 4 * 1024 * 1024
 
 export type Decoded =
   | { readonly kind: 'request'; readonly id: number; readonly request: KvRequest }
@@ -157,6 +159,7 @@ export function encodeRequest (w: Writer, id: number, req: KvRequest): Uint8Arra
     case 'pull': writeStrings(w, req.keys); break
     case 'reap': writeState(w.string(req.key), req.state); break
     case 'info': break
+    case 'services': break
   }
   return w.finish().slice()
 }
@@ -209,6 +212,7 @@ function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limit
     case 'pull': return { type, keys: readStrings(r, limits.keyBytesMax) }
     case 'reap': return { type, key: r.string(limits.keyBytesMax), state: readState(r, limits.valueBytesMax) }
     case 'info': return { type }
+    case 'services': return { type }
   }
 }
 

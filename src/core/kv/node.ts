@@ -34,6 +34,7 @@ import type { Hlc } from '../version/hlc.js'
 import { EMPTY_VV, type VersionVector } from '../version/vv.js'
 import type { KvConfig } from './config.js'
 import { Digests, type Hash64 } from './digest.js'
+import { type ServiceView, isHeartbeatKey, serviceOf } from './heartbeat.js'
 import type { Entry, KvReply, KvRequest } from './messages.js'
 
 export type Channel = 'kv' | 'sync'
@@ -419,6 +420,45 @@ export class KvNode {
     return parseInfo(id, reply.json)
   }
 
+  /** The heartbeat services this replica holds records of, sorted by id. */
+  localServices (): ServiceView[] {
+    const out: ServiceView[] = []
+    for (const [key, state] of this.engine.entries()) {
+      const service = isHeartbeatKey(key) ? serviceOf(key, state) : null
+      if (service !== null) out.push(service)
+    }
+    return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  }
+
+  /**
+   * Every heartbeat service in the mesh: the records of every up member merged (per service, the one with
+   * the newest beat; an expiry over the alive record of the same beat). `failed` counts members that did
+   * not answer (their services may be missing if no other replica holds them).
+   */
+  async meshServices (signal?: AbortSignal): Promise<{ services: ServiceView[]; asked: number; failed: number }> {
+    const members = this.ringNow.members.map(m => m.id).filter(id => this.isUp(id))
+    const merged = new Map<string, ServiceView>()
+    const take = (list: ServiceView[]): void => {
+      for (const s of list) {
+        const have = merged.get(s.id)
+        if (have === undefined || s.lastBeat > have.lastBeat || (s.lastBeat === have.lastBeat && s.state === 'expired')) merged.set(s.id, s)
+      }
+    }
+    take(this.localServices())
+    let failed = 0
+    await Promise.all(members.filter(id => id !== this.id).map(async id => {
+      try {
+        const reply = await this.transport.request(id, 'kv', { type: 'services' }, signal)
+        if (reply.type !== 'info') throw replyError(id, reply, 'get')
+        take(parseServices(reply.json))
+      } catch (error) {
+        failed++
+        this.log.debug(`services of ${id}: ${reason(error)}`)
+      }
+    }))
+    return { services: [...merged.values()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0), asked: members.length, failed }
+  }
+
   /** This peer's figures for dashboards. */
   info (): PeerInfo {
     const n = Math.min(this.latencyCount, LATENCY_SAMPLES)
@@ -657,6 +697,7 @@ export class KvNode {
           return { type: 'entries', entries }
         }
         case 'info': return { type: 'info', json: JSON.stringify(this.info()) }
+        case 'services': return { type: 'info', json: JSON.stringify(this.localServices().slice(0, SERVICES_REPLY_MAX)) }
         case 'reap': {
           const before = this.engine.state(request.key)
           if (this.engine.reap(request.key, request.state)) {
@@ -973,6 +1014,26 @@ export class KvNode {
     this.stats.syncRepairs += push.length + pulled
     return { peer: with_, equal: false, pushed: push.length, pulled }
   }
+}
+
+/** Services per `services` reply. */
+export const SERVICES_REPLY_MAX = 20_000
+
+/** A remote services reply, checked: entries that are not services are skipped. */
+function parseServices (json: string): ServiceView[] {
+  let raw: unknown
+  try {
+    raw = JSON.parse(json)
+  } catch {
+    throw new DecodeError('services reply', 'not JSON')
+  }
+  if (!Array.isArray(raw)) throw new DecodeError('services reply', 'not a list')
+  const out: ServiceView[] = []
+  for (const o of raw.slice(0, SERVICES_REPLY_MAX) as Array<Record<string, unknown>>) {
+    if (o === null || typeof o !== 'object' || typeof o.id !== 'string' || (o.state !== 'alive' && o.state !== 'expired') || typeof o.lastBeat !== 'number') continue
+    out.push({ id: o.id, state: o.state, lastBeat: o.lastBeat, replica: typeof o.replica === 'string' ? o.replica : '', ttlMs: typeof o.ttlMs === 'number' ? o.ttlMs : 0, meta: (o.meta ?? null) as ServiceView['meta'] })
+  }
+  return out
 }
 
 /** A remote info reply, checked field by field: numbers that are not finite become 0. */
