@@ -1,7 +1,7 @@
 /**
- * KV suite: a mesh of three Node peers on 127.0.0.1 — this process (created in-process with createPeer, as
- * `node node/peer.js` does) and two `node node/peer.js --debug-api` children — with N=3, R=2, W=2 and sync
- * durability. In order:
+ * KV suite: a mesh of three Node peers on 127.0.0.1 (bench/mesh.ts) — this process (created in-process with
+ * createPeer, as `node node/peer.js` does) and two `node node/peer.js --debug-api` children — with N=3, R=2,
+ * W=2 and sync durability. In order:
  *
  *   memory.idle.rss          each peer's resident memory once the mesh has formed, before any workload
  *   fill.ops                 100,000 puts of 100-byte values through the in-process peer, 64 in flight

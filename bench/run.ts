@@ -14,6 +14,10 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     describe: '3 Node peers on 127.0.0.1 (N=3 R=2 W=2, sync): quorum put/get at 1 and 64 in flight vs raw echo on one libp2p stream; RSS idle and at 100,000 keys',
     run: async args => { await (await import('./kv.js')).run(args) }
   },
+  heartbeat: {
+    describe: '3 Node peers on 127.0.0.1 (N=3 W=2, sync): 10,000 services beating once a second for 60 s, 100 stopped at 2/3; beats/s, false expirations, detection delay, WAL bytes (--services= --seconds= --ttl-ms= --sweep-ms=)',
+    run: async args => { await (await import('./heartbeat.js')).run(args) }
+  },
   swim: {
     describe: 'SWIM on the deterministic simulator: detection times, false positives under loss, message load (10/100/1,000 members)',
     run: async args => { await (await import('./swim.js')).run(args) }
