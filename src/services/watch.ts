@@ -8,6 +8,8 @@
  *   second would flood the topic); a service's first beat is `put`, a beat after its expiry is `revived`.
  * - Events are batched: at most every BATCH_MS, at most BATCH_EVENTS_MAX per message; at most QUEUE_MAX wait
  *   (beyond that the oldest are dropped and counted).
+ * - A peer subscribes to the topic once it has a watcher, and publishes a batch only if some peer
+ *   subscribes: a mesh nobody watches pays nothing for the feed.
  * - Messages are accepted only from members (gossipsub signs them, so `from` is authenticated) and are
  *   validated; bad ones are dropped and counted.
  * - Several replicas may expire one key at about the same time: each peer passes on one `expired` per key
@@ -23,7 +25,7 @@ export const BATCH_MS = 100
 export const BATCH_EVENTS_MAX = 500
 export const QUEUE_MAX = 10_000
 export const WATCH_MESSAGE_BYTES_MAX = 256 * 1024
-export const DEDUP_KEYS_MAX = 10_000
+export const DEDUP_KEYS_MAX = 65_536
 /** Local watchers per peer. */
 export const WATCHERS_MAX = 1024
 
@@ -59,14 +61,13 @@ export class WatchService {
   private readonly last = new Map<string, WatchEvent['type']>()
   private offChange: (() => void) | null = null
   private running = false
+  private subscribed = false
 
   constructor (private readonly node: MeshLibp2p, private readonly kv: KvNode, private readonly isMember: (id: string) => boolean, private readonly log: Logger) {}
 
   start (): void {
     this.running = true
-    const pubsub = this.node.services.pubsub
-    pubsub.subscribe(WATCH_TOPIC)
-    pubsub.addEventListener('message', this.onMessage)
+    this.node.services.pubsub.addEventListener('message', this.onMessage)
     this.offChange = this.kv.events.on('change', change => {
       const event = classify(change)
       if (event === null) return
@@ -84,7 +85,8 @@ export class WatchService {
     this.timer = null
     const pubsub = this.node.services.pubsub
     pubsub.removeEventListener('message', this.onMessage)
-    pubsub.unsubscribe(WATCH_TOPIC)
+    if (this.subscribed) pubsub.unsubscribe(WATCH_TOPIC)
+    this.subscribed = false
     this.watchers.clear()
   }
 
@@ -94,11 +96,19 @@ export class WatchService {
     if (this.watchers.size >= WATCHERS_MAX) throw new RangeError(`more than ${WATCHERS_MAX} watchers on this peer`)
     const watcher = { prefix, callback }
     this.watchers.add(watcher)
+    if (!this.subscribed && this.running) {
+      this.node.services.pubsub.subscribe(WATCH_TOPIC)
+      this.subscribed = true
+    }
     return () => { this.watchers.delete(watcher) }
   }
 
   private flush (): void {
     if (!this.running) return
+    if (this.node.services.pubsub.getSubscribers(WATCH_TOPIC).length === 0) {
+      this.queue = [] // nobody else watches
+      return
+    }
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, BATCH_EVENTS_MAX)
       const data = new TextEncoder().encode(JSON.stringify(batch.map(e => [e.type, e.key, e.replica, e.wall])))
