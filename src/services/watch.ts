@@ -62,13 +62,19 @@ export class WatchService {
   private offChange: (() => void) | null = null
   private running = false
   private subscribed = false
+  private remoteWatchers = false
+  private subscribersTimer: ReturnType<typeof setInterval> | null = null
 
   constructor (private readonly node: MeshLibp2p, private readonly kv: KvNode, private readonly isMember: (id: string) => boolean, private readonly log: Logger) {}
 
   start (): void {
     this.running = true
     this.node.services.pubsub.addEventListener('message', this.onMessage)
+    // Whether any other peer subscribes, refreshed every second: with no watcher anywhere a write costs the
+    // feed one comparison.
+    this.subscribersTimer = setInterval(() => { this.remoteWatchers = this.node.services.pubsub.getSubscribers(WATCH_TOPIC).length > 0 }, 1000)
     this.offChange = this.kv.events.on('change', change => {
+      if (this.watchers.size === 0 && !this.remoteWatchers) return
       const event = classify(change)
       if (event === null) return
       this.deliver(event)
@@ -81,6 +87,8 @@ export class WatchService {
   stop (): void {
     this.running = false
     this.offChange?.()
+    if (this.subscribersTimer !== null) clearInterval(this.subscribersTimer)
+    this.subscribersTimer = null
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
     const pubsub = this.node.services.pubsub
