@@ -15,7 +15,7 @@ export class ServicesView {
 
   constructor (private readonly peer: Peer) {
     $('watch-form').addEventListener('submit', event => { event.preventDefault(); this.watch(($('watch-prefix') as HTMLInputElement).value) })
-    this.watch('')
+    this.watch('heartbeat/')
   }
 
   private watch (prefix: string): void {
@@ -27,7 +27,7 @@ export class ServicesView {
         `${new Date(event.wall).toLocaleTimeString()} ${event.type} ${event.key} (by ${shortId(event.replica)})`))
       while (list.childElementCount > EVENTS_MAX) list.lastElementChild!.remove()
       // A service changed state: show it now rather than at the next periodic refresh.
-      if (!this.renderQueued) {
+      if (event.key.startsWith('heartbeat/') && !this.renderQueued) {
         this.renderQueued = true
         setTimeout(() => { this.renderQueued = false; void this.render() }, 250)
       }

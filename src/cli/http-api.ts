@@ -263,8 +263,9 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
     res.write(`: watching ${JSON.stringify(prefix)} on ${peer.id}\n\n`)
     const off = peer.watch(prefix, event => {
-      // A client that does not read gets no more than this buffered; the rest is dropped (and it reconnects).
-      if (res.writableLength > SSE_BUFFER_BYTES_MAX) return
+      // A client that does not keep up is disconnected (it reconnects and re-reads /services) rather than
+      // silently missing events.
+      if (res.writableLength > SSE_BUFFER_BYTES_MAX) { res.destroy(); return }
       res.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`)
     })
     const keepAlive = setInterval(() => { res.write(': keep-alive\n\n') }, 15_000)

@@ -13,11 +13,14 @@
  * - Messages are accepted only from members (gossipsub signs them, so `from` is authenticated) and are
  *   validated; bad ones are dropped and counted.
  * - Several replicas may expire one key at about the same time: each peer passes on one `expired` per key
- *   until the key changes again (remembered for the last DEDUP_KEYS_MAX keys).
+ *   and expired write — an expiry names the write (the beat) it expired, and a later expiry of a later
+ *   write passes even if the revival in between was missed (remembered for the last DEDUP_KEYS_MAX keys).
+ * - A batch stays under BATCH_BYTES_MAX, below what receivers accept.
  */
 import type { Logger } from '../core/env.js'
 import { isExpiredService, isHeartbeatKey } from '../core/kv/heartbeat.js'
 import type { ChangeEvent, KvNode } from '../core/kv/node.js'
+import { newestTs } from '../core/version/dvv.js'
 import type { MeshLibp2p } from './mesh-node.js'
 
 export const WATCH_TOPIC = 'meshkv/watch/1'
@@ -25,6 +28,7 @@ export const BATCH_MS = 100
 export const BATCH_EVENTS_MAX = 500
 export const QUEUE_MAX = 10_000
 export const WATCH_MESSAGE_BYTES_MAX = 256 * 1024
+export const BATCH_BYTES_MAX = 192 * 1024
 export const DEDUP_KEYS_MAX = 65_536
 /** Local watchers per peer. */
 export const WATCHERS_MAX = 1024
@@ -36,6 +40,8 @@ export interface WatchEvent {
   readonly replica: string
   /** When, wall-clock ms by the writer's hybrid logical clock. */
   readonly wall: number
+  /** For `expired`: when the write that expired (the last beat) was made. */
+  readonly beat?: number
 }
 
 export interface WatchStats { published: number; received: number; delivered: number; dropped: number; badMessages: number }
@@ -45,6 +51,7 @@ const TYPES = new Set(['put', 'delete', 'expired', 'revived'])
 /** The event a change is, or null if it is not one (a refresh of an alive heartbeat). */
 export function classify (change: ChangeEvent): WatchEvent | null {
   const base = { key: change.key, replica: change.replica, wall: change.wall }
+  if (change.type === 'expired') return { type: 'expired', ...base, beat: (change.prior === undefined ? undefined : newestTs(change.prior)?.wall) ?? 0 }
   if (change.type !== 'put') return { type: change.type, ...base }
   if (!isHeartbeatKey(change.key)) return { type: 'put', ...base }
   if (isExpiredService(change.key, change.prior)) return { type: 'revived', ...base }
@@ -57,8 +64,8 @@ export class WatchService {
   private readonly watchers = new Set<{ prefix: string; callback: (event: WatchEvent) => void }>()
   private queue: WatchEvent[] = []
   private timer: ReturnType<typeof setTimeout> | null = null
-  /** Last event type passed on per key (insertion-ordered: the oldest is forgotten first). */
-  private readonly last = new Map<string, WatchEvent['type']>()
+  /** Per key, the beat of the last expiry passed on (insertion-ordered: the oldest is forgotten first). */
+  private readonly last = new Map<string, number>()
   private offChange: (() => void) | null = null
   private running = false
   private subscribed = false
@@ -118,8 +125,17 @@ export class WatchService {
       return
     }
     while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, BATCH_EVENTS_MAX)
-      const data = new TextEncoder().encode(JSON.stringify(batch.map(e => [e.type, e.key, e.replica, e.wall])))
+      let bytes = 2
+      let count = 0
+      while (count < this.queue.length && count < BATCH_EVENTS_MAX) {
+        // A key is at most 3 bytes per character in UTF-8 (JSON escapes aside, 6): an upper bound.
+        const size = this.queue[count]!.key.length * 6 + 64
+        if (count > 0 && bytes + size > BATCH_BYTES_MAX) break
+        bytes += size
+        count++
+      }
+      const batch = this.queue.splice(0, count)
+      const data = new TextEncoder().encode(JSON.stringify(batch.map(e => [e.type, e.key, e.wall, e.beat ?? 0])))
       this.stats.published += batch.length
       this.node.services.pubsub.publish(WATCH_TOPIC, data).catch((error: unknown) => {
         this.log.debug(`watch: publish failed: ${error instanceof Error ? error.message : String(error)}`)
@@ -128,12 +144,13 @@ export class WatchService {
   }
 
   private deliver (event: WatchEvent): void {
-    // One expired per key until it changes again (several replicas may expire it).
-    const previous = this.last.get(event.key)
-    if (event.type === 'expired' && previous === 'expired') return
-    this.last.delete(event.key)
-    this.last.set(event.key, event.type)
-    if (this.last.size > DEDUP_KEYS_MAX) this.last.delete(this.last.keys().next().value!)
+    // One expired per key and expired write (several replicas may expire it).
+    if (event.type === 'expired') {
+      if (this.last.get(event.key) === event.beat) return
+      this.last.delete(event.key)
+      this.last.set(event.key, event.beat ?? 0)
+      if (this.last.size > DEDUP_KEYS_MAX) this.last.delete(this.last.keys().next().value!)
+    }
     for (const w of this.watchers) {
       if (!event.key.startsWith(w.prefix)) continue
       this.stats.delivered++
@@ -155,10 +172,11 @@ export class WatchService {
       const list = JSON.parse(new TextDecoder().decode(message.data)) as unknown
       if (!Array.isArray(list) || list.length > BATCH_EVENTS_MAX) throw new Error('malformed')
       for (const item of list) {
-        if (!Array.isArray(item) || !TYPES.has(item[0]) || typeof item[1] !== 'string' || item[1].length > 4096 || typeof item[3] !== 'number') throw new Error('malformed event')
-        // The replica named is the publisher: a member cannot speak for another.
+        if (!Array.isArray(item) || !TYPES.has(item[0]) || typeof item[1] !== 'string' || item[1].length > 4096 || typeof item[2] !== 'number' || typeof item[3] !== 'number') throw new Error('malformed event')
+        // The replica is the publisher (gossipsub signs): a member cannot speak for another.
         this.stats.received++
-        this.deliver({ type: item[0] as WatchEvent['type'], key: item[1], replica: from, wall: item[3] })
+        const type = item[0] as WatchEvent['type']
+        this.deliver({ type, key: item[1], replica: from, wall: item[2], ...(type === 'expired' ? { beat: item[3] } : {}) })
       }
     } catch (error) {
       this.stats.badMessages++

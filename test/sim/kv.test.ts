@@ -273,5 +273,24 @@ describe('kv: TTL expiry across replicas', () => {
     await new Promise(resolve => setImmediate(resolve))
     for (const n of [a!, b!, c!]) expect(n.engine.get(key)!.deleted).toBe(true)
   })
-})
 
+  it('read repair carries the TTL of the newest write, so an expiry does not pick up a stale TTL', async () => {
+    const sim = await KvSim.create(ids(3))
+    const key = 'heartbeat/repair'
+    const [a, b] = sim.primaries(key).map(id => sim.node(id))
+    await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
+    sim.setUp(b!.id, false)
+    for (let i = 0; i < 6 && a!.engine.get(key)?.deleted !== true; i++) {
+      a!.engine.sweep()
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    expect(a!.engine.get(key)!.deleted).toBe(true)
+    sim.setUp(b!.id, true)
+    expect(b!.engine.ttl(key)).toBe(3000) // b missed the expiry
+    await a!.kv.get(key, { r: 3 })
+    await new Promise(resolve => setImmediate(resolve))
+    await new Promise(resolve => setImmediate(resolve))
+    expect(b!.engine.get(key)!.deleted).toBe(true)
+    expect(b!.engine.ttl(key)).toBe(0)
+  })
+})

@@ -81,9 +81,10 @@ export function serviceOf (key: string, state: KeyState): ServiceView | null {
 }
 
 /** What an expiring heartbeat key becomes (the engine's `expiredValue`); other keys become tombstones. */
-export function expiredRecord (key: string, state: KeyState): Uint8Array | null {
+export function expiredRecord (key: string, state: KeyState): Uint8Array | null | 'keep' {
   const service = serviceOf(key, state)
-  if (service === null || service.state === 'expired') return null
+  if (service?.state === 'expired') return 'keep'
+  if (service === null) return null
   return utf8Encode(JSON.stringify({ state: 'expired', ttlMs: service.ttlMs, meta: service.meta, lastBeat: service.lastBeat, replica: service.replica }))
 }
 

@@ -30,12 +30,12 @@ import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ri
 import type { StorageEngine } from '../storage/engine.js'
 import { decodeContext, encodeContext } from '../version/context.js'
 import { type KeyState, isDeleted, newestTs, stateEquals, sync, valuesOf } from '../version/dvv.js'
-import type { Hlc } from '../version/hlc.js'
+import { type Hlc, compareHlc } from '../version/hlc.js'
 import { EMPTY_VV, type VersionVector } from '../version/vv.js'
 import type { KvConfig } from './config.js'
 import { Digests, type Hash64 } from './digest.js'
 import { type ServiceView, isHeartbeatKey, serviceOf } from './heartbeat.js'
-import type { Entry, KvReply, KvRequest } from './messages.js'
+import { type Entry, INFO_BYTES_MAX, type KvReply, type KvRequest } from './messages.js'
 
 export type Channel = 'kv' | 'sync'
 
@@ -283,6 +283,12 @@ export class KvNode {
   private async checkExpiry (key: string, state: KeyState): Promise<void> {
     const others = this.primariesOf(key).filter(id => id !== this.id && this.isUp(id))
     const replies = await Promise.allSettled(others.map(async id => await this.transport.request(id, 'kv', { type: 'read', key })))
+    if (others.length > 0 && replies.every(r => r.status === 'rejected')) {
+      // Cut off from every other replica SWIM still lists as up: they may have the beats. Try again at the
+      // next sweep; once SWIM declares them dead this replica decides alone.
+      this.engine.postponeExpiry(key)
+      return
+    }
     const newer: Entry[] = []
     for (const r of replies) {
       if (r.status !== 'fulfilled' || r.value.type !== 'state' || r.value.state === null) continue
@@ -578,11 +584,15 @@ export class KvNode {
     const answers = new Map<string, Held | null>()
     let merged: KeyState | null = null
     let ttlMs = 0
+    let newestSeen: Hlc | null = null
     const take = (id: string, held: Held | null): void => {
       answers.set(id, held)
       if (held === null) return
       merged = merged === null ? held.state : sync(merged, held.state)
-      ttlMs = Math.max(ttlMs, held.ttlMs)
+      // The TTL goes with the newest write: the answer that holds it decides (a stale TTL must not ride on
+      // a newer state, say an expiry record).
+      const newest = newestTs(held.state)
+      if (newest !== undefined && (newestSeen === null || compareHlc(newest, newestSeen) > 0)) { newestSeen = newest; ttlMs = held.ttlMs }
     }
     const tasks = pref.map(async e => {
       if (e.id === this.id) {
@@ -697,7 +707,7 @@ export class KvNode {
           return { type: 'entries', entries }
         }
         case 'info': return { type: 'info', json: JSON.stringify(this.info()) }
-        case 'services': return { type: 'info', json: JSON.stringify(this.localServices().slice(0, SERVICES_REPLY_MAX)) }
+        case 'services': return { type: 'info', json: servicesJson(this.localServices()) }
         case 'reap': {
           const before = this.engine.state(request.key)
           if (this.engine.reap(request.key, request.state)) {
@@ -1018,6 +1028,19 @@ export class KvNode {
 
 /** Services per `services` reply. */
 export const SERVICES_REPLY_MAX = 20_000
+
+/** As many services as fit the reply (by characters: at most 3 bytes each), as a JSON list. */
+function servicesJson (services: readonly ServiceView[]): string {
+  const parts: string[] = []
+  let chars = 2
+  for (const s of services.slice(0, SERVICES_REPLY_MAX)) {
+    const json = JSON.stringify(s)
+    if (chars + json.length + 1 > INFO_BYTES_MAX / 3) break
+    parts.push(json)
+    chars += json.length + 1
+  }
+  return `[${parts.join(',')}]`
+}
 
 /** A remote services reply, checked: entries that are not services are skipped. */
 function parseServices (json: string): ServiceView[] {

@@ -41,10 +41,11 @@ export interface EngineOptions extends Partial<StorageConfig> {
    */
   onExpiring?: (key: string, state: KeyState) => void
   /**
-   * What an expiring key becomes: a value to write in its place (last-writer-wins, no TTL), or null for a
-   * tombstone (the default: the key reads as deleted). Heartbeat keys use it to keep an "expired" record.
+   * What an expiring key becomes: a value to write in its place (last-writer-wins, no TTL), null for a
+   * tombstone (the default: the key reads as deleted), or 'keep' if the state already is an expiry (then
+   * only its TTL is dropped). Heartbeat keys use it to keep an "expired" record.
    */
-  expiredValue?: (key: string, state: KeyState) => Uint8Array | null
+  expiredValue?: (key: string, state: KeyState) => Uint8Array | null | 'keep'
 }
 
 export interface ReadResult {
@@ -386,6 +387,12 @@ export class StorageEngine {
     return expired
   }
 
+  /** The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep. */
+  postponeExpiry (key: string): void {
+    const ttl = this.ttls.get(key)
+    if (ttl !== undefined) ttl.pending = false
+  }
+
   /**
    * Expires a TTL key now if its state is still `expected` (a write since refreshed it): writes the expiry
    * and emits `expired`. Returns the event, or null if the key changed or is not a TTL key.
@@ -394,9 +401,14 @@ export class StorageEngine {
     this.checkOpen()
     const state = this.map.get(key)
     if (state !== expected || !this.ttls.has(key)) return null
+    // Already final (a tombstone, or a record the caller says is already an expiry): only the TTL goes.
+    const value = isDeleted(state) ? 'keep' : this.expiredValue?.(key, state) ?? null
+    if (value === 'keep') {
+      this.ttls.delete(key)
+      return null
+    }
     let written: KeyState
     try {
-      const value = isDeleted(state) ? null : this.expiredValue?.(key, state) ?? null
       // Logged without waiting for durability: if it is lost in a crash the key comes back with fresh
       // credits and expires again within two sweeps. No TTL on it, so it leaves the TTL map.
       written = this.writeLocal(key, value, { context: state.vv, contextTs: newestTs(state) ?? null, lww: true, durability: 'async' }).state
