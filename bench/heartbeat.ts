@@ -174,8 +174,14 @@ export async function run (flags: string[]): Promise<void> {
 
   await withMesh({ name: SUITE, storage: { durability: 'sync', sweepPeriodMs: o.sweepMs }, childArgs: ['--sweep-period-ms', String(o.sweepMs)] }, async mesh => {
     const self = mesh.peer
-    // The watch must reach the children's publications: wait until gossipsub sees both subscribed.
-    await waitUntil(async () => self.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length >= 2, SUBSCRIBERS_TIMEOUT_MS, `both children subscribed to ${WATCH_TOPIC}`)
+    // The watch must receive the children's publications. A peer subscribes to the feed once it has a
+    // watcher, and a child publishes only when it sees a subscriber: watch now, then wait until both
+    // children see this peer subscribed (their /stats).
+    const subscribe = self.watch('heartbeat/', () => {})
+    await waitUntil(async () => {
+      for (const c of mesh.children) if ((await getJson<{ watch?: { subscribers: number } }>(`${c.http}/stats`)).watch?.subscribers !== 1) return false
+      return true
+    }, SUBSCRIBERS_TIMEOUT_MS, `both children see this peer subscribed to ${WATCH_TOPIC}`)
 
     // Warm-up, not measured: the write path (RPC streams, the logs, the JIT) on keys outside 'heartbeat/'.
     // Without lww, rewrites without a context would pile up siblings.
@@ -392,6 +398,7 @@ export async function run (flags: string[]): Promise<void> {
       await waitUntil(async () => undetected() === 0, Math.max(0, detectionDeadline - performance.now()), 'stopped services detected').catch(() => {})
     }
     unwatch()
+    subscribe()
 
     // ---- beats
     const ackRate = acked / (beatMs / 1000)

@@ -27,6 +27,7 @@ import { MeshkvError, QuorumError, RemoteError } from '../core/errors.js'
 import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
 import { HEARTBEAT_META_BYTES_MAX, HEARTBEAT_TTL_MS_DEFAULT, HEARTBEAT_TTL_MS_MIN, type Meta } from '../core/kv/heartbeat.js'
 import type { Peer } from '../peer.js'
+import { WATCH_TOPIC } from '../services/watch.js'
 
 export const CONTEXT_HEADER = 'x-meshkv-context'
 
@@ -158,7 +159,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, http: m.meta.http, addrs: m.meta.addrs })))
     }
     if (url.pathname === '/ring') return json(200, ringView(peer, flag(url, 'tokens') ?? true))
-    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats })
+    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length } })
     if (url.pathname === '/api/info') return json(200, options.info())
     if (url.pathname === '/services') {
       // Mesh-wide by default (every up member's records, merged); ?local=1 for this peer's own records.
