@@ -161,18 +161,13 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     log: options.log,
     ...(options.meshKey === undefined
       ? {}
-      : { handshake: { opener: async (lp, peer) => { await membership.handshakeAsOpener(lp, peer) }, responder: async (lp, peer) => { await membership.handshakeAsResponder(lp, peer) } } })
+      : { handshake: { opener: membership.handshakeAsOpener.bind(membership), responder: membership.handshakeAsResponder.bind(membership) } })
   })
   await store.start()
-  const watcher = new WatchService(libp2p, store.kv, id => {
-    const state = membership.swim.view(id)?.state
-    return state === 'alive' || state === 'suspect'
-  }, options.log)
+  const isMember = (id: string): boolean => membership.isUp(id)
+  const watcher = new WatchService(libp2p, store.kv, isMember, options.log)
   watcher.start()
-  const discovery = new Discovery(libp2p, options.kind, id => {
-    const state = membership.swim.view(id)?.state
-    return state === 'alive' || state === 'suspect'
-  }, options.log)
+  const discovery = new Discovery(libp2p, options.kind, isMember, options.log)
   if (options.meshKey === undefined) discovery.start()
   let stopped = false
   const stop = async (): Promise<void> => {

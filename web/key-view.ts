@@ -62,7 +62,7 @@ export class KeyView {
     await this.placement(key)
   }
 
-  async put (value: string, withContext: boolean): Promise<void> {
+  async put (value: string | Uint8Array, withContext: boolean): Promise<void> {
     const key = this.currentKey()
     if (key === null) return
     this.status('writing…')
@@ -96,7 +96,8 @@ export class KeyView {
     $('context').textContent = result.context === '' ? '(none)' : result.context.length > 80 ? `${result.context.slice(0, 80)}…` : result.context
     const cards = result.siblings.map((s, i) => {
       const keep = el('button', { type: 'button', class: 'keep' }, 'keep this')
-      keep.addEventListener('click', () => { void this.put(new TextDecoder().decode(s.value), true) })
+      // The sibling's own bytes (a value that is not UTF-8 text stays as it is).
+      keep.addEventListener('click', () => { void this.put(s.value, true) })
       return el('div', { class: 'sibling', 'data-index': String(i) },
         el('pre', { class: 'value' }, valueText(s.value)),
         el('div', { class: 'meta' }, `by ${shortId(s.replica)} #${s.counter} at ${new Date(s.wall).toLocaleTimeString()}`),

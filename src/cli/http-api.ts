@@ -23,7 +23,7 @@ import * as fs from 'node:fs'
 import * as http from 'node:http'
 import * as path from 'node:path'
 import { base64urlEncode } from '../core/codec.js'
-import { MeshkvError, QuorumError, RemoteError } from '../core/errors.js'
+import { errorMessage, MeshkvError, QuorumError, RemoteError } from '../core/errors.js'
 import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
 import { HEARTBEAT_META_BYTES_MAX, HEARTBEAT_TTL_MS_DEFAULT, HEARTBEAT_TTL_MS_MIN, type Meta } from '../core/kv/heartbeat.js'
 import type { Peer } from '../peer.js'
@@ -70,7 +70,7 @@ function errorBody (error: unknown): { status: number; body: Record<string, unkn
   if (error instanceof QuorumError) return { status: 503, body: { error: error.message, code: error.code, acked: error.acked, required: error.required } }
   if (error instanceof RemoteError) return { status: STATUS_BY_CODE[error.remoteCode] ?? 502, body: { error: error.remoteMessage, code: error.remoteCode, peer: error.peer } }
   if (error instanceof MeshkvError) return { status: STATUS_BY_CODE[error.code] ?? 500, body: { error: error.message, code: error.code } }
-  return { status: 500, body: { error: error instanceof Error ? error.message : String(error), code: 'ERR_INTERNAL' } }
+  return { status: 500, body: { error: errorMessage(error), code: 'ERR_INTERNAL' } }
 }
 
 function option (url: URL, name: string, min: number, max: number): number | undefined {

@@ -21,7 +21,7 @@ import { consoleLogger, systemClock } from '../adapters/node-env.js'
 import { cryptoRng } from '../adapters/random.js'
 import { FileWal } from '../adapters/wal-file.js'
 import { type Durability, defaultStorageConfig } from '../core/config.js'
-import { MeshkvError } from '../core/errors.js'
+import { errorMessage, MeshkvError } from '../core/errors.js'
 import { type KvConfig, N_MAX, defaultKvConfig, validateKvConfig } from '../core/kv/config.js'
 import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
 import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
@@ -136,7 +136,7 @@ export async function main (argv: string[]): Promise<void> {
   try {
     args = parse(argv)
   } catch (error) {
-    console.error(`${error instanceof Error ? error.message : String(error)}\n\n${HELP}`)
+    console.error(`${errorMessage(error)}\n\n${HELP}`)
     process.exit(2)
   }
   if (args.help) {
@@ -153,7 +153,7 @@ export async function main (argv: string[]): Promise<void> {
     // Anything else that stops a start (a port in use, an address that cannot be bound) gets one clear
     // line too; the stack only with MESHKV_DEBUG.
     const code = (error as NodeJS.ErrnoException).code
-    console.error(`error: ${error instanceof Error ? error.message : String(error)}${code === 'EADDRINUSE' ? ' (another process is using that port: pick another with --http / --listen)' : ''}`)
+    console.error(`error: ${errorMessage(error)}${code === 'EADDRINUSE' ? ' (another process is using that port: pick another with --http / --listen)' : ''}`)
     if (process.env.MESHKV_DEBUG !== undefined && process.env.MESHKV_DEBUG !== '' && !(error instanceof MeshkvError)) console.error(error)
     process.exit(1)
   }
@@ -220,7 +220,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   try {
     validateSwimConfig(swim)
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error))
+    throw new UsageError(errorMessage(error))
   }
 
   const kv: KvConfig = { ...defaultKvConfig() }
@@ -233,7 +233,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   try {
     validateKvConfig(kv)
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error))
+    throw new UsageError(errorMessage(error))
   }
   const durability = (args.durability ?? defaultStorageConfig().durability) as Durability
   if (durability !== 'sync' && durability !== 'async') throw new UsageError(`--durability must be sync or async, got ${JSON.stringify(args.durability)}`)
@@ -337,7 +337,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
       fs.writeFileSync(`${knownFile}.tmp`, JSON.stringify(addrs, null, 2))
       fs.renameSync(`${knownFile}.tmp`, knownFile)
     } catch (error) {
-      log.warn(`cannot save known peers to ${knownFile}: ${error instanceof Error ? error.message : String(error)}`)
+      log.warn(`cannot save known peers to ${knownFile}: ${errorMessage(error)}`)
     }
   }
   if (joinAddrs.length > 0) saveKnown([...new Set([...joinAddrs, ...known].map(String))].slice(0, 64))

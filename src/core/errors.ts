@@ -3,6 +3,11 @@
  * tests branch on the class or on `name`/`code`, never on the message text, which is for people.
  */
 
+/** What a caught value says, for a log line or an error reply: its message if it is an Error. */
+export function errorMessage (error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
 export abstract class MeshkvError extends Error {
   /** Stable machine-readable code, e.g. `ERR_WAL_CORRUPT`. */
   abstract readonly code: string
@@ -90,7 +95,7 @@ export class WalFormatError extends MeshkvError {
 export class WalFailedError extends MeshkvError {
   readonly code = 'ERR_WAL_FAILED'
   constructor (readonly location: string, cause: unknown) {
-    super(`WAL ${location} failed and refuses further writes until reopened: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+    super(`WAL ${location} failed and refuses further writes until reopened: ${errorMessage(cause)}`, { cause })
   }
 }
 

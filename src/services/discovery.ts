@@ -13,6 +13,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../core/env.js'
 import type { MeshLibp2p } from './mesh-node.js'
+import { errorMessage } from '../core/errors.js'
 
 export const DISCOVERY_TOPIC = 'meshkv/discovery/1'
 export const ANNOUNCE_INTERVAL_MS = 60_000
@@ -84,7 +85,7 @@ export class Discovery {
       void this.node.peerStore.merge(peerIdFromString(a.id), { multiaddrs }).catch(() => {})
     } catch (error) {
       this.dropped++
-      this.log.debug(`discovery: dropped an announcement: ${error instanceof Error ? error.message : String(error)}`)
+      this.log.debug(`discovery: dropped an announcement: ${errorMessage(error)}`)
     }
   }
 }

@@ -9,13 +9,14 @@ import type { Clock, Logger } from '../core/env.js'
 import type { KvConfig } from '../core/kv/config.js'
 import type { Hash64 } from '../core/kv/digest.js'
 import type { KvReply, KvRequest } from '../core/kv/messages.js'
-import { type Channel, KvNode } from '../core/kv/node.js'
+import { type Channel, KvNode, byId } from '../core/kv/node.js'
 import type { MemberView } from '../core/membership/swim.js'
 import { DEFAULT_VNODES, Ring, type RingHash, type RingMember } from '../core/ring/ring.js'
 import type { StorageEngine } from '../core/storage/engine.js'
 import type { MeshLibp2p } from './mesh-node.js'
 import { type Handshake, RpcEndpoint, type RpcStats } from './rpc.js'
 import type { SwimService } from './swim-service.js'
+import { errorMessage } from '../core/errors.js'
 
 export const KV_PROTOCOL = '/meshkv/kv/1.0.0'
 export const SYNC_PROTOCOL = '/meshkv/sync/1.0.0'
@@ -39,7 +40,7 @@ export function ringMembersOf (members: readonly MemberView[]): RingMember[] {
     const vnodes = typeof m.meta.vnodes === 'number' ? m.meta.vnodes : DEFAULT_VNODES
     if (vnodes > 0) out.push({ id: m.id, vnodes })
   }
-  return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  return out.sort(byId)
 }
 
 export class KvService {
@@ -51,6 +52,7 @@ export class KvService {
   private running = false
   private offChange: (() => void) | null = null
   private refreshQueued = false
+  private readonly isUp = (id: string): boolean => this.swim.isUp(id)
 
   constructor (private readonly node: MeshLibp2p, private readonly swim: SwimService, private readonly init: KvServiceInit) {
     const ring = Ring.build(ringMembersOf(swim.members()), init.ringHash)
@@ -105,10 +107,7 @@ export class KvService {
     const signature = members.map(m => `${m.id}/${m.vnodes}`).join(',')
     const ring = signature === this.ringSignature ? this.kv.ring : Ring.build(members, this.init.ringHash)
     this.ringSignature = signature
-    this.kv.setMembership(ring, id => {
-      const state = this.swim.swim.view(id)?.state
-      return state === 'alive' || state === 'suspect'
-    })
+    this.kv.setMembership(ring, this.isUp)
   }
 
   /** The ring as it will be once this peer has left. */
@@ -120,7 +119,7 @@ export class KvService {
     const index = this.timers.length
     const run = (): void => {
       if (!this.running) return
-      turn().catch(error => { this.init.log.debug(`${name} turn failed: ${error instanceof Error ? error.message : String(error)}`) }).finally(() => {
+      turn().catch(error => { this.init.log.debug(`${name} turn failed: ${errorMessage(error)}`) }).finally(() => {
         if (this.running) this.timers[index] = setTimeout(run, periodMs)
       })
     }

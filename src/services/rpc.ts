@@ -20,7 +20,7 @@ import { lpStream } from '@libp2p/utils'
 import { raceAbort } from '../core/abort.js'
 import { Writer } from '../core/codec.js'
 import type { Logger } from '../core/env.js'
-import { DecodeError, OverloadedError, RecordTooLargeError, TimeoutError, UnreachableError } from '../core/errors.js'
+import { DecodeError, errorMessage, OverloadedError, RecordTooLargeError, TimeoutError, UnreachableError } from '../core/errors.js'
 import { type KvReply, type KvRequest, type WireLimits, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../core/kv/messages.js'
 import type { MeshLibp2p } from './mesh-node.js'
 
@@ -207,7 +207,7 @@ class Link {
   fail (error: unknown): void {
     if (this.closed) return
     this.closed = true
-    const reason = error instanceof Error ? error.message : String(error)
+    const reason = errorMessage(error)
     if (!this.rpc.stopping) this.rpc.stats.streamErrors++
     this.stream.abort(error instanceof Error ? error : new Error(reason))
     for (const p of this.pending.values()) p.reject(new UnreachableError(this.peer, `stream closed: ${reason}`))
@@ -286,12 +286,12 @@ export class RpcEndpoint {
     try {
       stream = await this.dial(peer)
     } catch (first) {
-      this.init.log.debug(`${this.init.protocol}: dial ${to} failed, retrying once: ${first instanceof Error ? first.message : String(first)}`)
+      this.init.log.debug(`${this.init.protocol}: dial ${to} failed, retrying once: ${errorMessage(first)}`)
       try {
         stream = await this.dial(peer)
       } catch (error) {
         this.stats.streamErrors++
-        throw new UnreachableError(to, error instanceof Error ? error.message : String(error))
+        throw new UnreachableError(to, errorMessage(error))
       }
     }
     const lp = lpStream(stream, { maxDataLength: this.init.messageBytesMax + 1024 })
@@ -301,7 +301,7 @@ export class RpcEndpoint {
       } catch (error) {
         this.stats.refusedPeers++
         stream.abort(error instanceof Error ? error : new Error(String(error)))
-        throw new UnreachableError(to, `handshake failed: ${error instanceof Error ? error.message : String(error)}`)
+        throw new UnreachableError(to, `handshake failed: ${errorMessage(error)}`)
       }
     }
     if (this.stopping) {
@@ -327,7 +327,7 @@ export class RpcEndpoint {
       if (this.init.handshake !== undefined) await this.init.handshake.responder(lp, from)
     } catch (error) {
       this.stats.refusedPeers++
-      this.init.log.info(`${this.init.protocol}: refused ${from.toString()}: ${error instanceof Error ? error.message : String(error)}`)
+      this.init.log.info(`${this.init.protocol}: refused ${from.toString()}: ${errorMessage(error)}`)
       stream.abort(error instanceof Error ? error : new Error(String(error)))
       return
     }

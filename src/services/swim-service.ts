@@ -21,7 +21,7 @@ import { lpStream } from '@libp2p/utils'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { Emitter } from '../core/emitter.js'
 import type { Clock, Logger, Rng } from '../core/env.js'
-import { DecodeError } from '../core/errors.js'
+import { DecodeError, errorMessage } from '../core/errors.js'
 import type { SwimConfig } from '../core/membership/config.js'
 import { type Effect, type MemberState, type MemberView, Swim, type SwimMessage } from '../core/membership/swim.js'
 import { SWIM_MESSAGE_BYTES_MAX, decodeSwim, encodeSwim } from '../core/protocol/swim-codec.js'
@@ -183,6 +183,12 @@ export class SwimService {
     return this.swim.list()
   }
 
+  /** Whether a member is reachable as far as SWIM knows: alive or (not yet proven dead) suspect. */
+  isUp (id: string): boolean {
+    const state = this.swim.stateOf(id)
+    return state === 'alive' || state === 'suspect'
+  }
+
   // ------------------------------------------------------------ timing
 
   private schedule (): void {
@@ -247,7 +253,7 @@ export class SwimService {
           const connection = await this.node.dial(addr, { signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })
           this.perform(this.swim.join([connection.remotePeer.toString()]))
         } catch (error) {
-          this.log.info(`join attempt ${attempt}: cannot reach ${addr.toString()}: ${error instanceof Error ? error.message : String(error)}`)
+          this.log.info(`join attempt ${attempt}: cannot reach ${addr.toString()}: ${errorMessage(error)}`)
         }
       }
       const wait = delay * (0.75 + 0.5 * this.init.rng.next())
@@ -310,7 +316,7 @@ export class SwimService {
     } catch (error) {
       if (error instanceof HandshakeError) this.stats.refusedPeers++
       else this.stats.streamErrors++
-      this.log.debug(`swim: no stream to ${to}: ${error instanceof Error ? error.message : String(error)}`)
+      this.log.debug(`swim: no stream to ${to}: ${errorMessage(error)}`)
       this.stats.dropped += out.queue.length
       out.stream?.abort(error instanceof Error ? error : new Error(String(error)))
       if (this.outbound.get(to) === out) this.outbound.delete(to)
@@ -345,7 +351,7 @@ export class SwimService {
       await this.handshakeAsResponder(lp, from)
     } catch (error) {
       this.stats.refusedPeers++
-      this.log.info(`swim: refused ${from.toString()}: ${error instanceof Error ? error.message : String(error)}`)
+      this.log.info(`swim: refused ${from.toString()}: ${errorMessage(error)}`)
       stream.abort(error instanceof Error ? error : new Error(String(error)))
       return
     }

@@ -22,6 +22,7 @@ import { isExpiredService, isHeartbeatKey } from '../core/kv/heartbeat.js'
 import type { ChangeEvent, KvNode } from '../core/kv/node.js'
 import { newestTs } from '../core/version/dvv.js'
 import type { MeshLibp2p } from './mesh-node.js'
+import { errorMessage } from '../core/errors.js'
 
 export const WATCH_TOPIC = 'meshkv/watch/1'
 export const BATCH_MS = 100
@@ -85,6 +86,7 @@ export class WatchService {
       const event = classify(change)
       if (event === null) return
       this.deliver(event)
+      if (!this.remoteWatchers) return
       if (this.queue.length >= QUEUE_MAX) { this.queue.shift(); this.stats.dropped++ }
       this.queue.push(event)
       this.timer ??= setTimeout(() => { this.timer = null; this.flush() }, BATCH_MS)
@@ -138,7 +140,7 @@ export class WatchService {
       const data = new TextEncoder().encode(JSON.stringify(batch.map(e => [e.type, e.key, e.wall, e.beat ?? 0])))
       this.stats.published += batch.length
       this.node.services.pubsub.publish(WATCH_TOPIC, data).catch((error: unknown) => {
-        this.log.debug(`watch: publish failed: ${error instanceof Error ? error.message : String(error)}`)
+        this.log.debug(`watch: publish failed: ${errorMessage(error)}`)
       })
     }
   }
@@ -180,7 +182,7 @@ export class WatchService {
       }
     } catch (error) {
       this.stats.badMessages++
-      this.log.debug(`watch: dropped a message: ${error instanceof Error ? error.message : String(error)}`)
+      this.log.debug(`watch: dropped a message: ${errorMessage(error)}`)
     }
   }
 }

@@ -6,18 +6,13 @@
  * suspect, then dead. Screenshots of the ring and the key view go to the test output.
  */
 import { type Page, expect, test } from '@playwright/test'
-import type { Peer } from '../../src/peer.js'
 import { type PeerProcess, peerGroup } from '../helpers/peers.js'
+import { type MeshWindow as TabWindow, tabId } from '../helpers/tabs.js'
 
-interface MeshWindow { meshkv: { peer: Peer }; __xss?: number }
+interface MeshWindow extends TabWindow { __xss?: number }
 
 const group = peerGroup('meshkv-e2e-dash-', ['--listen', '/ip4/127.0.0.1/tcp/0/ws', '--probe-interval-ms', '500', '--probe-timeout-ms', '300', '--gossip-interval-ms', '100'])
 test.afterAll(group.stopAll)
-
-async function tabId (page: Page): Promise<string> {
-  await page.waitForFunction(() => (window as unknown as Partial<MeshWindow>).meshkv !== undefined, null, { timeout: 30_000 })
-  return page.evaluate(() => (window as unknown as MeshWindow).meshkv.peer.id)
-}
 
 /** The member table as id -> state. */
 async function rows (page: Page): Promise<Record<string, string>> {

@@ -5,46 +5,24 @@
  * once the second Node peer is SIGKILLed the bootstrap's quorum reads (R=2 of N=3) succeed only because the
  * reloaded tab answers.
  */
-import * as fs from 'node:fs'
-import * as os from 'node:os'
-import * as path from 'node:path'
 import { type Browser, type BrowserContext, type Page, expect, test } from '@playwright/test'
-import type { Peer } from '../../src/peer.js'
-import { type PeerProcess, members, startPeer, stateIn, waitUntil } from '../helpers/peers.js'
+import { type PeerProcess, members, peerGroup, stateIn, waitUntil } from '../helpers/peers.js'
+import { type MeshWindow, tabId } from '../helpers/tabs.js'
 
 const swimFlags = ['--probe-interval-ms', '500', '--probe-timeout-ms', '300', '--gossip-interval-ms', '100']
 
-interface MeshWindow { meshkv: { peer: Peer } }
 
 /** What the reloaded page's engine held at the moment the page published `window.meshkv`, before joining. */
 interface AtOpen { size: number; others: number; values: Record<string, string | null> }
 
-let root: string
-const started: PeerProcess[] = []
+const group = peerGroup('meshkv-e2e-kv-', ['--listen', '/ip4/127.0.0.1/tcp/0/ws', ...swimFlags])
+test.afterAll(group.stopAll)
 
-test.beforeAll(() => {
-  root = fs.mkdtempSync(path.join(os.tmpdir(), 'meshkv-e2e-kv-'))
-})
-
-test.afterAll(async () => {
-  for (const p of started) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL')
-  await Promise.all(started.map(p => p.exited))
-  fs.rmSync(root, { recursive: true, force: true })
-})
-
-/** A bootstrap and a second Node peer joined to it, in fresh data directories under `root/name`. */
+/** A bootstrap and a second Node peer joined to it, in fresh data directories. */
 async function startMesh (name: string): Promise<{ boot: PeerProcess; node: PeerProcess }> {
-  const common = ['--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/0/ws', ...swimFlags]
-  const boot = await startPeer(['--bootstrap', '--data-dir', path.join(root, name, 'boot'), ...common])
-  started.push(boot)
-  const node = await startPeer(['--join', boot.tcp, '--data-dir', path.join(root, name, 'node'), ...common])
-  started.push(node)
+  const boot = await group.start(`${name}-boot`, ['--bootstrap'])
+  const node = await group.start(`${name}-node`, ['--join', boot.tcp])
   return { boot, node }
-}
-
-async function tabId (page: Page): Promise<string> {
-  await page.waitForFunction(() => (window as unknown as Partial<MeshWindow>).meshkv !== undefined, null, { timeout: 30_000 })
-  return page.evaluate(() => (window as unknown as MeshWindow).meshkv.peer.id)
 }
 
 /** Two Node peers and one tab that joined through the bootstrap. */

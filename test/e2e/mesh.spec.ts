@@ -8,6 +8,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { type Page, expect, test } from '@playwright/test'
 import { type PeerProcess, members, startPeer, waitUntil } from '../helpers/peers.js'
+import { tabId } from '../helpers/tabs.js'
 
 const swimFlags = ['--probe-interval-ms', '500', '--probe-timeout-ms', '300', '--gossip-interval-ms', '100']
 
@@ -26,11 +27,6 @@ test.afterAll(async () => {
   await Promise.all([boot?.exited, node?.exited])
   fs.rmSync(root, { recursive: true, force: true })
 })
-
-async function tabId (page: Page): Promise<string> {
-  await page.waitForFunction(() => (window as unknown as { meshkv?: unknown }).meshkv !== undefined, null, { timeout: 30_000 })
-  return page.evaluate(() => (window as unknown as { meshkv: { peer: { id: string } } }).meshkv.peer.id)
-}
 
 async function aliveRows (page: Page): Promise<string[]> {
   return page.$$eval('#members tr[data-state="alive"]', rows => rows.map(r => r.getAttribute('data-id')!))

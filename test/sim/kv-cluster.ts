@@ -34,6 +34,8 @@ export class KvSim {
   /** Partition: node id -> side. Nodes on different sides cannot talk. */
   side = new Map<string, number>()
   messages = 0
+  /** Deliveries under way (requests and their replies), for settle(). */
+  private readonly inFlight = new Set<Promise<unknown>>()
   private readonly writer = new Writer(1024)
 
   private constructor (readonly config: KvConfig, private readonly ringHash: RingHash, private readonly hash64: (s: string) => bigint) {}
@@ -68,7 +70,14 @@ export class KvSim {
       hash64: this.hash64,
       clock: this.clock,
       log: silentLogger,
-      transport: { request: async (to, channel, req) => await this.deliver(id, to, channel, req) }
+      transport: {
+        request: async (to, channel, req) => {
+          const delivery = this.deliver(id, to, channel, req)
+          this.inFlight.add(delivery)
+          void delivery.catch(() => {}).finally(() => { this.inFlight.delete(delivery) })
+          return await delivery
+        }
+      }
     })
     const node: SimNode = { id, engine, kv, up: true }
     this.nodes.set(id, node)
@@ -115,6 +124,22 @@ export class KvSim {
   }
 
   node (id: string): SimNode { return this.nodes.get(id)! }
+
+  /**
+   * Waits until no message is under way — including those that work in the background (read repair,
+   * expiries and their checks) starts once the ones before it are answered.
+   */
+  async settle (): Promise<void> {
+    for (let quiet = 0; quiet < 2;) {
+      if (this.inFlight.size > 0) {
+        quiet = 0
+        await Promise.allSettled([...this.inFlight])
+      } else {
+        quiet++
+        await new Promise(resolve => setImmediate(resolve)) // let continuations start their next message
+      }
+    }
+  }
 
   /** Every up node runs one handoff turn and one anti-entropy round. */
   async backgroundRound (): Promise<void> {

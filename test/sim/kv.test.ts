@@ -138,8 +138,7 @@ describe('kv: sloppy quorum, hinted handoff, read repair', () => {
     expect(sim.node('peer-2').engine.state('k')).toBeUndefined()
     const got = await sim.node('peer-0').kv.get('k', { r: 3 })
     expect(got.values.map(dec)).toEqual(['new'])
-    for (let i = 0; i < 10 && sim.node('peer-2').engine.state('k') === undefined; i++) await Promise.resolve()
-    await new Promise(resolve => setImmediate(resolve))
+    await sim.settle()
     expect(sim.node('peer-2').engine.get('k')?.values.map(s => dec(s.value!))).toEqual(['new'])
     expect(sim.node('peer-0').kv.stats.readRepairs).toBe(1)
   })
@@ -260,17 +259,16 @@ describe('kv: TTL expiry across replicas', () => {
     // c's credits for beat 1 run out (3 credits at a 1000 ms sweep): it must find beat 2 instead of expiring.
     for (let i = 0; i < 5; i++) {
       c!.engine.sweep()
-      await new Promise(resolve => setImmediate(resolve))
+      await sim.settle()
     }
     expect(expired).toEqual([])
     expect(c!.engine.get(key)!.values.map(s => dec(s.value!))).toEqual(['beat 2'])
     // Nobody beats any more: the first replica to run out expires it, and every replica gets the expiry.
     for (let i = 0; i < 6 && expired.length === 0; i++) {
       for (const n of [a!, b!, c!]) n.engine.sweep()
-      await new Promise(resolve => setImmediate(resolve))
+      await sim.settle()
     }
     expect(expired.length).toBeGreaterThanOrEqual(1)
-    await new Promise(resolve => setImmediate(resolve))
     for (const n of [a!, b!, c!]) expect(n.engine.get(key)!.deleted).toBe(true)
   })
 
@@ -282,14 +280,13 @@ describe('kv: TTL expiry across replicas', () => {
     sim.setUp(b!.id, false)
     for (let i = 0; i < 6 && a!.engine.get(key)?.deleted !== true; i++) {
       a!.engine.sweep()
-      await new Promise(resolve => setImmediate(resolve))
+      await sim.settle()
     }
     expect(a!.engine.get(key)!.deleted).toBe(true)
     sim.setUp(b!.id, true)
     expect(b!.engine.ttl(key)).toBe(3000) // b missed the expiry
     await a!.kv.get(key, { r: 3 })
-    await new Promise(resolve => setImmediate(resolve))
-    await new Promise(resolve => setImmediate(resolve))
+    await sim.settle()
     expect(b!.engine.get(key)!.deleted).toBe(true)
     expect(b!.engine.ttl(key)).toBe(0)
   })

@@ -25,7 +25,7 @@
 import { raceAbort, throwIfAborted } from '../abort.js'
 import { Emitter } from '../emitter.js'
 import type { Clock, Logger } from '../env.js'
-import { ConfigError, DecodeError, InvalidContextError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
+import { ConfigError, DecodeError, errorMessage, InvalidContextError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
 import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { decodeContext, encodeContext } from '../version/context.js'
@@ -182,7 +182,7 @@ interface Held {
 function errorReply (error: unknown): KvReply {
   if (error instanceof QuorumError) return { type: 'error', code: error.code, message: error.message, acked: error.acked, required: error.required }
   if (error instanceof MeshkvError) return { type: 'error', code: error.code, message: error.message, acked: 0, required: 0 }
-  return { type: 'error', code: 'ERR_INTERNAL', message: error instanceof Error ? error.message : String(error), acked: 0, required: 0 }
+  return { type: 'error', code: 'ERR_INTERNAL', message: errorMessage(error), acked: 0, required: 0 }
 }
 
 /** The error a reply stands for: quorum failures keep their type, everything else names the remote code. */
@@ -190,10 +190,6 @@ export function replyError (peer: string, reply: KvReply, op: 'put' | 'delete' |
   if (reply.type !== 'error') return new RemoteError(peer, 'ERR_UNEXPECTED_REPLY', `unexpected reply ${reply.type}`)
   if (reply.code === 'ERR_QUORUM') return new QuorumError(op, reply.acked, reply.required, reply.required, [reply.message])
   return new RemoteError(peer, reply.code, reply.message)
-}
-
-function reason (error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
 }
 
 /**
@@ -208,7 +204,7 @@ function quorum (tasks: ReadonlyArray<Promise<unknown>>, required: number, fail:
     if (tasks.length < required) {
       // Still wait for what there is, so the error reports the real acked count.
       Promise.allSettled(tasks).then(results => {
-        for (const r of results) if (r.status === 'fulfilled') acked++; else reasons.push(reason(r.reason))
+        for (const r of results) if (r.status === 'fulfilled') acked++; else reasons.push(errorMessage(r.reason))
         reject(fail(acked, reasons))
       }, reject)
       return
@@ -217,7 +213,7 @@ function quorum (tasks: ReadonlyArray<Promise<unknown>>, required: number, fail:
       t.then(() => {
         if (++acked === required) resolve(acked)
       }, error => {
-        reasons.push(reason(error))
+        reasons.push(errorMessage(error))
         if (++failed === tasks.length - required + 1) reject(fail(acked, reasons))
       })
     }
@@ -227,7 +223,7 @@ function quorum (tasks: ReadonlyArray<Promise<unknown>>, required: number, fail:
 export class KvNode {
   readonly id: string
   readonly events: Emitter<KvEvents>
-  readonly stats: KvStats = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, hintsPending: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0 }
+  private readonly counters: Omit<KvStats, 'hintsPending'> = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0 }
   private readonly engine: StorageEngine
   private readonly config: KvConfig
   private readonly transport: KvTransport
@@ -240,6 +236,8 @@ export class KvNode {
   private readonly foreign = new Set<string>()
   /** Deleted keys held here: candidates for reaping. */
   private readonly tombstones = new Set<string>()
+  /** Heartbeat keys held here, so listing services need not scan every key. */
+  private readonly heartbeats = new Set<string>()
   /** Keys held here, by segment: anti-entropy looks only at the segments that differ. */
   private readonly bySegment: Array<Set<string>> = Array.from({ length: SEGMENT_COUNT }, () => new Set<string>())
   /**
@@ -256,7 +254,7 @@ export class KvNode {
   private latencyCount = 0
   private sharedCache: { ring: Ring; shared: Map<string, number[]> } | null = null
 
-  constructor (ring: Ring, private readonly options: KvNodeOptions) {
+  constructor (ring: Ring, options: KvNodeOptions) {
     this.engine = options.engine
     this.id = options.engine.replicaId
     this.config = options.config
@@ -271,7 +269,7 @@ export class KvNode {
     // handoff loop and anti-entropy cover any that miss it).
     this.engine.events.on('expired', e => { this.expired(e.key, e.state, e.expired) })
     this.engine.onExpiring = (key, state) => {
-      this.checkExpiry(key, state).catch(error => { this.log.debug(`expiry check of ${key} failed: ${reason(error)}`) })
+      this.checkExpiry(key, state).catch(error => { this.log.debug(`expiry check of ${key} failed: ${errorMessage(error)}`) })
     }
   }
 
@@ -298,7 +296,7 @@ export class KvNode {
       try {
         await this.mergeLocal(newer)
       } catch (error) {
-        this.log.debug(`merging newer states of ${key} before expiry failed: ${reason(error)}`)
+        this.log.debug(`merging newer states of ${key} before expiry failed: ${errorMessage(error)}`)
       }
       // A merge that changed the state refreshed its credits; if it did not, expire at once.
       if (this.engine.state(key) !== state) return
@@ -311,10 +309,13 @@ export class KvNode {
     const entry: Entry = { key, ttlMs: 0, state: after }
     for (const id of this.primariesOf(key)) {
       if (id === this.id || !this.isUp(id)) continue
-      this.replicate(id, 'kv', [entry]).catch(error => { this.log.debug(`sending the expiry of ${key} to ${id} failed: ${reason(error)}`) })
+      this.replicate(id, 'kv', [entry]).catch(error => { this.log.debug(`sending the expiry of ${key} to ${id} failed: ${errorMessage(error)}`) })
     }
     this.events.emit('change', { type: 'expired', key, replica: this.id, wall: newestTs(after)?.wall ?? this.clock.nowMs(), prior: before, state: after })
   }
+
+  /** Counters since start, and the keys held here for others (hints pending). */
+  get stats (): KvStats { return { ...this.counters, hintsPending: this.foreign.size } }
 
   get ring (): Ring { return this.ringNow }
 
@@ -332,10 +333,10 @@ export class KvNode {
   private rescan (): void {
     this.foreign.clear()
     this.tombstones.clear()
+    this.heartbeats.clear()
     for (const keys of this.bySegment) keys.clear()
     this.pairLeaves.clear()
     for (const [key, state] of this.engine.entries()) this.note(key, state, undefined)
-    this.stats.hintsPending = this.foreign.size
   }
 
   private primariesOf (key: string): string[] {
@@ -356,8 +357,10 @@ export class KvNode {
       this.bySegment[segment]!.delete(key)
       this.foreign.delete(key)
       this.tombstones.delete(key)
+      this.heartbeats.delete(key)
     } else {
       this.bySegment[segment]!.add(key)
+      if (isHeartbeatKey(key)) this.heartbeats.add(key)
       if (mine) this.foreign.delete(key)
       else this.foreign.add(key)
       if (isDeleted(state)) this.tombstones.add(key)
@@ -372,7 +375,6 @@ export class KvNode {
         if (state !== undefined) xorInto(leaves, segment, this.digests.of(key, state))
       }
     }
-    this.stats.hintsPending = this.foreign.size
   }
 
   /** The members a request for `key` goes to, in order: up primaries, then fallbacks (unless strict). */
@@ -429,11 +431,12 @@ export class KvNode {
   /** The heartbeat services this replica holds records of, sorted by id. */
   localServices (): ServiceView[] {
     const out: ServiceView[] = []
-    for (const [key, state] of this.engine.entries()) {
-      const service = isHeartbeatKey(key) ? serviceOf(key, state) : null
+    for (const key of this.heartbeats) {
+      const state = this.engine.state(key)
+      const service = state === undefined ? null : serviceOf(key, state)
       if (service !== null) out.push(service)
     }
-    return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    return out.sort(byId)
   }
 
   /**
@@ -459,10 +462,10 @@ export class KvNode {
         take(parseServices(reply.json))
       } catch (error) {
         failed++
-        this.log.debug(`services of ${id}: ${reason(error)}`)
+        this.log.debug(`services of ${id}: ${errorMessage(error)}`)
       }
     }))
-    return { services: [...merged.values()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0), asked: members.length, failed }
+    return { services: [...merged.values()].sort(byId), asked: members.length, failed }
   }
 
   /** This peer's figures for dashboards. */
@@ -474,7 +477,7 @@ export class KvNode {
       id: this.id,
       keys: this.engine.size,
       walBytes: this.engine.walBytes(),
-      stats: { ...this.stats },
+      stats: this.stats,
       ops: this.latencyCount,
       latency: { samples: n, p50: at(0.5), p99: at(0.99) }
     }
@@ -489,8 +492,8 @@ export class KvNode {
     this.checkContext(ctx.vv)
     throwIfAborted(options.signal)
     const op = value === null ? 'delete' : 'put'
-    if (value === null) this.stats.deletes++
-    else this.stats.puts++
+    if (value === null) this.counters.deletes++
+    else this.counters.puts++
     const pref = this.preference(key, options.strict)
     if (!pref.some(e => e.id === this.id)) {
       const reply = await this.forward(pref, { type: 'put', key, value, context: ctx.vv, ts: ctx.ts, lww: options.lww === true, ttlMs: options.ttlMs ?? 0, w, strict: options.strict ?? this.config.strictQuorum }, op, w, options.signal)
@@ -522,7 +525,7 @@ export class KvNode {
       this.events.emit('change', { type: op, key, replica: this.id, wall: newestTs(local.state)?.wall ?? this.clock.nowMs(), prior: before, state: local.state })
       return { state: local.state, acks }
     } catch (error) {
-      if (error instanceof QuorumError) this.stats.quorumFailures++
+      if (error instanceof QuorumError) this.counters.quorumFailures++
       throw error
     }
   }
@@ -535,10 +538,10 @@ export class KvNode {
   /** Sends a client request to a replica that can coordinate it; tries the next one if the first is unreachable. */
   private async forward (pref: PreferenceEntry[], request: KvRequest, op: 'put' | 'delete' | 'get', required: number, signal?: AbortSignal): Promise<KvReply> {
     if (pref.length === 0) {
-      this.stats.quorumFailures++
+      this.counters.quorumFailures++
       throw new QuorumError(op, 0, required, 0, ['no replica of the key is up'])
     }
-    this.stats.forwarded++
+    this.counters.forwarded++
     const reasons: string[] = []
     for (const e of pref.slice(0, 2)) {
       try {
@@ -551,13 +554,13 @@ export class KvNode {
         return reply
       } catch (error) {
         throwIfAborted(signal)
-        reasons.push(`${e.id}: ${reason(error)}`)
+        reasons.push(`${e.id}: ${errorMessage(error)}`)
         // Only a peer that never got the request is safe to replace: one that timed out may have applied
         // the write, and a second coordinator would add a second copy of it as a sibling.
         if (!(error instanceof UnreachableError)) break
       }
     }
-    this.stats.quorumFailures++
+    this.counters.quorumFailures++
     throw new QuorumError(op, 0, required, pref.length, reasons)
   }
 
@@ -569,7 +572,7 @@ export class KvNode {
     this.engine.checkKey(key)
     const r = this.checkCount('r', options.r)
     throwIfAborted(options.signal)
-    this.stats.gets++
+    this.counters.gets++
     const pref = this.preference(key, options.strict)
     if (!pref.some(e => e.id === this.id)) {
       const reply = await this.forward(pref, { type: 'get', key, r, strict: options.strict ?? this.config.strictQuorum }, 'get', r, options.signal)
@@ -610,7 +613,7 @@ export class KvNode {
       const replies = await quorum(tasks, r, (acked, reasons) => new QuorumError('get', acked, r, tasks.length, reasons), signal)
       return { state: merged, replies }
     } catch (error) {
-      if (error instanceof QuorumError) this.stats.quorumFailures++
+      if (error instanceof QuorumError) this.counters.quorumFailures++
       throw error
     }
   }
@@ -620,11 +623,11 @@ export class KvNode {
     const entry: Entry = { key, ttlMs, state: merged }
     for (const [id, held] of answers) {
       if (held !== null && stateEquals(held.state, merged)) continue
-      this.stats.readRepairs++
+      this.counters.readRepairs++
       if (id === this.id) {
-        this.mergeLocal([entry]).catch(error => { this.log.debug(`read repair of ${key} here failed: ${reason(error)}`) })
+        this.mergeLocal([entry]).catch(error => { this.log.debug(`read repair of ${key} here failed: ${errorMessage(error)}`) })
       } else {
-        this.replicate(id, 'kv', [entry]).catch(error => { this.log.debug(`read repair of ${key} on ${id} failed: ${reason(error)}`) })
+        this.replicate(id, 'kv', [entry]).catch(error => { this.log.debug(`read repair of ${key} on ${id} failed: ${errorMessage(error)}`) })
       }
     }
   }
@@ -648,7 +651,7 @@ export class KvNode {
         if (reply.type !== 'state') throw replyError(e.id, reply, 'get')
         return { ...base, state: reply.state }
       } catch (error) {
-        return { ...base, error: reason(error) }
+        return { ...base, error: errorMessage(error) }
       }
     }))
     return { position, segment: segmentOf(position), primaries, replicas }
@@ -676,8 +679,8 @@ export class KvNode {
           this.engine.checkKey(request.key)
           const pref = this.preference(request.key, request.strict)
           if (!pref.some(e => e.id === this.id)) throw new QuorumError(request.value === null ? 'delete' : 'put', 0, w, 0, [`${this.id} is not a replica of the key in its view of the ring`])
-          if (request.value === null) this.stats.deletes++
-          else this.stats.puts++
+          if (request.value === null) this.counters.deletes++
+          else this.counters.puts++
           const { state, acks } = await this.coordinateWrite(request.key, request.value, request.context, request.ts, pref, w, { lww: request.lww, ttlMs: request.ttlMs })
           return { type: 'put', state, acks }
         }
@@ -686,7 +689,7 @@ export class KvNode {
           this.engine.checkKey(request.key)
           const pref = this.preference(request.key, request.strict)
           if (!pref.some(e => e.id === this.id)) throw new QuorumError('get', 0, r, 0, [`${this.id} is not a replica of the key in its view of the ring`])
-          this.stats.gets++
+          this.counters.gets++
           const { state, replies } = await this.coordinateRead(request.key, pref, r)
           return { type: 'get', state, replies }
         }
@@ -711,14 +714,14 @@ export class KvNode {
         case 'reap': {
           const before = this.engine.state(request.key)
           if (this.engine.reap(request.key, request.state)) {
-            this.stats.reaped++
+            this.counters.reaped++
             this.note(request.key, undefined, before)
           }
           return { type: 'ok' }
         }
       }
     } catch (error) {
-      if (!(error instanceof QuorumError)) this.stats.badRequests++
+      if (!(error instanceof QuorumError)) this.counters.badRequests++
       return errorReply(error)
     }
   }
@@ -745,7 +748,7 @@ export class KvNode {
         sent(chunk)
       } catch (error) {
         failed += chunk.length
-        this.log.debug(`sending ${chunk.length} keys to ${to} failed: ${reason(error)}`)
+        this.log.debug(`sending ${chunk.length} keys to ${to} failed: ${errorMessage(error)}`)
         // An unreachable peer fails every chunk: stop; other failures concern this chunk only.
         if (error instanceof UnreachableError || error instanceof TimeoutError) return failed + (entries.length - done - chunk.length)
       }
@@ -767,7 +770,8 @@ export class KvNode {
     const batches = new Map<string, Entry[]>()
     const examined: string[] = []
     let budget = this.config.handoffKeysPerTurn
-    const droppable: Array<[string, KeyState]> = []
+    /** Every key looked at, with the state it had: dropped below if all its primaries have acknowledged it. */
+    const candidates: Array<[string, KeyState]> = []
     for (const key of this.foreign) {
       if (budget <= 0 || examined.length >= 4 * this.config.handoffKeysPerTurn) break
       examined.push(key)
@@ -775,12 +779,10 @@ export class KvNode {
       if (state === undefined) continue
       const primaries = this.primariesOf(key)
       if (primaries.includes(this.id)) continue
+      candidates.push([key, state])
       const acked = this.deliveredTo.get(state)
       const targets = primaries.filter(id => this.isUp(id) && acked?.has(id) !== true)
-      if (targets.length === 0) {
-        if (acked !== undefined && primaries.every(id => acked.has(id))) droppable.push([key, state])
-        continue
-      }
+      if (targets.length === 0) continue
       budget--
       const entry: Entry = { key, ttlMs: this.engine.ttl(key), state }
       for (const id of targets) {
@@ -800,15 +802,8 @@ export class KvNode {
         }
       })
     }))
-    // Keys whose every primary acknowledged during this turn can go now too.
-    for (const entries of batches.values()) {
-      for (const e of entries) {
-        const acked = this.deliveredTo.get(e.state)
-        if (acked !== undefined && this.primariesOf(e.key).every(id => acked.has(id))) droppable.push([e.key, e.state])
-      }
-    }
     let dropped = 0
-    for (const [key, state] of droppable) {
+    for (const [key, state] of candidates) {
       // In the current ring (it may have changed while sending): still not a primary, every primary has
       // acknowledged, and the state is still the one they acknowledged.
       const primaries = this.primariesOf(key)
@@ -820,9 +815,8 @@ export class KvNode {
       }
     }
     for (const key of examined) if (this.foreign.delete(key)) this.foreign.add(key)
-    this.stats.handedOff += delivered
-    this.stats.dropped += dropped
-    this.stats.hintsPending = this.foreign.size
+    this.counters.handedOff += delivered
+    this.counters.dropped += dropped
     const reaped = await this.reapTombstones(signal)
     return { delivered, dropped, reaped }
   }
@@ -851,7 +845,7 @@ export class KvNode {
         if (!replies.every(r => r.type === 'state' && r.state !== null && stateEquals(r.state, state))) continue
         await Promise.all(others.map(async id => await this.transport.request(id, 'sync', { type: 'reap', key, state }, signal)))
       } catch (error) {
-        this.log.debug(`reaping ${key} postponed: ${reason(error)}`)
+        this.log.debug(`reaping ${key} postponed: ${errorMessage(error)}`)
         continue
       }
       if (this.engine.reap(key, state)) {
@@ -864,8 +858,13 @@ export class KvNode {
       if (state === undefined || !isDeleted(state)) this.tombstones.delete(key)
       else if (this.tombstones.delete(key)) this.tombstones.add(key) // to the back of the line
     }
-    this.stats.reaped += reaped
+    this.counters.reaped += reaped
     return reaped
+  }
+
+  /** Refuse writes from now on (the first step of a graceful leave). */
+  beginLeaving (): void {
+    this.leaving = true
   }
 
   /**
@@ -873,13 +872,8 @@ export class KvNode {
    * this handoff), and every key it holds goes to its primaries in the ring without this peer; resolves when
    * they acknowledged. Keys with no such primary up count as failed.
    */
-  /** Refuse writes from now on (the first step of a graceful leave). */
-  beginLeaving (): void {
-    this.leaving = true
-  }
-
   async handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void, signal?: AbortSignal): Promise<{ delivered: number; failed: number }> {
-    this.leaving = true
+    this.beginLeaving()
     const batches = new Map<string, Entry[]>()
     let failed = 0
     for (const [key, state] of this.engine.entries()) {
@@ -895,16 +889,14 @@ export class KvNode {
       if (targets === 0) failed++
     }
     let delivered = 0
-    let sent = 0
     const total = [...batches.values()].reduce((a, b) => a + b.length, 0)
     await Promise.all([...batches].map(async ([id, entries]) => {
       failed += await this.send(id, entries, signal, chunk => {
         delivered += chunk.length
-        sent += chunk.length
-        progress(sent, total)
+        progress(delivered, total)
       })
     }))
-    this.stats.handedOff += delivered
+    this.counters.handedOff += delivered
     return { delivered, failed }
   }
 
@@ -926,13 +918,13 @@ export class KvNode {
   }
 
   /** Calls `visit` for every key held here, in `segments`, that both this peer and `peer` are primaries of. */
-  private forShared (peer: string, segments: Iterable<number>, visit: (key: string, state: KeyState, segment: number) => boolean | undefined): void {
+  private forShared (peer: string, segments: Iterable<number>, visit: (key: string, state: KeyState) => void): void {
     for (const segment of segments) {
       for (const key of this.bySegment[segment]!) {
         const state = this.engine.state(key)
         if (state === undefined) continue
         const primaries = this.primariesOf(key)
-        if (primaries.includes(this.id) && primaries.includes(peer) && visit(key, state, segment) === false) return
+        if (primaries.includes(this.id) && primaries.includes(peer)) visit(key, state)
       }
     }
   }
@@ -961,7 +953,7 @@ export class KvNode {
     for (let i = 0; i < differing.length; i++) {
       const s = differing[(start + i) % differing.length]!
       const list: Array<[string, readonly [number, number]]> = []
-      this.forShared(peer, [s], (key, state) => { list.push([key, this.digests.of(key, state)]); return undefined })
+      this.forShared(peer, [s], (key, state) => { list.push([key, this.digests.of(key, state)]) })
       if (covered.length > 0 && keys.length + list.length > this.config.syncKeysPerRound) { truncated = true; break }
       covered.push(s)
       for (const [key, [hi, lo]] of list) { keys.push(key); out.push(hi, lo) }
@@ -988,7 +980,7 @@ export class KvNode {
     if (with_ === null) return null
     const segments = this.shared(with_)
     if (segments.length === 0) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
-    this.stats.syncRounds++
+    this.counters.syncRounds++
     const hashes = this.leaves(with_, segments)
     const rootReply = await this.transport.request(with_, 'sync', { type: 'sync-root', segments, root: this.digests.root(hashes) }, signal)
     if (rootReply.type === 'sync-root' && rootReply.equal) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
@@ -1004,7 +996,6 @@ export class KvNode {
       const t = theirs.get(key)
       const d = this.digests.of(key, state)
       if (t === undefined || t[0] !== d[0] || t[1] !== d[1]) push.push({ key, ttlMs: this.engine.ttl(key), state })
-      return undefined
     })
     const pull: string[] = []
     for (const [key, t] of theirs) {
@@ -1021,8 +1012,21 @@ export class KvNode {
       await this.mergeLocal(r.entries)
       pulled += r.entries.length
     }
-    this.stats.syncRepairs += push.length + pulled
+    this.counters.syncRepairs += push.length + pulled
     return { peer: with_, equal: false, pushed: push.length, pulled }
+  }
+}
+
+/** Orders by `id` (plain code-unit order, the same everywhere). */
+export function byId (a: { readonly id: string }, b: { readonly id: string }): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+}
+
+function parseJson (json: string, what: string): unknown {
+  try {
+    return JSON.parse(json)
+  } catch {
+    throw new DecodeError(what, 'not JSON')
   }
 }
 
@@ -1044,12 +1048,7 @@ function servicesJson (services: readonly ServiceView[]): string {
 
 /** A remote services reply, checked: entries that are not services are skipped. */
 function parseServices (json: string): ServiceView[] {
-  let raw: unknown
-  try {
-    raw = JSON.parse(json)
-  } catch {
-    throw new DecodeError('services reply', 'not JSON')
-  }
+  const raw = parseJson(json, 'services reply')
   if (!Array.isArray(raw)) throw new DecodeError('services reply', 'not a list')
   const out: ServiceView[] = []
   for (const o of raw.slice(0, SERVICES_REPLY_MAX) as Array<Record<string, unknown>>) {
@@ -1061,12 +1060,7 @@ function parseServices (json: string): ServiceView[] {
 
 /** A remote info reply, checked field by field: numbers that are not finite become 0. */
 function parseInfo (id: string, json: string): PeerInfo {
-  let raw: unknown
-  try {
-    raw = JSON.parse(json)
-  } catch {
-    throw new DecodeError('info reply', 'not JSON')
-  }
+  const raw = parseJson(json, 'info reply')
   const o = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>
   const num = (v: unknown): number => typeof v === 'number' && Number.isFinite(v) ? v : 0
   const stats = (typeof o.stats === 'object' && o.stats !== null ? o.stats : {}) as Record<string, unknown>

@@ -155,6 +155,11 @@ export class Swim {
 
   // ---------------------------------------------------------------- views
 
+  /** A member's state, without building its view (for checks on every request). */
+  stateOf (id: string): MemberState | undefined {
+    return this.members.get(id)?.state
+  }
+
   view (id: string): MemberView | undefined {
     const m = this.members.get(id)
     return m === undefined ? undefined : this.viewOf(m)

@@ -17,7 +17,7 @@ import { Writer, utf8Length } from '../codec.js'
 import { type Durability, type StorageConfig, defaultStorageConfig, validateStorageConfig } from '../config.js'
 import { Emitter } from '../emitter.js'
 import { type Clock, type Logger, type Rng, silentLogger } from '../env.js'
-import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
+import { ClosedError, ConfigError, errorMessage, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import { type KeyState, type Sibling, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
 import { type Hlc, HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
@@ -486,7 +486,7 @@ export class StorageEngine {
     if (wal.isCompacting || wal.bytesSinceSnapshot <= Math.max(this.config.walCompactAfterBytes, wal.snapshotBytes)) return
     const report = (error: unknown): void => {
       this.log.error('compaction failed', error)
-      this.events.emit('warning', { code: 'compaction-failed', message: `compaction failed: ${error instanceof Error ? error.message : String(error)}` })
+      this.events.emit('warning', { code: 'compaction-failed', message: `compaction failed: ${errorMessage(error)}` })
     }
     // The write that triggered this is already applied and logged: a compaction failure must not fail it.
     try {
