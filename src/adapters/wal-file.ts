@@ -35,6 +35,8 @@ export interface FileWalOptions {
   backgroundSyncMs?: number
   /** Zero-filled space kept ahead of the write position, in bytes (0 disables). Default 1 MiB. */
   preallocateBytes?: number
+  /** Bytes read at a time from a snapshot during recovery (the read buffer). Default 1 MiB. */
+  readChunkBytes?: number
 }
 
 const SEGMENT_RE = /^(\d{10})\.wal$/
@@ -79,6 +81,7 @@ export class FileWal implements WalAdapter {
   private readonly bufferBytesMax: number
   private readonly backgroundSyncMs: number
   private readonly preallocateBytes: number
+  private readonly readChunkBytes: number
   private fd = -1
   /** Where the next bytes go in the current segment, and how far it is zero-filled. */
   private writeOffset = 0
@@ -103,6 +106,7 @@ export class FileWal implements WalAdapter {
     this.bufferBytesMax = options.bufferBytesMax ?? 1024 * 1024
     this.backgroundSyncMs = options.backgroundSyncMs ?? 1000
     this.preallocateBytes = options.preallocateBytes ?? 1024 * 1024
+    this.readChunkBytes = options.readChunkBytes ?? 1024 * 1024
   }
 
   private file (name: string): string { return path.join(this.dir, name) }
@@ -126,15 +130,28 @@ export class FileWal implements WalAdapter {
       }, this.backgroundSyncMs)
       this.backgroundTimer.unref()
     }
-    return { segments, snapshot: snapshots.length === 0 ? null : Math.max(...snapshots) }
+    return { segments, snapshot: snapshots.length === 0 ? null : snapshots.reduce((a, b) => Math.max(a, b)) }
   }
 
   async readSegment (id: number): Promise<Uint8Array> {
-    return new Uint8Array(await fs.promises.readFile(this.file(`${pad(id)}.wal`)))
+    // A view, not a copy: readFile gives a file this large a buffer of its own (not Node's shared pool).
+    const data = await fs.promises.readFile(this.file(`${pad(id)}.wal`))
+    return data.byteLength >= Buffer.poolSize ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data)
   }
 
-  async readSnapshot (id: number): Promise<Uint8Array> {
-    return new Uint8Array(await fs.promises.readFile(this.file(`${pad(id)}.snap`)))
+  async * readSnapshot (id: number): AsyncGenerator<Uint8Array> {
+    const handle = await fs.promises.open(this.file(`${pad(id)}.snap`), 'r')
+    try {
+      // One buffer, reused: the caller copies what it keeps before asking for the next chunk.
+      const buffer = new Uint8Array(this.readChunkBytes)
+      for (;;) {
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, null)
+        if (bytesRead === 0) return
+        yield buffer.subarray(0, bytesRead)
+      }
+    } finally {
+      await handle.close()
+    }
   }
 
   private check (): void {

@@ -26,9 +26,16 @@ export interface IndexedDbWalOptions {
   bufferBytesMax?: number
 }
 
+/** Reading a segment or snapshot: chunks in the first request, at most in any, and bytes aimed at per request. */
+const READ_BATCH_FIRST = 16
+const READ_BATCH_MAX = 65_536
+const READ_BATCH_BYTES = 8 * 1024 * 1024
+
 function concat (parts: Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0]!
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let total = 0
+  for (const p of parts) total += p.length
+  const out = new Uint8Array(total)
   let at = 0
   for (const p of parts) { out.set(p, at); at += p.length }
   return out
@@ -92,22 +99,42 @@ export class IndexedDbWal implements WalAdapter {
       for (const id of orphans) w.store.delete(IDBKeyRange.bound([SNAPSHOT_CHUNK, id], [SNAPSHOT_CHUNK, id, Infinity]))
       await w.done
     }
-    return { segments: [...segments].sort((a, b) => a - b), snapshot: markers.length === 0 ? null : Math.max(...markers) }
+    return { segments: [...segments].sort((a, b) => a - b), snapshot: markers.length === 0 ? null : markers.reduce((a, b) => Math.max(a, b)) }
   }
 
-  private async readChunks (kind: number, id: number): Promise<Uint8Array[]> {
-    const { store, done } = this.tx('readonly')
-    const values = await promisifyRequest(store.getAll(IDBKeyRange.bound([kind, id], [kind, id, Infinity]))) as Uint8Array[]
-    await done
-    return values
+  /**
+   * The stored chunks of a segment or snapshot, in order, in batches of about READ_BATCH_BYTES (a segment
+   * written by small group commits holds one chunk per commit, maybe hundreds of thousands of them, while a
+   * snapshot's chunks are about 1 MiB each): each batch is one request, sized by the chunks seen so far.
+   */
+  private async * chunks (kind: number, id: number): AsyncGenerator<Uint8Array> {
+    let from = 0
+    let count = READ_BATCH_FIRST
+    for (;;) {
+      const { store, done } = this.tx('readonly')
+      const range = IDBKeyRange.bound([kind, id, from], [kind, id, Infinity])
+      const [keys, values] = await Promise.all([
+        promisifyRequest(store.getAllKeys(range, count)),
+        promisifyRequest(store.getAll(range, count)) as Promise<Uint8Array[]>
+      ])
+      await done
+      let bytes = 0
+      for (const value of values) bytes += value.length
+      for (const value of values) yield value
+      if (values.length < count) return
+      from = (keys[keys.length - 1] as [number, number, number])[2] + 1
+      count = Math.max(READ_BATCH_FIRST, Math.min(READ_BATCH_MAX, Math.floor(READ_BATCH_BYTES / Math.max(1, bytes / values.length))))
+    }
   }
 
   async readSegment (id: number): Promise<Uint8Array> {
-    return concat([new Uint8Array(0), ...await this.readChunks(SEGMENT, id)])
+    const parts: Uint8Array[] = []
+    for await (const chunk of this.chunks(SEGMENT, id)) parts.push(chunk)
+    return concat(parts)
   }
 
-  async readSnapshot (id: number): Promise<Uint8Array> {
-    return concat([new Uint8Array(0), ...await this.readChunks(SNAPSHOT_CHUNK, id)])
+  readSnapshot (id: number): AsyncIterable<Uint8Array> {
+    return this.chunks(SNAPSHOT_CHUNK, id)
   }
 
   private seal (): void {

@@ -43,7 +43,7 @@ export class MemoryWal implements WalAdapter {
   private current: MemorySegment | null = null
   private currentId = -1
 
-  constructor (readonly volume = new MemoryVolume(), name = 'memory') {
+  constructor (readonly volume = new MemoryVolume(), name = 'memory', private readonly readChunkBytes = 4093) {
     this.location = name
   }
 
@@ -51,16 +51,17 @@ export class MemoryWal implements WalAdapter {
     const snapshots = [...this.volume.snapshots.keys()]
     return {
       segments: [...this.volume.segments.keys()].sort((a, b) => a - b),
-      snapshot: snapshots.length === 0 ? null : Math.max(...snapshots)
+      snapshot: snapshots.length === 0 ? null : snapshots.reduce((a, b) => Math.max(a, b))
     }
   }
 
   async readSegment (id: number): Promise<Uint8Array> { return this.volume.read(id) }
 
-  async readSnapshot (id: number): Promise<Uint8Array> {
+  /** In chunks of `readChunkBytes` (small by default, so tests cross chunk boundaries inside frames). */
+  async * readSnapshot (id: number): AsyncGenerator<Uint8Array> {
     const s = this.volume.snapshots.get(id)
     if (s === undefined) throw new Error(`no snapshot ${id}`)
-    return s
+    for (let at = 0; at < s.length; at += this.readChunkBytes) yield s.subarray(at, at + this.readChunkBytes)
   }
 
   startSegment (id: number): void {

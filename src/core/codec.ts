@@ -108,18 +108,53 @@ export class Writer {
   }
 }
 
-export class Reader {
-  offset = 0
-  private readonly view: DataView
+/** Strings up to this many bytes are decoded by hand when they are ASCII: TextDecoder costs a call into the
+ * runtime and a view per string, which dominates decoding short keys and ids (recovery decodes millions). */
+const ASCII_FAST_BYTES = 64
+const fromCharCode = String.fromCharCode
 
-  constructor (private readonly buf: Uint8Array, private readonly what: string) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+/** Scratch arrays of char codes, one per length: String.fromCharCode.apply on an exact-length array makes a
+ * flat string (concatenating pieces would store a cons string per key, flattened again on every hash). */
+const charCodes: number[][] = Array.from({ length: ASCII_FAST_BYTES + 1 }, (_, n) => new Array<number>(n).fill(0))
+
+/** The string of `buf[start, end)` if every byte is ASCII, else null. */
+function asciiString (buf: Uint8Array, start: number, end: number): string | null {
+  const codes = charCodes[end - start]!
+  for (let i = start, k = 0; i < end; i++, k++) {
+    const c = buf[i]!
+    if (c >= 0x80) return null
+    codes[k] = c
+  }
+  return fromCharCode(...codes) // at most ASCII_FAST_BYTES arguments
+}
+
+export class Reader {
+  offset: number
+  private buf: Uint8Array
+  /** One past the last byte this reader may read. */
+  private limit: number
+  private view: DataView | null = null
+
+  /** Reads `buf[start, end)` (the whole array by default). */
+  constructor (buf: Uint8Array, private readonly what: string, start = 0, end = buf.length) {
+    this.buf = buf
+    this.offset = start
+    this.limit = end
   }
 
-  get remaining (): number { return this.buf.length - this.offset }
+  /** Reuses the reader for `buf[start, end)`: decoding in place from a read buffer allocates nothing. */
+  reset (buf: Uint8Array, start: number, end: number): this {
+    if (buf !== this.buf) this.view = null
+    this.buf = buf
+    this.offset = start
+    this.limit = end
+    return this
+  }
+
+  get remaining (): number { return this.limit - this.offset }
 
   private need (n: number): void {
-    if (this.offset + n > this.buf.length) throw new DecodeError(this.what, `truncated at byte ${this.offset} (needs ${n} more)`)
+    if (this.offset + n > this.limit) throw new DecodeError(this.what, `truncated at byte ${this.offset} (needs ${n} more)`)
   }
 
   u8 (): number {
@@ -129,12 +164,18 @@ export class Reader {
 
   u32 (): number {
     this.need(4)
+    this.view ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength)
     const v = this.view.getUint32(this.offset, true)
     this.offset += 4
     return v
   }
 
   varint (): number {
+    // One byte is the common case (small counts, flags, lengths).
+    if (this.offset < this.limit) {
+      const b = this.buf[this.offset]!
+      if (b < 0x80) { this.offset++; return b }
+    }
     let result = 0
     let scale = 1
     for (let i = 0; i < 8; i++) {
@@ -157,26 +198,59 @@ export class Reader {
     return n
   }
 
-  bytes (max: number): Uint8Array {
+  /** The length of the next byte string, checked against `max` and what is left; the offset moves past it. */
+  private span (max: number): number {
     const n = this.varint()
     if (n > max) throw new DecodeError(this.what, `byte string of ${n} bytes exceeds ${max}`)
     this.need(n)
-    const out = this.buf.subarray(this.offset, this.offset + n)
     this.offset += n
-    return out
+    return n
+  }
+
+  /** A view of the next byte string (copy it to keep it beyond the buffer's life). */
+  bytes (max: number): Uint8Array {
+    const n = this.span(max)
+    return this.buf.subarray(this.offset - n, this.offset)
+  }
+
+  /** A copy of the next byte string, in a buffer of its own. */
+  bytesCopy (max: number): Uint8Array {
+    const n = this.span(max)
+    return this.buf.slice(this.offset - n, this.offset)
+  }
+
+  /** Skips a byte string. */
+  skipBytes (max: number): void {
+    this.span(max)
   }
 
   string (maxBytes: number): string {
-    const b = this.bytes(maxBytes)
+    const n = this.span(maxBytes)
+    const start = this.offset - n
+    if (n <= ASCII_FAST_BYTES) {
+      const ascii = asciiString(this.buf, start, this.offset)
+      if (ascii !== null) return ascii
+    }
     try {
-      return decoder.decode(b)
+      return decoder.decode(this.buf.subarray(start, this.offset))
     } catch {
-      throw new DecodeError(this.what, `invalid UTF-8 at byte ${this.offset - b.length}`)
+      throw new DecodeError(this.what, `invalid UTF-8 at byte ${start}`)
     }
   }
 
+  /** Whether the next byte string equals `expected` (compared in place); the offset does not move. */
+  peekBytesEqual (expected: Uint8Array): boolean {
+    const save = this.offset
+    const n = this.varint()
+    const start = this.offset
+    this.offset = save
+    if (n !== expected.length || start + n > this.limit) return false
+    for (let i = 0; i < n; i++) if (this.buf[start + i] !== expected[i]) return false
+    return true
+  }
+
   end (): void {
-    if (this.offset !== this.buf.length) throw new DecodeError(this.what, `${this.buf.length - this.offset} unexpected trailing bytes`)
+    if (this.offset !== this.limit) throw new DecodeError(this.what, `${this.limit - this.offset} unexpected trailing bytes`)
   }
 }
 

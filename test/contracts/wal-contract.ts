@@ -10,6 +10,7 @@ import { SeededRng, silentLogger } from '../../src/core/env.js'
 import { FILE_HEADER_BYTES, FRAME_HEADER_BYTES, encodeFrame, saltSeed } from '../../src/core/storage/frame.js'
 import type { WalAdapter } from '../../src/core/storage/wal-adapter.js'
 import { DEFAULT_WAL_OPTIONS, type RecoveryReport, Wal, type WalOptions } from '../../src/core/storage/wal.js'
+import { LARGE_LOG, LARGE_LOG_CASES, type LargeLogSizes } from './large-log.js'
 
 export interface WalHarness {
   /** A new adapter over the same stored log (a restart). */
@@ -27,10 +28,21 @@ export function record (i: number): Uint8Array {
   return enc.encode(`record-${i}-${'x'.repeat(i % 37)}`)
 }
 
+/**
+ * Opens the log and returns its records oldest first. Recovery hands them over newest first — the segments'
+ * records from the last back, then the snapshot's — and this checks that order while undoing it.
+ */
 async function open (adapter: WalAdapter, options: Partial<WalOptions> = {}): Promise<{ wal: Wal; records: string[]; report: RecoveryReport }> {
-  const records: string[] = []
-  const { wal, report } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger, rng: new SeededRng(7), ...options }, p => { records.push(dec.decode(p)) })
-  return { wal, records, report }
+  const fromSegments: string[] = []
+  const fromSnapshot: string[] = []
+  const { wal, report } = await Wal.open(adapter, { ...DEFAULT_WAL_OPTIONS, log: silentLogger, rng: new SeededRng(7), ...options }, (bytes, start, end, from) => {
+    const text = dec.decode(bytes.subarray(start, end))
+    if (from === 'segment') {
+      if (fromSnapshot.length > 0) throw new Error('a segment record came after the snapshot\'s')
+      fromSegments.push(text)
+    } else fromSnapshot.push(text)
+  })
+  return { wal, records: [...fromSnapshot, ...fromSegments.reverse()], report }
 }
 
 async function writeAndClose (adapter: WalAdapter, from: number, count: number, options: Partial<WalOptions> = {}): Promise<void> {
@@ -251,5 +263,21 @@ export function runWalContract (name: string, setup: () => Promise<WalHarness>):
       expect(report.snapshotRecords).toBe(10)
       await again.close()
     }))
+  })
+}
+
+/**
+ * The large-log cases (large-log.ts, shared with the browser test that runs them in a real Chromium) against
+ * one adapter: a segment of 500,000 records and 2,000,000 records across segments, each with and without a
+ * snapshot.
+ */
+export function runLargeLogContract (name: string, setup: () => Promise<WalHarness>, sizes: LargeLogSizes = LARGE_LOG, timeoutMs = 300_000): void {
+  describe(`WAL contract, large logs: ${name}`, () => {
+    for (const c of LARGE_LOG_CASES) {
+      it(c.name(sizes), async () => {
+        const h = await setup()
+        try { await c.run(h, sizes) } finally { await h.dispose() }
+      }, timeoutMs)
+    }
   })
 }

@@ -101,6 +101,40 @@ export function readFrame (bytes: Uint8Array, offset: number, seed: number): Sca
   return { kind: (field & MARKER_BIT) !== 0 ? 'marker' : 'record', offset, payload: bytes.subarray(offset + FRAME_HEADER_BYTES, offset + FRAME_HEADER_BYTES + length) }
 }
 
+/** checkFrame: no bytes left at `offset`. */
+export const FRAME_END = -1
+/** checkFrame: the bytes at `offset` are not a valid frame (readFrame says why). */
+export const FRAME_BAD = -2
+/** checkFrame: the frame is not all there yet (`final` false); read more and check again. */
+export const FRAME_PARTIAL = -3
+
+/**
+ * Checks the frame at `offset` in place, allocating nothing (recovery's hot loop; readFrame is the
+ * descriptive version). Returns the frame's length field when it is valid (payload size in the low 31 bits,
+ * MARKER_BIT set for a sync marker; use frameLength / isMarker), or FRAME_END, FRAME_BAD, or — when `final`
+ * is false, meaning more bytes may follow `end` — FRAME_PARTIAL for a frame that runs past `end`.
+ */
+export function checkFrame (bytes: Uint8Array, offset: number, end: number, seed: number, final = true): number {
+  const remaining = end - offset
+  if (remaining === 0) return final ? FRAME_END : FRAME_PARTIAL
+  if (remaining < FRAME_HEADER_BYTES) return final ? FRAME_BAD : FRAME_PARTIAL
+  const field = u32(bytes, offset)
+  const length = field & FRAME_PAYLOAD_MAX
+  if (length === 0) return FRAME_BAD
+  if (length > remaining - FRAME_HEADER_BYTES) return final ? FRAME_BAD : FRAME_PARTIAL
+  if (frameChecksum(bytes, offset, length, seed) !== u32(bytes, offset + 4)) return FRAME_BAD
+  return field
+}
+
+/** The payload size in a length field. */
+export function frameLength (field: number): number { return field & FRAME_PAYLOAD_MAX }
+
+/** Whether a length field marks a sync marker. */
+export function isMarker (field: number): boolean { return (field & MARKER_BIT) !== 0 }
+
+/** The length field of the frame at `offset`, read without any check (for frames already checked). */
+export function lengthField (bytes: Uint8Array, offset: number): number { return u32(bytes, offset) }
+
 /** The offset of the first valid frame strictly after `offset`, or -1. Used only on damaged input. */
 export function findNextFrame (bytes: Uint8Array, offset: number, seed: number): number {
   for (let at = offset + 1; at + FRAME_HEADER_BYTES < bytes.length; at++) {
@@ -120,7 +154,7 @@ export function encodeMark (segment: number, offset: number): Uint8Array {
   return out
 }
 
-export function decodeMark (payload: Uint8Array): { segment: number; offset: number } | null {
-  if (payload.length !== 12) return null
-  return { segment: u32(payload, 0), offset: u32(payload, 4) + u32(payload, 8) * 0x100000000 }
+export function decodeMark (payload: Uint8Array, at = 0, length = payload.length - at): { segment: number; offset: number } | null {
+  if (length !== 12) return null
+  return { segment: u32(payload, at), offset: u32(payload, at + 4) + u32(payload, at + 8) * 0x100000000 }
 }

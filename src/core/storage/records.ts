@@ -75,6 +75,55 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
 }
 
 /**
+ * Decodes records in place from a read buffer, one at a time, for recovery: `key()` first, then either
+ * `rest()` (the record's TTL and state, values copied out) or, for a record a newer one superseded,
+ * `skim()`, which only finds its newest timestamp and allocates nothing.
+ */
+export class RecordDecoder {
+  private readonly r = new Reader(new Uint8Array(0), 'storage record')
+  type = 0
+
+  constructor (private readonly limits: RecordLimits) {}
+
+  /** Starts on the record `bytes[start, end)` and returns its key. */
+  key (bytes: Uint8Array, start: number, end: number): string {
+    const r = this.r.reset(bytes, start, end)
+    this.type = r.u8()
+    if (this.type !== RECORD_PUT && this.type !== RECORD_REMOVE) throw new DecodeError('storage record', `unknown record type ${this.type}`)
+    return r.string(this.limits.keyBytesMax)
+  }
+
+  /** The rest of a put record. */
+  rest (): { ttlMs: number; state: KeyState } {
+    const ttlMs = this.r.varint()
+    const state = readState(this.r, this.limits.valueBytesMax)
+    this.r.end()
+    return { ttlMs, state }
+  }
+
+  /** Checks that a remove record ends after its key. */
+  endRemove (): void { this.r.end() }
+
+  /** Raises `into` to the newest sibling timestamp of the rest of a put record, if that is newer. */
+  skim (into: { wall: number; logical: number }): void {
+    const r = this.r
+    r.varint() // ttl
+    const vvCount = r.count()
+    for (let i = 0; i < vvCount; i++) { r.skipBytes(REPLICA_ID_BYTES_MAX); r.varint() }
+    const siblingCount = r.count()
+    for (let i = 0; i < siblingCount; i++) {
+      r.skipBytes(REPLICA_ID_BYTES_MAX)
+      r.varint()
+      const flags = r.u8()
+      const wall = r.varint()
+      const logical = r.varint()
+      if ((flags & FLAG_TOMBSTONE) === 0) r.skipBytes(this.limits.valueBytesMax)
+      if (wall > into.wall || (wall === into.wall && logical > into.logical)) { into.wall = wall; into.logical = logical }
+    }
+  }
+}
+
+/**
  * Replica ids repeat in every key's state: decoding each afresh would keep 100,000 copies of the same few
  * strings for 100,000 keys. Bounded: once full, ids are no longer interned (decoding stays correct).
  */
@@ -93,6 +142,39 @@ function intern (id: string): string {
 }
 
 /**
+ * The replica ids decoded most recently, with their bytes: a log's records (and a batch of replication
+ * messages) name the same few ids over and over, and comparing bytes in place is cheaper than decoding a
+ * string and looking it up. Small and fixed: entries are replaced round-robin.
+ */
+const RECENT_IDS = 8
+const recentBytes: Uint8Array[] = []
+const recentIds: string[] = []
+let recentNext = 0
+let recentHit = 0
+
+function readId (r: Reader): string {
+  const n = recentIds.length
+  for (let k = 0; k < n; k++) {
+    const i = (recentHit + k) % n
+    if (r.peekBytesEqual(recentBytes[i]!)) {
+      r.skipBytes(REPLICA_ID_BYTES_MAX)
+      recentHit = i
+      return recentIds[i]!
+    }
+  }
+  const at = r.offset
+  const bytes = r.bytesCopy(REPLICA_ID_BYTES_MAX)
+  r.offset = at
+  const id = intern(r.string(REPLICA_ID_BYTES_MAX))
+  if (n < RECENT_IDS) { recentBytes.push(bytes); recentIds.push(id) } else {
+    recentBytes[recentNext] = bytes
+    recentIds[recentNext] = id
+    recentNext = (recentNext + 1) % RECENT_IDS
+  }
+  return id
+}
+
+/**
  * Reads a key state written by writeState. Values are copied out of the buffer. Counts are bounded by the
  * bytes left (each entry takes at least one byte), so a forged count cannot allocate more than the input.
  */
@@ -101,7 +183,7 @@ export function readState (r: Reader, valueBytesMax: number): KeyState {
   if (vvCount > VV_ENTRIES_MAX) throw new DecodeError('key state', `${vvCount} version vector entries exceed ${VV_ENTRIES_MAX}`)
   const vv = new Array<string | number>(vvCount * 2)
   for (let i = 0; i < vvCount * 2; i += 2) {
-    const id = intern(r.string(REPLICA_ID_BYTES_MAX))
+    const id = readId(r)
     const n = r.varint()
     // The invariants sync() relies on: ids strictly ascending, counters positive.
     if ((i > 0 && id <= (vv[i - 2] as string)) || n === 0) throw new DecodeError('key state', 'version vector not in canonical form')
@@ -110,24 +192,25 @@ export function readState (r: Reader, valueBytesMax: number): KeyState {
   }
   const siblingCount = r.count()
   if (siblingCount > SIBLINGS_MAX) throw new DecodeError('key state', `${siblingCount} siblings exceed ${SIBLINGS_MAX}`)
-  const siblings: Sibling[] = []
+  // Sized up front: a pushed-to array would keep spare capacity (about 17 slots) in every stored state.
+  const siblings = new Array<Sibling>(siblingCount)
   for (let i = 0; i < siblingCount; i++) {
-    const id = intern(r.string(REPLICA_ID_BYTES_MAX))
+    const id = readId(r)
     const n = r.varint()
     const flags = r.u8()
     const wall = r.varint()
     const logical = r.varint()
     // A copy of exactly the value: a view (or a Node Buffer's slice(), which is a view too) would keep the
     // whole received frame or log chunk alive for as long as the value is stored.
-    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : new Uint8Array(r.bytes(valueBytesMax))
-    const prev = siblings[siblings.length - 1]
+    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : r.bytesCopy(valueBytesMax)
+    const prev = i > 0 ? siblings[i - 1] : undefined
     // Siblings strictly ascending by dot, each within the history.
     if ((prev !== undefined && (id < prev.id || (id === prev.id && n <= prev.n))) || !vvCovers(vv as VersionVector, id, n)) throw new DecodeError('key state', 'siblings not in canonical form')
-    siblings.push({ id, n, value, wall, logical, lww: (flags & FLAG_LWW) !== 0 })
+    siblings[i] = { id, n, value, wall, logical, lww: (flags & FLAG_LWW) !== 0 }
   }
   let lwwFloor: LwwFloor | null = null
   if (r.u8() === 1) {
-    const id = intern(r.string(REPLICA_ID_BYTES_MAX))
+    const id = readId(r)
     const n = r.varint()
     lwwFloor = { id, n, wall: r.varint(), logical: r.varint() }
   }

@@ -22,8 +22,13 @@ export interface WalAdapter {
   /** Opens the backend (creating it if new) and lists what it holds. Called once, before anything else. */
   open(): Promise<WalListing>
 
+  /** A whole segment (at most about the WAL's segmentBytesMax, so recovery can hold one at a time). */
   readSegment(id: number): Promise<Uint8Array>
-  readSnapshot(id: number): Promise<Uint8Array>
+  /**
+   * A snapshot as consecutive chunks of bounded size (a snapshot is as large as the whole state, so it is
+   * never read in one piece). A chunk belongs to the caller until it asks for the next one.
+   */
+  readSnapshot(id: number): AsyncIterable<Uint8Array>
 
   /**
    * Starts segment `id` (greater than every existing one) and directs all later appends to it. Its creation
