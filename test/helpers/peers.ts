@@ -71,13 +71,13 @@ export async function stateIn (peer: PeerProcess, id: string): Promise<MemberJso
  * Peers of one test file, each in its own data directory under a fresh temporary root, on 127.0.0.1 with
  * WebRTC bound there too. `stopAll()` (for afterAll) SIGKILLs what is still running and removes the root.
  */
-export function peerGroup (prefix: string, flags: string[]): { root: string; start: (name: string, extra: string[]) => Promise<PeerProcess>; stopAll: () => Promise<void> } {
+export function peerGroup (prefix: string, flags: string[]): { root: string; start: (name: string, extra: string[], timeoutMs?: number) => Promise<PeerProcess>; stopAll: () => Promise<void> } {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
   const started: PeerProcess[] = []
   return {
     root,
-    start: async (name, extra) => {
-      const p = await startPeer(['--data-dir', path.join(root, name), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', ...flags, ...extra])
+    start: async (name, extra, timeoutMs) => {
+      const p = await startPeer(['--data-dir', path.join(root, name), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0', ...flags, ...extra], {}, timeoutMs)
       started.push(p)
       return p
     },
