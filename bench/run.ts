@@ -18,6 +18,10 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     describe: '3 Node peers on 127.0.0.1 (N=3 W=2, sync): 10,000 services beating once a second for 60 s, 100 stopped at 2/3; beats/s, false expirations, detection delay, WAL bytes (--services= --seconds= --ttl-ms= --sweep-ms=)',
     run: async args => { await (await import('./heartbeat.js')).run(args) }
   },
+  recovery: {
+    describe: 'reopening 1,000,000 keys of 100 bytes from the log, with and without a snapshot: time, records/s and resident memory vs the same keys written live and vs reading the files (--keys=)',
+    run: async args => { await (await import('./recovery.js')).run(args) }
+  },
   swim: {
     describe: 'SWIM on the deterministic simulator: detection times, false positives under loss, message load (10/100/1,000 members)',
     run: async args => { await (await import('./swim.js')).run(args) }
