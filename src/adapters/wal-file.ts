@@ -20,6 +20,7 @@
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { integer } from '../core/config.js'
 import { WalFailedError } from '../core/errors.js'
 import { lockDirectory } from './dir-lock.js'
 import type { WalAdapter, WalListing } from '../core/storage/wal-adapter.js'
@@ -107,6 +108,10 @@ export class FileWal implements WalAdapter {
     this.backgroundSyncMs = options.backgroundSyncMs ?? 1000
     this.preallocateBytes = options.preallocateBytes ?? 1024 * 1024
     this.readChunkBytes = options.readChunkBytes ?? 1024 * 1024
+    integer('bufferBytesMax', this.bufferBytesMax, 1, 1024 * 1024 * 1024)
+    integer('backgroundSyncMs', this.backgroundSyncMs, 0, 24 * 3600 * 1000)
+    integer('preallocateBytes', this.preallocateBytes, 0, 1024 * 1024 * 1024)
+    integer('readChunkBytes', this.readChunkBytes, 4096, 256 * 1024 * 1024)
   }
 
   private file (name: string): string { return path.join(this.dir, name) }
