@@ -213,10 +213,12 @@ export class Reader {
     return this.buf.subarray(this.offset - n, this.offset)
   }
 
-  /** A copy of the next byte string, in a buffer of its own. */
+  /** A copy of the next byte string, in a plain Uint8Array with a buffer of its own. */
   bytesCopy (max: number): Uint8Array {
     const n = this.span(max)
-    return this.buf.slice(this.offset - n, this.offset)
+    // Not this.buf.slice(): on a Node Buffer (network frames are) slice() is a view of the frame.
+    const at = this.buf.byteOffset + this.offset - n
+    return new Uint8Array(this.buf.buffer.slice(at, at + n))
   }
 
   /** Skips a byte string. */

@@ -23,6 +23,26 @@ describe('crc32c', () => {
 })
 
 describe('codec', () => {
+  it('copies decoded values out of a Node Buffer into plain arrays of their own (found in review: Buffer.slice is a view)', () => {
+    const frame = Buffer.alloc(64 * 1024)
+    const w = new Writer(16).bytes(Uint8Array.of(1, 2, 3)).string('replica-a')
+    frame.set(w.finish(), 100)
+    const r = new Reader(frame.subarray(100, 100 + w.length), 'test')
+    const value = r.bytesCopy(10)
+    expect(r.string(64)).toBe('replica-a')
+    expect(Buffer.isBuffer(value)).toBe(false)
+    expect(value.buffer.byteLength).toBe(3) // holds just the value, not the frame
+    frame.fill(0xee) // the frame's memory is reused
+    expect([...value]).toEqual([1, 2, 3])
+  })
+
+  it('decodes ASCII and non-ASCII strings, at and around the fast path\'s length, and rejects invalid UTF-8', () => {
+    for (const s of ['', 'a', 'x'.repeat(63), 'y'.repeat(64), 'z'.repeat(65), 'k\u00e9y', 'é'.repeat(40), '\u{1f600}', 'a'.repeat(60) + '\u00ff']) {
+      expect(new Reader(new Writer().string(s).finish(), 'test').string(1024)).toBe(s)
+    }
+    expect(() => new Reader(Uint8Array.of(2, 0xc3, 0x28), 'test').string(10)).toThrow(DecodeError)
+  })
+
   it('round-trips varints, strings and bytes', () => {
     fc.assert(fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), fc.string(), fc.uint8Array())), items => {
       const w = new Writer(4)

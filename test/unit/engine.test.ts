@@ -189,6 +189,26 @@ describe('storage engine', () => {
     await again.close()
   })
 
+  it('after recovery the clock passes every accepted timestamp even when a far-future one in the log is rejected (found in review)', async () => {
+    const volume = new MemoryVolume()
+    const clock = new ManualClock(1_000_000)
+    const e = await engine(volume, { clock })
+    // One replica 30 s ahead (within the accepted drift), one 10 min ahead (its timestamp is refused by the
+    // clock, though the state is stored).
+    await e.merge('near', update(EMPTY_STATE, [], { value: bytes('near'), ts: { wall: 1_030_000, logical: 0 }, lww: true }, 'replica-b'))
+    await e.merge('far', update(EMPTY_STATE, [], { value: bytes('far'), ts: { wall: 1_600_000, logical: 0 }, lww: true }, 'replica-c'))
+    await e.close()
+    clock.advance(1_000)
+    const again = await engine(volume, { clock })
+    expect(again.hlc.rejected).toBe(1)
+    const ts = again.hlc.now()
+    expect(ts.wall).toBe(1_030_000) // past 'near', not dragged to 'far'
+    // So an lww overwrite of 'near' with its context wins, as it did before the restart.
+    await again.put('near', bytes('overwritten'), { context: again.get('near')!.context, lww: true })
+    expect(again.get('near')!.values.map(v => text(v.value))).toEqual(['overwritten'])
+    await again.close()
+  })
+
   it('compacts at open a recovered log that is over the threshold, without waiting for a write', async () => {
     const volume = new MemoryVolume()
     const e = await engine(volume, { walCompactAfterBytes: Number.MAX_SAFE_INTEGER })

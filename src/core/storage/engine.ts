@@ -22,7 +22,7 @@ import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import { type KeyState, type Sibling, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
 import { type Hlc, HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
 import { type VersionVector, EMPTY_VV, vvGet } from '../version/vv.js'
-import { RECORD_PUT, RecordDecoder, encodePut, encodeRemove } from './records.js'
+import { type NewestTs, RECORD_PUT, RecordDecoder, encodePut, encodeRemove, raiseTs } from './records.js'
 import type { WalAdapter } from './wal-adapter.js'
 import { DEFAULT_WAL_OPTIONS, type RecoveryReport, Wal } from './wal.js'
 
@@ -145,10 +145,16 @@ class Replay {
   superseded = 0
   private readonly decoder = new RecordDecoder(RECOVERY_LIMITS)
   private readonly removed = new Set<string>()
-  /** The newest timestamp of any record: observed once at the end rather than per record. */
-  private readonly newest = { wall: 0, logical: 0 }
+  /**
+   * The newest timestamp of any record that the clock accepts: observed once at the end rather than per
+   * record. The same drift limit as HybridClock.observe applies, so a record from a peer whose clock ran far
+   * ahead is rejected on its own, as it would have been per record, not with everything else.
+   */
+  private readonly newest: NewestTs
 
-  constructor (private readonly engine: StorageEngine) {}
+  constructor (private readonly engine: StorageEngine) {
+    this.newest = { wall: 0, logical: 0, limit: engine.hlc.acceptLimitMs(), rejected: 0 }
+  }
 
   record (bytes: Uint8Array, start: number, end: number): void {
     const d = this.decoder
@@ -165,14 +171,13 @@ class Replay {
     }
     const { ttlMs, state } = d.rest()
     this.engine.recovered(key, state, ttlMs)
-    const newest = this.newest
-    for (const s of state.siblings) {
-      if (s.wall > newest.wall || (s.wall === newest.wall && s.logical > newest.logical)) { newest.wall = s.wall; newest.logical = s.logical }
-    }
+    for (const s of state.siblings) raiseTs(this.newest, s.wall, s.logical)
   }
 
   finish (): void {
-    if (this.newest.wall > 0 || this.newest.logical > 0) this.engine.hlc.observe({ ...this.newest })
+    const { wall, logical, rejected } = this.newest
+    if (wall > 0 || logical > 0) this.engine.hlc.observe({ wall, logical })
+    this.engine.hlc.rejected += rejected
     this.removed.clear()
   }
 }

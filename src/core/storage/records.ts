@@ -104,8 +104,11 @@ export class RecordDecoder {
   /** Checks that a remove record ends after its key. */
   endRemove (): void { this.r.end() }
 
-  /** Raises `into` to the newest sibling timestamp of the rest of a put record, if that is newer. */
-  skim (into: { wall: number; logical: number }): void {
+  /**
+   * Raises `into` to the newest sibling timestamp of the rest of a put record that is at most `into.limit`
+   * (later ones are counted in `into.rejected`, as HybridClock.observe would reject them).
+   */
+  skim (into: NewestTs): void {
     const r = this.r
     r.varint() // ttl
     const vvCount = r.count()
@@ -118,9 +121,17 @@ export class RecordDecoder {
       const wall = r.varint()
       const logical = r.varint()
       if ((flags & FLAG_TOMBSTONE) === 0) r.skipBytes(this.limits.valueBytesMax)
-      if (wall > into.wall || (wall === into.wall && logical > into.logical)) { into.wall = wall; into.logical = logical }
+      raiseTs(into, wall, logical)
     }
   }
+}
+
+/** The newest timestamp seen that a clock would accept (wall at most `limit`), and how many it would not. */
+export interface NewestTs { wall: number; logical: number; readonly limit: number; rejected: number }
+
+export function raiseTs (into: NewestTs, wall: number, logical: number): void {
+  if (wall > into.limit) into.rejected++
+  else if (wall > into.wall || (wall === into.wall && logical > into.logical)) { into.wall = wall; into.logical = logical }
 }
 
 /**

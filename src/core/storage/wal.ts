@@ -254,7 +254,7 @@ export class Wal {
    * RECOVERY_KEEP_BYTES of the newest ones kept from the first pass for the second):
    *   1. oldest to newest, check every frame's checksum, find the highest sync marker and every damaged
    *      stretch, and decide what damage means: corruption before the marker, a torn tail at or after it
-   *      (cut on disk before anything is applied);
+   *      (nothing after it is applied, and it is cut on disk once recovery succeeded);
    *   2. newest to oldest, hand each record to `apply`, last record first, so the engine decodes only the
    *      newest record of each key.
    * Then the snapshot's records, streamed in chunks. Nothing collects records: memory is the engine's
@@ -279,7 +279,6 @@ export class Wal {
     // The segments the snapshot does not cover. Older ones are leftovers of a compaction cut short.
     const floor = listing.snapshot ?? 0
     const live = listing.segments.filter(id => id >= floor)
-    if (live.length < listing.segments.length) await adapter.dropBefore(floor)
 
     // Pass 1: validate, oldest to newest.
     let durable: Position = { segment: floor, offset: 0 }
@@ -332,8 +331,6 @@ export class Wal {
       const dropped = records - item.recordsBefore
       tornTails.push({ location, offset: item.offset, bytes: item.end - item.offset, reason: item.reason })
       log.warn(`WAL ${location}: torn tail at offset ${item.offset} (${item.reason}); truncating it and ${dropped} later unacknowledged record(s) — the writes a crash interrupted`)
-      await adapter.truncateSegment(item.segment, item.offset)
-      for (const id of live) if (id > item.segment) await adapter.truncateSegment(id, 0)
       records = item.recordsBefore
       cut = { segment: item.segment, offset: item.offset }
       break
@@ -389,6 +386,14 @@ export class Wal {
       })
       snapshotBytes = scanned.bytes
     }
+
+    // Only now that everything is read and nothing failed does recovery change the log: a failed open leaves
+    // it as it was. The torn tail is cut, with everything after it; leftovers of a compaction cut short go.
+    if (cut !== null) {
+      await adapter.truncateSegment(cut.segment, cut.offset)
+      for (const id of live) if (id > cut.segment) await adapter.truncateSegment(id, 0)
+    }
+    if (live.length < listing.segments.length) await adapter.dropBefore(floor)
 
     const lastId = Math.max(floor, listing.segments.at(-1) ?? 0)
     const wal = new Wal(adapter, options, lastId, bytes, snapshotBytes)

@@ -39,6 +39,11 @@ export class HybridClock {
     return this.last
   }
 
+  /** The latest wall time `observe` accepts now: local time plus the allowed drift. */
+  acceptLimitMs (): number {
+    return this.clock.nowMs() + this.maxDriftMs
+  }
+
   /** Advances past a timestamp received from elsewhere. Returns false if it was rejected for drift. */
   observe (remote: Hlc): boolean {
     if (remote.wall > this.clock.nowMs() + this.maxDriftMs) {
