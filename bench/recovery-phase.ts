@@ -54,6 +54,11 @@ function out (result: Record<string, unknown>): void {
 
 function keyOf (i: number): string { return `key:${i}` }
 
+/** The engine on a FileWal in `dir`: async durability (one sync at close), never compacting on its own. */
+function openLog (dir: string): Promise<StorageEngine> {
+  return StorageEngine.open({ replicaId: 'bench-replica', clock: systemClock, rng: cryptoRng, wal: new FileWal(dir, { backgroundSyncMs: 0 }), durability: 'async', walCompactAfterBytes: NO_COMPACTION })
+}
+
 async function live (keys: number): Promise<void> {
   const engine = await StorageEngine.open({ replicaId: 'bench-replica', clock: systemClock })
   const start = performance.now()
@@ -65,14 +70,7 @@ async function live (keys: number): Promise<void> {
 async function write (records: number, dir: string, snapshot: boolean, rounds: number): Promise<void> {
   const keys = Math.floor(records / rounds)
   fs.rmSync(dir, { recursive: true, force: true })
-  const engine = await StorageEngine.open({
-    replicaId: 'bench-replica',
-    clock: systemClock,
-    rng: cryptoRng,
-    wal: new FileWal(dir, { backgroundSyncMs: 0 }),
-    durability: 'async',
-    walCompactAfterBytes: NO_COMPACTION
-  })
+  const engine = await openLog(dir)
   for (let n = 0; n < keys * rounds; n++) {
     const i = n % keys
     await engine.put(keyOf(i), value(n), { context: engine.get(keyOf(i))?.context })
@@ -87,14 +85,7 @@ async function write (records: number, dir: string, snapshot: boolean, rounds: n
 
 async function recover (dir: string): Promise<void> {
   const start = performance.now()
-  const engine = await StorageEngine.open({
-    replicaId: 'bench-replica',
-    clock: systemClock,
-    rng: cryptoRng,
-    wal: new FileWal(dir, { backgroundSyncMs: 0 }),
-    durability: 'async',
-    walCompactAfterBytes: NO_COMPACTION
-  })
+  const engine = await openLog(dir)
   const ms = performance.now() - start
   const report = engine.recovery!
   const records = report.records + report.snapshotRecords
