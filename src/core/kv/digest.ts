@@ -41,3 +41,9 @@ export class Digests {
     return Number(h & 0xfffffffffffffn)
   }
 }
+
+/** XORs a key's digest into a segment's leaf of a hash tree ([hi, lo] at 2s, 2s+1). */
+export function xorInto (leaves: Uint32Array, segment: number, d: readonly [number, number]): void {
+  leaves[2 * segment] = leaves[2 * segment]! ^ d[0]
+  leaves[2 * segment + 1] = leaves[2 * segment + 1]! ^ d[1]
+}

@@ -34,7 +34,8 @@ import { type Hlc, compareHlc } from '../version/hlc.js'
 import { EMPTY_VV, type VersionVector } from '../version/vv.js'
 import type { KvConfig } from './config.js'
 import { Digests, type Hash64 } from './digest.js'
-import { type ServiceView, isHeartbeatKey, serviceOf } from './heartbeat.js'
+import { KeyIndex } from '../replication/key-index.js'
+import { type ServiceView, serviceOf } from './heartbeat.js'
 import { type Entry, INFO_BYTES_MAX, type KvReply, type KvRequest } from './messages.js'
 
 export type Channel = 'kv' | 'sync'
@@ -232,19 +233,8 @@ export class KvNode {
   private readonly digests: Digests
   private ringNow: Ring
   private isUpNow: (id: string) => boolean = () => true
-  /** Keys held here whose primaries do not include this peer: hints and ranges to hand off. */
-  private readonly foreign = new Set<string>()
-  /** Deleted keys held here: candidates for reaping. */
-  private readonly tombstones = new Set<string>()
-  /** Heartbeat keys held here, so listing services need not scan every key. */
-  private readonly heartbeats = new Set<string>()
-  /** Keys held here, by segment: anti-entropy looks only at the segments that differ. */
-  private readonly bySegment: Array<Set<string>> = Array.from({ length: SEGMENT_COUNT }, () => new Set<string>())
-  /**
-   * The hash tree's leaves, kept up to date on every change: for each peer this one shares keys with, per
-   * segment, the XOR of the digests of the keys both are primaries of ([hi, lo] at 2s, 2s+1).
-   */
-  private readonly pairLeaves = new Map<string, Uint32Array>()
+  /** Hints, tombstones, heartbeat keys, keys by segment and the hash tree, kept by the engine's changes. */
+  private readonly index: KeyIndex
   /** Which primaries acknowledged a state this peer holds for others (by state object: a change resends). */
   private readonly deliveredTo = new WeakMap<KeyState, Set<string>>()
   private syncCursor = 0
@@ -264,7 +254,9 @@ export class KvNode {
     this.digests = new Digests(options.hash64)
     this.events = new Emitter<KvEvents>(error => { this.log.error('kv change listener threw', error) })
     this.ringNow = ring
-    this.rescan()
+    this.index = new KeyIndex(this.id, this.config.n, this.digests, ring)
+    this.index.rebuild(ring, this.engine.entries())
+    this.engine.onChange = (key, prior, state) => { this.index.note(key, prior, state) }
     // An expiry is a write by this replica: index it and send it to the key's other replicas at once (the
     // handoff loop and anti-entropy cover any that miss it).
     this.engine.events.on('expired', e => { this.expired(e.key, e.state, e.expired) })
@@ -305,7 +297,6 @@ export class KvNode {
   }
 
   private expired (key: string, before: KeyState, after: KeyState): void {
-    this.note(key, after, before)
     const entry: Entry = { key, ttlMs: 0, state: after }
     for (const id of this.primariesOf(key)) {
       if (id === this.id || !this.isUp(id)) continue
@@ -315,7 +306,7 @@ export class KvNode {
   }
 
   /** Counters since start, and the keys held here for others (hints pending). */
-  get stats (): KvStats { return { ...this.counters, hintsPending: this.foreign.size } }
+  get stats (): KvStats { return { ...this.counters, hintsPending: this.index.foreign.size } }
 
   get ring (): Ring { return this.ringNow }
 
@@ -327,54 +318,11 @@ export class KvNode {
     if (ring === this.ringNow) return
     this.ringNow = ring
     this.sharedCache = null
-    this.rescan()
-  }
-
-  private rescan (): void {
-    this.foreign.clear()
-    this.tombstones.clear()
-    this.heartbeats.clear()
-    for (const keys of this.bySegment) keys.clear()
-    this.pairLeaves.clear()
-    for (const [key, state] of this.engine.entries()) this.note(key, state, undefined)
+    this.index.rebuild(ring, this.engine.entries())
   }
 
   private primariesOf (key: string): string[] {
     return this.ringNow.primaries(this.ringNow.position(key), this.config.n)
-  }
-
-  /**
-   * Keeps the indexes and the hash tree true for a key whose state here changed from `before` to `state`
-   * (undefined: absent). Every change must be noted exactly once; XOR makes the order irrelevant.
-   */
-  private note (key: string, state: KeyState | undefined, before: KeyState | undefined): void {
-    if (state === before) return
-    const position = this.ringNow.position(key)
-    const segment = segmentOf(position)
-    const primaries = this.ringNow.primaries(position, this.config.n)
-    const mine = primaries.includes(this.id)
-    if (state === undefined) {
-      this.bySegment[segment]!.delete(key)
-      this.foreign.delete(key)
-      this.tombstones.delete(key)
-      this.heartbeats.delete(key)
-    } else {
-      this.bySegment[segment]!.add(key)
-      if (isHeartbeatKey(key)) this.heartbeats.add(key)
-      if (mine) this.foreign.delete(key)
-      else this.foreign.add(key)
-      if (isDeleted(state)) this.tombstones.add(key)
-      else this.tombstones.delete(key)
-    }
-    if (mine) {
-      for (const peer of primaries) {
-        if (peer === this.id) continue
-        let leaves = this.pairLeaves.get(peer)
-        if (leaves === undefined) this.pairLeaves.set(peer, leaves = new Uint32Array(SEGMENT_COUNT * 2))
-        if (before !== undefined) xorInto(leaves, segment, this.digests.of(key, before))
-        if (state !== undefined) xorInto(leaves, segment, this.digests.of(key, state))
-      }
-    }
   }
 
   /** The members a request for `key` goes to, in order: up primaries, then fallbacks (unless strict). */
@@ -431,7 +379,7 @@ export class KvNode {
   /** The heartbeat services this replica holds records of, sorted by id. */
   localServices (): ServiceView[] {
     const out: ServiceView[] = []
-    for (const key of this.heartbeats) {
+    for (const key of this.index.heartbeats) {
       const state = this.engine.state(key)
       const service = state === undefined ? null : serviceOf(key, state)
       if (service !== null) out.push(service)
@@ -509,7 +457,6 @@ export class KvNode {
     if (this.leaving) throw new LeavingError(this.id)
     const before = this.engine.state(key)
     const local = this.engine.writeLocal(key, value, { context, contextTs: ts, lww: options.lww, ...(value === null ? {} : { ttlMs: options.ttlMs }) })
-    this.note(key, local.state, before)
     const entry: Entry = { key, ttlMs: this.engine.ttl(key), state: local.state }
     // The new dot must be durable here before any other replica sees it: a coordinator that crashed with
     // its dot on others but not in its own log would issue the same dot again for a different value, and
@@ -712,11 +659,7 @@ export class KvNode {
         case 'info': return { type: 'info', json: JSON.stringify(this.info()) }
         case 'services': return { type: 'info', json: servicesJson(this.localServices()) }
         case 'reap': {
-          const before = this.engine.state(request.key)
-          if (this.engine.reap(request.key, request.state)) {
-            this.counters.reaped++
-            this.note(request.key, undefined, before)
-          }
+          if (this.engine.reap(request.key, request.state)) this.counters.reaped++
           return { type: 'ok' }
         }
       }
@@ -728,12 +671,7 @@ export class KvNode {
 
   private async mergeLocal (entries: readonly Entry[]): Promise<void> {
     const done: Array<Promise<unknown>> = []
-    for (const e of entries) {
-      // The merge applies at once (durability follows), so the change is noted right away.
-      const before = this.engine.state(e.key)
-      done.push(this.engine.merge(e.key, e.state, { ttlMs: e.ttlMs }))
-      this.note(e.key, this.engine.state(e.key), before)
-    }
+    for (const e of entries) done.push(this.engine.merge(e.key, e.state, { ttlMs: e.ttlMs }))
     await Promise.all(done)
   }
 
@@ -772,7 +710,7 @@ export class KvNode {
     let budget = this.config.handoffKeysPerTurn
     /** Every key looked at, with the state it had: dropped below if all its primaries have acknowledged it. */
     const candidates: Array<[string, KeyState]> = []
-    for (const key of this.foreign) {
+    for (const key of this.index.foreign) {
       if (budget <= 0 || examined.length >= 4 * this.config.handoffKeysPerTurn) break
       examined.push(key)
       const state = this.engine.state(key)
@@ -809,12 +747,9 @@ export class KvNode {
       const primaries = this.primariesOf(key)
       const acked = this.deliveredTo.get(state)
       if (primaries.includes(this.id) || acked === undefined || !primaries.every(id => acked.has(id)) || this.engine.state(key) !== state) continue
-      if (this.engine.drop(key, state)) {
-        dropped++
-        this.note(key, undefined, state)
-      }
+      if (this.engine.drop(key, state)) dropped++
     }
-    for (const key of examined) if (this.foreign.delete(key)) this.foreign.add(key)
+    for (const key of examined) if (this.index.foreign.delete(key)) this.index.foreign.add(key)
     this.counters.handedOff += delivered
     this.counters.dropped += dropped
     const reaped = await this.reapTombstones(signal)
@@ -830,7 +765,7 @@ export class KvNode {
     let reaped = 0
     let budget = this.config.handoffBatchKeys
     const examined: string[] = []
-    for (const key of this.tombstones) {
+    for (const key of this.index.tombstones) {
       if (budget <= 0 || examined.length >= 4 * this.config.handoffKeysPerTurn) break
       examined.push(key)
       const state = this.engine.state(key)
@@ -848,15 +783,12 @@ export class KvNode {
         this.log.debug(`reaping ${key} postponed: ${errorMessage(error)}`)
         continue
       }
-      if (this.engine.reap(key, state)) {
-        reaped++
-        this.note(key, undefined, state)
-      }
+      if (this.engine.reap(key, state)) reaped++
     }
     for (const key of examined) {
       const state = this.engine.state(key)
-      if (state === undefined || !isDeleted(state)) this.tombstones.delete(key)
-      else if (this.tombstones.delete(key)) this.tombstones.add(key) // to the back of the line
+      if (state === undefined || !isDeleted(state)) this.index.tombstones.delete(key)
+      else if (this.index.tombstones.delete(key)) this.index.tombstones.add(key) // to the back of the line
     }
     this.counters.reaped += reaped
     return reaped
@@ -920,7 +852,7 @@ export class KvNode {
   /** Calls `visit` for every key held here, in `segments`, that both this peer and `peer` are primaries of. */
   private forShared (peer: string, segments: Iterable<number>, visit: (key: string, state: KeyState) => void): void {
     for (const segment of segments) {
-      for (const key of this.bySegment[segment]!) {
+      for (const key of this.index.bySegment[segment]!) {
         const state = this.engine.state(key)
         if (state === undefined) continue
         const primaries = this.primariesOf(key)
@@ -931,7 +863,7 @@ export class KvNode {
 
   /** Segment hashes (2 numbers each) of the keys shared with `peer`, in the order of `segments`. */
   private leaves (peer: string, segments: readonly number[]): number[] {
-    const leaves = this.pairLeaves.get(peer)
+    const leaves = this.index.pairLeaves.get(peer)
     const out: number[] = []
     for (const s of segments) out.push(leaves?.[2 * s] ?? 0, leaves?.[2 * s + 1] ?? 0)
     return out
@@ -1070,11 +1002,6 @@ function parseInfo (id: string, json: string): PeerInfo {
 }
 
 const STAT_NAMES: ReadonlyArray<keyof KvStats> = ['puts', 'gets', 'deletes', 'forwarded', 'quorumFailures', 'readRepairs', 'hintsPending', 'handedOff', 'dropped', 'syncRounds', 'syncRepairs', 'reaped', 'badRequests']
-
-function xorInto (leaves: Uint32Array, segment: number, d: readonly [number, number]): void {
-  leaves[2 * segment] = leaves[2 * segment]! ^ d[0]
-  leaves[2 * segment + 1] = leaves[2 * segment + 1]! ^ d[1]
-}
 
 /** About how many bytes an entry takes on the wire (an upper estimate). */
 function entryBytes (e: Entry): number {

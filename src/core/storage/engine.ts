@@ -203,6 +203,13 @@ export class StorageEngine {
   private expiredValue: EngineOptions['expiredValue']
   /** See EngineOptions.onExpiring; the owner may set it after opening. */
   onExpiring: EngineOptions['onExpiring']
+  /**
+   * Called after every change of a key's state here — a write, a merge that brought something new, an
+   * expiry, a removal — with the state before and after (undefined: absent), synchronously, before the
+   * change is durable. Not called during recovery. Indexes over the keys (replication/key-index.ts) follow
+   * it, so no caller has to keep them in step.
+   */
+  onChange: ((key: string, prior: KeyState | undefined, state: KeyState | undefined) => void) | undefined
 
   private constructor (readonly replicaId: string, private readonly clock: Clock, config: StorageConfig, log: Logger) {
     this.config = config
@@ -281,7 +288,9 @@ export class StorageEngine {
   }
 
   private setEntry (key: string, state: KeyState, ttlMs: number): void {
+    const prior = this.onChange === undefined ? undefined : this.map.get(key)
     this.map.set(key, state)
+    if (this.onChange !== undefined) this.changed(key, prior, state)
     if (ttlMs > 0) {
       const ttl = this.ttls.get(key)
       if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false })
@@ -292,8 +301,19 @@ export class StorageEngine {
   }
 
   private removeEntry (key: string): void {
+    const prior = this.map.get(key)
     this.map.delete(key)
     this.ttls.delete(key)
+    if (this.onChange !== undefined && prior !== undefined) this.changed(key, prior, undefined)
+  }
+
+  private changed (key: string, prior: KeyState | undefined, state: KeyState | undefined): void {
+    try {
+      this.onChange!(key, prior, state)
+    } catch (error) {
+      // The change itself stands (it is logged); a listener's failure must not fail the write.
+      this.log.error(`change listener failed for ${JSON.stringify(key)}`, error)
+    }
   }
 
   private ttlOf (key: string): number {
