@@ -10,8 +10,9 @@
  * {"state":"expired","ttlMs":..,"meta":..,"lastBeat":<wall ms>,"replica":<peer that took the last beat>}.
  */
 import { utf8Encode, utf8Length } from '../codec.js'
-import { ConfigError, InvalidKeyError } from '../errors.js'
+import { ConfigError, DecodeError, InvalidKeyError } from '../errors.js'
 import { type KeyState, valuesOf } from '../version/dvv.js'
+import { INFO_BYTES_MAX, parseJson } from './messages.js'
 
 export const HEARTBEAT_PREFIX = 'heartbeat/'
 /** Longest service id, UTF-8 bytes. */
@@ -53,11 +54,11 @@ export function beatRecord (ttlMs: number, meta: Meta, ttlMsMax: number): Uint8A
   return utf8Encode(json)
 }
 
-interface Record { state: 'alive' | 'expired'; ttlMs: number; meta: Meta; lastBeat?: number; replica?: string }
+interface BeatRecord { state: 'alive' | 'expired'; ttlMs: number; meta: Meta; lastBeat?: number; replica?: string }
 
-function parse (bytes: Uint8Array): Record | null {
+function parse (bytes: Uint8Array): BeatRecord | null {
   try {
-    const o = JSON.parse(new TextDecoder().decode(bytes)) as Partial<Record>
+    const o = JSON.parse(new TextDecoder().decode(bytes)) as Partial<BeatRecord>
     if (o === null || typeof o !== 'object' || (o.state !== 'alive' && o.state !== 'expired')) return null
     return { state: o.state, ttlMs: typeof o.ttlMs === 'number' ? o.ttlMs : 0, meta: o.meta ?? null, ...(typeof o.lastBeat === 'number' ? { lastBeat: o.lastBeat } : {}), ...(typeof o.replica === 'string' ? { replica: o.replica } : {}) }
   } catch {
@@ -91,4 +92,45 @@ export function expiredRecord (key: string, state: KeyState): Uint8Array | null 
 /** Whether a state is an expired heartbeat record. */
 export function isExpiredService (key: string, state: KeyState | undefined): boolean {
   return state !== undefined && serviceOf(key, state)?.state === 'expired'
+}
+
+// ---------------------------------------------------------------- the services listing, across replicas
+
+/** Services per `services` reply. */
+export const SERVICES_REPLY_MAX = 20_000
+
+/** As many services as fit the reply (by characters: at most 3 bytes each), as a JSON list. */
+export function servicesJson (services: readonly ServiceView[]): string {
+  const parts: string[] = []
+  let chars = 2
+  for (const s of services.slice(0, SERVICES_REPLY_MAX)) {
+    const json = JSON.stringify(s)
+    if (chars + json.length + 1 > INFO_BYTES_MAX / 3) break
+    parts.push(json)
+    chars += json.length + 1
+  }
+  return `[${parts.join(',')}]`
+}
+
+/** A remote services reply, checked: entries that are not services are skipped. */
+export function parseServices (json: string): ServiceView[] {
+  const raw = parseJson(json, 'services reply')
+  if (!Array.isArray(raw)) throw new DecodeError('services reply', 'not a list')
+  const out: ServiceView[] = []
+  for (const o of raw.slice(0, SERVICES_REPLY_MAX) as Array<Record<string, unknown>>) {
+    if (o === null || typeof o !== 'object' || typeof o.id !== 'string' || (o.state !== 'alive' && o.state !== 'expired') || typeof o.lastBeat !== 'number') continue
+    out.push({ id: o.id, state: o.state, lastBeat: o.lastBeat, replica: typeof o.replica === 'string' ? o.replica : '', ttlMs: typeof o.ttlMs === 'number' ? o.ttlMs : 0, meta: (o.meta ?? null) as ServiceView['meta'] })
+  }
+  return out
+}
+
+/**
+ * Merges replicas' lists of services into `into`, per service keeping the record with the newest beat, and
+ * for the same beat an expiry over the alive record (the expiry was written after it).
+ */
+export function mergeServices (into: Map<string, ServiceView>, list: readonly ServiceView[]): void {
+  for (const s of list) {
+    const have = into.get(s.id)
+    if (have === undefined || s.lastBeat > have.lastBeat || (s.lastBeat === have.lastBeat && s.state === 'expired')) into.set(s.id, s)
+  }
 }

@@ -275,3 +275,12 @@ export function splitFrame (frame: Uint8Array, messageBytesMax: number): Uint8Ar
   r.end()
   return out
 }
+
+/** Parses the JSON a message carries (info and services replies); DecodeError if it is not JSON. */
+export function parseJson (json: string, what: string): unknown {
+  try {
+    return JSON.parse(json)
+  } catch {
+    throw new DecodeError(what, 'not JSON')
+  }
+}

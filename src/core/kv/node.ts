@@ -25,7 +25,7 @@
 import { raceAbort, throwIfAborted } from '../abort.js'
 import { Emitter } from '../emitter.js'
 import type { Clock, Logger } from '../env.js'
-import { ConfigError, DecodeError, errorMessage, InvalidContextError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
+import { ConfigError, errorMessage, InvalidContextError, LeavingError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, ValueTooLargeError } from '../errors.js'
 import { type PreferenceEntry, type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { decodeContext, encodeContext } from '../version/context.js'
@@ -35,8 +35,8 @@ import { EMPTY_VV, type VersionVector } from '../version/vv.js'
 import type { KvConfig } from './config.js'
 import { Digests, type Hash64 } from './digest.js'
 import { KeyIndex } from '../replication/key-index.js'
-import { type ServiceView, serviceOf } from './heartbeat.js'
-import { type Entry, INFO_BYTES_MAX, type KvReply, type KvRequest } from './messages.js'
+import { type ServiceView, mergeServices, parseServices, serviceOf, servicesJson } from './heartbeat.js'
+import { type Entry, type KvReply, type KvRequest, parseJson } from './messages.js'
 
 export type Channel = 'kv' | 'sync'
 
@@ -395,12 +395,7 @@ export class KvNode {
   async meshServices (signal?: AbortSignal): Promise<{ services: ServiceView[]; asked: number; failed: number }> {
     const members = this.ringNow.members.map(m => m.id).filter(id => this.isUp(id))
     const merged = new Map<string, ServiceView>()
-    const take = (list: ServiceView[]): void => {
-      for (const s of list) {
-        const have = merged.get(s.id)
-        if (have === undefined || s.lastBeat > have.lastBeat || (s.lastBeat === have.lastBeat && s.state === 'expired')) merged.set(s.id, s)
-      }
-    }
+    const take = (list: readonly ServiceView[]): void => { mergeServices(merged, list) }
     take(this.localServices())
     let failed = 0
     await Promise.all(members.filter(id => id !== this.id).map(async id => {
@@ -952,42 +947,6 @@ export class KvNode {
 /** Orders by `id` (plain code-unit order, the same everywhere). */
 export function byId (a: { readonly id: string }, b: { readonly id: string }): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
-}
-
-function parseJson (json: string, what: string): unknown {
-  try {
-    return JSON.parse(json)
-  } catch {
-    throw new DecodeError(what, 'not JSON')
-  }
-}
-
-/** Services per `services` reply. */
-export const SERVICES_REPLY_MAX = 20_000
-
-/** As many services as fit the reply (by characters: at most 3 bytes each), as a JSON list. */
-function servicesJson (services: readonly ServiceView[]): string {
-  const parts: string[] = []
-  let chars = 2
-  for (const s of services.slice(0, SERVICES_REPLY_MAX)) {
-    const json = JSON.stringify(s)
-    if (chars + json.length + 1 > INFO_BYTES_MAX / 3) break
-    parts.push(json)
-    chars += json.length + 1
-  }
-  return `[${parts.join(',')}]`
-}
-
-/** A remote services reply, checked: entries that are not services are skipped. */
-function parseServices (json: string): ServiceView[] {
-  const raw = parseJson(json, 'services reply')
-  if (!Array.isArray(raw)) throw new DecodeError('services reply', 'not a list')
-  const out: ServiceView[] = []
-  for (const o of raw.slice(0, SERVICES_REPLY_MAX) as Array<Record<string, unknown>>) {
-    if (o === null || typeof o !== 'object' || typeof o.id !== 'string' || (o.state !== 'alive' && o.state !== 'expired') || typeof o.lastBeat !== 'number') continue
-    out.push({ id: o.id, state: o.state, lastBeat: o.lastBeat, replica: typeof o.replica === 'string' ? o.replica : '', ttlMs: typeof o.ttlMs === 'number' ? o.ttlMs : 0, meta: (o.meta ?? null) as ServiceView['meta'] })
-  }
-  return out
 }
 
 /** A remote info reply, checked field by field: numbers that are not finite become 0. */
