@@ -135,6 +135,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
   let engine: StorageEngine
   try {
     await membership.start()
+    const openedAt = options.clock.nowMs()
     engine = await StorageEngine.open({
       ...options.storage,
       // Every state the log accepts must fit in one replication message.
@@ -147,6 +148,8 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
       expiredValue: expiredRecord,
       ...(options.wal === undefined ? {} : { wal: options.wal })
     })
+    const r = engine.recovery
+    if (r !== null) options.log.info(`storage: ${engine.size} keys recovered in ${options.clock.nowMs() - openedAt} ms (${r.snapshotRecords} snapshot records, ${r.records} log records, ${r.superseded} superseded)`)
   } catch (error) {
     await membership.stop().catch(() => {})
     await libp2p.stop()

@@ -359,7 +359,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   console.log(meshKey === undefined
     ? 'mesh: open — no --mesh-key, so any peer that can reach this one may join'
     : 'mesh: private — peers must prove knowledge of the mesh key')
-  console.log(`data: ${dataDir} (${peer.engine.size} keys recovered${peer.engine.recovery === null ? '' : `, ${peer.engine.recovery.records} log records replayed`})`)
+  console.log(`data: ${dataDir} (${peer.engine.size} keys recovered${peer.engine.recovery === null ? '' : `, ${peer.engine.recovery.records} log records replayed, ${peer.engine.recovery.superseded} superseded`})`)
   console.log(`replication: N=${kv.n} R=${kv.r} W=${kv.w}${kv.strictQuorum ? ' strict' : ' sloppy'} quorum, ${durability} durability`)
 
   let leaving = false

@@ -88,6 +88,8 @@ export const SYNCS_IN_FLIGHT_MAX = 2
  * (beyond it, older segments are read a second time). Recovery holds at most this plus one segment.
  */
 export const RECOVERY_KEEP_BYTES = 64 * 1024 * 1024
+/** Recovery reports progress for each segment or snapshot at least this large. */
+const PROGRESS_BYTES = 16 * 1024 * 1024
 
 /**
  * Where recovery hands each record: `bytes[start, end)` is the payload, a view into the read buffer valid
@@ -375,6 +377,8 @@ export class Wal {
         const at = offsets[k]! + FRAME_HEADER_BYTES
         apply(data, at, at + frameLength(lengthField(data, at - FRAME_HEADER_BYTES)), 'segment')
       }
+      // Progress for an operator watching a large store come back (the caller times the whole).
+      if (data.length >= PROGRESS_BYTES) log.info(`WAL ${adapter.location}: replayed segment ${id} (${live.length - i} of ${live.length}, ${count} records)`)
     }
 
     // The snapshot, streamed: it was written whole or not at all, so any damage in it is corruption.
@@ -385,6 +389,7 @@ export class Wal {
         damage: stretch => { corrupt(location, stretch) }
       })
       snapshotBytes = scanned.bytes
+      if (snapshotBytes >= PROGRESS_BYTES) log.info(`WAL ${adapter.location}: loaded snapshot ${listing.snapshot} (${snapshotRecords} records, ${snapshotBytes} bytes)`)
     }
 
     // Only now that everything is read and nothing failed does recovery change the log: a failed open leaves
