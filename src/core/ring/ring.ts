@@ -164,6 +164,16 @@ export class Ring {
    * and just after each token inside it.
    */
   segmentReplicas (segment: number, n: number): string[] {
+    // Immutable ring: each peer asks this for every segment and every peer it shares them with whenever
+    // the ring changes (anti-entropy), so the answers are kept, per n (one or two values of n in practice).
+    let cached = this.segmentReplicasCache.get(n)
+    if (cached === undefined) this.segmentReplicasCache.set(n, cached = new Array<string[] | undefined>(SEGMENT_COUNT))
+    return (cached[segment] ??= this.computeSegmentReplicas(segment, n)).slice()
+  }
+
+  private readonly segmentReplicasCache = new Map<number, Array<string[] | undefined>>()
+
+  private computeSegmentReplicas (segment: number, n: number): string[] {
     const [start, end] = segmentRange(segment)
     const result = new Set(this.primaries(start, n))
     for (let i = this.successor(start); i < this.tokens.length && this.tokens[i]! < end; i++) {
