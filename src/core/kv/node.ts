@@ -298,10 +298,13 @@ export class KvNode {
 
   private expired (key: string, before: KeyState, after: KeyState): void {
     const entry: Entry = { key, ttlMs: 0, state: after }
-    for (const id of this.primariesOf(key)) {
-      if (id === this.id || !this.isUp(id)) continue
-      this.replicate(id, 'kv', [entry]).catch(error => { this.log.debug(`sending the expiry of ${key} to ${id} failed: ${errorMessage(error)}`) })
-    }
+    // The expiry is a write with a new dot, logged without waiting: it is shared once durable (durable()).
+    this.engine.durable().then(() => {
+      for (const id of this.primariesOf(key)) {
+        if (id === this.id || !this.isUp(id)) continue
+        this.replicate(id, 'kv', [entry]).catch(error => { this.log.debug(`sending the expiry of ${key} to ${id} failed: ${errorMessage(error)}`) })
+      }
+    }, error => { this.log.debug(`the expiry of ${key} did not become durable: ${errorMessage(error)}`) })
     this.events.emit('change', { type: 'expired', key, replica: this.id, wall: newestTs(after)?.wall ?? this.clock.nowMs(), prior: before, state: after })
   }
 
@@ -542,7 +545,9 @@ export class KvNode {
     const tasks = pref.map(async e => {
       if (e.id === this.id) {
         const state = this.engine.state(key)
-        take(e.id, state === undefined ? null : { state, ttlMs: this.engine.ttl(key) })
+        const held = state === undefined ? null : { state, ttlMs: this.engine.ttl(key) }
+        await this.engine.durable()
+        take(e.id, held)
         return
       }
       const reply = await this.transport.request(e.id, 'kv', { type: 'read', key })
@@ -613,7 +618,9 @@ export class KvNode {
         case 'read': {
           this.engine.checkKey(request.key)
           const state = this.engine.state(request.key)
-          return { type: 'state', state: state ?? null, ttlMs: state === undefined ? 0 : this.engine.ttl(request.key) }
+          const ttlMs = state === undefined ? 0 : this.engine.ttl(request.key)
+          await this.engine.durable() // see durable(): a state leaves this replica only once durable here
+          return { type: 'state', state: state ?? null, ttlMs }
         }
         case 'put': {
           const w = this.checkCount('w', request.w)
@@ -649,6 +656,7 @@ export class KvNode {
             if (entries.length > 0 && bytes > this.config.messageBytesMax / 2) break
             entries.push(entry)
           }
+          await this.engine.durable()
           return { type: 'entries', entries }
         }
         case 'info': return { type: 'info', json: JSON.stringify(this.info()) }
@@ -725,6 +733,7 @@ export class KvNode {
       }
     }
     let delivered = 0
+    if (batches.size > 0) await this.engine.durable()
     await Promise.all([...batches].map(async ([id, entries]) => {
       await this.send(id, entries, signal, chunk => {
         delivered += chunk.length
@@ -816,6 +825,7 @@ export class KvNode {
       if (targets === 0) failed++
     }
     let delivered = 0
+    await this.engine.durable()
     const total = [...batches.values()].reduce((a, b) => a + b.length, 0)
     await Promise.all([...batches].map(async ([id, entries]) => {
       failed += await this.send(id, entries, signal, chunk => {
@@ -931,6 +941,7 @@ export class KvNode {
       const d = this.digests.of(key, state)
       if (t[0] !== d[0] || t[1] !== d[1]) pull.push(key)
     }
+    await this.engine.durable()
     await this.send(with_, push, signal, () => {})
     let pulled = 0
     for (let i = 0; i < pull.length; i += this.config.handoffBatchKeys) {
