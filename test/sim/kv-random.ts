@@ -65,13 +65,20 @@ function injectBug (node: FaultNode): void {
   }
 }
 
-/** Records each put's dot as its coordinator applies it (values are unique, so a value names its write). */
-function watchDots (node: FaultNode, dots: Map<string, readonly [string, number]>): void {
+/**
+ * Records each put's dots as coordinators apply it (values are unique, so a value names its write; a
+ * duplicated or retried forward can apply one put twice, under two dots).
+ */
+function watchDots (node: FaultNode, dots: Map<string, Array<readonly [string, number]>>): void {
   const engine = node.engine
   const writeLocal = engine.writeLocal.bind(engine)
   engine.writeLocal = (key, value, options) => {
     const result = writeLocal(key, value, options)
-    if (value !== null) dots.set(dec(value), [engine.replicaId, vvGet(result.state.vv, engine.replicaId)])
+    if (value !== null) {
+      const list = dots.get(dec(value)) ?? []
+      list.push([engine.replicaId, vvGet(result.state.vv, engine.replicaId)])
+      dots.set(dec(value), list)
+    }
     return result
   }
 }
@@ -89,7 +96,7 @@ async function drive<T> (sim: FaultSim, promise: Promise<T>, maxEvents = 100_000
 
 export async function runSeed (seed: number): Promise<{ violations: string[]; stats: FaultSim['stats']; writes: number; acked: number }> {
   const sim = await FaultSim.create(seed, IDS, { loss: 0.05, duplicate: 0.05, delayMs: [1, 10], timeoutMs: 60, syncMs: [0, 3] }, { n: 3, r: 2, w: 2 })
-  const dots = new Map<string, readonly [string, number]>()
+  const dots = new Map<string, Array<readonly [string, number]>>()
   sim.onBoot.push(node => { watchDots(node, dots) })
   if (BUG !== undefined) sim.onBoot.push(injectBug)
   // The nodes booted already: watch (and break) them too.
@@ -119,7 +126,9 @@ export async function runSeed (seed: number): Promise<{ violations: string[]; st
       writes.push(write)
       node.kv.put(key, enc(value), context === '' ? {} : { context }).then(r => {
         write.acked = true
-        write.dot = dots.get(value) ?? null
+        // The execution that answered: its coordinator's entry in the context it returned is its dot.
+        const vv = decodeContext(r.context).vv
+        write.dot = dots.get(value)?.find(([id, n]) => vvGet(vv, id) === n) ?? null
         remember(key, r.context)
       }, () => { write.acked = false })
     } else if (roll < 0.6) {
