@@ -15,6 +15,7 @@ import { type Channel, KvNode } from '../../src/core/kv/node.js'
 import { Ring, type RingHash } from '../../src/core/ring/ring.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
 import type { KeyState } from '../../src/core/version/dvv.js'
+import { sidesOf } from './kv-faults.js'
 
 const LIMITS = { keyBytesMax: 1024, valueBytesMax: 1024 * 1024 }
 const VNODES = 64
@@ -99,8 +100,7 @@ export class KvSim {
   }
 
   partition (...sides: string[][]): void {
-    this.side = new Map()
-    sides.forEach((ids, i) => { for (const id of ids) this.side.set(id, i) })
+    this.side = sidesOf(sides)
     this.refresh()
   }
 

@@ -270,8 +270,7 @@ export class FaultSim {
   }
 
   partition (sides: ReadonlyArray<readonly string[]>): void {
-    this.side = new Map()
-    sides.forEach((ids, i) => { for (const id of ids) this.side.set(id, i) })
+    this.side = sidesOf(sides)
     this.refresh()
   }
 
@@ -283,6 +282,13 @@ export class FaultSim {
   primaries (key: string): string[] {
     return this.ring.primaries(this.ring.position(key), this.config.n)
   }
+}
+
+/** Node id -> the index of its side of a partition. */
+export function sidesOf (sides: ReadonlyArray<readonly string[]>): Map<string, number> {
+  const side = new Map<string, number>()
+  sides.forEach((ids, i) => { for (const id of ids) side.set(id, i) })
+  return side
 }
 
 /** Lets every pending continuation run (a macrotask boundary; the simulation uses no timers itself). */
