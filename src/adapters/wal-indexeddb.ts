@@ -152,7 +152,7 @@ export class IndexedDbWal implements WalAdapter {
 
   append (bytes: Uint8Array): void {
     if (this.failure !== null) throw this.failure
-    this.parts.push(bytes.slice())
+    this.parts.push(bytes) // its own buffer (WalAdapter.append), so storing it clones just these bytes
     this.partsBytes += bytes.length
     if (this.partsBytes >= this.bufferBytesMax) this.commit()
     else if (!this.scheduled) {

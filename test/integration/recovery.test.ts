@@ -55,13 +55,17 @@ it(`a peer holding ${KEYS} keys in one log segment is SIGKILLed, restarts and se
     })
     // More writes in flight when the process dies: those acknowledged must survive too.
     let killed = false
+    let twoThousandMore!: () => void
+    const reached = new Promise<void>(resolve => { twoThousandMore = resolve })
     const tail = pool(KEYS, KEYS + 100_000, async i => {
       try {
         const { status } = await request(agent, base, 'PUT', `k${i}`)
         if (status === 204 && !killed) acked.push(`k${i}`)
+        if (acked.length >= KEYS + 2_000) twoThousandMore()
       } catch { /* the process died under this request */ }
     }, () => killed)
-    while (acked.length < KEYS + 2_000) await new Promise(resolve => { setTimeout(resolve, 20) })
+    // Kill once 2,000 more are acknowledged (if the tail ends first, the peer stopped taking writes: fail).
+    await Promise.race([reached, tail.then(() => { throw new Error(`the peer acknowledged only ${acked.length - KEYS} more writes`) })])
     first.proc.kill('SIGKILL')
     killed = true
     expect((await first.exited).signal).toBe('SIGKILL')

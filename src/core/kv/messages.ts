@@ -196,7 +196,7 @@ function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limit
     case 'put': {
       const key = r.string(limits.keyBytesMax)
       const flags = r.u8()
-      const value = (flags & 1) !== 0 ? null : new Uint8Array(r.bytes(limits.valueBytesMax)) // a copy, not a view (records.ts)
+      const value = (flags & 1) !== 0 ? null : r.bytesCopy(limits.valueBytesMax) // a copy, not a view (records.ts)
       const context = readVv(r)
       const ts = (flags & 8) !== 0 ? { wall: r.varint(), logical: r.varint() } : null
       return { type, key, value, context, ts, lww: (flags & 2) !== 0, strict: (flags & 4) !== 0, ttlMs: r.varint(), w: r.varint() }

@@ -257,8 +257,8 @@ export class KvNode {
     this.index = new KeyIndex(this.id, this.config.n, this.digests, ring)
     this.index.rebuild(ring, this.engine.entries())
     this.engine.onChange = (key, prior, state) => { this.index.note(key, prior, state) }
-    // An expiry is a write by this replica: index it and send it to the key's other replicas at once (the
-    // handoff loop and anti-entropy cover any that miss it).
+    // An expiry is a write by this replica: send it to the key's other replicas once durable (the handoff
+    // loop and anti-entropy cover any that miss it).
     this.engine.events.on('expired', e => { this.expired(e.key, e.state, e.expired) })
     this.engine.onExpiring = (key, state) => {
       this.checkExpiry(key, state).catch(error => { this.log.debug(`expiry check of ${key} failed: ${errorMessage(error)}`) })
@@ -398,14 +398,13 @@ export class KvNode {
   async meshServices (signal?: AbortSignal): Promise<{ services: ServiceView[]; asked: number; failed: number }> {
     const members = this.ringNow.members.map(m => m.id).filter(id => this.isUp(id))
     const merged = new Map<string, ServiceView>()
-    const take = (list: readonly ServiceView[]): void => { mergeServices(merged, list) }
-    take(this.localServices())
+    mergeServices(merged, this.localServices())
     let failed = 0
     await Promise.all(members.filter(id => id !== this.id).map(async id => {
       try {
         const reply = await this.transport.request(id, 'kv', { type: 'services' }, signal)
         if (reply.type !== 'info') throw replyError(id, reply, 'get')
-        take(parseServices(reply.json))
+        mergeServices(merged, parseServices(reply.json))
       } catch (error) {
         failed++
         this.log.debug(`services of ${id}: ${errorMessage(error)}`)

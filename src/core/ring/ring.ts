@@ -163,12 +163,12 @@ export class Ring {
    * Merkle tree. The primaries change only at token positions, so it suffices to look at the segment's start
    * and just after each token inside it.
    */
-  segmentReplicas (segment: number, n: number): string[] {
+  segmentReplicas (segment: number, n: number): readonly string[] {
     // Immutable ring: each peer asks this for every segment and every peer it shares them with whenever
     // the ring changes (anti-entropy), so the answers are kept, per n (one or two values of n in practice).
     let cached = this.segmentReplicasCache.get(n)
     if (cached === undefined) this.segmentReplicasCache.set(n, cached = new Array<string[] | undefined>(SEGMENT_COUNT))
-    return (cached[segment] ??= this.computeSegmentReplicas(segment, n)).slice()
+    return (cached[segment] ??= this.computeSegmentReplicas(segment, n))
   }
 
   private readonly segmentReplicasCache = new Map<number, Array<string[] | undefined>>()

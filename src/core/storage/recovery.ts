@@ -126,8 +126,7 @@ interface ChunkVisitor {
  * one frame) plus the new one. After damage the rest of the file is read in (damage is rare, and
  * resynchronising needs it). Visit offsets are file offsets. Returns the file's size.
  */
-
-async function scanChunks (chunks: AsyncIterable<Uint8Array>, magic: Uint8Array, location: string, visit: ChunkVisitor): Promise<{ bytes: number }> {
+async function scanChunks (chunks: AsyncIterable<Uint8Array>, magic: Uint8Array, location: string, visit: ChunkVisitor): Promise<number> {
   let window = new Uint8Array(0)
   let start = 0 // first unconsumed byte in window
   let end = 0 // bytes of window in use
@@ -172,7 +171,7 @@ async function scanChunks (chunks: AsyncIterable<Uint8Array>, magic: Uint8Array,
   }
   if (seed === null) throw new WalFormatError(location, 'missing or unknown snapshot header')
   scanFrames(window, start, end, seed, true, inFile)
-  return { bytes: base + end }
+  return base + end
 }
 
 /** What recovery found, and where the log continues. */
@@ -318,11 +317,10 @@ export async function recoverLog (adapter: WalAdapter, options: RecoveryOptions,
   // The snapshot, streamed: it was written whole or not at all, so any damage in it is corruption.
   if (listing.snapshot !== null) {
     const location = adapter.describe('snapshot', listing.snapshot)
-    const scanned = await scanChunks(adapter.readSnapshot(listing.snapshot), SNAPSHOT_MAGIC, location, {
+    snapshotBytes = await scanChunks(adapter.readSnapshot(listing.snapshot), SNAPSHOT_MAGIC, location, {
       record: (_offset, length, data, at) => { apply(data, at, at + length, 'snapshot'); snapshotRecords++ },
       damage: stretch => { corrupt(location, stretch) }
     })
-    snapshotBytes = scanned.bytes
     if (snapshotBytes >= PROGRESS_BYTES) log.info(`WAL ${adapter.location}: loaded snapshot ${listing.snapshot} (${snapshotRecords} records, ${snapshotBytes} bytes)`)
   }
 

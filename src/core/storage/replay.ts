@@ -17,7 +17,7 @@ export interface EngineRecovery extends RecoveryReport {
 }
 
 /**
- * Replays the log into an engine as recovery hands it over, newest record first (wal.ts). The first record
+ * Replays the log into an engine as recovery hands it over, newest record first (recovery.ts). The first record
  * of a key is its state; older ones are skipped after reading only their key (and their timestamps, which
  * the hybrid clock must still pass, as it would have had it replayed them). A removal that comes first
  * leaves the key absent, remembered until recovery ends so that older records do not bring it back.

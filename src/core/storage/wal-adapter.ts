@@ -39,7 +39,8 @@ export interface WalAdapter {
   /**
    * Queues bytes at the end of the current segment. Returns at once; the backend hands queued bytes to its
    * storage in order, soon (bounded by its own documented buffer size and delay), but they are durable only
-   * once a `sync()` called after this append resolves.
+   * once a `sync()` called after this append resolves. `bytes` is the backend's from then on, in a buffer of
+   * its own (the WAL never reuses it), so the backend may keep it as it is.
    */
   append(bytes: Uint8Array): void
 

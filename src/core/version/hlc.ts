@@ -46,7 +46,7 @@ export class HybridClock {
 
   /** Advances past a timestamp received from elsewhere. Returns false if it was rejected for drift. */
   observe (remote: Hlc): boolean {
-    if (remote.wall > this.clock.nowMs() + this.maxDriftMs) {
+    if (remote.wall > this.acceptLimitMs()) {
       this.rejected++
       return false
     }
