@@ -12,7 +12,8 @@ import type { Emitter } from './core/emitter.js'
 import type { Clock, Logger, Rng } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
 import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, serviceKey } from './core/kv/heartbeat.js'
-import type { GetResult, PeerInfo, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
+import type { GetResult, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
+import type { PeerInfo } from './services/peer-info.js'
 import type { SwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
 import type { Ring } from './core/ring/ring.js'
@@ -198,7 +199,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     put: async (key, value, opts) => await kv.put(key, typeof value === 'string' ? new TextEncoder().encode(value) : value, opts),
     delete: async (key, opts) => await kv.delete(key, opts),
     placement: async (key, opts) => await kv.placement(key, opts?.signal),
-    info: async (id, opts) => await kv.peerInfo(id, opts?.signal),
+    info: async (id, opts) => await store.peerInfo(id, opts?.signal),
     heartbeat: async (serviceId, opts = {}) => {
       const key = serviceKey(serviceId)
       const ttlMs = opts.ttlMs ?? HEARTBEAT_TTL_MS_DEFAULT

@@ -3,7 +3,7 @@
  * latency column) and plots, for the last 60 samples, operations per second and quorum latency across the
  * mesh, read repairs, hints pending and delivered, and anti-entropy repairs.
  */
-import type { PeerInfo } from '../src/core/kv/node.js'
+import type { PeerInfo } from '../src/services/peer-info.js'
 import type { Peer } from '../src/peer.js'
 import { $, el, svg } from './dom.js'
 import type { MemberFigures } from './ring-view.js'

@@ -1,25 +1,29 @@
 /**
- * The replicated store on a libp2p node: the pure KvNode (src/core/kv/node.ts) plus what it needs from the
- * platform — the ring and who is up, from SWIM; request/reply streams for /meshkv/kv/1.0.0 and
- * /meshkv/sync/1.0.0 (rpc.ts); and the timers that run its loops (handoff and reaping every
- * `handoffIntervalMs`, anti-entropy every `syncIntervalMs`, the storage engine's TTL sweep every
- * `sweepPeriodMs`). Each loop waits for its previous turn to finish before the next starts.
+ * The replicated store on a libp2p node: the KvNode facade over the replication state machine
+ * (src/core/kv/node.ts) plus what it needs from the platform — the ring and who is up, from SWIM;
+ * request/reply streams for /meshkv/kv/1.0.0 and /meshkv/sync/1.0.0 (rpc.ts); the dashboard's figures
+ * (peer-info.ts); and one timer that ticks the machine when it next has work: request timeouts and its
+ * background loops (handoff and reaping every `handoffIntervalMs`, anti-entropy every `syncIntervalMs`, the
+ * storage engine's TTL sweep every `sweepPeriodMs`; each turn waits for the previous one to finish).
  */
 import type { Clock, Logger } from '../core/env.js'
 import type { KvConfig } from '../core/kv/config.js'
 import type { Hash64 } from '../core/kv/digest.js'
 import type { KvReply, KvRequest } from '../core/kv/messages.js'
 import { type Channel, KvNode, byId } from '../core/kv/node.js'
+import { OpLatencies, type PeerInfo, peerInfo } from './peer-info.js'
 import type { MemberView } from '../core/membership/swim.js'
 import { DEFAULT_VNODES, Ring, type RingHash, type RingMember } from '../core/ring/ring.js'
 import type { StorageEngine } from '../core/storage/engine.js'
 import type { MeshLibp2p } from './mesh-node.js'
 import { type Handshake, RpcEndpoint, type RpcStats } from './rpc.js'
 import type { SwimService } from './swim-service.js'
-import { errorMessage } from '../core/errors.js'
 
 export const KV_PROTOCOL = '/meshkv/kv/1.0.0'
 export const SYNC_PROTOCOL = '/meshkv/sync/1.0.0'
+/** Bounds of the wait between two ticks of the replication machine. */
+export const TICK_MIN_MS = 5
+export const TICK_MAX_MS = 1000
 
 export interface KvServiceInit {
   engine: StorageEngine
@@ -48,8 +52,11 @@ export class KvService {
   readonly kvRpc: RpcEndpoint
   readonly syncRpc: RpcEndpoint
   private ringSignature = ''
-  private readonly timers: Array<ReturnType<typeof setTimeout>> = []
+  private timer: ReturnType<typeof setTimeout> | null = null
   private running = false
+  private readonly latencies = new OpLatencies()
+  /** The longest the machine goes untended: its shortest loop period, and at most a second. */
+  private readonly tickMaxMs: number
   private offChange: (() => void) | null = null
   private refreshQueued = false
   private readonly isUp = (id: string): boolean => this.swim.isUp(id)
@@ -76,12 +83,24 @@ export class KvService {
       hash64: init.hash64,
       clock: init.clock,
       log: init.log,
+      describe: () => JSON.stringify(this.info()),
+      observeOp: this.latencies.record,
+      background: { handoffMs: init.config.handoffIntervalMs, syncMs: init.config.syncIntervalMs, sweepMs: init.engine.config.sweepPeriodMs },
       transport: {
         request: async (to: string, channel: Channel, request: KvRequest, signal?: AbortSignal) =>
           await (channel === 'kv' ? this.kvRpc : this.syncRpc).request(to, request, signal)
       }
     })
+    this.tickMaxMs = Math.max(TICK_MIN_MS, Math.min(TICK_MAX_MS, init.config.handoffIntervalMs, init.config.syncIntervalMs, init.engine.config.sweepPeriodMs))
     this.refresh()
+  }
+
+  /** This peer's figures for dashboards. */
+  info (): PeerInfo { return this.latencies.info(this.kv, this.init.engine) }
+
+  /** Another member's figures (or this peer's). */
+  async peerInfo (id: string, signal?: AbortSignal): Promise<PeerInfo> {
+    return await peerInfo(this.kv, () => this.info(), id, signal)
   }
 
   get config (): KvConfig { return this.init.config }
@@ -96,9 +115,21 @@ export class KvService {
       this.refreshQueued = true
       queueMicrotask(() => { this.refreshQueued = false; this.refresh() })
     })
-    this.loop('handoff', this.init.config.handoffIntervalMs, async () => { await this.kv.handoff() })
-    this.loop('anti-entropy', this.init.config.syncIntervalMs, async () => { await this.kv.syncRound() })
-    this.loop('sweep', this.init.engine.config.sweepPeriodMs, async () => { this.init.engine.sweep() })
+    this.schedule()
+  }
+
+  /** Ticks the machine when it next has work (a deadline or a loop turn), at least every `tickMaxMs`. */
+  private schedule (): void {
+    if (!this.running) return
+    const waitMs = Math.min(this.tickMaxMs, Math.max(TICK_MIN_MS, this.kv.nextWakeMs() - this.init.clock.nowMs()))
+    this.timer = setTimeout(() => {
+      try {
+        this.kv.tick()
+      } catch (error) {
+        this.init.log.error('kv tick failed', error)
+      }
+      this.schedule()
+    }, waitMs)
   }
 
   /** The ring from the current members (rebuilt only when its members change) and who is up. */
@@ -115,24 +146,13 @@ export class KvService {
     return Ring.build(ringMembersOf(this.swim.members()).filter(m => m.id !== this.kv.id), this.init.ringHash)
   }
 
-  private loop (name: string, periodMs: number, turn: () => Promise<void>): void {
-    const index = this.timers.length
-    const run = (): void => {
-      if (!this.running) return
-      turn().catch(error => { this.init.log.debug(`${name} turn failed: ${errorMessage(error)}`) }).finally(() => {
-        if (this.running) this.timers[index] = setTimeout(run, periodMs)
-      })
-    }
-    this.timers.push(setTimeout(run, periodMs))
-  }
-
   stats (): { kv: KvNode['stats']; rpc: RpcStats; sync: RpcStats } {
     return { kv: this.kv.stats, rpc: this.kvRpc.stats, sync: this.syncRpc.stats }
   }
 
   async stop (): Promise<void> {
     this.running = false
-    for (const t of this.timers) clearTimeout(t)
+    if (this.timer !== null) clearTimeout(this.timer)
     this.offChange?.()
     await this.kvRpc.stop()
     await this.syncRpc.stop()

@@ -14,6 +14,7 @@ import { type KvReply, type KvRequest, decodeMessage, encodeReply, encodeRequest
 import { type Channel, KvNode } from '../../src/core/kv/node.js'
 import { Ring, type RingHash } from '../../src/core/ring/ring.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
+import { OpLatencies } from '../../src/services/peer-info.js'
 import type { KeyState } from '../../src/core/version/dvv.js'
 import { sidesOf } from './kv-faults.js'
 
@@ -24,6 +25,8 @@ export interface SimNode {
   readonly id: string
   engine: StorageEngine
   kv: KvNode
+  /** The dashboard's figures of this node (its answer to `info`). */
+  figures: OpLatencies
   up: boolean
 }
 
@@ -65,7 +68,10 @@ export class KvSim {
 
   async add (id: string): Promise<SimNode> {
     const engine = await StorageEngine.open({ replicaId: id, clock: this.clock })
-    const kv = new KvNode(this.ring(), {
+    const figures = new OpLatencies()
+    const kv: KvNode = new KvNode(this.ring(), {
+      describe: () => JSON.stringify(figures.info(kv, engine)),
+      observeOp: figures.record,
       engine,
       config: this.config,
       hash64: this.hash64,
@@ -80,7 +86,7 @@ export class KvSim {
         }
       }
     })
-    const node: SimNode = { id, engine, kv, up: true }
+    const node: SimNode = { id, engine, kv, figures, up: true }
     this.nodes.set(id, node)
     this.ringMembers.add(id)
     this.refresh()

@@ -4,6 +4,7 @@ import { Ring } from '../../src/core/ring/ring.js'
 import { encodeContext } from '../../src/core/version/context.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
 import type { VersionVector } from '../../src/core/version/vv.js'
+import { type PeerInfo, peerInfo } from '../../src/services/peer-info.js'
 import { KvSim } from './kv-cluster.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
@@ -237,10 +238,14 @@ describe('kv: peer info for dashboards', () => {
   it('reports keys, counters and latencies of any member over the wire', async () => {
     const sim = await KvSim.create(ids(3))
     for (let i = 0; i < 10; i++) await sim.node('peer-0').kv.put(`k${i}`, enc('v'), { w: 3 })
-    const info = await sim.node('peer-1').kv.peerInfo('peer-0')
+    const infoOf = async (from: string, id: string): Promise<PeerInfo> => {
+      const node = sim.node(from)
+      return await peerInfo(node.kv, () => node.figures.info(node.kv, node.engine), id)
+    }
+    const info = await infoOf('peer-1', 'peer-0')
     expect(info).toMatchObject({ id: 'peer-0', keys: 10, ops: 10, stats: { puts: 10 } })
     expect(info.latency.samples).toBe(10)
-    expect((await sim.node('peer-1').kv.peerInfo('peer-1')).keys).toBe(10)
+    expect((await infoOf('peer-1', 'peer-1')).keys).toBe(10)
   })
 })
 
@@ -258,14 +263,14 @@ describe('kv: TTL expiry across replicas', () => {
     sim.setUp(c!.id, true)
     // c's credits for beat 1 run out (3 credits at a 1000 ms sweep): it must find beat 2 instead of expiring.
     for (let i = 0; i < 5; i++) {
-      c!.engine.sweep()
+      c!.kv.sweep()
       await sim.settle()
     }
     expect(expired).toEqual([])
     expect(c!.engine.get(key)!.values.map(s => dec(s.value!))).toEqual(['beat 2'])
     // Nobody beats any more: the first replica to run out expires it, and every replica gets the expiry.
     for (let i = 0; i < 6 && expired.length === 0; i++) {
-      for (const n of [a!, b!, c!]) n.engine.sweep()
+      for (const n of [a!, b!, c!]) n.kv.sweep()
       await sim.settle()
     }
     expect(expired.length).toBeGreaterThanOrEqual(1)
@@ -279,7 +284,7 @@ describe('kv: TTL expiry across replicas', () => {
     await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
     sim.setUp(b!.id, false)
     for (let i = 0; i < 6 && a!.engine.get(key)?.deleted !== true; i++) {
-      a!.engine.sweep()
+      a!.kv.sweep()
       await sim.settle()
     }
     expect(a!.engine.get(key)!.deleted).toBe(true)

@@ -352,36 +352,43 @@ export class StorageEngine {
    */
   merge (key: string, remote: KeyState, options: { ttlMs?: number; durability?: Durability; signal?: AbortSignal } = {}): Promise<MergeResult> {
     try {
-      this.checkOpen()
-      this.checkKey(key)
       throwIfAborted(options.signal)
-      for (const s of remote.siblings) {
-        if (s.value !== null && s.value.length > this.config.valueBytesMax) throw new ValueTooLargeError(s.value.length, this.config.valueBytesMax)
-      }
-      const existing = this.map.get(key)
-      const current = existing ?? EMPTY_STATE
-      const currentTtl = this.ttlOf(key)
-      const ts = newestTs(remote)
-      if (ts !== undefined) this.hlc.observe(ts)
-      const state = sync(current, remote)
-      if (existing !== undefined && stateEquals(state, current)) {
-        // Nothing new: the key keeps its TTL and its credits (a stale copy must neither attach its TTL to a
-        // newer write nor keep an expiring key alive). Acknowledge only once what is held is durable: an
-        // identical merge may arrive while the first one's sync is still running.
-        const result: MergeResult = { key, state: current, context: current.vv, changed: false }
-        if (this.wal === null || (options.durability ?? this.config.durability) === 'async') return Promise.resolve(result)
-        return raceAbort(this.wal.sync(), options.signal).then(() => result)
-      }
-      // The TTL of whichever side holds the newest write.
-      const remoteNewer = ts !== undefined && compareHlc(ts, newestTs(current) ?? ZERO_HLC) > 0
-      const ttlMs = options.ttlMs === undefined || !remoteNewer ? (existing === undefined ? this.checkTtl(options.ttlMs) : currentTtl) : this.checkTtl(options.ttlMs)
-      const done = this.commit(key, state, ttlMs, options.durability, options.signal)
-      this.warnSiblings(key, state)
-      const result: MergeResult = { key, state, context: state.vv, changed: true }
-      return done.then(() => result)
+      const result = this.mergeNow(key, remote, options.ttlMs)
+      if (this.wal === null || (options.durability ?? this.config.durability) === 'async') return Promise.resolve(result)
+      // Also for a merge that brought nothing new: an identical merge may arrive while the first one's sync
+      // is still running, and is acknowledged only once what is held is durable.
+      return raceAbort(this.wal.sync(), options.signal).then(() => result)
     } catch (error) {
       return Promise.reject(error)
     }
+  }
+
+  /**
+   * merge() applied at once, without waiting for the log: the state is in memory and its record appended
+   * when this returns (throws on bad input). The caller makes it durable with durable() before it
+   * acknowledges it to anyone (the replication state machine's `persist`).
+   */
+  mergeNow (key: string, remote: KeyState, ttlMs?: number): MergeResult {
+    this.checkOpen()
+    this.checkKey(key)
+    for (const s of remote.siblings) {
+      if (s.value !== null && s.value.length > this.config.valueBytesMax) throw new ValueTooLargeError(s.value.length, this.config.valueBytesMax)
+    }
+    const existing = this.map.get(key)
+    const current = existing ?? EMPTY_STATE
+    const currentTtl = this.ttlOf(key)
+    const ts = newestTs(remote)
+    if (ts !== undefined) this.hlc.observe(ts)
+    const state = sync(current, remote)
+    // Nothing new: the key keeps its TTL and its credits (a stale copy must neither attach its TTL to a
+    // newer write nor keep an expiring key alive).
+    if (existing !== undefined && stateEquals(state, current)) return { key, state: current, context: current.vv, changed: false }
+    // The TTL of whichever side holds the newest write.
+    const remoteNewer = ts !== undefined && compareHlc(ts, newestTs(current) ?? ZERO_HLC) > 0
+    const ttl = ttlMs === undefined || !remoteNewer ? (existing === undefined ? this.checkTtl(ttlMs) : currentTtl) : this.checkTtl(ttlMs)
+    void this.commit(key, state, ttl, 'async', undefined) // resolved at once: async durability does not wait
+    this.warnSiblings(key, state)
+    return { key, state, context: state.vv, changed: true }
   }
 
   /**

@@ -1,0 +1,207 @@
+/**
+ * The coordinator of client requests (Dynamo §4.5, DeCandia et al. 2007), as flows over a replica's state:
+ *
+ * - put/delete: the coordinator — a replica of the key; any other peer forwards to one — applies the write
+ *   to its own engine, which gives the new value the coordinator's next dot, makes it durable in its own log,
+ *   then sends the resulting state to the other N-1 replicas of the preference list, and answers after W of
+ *   them (itself included) have made it durable. Fewer than W: QuorumError with the acked count, never
+ *   success.
+ * - get: the coordinator asks the N replicas and merges the first R answers; once the rest answer (or time
+ *   out), any replica whose state was behind the merge gets it (read repair).
+ * - sloppy quorum: when a primary is down, the preference list continues with the next up member (a
+ *   fallback), which holds the key like any replica until handoff delivers it (handoff.ts).
+ */
+import { LeavingError, QuorumError, UnreachableError, ValueTooLargeError, errorMessage } from '../errors.js'
+import type { Entry, KvReply, KvRequest } from '../kv/messages.js'
+import { type PreferenceEntry, segmentOf } from '../ring/ring.js'
+import { decodeContext, encodeContext } from '../version/context.js'
+import { type KeyState, newestTs, stateEquals, sync, valuesOf } from '../version/dvv.js'
+import { type Hlc, compareHlc } from '../version/hlc.js'
+import { EMPTY_VV, type VersionVector } from '../version/vv.js'
+import { type Flow, all, persist, quorum, request } from './flow.js'
+import { type ReplicaState, replyError } from './replica-state.js'
+import type { GetResult, Held, PutResult, ReadOptions, ReplicaView, WriteOptions } from './types.js'
+
+/** A client put (value) or delete (null) through this peer. */
+export function * write (s: ReplicaState, key: string, value: Uint8Array | null, options: WriteOptions): Flow<PutResult> {
+  s.engine.checkKey(key)
+  // The engine checks too; checking here fails fast on a peer that would forward.
+  if (value !== null && value.length > s.engine.config.valueBytesMax) throw new ValueTooLargeError(value.length, s.engine.config.valueBytesMax)
+  const w = s.checkCount('w', options.w)
+  const ctx = options.context === undefined || options.context === '' ? { vv: EMPTY_VV, ts: null } : decodeContext(options.context)
+  s.checkContext(ctx.vv)
+  const op = value === null ? 'delete' : 'put'
+  if (value === null) s.counters.deletes++
+  else s.counters.puts++
+  const strict = options.strict ?? s.config.strictQuorum
+  const pref = s.preference(key, strict)
+  if (!pref.some(e => e.id === s.id)) {
+    const reply = yield * forward(s, pref, { type: 'put', key, value, context: ctx.vv, ts: ctx.ts, lww: options.lww === true, ttlMs: options.ttlMs ?? 0, w, strict }, op, w)
+    if (reply.type !== 'put') throw replyError(pref[0]!.id, reply, op)
+    return { key, context: encodeContext(reply.state.vv, newestTs(reply.state) ?? null), acks: reply.acks }
+  }
+  const { state, acks } = yield * coordinateWrite(s, key, value, ctx.vv, ctx.ts, pref, w, options)
+  return { key, context: encodeContext(state.vv, newestTs(state) ?? null), acks }
+}
+
+/** Coordinates a write this peer is a replica of (for a client here, or one a peer forwarded). */
+export function * coordinateWrite (s: ReplicaState, key: string, value: Uint8Array | null, context: VersionVector, ts: Hlc | null, pref: readonly PreferenceEntry[], w: number, options: { lww?: boolean; ttlMs?: number }): Flow<{ state: KeyState; acks: number }> {
+  const op = value === null ? 'delete' : 'put'
+  if (s.leaving) throw new LeavingError(s.id)
+  const before = s.engine.state(key)
+  // Logged now, made durable by the persist below (which shares the group commit with every other write).
+  const local = s.engine.writeLocal(key, value, { context, contextTs: ts, lww: options.lww, durability: 'async', ...(value === null ? {} : { ttlMs: options.ttlMs }) })
+  const entry: Entry = { key, ttlMs: s.engine.ttl(key), state: local.state }
+  // The new dot must be durable here before any other replica sees it: a coordinator that crashed with
+  // its dot on others but not in its own log would issue the same dot again for a different value, and
+  // replicas would keep either one. (With async durability the record reaches the OS within this turn,
+  // so only a crash of the machine can do that; see the README.)
+  yield * persist()
+  const flows: Array<Flow<unknown>> = [(function * () {})()]
+  for (const e of pref) if (e.id !== s.id) flows.push(s.replicate(e.id, 'kv', [entry]))
+  let acks: number
+  try {
+    acks = yield * quorum(flows, w, (acked, reasons) => new QuorumError(op, acked, w, flows.length, reasons))
+  } catch (error) {
+    if (error instanceof QuorumError) s.counters.quorumFailures++
+    throw error
+  }
+  s.rt.emit({ type: 'change', event: { type: op, key, replica: s.id, wall: newestTs(local.state)?.wall ?? s.nowMs, prior: before, state: local.state } })
+  return { state: local.state, acks }
+}
+
+/** Sends a client request to a replica that can coordinate it; tries the next one if the first is unreachable. */
+function * forward (s: ReplicaState, pref: readonly PreferenceEntry[], req: KvRequest, op: 'put' | 'delete' | 'get', required: number): Flow<KvReply> {
+  if (pref.length === 0) {
+    s.counters.quorumFailures++
+    throw new QuorumError(op, 0, required, 0, ['no replica of the key is up'])
+  }
+  s.counters.forwarded++
+  const reasons: string[] = []
+  for (const e of pref.slice(0, 2)) {
+    try {
+      const reply = yield * request(e.id, 'kv', req)
+      // A leaving replica applied nothing: the next one can take the request.
+      if (reply.type === 'error' && reply.code === 'ERR_LEAVING') {
+        reasons.push(`${e.id}: leaving`)
+        continue
+      }
+      return reply
+    } catch (error) {
+      reasons.push(`${e.id}: ${errorMessage(error)}`)
+      // Only a peer that never got the request is safe to replace: one that timed out may have applied
+      // the write, and a second coordinator would add a second copy of it as a sibling.
+      if (!(error instanceof UnreachableError)) break
+    }
+  }
+  s.counters.quorumFailures++
+  throw new QuorumError(op, 0, required, pref.length, reasons)
+}
+
+/** A client get through this peer. */
+export function * read (s: ReplicaState, key: string, options: ReadOptions): Flow<GetResult> {
+  s.engine.checkKey(key)
+  const r = s.checkCount('r', options.r)
+  s.counters.gets++
+  const strict = options.strict ?? s.config.strictQuorum
+  const pref = s.preference(key, strict)
+  if (!pref.some(e => e.id === s.id)) {
+    const reply = yield * forward(s, pref, { type: 'get', key, r, strict }, 'get', r)
+    if (reply.type !== 'get') throw replyError(pref[0]!.id, reply, 'get')
+    return toResult(key, reply.state, reply.replies)
+  }
+  const { state, replies } = yield * coordinateRead(s, key, pref, r)
+  return toResult(key, state, replies)
+}
+
+/** Coordinates a read this peer is a replica of; read repair follows once every replica answered. */
+export function * coordinateRead (s: ReplicaState, key: string, pref: readonly PreferenceEntry[], r: number): Flow<{ state: KeyState | null; replies: number }> {
+  const answers = new Map<string, Held | null>()
+  let merged: KeyState | null = null
+  let ttlMs = 0
+  let newestSeen: Hlc | null = null
+  const take = (id: string, held: Held | null): void => {
+    answers.set(id, held)
+    if (held === null) return
+    merged = merged === null ? held.state : sync(merged, held.state)
+    // The TTL goes with the newest write: the answer that holds it decides (a stale TTL must not ride on
+    // a newer state, say an expiry record).
+    const newest = newestTs(held.state)
+    if (newest !== undefined && (newestSeen === null || compareHlc(newest, newestSeen) > 0)) { newestSeen = newest; ttlMs = held.ttlMs }
+  }
+  const readOne = function * (id: string): Flow<void> {
+    if (id === s.id) {
+      const state = s.engine.state(key)
+      const held = state === undefined ? null : { state, ttlMs: s.engine.ttl(key) }
+      yield * persist() // a state leaves this replica only once durable here
+      take(id, held)
+      return
+    }
+    const reply = yield * request(id, 'kv', { type: 'read', key })
+    if (reply.type !== 'state') throw replyError(id, reply, 'get')
+    take(id, reply.state === null ? null : { state: reply.state, ttlMs: reply.ttlMs })
+  }
+  const flows = pref.map(e => readOne(e.id))
+  try {
+    // Read repair once everyone answered or failed; it runs after the client has its answer.
+    const replies = yield * quorum(flows, r, (acked, reasons) => new QuorumError('get', acked, r, flows.length, reasons), () => { readRepair(s, key, answers, merged, ttlMs) })
+    return { state: merged, replies }
+  } catch (error) {
+    if (error instanceof QuorumError) s.counters.quorumFailures++
+    throw error
+  }
+}
+
+function readRepair (s: ReplicaState, key: string, answers: Map<string, Held | null>, merged: KeyState | null, ttlMs: number): void {
+  if (merged === null) return
+  const entry: Entry = { key, ttlMs, state: merged }
+  for (const [id, held] of answers) {
+    if (held !== null && stateEquals(held.state, merged)) continue
+    s.counters.readRepairs++
+    const flow = id === s.id ? s.mergeLocal([entry]) : s.replicate(id, 'kv', [entry])
+    s.rt.spawn(flow, (ok, error) => { if (!ok) s.log.debug(`read repair of ${key} on ${id} failed: ${errorMessage(error)}`) })
+  }
+}
+
+/** The key's preference list with each replica's state, for inspection (`GET /kv/:key/placement`). */
+export function * placement (s: ReplicaState, key: string): Flow<{ position: number; segment: number; primaries: string[]; replicas: ReplicaView[] }> {
+  s.engine.checkKey(key)
+  const position = s.ring.position(key)
+  const primaries = s.ring.primaries(position, s.config.n)
+  const entries = s.preference(key, false)
+  const ids = new Set(entries.map(e => e.id))
+  // Down primaries are listed too, so the caller sees whom fallbacks stand in for.
+  const listed: Array<{ id: string; role: 'primary' | 'fallback'; hintFor?: string }> = [...entries]
+  for (const p of primaries) if (!ids.has(p)) listed.push({ id: p, role: 'primary' })
+  const replicas: ReplicaView[] = listed.map(e => ({ id: e.id, role: e.role, up: s.isUp(e.id), ...(e.hintFor === undefined ? {} : { hintFor: e.hintFor }) }))
+  yield * all(replicas.map(function * (base, i): Flow<void> {
+    let view: ReplicaView
+    if (base.id === s.id) view = { ...base, state: s.engine.state(key) ?? null }
+    else if (!base.up) view = { ...base, error: 'down' }
+    else {
+      try {
+        const reply = yield * request(base.id, 'kv', { type: 'read', key })
+        if (reply.type !== 'state') throw replyError(base.id, reply, 'get')
+        view = { ...base, state: reply.state }
+      } catch (error) {
+        view = { ...base, error: errorMessage(error) }
+      }
+    }
+    replicas[i] = view
+  }))
+  return { position, segment: segmentOf(position), primaries, replicas }
+}
+
+export function toResult (key: string, state: KeyState | null, replies: number): GetResult {
+  if (state === null) return { key, values: [], siblings: [], context: '', deleted: false, replies }
+  const live = valuesOf(state)
+  const siblings = live.map(s => ({ value: s.value!, wall: s.wall, logical: s.logical, replica: s.id, counter: s.n }))
+  return {
+    key,
+    values: siblings.map(s => s.value),
+    siblings,
+    context: encodeContext(state.vv, newestTs(state) ?? null),
+    deleted: live.length === 0 && state.siblings.length > 0,
+    replies
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * The replicated key-value store of one peer as a state machine that returns decisions instead of awaiting
+ * I/O, as the SWIM machine does (membership/swim.ts). The host starts client operations with `call(op, ...)`,
+ * delivers peers' requests and replies with `receive(from, message, now)`, reports its log durable with
+ * `persisted(token, error, now)`, and calls `tick(now)`, which times out requests and runs the background
+ * work when due; each returns effects — `send`, `reply`, `persist`, `complete`, `change` — for the host to
+ * perform (kv/node.ts over libp2p, test/sim/kv-faults.ts in a seeded simulator).
+ *
+ * The parts, each a module of flows over one ReplicaState: the coordinator of puts, gets and deletes
+ * (coordinator.ts), the replica's request handlers (replica.ts), handoff, reaping and leave (handoff.ts),
+ * anti-entropy (anti-entropy.ts) and TTL expiry (expiry.ts). The key index follows the storage engine's own
+ * changes (key-index.ts), so no code path keeps it in step by hand.
+ */
+import { errorMessage } from '../errors.js'
+import { meshServices } from '../kv/services.js'
+import type { KvRequest } from '../kv/messages.js'
+import type { Ring } from '../ring/ring.js'
+import { AntiEntropy } from './anti-entropy.js'
+import { placement, read, write } from './coordinator.js'
+import { checkExpiry, publishExpiry } from './expiry.js'
+import { type Effect, type Flow, type Message, Runtime, request } from './flow.js'
+import { Handoff } from './handoff.js'
+import { handle } from './replica.js'
+import { ReplicaState, type ReplicationOptions } from './replica-state.js'
+import type { KvStats, ReadOptions, WriteOptions } from './types.js'
+
+/** An operation the host starts; it ends with one `complete` effect carrying its result or error. */
+export type Call =
+  | { readonly type: 'put'; readonly key: string; readonly value: Uint8Array; readonly options: WriteOptions }
+  | { readonly type: 'delete'; readonly key: string; readonly options: WriteOptions }
+  | { readonly type: 'get'; readonly key: string; readonly options: ReadOptions }
+  | { readonly type: 'placement'; readonly key: string }
+  /** One handoff turn (hints, ranges, reaping). */
+  | { readonly type: 'handoff' }
+  /** One anti-entropy round, with `peer` or the next one. */
+  | { readonly type: 'sync'; readonly peer?: string }
+  /** A graceful leave's handoff of everything to the owners in `ring` (the ring without this peer). */
+  | { readonly type: 'hand-off-all'; readonly ring: Ring; readonly progress: (done: number, total: number) => void }
+  /** Every heartbeat service in the mesh. */
+  | { readonly type: 'services' }
+  /** A request to one peer, answered with its raw reply (dashboards ask peers for their figures). */
+  | { readonly type: 'ask'; readonly to: string; readonly request: KvRequest }
+
+export interface BackgroundPeriods {
+  /** Handoff and reaping turns (KvConfig.handoffIntervalMs). */
+  handoffMs: number
+  /** Anti-entropy rounds (KvConfig.syncIntervalMs). */
+  syncMs: number
+  /** The storage engine's TTL sweep (StorageConfig.sweepPeriodMs). */
+  sweepMs: number
+}
+
+/** A background loop: its next turn is due `periodMs` after the previous one ended. */
+interface Loop {
+  readonly name: string
+  readonly periodMs: number
+  dueMs: number
+  running: boolean
+  readonly turn: () => Flow<unknown> | null
+}
+
+export class Replication {
+  readonly id: string
+  readonly state: ReplicaState
+  private readonly rt: Runtime
+  private readonly antiEntropy: AntiEntropy
+  private readonly handoff: Handoff
+  private readonly loops: Loop[]
+
+  /** `background` null runs no background work from tick() (tests call it with call()). */
+  constructor (ring: Ring, options: ReplicationOptions, nowMs: number, background: BackgroundPeriods | null) {
+    this.rt = new Runtime(options.config.requestTimeoutMs)
+    this.rt.nowMs = nowMs
+    const s = this.state = new ReplicaState(ring, this.rt, options)
+    this.id = s.id
+    this.antiEntropy = new AntiEntropy(s)
+    this.handoff = new Handoff(s)
+    const engine = options.engine
+    engine.onChange = (key, prior, state) => { s.index.note(key, prior, state) }
+    // An expiry is a write by this replica: its other replicas get it once durable.
+    engine.events.on('expired', e => { this.spawn(publishExpiry(s, e.key, e.state, e.expired), `publishing the expiry of ${e.key}`) })
+    engine.onExpiring = (key, state) => { this.spawn(checkExpiry(s, key, state), `the expiry check of ${key}`) }
+    const loop = (name: string, periodMs: number, turn: () => Flow<unknown> | null): Loop => ({ name, periodMs, dueMs: nowMs + periodMs, running: false, turn })
+    this.loops = background === null
+      ? []
+      : [
+          loop('handoff', background.handoffMs, () => this.handoff.turn()),
+          loop('anti-entropy', background.syncMs, () => this.antiEntropy.round()),
+          loop('sweep', background.sweepMs, () => { engine.sweep(); return null })
+        ]
+  }
+
+  /** Counters since start, and the keys held here for others (hints pending). */
+  get stats (): KvStats { return { ...this.state.counters, hintsPending: this.state.index.foreign.size } }
+
+  get ring (): Ring { return this.state.ring }
+
+  /** Requests waiting for a peer's reply. */
+  get inFlight (): number { return this.rt.inFlight }
+
+  /** Replies that arrived after their request timed out, or twice. */
+  get lateReplies (): number { return this.rt.lateReplies }
+
+  /** Membership changed: the ring (if its members changed) and who is up. */
+  setMembership (ring: Ring, isUp: (id: string) => boolean): void {
+    const s = this.state
+    s.isUpNow = isUp
+    if (ring === s.ring) return
+    s.ring = ring
+    s.index.rebuild(ring, s.engine.entries())
+  }
+
+  /** Refuse writes from now on (the first step of a graceful leave). */
+  beginLeaving (): void { this.state.leaving = true }
+
+  call (op: number, call: Call, nowMs: number): Effect[] {
+    this.rt.nowMs = nowMs
+    let flow: Flow<unknown>
+    try {
+      flow = this.flowOf(call)
+    } catch (error) {
+      this.rt.emit({ type: 'complete', op, ok: false, value: error })
+      return this.rt.take()
+    }
+    this.rt.spawn(flow, (ok, value) => { this.rt.emit({ type: 'complete', op, ok, value }) })
+    return this.rt.take()
+  }
+
+  private flowOf (call: Call): Flow<unknown> {
+    const s = this.state
+    switch (call.type) {
+      case 'put': return write(s, call.key, call.value, call.options)
+      case 'delete': return write(s, call.key, null, call.options)
+      case 'get': return read(s, call.key, call.options)
+      case 'placement': return placement(s, call.key)
+      case 'handoff': return this.handoff.turn()
+      case 'sync': return this.antiEntropy.round(call.peer)
+      case 'hand-off-all': return this.handoff.handOffAll(call.ring, call.progress)
+      case 'services': return meshServices(s)
+      case 'ask': return request(call.to, 'kv', call.request)
+    }
+  }
+
+  receive (from: string, message: Message, nowMs: number): Effect[] {
+    this.rt.nowMs = nowMs
+    switch (message.type) {
+      case 'request': {
+        const rid = message.rid
+        this.rt.spawn(handle(this.state, this.antiEntropy, from, message.request), (_ok, reply) => {
+          // handle() never throws; a reply it returns is the answer.
+          this.rt.emit({ type: 'reply', to: from, rid, reply: reply as Extract<Effect, { type: 'reply' }>['reply'] })
+        })
+        break
+      }
+      case 'reply': this.rt.answer(message.rid, true, message.reply); break
+      case 'failed': this.rt.answer(message.rid, false, message.error); break
+    }
+    return this.rt.take()
+  }
+
+  persisted (token: number, error: Error | undefined, nowMs: number): Effect[] {
+    this.rt.nowMs = nowMs
+    this.rt.persisted(token, error)
+    return this.rt.take()
+  }
+
+  /** Times out requests past their deadline and starts the background turns that are due. */
+  tick (nowMs: number): Effect[] {
+    this.rt.nowMs = nowMs
+    this.rt.expire()
+    for (const loop of this.loops) {
+      if (loop.running || loop.dueMs > nowMs) continue
+      let flow: Flow<unknown> | null
+      try {
+        flow = loop.turn()
+      } catch (error) {
+        this.state.log.debug(`${loop.name} turn failed: ${errorMessage(error)}`)
+        flow = null
+      }
+      if (flow === null) { loop.dueMs = nowMs + loop.periodMs; continue }
+      loop.running = true
+      this.rt.spawn(flow, (ok, value) => {
+        if (!ok) this.state.log.debug(`${loop.name} turn failed: ${errorMessage(value)}`)
+        loop.running = false
+        loop.dueMs = this.rt.nowMs + loop.periodMs
+      })
+    }
+    return this.rt.take()
+  }
+
+  /** One turn of the storage engine's TTL sweep now (tick() runs it every sweep period). */
+  sweep (nowMs: number): Effect[] {
+    this.rt.nowMs = nowMs
+    this.state.engine.sweep()
+    return this.rt.take()
+  }
+
+  /** When tick() next has something to do (a request's deadline or a background turn), by the host's clock. */
+  nextWakeMs (): number {
+    let at = this.rt.nextDeadline()
+    for (const loop of this.loops) if (!loop.running && loop.dueMs < at) at = loop.dueMs
+    return at
+  }
+
+  private spawn (flow: Flow<unknown>, what: string): void {
+    this.rt.spawn(flow, (ok, error) => { if (!ok) this.state.log.debug(`${what} failed: ${errorMessage(error)}`) })
+  }
+}
