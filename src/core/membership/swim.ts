@@ -9,9 +9,11 @@
  *   the probe timeout -> ping-req through k others; no ack by the end of the period -> suspect.
  * - Suspicion: a suspect that does not refute (by raising its incarnation) within the suspicion timeout is
  *   declared dead. Lifeguard: the timeout shrinks as independent members confirm the suspicion, and a member
- *   probed while suspected is told so (the buddy system) so it can refute at once.
+ *   probed while suspected is told so (the buddy system) so it can refute at once. The membership table,
+ *   its update rules and the suspicion deadlines live in members.ts.
  * - Dissemination: updates ride on every message (and on a periodic gossip round), each retransmitted about
- *   lambda*log(n) times; a newer update about a member replaces the older one in the queue.
+ *   lambda*log(n) times; a newer update about a member replaces the older one in the queue
+ *   (dissemination.ts).
  * - Local health (Lifeguard): missed acks and nacks raise an awareness score that stretches this member's
  *   probe timeouts, so a slow member does not accuse healthy ones.
  * - Anti-entropy: a periodic full-state push-pull with a random member (also with recently dead ones, which
@@ -19,7 +21,11 @@
  */
 import type { Rng } from '../env.js'
 import { ConfigError } from '../errors.js'
-import { type SwimConfig, retransmitLimit, suspicionTimeouts, validateSwimConfig } from './config.js'
+import { type SwimConfig, validateSwimConfig } from './config.js'
+import { BroadcastQueue } from './dissemination.js'
+import { type Member, MemberTable, updateOf, viewOf } from './members.js'
+
+export { INCARNATION_MAX } from './members.js'
 
 export type MemberState = 'alive' | 'suspect' | 'dead' | 'left'
 
@@ -70,17 +76,6 @@ export interface SwimStats {
   awareness: number
 }
 
-interface Member {
-  id: string
-  incarnation: number
-  state: MemberState
-  meta: Meta
-  sinceMs: number
-  /** `accuser`: who raised it first, if known; carried in full-state exchanges so receivers do not take the
-   * relayer for an independent accuser. */
-  suspicion: { startMs: number; accuser: string | undefined; confirmations: Set<string>; deadlineMs: number } | null
-}
-
 interface Probe {
   target: string
   seq: number
@@ -94,28 +89,17 @@ interface Probe {
 
 /** Most ping-reqs this member relays at once; further requests are ignored (the origin sees no nack). */
 const RELAYS_MAX = 1024
-/**
- * Updates claiming a larger incarnation are ignored: otherwise one hostile message ("dead at 2^53 - 1")
- * would force a refutation past what any decoder accepts and evict the member for good. A member that
- * refutes honestly raises its incarnation by one per suspicion and never comes near this.
- */
-export const INCARNATION_MAX = 2 ** 48
 /** A relay answers a ping-req with a nack after this fraction of the probe timeout, so that the nack
  * reaches the origin before its probe period ends (Lifeguard counts missing nacks against local health). */
 const NACK_FRACTION = 0.8
 
-const RANK: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 2 }
-
 export class Swim {
   readonly config: SwimConfig
   readonly stats: SwimStats = { probes: 0, probesFailed: 0, indirectProbes: 0, suspicions: 0, refutations: 0, deaths: 0, updatesApplied: 0, updatesDropped: 0, messagesReceived: 0, awareness: 0 }
-  private readonly members = new Map<string, Member>()
+  private readonly members: MemberTable
+  /** This member's own record (the table's `self`), at hand for the many reads of its id and incarnation. */
   private readonly self: Member
-  /** Pending updates by member id; `queue[t]` holds the ids sent t times (memberlist orders its queue the
-   * same way), so picking the least-sent updates costs O(piggybackMax), not a sort. */
-  private readonly broadcasts = new Map<string, { update: Update; transmits: number }>()
-  private readonly queue: Array<Set<string>> = []
-  private readonly suspects = new Set<string>()
+  private readonly broadcasts: BroadcastQueue
   private readonly relays = new Map<number, { origin: string; originSeq: number; expiresMs: number }>()
   private probeOrder: string[] = []
   private probeIndex = 0
@@ -126,21 +110,19 @@ export class Swim {
   private nextGossipMs: number
   private nextPushPullMs: number
   private leaving = false
-  /** Members a membership size formula counts: alive or suspect, self included. Read for every message
-   * sent, so kept as a counter. */
-  private liveCount = 1
 
   constructor (id: string, meta: Meta, incarnation: number, config: SwimConfig, private readonly rng: Rng, nowMs: number) {
     this.config = validateSwimConfig({ ...config })
     if (id.length === 0) throw new ConfigError('id', 'must not be empty')
     if (!Number.isInteger(incarnation) || incarnation < 0) throw new ConfigError('incarnation', `must be a non-negative integer, got ${incarnation}`)
     this.checkMeta(meta)
-    this.self = { id, incarnation, state: 'alive', meta, sinceMs: nowMs, suspicion: null }
-    this.members.set(id, this.self)
+    this.broadcasts = new BroadcastQueue(this.config)
+    this.members = new MemberTable({ id, incarnation, state: 'alive', meta, sinceMs: nowMs, suspicion: null }, this.config, this.stats, this.broadcasts)
+    this.self = this.members.self
     this.nextProbeMs = nowMs + this.config.probeIntervalMs * rng.next()
     this.nextGossipMs = nowMs + this.config.gossipIntervalMs
     this.nextPushPullMs = nowMs + this.config.pushPullIntervalMs * (0.5 + rng.next())
-    this.enqueue(this.updateOf(this.self))
+    this.broadcasts.enqueue(updateOf(this.self))
   }
 
   get id (): string { return this.self.id }
@@ -162,21 +144,11 @@ export class Swim {
 
   view (id: string): MemberView | undefined {
     const m = this.members.get(id)
-    return m === undefined ? undefined : this.viewOf(m)
+    return m === undefined ? undefined : viewOf(m)
   }
 
   list (): MemberView[] {
-    return [...this.members.values()].map(m => this.viewOf(m)).sort((a, b) => (a.id < b.id ? -1 : 1))
-  }
-
-  private viewOf (m: Member): MemberView {
-    return { id: m.id, state: m.state, incarnation: m.incarnation, meta: m.meta, sinceMs: m.sinceMs }
-  }
-
-  private updateOf (m: Member, from?: string): Update {
-    return from === undefined
-      ? { id: m.id, incarnation: m.incarnation, state: m.state, meta: m.meta }
-      : { id: m.id, incarnation: m.incarnation, state: m.state, meta: m.meta, from }
+    return [...this.members.values()].map(m => viewOf(m)).sort((a, b) => (a.id < b.id ? -1 : 1))
   }
 
   /** The earliest time at which `tick` has something to do (it may be called earlier or more often). */
@@ -184,8 +156,7 @@ export class Swim {
     if (this.leaving) return this.nextGossipMs
     const p = this.probe
     // While a probe runs, the next one waits for it to end.
-    let t = Math.min(p === null ? this.nextProbeMs : (p.acked || p.indirectSent ? p.endAtMs : p.timeoutAtMs), this.nextGossipMs, this.nextPushPullMs)
-    for (const id of this.suspects) t = Math.min(t, this.members.get(id)!.suspicion!.deadlineMs)
+    let t = Math.min(p === null ? this.nextProbeMs : (p.acked || p.indirectSent ? p.endAtMs : p.timeoutAtMs), this.nextGossipMs, this.nextPushPullMs, this.members.suspicionDeadlineMs())
     for (const r of this.relays.values()) t = Math.min(t, r.expiresMs)
     return t
   }
@@ -195,7 +166,7 @@ export class Swim {
   /** Joins through seeds: a full-state exchange with each. */
   join (seeds: readonly string[]): Effect[] {
     const effects: Effect[] = []
-    const members = this.fullState()
+    const members = this.members.fullState()
     for (const to of seeds) if (to !== this.self.id) effects.push({ type: 'send', to, message: { type: 'push-pull', join: true, reply: false, members } })
     return effects
   }
@@ -209,11 +180,11 @@ export class Swim {
     const effects: Effect[] = []
     this.leaving = true
     this.self.incarnation++
-    this.setState(this.self, 'left', nowMs, effects)
-    this.enqueue(this.updateOf(this.self))
+    this.members.setState(this.self, 'left', nowMs, effects)
+    this.broadcasts.enqueue(updateOf(this.self))
     // Tell several members directly rather than waiting for the next gossip round.
     for (const to of this.pick(Math.max(this.config.gossipNodes, this.config.indirectChecks), m => m.state === 'alive' || m.state === 'suspect')) {
-      effects.push({ type: 'send', to, message: { type: 'gossip', updates: this.piggyback(to) } })
+      effects.push({ type: 'send', to, message: { type: 'gossip', updates: this.broadcasts.piggyback(to, this.members.liveCount) } })
     }
     return effects
   }
@@ -228,7 +199,7 @@ export class Swim {
     this.checkMeta(meta)
     this.self.meta = meta
     this.self.incarnation++
-    this.enqueue(this.updateOf(this.self))
+    this.broadcasts.enqueue(updateOf(this.self))
   }
 
   tick (nowMs: number): Effect[] {
@@ -239,26 +210,19 @@ export class Swim {
     }
     this.probeTimers(nowMs, effects)
     if (this.probe === null && nowMs >= this.nextProbeMs) this.startProbe(nowMs, effects)
-    for (const id of [...this.suspects]) {
-      const m = this.members.get(id)!
-      if (m.suspicion!.deadlineMs <= nowMs) {
-        this.stats.deaths++
-        this.setState(m, 'dead', nowMs, effects)
-        this.enqueue(this.updateOf(m, this.self.id))
-      }
-    }
+    this.members.expireSuspicions(nowMs, effects)
     for (const [seq, relay] of this.relays) {
       if (relay.expiresMs <= nowMs) {
         this.relays.delete(seq)
-        effects.push({ type: 'send', to: relay.origin, message: { type: 'nack', seq: relay.originSeq, updates: this.piggyback(relay.origin) } })
+        effects.push({ type: 'send', to: relay.origin, message: { type: 'nack', seq: relay.originSeq, updates: this.broadcasts.piggyback(relay.origin, this.members.liveCount) } })
       }
     }
     if (nowMs >= this.nextGossipMs) this.gossip(nowMs, effects)
     if (nowMs >= this.nextPushPullMs) {
       this.nextPushPullMs = nowMs + this.config.pushPullIntervalMs
       const [to] = this.pick(1, m => m.state === 'alive' || m.state === 'suspect' || (m.state === 'dead' && nowMs - m.sinceMs < this.config.deadReconnectMs))
-      if (to !== undefined) effects.push({ type: 'send', to, message: { type: 'push-pull', join: false, reply: false, members: this.fullState() } })
-      this.forget(nowMs)
+      if (to !== undefined) effects.push({ type: 'send', to, message: { type: 'push-pull', join: false, reply: false, members: this.members.fullState() } })
+      this.members.forget(nowMs)
     }
     return effects
   }
@@ -283,10 +247,10 @@ export class Swim {
       nacks: 0
     }
     this.stats.probes++
-    const updates = this.piggyback(target)
+    const updates = this.broadcasts.piggyback(target, this.members.liveCount)
     // Lifeguard's buddy system: a member we ping while suspecting it hears about it first.
     const m = this.members.get(target)!
-    const buddy = m.state === 'suspect' ? [this.updateOf(m, this.self.id), ...updates.filter(u => u.id !== target)].slice(0, this.config.piggybackMax) : updates
+    const buddy = m.state === 'suspect' ? [updateOf(m, this.self.id), ...updates.filter(u => u.id !== target)].slice(0, this.config.piggybackMax) : updates
     effects.push({ type: 'send', to: target, message: { type: 'ping', seq, updates: buddy } })
   }
 
@@ -298,7 +262,7 @@ export class Swim {
       const relays = this.pick(this.config.indirectChecks, m => m.state === 'alive' && m.id !== p.target)
       p.expectedNacks = relays.length
       this.stats.indirectProbes++
-      for (const to of relays) effects.push({ type: 'send', to, message: { type: 'ping-req', seq: p.seq, target: p.target, updates: this.piggyback(to) } })
+      for (const to of relays) effects.push({ type: 'send', to, message: { type: 'ping-req', seq: p.seq, target: p.target, updates: this.broadcasts.piggyback(to, this.members.liveCount) } })
     }
     if (nowMs < p.endAtMs && !p.acked) return
     this.probe = null
@@ -310,9 +274,9 @@ export class Swim {
     this.adjustAwareness(p.expectedNacks > 0 ? p.expectedNacks - p.nacks : 1)
     this.stats.probesFailed++
     const m = this.members.get(p.target)
-    if (m !== undefined && m.state === 'alive') this.suspect(m, m.incarnation, this.self.id, nowMs, effects)
+    if (m !== undefined && m.state === 'alive') this.members.suspect(m, m.incarnation, this.self.id, nowMs, effects)
     // Already suspected by someone else: our own failed probe is an independent confirmation (Lifeguard).
-    else if (m !== undefined && m.state === 'suspect' && this.confirm(m, this.self.id)) this.enqueue(this.updateOf(m, this.self.id))
+    else if (m !== undefined && m.state === 'suspect' && this.members.confirm(m, this.self.id)) this.broadcasts.enqueue(updateOf(m, this.self.id))
   }
 
   private adjustAwareness (delta: number): void {
@@ -366,62 +330,9 @@ export class Swim {
     // Gossip also reaches recently dead members, so a wrongly declared one learns it and refutes.
     const targets = this.pick(this.config.gossipNodes, m => m.state === 'alive' || m.state === 'suspect' || (m.state === 'dead' && nowMs - m.sinceMs < this.config.probeIntervalMs * 10))
     for (const to of targets) {
-      const updates = this.piggyback(to)
+      const updates = this.broadcasts.piggyback(to, this.members.liveCount)
       if (updates.length > 0) effects.push({ type: 'send', to, message: { type: 'gossip', updates } })
     }
-  }
-
-  private forget (nowMs: number): void {
-    for (const m of [...this.members.values()]) {
-      if ((m.state === 'dead' || m.state === 'left') && m !== this.self && nowMs - m.sinceMs >= this.config.deadForgetMs) {
-        this.members.delete(m.id)
-        const b = this.broadcasts.get(m.id)
-        if (b !== undefined) { this.queue[b.transmits]?.delete(m.id); this.broadcasts.delete(m.id) }
-      }
-    }
-  }
-
-  // ---------------------------------------------------------------- dissemination
-
-  private enqueue (update: Update): void {
-    // Newer news about a member replaces older news about it.
-    const previous = this.broadcasts.get(update.id)
-    if (previous !== undefined) this.queue[previous.transmits]?.delete(update.id)
-    this.broadcasts.set(update.id, { update, transmits: 0 })
-    ;(this.queue[0] ??= new Set()).add(update.id)
-  }
-
-  /** Takes the least-sent pending updates for one message; each is dropped after its retransmit limit. */
-  private piggyback (to: string): Update[] {
-    if (this.broadcasts.size === 0) return []
-    const limit = retransmitLimit(this.config, this.liveCount)
-    const out: Update[] = []
-    const moved: string[] = []
-    for (let t = 0; t < this.queue.length && out.length < this.config.piggybackMax; t++) {
-      const bucket = this.queue[t]
-      if (bucket === undefined || bucket.size === 0) continue
-      // Newest first within a transmit count (as memberlist does): a fresh refutation must not wait behind
-      // a backlog of older news, or a live member can be declared dead before its refutation spreads.
-      for (const id of bucket.size <= this.config.piggybackMax - out.length ? bucket : [...bucket].reverse()) {
-        if (out.length >= this.config.piggybackMax) break
-        const b = this.broadcasts.get(id)!
-        if (b.update.id === to && b.update.state === 'alive') continue // it knows it is alive
-        out.push(b.update)
-        moved.push(id)
-      }
-    }
-    for (const id of moved) {
-      const b = this.broadcasts.get(id)!
-      this.queue[b.transmits]!.delete(id)
-      b.transmits++
-      if (b.transmits >= limit) this.broadcasts.delete(id)
-      else (this.queue[b.transmits] ??= new Set()).add(id)
-    }
-    return out
-  }
-
-  private fullState (): Update[] {
-    return [...this.members.values()].map(m => this.updateOf(m, m.suspicion?.accuser))
   }
 
   // ---------------------------------------------------------------- receiving
@@ -430,24 +341,30 @@ export class Swim {
     this.stats.messagesReceived++
     const effects: Effect[] = []
     const updates = message.type === 'push-pull' ? message.members : message.updates
-    for (const u of updates) this.apply(u, nowMs, effects)
+    for (const u of updates) {
+      const outcome = this.members.apply(u, nowMs, effects)
+      // Others' news about us: refuted, unless we are leaving anyway.
+      if (outcome === 'refute' && !this.leaving) this.refute(u.incarnation)
+      // A new member joins the current probe round at a random place, so it is probed this round.
+      else if (outcome === 'joined') this.probeOrder.splice(this.probeIndex + Math.floor(this.rng.next() * (this.probeOrder.length - this.probeIndex + 1)), 0, u.id)
+    }
     if (this.leaving && message.type !== 'push-pull') return effects
     switch (message.type) {
       case 'ping':
-        effects.push({ type: 'send', to: from, message: { type: 'ack', seq: message.seq, updates: this.piggyback(from) } })
+        effects.push({ type: 'send', to: from, message: { type: 'ack', seq: message.seq, updates: this.broadcasts.piggyback(from, this.members.liveCount) } })
         break
       case 'ping-req': {
         if (this.relays.size >= RELAYS_MAX || message.target === this.self.id) break
         const seq = ++this.seq
         this.relays.set(seq, { origin: from, originSeq: message.seq, expiresMs: nowMs + this.scaled(this.config.probeTimeoutMs) * NACK_FRACTION })
-        effects.push({ type: 'send', to: message.target, message: { type: 'ping', seq, updates: this.piggyback(message.target) } })
+        effects.push({ type: 'send', to: message.target, message: { type: 'ping', seq, updates: this.broadcasts.piggyback(message.target, this.members.liveCount) } })
         break
       }
       case 'ack': {
         const relay = this.relays.get(message.seq)
         if (relay !== undefined) {
           this.relays.delete(message.seq)
-          effects.push({ type: 'send', to: relay.origin, message: { type: 'ack', seq: relay.originSeq, updates: this.piggyback(relay.origin) } })
+          effects.push({ type: 'send', to: relay.origin, message: { type: 'ack', seq: relay.originSeq, updates: this.broadcasts.piggyback(relay.origin, this.members.liveCount) } })
         } else if (this.probe !== null && message.seq === this.probe.seq) {
           this.probe.acked = true
           this.probeTimers(nowMs, effects)
@@ -460,126 +377,16 @@ export class Swim {
       case 'gossip':
         break
       case 'push-pull':
-        if (!message.reply) effects.push({ type: 'send', to: from, message: { type: 'push-pull', join: false, reply: true, members: this.fullState() } })
+        if (!message.reply) effects.push({ type: 'send', to: from, message: { type: 'push-pull', join: false, reply: true, members: this.members.fullState() } })
         break
     }
     return effects
-  }
-
-  private setState (m: Member, state: MemberState, nowMs: number, effects: Effect[]): void {
-    const previous = m.state
-    const wasLive = previous === 'alive' || previous === 'suspect'
-    const isLive = state === 'alive' || state === 'suspect'
-    if (wasLive !== isLive) this.liveCount += isLive ? 1 : -1
-    m.state = state
-    m.sinceMs = nowMs
-    if (state !== 'suspect') {
-      m.suspicion = null
-      this.suspects.delete(m.id)
-    }
-    effects.push({ type: 'change', member: this.viewOf(m), previous })
-  }
-
-  private suspect (m: Member, incarnation: number, from: string | undefined, nowMs: number, effects: Effect[]): void {
-    const n = this.liveCount
-    const { minMs, maxMs } = suspicionTimeouts(this.config, n)
-    m.incarnation = incarnation
-    this.setState(m, 'suspect', nowMs, effects)
-    m.suspicion = { startMs: nowMs, accuser: from, confirmations: new Set(from === undefined ? [] : [from]), deadlineMs: nowMs + maxMs }
-    if (minMs === maxMs) m.suspicion.deadlineMs = nowMs + minMs
-    this.suspects.add(m.id)
-    this.stats.suspicions++
-    this.enqueue(this.updateOf(m, from))
-  }
-
-  /** Lifeguard: each independent confirmation moves the deadline toward the minimum timeout. */
-  /** Returns true when `from` is a new, independent confirmation. */
-  private confirm (m: Member, from: string | undefined): boolean {
-    const s = m.suspicion!
-    // Only an independent member's own suspicion counts (a full-state exchange carries no accuser).
-    if (from === undefined || from === m.id || s.confirmations.has(from)) return false
-    s.confirmations.add(from)
-    const n = this.liveCount
-    const { minMs, maxMs } = suspicionTimeouts(this.config, n)
-    const expected = Math.max(0, Math.min(this.config.suspicionMult - 2, n - 2))
-    const c = s.confirmations.size - 1
-    const timeout = expected < 1 ? minMs : Math.max(minMs, maxMs - (maxMs - minMs) * Math.log(c + 1) / Math.log(expected + 1))
-    s.deadlineMs = s.startMs + timeout
-    return true
   }
 
   private refute (incarnation: number): void {
     this.self.incarnation = Math.max(this.self.incarnation, incarnation) + 1
     this.stats.refutations++
     this.adjustAwareness(1) // being suspected hints that we are slow to answer
-    this.enqueue(this.updateOf(this.self))
-  }
-
-  /** Metadata is checked where it would be stored, not for every update received. */
-  private metaTooLarge (u: Update): boolean {
-    if (JSON.stringify(u.meta).length <= this.config.metaBytesMax) return false
-    this.stats.updatesDropped++
-    return true
-  }
-
-  private apply (u: Update, nowMs: number, effects: Effect[]): void {
-    if (u.incarnation > INCARNATION_MAX) {
-      this.stats.updatesDropped++
-      return
-    }
-    if (u.id === this.self.id) {
-      // Others' news about us: anything but alive at our incarnation, or anything above it, is refuted.
-      const stale = u.incarnation > this.self.incarnation || (u.state !== 'alive' && u.incarnation === this.self.incarnation)
-      if (stale && !this.leaving) this.refute(u.incarnation)
-      return
-    }
-    let m = this.members.get(u.id)
-    if (m === undefined) {
-      if (u.state === 'dead' || u.state === 'left') return // nothing to learn about a stranger's departure
-      if (this.members.size >= this.config.membersMax) { this.stats.updatesDropped++; return }
-      if (this.metaTooLarge(u)) return
-      m = { id: u.id, incarnation: u.incarnation, state: 'alive', meta: u.meta, sinceMs: nowMs, suspicion: null }
-      this.members.set(u.id, m)
-      this.liveCount++
-      // A new member joins the current probe round at a random place, so it is probed this round.
-      this.probeOrder.splice(this.probeIndex + Math.floor(this.rng.next() * (this.probeOrder.length - this.probeIndex + 1)), 0, u.id)
-      this.stats.updatesApplied++
-      effects.push({ type: 'change', member: this.viewOf(m), previous: null })
-      this.enqueue(this.updateOf(m))
-      if (u.state === 'suspect') this.suspect(m, u.incarnation, u.from, nowMs, effects)
-      return
-    }
-    switch (u.state) {
-      case 'alive':
-        if (u.incarnation <= m.incarnation || this.metaTooLarge(u)) return
-        m.incarnation = u.incarnation
-        m.meta = u.meta
-        if (m.state !== 'alive') this.setState(m, 'alive', nowMs, effects)
-        else effects.push({ type: 'change', member: this.viewOf(m), previous: 'alive' })
-        break
-      case 'suspect':
-        if (u.incarnation < m.incarnation || m.state === 'dead' || m.state === 'left') return
-        if (m.state === 'suspect' && u.incarnation === m.incarnation) {
-          // A new confirmation is passed on (memberlist does the same), so others can count it too.
-          if (this.confirm(m, u.from)) this.enqueue(this.updateOf(m, u.from))
-          return
-        }
-        if (u.incarnation === m.incarnation && m.state !== 'alive') return
-        this.suspect(m, u.incarnation, u.from, nowMs, effects)
-        this.stats.updatesApplied++
-        return
-      case 'dead':
-      case 'left':
-        if (u.incarnation < m.incarnation || RANK[m.state] >= RANK.dead) {
-          // A leave overrides a death at the same incarnation: the member said goodbye itself.
-          if (!(u.state === 'left' && m.state === 'dead' && u.incarnation >= m.incarnation)) return
-        }
-        m.incarnation = u.incarnation
-        if (u.state === 'dead') this.stats.deaths++
-        this.setState(m, u.state, nowMs, effects)
-        break
-    }
-    this.stats.updatesApplied++
-    this.enqueue(this.updateOf(m, u.from))
+    this.broadcasts.enqueue(updateOf(this.self))
   }
 }

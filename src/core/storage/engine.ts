@@ -1,131 +1,31 @@
 /**
  * The storage engine of one replica: keys to version states (siblings with dotted version vectors) held in
  * memory, every change recorded in the write-ahead log before it is acknowledged, recovered on open from the
- * newest snapshot plus the log's tail.
- *
- * TTL keys expire by a second-chance clock sweep (KnucklesDB): each write of a TTL key gives it
- * `ceil(ttlMs / sweepPeriodMs)` credits (at least one, the "reference bit"); every sweep takes one credit
- * from each TTL key and expires those that had none left. So a key never expires before its TTL has passed
- * since its last write, and always expires within two sweep periods after that — with no clock read per key
- * and no timer per key, which is what lets one peer track thousands of heartbeating services.
- *
- * The engine is pure: time comes from the injected Clock, the log from the injected WalAdapter, and `sweep()`
- * is called by whoever owns the timer.
+ * newest snapshot plus the log's tail, and compacted into a new snapshot as it grows (compaction.ts). TTL keys
+ * expire by a second-chance clock sweep (ttl-clock.ts); the option, result and event types are in
+ * engine-types.ts. The engine is pure: time comes from the injected Clock, the log from the injected
+ * WalAdapter, and `sweep()` is called by whoever owns the timer.
  */
 import { raceAbort, throwIfAborted } from '../abort.js'
 import { Writer, utf8Length } from '../codec.js'
 import { type Durability, type StorageConfig, defaultStorageConfig, validateStorageConfig } from '../config.js'
 import { Emitter } from '../emitter.js'
-import { type Clock, type Logger, type Rng, silentLogger } from '../env.js'
-import { ClosedError, ConfigError, errorMessage, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
+import { type Clock, type Logger, silentLogger } from '../env.js'
+import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
-import { type KeyState, type Sibling, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
-import { type Hlc, HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
-import { type VersionVector, EMPTY_VV, vvGet } from '../version/vv.js'
+import { type KeyState, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
+import { HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
+import { EMPTY_VV, vvGet } from '../version/vv.js'
+import { Compaction } from './compaction.js'
+import type { EngineEvents, EngineOptions, EngineStats, MergeResult, ReadResult, WriteOptions, WriteResult } from './engine-types.js'
 import { encodePut, encodeRemove } from './records.js'
 import { type EngineRecovery, Replay } from './replay.js'
-import type { WalAdapter } from './wal-adapter.js'
+import { type ExpiredEvent, TtlClock } from './ttl-clock.js'
 import { DEFAULT_WAL_OPTIONS, Wal } from './wal.js'
 
+export type { EngineEvents, EngineOptions, EngineStats, MergeResult, ReadResult, WarningEvent, WriteOptions, WriteResult } from './engine-types.js'
 export type { EngineRecovery } from './replay.js'
-
-export interface EngineOptions extends Partial<StorageConfig> {
-  /** This replica's id (its peer id): the id in the dots of writes it coordinates. */
-  replicaId: string
-  clock: Clock
-  /** Where the log lives. Without one the engine is memory-only: nothing survives a restart. */
-  wal?: WalAdapter
-  /** Randomness for the log's per-file salts; required with `wal`. */
-  rng?: Rng
-  log?: Logger
-  /**
-   * Called by sweep() for a key whose credits ran out, instead of expiring it there; the owner then calls
-   * `expire(key, state)` (or refreshes the key by a write or merge). Called once per key until one of those.
-   */
-  onExpiring?: (key: string, state: KeyState) => void
-  /**
-   * What an expiring key becomes: a value to write in its place (last-writer-wins, no TTL), null for a
-   * tombstone (the default: the key reads as deleted), or 'keep' if the state already is an expiry (then
-   * only its TTL is dropped). Heartbeat keys use it to keep an "expired" record.
-   */
-  expiredValue?: (key: string, state: KeyState) => Uint8Array | null | 'keep'
-}
-
-export interface ReadResult {
-  readonly key: string
-  /** Live values (tombstones excluded), in dot order; more than one means concurrent writes (siblings). */
-  readonly values: readonly Sibling[]
-  /** Hand this back with the next put/delete of the key to supersede what this read saw. */
-  readonly context: VersionVector
-  /** The newest write timestamp this read saw: hand it back as `contextTs` (encodeContext carries both). */
-  readonly ts: Hlc | null
-  /** True when every sibling is a tombstone: the key reads as absent but its context still matters. */
-  readonly deleted: boolean
-  readonly state: KeyState
-  /** TTL of the key in ms, 0 if none. */
-  readonly ttlMs: number
-}
-
-export interface WriteOptions {
-  /** Causal context from an earlier read. Without it, existing values are kept as siblings. */
-  context?: VersionVector
-  /** The read's newest timestamp (ReadResult.ts): the write is stamped after it. */
-  contextTs?: Hlc | null
-  /** Last-writer-wins: the newest write by hybrid logical clock replaces every sibling. */
-  lww?: boolean
-  /** Expire the key this long after its last write unless written again (0 or absent: no expiry). */
-  ttlMs?: number
-  durability?: Durability
-  signal?: AbortSignal
-}
-
-export interface WriteResult {
-  readonly key: string
-  readonly state: KeyState
-  readonly context: VersionVector
-}
-
-export interface MergeResult extends WriteResult {
-  /** False when the local state already contained everything (nothing was written). */
-  readonly changed: boolean
-}
-
-export interface ExpiredEvent {
-  readonly key: string
-  /** The state that expired (its newest write was not refreshed within its TTL). */
-  readonly state: KeyState
-  /** The state written for the expiry: a last-writer-wins tombstone, or the record `expiredValue` gave. */
-  readonly expired: KeyState
-}
-
-export interface WarningEvent {
-  readonly code: 'siblings' | 'compaction-failed' | 'wal-recovery'
-  readonly message: string
-  readonly key?: string
-}
-
-export interface EngineEvents extends Record<string, unknown> {
-  expired: ExpiredEvent
-  warning: WarningEvent
-}
-
-export interface EngineStats {
-  keys: number
-  ttlKeys: number
-  tombstones: number
-  walBytesSinceSnapshot: number
-  walSnapshotBytes: number
-  walSyncs: number
-  expired: number
-}
-
-interface Ttl {
-  ttlMs: number
-  /** Sweeps left before expiry. */
-  credit: number
-  /** Handed to `onExpiring`, waiting for its verdict (expire() or a refreshing write). */
-  pending: boolean
-}
+export type { ExpiredEvent } from './ttl-clock.js'
 
 const RESOLVED = Promise.resolve()
 
@@ -137,15 +37,15 @@ export class StorageEngine {
   recovery: EngineRecovery | null = null
   /** Key -> state. States are immutable; the map holds nothing else, so a lookup is one hop. */
   private readonly map = new Map<string, KeyState>()
-  /** TTL keys only. */
-  private readonly ttls = new Map<string, Ttl>()
+  /** The TTL keys, and their expiry. */
+  private readonly ttls: TtlClock
   private readonly writer = new Writer(1024)
   private readonly log: Logger
   private wal: Wal | null = null
-  private expiredCount = 0
+  /** Set with `wal`. */
+  private compaction: Compaction | null = null
   private closed = false
 
-  private expiredValue: EngineOptions['expiredValue']
   /** See EngineOptions.onExpiring; the owner may set it after opening. */
   onExpiring: EngineOptions['onExpiring']
   /**
@@ -156,11 +56,12 @@ export class StorageEngine {
    */
   onChange: ((key: string, prior: KeyState | undefined, state: KeyState | undefined) => void) | undefined
 
-  private constructor (readonly replicaId: string, private readonly clock: Clock, config: StorageConfig, log: Logger) {
+  private constructor (readonly replicaId: string, private readonly clock: Clock, config: StorageConfig, log: Logger, expiredValue: EngineOptions['expiredValue']) {
     this.config = config
     this.log = log
     this.hlc = new HybridClock(clock)
     this.events = new Emitter<EngineEvents>(error => { log.error('engine event listener threw', error) })
+    this.ttls = new TtlClock(this, log, expiredValue)
   }
 
   static async open (options: EngineOptions): Promise<StorageEngine> {
@@ -170,8 +71,7 @@ export class StorageEngine {
     }
     const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
     const config = validateStorageConfig({ ...defaultStorageConfig(), ...defined })
-    const engine = new StorageEngine(replicaId, clock, config, log)
-    engine.expiredValue = expiredValue
+    const engine = new StorageEngine(replicaId, clock, config, log, expiredValue)
     engine.onExpiring = onExpiring
     if (wal !== undefined) {
       if (rng === undefined) throw new ConfigError('rng', 'an engine with a WAL needs an Rng (for the log files\' salts)')
@@ -185,10 +85,11 @@ export class StorageEngine {
       }, (bytes, start, end) => { replay.record(bytes, start, end) })
       replay.finish()
       engine.wal = opened.wal
+      engine.compaction = new Compaction(engine, opened.wal, log)
       engine.recovery = { ...opened.report, superseded: replay.superseded }
       // A log that outgrew the threshold before the restart (a crash before compaction ran, or a lower
       // threshold now) is compacted at once, not at the next write, so the next restart replays less.
-      engine.maybeCompact(opened.wal)
+      engine.compaction.maybeStart()
       const { tornTails, skipped } = opened.report
       for (const d of [...tornTails, ...skipped]) {
         engine.events.emit('warning', { code: 'wal-recovery', message: `${d.location} offset ${d.offset}: ${d.bytes} bytes dropped (${d.reason})` })
@@ -222,27 +123,11 @@ export class StorageEngine {
     }
   }
 
-  private checkTtl (ttlMs: number | undefined): number {
-    if (ttlMs === undefined) return 0
-    if (!Number.isInteger(ttlMs) || ttlMs < 0 || ttlMs > this.config.ttlMsMax) throw new ConfigError('ttlMs', `must be an integer in [0, ${this.config.ttlMsMax}], got ${ttlMs}`)
-    return ttlMs
-  }
-
-  private credits (ttlMs: number): number {
-    return Math.max(1, Math.ceil(ttlMs / this.config.sweepPeriodMs))
-  }
-
   private setEntry (key: string, state: KeyState, ttlMs: number): void {
     const prior = this.onChange === undefined ? undefined : this.map.get(key)
     this.map.set(key, state)
     if (this.onChange !== undefined) this.changed(key, prior, state)
-    if (ttlMs > 0) {
-      const ttl = this.ttls.get(key)
-      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false })
-      else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs); ttl.pending = false }
-    } else if (this.ttls.size > 0) {
-      this.ttls.delete(key)
-    }
+    this.ttls.set(key, ttlMs)
   }
 
   private removeEntry (key: string): void {
@@ -261,10 +146,6 @@ export class StorageEngine {
     }
   }
 
-  private ttlOf (key: string): number {
-    return this.ttls.size === 0 ? 0 : this.ttls.get(key)?.ttlMs ?? 0
-  }
-
   /**
    * Logs and applies a key's new state; resolves when it is durable under `durability`. The state changes in
    * memory only if the log accepted the record.
@@ -279,7 +160,7 @@ export class StorageEngine {
     if (payload.length > this.config.walRecordBytesMax) throw new RecordTooLargeError(payload.length, this.config.walRecordBytesMax)
     wal.append(payload)
     this.setEntry(key, state, ttlMs)
-    this.maybeCompact(wal)
+    this.compaction?.maybeStart()
     if ((durability ?? this.config.durability) === 'async') return RESOLVED
     return raceAbort(wal.sync(), signal)
   }
@@ -295,7 +176,7 @@ export class StorageEngine {
     this.checkOpen()
     const state = this.map.get(key)
     if (state === undefined) return undefined
-    return { key, values: valuesOf(state), context: state.vv, ts: newestTs(state) ?? null, deleted: isDeleted(state), state, ttlMs: this.ttlOf(key) }
+    return { key, values: valuesOf(state), context: state.vv, ts: newestTs(state) ?? null, deleted: isDeleted(state), state, ttlMs: this.ttls.ttlOf(key) }
   }
 
   /** The raw state of a key, for replication. */
@@ -335,7 +216,7 @@ export class StorageEngine {
     this.checkKey(key)
     throwIfAborted(options.signal)
     if (value !== null && value.length > this.config.valueBytesMax) throw new ValueTooLargeError(value.length, this.config.valueBytesMax)
-    const ttlMs = value === null ? 0 : this.checkTtl(options.ttlMs)
+    const ttlMs = value === null ? 0 : this.ttls.check(options.ttlMs)
     const current = this.map.get(key) ?? EMPTY_STATE
     // Stamp the write after everything it causally follows, including values this replica has not seen yet.
     if (options.contextTs !== undefined && options.contextTs !== null) this.hlc.observe(options.contextTs)
@@ -376,7 +257,7 @@ export class StorageEngine {
     }
     const existing = this.map.get(key)
     const current = existing ?? EMPTY_STATE
-    const currentTtl = this.ttlOf(key)
+    const currentTtl = this.ttls.ttlOf(key)
     const ts = newestTs(remote)
     if (ts !== undefined) this.hlc.observe(ts)
     const state = sync(current, remote)
@@ -385,7 +266,7 @@ export class StorageEngine {
     if (existing !== undefined && stateEquals(state, current)) return { key, state: current, context: current.vv, changed: false }
     // The TTL of whichever side holds the newest write.
     const remoteNewer = ts !== undefined && compareHlc(ts, newestTs(current) ?? ZERO_HLC) > 0
-    const ttl = ttlMs === undefined || !remoteNewer ? (existing === undefined ? this.checkTtl(ttlMs) : currentTtl) : this.checkTtl(ttlMs)
+    const ttl = ttlMs === undefined || !remoteNewer ? (existing === undefined ? this.ttls.check(ttlMs) : currentTtl) : this.ttls.check(ttlMs)
     void this.commit(key, state, ttl, 'async', undefined) // resolved at once: async durability does not wait
     this.warnSiblings(key, state)
     return { key, state, context: state.vv, changed: true }
@@ -399,28 +280,12 @@ export class StorageEngine {
    */
   sweep (): ExpiredEvent[] {
     this.checkOpen()
-    const expired: ExpiredEvent[] = []
-    for (const [key, ttl] of this.ttls) {
-      if (ttl.credit > 0) { ttl.credit--; continue }
-      const state = this.map.get(key)!
-      if (this.onExpiring !== undefined) {
-        // The owner checks first (a replicated store asks the other replicas for newer writes).
-        if (!ttl.pending) {
-          ttl.pending = true
-          this.onExpiring(key, state)
-        }
-        continue
-      }
-      const event = this.expire(key, state)
-      if (event !== null) expired.push(event)
-    }
-    return expired
+    return this.ttls.sweep()
   }
 
   /** The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep. */
   postponeExpiry (key: string): void {
-    const ttl = this.ttls.get(key)
-    if (ttl !== undefined) ttl.pending = false
+    this.ttls.postpone(key)
   }
 
   /**
@@ -429,30 +294,7 @@ export class StorageEngine {
    */
   expire (key: string, expected: KeyState): ExpiredEvent | null {
     this.checkOpen()
-    const state = this.map.get(key)
-    if (state !== expected || !this.ttls.has(key)) return null
-    // Already final (a tombstone, or a record the caller says is already an expiry): only the TTL goes.
-    const value = isDeleted(state) ? 'keep' : this.expiredValue?.(key, state) ?? null
-    if (value === 'keep') {
-      this.ttls.delete(key)
-      return null
-    }
-    let written: KeyState
-    try {
-      // Logged without waiting for durability: if it is lost in a crash the key comes back with fresh
-      // credits and expires again within two sweeps. No TTL on it, so it leaves the TTL map.
-      written = this.writeLocal(key, value, { context: state.vv, contextTs: newestTs(state) ?? null, lww: true, durability: 'async' }).state
-      if (value !== null) this.ttls.delete(key)
-    } catch (error) {
-      this.log.error(`expiring ${JSON.stringify(key)} failed; retrying at the next sweep`, error)
-      const ttl = this.ttls.get(key)
-      if (ttl !== undefined) ttl.pending = false
-      return null
-    }
-    this.expiredCount++
-    const event = { key, state, expired: written }
-    this.events.emit('expired', event)
-    return event
+    return this.ttls.expire(key, expected)
   }
 
   private removeLogged (key: string): void {
@@ -515,7 +357,7 @@ export class StorageEngine {
   }
 
   /** TTL of a key in ms, 0 if none. */
-  ttl (key: string): number { return this.ttlOf(key) }
+  ttl (key: string): number { return this.ttls.ttlOf(key) }
 
   get size (): number { return this.map.size }
 
@@ -526,42 +368,10 @@ export class StorageEngine {
     yield * this.map
   }
 
-  private maybeCompact (wal: Wal): void {
-    if (wal.isCompacting || wal.bytesSinceSnapshot <= Math.max(this.config.walCompactAfterBytes, wal.snapshotBytes)) return
-    const report = (error: unknown): void => {
-      this.log.error('compaction failed', error)
-      this.events.emit('warning', { code: 'compaction-failed', message: `compaction failed: ${errorMessage(error)}` })
-    }
-    // The write that triggered this is already applied and logged: a compaction failure must not fail it.
-    try {
-      this.compact().catch(report)
-    } catch (error) {
-      report(error)
-    }
-  }
-
-  /** Writes a snapshot of the current state and drops the log segments it replaces. */
+  /** Writes a snapshot of the current state and drops the log segments it replaces (compaction.ts). */
   compact (): Promise<void> {
     this.checkOpen()
-    const wal = this.wal
-    if (wal === null) return RESOLVED
-    // A frozen copy: states are immutable, so copying the references is a consistent snapshot. Three flat
-    // arrays (16-24 bytes a key) rather than an array per key, as this runs with the whole state in memory.
-    const size = this.map.size
-    const keys = new Array<string>(size)
-    const states = new Array<KeyState>(size)
-    const ttls = new Float64Array(this.ttls.size === 0 ? 0 : size)
-    let i = 0
-    for (const [key, state] of this.map) {
-      keys[i] = key
-      states[i] = state
-      if (ttls.length > 0) ttls[i] = this.ttlOf(key)
-      i++
-    }
-    const writer = new Writer(1024)
-    return wal.compact((function * () {
-      for (let k = 0; k < size; k++) yield encodePut(writer, keys[k]!, ttls.length > 0 ? ttls[k]! : 0, states[k]!)
-    })())
+    return this.compaction === null ? RESOLVED : this.compaction.run(this.map, this.ttls)
   }
 
   stats (): EngineStats {
@@ -574,7 +384,7 @@ export class StorageEngine {
       walBytesSinceSnapshot: this.wal?.bytesSinceSnapshot ?? 0,
       walSnapshotBytes: this.wal?.snapshotBytes ?? 0,
       walSyncs: this.wal?.syncCount ?? 0,
-      expired: this.expiredCount
+      expired: this.ttls.expiredCount
     }
   }
 

@@ -1,0 +1,150 @@
+/**
+ * The TTL clock of a storage engine: which keys have a TTL, and expiring them by a second-chance clock sweep
+ * (KnucklesDB). Each write of a TTL key gives it `ceil(ttlMs / sweepPeriodMs)` credits (at least one, the
+ * "reference bit"); every sweep takes one credit from each TTL key and expires those that had none left. So
+ * a key never expires before its TTL has passed since its last write, and always expires within two sweep
+ * periods after that — with no clock read per key and no timer per key, which is what lets one peer track
+ * thousands of heartbeating services. An expiry is a write through the engine (a last-writer-wins tombstone,
+ * or the record `expiredValue` gives), so it is logged, versioned and replicated like any other.
+ */
+import { ConfigError } from '../errors.js'
+import type { Logger } from '../env.js'
+import { type KeyState, isDeleted, newestTs } from '../version/dvv.js'
+import type { StorageEngine } from './engine.js'
+
+/** The engine's options about expiry (see EngineOptions). */
+export interface ExpiryOptions {
+  /**
+   * Called by sweep() for a key whose credits ran out, instead of expiring it there; the owner then calls
+   * `expire(key, state)` (or refreshes the key by a write or merge). Called once per key until one of those.
+   */
+  onExpiring?: (key: string, state: KeyState) => void
+  /**
+   * What an expiring key becomes: a value to write in its place (last-writer-wins, no TTL), null for a
+   * tombstone (the default: the key reads as deleted), or 'keep' if the state already is an expiry (then
+   * only its TTL is dropped). Heartbeat keys use it to keep an "expired" record.
+   */
+  expiredValue?: (key: string, state: KeyState) => Uint8Array | null | 'keep'
+}
+
+export interface ExpiredEvent {
+  readonly key: string
+  /** The state that expired (its newest write was not refreshed within its TTL). */
+  readonly state: KeyState
+  /** The state written for the expiry: a last-writer-wins tombstone, or the record `expiredValue` gave. */
+  readonly expired: KeyState
+}
+
+interface Ttl {
+  ttlMs: number
+  /** Sweeps left before expiry. */
+  credit: number
+  /** Handed to `onExpiring`, waiting for its verdict (expire() or a refreshing write). */
+  pending: boolean
+}
+
+export class TtlClock {
+  /** TTL keys only. */
+  private readonly ttls = new Map<string, Ttl>()
+  private expired = 0
+
+  constructor (private readonly engine: StorageEngine, private readonly log: Logger, private readonly expiredValue: ExpiryOptions['expiredValue']) {}
+
+  /** Number of TTL keys. */
+  get size (): number { return this.ttls.size }
+
+  /** Keys expired since the engine opened. */
+  get expiredCount (): number { return this.expired }
+
+  /** Throws ConfigError unless `ttlMs` is a TTL a write may ask for; returns it, 0 when absent. */
+  check (ttlMs: number | undefined): number {
+    if (ttlMs === undefined) return 0
+    const max = this.engine.config.ttlMsMax
+    if (!Number.isInteger(ttlMs) || ttlMs < 0 || ttlMs > max) throw new ConfigError('ttlMs', `must be an integer in [0, ${max}], got ${ttlMs}`)
+    return ttlMs
+  }
+
+  private credits (ttlMs: number): number {
+    return Math.max(1, Math.ceil(ttlMs / this.engine.config.sweepPeriodMs))
+  }
+
+  /** TTL of a key in ms, 0 if none. */
+  ttlOf (key: string): number {
+    return this.ttls.size === 0 ? 0 : this.ttls.get(key)?.ttlMs ?? 0
+  }
+
+  /** A key was written with `ttlMs` (0: no TTL): it gets full credits again, or leaves the clock. */
+  set (key: string, ttlMs: number): void {
+    if (ttlMs > 0) {
+      const ttl = this.ttls.get(key)
+      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false })
+      else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs); ttl.pending = false }
+    } else if (this.ttls.size > 0) {
+      this.ttls.delete(key)
+    }
+  }
+
+  delete (key: string): void {
+    this.ttls.delete(key)
+  }
+
+  /**
+   * One turn of the clock (StorageEngine.sweep): every TTL key loses a credit; a key with none left is handed
+   * to the engine's `onExpiring` if the owner set one, or else expired here. Returns what expired.
+   */
+  sweep (): ExpiredEvent[] {
+    const expired: ExpiredEvent[] = []
+    for (const [key, ttl] of this.ttls) {
+      if (ttl.credit > 0) { ttl.credit--; continue }
+      const state = this.engine.state(key)!
+      if (this.engine.onExpiring !== undefined) {
+        // The owner checks first (a replicated store asks the other replicas for newer writes).
+        if (!ttl.pending) {
+          ttl.pending = true
+          this.engine.onExpiring(key, state)
+        }
+        continue
+      }
+      const event = this.expire(key, state)
+      if (event !== null) expired.push(event)
+    }
+    return expired
+  }
+
+  /** The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep. */
+  postpone (key: string): void {
+    const ttl = this.ttls.get(key)
+    if (ttl !== undefined) ttl.pending = false
+  }
+
+  /**
+   * Expires a TTL key now if its state is still `expected` (a write since refreshed it): writes the expiry
+   * and emits `expired`. Returns the event, or null if the key changed or is not a TTL key.
+   */
+  expire (key: string, expected: KeyState): ExpiredEvent | null {
+    const state = this.engine.state(key)
+    if (state !== expected || !this.ttls.has(key)) return null
+    // Already final (a tombstone, or a record the caller says is already an expiry): only the TTL goes.
+    const value = isDeleted(state) ? 'keep' : this.expiredValue?.(key, state) ?? null
+    if (value === 'keep') {
+      this.ttls.delete(key)
+      return null
+    }
+    let written: KeyState
+    try {
+      // Logged without waiting for durability: if it is lost in a crash the key comes back with fresh
+      // credits and expires again within two sweeps. No TTL on it, so it leaves the TTL map.
+      written = this.engine.writeLocal(key, value, { context: state.vv, contextTs: newestTs(state) ?? null, lww: true, durability: 'async' }).state
+      if (value !== null) this.ttls.delete(key)
+    } catch (error) {
+      this.log.error(`expiring ${JSON.stringify(key)} failed; retrying at the next sweep`, error)
+      const ttl = this.ttls.get(key)
+      if (ttl !== undefined) ttl.pending = false
+      return null
+    }
+    this.expired++
+    const event = { key, state, expired: written }
+    this.engine.events.emit('expired', event)
+    return event
+  }
+}
