@@ -1,10 +1,12 @@
 /**
- * A seeded, fault-injecting simulation of KvNodes (toward issue 11): real storage engines on memory WALs
- * whose syncs complete some simulated time later, the real ring and wire codec, and a network that loses,
- * delays, duplicates and reorders messages, partitions peers, and crashes them (losing what was not durable)
- * and restarts them from their volumes. Everything runs off one seeded Rng and one queue of timed events;
- * the nodes' async code runs in between, as microtasks only (no real timers or I/O), so a seed replays a run
- * exactly.
+ * A seeded, fault-injecting simulation of replicas: each runs the replication state machine
+ * (src/core/replication/replication.ts) directly — the simulator is its host and performs its effects —
+ * over a real storage engine on a memory WAL whose syncs complete some simulated time later, with the real
+ * ring and wire codec, and a network that loses, delays, duplicates and reorders messages, partitions peers,
+ * and crashes them (losing what was not durable) and restarts them from their volumes. Timeouts are the
+ * machines' ticks, run every TICK_MS of simulated time. Everything runs off one seeded Rng and one queue of
+ * timed events; the only async code is the storage engine's, which runs in between as microtasks (no real
+ * timers or I/O), so a seed replays a run exactly.
  *
  * Failure detection is perfect and instant (a node sees as up exactly the nodes that are up and on its side
  * of the partition), as SWIM would be after detection.
@@ -13,10 +15,12 @@ import { loadHash64, loadRingHash } from '../../src/adapters/hash-xxhash.js'
 import { MemoryVolume, MemoryWal } from '../../src/adapters/wal-memory.js'
 import { Writer } from '../../src/core/codec.js'
 import { ManualClock, SeededRng, silentLogger } from '../../src/core/env.js'
-import { TimeoutError, UnreachableError, WalFailedError } from '../../src/core/errors.js'
+import { UnreachableError, WalFailedError } from '../../src/core/errors.js'
 import { type KvConfig, defaultKvConfig } from '../../src/core/kv/config.js'
 import { type KvReply, type KvRequest, decodeMessage, encodeReply, encodeRequest } from '../../src/core/kv/messages.js'
-import { KvNode } from '../../src/core/kv/node.js'
+import type { Effect, Message } from '../../src/core/replication/flow.js'
+import { type Call, Replication } from '../../src/core/replication/replication.js'
+import type { GetResult, PutResult, ReadOptions, WriteOptions } from '../../src/core/replication/types.js'
 import { Ring, type RingHash } from '../../src/core/ring/ring.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
 import type { WalAdapter, WalListing } from '../../src/core/storage/wal-adapter.js'
@@ -31,7 +35,7 @@ export interface Faults {
   duplicate: number
   /** Message delay range in simulated ms (random within it, so messages reorder). */
   delayMs: readonly [number, number]
-  /** A request with no reply by then fails with TimeoutError. */
+  /** A request with no reply by then fails with TimeoutError (the machines' requestTimeoutMs). */
   timeoutMs: number
   /** Range of simulated ms an fdatasync takes. */
   syncMs: readonly [number, number]
@@ -79,11 +83,112 @@ class SimWal implements WalAdapter {
   describe (kind: 'segment' | 'snapshot', id: number): string { return this.inner.describe(kind, id) }
 }
 
+/** Simulated ms between two ticks of every machine (its request timeouts). */
+export const TICK_MS = 10
+
+/**
+ * The host of one incarnation of a replica's state machine: starts client operations and background turns
+ * as calls, and performs the machine's effects on the simulated network and log.
+ */
+export class SimHost {
+  readonly machine: Replication
+  /** Set to make `persist` effects complete without waiting for the log (the skip-fsync bug). */
+  skipPersist = false
+  private nextOp = 1
+  private readonly ops = new Map<number, { resolve: (value: never) => void; reject: (error: Error) => void }>()
+  private nextInbound = 1
+  /** Requests taken from peers, by the id given to the machine: whom to answer, under which of their ids. */
+  private readonly inbound = new Map<number, { from: string; incarnation: number; rid: number }>()
+
+  constructor (private readonly sim: FaultSim, readonly node: FaultNode, readonly incarnation: number, engine: StorageEngine) {
+    this.machine = new Replication(sim.ring, { engine, config: sim.config, hash64: sim.hash64, log: silentLogger }, sim.clock.nowMs(), null)
+  }
+
+  private get current (): boolean { return this.node.incarnation === this.incarnation && this.node.up }
+
+  put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> { return this.call({ type: 'put', key, value, options }) }
+  delete (key: string, options: WriteOptions = {}): Promise<PutResult> { return this.call({ type: 'delete', key, options }) }
+  get (key: string, options: ReadOptions = {}): Promise<GetResult> { return this.call({ type: 'get', key, options }) }
+  handoff (): Promise<unknown> { return this.call({ type: 'handoff' }) }
+  syncRound (): Promise<unknown> { return this.call({ type: 'sync' }) }
+
+  call<T> (call: Call): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const op = this.nextOp++
+      this.ops.set(op, { resolve: resolve as (value: never) => void, reject })
+      this.perform(() => this.machine.call(op, call, this.sim.clock.nowMs()))
+    })
+  }
+
+  /** A peer's request arrives. */
+  accept (from: string, incarnation: number, rid: number, request: KvRequest): void {
+    const id = this.nextInbound++
+    this.inbound.set(id, { from, incarnation, rid })
+    this.perform(() => this.machine.receive(from, { type: 'request', rid: id, request }, this.sim.clock.nowMs()))
+  }
+
+  /** A reply (or a failure) for one of this machine's requests arrives. */
+  deliver (from: string, message: Message): void {
+    this.perform(() => this.machine.receive(from, message, this.sim.clock.nowMs()))
+  }
+
+  /** Ticks the machine; false if that did nothing (no request timed out). */
+  tick (): boolean {
+    let any = false
+    this.perform(() => {
+      const effects = this.machine.tick(this.sim.clock.nowMs())
+      any = effects.length > 0
+      return effects
+    })
+    return any
+  }
+
+  /** Runs a machine call and performs its effects; a crashed incarnation does nothing. */
+  perform (run: () => Effect[]): void {
+    if (!this.current) return
+    let effects: Effect[]
+    try {
+      effects = run()
+    } catch (error) {
+      this.sim.stats.handlerErrors++
+      throw error
+    }
+    const tokens: number[] = []
+    for (const effect of effects) {
+      switch (effect.type) {
+        case 'send': this.sim.transmit(this, effect.to, effect.channel, effect.rid, effect.request); break
+        case 'reply': {
+          const origin = this.inbound.get(effect.rid)
+          this.inbound.delete(effect.rid)
+          if (origin !== undefined) this.sim.answer(this, origin.from, origin.incarnation, origin.rid, effect.reply)
+          break
+        }
+        case 'persist': tokens.push(effect.token); break
+        case 'complete': {
+          const settle = this.ops.get(effect.op)
+          this.ops.delete(effect.op)
+          if (effect.ok) settle?.resolve(effect.value as never)
+          else settle?.reject(effect.value as Error)
+          break
+        }
+        case 'change': break
+      }
+    }
+    if (tokens.length === 0) return
+    const settle = (error: Error | undefined): void => {
+      this.perform(() => tokens.flatMap(t => this.machine.persisted(t, error, this.sim.clock.nowMs())))
+    }
+    if (this.skipPersist) this.sim.schedule(0, () => { settle(undefined) })
+    else this.node.engine.durable().then(() => { settle(undefined) }, (error: unknown) => { settle(error as Error) })
+  }
+}
+
 export interface FaultNode {
   readonly id: string
   readonly volume: MemoryVolume
   engine: StorageEngine
-  kv: KvNode
+  /** The running incarnation's host: client operations and background turns start here. */
+  kv: SimHost
   wal: SimWal
   up: boolean
   /** Bumped by every crash: messages of an earlier incarnation are never delivered. */
@@ -102,20 +207,20 @@ export class FaultSim {
   /** Partition: node id -> side; nodes on different sides cannot talk. */
   side = new Map<string, number>()
   faults: Faults
-  readonly stats = { events: 0, messages: 0, lost: 0, duplicated: 0, timeouts: 0, crashes: 0, diskLosses: 0, handlerErrors: 0 }
+  readonly stats = { events: 0, messages: 0, lost: 0, duplicated: 0, crashes: 0, diskLosses: 0, handlerErrors: 0 }
   private readonly queue: Event[] = []
   private readonly writer = new Writer(1024)
   private ringNow: Ring | null = null
   /** Run on every node as it boots, before it takes a request: to watch its engine, or to inject a bug. */
   readonly onBoot: Array<(node: FaultNode) => void> = []
 
-  private constructor (readonly seed: number, readonly config: KvConfig, faults: Faults, private readonly ringHash: RingHash, private readonly hash64: (s: string) => bigint) {
+  private constructor (readonly seed: number, readonly config: KvConfig, faults: Faults, private readonly ringHash: RingHash, readonly hash64: (s: string) => bigint) {
     this.rng = new SeededRng(seed)
     this.faults = faults
   }
 
   static async create (seed: number, ids: readonly string[], faults: Faults, config: Partial<KvConfig> = {}): Promise<FaultSim> {
-    const sim = new FaultSim(seed, { ...defaultKvConfig(), ...config }, faults, await loadRingHash(), await loadHash64())
+    const sim = new FaultSim(seed, { ...defaultKvConfig(), requestTimeoutMs: faults.timeoutMs, ...config }, faults, await loadRingHash(), await loadHash64())
     sim.ringNow = Ring.build(ids.map(id => ({ id, vnodes: VNODES })), sim.ringHash)
     for (const id of ids) {
       const volume = new MemoryVolume()
@@ -124,6 +229,12 @@ export class FaultSim {
       await sim.boot(node)
     }
     sim.refresh()
+    sim.schedule(TICK_MS, function tick (this: void): boolean {
+      let any = false
+      for (const node of sim.nodes.values()) if (node.up && node.kv.tick()) any = true
+      sim.schedule(TICK_MS, tick)
+      return any
+    })
     return sim
   }
 
@@ -157,6 +268,16 @@ export class FaultSim {
     return true
   }
 
+  /** Runs events until `promise` settles (at most `maxEvents`); its value, or undefined if it failed or ran out. */
+  async drive<T> (promise: Promise<T>, maxEvents = 100_000): Promise<T | undefined> {
+    let settled = false
+    let value: T | undefined
+    promise.then(v => { settled = true; value = v }, () => { settled = true })
+    await flush()
+    for (let i = 0; i < maxEvents && !settled; i++) await this.step()
+    return value
+  }
+
   get pending (): number { return this.queue.length }
 
   reachable (from: string, to: string): boolean {
@@ -167,7 +288,7 @@ export class FaultSim {
 
   refresh (): void {
     for (const node of this.nodes.values()) {
-      if (node.up) node.kv.setMembership(this.ring, id => this.reachable(node.id, id))
+      if (node.up) node.kv.machine.setMembership(this.ring, id => this.reachable(node.id, id))
     }
   }
 
@@ -176,65 +297,43 @@ export class FaultSim {
     const engine = await StorageEngine.open({ replicaId: node.id, clock: this.clock, rng: new SeededRng(this.between(1, 1e9)), wal })
     node.wal = wal
     node.engine = engine
-    const incarnation = node.incarnation
-    node.kv = new KvNode(this.ring, {
-      engine,
-      config: this.config,
-      hash64: this.hash64,
-      clock: this.clock,
-      log: silentLogger,
-      transport: { request: async (to, _channel, req) => await this.send(node.id, incarnation, to, req) }
-    })
+    node.kv = new SimHost(this, node, node.incarnation, engine)
     for (const hook of this.onBoot) hook(node)
   }
 
-  /** A request from `from` (in incarnation `incarnation`) to `to`, through the faulty network. */
-  private send (from: string, incarnation: number, to: string, req: KvRequest): Promise<KvReply> {
-    return new Promise((resolve, reject) => {
-      let done = false
-      const finish = (reply: KvReply | null, error: Error | null): void => {
-        if (done) return
-        done = true
-        if (reply !== null) resolve(reply)
-        else reject(error!)
-      }
-      this.schedule(this.faults.timeoutMs, () => {
-        if (done) return false
-        this.stats.timeouts++
-        finish(null, new TimeoutError(`request to ${to}`, this.faults.timeoutMs))
+  /** A request from `host` to `to`, through the faulty network; its reply or failure comes back to `host`. */
+  transmit (host: SimHost, to: string, _channel: string, rid: number, req: KvRequest): void {
+    const from = host.node.id
+    if (!this.reachable(from, to)) {
+      this.schedule(1, () => { host.deliver(to, { type: 'failed', rid, error: new UnreachableError(to, 'partitioned or down') }) })
+      return
+    }
+    const bytes = encodeRequest(this.writer, 1, req).slice()
+    const copies = this.rng.next() < this.faults.duplicate ? 2 : 1
+    if (copies === 2) this.stats.duplicated++
+    for (let c = 0; c < copies; c++) {
+      if (this.rng.next() < this.faults.loss) { this.stats.lost++; continue }
+      this.schedule(this.between(...this.faults.delayMs), () => {
+        if (!this.reachable(from, to)) return false // lost on the way
+        this.stats.messages++
+        const decoded = decodeMessage(bytes, LIMITS)
+        if (decoded.kind !== 'request') throw new Error('codec returned a reply for a request')
+        this.nodes.get(to)!.kv.accept(from, host.incarnation, rid, decoded.request)
       })
-      const sender = this.nodes.get(from)!
-      if (sender.incarnation !== incarnation || !sender.up) return // a crashed process sends nothing
-      if (!this.reachable(from, to)) {
-        this.schedule(1, () => { finish(null, new UnreachableError(to, 'partitioned or down')) })
-        return
-      }
-      const bytes = encodeRequest(this.writer, 1, req).slice()
-      const copies = this.rng.next() < this.faults.duplicate ? 2 : 1
-      if (copies === 2) this.stats.duplicated++
-      for (let c = 0; c < copies; c++) {
-        if (this.rng.next() < this.faults.loss) { this.stats.lost++; continue }
-        this.schedule(this.between(...this.faults.delayMs), () => {
-          const target = this.nodes.get(to)!
-          if (!this.reachable(from, to)) return false // lost on the way
-          this.stats.messages++
-          const decoded = decodeMessage(bytes, LIMITS)
-          if (decoded.kind !== 'request') throw new Error('codec returned a reply for a request')
-          const targetIncarnation = target.incarnation
-          target.kv.handle(from, decoded.request).then(reply => {
-            // A reply from a process that crashed since it took the request is never sent.
-            if (target.incarnation !== targetIncarnation || !target.up) return
-            const back = encodeReply(this.writer, 1, reply).slice()
-            if (this.rng.next() < this.faults.loss) { this.stats.lost++; return }
-            this.schedule(this.between(...this.faults.delayMs), () => {
-              if (done || !this.reachable(from, to) || sender.incarnation !== incarnation) return false
-              const decodedReply = decodeMessage(back, LIMITS)
-              if (decodedReply.kind !== 'reply') throw new Error('codec returned a request for a reply')
-              finish(decodedReply.reply, null)
-            })
-          }, () => { this.stats.handlerErrors++ })
-        })
-      }
+    }
+  }
+
+  /** `host`'s reply to request `rid` of `to` (in its incarnation `incarnation`), through the faulty network. */
+  answer (host: SimHost, to: string, incarnation: number, rid: number, reply: KvReply): void {
+    const from = host.node.id
+    const back = encodeReply(this.writer, 1, reply).slice()
+    if (this.rng.next() < this.faults.loss) { this.stats.lost++; return }
+    this.schedule(this.between(...this.faults.delayMs), () => {
+      const target = this.nodes.get(to)!
+      if (!this.reachable(from, to) || target.incarnation !== incarnation) return false
+      const decoded = decodeMessage(back, LIMITS)
+      if (decoded.kind !== 'reply') throw new Error('codec returned a request for a reply')
+      target.kv.deliver(from, { type: 'reply', rid, reply: decoded.reply })
     })
   }
 

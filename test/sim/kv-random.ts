@@ -48,21 +48,18 @@ interface Write {
 }
 
 function injectBug (node: FaultNode): void {
-  {
-    const engine = node.engine
-    const merge = engine.merge.bind(engine)
-    if (BUG === 'skip-fsync') {
-      // Acknowledge before the record is durable, as a coordinator and as a replica.
-      const writeLocal = engine.writeLocal.bind(engine)
-      engine.writeLocal = (key, value, options) => writeLocal(key, value, { ...options, durability: 'async' })
-      engine.merge = (key, state, options = {}) => merge(key, state, { ...options, durability: 'async' })
-    }
-    else if (BUG === 'drop-write') engine.merge = async (key, state) => ({ key, state, context: state.vv, changed: false })
-    else if (BUG === 'ignore-context') {
-      const writeLocal = engine.writeLocal.bind(engine)
-      engine.writeLocal = (key, value, options) => writeLocal(key, value, value === null ? options : { ...options, context: undefined, contextTs: null })
-    } else throw new Error(`unknown MESHKV_SIM_BUG ${BUG}`)
-  }
+  const engine = node.engine
+  if (BUG === 'skip-fsync') {
+    // Acknowledge before the record is durable, as a coordinator and as a replica: every persist effect
+    // completes without waiting for the log.
+    node.kv.skipPersist = true
+  } else if (BUG === 'drop-write') {
+    // Replicas acknowledge merges without applying them.
+    engine.mergeNow = (key, state) => ({ key, state, context: state.vv, changed: false })
+  } else if (BUG === 'ignore-context') {
+    const writeLocal = engine.writeLocal.bind(engine)
+    engine.writeLocal = (key, value, options) => writeLocal(key, value, value === null ? options : { ...options, context: undefined, contextTs: null })
+  } else throw new Error(`unknown MESHKV_SIM_BUG ${BUG}`)
 }
 
 /**
