@@ -31,8 +31,8 @@ export class OpLatencies {
 
   readonly record = (latencyMs: number): void => { this.samples[this.count++ % LATENCY_SAMPLES] = latencyMs }
 
-  /** This peer's figures. */
-  info (kv: KvNode, engine: StorageEngine): PeerInfo {
+  /** This peer's figures, from its replication counters and its engine. */
+  info (kv: { readonly id: string; readonly stats: KvStats }, engine: StorageEngine): PeerInfo {
     const n = Math.min(this.count, LATENCY_SAMPLES)
     const sorted = Array.from(this.samples.subarray(0, n)).sort((a, b) => a - b)
     const at = (q: number): number => n === 0 ? 0 : sorted[Math.min(n - 1, Math.floor(q * n))]!
@@ -41,7 +41,7 @@ export class OpLatencies {
 }
 
 /** Another member's figures (or this peer's, from `self`). Malformed replies become DecodeError. */
-export async function peerInfo (kv: KvNode, self: () => PeerInfo, id: string, signal?: AbortSignal): Promise<PeerInfo> {
+export async function peerInfo (kv: Pick<KvNode, 'id' | 'ask'>, self: () => PeerInfo, id: string, signal?: AbortSignal): Promise<PeerInfo> {
   if (id === kv.id) return self()
   const reply = await kv.ask(id, { type: 'info' }, signal)
   if (reply.type !== 'info') throw replyError(id, reply, 'get')

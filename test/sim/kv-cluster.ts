@@ -1,158 +1,108 @@
 /**
- * A simulated mesh of KvNodes: real storage engines (memory-only), the real ring and codec, and a network
- * that delivers every message through the wire encoding, asynchronously, and refuses messages across a
- * partition. Membership is the test's to set: each node sees as up the members that are up and on its side
- * of the partition, as SWIM would after detection. Time is a ManualClock; background loops run when the
- * test calls them, so runs are deterministic.
+ * The scenario tests' view of the fault simulator (kv-faults.ts) with no faults: every message delivered
+ * after 1 ms through the wire codec, log syncs at once, and the replication state machines hosted by the
+ * simulator. Each operation a test awaits runs the simulation until it completes, so a test reads like a
+ * client's story; membership is the test's to set (each node sees as up the members that are up and on its
+ * side of the partition, as SWIM would after detection). Time is a ManualClock; background rounds run when
+ * the test calls them, so runs are deterministic.
  */
-import { loadHash64, loadRingHash } from '../../src/adapters/hash-xxhash.js'
-import { Writer } from '../../src/core/codec.js'
-import { ManualClock, silentLogger } from '../../src/core/env.js'
-import { UnreachableError } from '../../src/core/errors.js'
-import { type KvConfig, defaultKvConfig } from '../../src/core/kv/config.js'
-import { type KvReply, type KvRequest, decodeMessage, encodeReply, encodeRequest } from '../../src/core/kv/messages.js'
-import { type Channel, KvNode } from '../../src/core/kv/node.js'
-import { Ring, type RingHash } from '../../src/core/ring/ring.js'
-import { StorageEngine } from '../../src/core/storage/engine.js'
-import { OpLatencies } from '../../src/services/peer-info.js'
+import type { KvConfig } from '../../src/core/kv/config.js'
+import type { KvReply, KvRequest } from '../../src/core/kv/messages.js'
+import type { Ring } from '../../src/core/ring/ring.js'
+import type { Call } from '../../src/core/replication/replication.js'
+import type { GetResult, KvEvents, KvStats, PutResult, ReadOptions, ReplicaView, SyncResult, WriteOptions } from '../../src/core/replication/types.js'
+import type { Emitter } from '../../src/core/emitter.js'
+import type { StorageEngine } from '../../src/core/storage/engine.js'
 import type { KeyState } from '../../src/core/version/dvv.js'
-import { sidesOf } from './kv-faults.js'
+import type { OpLatencies } from '../../src/services/peer-info.js'
+import { type FaultNode, FaultSim, NO_FAULTS } from './kv-faults.js'
 
-const LIMITS = { keyBytesMax: 1024, valueBytesMax: 1024 * 1024 }
 const VNODES = 64
+const SEED = 1
+
+/** A node's store as a test uses it: each call runs the simulation until it completes. */
+export class ScenarioKv {
+  constructor (private readonly sim: FaultSim, private readonly node: FaultNode) {}
+
+  get id (): string { return this.node.id }
+  get stats (): KvStats { return this.node.kv.stats }
+  get events (): Emitter<KvEvents> { return this.node.kv.events }
+
+  put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> { return this.sim.run(this.node.kv.put(key, value, options)) }
+  delete (key: string, options: WriteOptions = {}): Promise<PutResult> { return this.sim.run(this.node.kv.delete(key, options)) }
+  get (key: string, options: ReadOptions = {}): Promise<GetResult> { return this.sim.run(this.node.kv.get(key, options)) }
+  handoff (): Promise<{ delivered: number; dropped: number; reaped: number }> { return this.sim.run(this.node.kv.handoff()) }
+  syncRound (peer?: string): Promise<SyncResult | null> { return this.sim.run(this.node.kv.syncRound(peer)) }
+  placement (key: string): Promise<{ replicas: ReplicaView[] }> { return this.call({ type: 'placement', key }) }
+  handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void): Promise<{ delivered: number; failed: number }> { return this.call({ type: 'hand-off-all', ring: ringWithout, progress }) }
+  ask (to: string, request: KvRequest): Promise<KvReply> { return this.call({ type: 'ask', to, request }) }
+  handle (from: string, request: KvRequest): Promise<KvReply> { return this.sim.run(this.node.kv.handle(from, request)) }
+  /** One TTL sweep turn, and what it starts runs to the end. */
+  async sweep (): Promise<void> {
+    this.node.kv.sweep()
+    await this.sim.settle()
+  }
+
+  private call<T> (call: Call): Promise<T> { return this.sim.run(this.node.kv.call<T>(call)) }
+}
 
 export interface SimNode {
   readonly id: string
-  engine: StorageEngine
-  kv: KvNode
-  /** The dashboard's figures of this node (its answer to `info`). */
-  figures: OpLatencies
-  up: boolean
+  readonly engine: StorageEngine
+  readonly kv: ScenarioKv
+  readonly figures: OpLatencies
 }
 
 export class KvSim {
-  readonly clock = new ManualClock(1_700_000_000_000)
   readonly nodes = new Map<string, SimNode>()
-  /** Members in the ring (joined and not left). */
-  readonly ringMembers = new Set<string>()
-  /** Partition: node id -> side. Nodes on different sides cannot talk. */
-  side = new Map<string, number>()
-  messages = 0
-  /** Deliveries under way (requests and their replies), for settle(). */
-  private readonly inFlight = new Set<Promise<unknown>>()
-  private readonly writer = new Writer(1024)
 
-  private constructor (readonly config: KvConfig, private readonly ringHash: RingHash, private readonly hash64: (s: string) => bigint) {}
+  private constructor (readonly faults: FaultSim) {}
 
   static async create (ids: string[], config: Partial<KvConfig> = {}): Promise<KvSim> {
-    const sim = new KvSim({ ...defaultKvConfig(), ...config }, await loadRingHash(), await loadHash64())
-    for (const id of ids) await sim.add(id)
+    const sim = new KvSim(await FaultSim.create(SEED, ids, NO_FAULTS, config, { vnodes: VNODES, instantSync: true }))
+    for (const node of sim.faults.nodes.values()) sim.wrap(node)
     return sim
   }
 
-  reachable (from: string, to: string): boolean {
-    const a = this.nodes.get(from)
-    const b = this.nodes.get(to)
-    return a !== undefined && b !== undefined && a.up && b.up && (this.side.get(from) ?? 0) === (this.side.get(to) ?? 0)
+  private wrap (node: FaultNode): SimNode {
+    const view: SimNode = { id: node.id, get engine () { return node.engine }, kv: new ScenarioKv(this.faults, node), figures: node.figures }
+    this.nodes.set(node.id, view)
+    return view
   }
 
-  ring (): Ring {
-    return Ring.build([...this.ringMembers].map(id => ({ id, vnodes: VNODES })), this.ringHash)
-  }
+  get clock (): FaultSim['clock'] { return this.faults.clock }
+  get config (): KvConfig { return this.faults.config }
+  ring (): Ring { return this.faults.ring }
+  node (id: string): SimNode { return this.nodes.get(id)! }
 
-  /** Pushes the current ring and each node's view of who is up to every node. */
-  refresh (): void {
-    const ring = this.ring()
-    for (const node of this.nodes.values()) node.kv.setMembership(ring, id => this.reachable(node.id, id))
-  }
-
+  /** A new member joins the ring. */
   async add (id: string): Promise<SimNode> {
-    const engine = await StorageEngine.open({ replicaId: id, clock: this.clock })
-    const figures = new OpLatencies()
-    const kv: KvNode = new KvNode(this.ring(), {
-      describe: () => JSON.stringify(figures.info(kv, engine)),
-      observeOp: figures.record,
-      engine,
-      config: this.config,
-      hash64: this.hash64,
-      clock: this.clock,
-      log: silentLogger,
-      transport: {
-        request: async (to, channel, req) => {
-          const delivery = this.deliver(id, to, channel, req)
-          this.inFlight.add(delivery)
-          void delivery.catch(() => {}).finally(() => { this.inFlight.delete(delivery) })
-          return await delivery
-        }
-      }
-    })
-    const node: SimNode = { id, engine, kv, figures, up: true }
-    this.nodes.set(id, node)
-    this.ringMembers.add(id)
-    this.refresh()
-    return node
+    return this.wrap(await this.faults.join(id))
   }
 
   /** Removes a member from the ring (a completed graceful leave). */
-  remove (id: string): void {
-    this.ringMembers.delete(id)
-    this.nodes.get(id)!.up = false
-    this.refresh()
-  }
+  remove (id: string): void { this.faults.leave(id) }
 
+  /** Takes a node off the network (it keeps running) or puts it back. */
   setUp (id: string, up: boolean): void {
-    this.nodes.get(id)!.up = up
-    this.refresh()
+    if (up) this.faults.isolated.delete(id)
+    else this.faults.isolated.add(id)
+    this.faults.refresh()
   }
 
-  partition (...sides: string[][]): void {
-    this.side = sidesOf(sides)
-    this.refresh()
-  }
+  partition (...sides: string[][]): void { this.faults.partition(sides) }
+  heal (): void { this.faults.heal() }
+  refresh (): void { this.faults.refresh() }
 
-  heal (): void {
-    this.side = new Map()
-    this.refresh()
-  }
-
-  private async deliver (from: string, to: string, _channel: Channel, req: KvRequest): Promise<KvReply> {
-    await Promise.resolve()
-    if (!this.reachable(from, to)) throw new UnreachableError(to, 'partitioned or down')
-    this.messages++
-    const decoded = decodeMessage(encodeRequest(this.writer, 1, req), LIMITS)
-    if (decoded.kind !== 'request') throw new Error('codec returned a reply for a request')
-    const reply = await this.nodes.get(to)!.kv.handle(from, decoded.request)
-    await Promise.resolve()
-    if (!this.reachable(from, to)) throw new UnreachableError(to, 'partitioned or down')
-    const back = decodeMessage(encodeReply(this.writer, 1, reply), LIMITS)
-    if (back.kind !== 'reply') throw new Error('codec returned a request for a reply')
-    return back.reply
-  }
-
-  node (id: string): SimNode { return this.nodes.get(id)! }
-
-  /**
-   * Waits until no message is under way — including those that work in the background (read repair,
-   * expiries and their checks) starts once the ones before it are answered.
-   */
-  async settle (): Promise<void> {
-    for (let quiet = 0; quiet < 2;) {
-      if (this.inFlight.size > 0) {
-        quiet = 0
-        await Promise.allSettled([...this.inFlight])
-      } else {
-        quiet++
-        await new Promise(resolve => setImmediate(resolve)) // let continuations start their next message
-      }
-    }
-  }
+  /** Waits until no message or log sync is under way (read repair and expiries included). */
+  async settle (): Promise<void> { await this.faults.settle() }
 
   /** Every up node runs one handoff turn and one anti-entropy round. */
   async backgroundRound (): Promise<void> {
     // Time passes between rounds (a replica forgets a key only once the clock is past its counter).
     this.clock.advance(10)
     for (const node of this.nodes.values()) {
-      if (!node.up) continue
+      if (this.faults.isolated.has(node.id)) continue
       await node.kv.handoff()
       await node.kv.syncRound().catch(() => null)
     }
@@ -168,8 +118,5 @@ export class KvSim {
     return out
   }
 
-  primaries (key: string): string[] {
-    const ring = this.ring()
-    return ring.primaries(ring.position(key), this.config.n)
-  }
+  primaries (key: string): string[] { return this.faults.primaries(key) }
 }

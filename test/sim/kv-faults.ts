@@ -20,7 +20,9 @@ import { type KvConfig, defaultKvConfig } from '../../src/core/kv/config.js'
 import { type KvReply, type KvRequest, decodeMessage, encodeReply, encodeRequest } from '../../src/core/kv/messages.js'
 import type { Effect, Message } from '../../src/core/replication/flow.js'
 import { type Call, Replication } from '../../src/core/replication/replication.js'
-import type { GetResult, PutResult, ReadOptions, WriteOptions } from '../../src/core/replication/types.js'
+import type { GetResult, KvEvents, KvStats, PutResult, ReadOptions, SyncResult, WriteOptions } from '../../src/core/replication/types.js'
+import { Emitter } from '../../src/core/emitter.js'
+import { OpLatencies } from '../../src/services/peer-info.js'
 import { Ring, type RingHash } from '../../src/core/ring/ring.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
 import type { WalAdapter, WalListing } from '../../src/core/storage/wal-adapter.js'
@@ -97,20 +99,50 @@ export class SimHost {
   private nextOp = 1
   private readonly ops = new Map<number, { resolve: (value: never) => void; reject: (error: Error) => void }>()
   private nextInbound = 1
-  /** Requests taken from peers, by the id given to the machine: whom to answer, under which of their ids. */
-  private readonly inbound = new Map<number, { from: string; incarnation: number; rid: number }>()
+  /** Changes the machine made (writes it coordinated, expiries). */
+  readonly events = new Emitter<KvEvents>(error => { throw error })
+  /**
+   * Requests taken, by the id given to the machine: the peer to answer and under which of its ids, or (for
+   * a request a test hands in directly) the function that takes the reply.
+   */
+  private readonly inbound = new Map<number, { from: string; incarnation: number; rid: number } | ((reply: KvReply) => void)>()
 
   constructor (private readonly sim: FaultSim, readonly node: FaultNode, readonly incarnation: number, engine: StorageEngine) {
-    this.machine = new Replication(sim.ring, { engine, config: sim.config, hash64: sim.hash64, log: silentLogger }, sim.clock.nowMs(), null)
+    const describe = (): string => JSON.stringify(node.figures.info(this, engine))
+    this.machine = new Replication(sim.ring, { engine, config: sim.config, hash64: sim.hash64, log: silentLogger, describe }, sim.clock.nowMs(), null)
   }
 
+  get id (): string { return this.machine.id }
+  get stats (): KvStats { return this.machine.stats }
   private get current (): boolean { return this.node.incarnation === this.incarnation && this.node.up }
 
-  put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> { return this.call({ type: 'put', key, value, options }) }
-  delete (key: string, options: WriteOptions = {}): Promise<PutResult> { return this.call({ type: 'delete', key, options }) }
-  get (key: string, options: ReadOptions = {}): Promise<GetResult> { return this.call({ type: 'get', key, options }) }
-  handoff (): Promise<unknown> { return this.call({ type: 'handoff' }) }
-  syncRound (): Promise<unknown> { return this.call({ type: 'sync' }) }
+  put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> { return this.timed(this.call({ type: 'put', key, value, options })) }
+  delete (key: string, options: WriteOptions = {}): Promise<PutResult> { return this.timed(this.call({ type: 'delete', key, options })) }
+  get (key: string, options: ReadOptions = {}): Promise<GetResult> { return this.timed(this.call({ type: 'get', key, options })) }
+  handoff (): Promise<{ delivered: number; dropped: number; reaped: number }> { return this.call({ type: 'handoff' }) }
+  syncRound (peer?: string): Promise<SyncResult | null> { return this.call({ type: 'sync', ...(peer === undefined ? {} : { peer }) }) }
+
+  /** Records a client operation's simulated latency in the node's dashboard figures. */
+  private timed<T> (op: Promise<T>): Promise<T> {
+    const start = this.sim.clock.nowMs()
+    const record = (): void => { this.node.figures.record(this.sim.clock.nowMs() - start) }
+    op.then(record, record)
+    return op
+  }
+
+  /** One TTL sweep turn now. */
+  sweep (): void {
+    this.perform(() => this.machine.sweep(this.sim.clock.nowMs()))
+  }
+
+  /** A request handed in directly (not through the network), answered to the caller. */
+  handle (from: string, request: KvRequest): Promise<KvReply> {
+    return new Promise(resolve => {
+      const id = this.nextInbound++
+      this.inbound.set(id, resolve)
+      this.perform(() => this.machine.receive(from, { type: 'request', rid: id, request }, this.sim.clock.nowMs()))
+    })
+  }
 
   call<T> (call: Call): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -160,7 +192,8 @@ export class SimHost {
         case 'reply': {
           const origin = this.inbound.get(effect.rid)
           this.inbound.delete(effect.rid)
-          if (origin !== undefined) this.sim.answer(this, origin.from, origin.incarnation, origin.rid, effect.reply)
+          if (typeof origin === 'function') origin(effect.reply)
+          else if (origin !== undefined) this.sim.answer(this, origin.from, origin.incarnation, origin.rid, effect.reply)
           break
         }
         case 'persist': tokens.push(effect.token); break
@@ -171,7 +204,7 @@ export class SimHost {
           else settle?.reject(effect.value as Error)
           break
         }
-        case 'change': break
+        case 'change': this.events.emit('change', effect.event); break
       }
     }
     if (tokens.length === 0) return
@@ -193,12 +226,21 @@ export interface FaultNode {
   up: boolean
   /** Bumped by every crash: messages of an earlier incarnation are never delivered. */
   incarnation: number
+  /** The dashboard's figures of this node (its answer to `info`). */
+  readonly figures: OpLatencies
+}
+
+export interface SimOptions {
+  /** Ring tokens per member. Default 32. */
+  vnodes?: number
+  /** Log syncs complete at once (in a microtask) instead of some simulated time later. */
+  instantSync?: boolean
 }
 
 /** An event's action; false means it did nothing (so no continuation needs to run after it). */
 type Action = () => void | boolean
 
-interface Event { at: number; order: number; run: Action }
+interface Event { at: number; order: number; run: Action; tick: boolean }
 
 export class FaultSim {
   readonly clock = new ManualClock(1_700_000_000_000)
@@ -214,38 +256,67 @@ export class FaultSim {
   /** Run on every node as it boots, before it takes a request: to watch its engine, or to inject a bug. */
   readonly onBoot: Array<(node: FaultNode) => void> = []
 
-  private constructor (readonly seed: number, readonly config: KvConfig, faults: Faults, private readonly ringHash: RingHash, readonly hash64: (s: string) => bigint) {
+  /** Nodes cut off from everyone, though running (a test's "down", as SWIM would see it). */
+  readonly isolated = new Set<string>()
+  /** Members in the ring (joined and not left). */
+  private readonly members: string[] = []
+
+  private constructor (readonly seed: number, readonly config: KvConfig, faults: Faults, private readonly ringHash: RingHash, readonly hash64: (s: string) => bigint, private readonly options: SimOptions) {
     this.rng = new SeededRng(seed)
     this.faults = faults
   }
 
-  static async create (seed: number, ids: readonly string[], faults: Faults, config: Partial<KvConfig> = {}): Promise<FaultSim> {
-    const sim = new FaultSim(seed, { ...defaultKvConfig(), requestTimeoutMs: faults.timeoutMs, ...config }, faults, await loadRingHash(), await loadHash64())
-    sim.ringNow = Ring.build(ids.map(id => ({ id, vnodes: VNODES })), sim.ringHash)
-    for (const id of ids) {
-      const volume = new MemoryVolume()
-      const node = { id, volume, up: true, incarnation: 0 } as FaultNode
-      sim.nodes.set(id, node)
-      await sim.boot(node)
-    }
+  static async create (seed: number, ids: readonly string[], faults: Faults, config: Partial<KvConfig> = {}, options: SimOptions = {}): Promise<FaultSim> {
+    const sim = new FaultSim(seed, { ...defaultKvConfig(), requestTimeoutMs: faults.timeoutMs, ...config }, faults, await loadRingHash(), await loadHash64(), options)
+    sim.members.push(...ids)
+    sim.ringNow = sim.buildRing()
+    for (const id of ids) await sim.addNode(id)
     sim.refresh()
     sim.schedule(TICK_MS, function tick (this: void): boolean {
       let any = false
       for (const node of sim.nodes.values()) if (node.up && node.kv.tick()) any = true
-      sim.schedule(TICK_MS, tick)
+      sim.schedule(TICK_MS, tick, true)
       return any
-    })
+    }, true)
     return sim
   }
 
   get ring (): Ring { return this.ringNow! }
 
+  private buildRing (): Ring {
+    return Ring.build(this.members.map(id => ({ id, vnodes: this.options.vnodes ?? VNODES })), this.ringHash)
+  }
+
+  private async addNode (id: string): Promise<FaultNode> {
+    const node = { id, volume: new MemoryVolume(), up: true, incarnation: 0, figures: new OpLatencies() } as FaultNode
+    this.nodes.set(id, node)
+    await this.boot(node)
+    return node
+  }
+
+  /** A new member joins the ring. */
+  async join (id: string): Promise<FaultNode> {
+    const node = await this.addNode(id)
+    this.members.push(id)
+    this.ringNow = this.buildRing()
+    this.refresh()
+    return node
+  }
+
+  /** A member leaves the ring (a completed graceful leave): it is cut off and owns nothing. */
+  leave (id: string): void {
+    this.members.splice(this.members.indexOf(id), 1)
+    this.isolated.add(id)
+    this.ringNow = this.buildRing()
+    this.refresh()
+  }
+
   /** A random integer in [lo, hi]. */
   between (lo: number, hi: number): number { return lo + Math.floor(this.rng.next() * (hi - lo + 1)) }
 
   /** Runs `fn` `delayMs` of simulated time from now; events at the same time run in a random order. */
-  schedule (delayMs: number, fn: Action): void {
-    const event = { at: this.clock.nowMs() + delayMs, order: this.rng.next(), run: fn }
+  schedule (delayMs: number, fn: Action, tick = false): void {
+    const event = { at: this.clock.nowMs() + delayMs, order: this.rng.next(), run: fn, tick }
     // Binary insertion keeps the queue sorted by (at, order).
     let lo = 0
     let hi = this.queue.length
@@ -278,12 +349,36 @@ export class FaultSim {
     return value
   }
 
+  /**
+   * Runs events until `promise` settles, then returns its value or throws its error; fails if it is still
+   * pending after `maxEvents` events (a stalled simulation, never a silent hang).
+   */
+  async run<T> (promise: Promise<T>, maxEvents = 1_000_000): Promise<T> {
+    let settled = false
+    promise.then(() => { settled = true }, () => { settled = true })
+    await flush()
+    for (let i = 0; !settled; i++) {
+      if (i >= maxEvents) throw new Error(`simulation stalled: an operation is still pending after ${maxEvents} events`)
+      await this.step()
+    }
+    return await promise
+  }
+
+  /** Runs events until only the machines' ticks are queued: every message and log sync under way is done. */
+  async settle (maxEvents = 1_000_000): Promise<void> {
+    await flush()
+    for (let i = 0; this.queue.some(e => !e.tick); i++) {
+      if (i >= maxEvents) throw new Error(`simulation stalled: work still queued after ${maxEvents} events`)
+      await this.step()
+    }
+  }
+
   get pending (): number { return this.queue.length }
 
   reachable (from: string, to: string): boolean {
     const a = this.nodes.get(from)
     const b = this.nodes.get(to)
-    return a !== undefined && b !== undefined && a.up && b.up && (this.side.get(from) ?? 0) === (this.side.get(to) ?? 0)
+    return a !== undefined && b !== undefined && a.up && b.up && !this.isolated.has(from) && !this.isolated.has(to) && (this.side.get(from) ?? 0) === (this.side.get(to) ?? 0)
   }
 
   refresh (): void {
@@ -293,7 +388,8 @@ export class FaultSim {
   }
 
   private async boot (node: FaultNode): Promise<void> {
-    const wal = new SimWal(node.volume, node.id, fn => { this.schedule(this.between(...this.faults.syncMs), fn) })
+    const later = this.options.instantSync === true ? queueMicrotask : (fn: () => void): void => { this.schedule(this.between(...this.faults.syncMs), fn) }
+    const wal = new SimWal(node.volume, node.id, later)
     const engine = await StorageEngine.open({ replicaId: node.id, clock: this.clock, rng: new SeededRng(this.between(1, 1e9)), wal })
     node.wal = wal
     node.engine = engine

@@ -263,14 +263,14 @@ describe('kv: TTL expiry across replicas', () => {
     sim.setUp(c!.id, true)
     // c's credits for beat 1 run out (3 credits at a 1000 ms sweep): it must find beat 2 instead of expiring.
     for (let i = 0; i < 5; i++) {
-      c!.kv.sweep()
+      await c!.kv.sweep()
       await sim.settle()
     }
     expect(expired).toEqual([])
     expect(c!.engine.get(key)!.values.map(s => dec(s.value!))).toEqual(['beat 2'])
     // Nobody beats any more: the first replica to run out expires it, and every replica gets the expiry.
     for (let i = 0; i < 6 && expired.length === 0; i++) {
-      for (const n of [a!, b!, c!]) n.kv.sweep()
+      for (const n of [a!, b!, c!]) await n.kv.sweep()
       await sim.settle()
     }
     expect(expired.length).toBeGreaterThanOrEqual(1)
@@ -284,7 +284,7 @@ describe('kv: TTL expiry across replicas', () => {
     await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
     sim.setUp(b!.id, false)
     for (let i = 0; i < 6 && a!.engine.get(key)?.deleted !== true; i++) {
-      a!.kv.sweep()
+      await a!.kv.sweep()
       await sim.settle()
     }
     expect(a!.engine.get(key)!.deleted).toBe(true)
