@@ -18,7 +18,7 @@ import { ManualClock, SeededRng, silentLogger } from '../../src/core/env.js'
 import { UnreachableError, WalFailedError } from '../../src/core/errors.js'
 import { type KvConfig, defaultKvConfig } from '../../src/core/kv/config.js'
 import { type KvReply, type KvRequest, decodeMessage, encodeReply, encodeRequest } from '../../src/core/kv/messages.js'
-import type { Effect, Message } from '../../src/core/replication/flow.js'
+import type { Effect, Message, PersistToken, RequestTicket } from '../../src/core/replication/flow.js'
 import { type Call, Replication } from '../../src/core/replication/replication.js'
 import type { GetResult, KvEvents, KvStats, PutResult, ReadOptions, SyncResult, WriteOptions } from '../../src/core/replication/types.js'
 import { Emitter } from '../../src/core/emitter.js'
@@ -85,6 +85,11 @@ class SimWal implements WalAdapter {
   describe (kind: 'segment' | 'snapshot', id: number): string { return this.inner.describe(kind, id) }
 }
 
+/** A peer's request as the simulator hands it to a machine: whom to answer, under which of its ids. */
+interface Origin { readonly from: string; readonly incarnation: number; readonly rid: RequestTicket }
+
+interface Settle { resolve: (value: never) => void; reject: (error: Error) => void }
+
 /** Simulated ms between two ticks of every machine (its request timeouts). */
 export const TICK_MS = 10
 
@@ -96,16 +101,8 @@ export class SimHost {
   readonly machine: Replication
   /** Set to make `persist` effects complete without waiting for the log (the skip-fsync bug). */
   skipPersist = false
-  private nextOp = 1
-  private readonly ops = new Map<number, { resolve: (value: never) => void; reject: (error: Error) => void }>()
-  private nextInbound = 1
   /** Changes the machine made (writes it coordinated, expiries). */
   readonly events = new Emitter<KvEvents>(error => { throw error })
-  /**
-   * Requests taken, by the id given to the machine: the peer to answer and under which of its ids, or (for
-   * a request a test hands in directly) the function that takes the reply.
-   */
-  private readonly inbound = new Map<number, { from: string; incarnation: number; rid: number } | ((reply: KvReply) => void)>()
 
   constructor (private readonly sim: FaultSim, readonly node: FaultNode, readonly incarnation: number, engine: StorageEngine) {
     const describe = (): string => JSON.stringify(node.figures.info(this, engine))
@@ -138,25 +135,21 @@ export class SimHost {
   /** A request handed in directly (not through the network), answered to the caller. */
   handle (from: string, request: KvRequest): Promise<KvReply> {
     return new Promise(resolve => {
-      const id = this.nextInbound++
-      this.inbound.set(id, resolve)
-      this.perform(() => this.machine.receive(from, { type: 'request', rid: id, request }, this.sim.clock.nowMs()))
+      this.perform(() => this.machine.receive(from, { type: 'request', rid: resolve, request }, this.sim.clock.nowMs()))
     })
   }
 
   call<T> (call: Call): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const op = this.nextOp++
-      this.ops.set(op, { resolve: resolve as (value: never) => void, reject })
+      const op: Settle = { resolve: resolve as (value: never) => void, reject }
       this.perform(() => this.machine.call(op, call, this.sim.clock.nowMs()))
     })
   }
 
   /** A peer's request arrives. */
-  accept (from: string, incarnation: number, rid: number, request: KvRequest): void {
-    const id = this.nextInbound++
-    this.inbound.set(id, { from, incarnation, rid })
-    this.perform(() => this.machine.receive(from, { type: 'request', rid: id, request }, this.sim.clock.nowMs()))
+  accept (from: string, incarnation: number, rid: RequestTicket, request: KvRequest): void {
+    const origin: Origin = { from, incarnation, rid }
+    this.perform(() => this.machine.receive(from, { type: 'request', rid: origin, request }, this.sim.clock.nowMs()))
   }
 
   /** A reply (or a failure) for one of this machine's requests arrives. */
@@ -185,23 +178,22 @@ export class SimHost {
       this.sim.stats.handlerErrors++
       throw error
     }
-    const tokens: number[] = []
+    const tokens: PersistToken[] = []
     for (const effect of effects) {
       switch (effect.type) {
         case 'send': this.sim.transmit(this, effect.to, effect.channel, effect.rid, effect.request); break
         case 'reply': {
-          const origin = this.inbound.get(effect.rid)
-          this.inbound.delete(effect.rid)
+          // A request from a peer carries its origin; one a test handed in, the function that takes the reply.
+          const origin = effect.rid as Origin | ((reply: KvReply) => void)
           if (typeof origin === 'function') origin(effect.reply)
-          else if (origin !== undefined) this.sim.answer(this, origin.from, origin.incarnation, origin.rid, effect.reply)
+          else this.sim.answer(this, origin.from, origin.incarnation, origin.rid, effect.reply)
           break
         }
         case 'persist': tokens.push(effect.token); break
         case 'complete': {
-          const settle = this.ops.get(effect.op)
-          this.ops.delete(effect.op)
-          if (effect.ok) settle?.resolve(effect.value as never)
-          else settle?.reject(effect.value as Error)
+          const settle = effect.op as Settle
+          if (effect.ok) settle.resolve(effect.value as never)
+          else settle.reject(effect.value as Error)
           break
         }
         case 'change': this.events.emit('change', effect.event); break
@@ -398,7 +390,7 @@ export class FaultSim {
   }
 
   /** A request from `host` to `to`, through the faulty network; its reply or failure comes back to `host`. */
-  transmit (host: SimHost, to: string, _channel: string, rid: number, req: KvRequest): void {
+  transmit (host: SimHost, to: string, _channel: string, rid: RequestTicket, req: KvRequest): void {
     const from = host.node.id
     if (!this.reachable(from, to)) {
       this.schedule(1, () => { host.deliver(to, { type: 'failed', rid, error: new UnreachableError(to, 'partitioned or down') }) })
@@ -420,7 +412,7 @@ export class FaultSim {
   }
 
   /** `host`'s reply to request `rid` of `to` (in its incarnation `incarnation`), through the faulty network. */
-  answer (host: SimHost, to: string, incarnation: number, rid: number, reply: KvReply): void {
+  answer (host: SimHost, to: string, incarnation: number, rid: RequestTicket, reply: KvReply): void {
     const from = host.node.id
     const back = encodeReply(this.writer, 1, reply).slice()
     if (this.rng.next() < this.faults.loss) { this.stats.lost++; return }

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest'
 import { QuorumError, TimeoutError } from '../../src/core/errors.js'
 import type { KvReply } from '../../src/core/kv/messages.js'
-import { type Effect, type Flow, Runtime, all, persist, quorum, request } from '../../src/core/replication/flow.js'
+import { type Effect, type Flow, Runtime, all, exchange, persist, quorum } from '../../src/core/replication/flow.js'
 
 const OK: KvReply = { type: 'ok' }
 
@@ -20,7 +20,7 @@ function started<T> (rt: Runtime, flow: Flow<T>): { result: () => { ok: boolean;
 describe('replication flows', () => {
   it('a request becomes a send effect, and the reply resumes the flow', () => {
     const rt = new Runtime(1000)
-    const run = started(rt, request('b', 'kv', { type: 'read', key: 'k' }))
+    const run = started(rt, exchange('b', 'kv', { type: 'read', key: 'k' }))
     const [send] = sends(rt.take())
     expect(send).toMatchObject({ to: 'b', channel: 'kv', request: { type: 'read', key: 'k' } })
     expect(run.result()).toBeNull()
@@ -32,7 +32,7 @@ describe('replication flows', () => {
   it('times out only when ticked past the deadline; a reply after that is counted as late', () => {
     const rt = new Runtime(1000)
     rt.nowMs = 5000
-    const run = started(rt, request('b', 'kv', { type: 'info' }))
+    const run = started(rt, exchange('b', 'kv', { type: 'info' }))
     const [send] = sends(rt.take())
     expect(rt.nextDeadline()).toBe(6000)
     rt.nowMs = 5999
@@ -47,9 +47,9 @@ describe('replication flows', () => {
 
   it('persist waits for the host, and a failed log fails the flow', () => {
     const rt = new Runtime(1000)
-    const ok = started(rt, persist())
-    const bad = started(rt, persist())
-    const tokens = rt.take().map(e => (e.type === 'persist' ? e.token : -1))
+    const ok = started(rt, (function * () { yield persist() })())
+    const bad = started(rt, (function * () { yield persist() })())
+    const tokens = rt.take().flatMap(e => (e.type === 'persist' ? [e.token] : []))
     expect(tokens).toHaveLength(2)
     rt.persisted(tokens[0]!, undefined)
     rt.persisted(tokens[1]!, new Error('disk gone'))
@@ -61,7 +61,7 @@ describe('replication flows', () => {
     const rt = new Runtime(1000)
     let settled = false
     const fail = (acked: number, reasons: string[]): Error => new QuorumError('put', acked, 2, 3, reasons)
-    const run = started(rt, quorum(['a', 'b', 'c'].map(id => request(id, 'kv', { type: 'info' })), 2, fail, () => { settled = true }))
+    const run = started(rt, quorum(['a', 'b', 'c'].map(id => exchange(id, 'kv', { type: 'info' })), 2, fail, () => { settled = true }))
     const out = sends(rt.take())
     expect(out.map(s => s.to)).toEqual(['a', 'b', 'c'])
     rt.answer(out[0]!.rid, true, OK)
@@ -75,7 +75,7 @@ describe('replication flows', () => {
   it('a quorum fails as soon as it cannot be met, with the acked count and every reason', () => {
     const rt = new Runtime(1000)
     const fail = (acked: number, reasons: string[]): Error => new QuorumError('put', acked, 2, 3, reasons)
-    const run = started(rt, quorum(['a', 'b', 'c'].map(id => request(id, 'kv', { type: 'info' })), 2, fail))
+    const run = started(rt, quorum(['a', 'b', 'c'].map(id => exchange(id, 'kv', { type: 'info' })), 2, fail))
     const out = sends(rt.take())
     rt.answer(out[0]!.rid, true, OK)
     rt.answer(out[1]!.rid, false, new Error('b down'))
@@ -89,7 +89,7 @@ describe('replication flows', () => {
   it('fewer flows than required: the verdict waits for all of them and reports the real count', () => {
     const rt = new Runtime(1000)
     const fail = (acked: number, reasons: string[]): Error => new QuorumError('put', acked, 3, 2, reasons)
-    const run = started(rt, quorum([(function * () {})(), request('a', 'kv', { type: 'info' })], 3, fail))
+    const run = started(rt, quorum([(function * () {})(), exchange('a', 'kv', { type: 'info' })], 3, fail))
     const [send] = sends(rt.take())
     expect(run.result()).toBeNull()
     rt.answer(send!.rid, true, OK)
@@ -98,7 +98,7 @@ describe('replication flows', () => {
 
   it('all() counts successes and never throws; with no flows it ends at once', () => {
     const rt = new Runtime(1000)
-    const run = started(rt, all(['a', 'b'].map(id => request(id, 'kv', { type: 'info' }))))
+    const run = started(rt, all(['a', 'b'].map(id => exchange(id, 'kv', { type: 'info' }))))
     const out = sends(rt.take())
     rt.answer(out[0]!.rid, false, new Error('x'))
     rt.answer(out[1]!.rid, true, OK)
@@ -108,7 +108,7 @@ describe('replication flows', () => {
 
   it('an error thrown inside a flow ends it with that error, never escapes', () => {
     const rt = new Runtime(1000)
-    const run = started(rt, (function * (): Flow<void> { yield * persist(); throw new RangeError('bad') })())
+    const run = started(rt, (function * (): Flow<void> { yield persist(); throw new RangeError('bad') })())
     const [p] = rt.take()
     rt.persisted((p as Extract<Effect, { type: 'persist' }>).token, undefined)
     expect(run.result()?.value).toBeInstanceOf(RangeError)

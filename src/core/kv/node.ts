@@ -13,7 +13,7 @@ import { Emitter } from '../emitter.js'
 import type { Clock } from '../env.js'
 import { errorMessage } from '../errors.js'
 import type { Ring } from '../ring/ring.js'
-import type { Effect } from '../replication/flow.js'
+import type { Effect, PersistToken } from '../replication/flow.js'
 import type { ServiceView } from './heartbeat.js'
 import type { KvReply, KvRequest } from './messages.js'
 import { type BackgroundPeriods, type Call, Replication } from '../replication/replication.js'
@@ -54,10 +54,6 @@ export class KvNode {
   private readonly transport: KvTransport
   private readonly clock: Clock
   private readonly observeOp: ((latencyMs: number) => void) | undefined
-  private nextOp = 1
-  private readonly ops = new Map<number, Settle>()
-  private nextInbound = 1
-  private readonly inbound = new Map<number, (reply: KvReply) => void>()
 
   constructor (ring: Ring, private readonly options: KvNodeOptions) {
     this.transport = options.transport
@@ -127,10 +123,9 @@ export class KvNode {
 
   /** Answers a request from another peer. Never rejects: failures become error replies. */
   handle (from: string, request: KvRequest): Promise<KvReply> {
+    // The reply effect hands `resolve` back: no table of requests being answered.
     return new Promise(resolve => {
-      const rid = this.nextInbound++
-      this.inbound.set(rid, resolve)
-      this.perform(this.machine.receive(from, { type: 'request', rid, request }, this.clock.nowMs()))
+      this.perform(this.machine.receive(from, { type: 'request', rid: resolve, request }, this.clock.nowMs()))
     })
   }
 
@@ -149,9 +144,9 @@ export class KvNode {
     } catch (error) {
       return Promise.reject(error)
     }
+    // The complete effect hands the settle functions back: no table of operations.
     const done = new Promise<T>((resolve, reject) => {
-      const op = this.nextOp++
-      this.ops.set(op, { resolve: resolve as (value: never) => void, reject })
+      const op: Settle = { resolve: resolve as (value: never) => void, reject }
       this.perform(this.machine.call(op, call, this.clock.nowMs()))
     })
     return raceAbort(done, signal)
@@ -167,7 +162,7 @@ export class KvNode {
   }
 
   private perform (effects: readonly Effect[]): void {
-    let tokens: number[] | null = null
+    let tokens: PersistToken[] | null = null
     for (const effect of effects) {
       switch (effect.type) {
         case 'send': {
@@ -178,18 +173,12 @@ export class KvNode {
           )
           break
         }
-        case 'reply': {
-          const resolve = this.inbound.get(effect.rid)
-          this.inbound.delete(effect.rid)
-          resolve?.(effect.reply)
-          break
-        }
+        case 'reply': (effect.rid as (reply: KvReply) => void)(effect.reply); break
         case 'persist': (tokens ??= []).push(effect.token); break
         case 'complete': {
-          const settle = this.ops.get(effect.op)
-          this.ops.delete(effect.op)
-          if (effect.ok) settle?.resolve(effect.value as never)
-          else settle?.reject(effect.value as Error)
+          const settle = effect.op as Settle
+          if (effect.ok) settle.resolve(effect.value as never)
+          else settle.reject(effect.value as Error)
           break
         }
         case 'change': this.events.emit('change', effect.event)

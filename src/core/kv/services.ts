@@ -6,6 +6,7 @@
  */
 import { errorMessage } from '../errors.js'
 import { type Flow, all, request } from '../replication/flow.js'
+import type { KvReply } from './messages.js'
 import { type ReplicaState, replyError } from '../replication/replica-state.js'
 import { type ServiceView, mergeServices, parseServices, serviceOf } from './heartbeat.js'
 
@@ -37,7 +38,7 @@ export function * meshServices (s: ReplicaState): Flow<{ services: ServiceView[]
   const others = members.filter(id => id !== s.id)
   const answered = yield * all(others.map(function * (id): Flow<void> {
     try {
-      const reply = yield * request(id, 'kv', { type: 'services' })
+      const reply = (yield request(id, 'kv', { type: 'services' })) as KvReply
       if (reply.type !== 'info') throw replyError(id, reply, 'get')
       mergeServices(merged, parseServices(reply.json))
     } catch (error) {

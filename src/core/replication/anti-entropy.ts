@@ -109,9 +109,9 @@ export class AntiEntropy {
     if (segments.length === 0) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
     s.counters.syncRounds++
     const hashes = this.leaves(with_, segments)
-    const rootReply = yield * request(with_, 'sync', { type: 'sync-root', segments, root: s.digests.root(hashes) })
+    const rootReply = (yield request(with_, 'sync', { type: 'sync-root', segments, root: s.digests.root(hashes) })) as KvReply
     if (rootReply.type === 'sync-root' && rootReply.equal) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
-    const reply = yield * request(with_, 'sync', { type: 'sync-leaves', segments, hashes })
+    const reply = (yield request(with_, 'sync', { type: 'sync-leaves', segments, hashes })) as KvReply
     if (reply.type !== 'digests') throw replyError(with_, reply, 'get')
     const covered = new Set(reply.segments)
     const theirs = new Map<string, [number, number]>()
@@ -130,11 +130,11 @@ export class AntiEntropy {
       const d = s.digests.of(key, s.engine.state(key)!)
       if (t[0] !== d[0] || t[1] !== d[1]) pull.push(key)
     }
-    yield * persist() // a state leaves this replica only once durable here
+    yield persist() // a state leaves this replica only once durable here
     yield * s.send(with_, push, () => {})
     let pulled = 0
     for (let i = 0; i < pull.length; i += s.config.handoffBatchKeys) {
-      const r = yield * request(with_, 'sync', { type: 'pull', keys: pull.slice(i, i + s.config.handoffBatchKeys) })
+      const r = (yield request(with_, 'sync', { type: 'pull', keys: pull.slice(i, i + s.config.handoffBatchKeys) })) as KvReply
       if (r.type !== 'entries') throw replyError(with_, r, 'get')
       yield * s.mergeLocal(r.entries)
       pulled += r.entries.length

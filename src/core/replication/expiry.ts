@@ -7,7 +7,7 @@
  * it).
  */
 import { errorMessage } from '../errors.js'
-import type { Entry } from '../kv/messages.js'
+import type { Entry, KvReply } from '../kv/messages.js'
 import { type KeyState, newestTs, stateEquals, sync } from '../version/dvv.js'
 import { type Flow, all, persist, request } from './flow.js'
 import type { ReplicaState } from './replica-state.js'
@@ -17,7 +17,7 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
   const others = s.primariesOf(key).filter(id => id !== s.id && s.isUp(id))
   const newer: Entry[] = []
   const answered = yield * all(others.map(function * (id): Flow<void> {
-    const reply = yield * request(id, 'kv', { type: 'read', key })
+    const reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
     if (reply.type !== 'state' || reply.state === null) return
     if (!stateEquals(sync(state, reply.state), state)) newer.push({ key, ttlMs: reply.ttlMs, state: reply.state })
   }))
@@ -47,7 +47,7 @@ export function * publishExpiry (s: ReplicaState, key: string, before: KeyState,
   s.rt.emit({ type: 'change', event: { type: 'expired', key, replica: s.id, wall: newestTs(after)?.wall ?? s.nowMs, prior: before, state: after } })
   const entry: Entry = { key, ttlMs: 0, state: after }
   // The expiry is a write with a new dot, logged without waiting: it is shared once durable.
-  yield * persist()
+  yield persist()
   yield * all(s.primariesOf(key).filter(id => id !== s.id && s.isUp(id)).map(function * (id): Flow<void> {
     try {
       yield * s.replicate(id, 'kv', [entry])

@@ -10,10 +10,10 @@
  * - A leaving peer refuses writes, then sends every key it holds to its primaries in the ring without it.
  */
 import { errorMessage } from '../errors.js'
-import type { Entry } from '../kv/messages.js'
+import type { Entry, KvReply } from '../kv/messages.js'
 import type { Ring } from '../ring/ring.js'
 import { type KeyState, isDeleted, newestTs, stateEquals } from '../version/dvv.js'
-import { type Flow, all, persist, quorum, request } from './flow.js'
+import { type Flow, all, exchange, persist, quorum, request } from './flow.js'
 import type { ReplicaState } from './replica-state.js'
 
 /** Batches of entries by target peer. */
@@ -58,7 +58,7 @@ export class Handoff {
       for (const id of targets) addTo(batches, id, entry)
     }
     let delivered = 0
-    if (batches.size > 0) yield * persist() // a state leaves this replica only once durable here
+    if (batches.size > 0) yield persist() // a state leaves this replica only once durable here
     yield * all([...batches].map(([id, entries]) => s.send(id, entries, chunk => {
       delivered += chunk.length
       for (const e of chunk) {
@@ -107,11 +107,11 @@ export class Handoff {
         let same = true
         const every = (acked: number, reasons: string[]): Error => new Error(reasons.join('; '))
         yield * quorum(others.map(function * (id): Flow<void> {
-          const r = yield * request(id, 'sync', { type: 'read', key })
+          const r = (yield request(id, 'sync', { type: 'read', key })) as KvReply
           if (!(r.type === 'state' && r.state !== null && stateEquals(r.state, state))) same = false
         }), others.length, every)
         if (!same) continue
-        yield * quorum(others.map(id => request(id, 'sync', { type: 'reap', key, state })), others.length, every)
+        yield * quorum(others.map(id => exchange(id, 'sync', { type: 'reap', key, state })), others.length, every)
       } catch (error) {
         s.log.debug(`reaping ${key} postponed: ${errorMessage(error)}`)
         continue
@@ -148,7 +148,7 @@ export class Handoff {
       if (targets === 0) failed++
     }
     let delivered = 0
-    yield * persist()
+    yield persist()
     const total = [...batches.values()].reduce((a, b) => a + b.length, 0)
     yield * all([...batches].map(function * ([id, entries]): Flow<void> {
       failed += yield * s.send(id, entries, chunk => {

@@ -93,10 +93,10 @@ export class ReplicaState {
   }
 
   /**
-   * Merges states into the engine at once (each is applied before this flow first waits), then waits until
-   * they are durable. One that the engine refuses (too large) fails the flow; the others stay applied.
+   * Merges states into the engine at once (every one is applied before this returns). One that the engine
+   * refuses (too large) throws once all were tried; the others stay applied.
    */
-  * mergeLocal (entries: readonly Entry[]): Flow<void> {
+  applyMerges (entries: readonly Entry[]): void {
     let refused: unknown
     for (const e of entries) {
       try {
@@ -106,12 +106,17 @@ export class ReplicaState {
       }
     }
     if (refused !== undefined) throw refused
-    yield * persist()
+  }
+
+  /** Merges states into the engine at once, then waits until they are durable. */
+  * mergeLocal (entries: readonly Entry[]): Flow<void> {
+    this.applyMerges(entries)
+    yield persist()
   }
 
   /** Sends states to a replica, which merges them and answers once they are durable there. */
   * replicate (to: string, channel: Channel, entries: readonly Entry[]): Flow<void> {
-    const reply = yield * request(to, channel, { type: 'merge', entries })
+    const reply = (yield request(to, channel, { type: 'merge', entries })) as KvReply
     if (reply.type !== 'ok') throw replyError(to, reply, 'put')
   }
 

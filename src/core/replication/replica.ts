@@ -1,8 +1,11 @@
 /**
  * The replica side: what this peer does with each request another peer sends it, as a table with one
- * handler per message type (js-libp2p's kad-dht rpc/index.ts has the same shape). Every handler is a flow
- * that ends in a reply; an error it throws becomes an error reply (typed by code) and is counted, so a bad
- * request never disturbs the replica. A state leaves this replica only once it is durable here.
+ * handler per message type (js-libp2p's kad-dht rpc/index.ts has the same shape). A handler either answers
+ * once what it did is durable (`durable(reply)`: the merges and reads every client operation sends each
+ * replica, done at once and then answered after one `persist`, with no flow to allocate) or is a flow that
+ * ends in a reply (coordinating a forwarded put or get, anti-entropy). An error it throws becomes an error
+ * reply (typed by code) and is counted, so a bad request never disturbs the replica. A state leaves this
+ * replica only once it is durable here.
  */
 import { LeavingError, QuorumError } from '../errors.js'
 import type { Entry, KvReply, KvRequest } from '../kv/messages.js'
@@ -10,24 +13,30 @@ import { servicesJson } from '../kv/heartbeat.js'
 import { localServices } from '../kv/services.js'
 import type { AntiEntropy } from './anti-entropy.js'
 import { coordinateRead, coordinateWrite } from './coordinator.js'
-import { type Flow, persist } from './flow.js'
+import { type Flow, callback } from './flow.js'
+import type { KeyState } from '../version/dvv.js'
 import { type ReplicaState, entryBytes, errorReply } from './replica-state.js'
 
-type Handler<T extends KvRequest['type']> = (s: ReplicaState, ae: AntiEntropy, from: string, request: Extract<KvRequest, { type: T }>) => Flow<KvReply>
+/** A reply to send once everything this replica has logged so far is durable. */
+interface Durable { readonly durable: KvReply }
+
+function durable (reply: KvReply): Durable { return { durable: reply } }
+
+type Handler<T extends KvRequest['type']> = (s: ReplicaState, ae: AntiEntropy, from: string, request: Extract<KvRequest, { type: T }>) => Flow<KvReply> | Durable
+
+const OK: KvReply = { type: 'ok' }
 
 const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
-  * merge (s, _ae, _from, request) {
+  merge (s, _ae, _from, request) {
     // A leaving peer takes no more data: what it acknowledged now might miss its final handoff.
     if (s.leaving) throw new LeavingError(s.id)
-    yield * s.mergeLocal(request.entries)
-    return { type: 'ok' }
+    s.applyMerges(request.entries)
+    return durable(OK)
   },
-  * read (s, _ae, _from, request) {
+  read (s, _ae, _from, request) {
     s.engine.checkKey(request.key)
     const state = s.engine.state(request.key)
-    const ttlMs = state === undefined ? 0 : s.engine.ttl(request.key)
-    yield * persist()
-    return { type: 'state', state: state ?? null, ttlMs }
+    return durable({ type: 'state', state: state ?? null, ttlMs: state === undefined ? 0 : s.engine.ttl(request.key) })
   },
   * put (s, _ae, _from, request) {
     const w = s.checkCount('w', request.w)
@@ -37,7 +46,7 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
     if (!pref.some(e => e.id === s.id)) throw new QuorumError(request.value === null ? 'delete' : 'put', 0, w, 0, [`${s.id} is not a replica of the key in its view of the ring`])
     if (request.value === null) s.counters.deletes++
     else s.counters.puts++
-    const { state, acks } = yield * coordinateWrite(s, request.key, request.value, request.context, request.ts, pref, w, { lww: request.lww, ttlMs: request.ttlMs })
+    const { state, acks } = (yield callback(done => { coordinateWrite(s, request.key, request.value, request.context, request.ts, pref, w, { lww: request.lww, ttlMs: request.ttlMs }, done) })) as { state: KeyState; acks: number }
     return { type: 'put', state, acks }
   },
   * get (s, _ae, _from, request) {
@@ -46,7 +55,7 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
     const pref = s.preference(request.key, request.strict)
     if (!pref.some(e => e.id === s.id)) throw new QuorumError('get', 0, r, 0, [`${s.id} is not a replica of the key in its view of the ring`])
     s.counters.gets++
-    const { state, replies } = yield * coordinateRead(s, request.key, pref, r)
+    const { state, replies } = (yield callback(done => { coordinateRead(s, request.key, pref, r, done) })) as { state: KeyState | null; replies: number }
     return { type: 'get', state, replies }
   },
   * 'sync-root' (_s, ae, from, request) {
@@ -55,7 +64,7 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   * 'sync-leaves' (_s, ae, from, request) {
     return ae.diffLeaves(from, request.segments, request.hashes)
   },
-  * pull (s, _ae, _from, request) {
+  pull (s, _ae, _from, request) {
     // Up to half a message of states; the rest are pulled in a later round.
     const entries: Entry[] = []
     let bytes = 0
@@ -67,8 +76,7 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
       if (entries.length > 0 && bytes > s.config.messageBytesMax / 2) break
       entries.push(entry)
     }
-    yield * persist()
-    return { type: 'entries', entries }
+    return durable({ type: 'entries', entries })
   },
   * info (s) {
     return { type: 'info', json: s.options.describe?.() ?? '{}' }
@@ -82,13 +90,27 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   }
 }
 
-/** Answers a request from another peer. Never throws: failures become error replies. */
-export function * handle (s: ReplicaState, ae: AntiEntropy, from: string, request: KvRequest): Flow<KvReply> {
-  try {
-    const handler = handlers[request.type] as Handler<KvRequest['type']>
-    return yield * handler(s, ae, from, request)
-  } catch (error) {
+/**
+ * Starts answering a request from another peer; `answer` gets the reply. A handler's failure becomes an
+ * error reply (and is counted, unless it is a quorum the request could not reach): this never throws.
+ */
+export function serve (s: ReplicaState, ae: AntiEntropy, from: string, request: KvRequest, answer: (reply: KvReply) => void): void {
+  const failed = (error: unknown): void => {
     if (!(error instanceof QuorumError)) s.counters.badRequests++
-    return errorReply(error)
+    answer(errorReply(error))
   }
+  const handler = handlers[request.type] as Handler<KvRequest['type']>
+  let result: Flow<KvReply> | Durable
+  try {
+    result = handler(s, ae, from, request)
+  } catch (error) {
+    failed(error)
+    return
+  }
+  if ('durable' in result) {
+    const reply = result.durable
+    s.rt.afterPersist(error => { if (error === undefined) answer(reply); else failed(error) })
+    return
+  }
+  s.rt.spawn(result, (ok, value) => { if (ok) answer(value as KvReply); else failed(value) })
 }

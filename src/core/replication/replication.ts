@@ -18,9 +18,9 @@ import type { Ring } from '../ring/ring.js'
 import { AntiEntropy } from './anti-entropy.js'
 import { placement, read, write } from './coordinator.js'
 import { checkExpiry, publishExpiry } from './expiry.js'
-import { type Effect, type Flow, type Message, Runtime, request } from './flow.js'
+import { type Effect, type Flow, type Message, type PersistToken, Runtime, exchange } from './flow.js'
 import { Handoff } from './handoff.js'
-import { handle } from './replica.js'
+import { serve } from './replica.js'
 import { ReplicaState, type ReplicationOptions } from './replica-state.js'
 import type { KvStats, ReadOptions, WriteOptions } from './types.js'
 
@@ -113,31 +113,32 @@ export class Replication {
   /** Refuse writes from now on (the first step of a graceful leave). */
   beginLeaving (): void { this.state.leaving = true }
 
-  call (op: number, call: Call, nowMs: number): Effect[] {
+  /** Starts an operation; its `complete` effect carries `op` (any value of the host's) back. */
+  call (op: unknown, call: Call, nowMs: number): Effect[] {
     this.rt.nowMs = nowMs
-    let flow: Flow<unknown>
+    const s = this.state
+    const complete = (ok: boolean, value: unknown): void => { this.rt.emit({ type: 'complete', op, ok, value }) }
     try {
-      flow = this.flowOf(call)
+      // Puts, gets and deletes are the coordinator's callback-style hot paths; the rest are flows.
+      if (call.type === 'put') write(s, call.key, call.value, call.options, complete)
+      else if (call.type === 'delete') write(s, call.key, null, call.options, complete)
+      else if (call.type === 'get') read(s, call.key, call.options, complete)
+      else this.rt.spawn(this.flowOf(call), complete)
     } catch (error) {
-      this.rt.emit({ type: 'complete', op, ok: false, value: error })
-      return this.rt.take()
+      complete(false, error) // bad input, refused before anything started
     }
-    this.rt.spawn(flow, (ok, value) => { this.rt.emit({ type: 'complete', op, ok, value }) })
     return this.rt.take()
   }
 
-  private flowOf (call: Call): Flow<unknown> {
+  private flowOf (call: Exclude<Call, { type: 'put' | 'delete' | 'get' }>): Flow<unknown> {
     const s = this.state
     switch (call.type) {
-      case 'put': return write(s, call.key, call.value, call.options)
-      case 'delete': return write(s, call.key, null, call.options)
-      case 'get': return read(s, call.key, call.options)
       case 'placement': return placement(s, call.key)
       case 'handoff': return this.handoff.turn()
       case 'sync': return this.antiEntropy.round(call.peer)
       case 'hand-off-all': return this.handoff.handOffAll(call.ring, call.progress)
       case 'services': return meshServices(s)
-      case 'ask': return request(call.to, 'kv', call.request)
+      case 'ask': return exchange(call.to, 'kv', call.request)
     }
   }
 
@@ -146,10 +147,7 @@ export class Replication {
     switch (message.type) {
       case 'request': {
         const rid = message.rid
-        this.rt.spawn(handle(this.state, this.antiEntropy, from, message.request), (_ok, reply) => {
-          // handle() never throws; a reply it returns is the answer.
-          this.rt.emit({ type: 'reply', to: from, rid, reply: reply as Extract<Effect, { type: 'reply' }>['reply'] })
-        })
+        serve(this.state, this.antiEntropy, from, message.request, reply => { this.rt.emit({ type: 'reply', to: from, rid, reply }) })
         break
       }
       case 'reply': this.rt.answer(message.rid, true, message.reply); break
@@ -158,7 +156,7 @@ export class Replication {
     return this.rt.take()
   }
 
-  persisted (token: number, error: Error | undefined, nowMs: number): Effect[] {
+  persisted (token: PersistToken, error: Error | undefined, nowMs: number): Effect[] {
     this.rt.nowMs = nowMs
     this.rt.persisted(token, error)
     return this.rt.take()
