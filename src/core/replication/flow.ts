@@ -69,8 +69,8 @@ export class PersistToken {
  * One request waiting for its reply: what a `send` effect carries and the host hands back with the reply.
  * Opaque to hosts. Outstanding requests sit in a slot array, not a map keyed by id: a map's table is
  * replaced as it fills with deleted entries, and the dead table keeps the requests it held (whole
- * operations, through their callbacks) alive into the old generation — measured as a third more GC time
- * per put.
+ * operations, through their callbacks) alive into the old generation: with a map, a coordinator serving 64
+ * puts and gets in flight spent 1.8 times the GC time.
  */
 export class RequestTicket {
   /** @internal */
