@@ -66,8 +66,6 @@ export class KvNode {
 
   get stats (): KvStats { return this.machine.stats }
   get ring (): Ring { return this.machine.ring }
-  isUp (id: string): boolean { return this.machine.state.isUp(id) }
-  preference (key: string, strict?: boolean): ReturnType<Replication['state']['preference']> { return this.machine.state.preference(key, strict) }
   setMembership (ring: Ring, isUp: (id: string) => boolean): void { this.machine.setMembership(ring, isUp) }
   beginLeaving (): void { this.machine.beginLeaving() }
 
@@ -131,9 +129,6 @@ export class KvNode {
 
   /** Runs the machine's timeouts and due background turns. */
   tick (): void { this.perform(this.machine.tick(this.clock.nowMs())) }
-
-  /** One turn of the TTL sweep now: keys whose credits ran out are checked with their replicas and expired. */
-  sweep (): void { this.perform(this.machine.sweep(this.clock.nowMs())) }
 
   /** When tick() next has work, by this node's clock. */
   nextWakeMs (): number { return this.machine.nextWakeMs() }

@@ -95,12 +95,6 @@ export class Replication {
 
   get ring (): Ring { return this.state.ring }
 
-  /** Requests waiting for a peer's reply. */
-  get inFlight (): number { return this.rt.inFlight }
-
-  /** Replies that arrived after their request timed out, or twice. */
-  get lateReplies (): number { return this.rt.lateReplies }
-
   /** Membership changed: the ring (if its members changed) and who is up. */
   setMembership (ring: Ring, isUp: (id: string) => boolean): void {
     const s = this.state
