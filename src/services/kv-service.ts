@@ -16,7 +16,7 @@ import type { MemberView } from '../core/membership/swim.js'
 import { DEFAULT_VNODES, Ring, type RingHash, type RingMember } from '../core/ring/ring.js'
 import type { StorageEngine } from '../core/storage/engine.js'
 import type { MeshLibp2p } from './mesh-node.js'
-import { type Handshake, RpcEndpoint, type RpcStats } from './rpc.js'
+import { type Handshake, RpcEndpoint, type RpcStats, requestWorstCaseMs } from './rpc.js'
 import type { SwimService } from './swim-service.js'
 
 export const KV_PROTOCOL = '/meshkv/kv/1.0.0'
@@ -84,6 +84,8 @@ export class KvService {
       clock: init.clock,
       log: init.log,
       describe: () => JSON.stringify(this.info()),
+      // The machine's deadline is a backstop above the RPC layer's own bounds (see requestWorstCaseMs).
+      requestDeadlineMs: requestWorstCaseMs(init.config.requestTimeoutMs),
       observeOp: this.latencies.record,
       background: { handoffMs: init.config.handoffIntervalMs, syncMs: init.config.syncIntervalMs, sweepMs: init.engine.config.sweepPeriodMs },
       transport: {

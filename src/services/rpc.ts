@@ -23,6 +23,7 @@ import type { Logger } from '../core/env.js'
 import { DecodeError, errorMessage, OverloadedError, RecordTooLargeError, TimeoutError, UnreachableError } from '../core/errors.js'
 import { type KvReply, type KvRequest, type WireLimits, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../core/kv/messages.js'
 import type { MeshLibp2p } from './mesh-node.js'
+import { HANDSHAKE_TIMEOUT_MS } from './swim-service.js'
 
 /** A frame stops taking more messages past this size (one message may be larger, up to the message limit). */
 export const FRAME_TARGET_BYTES = 256 * 1024
@@ -32,6 +33,18 @@ export const LINK_QUEUE_BYTES_MAX = 64 * 1024 * 1024
 /** Streams per connection and protocol: one each way is the norm, a few spare for reconnects. */
 export const RPC_STREAMS_MAX = 4
 const DIAL_TIMEOUT_MS = 10_000
+/** Dial attempts per link (a failed dial is retried once). */
+const DIAL_ATTEMPTS = 2
+
+/**
+ * The longest a request can take here before it settles with a typed error: every dial attempt, a private
+ * mesh's handshake (bounded by swim-service's HANDSHAKE_TIMEOUT_MS), then the request's own deadline, plus
+ * a second for scheduling. The replication machine's own deadline is set above this (KvService), so this
+ * layer's errors decide.
+ */
+export function requestWorstCaseMs (requestTimeoutMs: number): number {
+  return DIAL_ATTEMPTS * DIAL_TIMEOUT_MS + HANDSHAKE_TIMEOUT_MS + requestTimeoutMs + 1000
+}
 
 export interface RpcStats {
   requests: number

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest'
 import { QuorumError, TimeoutError } from '../../src/core/errors.js'
 import type { KvReply } from '../../src/core/kv/messages.js'
-import { type Effect, type Flow, Runtime, all, exchange, persist, quorum } from '../../src/core/replication/flow.js'
+import { type Effect, type Flow, Runtime, all, callback, exchange, persist, quorum, request } from '../../src/core/replication/flow.js'
 
 const OK: KvReply = { type: 'ok' }
 
@@ -112,5 +112,36 @@ describe('replication flows', () => {
     const [p] = rt.take()
     rt.persisted((p as Extract<Effect, { type: 'persist' }>).token, undefined)
     expect(run.result()?.value).toBeInstanceOf(RangeError)
+  })
+
+  it('a cancelled flow gets the reason at once, starts no more waits, and ignores the reply it was waiting for', () => {
+    const rt = new Runtime(1000)
+    let sentAfter = 0
+    const flow = (function * (): Flow<string> {
+      try {
+        yield request('a', 'kv', { type: 'info' })
+      } catch {
+        yield request('b', 'kv', { type: 'info' }) // a cancelled flow may catch, but cannot wait again
+        sentAfter++
+      }
+      return 'done'
+    })()
+    let result: { ok: boolean; value: unknown } | null = null
+    const cancel = rt.spawn(flow, (ok, value) => { result = { ok, value } })
+    const [send] = sends(rt.take())
+    cancel(new RangeError('stop'))
+    expect(result).toMatchObject({ ok: false })
+    expect((result as unknown as { value: unknown }).value).toBeInstanceOf(RangeError)
+    expect(sends(rt.take())).toEqual([])
+    expect(sentAfter).toBe(0)
+    rt.answer(send!.rid, true, OK) // the reply it no longer waits for changes nothing
+    expect((result as unknown as { value: unknown }).value).toBeInstanceOf(RangeError)
+  })
+
+  it('a resume after a flow finished does not finish it again', () => {
+    const rt = new Runtime(1000)
+    let completions = 0
+    rt.spawn((function * (): Flow<void> { yield callback(done => { done(true, 1); done(true, 2) }) })(), () => { completions++ })
+    expect(completions).toBe(1)
   })
 })

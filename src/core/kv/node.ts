@@ -11,7 +11,7 @@
 import { raceAbort, throwIfAborted } from '../abort.js'
 import { Emitter } from '../emitter.js'
 import type { Clock } from '../env.js'
-import { errorMessage } from '../errors.js'
+import { AbortError, errorMessage } from '../errors.js'
 import type { Ring } from '../ring/ring.js'
 import type { Effect, PersistToken } from '../replication/flow.js'
 import type { ServiceView } from './heartbeat.js'
@@ -140,10 +140,18 @@ export class KvNode {
       return Promise.reject(error)
     }
     // The complete effect hands the settle functions back: no table of operations.
+    let op: Settle | undefined
     const done = new Promise<T>((resolve, reject) => {
-      const op: Settle = { resolve: resolve as (value: never) => void, reject }
+      op = { resolve: resolve as (value: never) => void, reject }
       this.perform(this.machine.call(op, call, this.clock.nowMs()))
     })
+    if (signal === undefined) return done
+    // An abort rejects the caller at once and stops the operation if it runs as a flow (a leave's handoff
+    // sends no more chunks).
+    const onAbort = (): void => { this.perform(this.machine.cancel(op, new AbortError(signal.reason), this.clock.nowMs())) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    const off = (): void => { signal.removeEventListener('abort', onAbort) }
+    done.then(off, off)
     return raceAbort(done, signal)
   }
 
@@ -184,7 +192,14 @@ export class KvNode {
       const waiting = tokens
       const settle = (error: Error | undefined): void => {
         const next: Effect[] = []
-        for (const t of waiting) next.push(...this.machine.persisted(t, error, this.clock.nowMs()))
+        for (const t of waiting) {
+          try {
+            next.push(...this.machine.persisted(t, error, this.clock.nowMs()))
+          } catch (thrown) {
+            // A bug in what this persist resumed must not strand the others of the batch.
+            this.options.log.error('resuming after the log sync failed', thrown)
+          }
+        }
         this.perform(next)
       }
       this.options.engine.durable().then(() => { settle(undefined) }, (error: unknown) => { settle(error instanceof Error ? error : new Error(errorMessage(error))) })

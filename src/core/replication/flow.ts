@@ -194,11 +194,15 @@ export class Runtime {
   }
 
   /** Starts a flow; `done` is called with its result or its error (thrown errors never escape). */
-  spawn<T> (flow: Flow<T>, done: (ok: boolean, value: T | Error) => void): void {
+  spawn<T> (flow: Flow<T>, done: (ok: boolean, value: T | Error) => void): (reason: Error) => void {
     let running = false
+    let finished = false
     let pending = true
     let nextOk = true
     let nextValue: unknown
+    /** Counts waits, so that only the current wait can resume the flow (not one a cancel overtook). */
+    let waits = 0
+    let cancelled: Error | null = null
     const step = (): void => {
       running = true
       while (pending) {
@@ -208,25 +212,43 @@ export class Runtime {
           r = nextOk ? flow.next(nextValue) : flow.throw(nextValue)
         } catch (error) {
           running = false
+          finished = true
           done(false, error instanceof Error ? error : new Error(errorMessage(error)))
           return
         }
         if (r.done === true) {
           running = false
+          finished = true
           done(true, r.value)
           return
         }
-        this.wait(r.value, resume) // may resume at once (a quorum of flows that need not wait)
+        if (cancelled !== null) { resumeWith(false, cancelled); continue } // a cancelled flow starts no more waits
+        const wait = ++waits
+        try {
+          // May resume at once (a quorum of flows that need not wait, callback work that ended).
+          this.wait(r.value, (ok, value) => { if (wait === waits) resumeWith(ok, value) })
+        } catch (error) {
+          resumeWith(false, error) // the wait could not start: the flow gets the error
+        }
       }
       running = false
     }
-    const resume: Resume = (ok, value) => {
+    const resumeWith = (ok: boolean, value: unknown): void => {
+      if (finished) return
       pending = true
       nextOk = ok
       nextValue = value
       if (!running) step()
     }
     step()
+    // Cancelling throws `reason` into the flow at once (its current wait is ignored from then on), and at
+    // every wait it starts after that.
+    return reason => {
+      if (finished || cancelled !== null) return
+      cancelled = reason
+      waits++
+      resumeWith(false, reason)
+    }
   }
 
   private wait (w: Wait, resume: Resume): void {

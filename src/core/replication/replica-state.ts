@@ -6,7 +6,7 @@
  * module of flows over this one state (replication.ts wires them together).
  */
 import type { Logger } from '../env.js'
-import { ConfigError, InvalidContextError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, errorMessage } from '../errors.js'
+import { AbortError, ConfigError, InvalidContextError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, errorMessage } from '../errors.js'
 import type { KvConfig } from '../kv/config.js'
 import { Digests, type Hash64 } from '../kv/digest.js'
 import type { Entry, KvReply } from '../kv/messages.js'
@@ -28,6 +28,13 @@ export interface ReplicationOptions {
   log: Logger
   /** This peer's figures for dashboards, as JSON: the answer to another peer's `info` request. */
   describe?: () => string
+  /**
+   * How long the machine waits for a peer's reply before a tick fails the request with TimeoutError.
+   * Default `config.requestTimeoutMs`. A host whose transport bounds its own dials and requests sets this
+   * above that transport's worst case, so the transport's typed error arrives first: an UnreachableError
+   * (the request never left) lets a forward try the next replica, a TimeoutError does not.
+   */
+  requestDeadlineMs?: number
 }
 
 export type Counters = Omit<KvStats, 'hintsPending'>
@@ -133,6 +140,7 @@ export class ReplicaState {
         sent(chunk)
       } catch (error) {
         failed += chunk.length
+        if (error instanceof AbortError) throw error // cancelled: send nothing more
         this.log.debug(`sending ${chunk.length} keys to ${to} failed: ${errorMessage(error)}`)
         // An unreachable peer fails every chunk: stop; other failures concern this chunk only.
         if (error instanceof UnreachableError || error instanceof TimeoutError) return failed + (entries.length - done - chunk.length)

@@ -66,10 +66,12 @@ export class Replication {
   private readonly antiEntropy: AntiEntropy
   private readonly handoff: Handoff
   private readonly loops: Loop[]
+  /** How to cancel each operation running as a flow (client puts, gets and deletes are not cancellable). */
+  private readonly cancellers = new Map<unknown, (reason: Error) => void>()
 
   /** `background` null runs no background work from tick() (tests call it with call()). */
   constructor (ring: Ring, options: ReplicationOptions, nowMs: number, background: BackgroundPeriods | null) {
-    this.rt = new Runtime(options.config.requestTimeoutMs)
+    this.rt = new Runtime(options.requestDeadlineMs ?? options.config.requestTimeoutMs)
     this.rt.nowMs = nowMs
     const s = this.state = new ReplicaState(ring, this.rt, options)
     this.id = s.id
@@ -117,10 +119,29 @@ export class Replication {
       if (call.type === 'put') write(s, call.key, call.value, call.options, complete)
       else if (call.type === 'delete') write(s, call.key, null, call.options, complete)
       else if (call.type === 'get') read(s, call.key, call.options, complete)
-      else this.rt.spawn(this.flowOf(call), complete)
+      else {
+        let ended = false
+        const cancel = this.rt.spawn(this.flowOf(call), (ok, value) => {
+          ended = true
+          this.cancellers.delete(op)
+          complete(ok, value)
+        })
+        if (!ended) this.cancellers.set(op, cancel)
+      }
     } catch (error) {
       complete(false, error) // bad input, refused before anything started
     }
+    return this.rt.take()
+  }
+
+  /**
+   * Stops an operation started with call(op, ...) that is still running as a flow (a handoff, an
+   * anti-entropy round, a leave's handoff, a placement or services lookup): `reason` is thrown into it, so
+   * it sends nothing more and completes with that error. Puts, gets and deletes run to their end.
+   */
+  cancel (op: unknown, reason: Error, nowMs: number): Effect[] {
+    this.rt.nowMs = nowMs
+    this.cancellers.get(op)?.(reason)
     return this.rt.take()
   }
 
