@@ -23,8 +23,7 @@ import type { GetResult, KvEvents, KvStats, PutResult, ReadOptions, ReplicaView,
 
 export type { Channel } from '../replication/flow.js'
 export type { ChangeEvent, GetResult, KvEvents, KvStats, PutResult, ReadOptions, ReplicaView, SiblingView, SyncResult, WriteOptions } from '../replication/types.js'
-export { CONTEXT_CLOCK_SKEW_MS, chunks, replyError } from '../replication/replica-state.js'
-export { toResult } from '../replication/coordinator.js'
+export { replyError } from '../replication/replica-state.js'
 export { byId } from './services.js'
 
 export interface KvTransport {
