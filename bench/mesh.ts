@@ -190,6 +190,8 @@ export async function withMesh<T> (options: MeshOptions, body: (mesh: Mesh) => P
       swim,
       incarnation: 0,
       vnodes: DEFAULT_VNODES,
+      location: os.hostname(),
+      durable: true,
       clock: systemClock,
       rng: cryptoRng,
       log: quietLogger(),

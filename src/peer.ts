@@ -8,6 +8,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { loadHash64, loadRingHash } from './adapters/hash-xxhash.js'
 import type { StorageConfig } from './core/config.js'
+import { ConfigError } from './core/errors.js'
 import type { Emitter } from './core/emitter.js'
 import type { Clock, Logger, Rng } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
@@ -25,8 +26,11 @@ import { KvService } from './services/kv-service.js'
 import { type MeshLibp2p, type MeshNodeOptions, createMeshLibp2p } from './services/mesh-node.js'
 import { SwimService, type SwimServiceEvents } from './services/swim-service.js'
 
-/** The wire protocol version this build speaks; published in member metadata. */
-export const PROTOCOL_VERSION = 1
+/** The wire protocol version this build speaks; published in member metadata. 2: placement by location and
+ * durability, and `dw` on forwarded writes. */
+export const PROTOCOL_VERSION = 2
+/** Longest location a peer publishes. */
+export const LOCATION_CHARS_MAX = 128
 
 export interface PeerOptions extends MeshNodeOptions {
   kind: 'node' | 'browser'
@@ -34,6 +38,14 @@ export interface PeerOptions extends MeshNodeOptions {
   /** Incarnation to start from: above the last one this identity used. */
   incarnation: number
   vnodes: number
+  /**
+   * Where this peer lives, a failure domain shared with its neighbours: `zone/rack/host` or a host name for
+   * a Node peer, the browser profile for a tab. Placement spreads each key's replicas over distinct
+   * locations. Published in the member metadata; at most LOCATION_CHARS_MAX characters.
+   */
+  location: string
+  /** Whether this peer's storage outlives it (a Node peer's disk: true) or may vanish with it (a tab). */
+  durable: boolean
   meshKey?: string
   /** HTTP/dashboard address this peer serves, published to others. */
   http?: string
@@ -122,7 +134,8 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
       if (c !== direct && c.limits !== undefined) void c.close().catch(() => {})
     }
   })
-  const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, proto: PROTOCOL_VERSION }
+  if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
+  const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, proto: PROTOCOL_VERSION, location: options.location, durability: options.durable ? 'durable' : 'volatile' }
   if (options.http !== undefined) meta.http = options.http
   const membership = new SwimService(libp2p, {
     config: options.swim,

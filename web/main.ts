@@ -8,6 +8,12 @@
  * The bootstrap address comes from the serving peer's /api/info; a page served elsewhere (npm run dev) takes
  * it from `?bootstrap=<multiaddr>`. `?join=false` connects to the bootstrap (and so gets a relay reservation
  * and a WebRTC address) without joining the membership: for connection tests and debugging.
+ *
+ * Placement: a tab publishes its browser profile as its location (an id kept in this origin's
+ * localStorage, so every tab of one browser shares it) and is `volatile`: it owns DEFAULT_VOLATILE_VNODES
+ * tokens, every key it holds also lives on a durable Node peer, and no write is acknowledged by tabs alone.
+ * `?durable=1` makes it `durable` (a full share of tokens) only if the browser grants persistent storage
+ * (navigator.storage.persist()), so that IndexedDB is not evicted under storage pressure.
  */
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -15,7 +21,7 @@ import { claimTabIdentity } from '../src/adapters/browser-identity.js'
 import { IndexedDbWal } from '../src/adapters/wal-indexeddb.js'
 import { browserSwimConfig } from '../src/core/membership/config.js'
 import type { MemberView } from '../src/core/membership/swim.js'
-import { DEFAULT_VNODES } from '../src/core/ring/ring.js'
+import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES } from '../src/core/ring/ring.js'
 import { createPeer } from '../src/peer.js'
 import { ACTIVITY_PERIOD_MS, ActivityView } from './activity-view.js'
 import { $, el, shortId } from './dom.js'
@@ -40,6 +46,27 @@ async function bootstrapAddrs (): Promise<string[]> {
 }
 
 const MODE_KEY = 'meshkv-mode'
+const PROFILE_KEY = 'meshkv-profile'
+
+/** This browser profile's id: created once, shared by every tab of the origin (localStorage). */
+function browserProfile (): string {
+  let id = localStorage.getItem(PROFILE_KEY)
+  if (id === null || !/^[0-9a-f-]{36}$/.test(id)) {
+    id = crypto.randomUUID()
+    localStorage.setItem(PROFILE_KEY, id)
+  }
+  return `browser/${id}`
+}
+
+/** Durable only when asked for (?durable=1) and the browser promises not to evict this origin's storage. */
+async function durableStorage (): Promise<boolean> {
+  if (new URLSearchParams(location.search).get('durable') !== '1') return false
+  try {
+    return await navigator.storage.persist()
+  } catch {
+    return false
+  }
+}
 const TIMELINE_MAX = 300
 
 /** Full replica (holds its share of keys in IndexedDB) or client-only member (no ring tokens, no data). */
@@ -63,6 +90,7 @@ function timelineEntry (member: MemberView, previous: string | null): { kind: st
 async function main (): Promise<void> {
   const identity = await claimTabIdentity()
   const replica = mode() === 'replica'
+  const durable = replica && await durableStorage()
   const peer = await createPeer({
     kind: 'browser',
     privateKey: identity.privateKey,
@@ -70,19 +98,22 @@ async function main (): Promise<void> {
     swim: { ...browserSwimConfig(), metaBytesMax: 2048 },
     incarnation: identity.incarnation,
     // A client-only member owns no ring tokens, so it holds no keys; it still coordinates requests.
-    vnodes: replica ? DEFAULT_VNODES : 0,
+    vnodes: replica ? (durable ? DEFAULT_VNODES : DEFAULT_VOLATILE_VNODES) : 0,
+    location: browserProfile(),
+    durable,
     clock: { nowMs: () => Date.now() },
     rng: { next: Math.random },
     log,
     // A full replica: its share of the ring persists in this origin's IndexedDB, one database per identity.
     ...(replica ? { wal: new IndexedDbWal(`meshkv-wal-${peerIdFromPrivateKey(identity.privateKey).toString()}`) } : {})
   })
-  // Closing the tab: announce the leave and hand off what can be sent before the page is gone; the other
-  // replicas' anti-entropy restores the rest on the key's next owner.
+  // Closing the tab: announce the leave (others take it out of preference lists at once) and hand off what
+  // can be sent before the page is gone. An optimisation only: a durable replica holds every acknowledged
+  // write, and the other replicas' anti-entropy restores the rest on the key's next owner.
   addEventListener('pagehide', () => { void peer.leave() })
   // For tests and the curious (devtools): the peer, and multiaddr() to build addresses to dial.
   ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr }
-  $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation}, ${peer.engine.size} keys from IndexedDB)`
+  $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation}, ${durable ? 'durable' : 'volatile'}, ${peer.engine.size} keys from IndexedDB)`
   const modeBox = $('mode-replica') as HTMLInputElement
   modeBox.checked = replica
   modeBox.addEventListener('change', () => {

@@ -8,11 +8,14 @@
  *   PUT    /kv/:key   body = the value's bytes; X-Meshkv-Context request header = the context of the read the
  *                     write replaces (without it, existing values stay as siblings). 204 on success.
  *   DELETE /kv/:key   writes a tombstone (send the context too). 204.
- *   query options: r, w (quorum sizes), strict=1 (primaries only), lww=1 (last writer wins), ttl=<ms>.
+ *   query options: r, w (quorum sizes), dw (durable replicas among the write's acks: at least the mesh's
+ *   --durable-acks, the default), strict=1 (primaries only), lww=1 (last writer wins), ttl=<ms>.
  *   Keys are one URL path segment: percent-encode '/' and other reserved characters.
  *
  * Errors are JSON {error, code, ...}: 400 bad key, context or option; 413 value too large; 409 too many
- * siblings; 503 quorum not reached (with `acked` and `required`) or a replica that did not answer.
+ * siblings; 503 quorum not reached (with `acked` and `required`), not enough durable replicas up or
+ * acknowledging (ERR_NO_DURABLE_REPLICA, with `acked` and `required` durable replicas), or a replica that
+ * did not answer.
  *
  *   PUT /heartbeat/:id?ttl=<ms>   a heartbeat of service :id (body: optional metadata, JSON or text, 4 KiB)
  *   GET /services[?local=1]       heartbeat services of the mesh (or this peer's records): state, last beat,
@@ -23,7 +26,7 @@ import * as fs from 'node:fs'
 import * as http from 'node:http'
 import * as path from 'node:path'
 import { base64urlEncode } from '../core/codec.js'
-import { errorMessage, MeshkvError, QuorumError, RemoteError } from '../core/errors.js'
+import { errorMessage, MeshkvError, NoDurableReplicaError, QuorumError, RemoteError } from '../core/errors.js'
 import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
 import { HEARTBEAT_META_BYTES_MAX, HEARTBEAT_TTL_MS_DEFAULT, HEARTBEAT_TTL_MS_MIN, type Meta } from '../core/kv/heartbeat.js'
 import type { Peer } from '../peer.js'
@@ -57,6 +60,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_RECORD_TOO_LARGE: 413,
   ERR_SIBLING_LIMIT: 409,
   ERR_QUORUM: 503,
+  ERR_NO_DURABLE_REPLICA: 503,
   ERR_TIMEOUT: 503,
   ERR_UNREACHABLE: 503,
   ERR_OVERLOADED: 503,
@@ -67,7 +71,7 @@ const STATUS_BY_CODE: Record<string, number> = {
 
 function errorBody (error: unknown): { status: number; body: Record<string, unknown> } {
   if (error instanceof HttpError) return { status: error.status, body: { error: error.message, ...error.extra } }
-  if (error instanceof QuorumError) return { status: 503, body: { error: error.message, code: error.code, acked: error.acked, required: error.required } }
+  if (error instanceof QuorumError || error instanceof NoDurableReplicaError) return { status: 503, body: { error: error.message, code: error.code, acked: error.acked, required: error.required } }
   if (error instanceof RemoteError) return { status: STATUS_BY_CODE[error.remoteCode] ?? 502, body: { error: error.remoteMessage, code: error.remoteCode, peer: error.peer } }
   if (error instanceof MeshkvError) return { status: STATUS_BY_CODE[error.code] ?? 500, body: { error: error.message, code: error.code } }
   return { status: 500, body: { error: errorMessage(error), code: 'ERR_INTERNAL' } }
@@ -156,7 +160,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed' })
     if (url.pathname === '/health') return json(200, { status: 'ok', id: peer.id })
     if (url.pathname === '/members') {
-      return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, http: m.meta.http, addrs: m.meta.addrs })))
+      return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, addrs: m.meta.addrs })))
     }
     if (url.pathname === '/ring') return json(200, ringView(peer, flag(url, 'tokens') ?? true))
     if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length } })
@@ -190,6 +194,10 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
           role: r.role,
           ...(r.hintFor === undefined ? {} : { hintFor: r.hintFor }),
           up: r.up,
+          location: r.location,
+          durability: r.durable ? 'durable' : 'volatile',
+          reason: r.reason,
+          why: whyChosen(r),
           ...(r.error === undefined ? {} : { error: r.error }),
           ...(r.state === undefined ? {} : { version: r.state === null ? null : { vv: Object.fromEntries(pairs(r.state.vv)), siblings: r.state.siblings.map(s => ({ replica: s.id, counter: s.n, deleted: s.value === null, wall: s.wall })) } })
         }))
@@ -217,8 +225,9 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       }, { ...headers, 'x-meshkv-siblings': String(result.values.length) })
     }
     const w = option(url, 'w', 1, 16)
+    const dw = option(url, 'dw', 0, 16)
     const lww = flag(url, 'lww')
-    const writeOptions = { ...common, ...ctx, ...(w === undefined ? {} : { w }), ...(lww === undefined ? {} : { lww }) }
+    const writeOptions = { ...common, ...ctx, ...(w === undefined ? {} : { w }), ...(dw === undefined ? {} : { dw }), ...(lww === undefined ? {} : { lww }) }
     if (req.method === 'PUT' || req.method === 'POST') {
       const ttlMs = option(url, 'ttl', 0, Number.MAX_SAFE_INTEGER)
       const value = await readBody(req, peer.engine.config.valueBytesMax)
@@ -303,6 +312,14 @@ function pairs (vv: ReadonlyArray<string | number>): Array<[string, number]> {
   return out
 }
 
+/** A replica's place in a key's list, in words (`GET /kv/<key>/placement`). */
+function whyChosen (r: { role: string; hintFor?: string; location: string; durable: boolean; reason: string }): string {
+  const what = r.durable ? 'durable' : 'volatile'
+  if (r.role === 'fallback') return `fallback (${what}, ${r.location}) holding a hint for down primary ${r.hintFor ?? '?'}: the next up member clockwise that keeps the location and durability rules`
+  if (r.reason === 'repeated-location') return `primary (${what}) at a location already used (${r.location}): fewer locations than N, or a durable place to fill`
+  return `primary (${what}), the first member clockwise at location ${r.location}`
+}
+
 /** Members with their state and token count, optionally every token, and each segment's replicas. */
 export function ringView (peer: Peer, withTokens: boolean): unknown {
   const ring = peer.ring()
@@ -312,7 +329,9 @@ export function ringView (peer: Peer, withTokens: boolean): unknown {
   return {
     n,
     segments: SEGMENT_COUNT,
-    members: ring.members.map(m => ({ id: m.id, vnodes: m.vnodes, state: states.get(m.id) ?? 'unknown', ownership: ownership.get(m.id) ?? 0 })),
+    minDurable: ring.durableWanted(n),
+    locations: ring.locationCount,
+    members: ring.members.map(m => ({ id: m.id, vnodes: m.vnodes, location: m.location ?? m.id, durability: m.durable === false ? 'volatile' : 'durable', state: states.get(m.id) ?? 'unknown', ownership: ownership.get(m.id) ?? 0 })),
     ...(withTokens ? { tokens: ring.tokenList().map(([position, id]) => ({ position, id })) } : {}),
     segmentReplicas: Array.from({ length: SEGMENT_COUNT }, (_, s) => ({ segment: s, start: segmentRange(s)[0], replicas: ring.segmentReplicas(s, n) }))
   }

@@ -8,6 +8,7 @@
 import '../polyfills.js'
 import * as fs from 'node:fs'
 import * as http from 'node:http'
+import * as os from 'node:os'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -25,7 +26,7 @@ import { errorMessage, MeshkvError } from '../core/errors.js'
 import { type KvConfig, N_MAX, defaultKvConfig, validateKvConfig } from '../core/kv/config.js'
 import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
 import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
-import { createPeer } from '../peer.js'
+import { LOCATION_CHARS_MAX, createPeer } from '../peer.js'
 import { httpHandler } from './http-api.js'
 
 const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
@@ -48,6 +49,17 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --r <n>                     replies a read waits for (default ${defaultKvConfig().r})
   --w <n>                     acknowledgements a write waits for (default ${defaultKvConfig().w})
   --strict-quorum             count primaries only: no fallbacks, no hinted handoff (default sloppy)
+  --location <zone/rack/host> where this peer lives, its failure domain (default: the host name, so
+                              peers on one machine share one); each key's replicas go to distinct
+                              locations first
+  --min-durable <n>           durable members (Node peers, not tabs) among each key's N replicas
+                              (default ${defaultKvConfig().minDurable}, capped by how many there are); the same on every peer
+  --durable-acks <n>          durable replicas that must have made a write durable before it is
+                              acknowledged, besides W (default ${defaultKvConfig().durableAcks}; a request may raise it with ?dw=);
+                              with none up, writes fail with 503 ERR_NO_DURABLE_REPLICA
+  --hedge-multiplier <x>      a replica that has not answered after x times its p99 round trip (within
+                              ${defaultKvConfig().hedgeMinMs}..${defaultKvConfig().hedgeMaxMs} ms) gets a stand-in: the next member by placement
+                              (default ${defaultKvConfig().hedgeMultiplier}; 0 turns hedging off)
   --durability <sync|async>   when a replica acknowledges: sync = after fdatasync (default), async =
                               at once, may lose the last writes on a crash
   --sync-interval-ms <ms>     anti-entropy period (default ${defaultKvConfig().syncIntervalMs})
@@ -183,6 +195,10 @@ function parse (argv: string[]) {
       r: { type: 'string' },
       w: { type: 'string' },
       'strict-quorum': { type: 'boolean' },
+      location: { type: 'string' },
+      'min-durable': { type: 'string' },
+      'durable-acks': { type: 'string' },
+      'hedge-multiplier': { type: 'string' },
       durability: { type: 'string' },
       'sync-interval-ms': { type: 'string' },
       'tombstone-grace-ms': { type: 'string' },
@@ -228,6 +244,15 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   kv.r = int('r', args.r, 1, N_MAX) ?? Math.min(kv.r, kv.n)
   kv.w = int('w', args.w, 1, N_MAX) ?? Math.min(kv.w, kv.n)
   kv.strictQuorum = args['strict-quorum'] === true
+  kv.minDurable = int('min-durable', args['min-durable'], 0, N_MAX) ?? kv.minDurable
+  kv.durableAcks = int('durable-acks', args['durable-acks'], 0, N_MAX) ?? kv.durableAcks
+  if (args['hedge-multiplier'] !== undefined) {
+    const x = Number(args['hedge-multiplier'])
+    if (args['hedge-multiplier'].trim() === '' || !Number.isFinite(x) || x < 0 || x > 100) throw new UsageError(`--hedge-multiplier must be a number in [0, 100], got ${JSON.stringify(args['hedge-multiplier'])}`)
+    kv.hedgeMultiplier = x
+  }
+  const location = args.location ?? os.hostname()
+  if (location === '' || location.length > LOCATION_CHARS_MAX) throw new UsageError(`--location must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(location)}`)
   kv.syncIntervalMs = int('sync-interval-ms', args['sync-interval-ms'], 1, 86_400_000) ?? kv.syncIntervalMs
   kv.tombstoneGraceMs = int('tombstone-grace-ms', args['tombstone-grace-ms'], 0, Number.MAX_SAFE_INTEGER) ?? kv.tombstoneGraceMs
   try {
@@ -274,6 +299,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     swim,
     incarnation,
     vnodes,
+    location,
+    durable: true,
     ...(meshKey === undefined ? {} : { meshKey }),
     ...(httpUrl === undefined ? {} : { http: httpUrl }),
     clock: systemClock,

@@ -175,6 +175,18 @@ export class RemoteError extends MeshkvError {
   }
 }
 
+/**
+ * A write could not reach the durable replicas it needs (`dw`, the mesh's `durableAcks` at least): too few
+ * durable members (Node peers) are up, or those tried failed. Tabs alone never acknowledge a write; like a
+ * QuorumError, the write may still have reached some replicas.
+ */
+export class NoDurableReplicaError extends MeshkvError {
+  readonly code = 'ERR_NO_DURABLE_REPLICA'
+  constructor (readonly op: 'put' | 'delete', readonly acked: number, readonly required: number, readonly available: number, readonly reasons: readonly string[] = []) {
+    super(`${op} needs ${required} durable replica${required === 1 ? '' : 's'} to acknowledge it; ${acked} did, of ${available} up${reasons.length > 0 ? ': ' + reasons.slice(0, 3).join('; ') : ''}`)
+  }
+}
+
 /** This peer is leaving the mesh: it hands its data off and takes no new writes. */
 export class LeavingError extends MeshkvError {
   readonly code = 'ERR_LEAVING'

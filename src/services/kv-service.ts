@@ -36,13 +36,19 @@ export interface KvServiceInit {
   handshake?: Handshake
 }
 
-/** Members that own ring tokens: everyone not gone, with vnodes > 0 (client-only members publish 0). */
+/**
+ * Members that own ring tokens: everyone not gone, with vnodes > 0 (client-only members publish 0), with
+ * their location and durability class (a member that publishes none is durable, at a location of its own).
+ * A member that announced its leave (a tab's `pagehide`) is out of every preference list at once.
+ */
 export function ringMembersOf (members: readonly MemberView[]): RingMember[] {
   const out: RingMember[] = []
   for (const m of members) {
     if (m.state === 'left') continue
     const vnodes = typeof m.meta.vnodes === 'number' ? m.meta.vnodes : DEFAULT_VNODES
-    if (vnodes > 0) out.push({ id: m.id, vnodes })
+    if (vnodes <= 0) continue
+    const location = typeof m.meta.location === 'string' && m.meta.location !== '' ? m.meta.location : m.id
+    out.push({ id: m.id, vnodes, location, durable: m.meta.durability !== 'volatile' })
   }
   return out.sort(byId)
 }
@@ -62,7 +68,7 @@ export class KvService {
   private readonly isUp = (id: string): boolean => this.swim.isUp(id)
 
   constructor (private readonly node: MeshLibp2p, private readonly swim: SwimService, private readonly init: KvServiceInit) {
-    const ring = Ring.build(ringMembersOf(swim.members()), init.ringHash)
+    const ring = Ring.build(ringMembersOf(swim.members()), init.ringHash, { minDurable: init.config.minDurable })
     const handler = async (from: string, request: KvRequest): Promise<KvReply> => await this.kv.handle(from, request)
     const limits = { keyBytesMax: init.engine.config.keyBytesMax, valueBytesMax: init.engine.config.valueBytesMax }
     const rpc = (protocol: string): RpcEndpoint => new RpcEndpoint(node, {
@@ -137,15 +143,15 @@ export class KvService {
   /** The ring from the current members (rebuilt only when its members change) and who is up. */
   private refresh (): void {
     const members = ringMembersOf(this.swim.members())
-    const signature = members.map(m => `${m.id}/${m.vnodes}`).join(',')
-    const ring = signature === this.ringSignature ? this.kv.ring : Ring.build(members, this.init.ringHash)
+    const signature = members.map(m => `${m.id}/${m.vnodes}/${m.durable === false ? 'v' : 'd'}/${m.location ?? ''}`).join(',')
+    const ring = signature === this.ringSignature ? this.kv.ring : Ring.build(members, this.init.ringHash, { minDurable: this.init.config.minDurable })
     this.ringSignature = signature
     this.kv.setMembership(ring, this.isUp)
   }
 
   /** The ring as it will be once this peer has left. */
   ringWithoutSelf (): Ring {
-    return Ring.build(ringMembersOf(this.swim.members()).filter(m => m.id !== this.kv.id), this.init.ringHash)
+    return Ring.build(ringMembersOf(this.swim.members()).filter(m => m.id !== this.kv.id), this.init.ringHash, { minDurable: this.init.config.minDurable })
   }
 
   stats (): { kv: KvNode['stats']; rpc: RpcStats; sync: RpcStats } {

@@ -21,8 +21,8 @@ const state: KeyState = {
 const requests: KvRequest[] = [
   { type: 'merge', entries: [{ key: 'k', ttlMs: 5000, state }, { key: 'ü', ttlMs: 0, state }] },
   { type: 'read', key: 'key' },
-  { type: 'put', key: 'k', value: new Uint8Array([9]), context: ['a', 2] as VersionVector, ts: { wall: 5, logical: 1 }, lww: true, ttlMs: 10, w: 2, strict: true },
-  { type: 'put', key: 'k', value: null, context: [] as VersionVector, ts: null, lww: false, ttlMs: 0, w: 1, strict: false },
+  { type: 'put', key: 'k', value: new Uint8Array([9]), context: ['a', 2] as VersionVector, ts: { wall: 5, logical: 1 }, lww: true, ttlMs: 10, w: 2, dw: 1, strict: true },
+  { type: 'put', key: 'k', value: null, context: [] as VersionVector, ts: null, lww: false, ttlMs: 0, w: 1, dw: 0, strict: false },
   { type: 'get', key: 'k', r: 3, strict: false },
   { type: 'sync-root', segments: [0, 5, 1023], root: 2 ** 52 - 1 },
   { type: 'sync-leaves', segments: [1, 2], hashes: [1, 2, 3, 0xffffffff] },
@@ -75,7 +75,7 @@ describe('kv wire messages', () => {
 
   it('enforces limits: key length, value size, a forged count', () => {
     expect(() => decodeMessage(encodeRequest(w, 1, { type: 'read', key: 'k'.repeat(2000) }), LIMITS)).toThrow(/exceeds 1024/)
-    const big = encodeRequest(w, 1, { type: 'put', key: 'k', value: new Uint8Array(100), context: [] as VersionVector, ts: null, lww: false, ttlMs: 0, w: 2, strict: false })
+    const big = encodeRequest(w, 1, { type: 'put', key: 'k', value: new Uint8Array(100), context: [] as VersionVector, ts: null, lww: false, ttlMs: 0, w: 2, dw: 1, strict: false })
     expect(() => decodeMessage(big, { keyBytesMax: 10, valueBytesMax: 50 })).toThrow(DecodeError)
     // A merge claiming 2^40 entries in a 10-byte message.
     const forged = new Writer().u8(1).varint(1).u8(0).varint(2 ** 40).finish().slice()

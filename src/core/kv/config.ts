@@ -38,6 +38,24 @@ export interface KvConfig {
   /** A tombstone is reaped once every primary holds it and it is this old. Default 1 hour: a fallback
    * holding an older value must deliver it within this time, or the delete could be undone. */
   tombstoneGraceMs: number
+  /** Durable members (Node peers) among every key's N primaries, capped by how many the ring has. Default 1.
+   * Placement: must be the same on every peer of a mesh. */
+  minDurable: number
+  /** Durable replicas that must have made a write durable before it is acknowledged, in addition to W; a
+   * request may raise it (`dw`) but not lower it. Default 1: tabs alone never acknowledge a write. 0 lets a
+   * mesh of tabs only acknowledge writes. */
+  durableAcks: number
+  /** A not-found answer counts toward R only once every replica has answered (Riak's notfound_ok=false):
+   * a replica that lacks a key (a tab that just joined, a peer that lost its data) does not hide a value
+   * another replica holds. Default false; true makes reads of missing keys return after R answers. */
+  notFoundOk: boolean
+  /** A replica that has not answered after this multiple of its observed p99 round trip gets a hedge: the
+   * request also goes to the next member of the preference list. Default 4; 0 turns hedging off. */
+  hedgeMultiplier: number
+  /** Bounds of that wait. Defaults 50 ms and 1 s; a replica with fewer than 16 observed round trips waits
+   * the upper bound. */
+  hedgeMinMs: number
+  hedgeMaxMs: number
 }
 
 export function defaultKvConfig (): KvConfig {
@@ -54,7 +72,13 @@ export function defaultKvConfig (): KvConfig {
     handoffKeysPerTurn: 4096,
     syncIntervalMs: 5000,
     syncKeysPerRound: 8192,
-    tombstoneGraceMs: 3_600_000
+    tombstoneGraceMs: 3_600_000,
+    minDurable: 1,
+    durableAcks: 1,
+    notFoundOk: false,
+    hedgeMultiplier: 4,
+    hedgeMinMs: 50,
+    hedgeMaxMs: 1000
   }
 }
 
@@ -74,5 +98,11 @@ export function validateKvConfig (c: KvConfig): KvConfig {
   integer('syncIntervalMs', c.syncIntervalMs, 1, 86_400_000)
   integer('syncKeysPerRound', c.syncKeysPerRound, 1, 10_000_000)
   integer('tombstoneGraceMs', c.tombstoneGraceMs, 0, Number.MAX_SAFE_INTEGER)
+  integer('minDurable', c.minDurable, 0, c.n)
+  integer('durableAcks', c.durableAcks, 0, c.n)
+  if (typeof c.notFoundOk !== 'boolean') throw new ConfigError('notFoundOk', 'must be a boolean')
+  if (typeof c.hedgeMultiplier !== 'number' || !Number.isFinite(c.hedgeMultiplier) || c.hedgeMultiplier < 0 || c.hedgeMultiplier > 100) throw new ConfigError('hedgeMultiplier', `must be a number in [0, 100], got ${String(c.hedgeMultiplier)}`)
+  integer('hedgeMinMs', c.hedgeMinMs, 1, 3_600_000)
+  integer('hedgeMaxMs', c.hedgeMaxMs, c.hedgeMinMs, 3_600_000)
   return c
 }

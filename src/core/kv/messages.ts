@@ -29,7 +29,7 @@ export type KvRequest =
   /** Replica read of one key. */
   | { readonly type: 'read'; readonly key: string }
   /** Coordinate a client put (value) or delete (null) for a peer that is not a replica of the key. */
-  | { readonly type: 'put'; readonly key: string; readonly value: Uint8Array | null; readonly context: VersionVector; readonly ts: Hlc | null; readonly lww: boolean; readonly ttlMs: number; readonly w: number; readonly strict: boolean }
+  | { readonly type: 'put'; readonly key: string; readonly value: Uint8Array | null; readonly context: VersionVector; readonly ts: Hlc | null; readonly lww: boolean; readonly ttlMs: number; readonly w: number; readonly dw: number; readonly strict: boolean }
   /** Coordinate a client get. */
   | { readonly type: 'get'; readonly key: string; readonly r: number; readonly strict: boolean }
   /** Anti-entropy: the root of the sender's hash tree over `segments` (keys both peers replicate). */
@@ -151,7 +151,7 @@ export function encodeRequest (w: Writer, id: number, req: KvRequest): Uint8Arra
       if (req.value !== null) w.bytes(req.value)
       writeVv(w, req.context)
       if (req.ts !== null) w.varint(req.ts.wall).varint(req.ts.logical)
-      w.varint(req.ttlMs).varint(req.w)
+      w.varint(req.ttlMs).varint(req.w).varint(req.dw)
       break
     case 'get': w.string(req.key).varint(req.r).u8(req.strict ? 1 : 0); break
     case 'sync-root': writeNumbers(w, req.segments); w.varint(req.root); break
@@ -199,7 +199,7 @@ function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limit
       const value = (flags & 1) !== 0 ? null : r.bytesCopy(limits.valueBytesMax) // a copy, not a view (records.ts)
       const context = readVv(r)
       const ts = (flags & 8) !== 0 ? { wall: r.varint(), logical: r.varint() } : null
-      return { type, key, value, context, ts, lww: (flags & 2) !== 0, strict: (flags & 4) !== 0, ttlMs: r.varint(), w: r.varint() }
+      return { type, key, value, context, ts, lww: (flags & 2) !== 0, strict: (flags & 4) !== 0, ttlMs: r.varint(), w: r.varint(), dw: r.varint() }
     }
     case 'get': return { type, key: r.string(limits.keyBytesMax), r: r.varint(), strict: r.u8() === 1 }
     case 'sync-root': return { type, segments: readSegments(r), root: r.varint() }

@@ -8,17 +8,26 @@
  *   success.
  * - get: the coordinator asks the N replicas and merges the first R answers; once the rest answer (or time
  *   out), any replica whose state was behind the merge gets it (read repair).
+ * - durable acknowledgements: a write also needs `dw` (the mesh's `durableAcks`, default 1) of its acks
+ *   from durable replicas (Node peers), so tabs alone never acknowledge it; with too few durable members up
+ *   it fails at once with NoDurableReplicaError, before anything is written.
+ * - not found: unless `notFoundOk`, a replica's not-found answer counts toward R only once every replica
+ *   asked has answered (Riak's notfound_ok=false), so a fresh tab's empty replica does not hide a value.
  * - sloppy quorum: when a primary is down, the preference list continues with the next up member (a
  *   fallback), which holds the key like any replica until handoff delivers it (handoff.ts).
+ * - hedged requests (Dynamo §4.6): a replica that fails, or has not answered after a multiple of its own
+ *   p99 round trip (latency.ts), gets a stand-in: the request also goes to the next member by the placement
+ *   rules, whose answer counts like any replica's. A coordinator never waits for SWIM to declare a silent
+ *   replica dead. At most one stand-in per replica asked.
  */
-import { LeavingError, QuorumError, UnreachableError, ValueTooLargeError, errorMessage } from '../errors.js'
+import { LeavingError, NoDurableReplicaError, QuorumError, UnreachableError, ValueTooLargeError, errorMessage } from '../errors.js'
 import type { Entry, KvReply, KvRequest } from '../kv/messages.js'
 import { type PreferenceEntry, segmentOf } from '../ring/ring.js'
 import { decodeContext, encodeContext } from '../version/context.js'
 import { type KeyState, newestTs, stateEquals, sync, valuesOf } from '../version/dvv.js'
 import { type Hlc, compareHlc } from '../version/hlc.js'
 import { EMPTY_VV, type VersionVector } from '../version/vv.js'
-import { type Flow, Tally, all, request } from './flow.js'
+import { type Flow, all, request } from './flow.js'
 import { type ReplicaState, replyError } from './replica-state.js'
 import type { GetResult, Held, PutResult, ReadOptions, ReplicaView, WriteOptions } from './types.js'
 
@@ -36,6 +45,7 @@ export function write (s: ReplicaState, key: string, value: Uint8Array | null, o
   // The engine checks too; checking here fails fast on a peer that would forward.
   if (value !== null && value.length > s.engine.config.valueBytesMax) throw new ValueTooLargeError(value.length, s.engine.config.valueBytesMax)
   const w = s.checkCount('w', options.w)
+  const dw = s.checkDurableAcks(options.dw)
   const ctx = options.context === undefined || options.context === '' ? { vv: EMPTY_VV, ts: null } : decodeContext(options.context)
   s.checkContext(ctx.vv)
   const op = value === null ? 'delete' : 'put'
@@ -44,7 +54,7 @@ export function write (s: ReplicaState, key: string, value: Uint8Array | null, o
   const strict = options.strict ?? s.config.strictQuorum
   const pref = s.preference(key, strict)
   if (!pref.some(e => e.id === s.id)) {
-    s.rt.spawn(forward(s, pref, { type: 'put', key, value, context: ctx.vv, ts: ctx.ts, lww: options.lww === true, ttlMs: options.ttlMs ?? 0, w, strict }, op, w), (ok, reply) => {
+    s.rt.spawn(forward(s, pref, { type: 'put', key, value, context: ctx.vv, ts: ctx.ts, lww: options.lww === true, ttlMs: options.ttlMs ?? 0, w, dw, strict }, op, w), (ok, reply) => {
       if (!ok) { done(false, reply as Error); return }
       const r = reply as KvReply
       if (r.type !== 'put') done(false, replyError(pref[0]!.id, r, op))
@@ -52,7 +62,7 @@ export function write (s: ReplicaState, key: string, value: Uint8Array | null, o
     })
     return
   }
-  coordinateWrite(s, key, value, ctx.vv, ctx.ts, pref, w, options, (ok, result) => {
+  coordinateWrite(s, key, value, ctx.vv, ctx.ts, pref, w, dw, { ...options, strict }, (ok, result) => {
     if (!ok) { done(false, result as Error); return }
     const { state, acks } = result as { state: KeyState; acks: number }
     done(true, { key, context: encodeContext(state.vv, newestTs(state) ?? null), acks })
@@ -61,47 +71,144 @@ export function write (s: ReplicaState, key: string, value: Uint8Array | null, o
 
 /**
  * Coordinates a write this peer is a replica of (for a client here, or one a peer forwarded). Reports
- * through `done`, at once if the write cannot start (this peer is leaving, or the engine refused it).
+ * through `done`, at once if the write cannot start (this peer is leaving, too few durable replicas are up,
+ * or the engine refused it).
  */
-export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array | null, context: VersionVector, ts: Hlc | null, pref: readonly PreferenceEntry[], w: number, options: { lww?: boolean; ttlMs?: number }, done: Done<{ state: KeyState; acks: number }>): void {
+export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array | null, context: VersionVector, ts: Hlc | null, pref: readonly PreferenceEntry[], w: number, dw: number, options: { lww?: boolean; ttlMs?: number; strict?: boolean }, done: Done<{ state: KeyState; acks: number }>): void {
   const op = value === null ? 'delete' : 'put'
+  const ring = s.ring
+  const isUp = (id: string): boolean => s.isUp(id)
+  const targets: string[] = []
+  let durableTargets = 0
+  for (const e of pref) {
+    if (e.id !== s.id) targets.push(e.id)
+    if (ring.isDurable(e.id)) durableTargets++
+  }
   let before: KeyState | undefined
   let local: { state: KeyState }
   try {
     if (s.leaving) throw new LeavingError(s.id)
+    // A request's dw above the durable members placement gives the key: more durable members hold it too
+    // (as hints, delivered on by handoff).
+    while (durableTargets < dw && options.strict !== true) {
+      const extra = ring.nextFallback(ring.position(key), s.config.n, [s.id, ...targets], [], isUp, { durableOnly: true })
+      if (extra === undefined) break
+      targets.push(extra)
+      durableTargets++
+    }
+    if (durableTargets < dw) throw new NoDurableReplicaError(op, 0, dw, durableTargets, [durableTargets === 0 ? 'no durable member (Node peer) is up' : `only ${durableTargets} durable members are up`])
     before = s.engine.state(key)
     // Logged now, made durable by the persist below (which shares the group commit with every other write).
     local = s.engine.writeLocal(key, value, { context, contextTs: ts, lww: options.lww, durability: 'async', ...(value === null ? {} : { ttlMs: options.ttlMs }) })
   } catch (error) {
+    if (error instanceof NoDurableReplicaError) s.counters.quorumFailures++
     done(false, error as Error)
     return
   }
   const entry: Entry = { key, ttlMs: s.engine.ttl(key), state: local.state }
-  const others = pref.filter(e => e.id !== s.id)
-  const tally = new Tally(others.length + 1, w, (acked, reasons) => new QuorumError(op, acked, w, others.length + 1, reasons), (ok, value) => {
+  const quorum = new WriteQuorum(w, dw, (acked, durableAcked, total, durableTotal, reasons) => acked >= w
+    ? new NoDurableReplicaError(op, durableAcked, dw, durableTotal, reasons)
+    : new QuorumError(op, acked, w, total, reasons), (ok, value) => {
     if (!ok) {
-      if (value instanceof QuorumError) s.counters.quorumFailures++
+      if (value instanceof QuorumError || value instanceof NoDurableReplicaError) s.counters.quorumFailures++
       done(false, value as Error)
       return
     }
     s.rt.emit({ type: 'change', event: { type: op, key, replica: s.id, wall: newestTs(local.state)?.wall ?? s.nowMs, prior: before, state: local.state } })
     done(true, { state: local.state, acks: value as number })
   })
+  const selfDurable = ring.isDurable(s.id)
+  quorum.add(selfDurable)
+  // Every member asked, and those that acknowledged: a stand-in is chosen among the others.
+  const asked = new Set<string>([s.id, ...targets])
+  const holding: string[] = []
   // The new dot must be durable here before any other replica sees it: a coordinator that crashed with
   // its dot on others but not in its own log would issue the same dot again for a different value, and
   // replicas would keep either one. (With async durability the record reaches the OS within this turn,
   // so only a crash of the machine can do that; see the README.)
   s.rt.afterPersist(error => {
-    if (error !== undefined) { done(false, error); return }
+    if (error !== undefined) { quorum.no(selfDurable, errorMessage(error)); return }
     const merge: KvRequest = { type: 'merge', entries: [entry] }
-    for (const e of others) {
-      s.rt.send(e.id, 'kv', merge, (ok, reply) => {
-        if (ok && (reply as KvReply).type === 'ok') tally.ok()
-        else tally.no(errorMessage(ok ? replyError(e.id, reply as KvReply, op) : reply))
-      })
+    const sendTo = (id: string, mayHedge: boolean): void => {
+      const durable = ring.isDurable(id)
+      quorum.add(durable)
+      let hedged = !mayHedge
+      const hedge = (): void => {
+        if (hedged || quorum.decided) return
+        hedged = true
+        // Durable while the durable acks still needed exceed those that may yet come.
+        const next = ring.nextFallback(ring.position(key), s.config.n, asked, holding, isUp, { needDurable: dw })
+        if (next === undefined) return
+        s.counters.hedged++
+        asked.add(next)
+        sendTo(next, false)
+      }
+      const after = mayHedge ? s.latencies.hedgeAfterMs(id) : undefined
+      s.rt.send(id, 'kv', merge, (ok, reply) => {
+        if (ok && (reply as KvReply).type === 'ok') {
+          holding.push(id)
+          quorum.ok(durable)
+          return
+        }
+        // A replica that failed or refused gets its stand-in at once (before its failure counts).
+        hedge()
+        quorum.no(durable, errorMessage(ok ? replyError(id, reply as KvReply, op) : reply))
+      }, after === undefined ? undefined : { afterMs: after, fire: hedge })
     }
-    tally.ok() // this replica's own copy, durable now
+    // Strict quorum: primaries only, so no stand-ins.
+    for (const id of targets) sendTo(id, options.strict !== true)
+    holding.push(s.id)
+    quorum.ok(selfDurable) // this replica's own copy, durable now
   })
+}
+
+/**
+ * A write's quorum: it succeeds once `w` replicas acknowledged, `dw` of them durable, and fails once the
+ * replicas still out cannot make either count. Stand-ins (hedges) join with `add` while it is undecided.
+ */
+class WriteQuorum {
+  decided = false
+  private acked = 0
+  private durableAcked = 0
+  private failed = 0
+  private durableFailed = 0
+  private total = 0
+  private durableTotal = 0
+  private readonly reasons: string[] = []
+
+  constructor (private readonly w: number, private readonly dw: number, private readonly fail: (acked: number, durableAcked: number, total: number, durableTotal: number, reasons: string[]) => Error, private readonly decide: Done<number>) {}
+
+  add (durable: boolean): void {
+    this.total++
+    if (durable) this.durableTotal++
+  }
+
+  ok (durable: boolean): void {
+    this.acked++
+    if (durable) this.durableAcked++
+    if (!this.decided && this.acked >= this.w && this.durableAcked >= this.dw) this.verdict(true, this.acked)
+    else this.ended()
+  }
+
+  no (durable: boolean, reason: string): void {
+    this.failed++
+    if (durable) this.durableFailed++
+    this.reasons.push(reason)
+    if (this.decided) return
+    const lost = this.total - this.failed < this.w || this.durableTotal - this.durableFailed < this.dw
+    if (lost) this.verdict(false, this.fail(this.acked, this.durableAcked, this.total, this.durableTotal, this.reasons))
+    else this.ended()
+  }
+
+  /** Everyone asked has answered without making the quorum. */
+  private ended (): void {
+    if (!this.decided && this.acked + this.failed === this.total) this.verdict(false, this.fail(this.acked, this.durableAcked, this.total, this.durableTotal, this.reasons))
+  }
+
+  private verdict (ok: boolean, value: number | Error): void {
+    this.decided = true
+    this.decide(ok, value)
+  }
 }
 
 /** Sends a client request to a replica that can coordinate it; tries the next one if the first is unreachable. */
@@ -112,7 +219,9 @@ function * forward (s: ReplicaState, pref: readonly PreferenceEntry[], req: KvRe
   }
   s.counters.forwarded++
   const reasons: string[] = []
-  for (const e of pref.slice(0, 2)) {
+  // Durable replicas first: a Node peer does not vanish with a browser, and a forward cannot be hedged.
+  const order = [...pref].sort((a, b) => Number(s.ring.isDurable(b.id)) - Number(s.ring.isDurable(a.id)))
+  for (const e of order.slice(0, 2)) {
     try {
       const reply = (yield request(e.id, 'kv', req)) as KvReply
       // A leaving replica applied nothing: the next one can take the request.
@@ -148,7 +257,7 @@ export function read (s: ReplicaState, key: string, options: ReadOptions, done: 
     })
     return
   }
-  coordinateRead(s, key, pref, r, (ok, result) => {
+  coordinateRead(s, key, pref, r, strict, (ok, result) => {
     if (!ok) { done(false, result as Error); return }
     const { state, replies } = result as { state: KeyState | null; replies: number }
     done(true, toResult(key, state, replies))
@@ -156,7 +265,7 @@ export function read (s: ReplicaState, key: string, options: ReadOptions, done: 
 }
 
 /** Coordinates a read this peer is a replica of; read repair follows once every replica answered. */
-export function coordinateRead (s: ReplicaState, key: string, pref: readonly PreferenceEntry[], r: number, done: Done<{ state: KeyState | null; replies: number }>): void {
+export function coordinateRead (s: ReplicaState, key: string, pref: readonly PreferenceEntry[], r: number, strict: boolean, done: Done<{ state: KeyState | null; replies: number }>): void {
   const answers = new Map<string, Held | null>()
   let merged: KeyState | null = null
   let ttlMs = 0
@@ -171,7 +280,7 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
     if (newest !== undefined && (newestSeen === null || compareHlc(newest, newestSeen) > 0)) { newestSeen = newest; ttlMs = held.ttlMs }
   }
   // Read repair once everyone answered or failed; it runs after the client has its answer.
-  const tally = new Tally(pref.length, r, (acked, reasons) => new QuorumError('get', acked, r, pref.length, reasons), (ok, value) => {
+  const quorum = new ReadQuorum(r, s.config.notFoundOk, (acked, total, reasons) => new QuorumError('get', acked, r, total, reasons), (ok, value) => {
     if (!ok) {
       if (value instanceof QuorumError) s.counters.quorumFailures++
       done(false, value as Error)
@@ -180,30 +289,114 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
     done(true, { state: merged, replies: value as number })
   }, () => { readRepair(s, key, answers, merged, ttlMs) })
   const read: KvRequest = { type: 'read', key }
+  const asked = new Set<string>(pref.map(e => e.id))
+  const ask = (id: string, mayHedge: boolean): void => {
+    quorum.add()
+    let hedged = !mayHedge
+    const hedge = (): void => {
+      if (hedged || quorum.decided) return
+      hedged = true
+      const next = s.ring.nextFallback(s.ring.position(key), s.config.n, asked, [...answers.keys()], id => s.isUp(id))
+      if (next !== undefined) {
+        s.counters.hedged++
+        asked.add(next)
+        ask(next, false)
+      }
+      // A replica slow enough to be hedged no longer holds up a not-found answer.
+      quorum.superseded()
+    }
+    const after = mayHedge ? s.latencies.hedgeAfterMs(id) : undefined
+    s.rt.send(id, 'kv', read, (ok, reply) => {
+      const rep = reply as KvReply
+      if (ok && rep.type === 'state') {
+        take(id, rep.state === null ? null : { state: rep.state, ttlMs: rep.ttlMs })
+        quorum.ok(rep.state !== null, hedged && mayHedge)
+        return
+      }
+      // A failed replica gets its stand-in at once; from then on (or from its hedge) it is not awaited.
+      hedge()
+      quorum.no(errorMessage(ok ? replyError(id, rep, 'get') : reply), mayHedge)
+    }, after === undefined ? undefined : { afterMs: after, fire: hedge })
+  }
   for (const e of pref) {
     const id = e.id
     if (id === s.id) {
+      quorum.add()
       const state = s.engine.state(key)
       const held = state === undefined ? null : { state, ttlMs: s.engine.ttl(key) }
       // A state leaves this replica only once durable here.
       s.rt.afterPersist(error => {
-        if (error !== undefined) { tally.no(errorMessage(error)); return }
+        if (error !== undefined) { quorum.no(errorMessage(error), false); return }
         take(id, held)
-        tally.ok()
+        quorum.ok(held !== null, false)
       })
       continue
     }
-    s.rt.send(id, 'kv', read, (ok, reply) => {
-      const rep = reply as KvReply
-      if (!ok) tally.no(errorMessage(reply))
-      else if (rep.type !== 'state') tally.no(errorMessage(replyError(id, rep, 'get')))
-      else {
-        take(id, rep.state === null ? null : { state: rep.state, ttlMs: rep.ttlMs })
-        tally.ok()
-      }
-    })
+    ask(id, !strict)
   }
-  tally.start()
+  quorum.start()
+}
+
+/**
+ * A read's quorum: R answers, of which (unless `notFoundOk`) at least one holds the key, or else every
+ * answer that is still awaited in. A replica that was hedged (superseded) no longer counts as awaited: its
+ * stand-in is. Fails once the requests still out cannot make R. `settled` runs when nothing is awaited.
+ */
+class ReadQuorum {
+  decided = false
+  private complete = false
+  private acked = 0
+  private found = 0
+  private failed = 0
+  private total = 0
+  /** Answers still awaited (not superseded by a stand-in). */
+  private awaited = 0
+  private readonly reasons: string[] = []
+
+  constructor (private readonly r: number, private readonly notFoundOk: boolean, private readonly fail: (acked: number, total: number, reasons: string[]) => Error, private readonly decide: Done<number>, private readonly settled: () => void) {}
+
+  add (): void { this.total++; this.awaited++ }
+
+  /** A replica answered; `late` if it had already been superseded. */
+  ok (hit: boolean, late: boolean): void {
+    this.acked++
+    if (hit) this.found++
+    if (!late) this.awaited--
+    this.check()
+  }
+
+  /** A replica failed; `superseded` if its stand-in already took its place in `awaited`. */
+  no (reason: string, superseded: boolean): void {
+    this.failed++
+    if (!superseded) this.awaited--
+    this.reasons.push(reason)
+    this.check()
+  }
+
+  /** A slow replica got a stand-in (or none was left): it is no longer awaited. */
+  superseded (): void {
+    this.awaited--
+    this.check()
+  }
+
+  start (): void { this.check() }
+
+  private check (): void {
+    if (!this.decided) {
+      if (this.acked >= this.r && (this.notFoundOk || this.found > 0 || this.awaited === 0)) this.verdict(true, this.acked)
+      else if (this.total - this.failed < this.r) this.verdict(false, this.fail(this.acked, this.total, this.reasons))
+    }
+    if (!this.complete && this.acked + this.failed === this.total) {
+      this.complete = true
+      if (!this.decided) this.verdict(this.acked >= this.r, this.acked >= this.r ? this.acked : this.fail(this.acked, this.total, this.reasons))
+      this.settled()
+    }
+  }
+
+  private verdict (ok: boolean, value: number | Error): void {
+    this.decided = true
+    this.decide(ok, value)
+  }
 }
 
 function readRepair (s: ReplicaState, key: string, answers: Map<string, Held | null>, merged: KeyState | null, ttlMs: number): void {
@@ -221,13 +414,26 @@ function readRepair (s: ReplicaState, key: string, answers: Map<string, Held | n
 export function * placement (s: ReplicaState, key: string): Flow<{ position: number; segment: number; primaries: string[]; replicas: ReplicaView[] }> {
   s.engine.checkKey(key)
   const position = s.ring.position(key)
-  const primaries = s.ring.primaries(position, s.config.n)
+  const explained = s.ring.explain(position, s.config.n)
+  const primaries = explained.map(e => e.id)
+  const reasonOf = new Map(explained.map(e => [e.id, e.reason]))
   const entries = s.preference(key, false)
   const ids = new Set(entries.map(e => e.id))
   // Down primaries are listed too, so the caller sees whom fallbacks stand in for.
   const listed: Array<{ id: string; role: 'primary' | 'fallback'; hintFor?: string }> = [...entries]
   for (const p of primaries) if (!ids.has(p)) listed.push({ id: p, role: 'primary' })
-  const replicas: ReplicaView[] = listed.map(e => ({ id: e.id, role: e.role, up: s.isUp(e.id), ...(e.hintFor === undefined ? {} : { hintFor: e.hintFor }) }))
+  const replicas: ReplicaView[] = listed.map(e => {
+    const member = s.ring.member(e.id)
+    return {
+      id: e.id,
+      role: e.role,
+      up: s.isUp(e.id),
+      location: member?.location ?? e.id,
+      durable: s.ring.isDurable(e.id),
+      reason: e.role === 'fallback' ? 'fallback' as const : reasonOf.get(e.id) ?? 'new-location',
+      ...(e.hintFor === undefined ? {} : { hintFor: e.hintFor })
+    }
+  })
   yield * all(replicas.map(function * (base, i): Flow<void> {
     let view: ReplicaView
     if (base.id === s.id) view = { ...base, state: s.engine.state(key) ?? null }

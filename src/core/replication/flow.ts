@@ -74,7 +74,7 @@ export class PersistToken {
  */
 export class RequestTicket {
   /** @internal */
-  constructor (readonly to: string, readonly deadline: number, public resume: Resume | null, readonly slot: number) {}
+  constructor (readonly to: string, readonly sentAt: number, readonly deadline: number, public resume: Resume | null, readonly slot: number, public hedgeAt: number, public hedge: (() => void) | null) {}
 }
 
 const PERSIST: Wait = { kind: 'persist' }
@@ -177,10 +177,17 @@ export class Runtime {
   /** Requests waiting for replies. */
   get inFlight (): number { return this.outstanding }
 
-  /** When the first outstanding request times out (Infinity if none). */
+  /** Called with each answered request's round trip (ms), for per-peer latency. */
+  observe: ((to: string, ms: number) => void) | null = null
+
+  /** When the first outstanding request times out or is due a hedge (Infinity if none). */
   nextDeadline (): number {
     let at = Infinity
-    for (const t of this.slots) if (t !== undefined && t.deadline < at) at = t.deadline
+    for (const t of this.slots) {
+      if (t === undefined) continue
+      if (t.deadline < at) at = t.deadline
+      if (t.hedge !== null && t.hedgeAt < at) at = t.hedgeAt
+    }
     return at
   }
 
@@ -273,11 +280,12 @@ export class Runtime {
 
   /**
    * Sends `request` to `to`; `done` gets the reply, or the transport's error or a TimeoutError (the
-   * callback form of `yield request(...)`).
+   * callback form of `yield request(...)`). With `hedge`, a tick calls `hedge.fire` once if the request is
+   * still unanswered `hedge.afterMs` after it was sent (the request itself still waits for its answer).
    */
-  send (to: string, channel: Channel, req: KvRequest, done: Resume): void {
+  send (to: string, channel: Channel, req: KvRequest, done: Resume, hedge?: { afterMs: number; fire: () => void }): void {
     const slot = this.freeSlots.pop() ?? this.slots.length
-    const ticket = new RequestTicket(to, this.nowMs + this.timeoutMs, done, slot)
+    const ticket = new RequestTicket(to, this.nowMs, this.nowMs + this.timeoutMs, done, slot, hedge === undefined ? Infinity : this.nowMs + hedge.afterMs, hedge?.fire ?? null)
     this.slots[slot] = ticket
     this.outstanding++
     this.out.push({ type: 'send', to, channel, rid: ticket, request: req })
@@ -296,11 +304,13 @@ export class Runtime {
     const resume = ticket.resume
     if (resume === null || this.slots[ticket.slot] !== ticket) { this.lateReplies++; return }
     this.release(ticket)
+    if (ok) this.observe?.(ticket.to, this.nowMs - ticket.sentAt)
     resume(ok, value)
   }
 
   private release (ticket: RequestTicket): void {
     ticket.resume = null
+    ticket.hedge = null
     this.slots[ticket.slot] = undefined
     this.freeSlots.push(ticket.slot)
     this.outstanding--
@@ -311,11 +321,17 @@ export class Runtime {
     else token.resume(false, error)
   }
 
-  /** Fails every request whose deadline passed. */
+  /** Fires the hedges that are due, and fails every request whose deadline passed. */
   expire (): number {
     let expired = 0
     for (const t of this.slots) {
-      if (t === undefined || t.deadline > this.nowMs) continue
+      if (t === undefined) continue
+      if (t.hedge !== null && t.hedgeAt <= this.nowMs) {
+        const fire = t.hedge
+        t.hedge = null
+        fire()
+      }
+      if (t.deadline > this.nowMs || t.resume === null) continue
       const resume = t.resume!
       this.release(t)
       expired++

@@ -6,7 +6,7 @@
  * module of flows over this one state (replication.ts wires them together).
  */
 import type { Logger } from '../env.js'
-import { AbortError, ConfigError, InvalidContextError, MeshkvError, QuorumError, RemoteError, TimeoutError, UnreachableError, errorMessage } from '../errors.js'
+import { AbortError, ConfigError, InvalidContextError, MeshkvError, NoDurableReplicaError, QuorumError, RemoteError, TimeoutError, UnreachableError, errorMessage } from '../errors.js'
 import type { KvConfig } from '../kv/config.js'
 import { Digests, type Hash64 } from '../kv/digest.js'
 import type { Entry, KvReply } from '../kv/messages.js'
@@ -16,6 +16,7 @@ import type { KeyState } from '../version/dvv.js'
 import type { VersionVector } from '../version/vv.js'
 import { type Channel, type Flow, type Runtime, persist, request } from './flow.js'
 import { KeyIndex } from './key-index.js'
+import { Latencies } from './latency.js'
 import type { KvStats } from './types.js'
 
 /** How far ahead of this peer's clock a context's counters may be (other peers' clocks, hot keys). */
@@ -47,11 +48,13 @@ export class ReplicaState {
   readonly digests: Digests
   /** Hints, tombstones, heartbeat keys, keys by segment and the hash tree, kept by the engine's changes. */
   readonly index: KeyIndex
-  readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0 }
+  readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0, hedged: 0 }
   ring: Ring
   isUpNow: (id: string) => boolean = () => true
   /** Refuses writes (a graceful leave has begun). */
   leaving = false
+  /** Each peer's round trips, for hedged requests. */
+  readonly latencies: Latencies
 
   constructor (ring: Ring, readonly rt: Runtime, readonly options: ReplicationOptions) {
     this.engine = options.engine
@@ -62,6 +65,8 @@ export class ReplicaState {
     this.ring = ring
     this.index = new KeyIndex(this.id, this.config.n, this.digests, ring)
     this.index.rebuild(ring, this.engine.entries())
+    this.latencies = new Latencies({ multiplier: this.config.hedgeMultiplier, minMs: this.config.hedgeMinMs, maxMs: this.config.hedgeMaxMs })
+    rt.observe = this.latencies.record
   }
 
   get nowMs (): number { return this.rt.nowMs }
@@ -76,6 +81,17 @@ export class ReplicaState {
   preference (key: string, strict = this.config.strictQuorum): PreferenceEntry[] {
     const list = this.ring.preferenceList(this.ring.position(key), this.config.n, id => this.isUp(id))
     return strict ? list.filter(e => e.role === 'primary') : list
+  }
+
+  /**
+   * A write's durable acknowledgements: the request's `dw`, or the mesh's `durableAcks`, which it may raise
+   * but not lower.
+   */
+  checkDurableAcks (value: number | undefined): number {
+    const floor = this.config.durableAcks
+    const v = value ?? floor
+    if (!Number.isInteger(v) || v < floor || v > this.config.n) throw new ConfigError('dw', `must be an integer in [${floor}, ${this.config.n}] (the mesh's durableAcks to N), got ${String(v)}`)
+    return v
   }
 
   checkCount (name: 'r' | 'w', value: number | undefined): number {
@@ -153,7 +169,7 @@ export class ReplicaState {
 
 /** The reply that stands for an error a handler threw: quorum failures carry their counts. */
 export function errorReply (error: unknown): KvReply {
-  if (error instanceof QuorumError) return { type: 'error', code: error.code, message: error.message, acked: error.acked, required: error.required }
+  if (error instanceof QuorumError || error instanceof NoDurableReplicaError) return { type: 'error', code: error.code, message: error.message, acked: error.acked, required: error.required }
   if (error instanceof MeshkvError) return { type: 'error', code: error.code, message: error.message, acked: 0, required: 0 }
   return { type: 'error', code: 'ERR_INTERNAL', message: errorMessage(error), acked: 0, required: 0 }
 }
@@ -162,6 +178,7 @@ export function errorReply (error: unknown): KvReply {
 export function replyError (peer: string, reply: KvReply, op: 'put' | 'delete' | 'get'): Error {
   if (reply.type !== 'error') return new RemoteError(peer, 'ERR_UNEXPECTED_REPLY', `unexpected reply ${reply.type}`)
   if (reply.code === 'ERR_QUORUM') return new QuorumError(op, reply.acked, reply.required, reply.required, [reply.message])
+  if (reply.code === 'ERR_NO_DURABLE_REPLICA' && op !== 'get') return new NoDurableReplicaError(op, reply.acked, reply.required, reply.required, [reply.message])
   return new RemoteError(peer, reply.code, reply.message)
 }
 

@@ -40,13 +40,14 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   },
   * put (s, _ae, _from, request) {
     const w = s.checkCount('w', request.w)
+    const dw = s.checkDurableAcks(request.dw)
     s.checkContext(request.context)
     s.engine.checkKey(request.key)
     const pref = s.preference(request.key, request.strict)
     if (!pref.some(e => e.id === s.id)) throw new QuorumError(request.value === null ? 'delete' : 'put', 0, w, 0, [`${s.id} is not a replica of the key in its view of the ring`])
     if (request.value === null) s.counters.deletes++
     else s.counters.puts++
-    const { state, acks } = (yield callback(done => { coordinateWrite(s, request.key, request.value, request.context, request.ts, pref, w, { lww: request.lww, ttlMs: request.ttlMs }, done) })) as { state: KeyState; acks: number }
+    const { state, acks } = (yield callback(done => { coordinateWrite(s, request.key, request.value, request.context, request.ts, pref, w, dw, { lww: request.lww, ttlMs: request.ttlMs, strict: request.strict }, done) })) as { state: KeyState; acks: number }
     return { type: 'put', state, acks }
   },
   * get (s, _ae, _from, request) {
@@ -55,7 +56,7 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
     const pref = s.preference(request.key, request.strict)
     if (!pref.some(e => e.id === s.id)) throw new QuorumError('get', 0, r, 0, [`${s.id} is not a replica of the key in its view of the ring`])
     s.counters.gets++
-    const { state, replies } = (yield callback(done => { coordinateRead(s, request.key, pref, r, done) })) as { state: KeyState | null; replies: number }
+    const { state, replies } = (yield callback(done => { coordinateRead(s, request.key, pref, r, request.strict, done) })) as { state: KeyState | null; replies: number }
     return { type: 'get', state, replies }
   },
   * 'sync-root' (_s, ae, from, request) {

@@ -104,6 +104,7 @@ export class Replication {
     if (ring === s.ring) return
     s.ring = ring
     s.index.rebuild(ring, s.engine.entries())
+    s.latencies.retain(id => ring.member(id) !== undefined)
   }
 
   /** Refuse writes from now on (the first step of a graceful leave). */

@@ -18,6 +18,8 @@ export interface WriteOptions {
   context?: string
   /** Acknowledgements to wait for (1..N); default the mesh's W. */
   w?: number
+  /** Durable replicas (Node peers) among them, at least the mesh's `durableAcks` (the default). */
+  dw?: number
   strict?: boolean
   /** Last-writer-wins by hybrid logical clock instead of keeping siblings. */
   lww?: boolean
@@ -62,6 +64,12 @@ export interface ReplicaView {
   readonly role: 'primary' | 'fallback'
   readonly hintFor?: string
   readonly up: boolean
+  /** Where the replica lives and whether its storage is durable (a Node peer) or volatile (a tab). */
+  readonly location: string
+  readonly durable: boolean
+  /** Why it was chosen: a primary at a new location, one at a repeated location (fewer locations than N,
+   * or a durable place to fill), or a fallback standing in for a down primary. */
+  readonly reason: 'new-location' | 'repeated-location' | 'fallback'
   /** The replica's state of the key (null if it holds none), or undefined with `error` if it did not answer. */
   readonly state?: KeyState | null
   readonly error?: string
@@ -81,6 +89,8 @@ export interface KvStats {
   syncRepairs: number
   reaped: number
   badRequests: number
+  /** Requests also sent to a stand-in because a replica was slow or failed (hedged requests). */
+  hedged: number
 }
 
 /** A change this peer made: a write it coordinated, or an expiry by its TTL sweep. */

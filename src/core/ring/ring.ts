@@ -2,7 +2,18 @@
  * The consistent-hash ring (Dynamo §4.2, Riak core's ring with virtual nodes). Each member places `vnodes`
  * tokens on a circle of 2^53 positions; a token's position is the hash of `memberId#index`, so every peer
  * computes the same ring from the same member set with no agreement round. A key lives at the hash of its
- * name and belongs to the first N distinct members clockwise from there: its primaries.
+ * name and belongs to N distinct members chosen clockwise from there: its primaries.
+ *
+ * Placement is aware of where members live and how durable they are (Riak 3's location awareness,
+ * Cassandra's racks, Riak's `dw` in spirit). Walking clockwise, the primaries are the first members that
+ * keep two rules:
+ * - distinct locations first: a location is repeated only once every location on the ring is used (fewer
+ *   locations than N); three tabs of one browser share one location, as do Node peers on one host;
+ * - at least `minDurable` durable members (capped by how many the ring has): a volatile member (a tab) is
+ *   taken only while the places left exceed the durable members still needed.
+ * A member skipped by a rule is kept, in clockwise order, to fill the places left once the walk has seen
+ * every member. With every member durable and at a location of its own this is the plain Dynamo walk.
+ * It stays a pure function of the member set: every peer computes the same lists.
  *
  * Positions are the top 53 bits of a 64-bit hash (see hash.ts), exact in a JavaScript number, so the ring
  * does all arithmetic on plain numbers.
@@ -25,10 +36,29 @@ export const SEGMENT_SPAN = RING_SIZE / SEGMENT_COUNT
  */
 export const DEFAULT_VNODES = 256
 export const VNODES_MAX = 4096
+/**
+ * Default tokens of a volatile member (a tab). A quarter of a durable member's: a tab holds a smaller share
+ * of the keys, so less moves when it vanishes with its browser.
+ */
+export const DEFAULT_VOLATILE_VNODES = 64
+/** Default of `minDurable`: durable members among every key's primaries. */
+export const DEFAULT_MIN_DURABLE = 1
 
 export interface RingMember {
   readonly id: string
   readonly vnodes: number
+  /**
+   * Where the member lives, a failure domain: `zone/rack/host` or a host name for a Node peer, the browser
+   * profile for a tab. Default: the member's id (a domain of its own).
+   */
+  readonly location?: string
+  /** A member whose storage outlives its process (a Node peer's disk). Default true. */
+  readonly durable?: boolean
+}
+
+export interface RingOptions {
+  /** Durable members among every key's primaries, when the ring has that many. Default 1. */
+  minDurable?: number
 }
 
 export type Role = 'primary' | 'fallback'
@@ -39,6 +69,9 @@ export interface PreferenceEntry {
   /** For a fallback: the down primary whose write it holds as a hint (Dynamo §4.6). */
   readonly hintFor?: string
 }
+
+/** Why a replica was chosen: its place in the walk and the rule that let it in (`GET /kv/:key/placement`). */
+export type Reason = 'new-location' | 'repeated-location'
 
 export function segmentOf (position: number): number {
   return Math.floor(position / SEGMENT_SPAN)
@@ -57,13 +90,39 @@ export class Ring {
   /** Token positions ascending; `owners[i]` is the index in `members` of the token at `tokens[i]`. */
   private readonly tokens: Float64Array
   private readonly owners: Uint32Array
+  /** Per member (by index): its location's number, and 1 if durable. */
+  private readonly locationOf: Uint32Array
+  private readonly durableOf: Uint8Array
+  /** Distinct locations and durable members on the ring. */
+  readonly locationCount: number
+  readonly durableCount: number
+  readonly minDurable: number
+  private readonly index: Map<string, number>
 
-  private constructor (readonly members: readonly RingMember[], tokens: Float64Array, owners: Uint32Array, readonly hash: RingHash) {
+  private constructor (readonly members: readonly RingMember[], tokens: Float64Array, owners: Uint32Array, readonly hash: RingHash, minDurable: number) {
     this.tokens = tokens
     this.owners = owners
+    this.minDurable = minDurable
+    this.index = new Map(members.map((m, i) => [m.id, i]))
+    this.locationOf = new Uint32Array(members.length)
+    this.durableOf = new Uint8Array(members.length)
+    const locations = new Map<string, number>()
+    let durable = 0
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i]!
+      const location = m.location ?? m.id
+      let l = locations.get(location)
+      if (l === undefined) locations.set(location, l = locations.size)
+      this.locationOf[i] = l
+      if (m.durable !== false) { this.durableOf[i] = 1; durable++ }
+    }
+    this.locationCount = locations.size
+    this.durableCount = durable
   }
 
-  static build (members: Iterable<RingMember>, hash: RingHash): Ring {
+  static build (members: Iterable<RingMember>, hash: RingHash, options: RingOptions = {}): Ring {
+    const minDurable = options.minDurable ?? DEFAULT_MIN_DURABLE
+    if (!Number.isInteger(minDurable) || minDurable < 0) throw new ConfigError('minDurable', `must be an integer >= 0, got ${String(minDurable)}`)
     const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     for (let i = 0; i < sorted.length; i++) {
       const m = sorted[i]!
@@ -84,7 +143,7 @@ export class Ring {
       tokens[i] = entries[i]![0]
       owners[i] = entries[i]![1]
     }
-    return new Ring(sorted, tokens, owners, hash)
+    return new Ring(sorted, tokens, owners, hash, minDurable)
   }
 
   get size (): number { return this.members.length }
@@ -95,7 +154,19 @@ export class Ring {
   }
   get tokenCount (): number { return this.tokens.length }
 
-  /** The ring position of a key. */
+  /** The member's ring entry, if it is on the ring. */
+  member (id: string): RingMember | undefined {
+    const i = this.index.get(id)
+    return i === undefined ? undefined : this.members[i]
+  }
+
+  /** Whether `id` is a durable member of the ring (false if it is not on the ring). */
+  isDurable (id: string): boolean {
+    const i = this.index.get(id)
+    return i !== undefined && this.durableOf[i] === 1
+  }
+
+  /** The position of a key. */
   position (key: string): number {
     return this.hash(key)
   }
@@ -114,48 +185,150 @@ export class Ring {
   }
 
   /**
-   * Distinct members clockwise from `position`, in order, at most `limit` of them; `accept` filters which
-   * members count.
+   * Chooses up to `limit` members clockwise from `position` under the placement rules (see the top of this
+   * file), among those `accept` lets in. `taken` are members already chosen (by index): their locations
+   * count as used and their durable ones as durable places filled; `needDurable` is the durable members the
+   * result together with `taken` must hold. Returns indices in the order chosen; `reasons` (if given)
+   * receives each one's reason.
+   *
+   * The walk stops as soon as it has `limit` members. It goes round the whole ring only when a rule keeps
+   * skipping members; members skipped for their location are let in, in clockwise order, as soon as every
+   * location is used. Where the rules cannot all be kept (fallbacks when few members are up), volatile
+   * members fill the last places.
    */
-  private walk (position: number, limit: number, accept: (id: string) => boolean = () => true): string[] {
-    const out: string[] = []
+  private choose (position: number, limit: number, accept: ((index: number) => boolean) | null, taken: readonly number[], needDurable: number, reasons?: Reason[]): number[] {
+    const out: number[] = []
     const n = this.tokens.length
     if (n === 0 || limit <= 0) return out
-    const seen = new Uint8Array(this.members.length)
-    let found = 0
-    for (let i = this.successor(position), steps = 0; steps < n && found < this.members.length; steps++, i = i + 1 === n ? 0 : i + 1) {
+    const memberCount = this.members.length
+    const seen = new Uint8Array(memberCount)
+    const usedLocation = new Uint8Array(this.locationCount)
+    let locationsUsed = 0
+    let durableLeft = needDurable
+    for (const t of taken) {
+      seen[t] = 1
+      if (usedLocation[this.locationOf[t]!] === 0) { usedLocation[this.locationOf[t]!] = 1; locationsUsed++ }
+      if (this.durableOf[t] === 1) durableLeft--
+    }
+    const take = (owner: number): boolean => {
+      const location = this.locationOf[owner]!
+      reasons?.push(usedLocation[location] === 1 ? 'repeated-location' : 'new-location')
+      if (usedLocation[location] === 0) { usedLocation[location] = 1; locationsUsed++ }
+      if (this.durableOf[owner] === 1) durableLeft--
+      out.push(owner)
+      return out.length === limit
+    }
+    // A volatile member only while the places left exceed the durable members still needed.
+    const durableRuleLets = (owner: number): boolean => this.durableOf[owner] === 1 || durableLeft < limit - out.length
+    // Members skipped by a rule, in clockwise order.
+    let deferred: number[] = []
+    // Lets in the skipped members the rules now allow, in order; keeps the rest. True once `limit` is reached.
+    const drain = (relaxDurable: boolean): boolean => {
+      if (deferred.length === 0) return false
+      const rest: number[] = []
+      let full = false
+      for (const owner of deferred) {
+        if (full || !(relaxDurable || durableRuleLets(owner))) rest.push(owner)
+        else full = take(owner)
+      }
+      deferred = rest
+      return full
+    }
+    let found = taken.length
+    for (let i = this.successor(position), steps = 0; steps < n && found < memberCount; steps++, i = i + 1 === n ? 0 : i + 1) {
       const owner = this.owners[i]!
       if (seen[owner] === 1) continue
       seen[owner] = 1
       found++
-      const id = this.members[owner]!.id
-      if (accept(id)) {
-        out.push(id)
-        if (out.length === limit) break
+      if (accept !== null && !accept(owner)) continue
+      const allUsed = locationsUsed === this.locationCount
+      if (!durableRuleLets(owner) || (!allUsed && usedLocation[this.locationOf[owner]!] === 1)) {
+        deferred.push(owner)
+        continue
       }
+      if (take(owner)) return out
+      // The last new location just got used: what was skipped for its location comes first now.
+      if (!allUsed && locationsUsed === this.locationCount && drain(false)) return out
     }
+    // Every member seen. Fill the places left from the skipped ones, keeping the durable places (a durable
+    // member is always let in), then, where that cannot be kept, with volatile ones.
+    if (drain(false)) return out
+    drain(true)
     return out
   }
 
-  /** The first `n` distinct members clockwise from `position`: the key's primaries, up or not. */
+  /** Durable members a key's primaries hold: `minDurable`, capped by the ring's durable members and N. */
+  durableWanted (n: number): number {
+    return Math.min(this.minDurable, this.durableCount, n)
+  }
+
+  /** The key's primaries: `n` distinct members chosen clockwise from `position` by the placement rules, up or not. */
   primaries (position: number, n: number): string[] {
-    return this.walk(position, n)
+    return this.choose(position, n, null, [], this.durableWanted(n)).map(i => this.members[i]!.id)
+  }
+
+  /** The primaries with the rule that chose each (for inspection). */
+  explain (position: number, n: number): Array<{ id: string; reason: Reason }> {
+    const reasons: Reason[] = []
+    return this.choose(position, n, null, [], this.durableWanted(n), reasons).map((i, k) => ({ id: this.members[i]!.id, reason: reasons[k]! }))
   }
 
   /**
    * The preference list for `position` (riak_core_apl's annotated list): each primary that is up, and for
-   * each primary that is down, the next up member clockwise beyond the primaries, marked as a fallback holding
-   * a hint for it. Shorter than `n` only when fewer than `n` members are up.
+   * each primary that is down, an up member beyond the primaries, marked as a fallback holding a hint for
+   * it. Fallbacks are chosen by the same rules, with the up primaries counted as taken: a new location
+   * first, and durable while the list holds fewer durable members than wanted (capped by the durable members
+   * that are up). Shorter than `n` only when fewer than `n` members are up.
    */
   preferenceList (position: number, n: number, isUp: (id: string) => boolean): PreferenceEntry[] {
-    const primaries = this.walk(position, n)
-    const down = primaries.filter(id => !isUp(id))
-    const list: PreferenceEntry[] = primaries.filter(isUp).map(id => ({ id, role: 'primary' as const }))
+    const primaries = this.choose(position, n, null, [], this.durableWanted(n))
+    const upPrimaries: number[] = []
+    const down: number[] = []
+    for (const p of primaries) (isUp(this.members[p]!.id) ? upPrimaries : down).push(p)
+    const list: PreferenceEntry[] = upPrimaries.map(i => ({ id: this.members[i]!.id, role: 'primary' as const }))
     if (down.length === 0) return list
-    const primarySet = new Set(primaries)
-    const fallbacks = this.walk(position, down.length, id => !primarySet.has(id) && isUp(id))
-    for (let i = 0; i < fallbacks.length; i++) list.push({ id: fallbacks[i]!, role: 'fallback', hintFor: down[i]! })
+    const fallbacks = this.fallbacks(position, n, upPrimaries, down.length, isUp, new Set(primaries))
+    // A durable fallback stands in for a durable primary where it can, so its hint goes back to one.
+    const downDurableFirst = [...down].sort((a, b) => this.durableOf[b]! - this.durableOf[a]!)
+    const fallbacksDurableFirst = [...fallbacks].sort((a, b) => this.durableOf[b]! - this.durableOf[a]!)
+    const hintOf = new Map<number, number>()
+    for (let i = 0; i < fallbacksDurableFirst.length; i++) hintOf.set(fallbacksDurableFirst[i]!, downDurableFirst[i]!)
+    for (const f of fallbacks) list.push({ id: this.members[f]!.id, role: 'fallback', hintFor: this.members[hintOf.get(f)!]!.id })
     return list
+  }
+
+  /**
+   * Up to `count` more up members for a key whose list already holds `taken` (by index), excluding
+   * `exclude` (by index), chosen by the placement rules: for fallbacks, and for hedged requests to a replica
+   * that is slow to answer. `needDurable` overrides the durable members wanted (capped by those up).
+   */
+  private fallbacks (position: number, n: number, taken: readonly number[], count: number, isUp: (id: string) => boolean, exclude: ReadonlySet<number>, needDurable?: number): number[] {
+    const need = Math.min(needDurable ?? Math.min(this.minDurable, n), this.durableUp(isUp))
+    return this.choose(position, count, i => !exclude.has(i) && isUp(this.members[i]!.id), taken, need)
+  }
+
+  /**
+   * The next member to send a key's request to when the replicas in `exclude` are slow, down or already
+   * asked: an up member not in `exclude`, chosen by the placement rules with `taken` (the replicas that do
+   * hold the request) counted as chosen, so it is durable while fewer than `needDurable` (default the
+   * ring's `minDurable`) of those are. With `durableOnly`, only a durable member. Undefined when no member is
+   * left.
+   */
+  nextFallback (position: number, n: number, exclude: Iterable<string>, taken: Iterable<string>, isUp: (id: string) => boolean, options: { needDurable?: number; durableOnly?: boolean } = {}): string | undefined {
+    const excluded = new Set<number>()
+    for (const id of exclude) { const i = this.index.get(id); if (i !== undefined) excluded.add(i) }
+    const chosen: number[] = []
+    for (const id of taken) { const i = this.index.get(id); if (i !== undefined) chosen.push(i) }
+    const up = options.durableOnly === true ? (id: string) => isUp(id) && this.isDurable(id) : isUp
+    const [next] = this.fallbacks(position, n, chosen, 1, up, excluded, options.needDurable)
+    return next === undefined ? undefined : this.members[next]!.id
+  }
+
+  /** Durable members of the ring that `isUp` says are up. */
+  durableUp (isUp: (id: string) => boolean): number {
+    let up = 0
+    for (let i = 0; i < this.members.length; i++) if (this.durableOf[i] === 1 && isUp(this.members[i]!.id)) up++
+    return up
   }
 
   /**
