@@ -15,7 +15,7 @@ import type { Emitter } from '../../src/core/emitter.js'
 import type { StorageEngine } from '../../src/core/storage/engine.js'
 import type { KeyState } from '../../src/core/version/dvv.js'
 import type { OpLatencies } from '../../src/services/peer-info.js'
-import { type FaultNode, FaultSim, NO_FAULTS } from './kv-faults.js'
+import { type FaultNode, FaultSim, NO_FAULTS, type SimOptions } from './kv-faults.js'
 
 const VNODES = 64
 const SEED = 1
@@ -58,8 +58,8 @@ export class KvSim {
 
   private constructor (readonly faults: FaultSim) {}
 
-  static async create (ids: string[], config: Partial<KvConfig> = {}): Promise<KvSim> {
-    const sim = new KvSim(await FaultSim.create(SEED, ids, NO_FAULTS, config, { vnodes: VNODES, instantSync: true }))
+  static async create (ids: string[], config: Partial<KvConfig> = {}, options: SimOptions = {}): Promise<KvSim> {
+    const sim = new KvSim(await FaultSim.create(SEED, ids, NO_FAULTS, config, { vnodes: VNODES, instantSync: true, ...options }))
     for (const node of sim.faults.nodes.values()) sim.wrap(node)
     return sim
   }

@@ -227,6 +227,9 @@ export interface SimOptions {
   vnodes?: number
   /** Log syncs complete at once (in a microtask) instead of some simulated time later. */
   instantSync?: boolean
+  /** Where each member lives and whether it is durable (default: durable, at a location of its own); a
+   * volatile member owns a quarter of the tokens, as a tab does. */
+  placement?: (id: string) => { location: string; durable: boolean }
 }
 
 /** An event's action; false means it did nothing (so no continuation needs to run after it). */
@@ -275,8 +278,15 @@ export class FaultSim {
 
   get ring (): Ring { return this.ringNow! }
 
+  /** Whether `id` is in the ring (joined and not left). */
+  isMember (id: string): boolean { return this.members.includes(id) }
+
   private buildRing (): Ring {
-    return Ring.build(this.members.map(id => ({ id, vnodes: this.options.vnodes ?? VNODES })), this.ringHash)
+    const vnodes = this.options.vnodes ?? VNODES
+    return Ring.build(this.members.map(id => {
+      const place = this.options.placement?.(id)
+      return place === undefined ? { id, vnodes } : { id, vnodes: place.durable ? vnodes : Math.max(1, vnodes >> 2), ...place }
+    }), this.ringHash, { minDurable: this.config.minDurable })
   }
 
   private async addNode (id: string): Promise<FaultNode> {

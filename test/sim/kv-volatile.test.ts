@@ -1,0 +1,60 @@
+// Tabs among the replicas: randomized runs with volatile members that vanish (kv-random.ts, runVolatileSeed),
+// and the durable-acknowledgement rule when no durable member is up.
+import { describe, expect, it } from 'vitest'
+import { NoDurableReplicaError } from '../../src/core/errors.js'
+import { KvSim } from './kv-cluster.js'
+import { BUG, FIRST_SEED, ONE_SEED, SEEDS, VOLATILE_STEPS, runVolatileSeed } from './kv-random.js'
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
+
+describe('kv: volatile replicas (tabs) that vanish', () => {
+  const seeds = ONE_SEED !== undefined ? [Number(ONE_SEED)] : Array.from({ length: SEEDS }, (_, i) => FIRST_SEED + i)
+  it(`${seeds.length} seeds x ${VOLATILE_STEPS} events: 3 durable and 6 volatile members; volatile ones reload or lose their storage and are replaced; no acknowledged write is lost${BUG === undefined ? '' : ` (bug injected: ${BUG})`}`, async () => {
+    const failed: Array<{ seed: number; violations: string[] }> = []
+    let acked = 0
+    let writes = 0
+    let replaced = 0
+    for (const seed of seeds) {
+      const result = await runVolatileSeed(seed)
+      acked += result.acked
+      writes += result.writes
+      replaced += result.replaced
+      if (result.violations.length > 0) failed.push({ seed, violations: result.violations })
+    }
+    const report = failed.map(f => `seed ${f.seed} (replay: MESHKV_SIM_SEED=${f.seed}): ${f.violations.slice(0, 3).join('; ')}`)
+    console.log(`kv volatile: ${seeds.length} seeds, ${writes} writes, ${acked} acknowledged, ${replaced} volatile members lost their storage; ${failed.length} seeds failed${failed.length > 0 ? `: ${failed.slice(0, 300).map(f => f.seed).join(', ')}` : ''}`)
+    // The run must exercise what it claims: writes acknowledged and volatile members replaced.
+    expect(acked).toBeGreaterThan(seeds.length * 20)
+    expect(replaced).toBeGreaterThan(seeds.length)
+    expect(report).toEqual([])
+  }, 600_000)
+
+  it('with every durable member down, writes fail with NoDurableReplicaError and no replica takes them', async () => {
+    const place = (id: string): { location: string; durable: boolean } => ({ location: id.startsWith('d') ? 'host' : 'browser', durable: id.startsWith('d') })
+    const sim = await KvSim.create(['d0', 'd1', 'v0', 'v1', 'v2'], { n: 3, r: 2, w: 2 }, { placement: place })
+    const keys = Array.from({ length: 20 }, (_, i) => `k${i}`)
+    // While a durable member is up every write is acknowledged, and by a durable replica among its W.
+    for (const key of keys) await expect(sim.node('v0').kv.put(key, enc('before'))).resolves.toMatchObject({ acks: 2 })
+    for (const key of keys) expect(sim.ring().primaries(sim.ring().position(key), 3).some(id => id.startsWith('d'))).toBe(true)
+    sim.setUp('d0', false)
+    sim.setUp('d1', false)
+    for (const key of keys) {
+      for (const via of ['v0', 'v1', 'v2']) {
+        const error = await sim.node(via).kv.put(key, enc(`after via ${via}`)).catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(NoDurableReplicaError)
+        expect((error as NoDurableReplicaError).code).toBe('ERR_NO_DURABLE_REPLICA')
+        expect((error as NoDurableReplicaError).message).toContain('no durable member')
+      }
+      await expect(sim.node('v1').kv.delete(key)).rejects.toBeInstanceOf(NoDurableReplicaError)
+    }
+    // Nothing was written anywhere: every tab still holds only the acknowledged value (or nothing).
+    for (const via of ['v0', 'v1', 'v2']) {
+      for (const key of keys) {
+        const values = sim.node(via).engine.get(key)?.values.map(v => new TextDecoder().decode(v.value!)) ?? []
+        expect(values.every(v => v === 'before')).toBe(true)
+      }
+    }
+    // Reads still take any R replies.
+    await expect(sim.node('v0').kv.get('k0')).resolves.toMatchObject({ replies: 2 })
+  })
+})
