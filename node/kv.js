@@ -15,6 +15,8 @@ const HELP = `usage: node node/kv.js <get|put|del|placement> KEY [VALUE] [option
   --show-context     print the context of the result to stderr as "context: <c>"
   --file <path>      read the value of put from a file
   --r <n>, --w <n>   quorum sizes for this request (default: the mesh's)
+  --dw <n>           durable replicas (Node peers) among the write's acks (default and minimum: the
+                     mesh's --durable-acks)
   --strict           primaries only (no fallbacks)
   --lww              last writer wins instead of keeping concurrent values as siblings
   --ttl <ms>         the key expires this long after its last write (put)
@@ -40,6 +42,7 @@ try {
       file: { type: 'string' },
       r: { type: 'string' },
       w: { type: 'string' },
+      dw: { type: 'string' },
       strict: { type: 'boolean' },
       lww: { type: 'boolean' },
       ttl: { type: 'string' },
@@ -64,7 +67,7 @@ if (value !== undefined && opts.file !== undefined) usage('give VALUE or --file,
 
 const base = (opts.peer ?? process.env.MESHKV_PEER ?? 'http://127.0.0.1:7000').replace(/\/+$/, '')
 const query = new URLSearchParams()
-for (const name of ['r', 'w', 'ttl']) if (opts[name] !== undefined) query.set(name, opts[name])
+for (const name of ['r', 'w', 'dw', 'ttl']) if (opts[name] !== undefined) query.set(name, opts[name])
 if (opts.strict) query.set('strict', '1')
 if (opts.lww) query.set('lww', '1')
 const qs = query.size > 0 ? `?${query}` : ''

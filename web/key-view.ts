@@ -115,6 +115,8 @@ export class KeyView {
         el('td', { class: 'id', title: r.id }, `${shortId(r.id)}${r.id === this.peer.id ? ' (this tab)' : ''}`),
         el('td', {}, r.role + (r.hintFor === undefined ? '' : ` for ${shortId(r.hintFor)}`)),
         el('td', { class: r.up ? 'alive' : 'dead' }, r.up ? 'up' : 'down'),
+        el('td', { title: r.reason === 'fallback' ? 'stands in for a down primary' : r.reason === 'new-location' ? 'first member clockwise at a new location' : 'location repeated: fewer locations than N, or a durable place to fill' },
+          `${r.durable ? 'durable' : 'volatile'} · ${r.location.startsWith('browser/') ? `browser ${r.location.slice(8, 16)}` : r.location}${r.reason === 'repeated-location' ? ' (again)' : ''}`),
         el('td', { class: 'vv' }, r.error !== undefined ? r.error : r.state === null || r.state === undefined ? '—' : vvText(r.state)),
         el('td', { class: 'values' }, r.state === null || r.state === undefined
           ? ''
@@ -123,7 +125,7 @@ export class KeyView {
       $('placement').replaceChildren(...rows)
     } catch (error) {
       this.onKey(null)
-      $('placement').replaceChildren(el('tr', {}, el('td', { colspan: '5', class: 'error' }, errorText(error))))
+      $('placement').replaceChildren(el('tr', {}, el('td', { colspan: '6', class: 'error' }, errorText(error))))
     }
   }
 }

@@ -111,7 +111,7 @@ export class RingView {
       let tr = this.rows.get(m.id)
       if (tr === undefined) {
         tr = el('tr', { 'data-id': m.id })
-        for (let i = 0; i < 9; i++) tr.append(el('td'))
+        for (let i = 0; i < 10; i++) tr.append(el('td'))
         tr.cells[0]!.append(el('span', { class: 'swatch' }))
         tr.cells[1]!.className = 'id'
         tr.cells[1]!.title = m.id
@@ -124,13 +124,14 @@ export class RingView {
       const figures = this.figures.get(m.id)
       tr.dataset.state = m.state
       ;(tr.cells[0]!.firstChild as HTMLElement).style.background = colourOf(m.id, this.sortedIds)
-      const cells = [String(m.meta.kind ?? '?'), m.state, String(m.incarnation),
+      const cells = [String(m.meta.kind ?? '?'), whereText(m), m.state, String(m.incarnation),
         ownership.has(m.id) ? `${(100 * ownership.get(m.id)!).toFixed(1)}%` : '—',
         String(this.segmentsOwned.get(m.id) ?? 0),
         figures === undefined || m.state === 'dead' || m.state === 'left' ? '' : String(figures.keys),
         new Date(m.sinceMs).toLocaleTimeString()]
       cells.forEach((text, i) => { const td = tr.cells[i + 2]!; if (td.textContent !== text) td.textContent = text })
-      tr.cells[3]!.className = `state ${m.state}`
+      tr.cells[3]!.title = `location ${String(m.meta.location ?? m.id)}`
+      tr.cells[4]!.className = `state ${m.state}`
       return tr
     })
     for (const [id, tr] of this.rows) if (!rows.includes(tr)) this.rows.delete(id)
@@ -155,7 +156,15 @@ export class RingView {
     tip.replaceChildren(
       el('div', { class: 'id' }, m.id),
       el('div', {}, `${String(m.meta.kind ?? '?')} · ${m.state} · incarnation ${m.incarnation}`),
+      el('div', {}, `${whereText(m)} · location ${String(m.meta.location ?? m.id)}`),
       el('div', {}, f === undefined ? 'figures: not yet' : `${f.keys} keys · WAL ${bytesText(f.walBytes)} · ${m.id === this.peer.id ? 'this tab' : `${f.rttMs.toFixed(2)} ms from this tab`}`)
     )
   }
+}
+
+/** A member's durability class and a short form of its location (a browser profile shows its first 8 hex digits). */
+function whereText (m: MemberView): string {
+  const location = String(m.meta.location ?? m.id)
+  const short = location.startsWith('browser/') ? `browser ${location.slice(8, 16)}` : location
+  return `${m.meta.durability === 'volatile' ? 'volatile' : 'durable'} · ${short}`
 }
