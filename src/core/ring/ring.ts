@@ -98,6 +98,11 @@ export class Ring {
   readonly durableCount: number
   readonly minDurable: number
   private readonly index: Map<string, number>
+  /** Whether locations cannot change the plain walk: every member at a location of its own, or all at one. */
+  private readonly plainLocations: boolean
+  private readonly seenMark: Uint32Array
+  private readonly locationMark: Uint32Array
+  private stamp = 0
 
   private constructor (readonly members: readonly RingMember[], tokens: Float64Array, owners: Uint32Array, readonly hash: RingHash, minDurable: number) {
     this.tokens = tokens
@@ -118,6 +123,9 @@ export class Ring {
     }
     this.locationCount = locations.size
     this.durableCount = durable
+    this.plainLocations = locations.size === members.length || locations.size === 1
+    this.seenMark = new Uint32Array(members.length)
+    this.locationMark = new Uint32Array(locations.size)
   }
 
   static build (members: Iterable<RingMember>, hash: RingHash, options: RingOptions = {}): Ring {
@@ -200,20 +208,24 @@ export class Ring {
     const out: number[] = []
     const n = this.tokens.length
     if (n === 0 || limit <= 0) return out
+    // Fast path: neither rule can change the plain walk.
+    if (this.plainLocations && taken.length === 0 && reasons === undefined && (needDurable <= 0 || this.durableCount === this.members.length)) return this.walk(position, limit, accept, out)
     const memberCount = this.members.length
-    const seen = new Uint8Array(memberCount)
-    const usedLocation = new Uint8Array(this.locationCount)
+    // Scratch marks, stamped per call instead of allocated (choose never runs inside itself).
+    const stamp = this.nextStamp()
+    const seen = this.seenMark
+    const usedLocation = this.locationMark
     let locationsUsed = 0
     let durableLeft = needDurable
     for (const t of taken) {
-      seen[t] = 1
-      if (usedLocation[this.locationOf[t]!] === 0) { usedLocation[this.locationOf[t]!] = 1; locationsUsed++ }
+      seen[t] = stamp
+      if (usedLocation[this.locationOf[t]!] !== stamp) { usedLocation[this.locationOf[t]!] = stamp; locationsUsed++ }
       if (this.durableOf[t] === 1) durableLeft--
     }
     const take = (owner: number): boolean => {
       const location = this.locationOf[owner]!
-      reasons?.push(usedLocation[location] === 1 ? 'repeated-location' : 'new-location')
-      if (usedLocation[location] === 0) { usedLocation[location] = 1; locationsUsed++ }
+      reasons?.push(usedLocation[location] === stamp ? 'repeated-location' : 'new-location')
+      if (usedLocation[location] !== stamp) { usedLocation[location] = stamp; locationsUsed++ }
       if (this.durableOf[owner] === 1) durableLeft--
       out.push(owner)
       return out.length === limit
@@ -237,12 +249,12 @@ export class Ring {
     let found = taken.length
     for (let i = this.successor(position), steps = 0; steps < n && found < memberCount; steps++, i = i + 1 === n ? 0 : i + 1) {
       const owner = this.owners[i]!
-      if (seen[owner] === 1) continue
-      seen[owner] = 1
+      if (seen[owner] === stamp) continue
+      seen[owner] = stamp
       found++
       if (accept !== null && !accept(owner)) continue
       const allUsed = locationsUsed === this.locationCount
-      if (!durableRuleLets(owner) || (!allUsed && usedLocation[this.locationOf[owner]!] === 1)) {
+      if (!durableRuleLets(owner) || (!allUsed && usedLocation[this.locationOf[owner]!] === stamp)) {
         deferred.push(owner)
         continue
       }
@@ -254,6 +266,33 @@ export class Ring {
     // member is always let in), then, where that cannot be kept, with volatile ones.
     if (drain(false)) return out
     drain(true)
+    return out
+  }
+
+  private nextStamp (): number {
+    if (++this.stamp === 0xffffffff) {
+      this.seenMark.fill(0)
+      this.locationMark.fill(0)
+      this.stamp = 1
+    }
+    return this.stamp
+  }
+
+  /** The first `limit` distinct members clockwise that `accept` lets in: `choose` on a plain ring. */
+  private walk (position: number, limit: number, accept: ((index: number) => boolean) | null, out: number[]): number[] {
+    const n = this.tokens.length
+    const stamp = this.nextStamp()
+    const seen = this.seenMark
+    let found = 0
+    for (let i = this.successor(position), steps = 0; steps < n && found < this.members.length; steps++, i = i + 1 === n ? 0 : i + 1) {
+      const owner = this.owners[i]!
+      if (seen[owner] === stamp) continue
+      seen[owner] = stamp
+      found++
+      if (accept !== null && !accept(owner)) continue
+      out.push(owner)
+      if (out.length === limit) break
+    }
     return out
   }
 
