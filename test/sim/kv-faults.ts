@@ -253,6 +253,9 @@ export class FaultSim {
 
   /** Nodes cut off from everyone, though running (a test's "down", as SWIM would see it). */
   readonly isolated = new Set<string>()
+  /** Nodes that silently drop every message sent to them while the others still list them up (a tab that
+   * vanished before SWIM noticed). */
+  readonly silent = new Set<string>()
   /** Members in the ring (joined and not left). */
   private readonly members: string[] = []
 
@@ -406,6 +409,7 @@ export class FaultSim {
       this.schedule(1, () => { host.deliver(to, { type: 'failed', rid, error: new UnreachableError(to, 'partitioned or down') }) })
       return
     }
+    if (this.silent.has(to)) return
     const bytes = encodeRequest(this.writer, 1, req).slice()
     const copies = this.rng.next() < this.faults.duplicate ? 2 : 1
     if (copies === 2) this.stats.duplicated++

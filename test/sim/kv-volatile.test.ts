@@ -58,3 +58,46 @@ describe('kv: volatile replicas (tabs) that vanish', () => {
     await expect(sim.node('v0').kv.get('k0')).resolves.toMatchObject({ replies: 2 })
   })
 })
+
+describe('kv: hedged requests', () => {
+  const ids = ['a', 'b', 'c', 'd', 'e']
+  // Replica requests time out after 5 s of simulated time; hedges wait 4x a replica's p99, within 5..50 ms.
+  const config = { n: 3, r: 2, w: 2, requestTimeoutMs: 5000, hedgeMinMs: 5, hedgeMaxMs: 50 }
+
+  it('a replica that went silent while still listed up costs a write and a read one hedge delay, not the request timeout: a stand-in answers for it', async () => {
+    const sim = await KvSim.create(ids, config)
+    // Round trips to learn every replica's p99.
+    for (let i = 0; i < 60; i++) await sim.node(ids[i % 5]!).kv.put(`warm-${i}`, enc('x'))
+    const key = 'hedged'
+    const [coordinator, other, silent] = sim.primaries(key) as [string, string, string]
+    sim.faults.silent.add(silent)
+    const t0 = sim.clock.nowMs()
+    // W=3 needs the silent replica's ack, or a stand-in's.
+    await expect(sim.node(coordinator).kv.put(key, enc('v'), { w: 3 })).resolves.toMatchObject({ acks: 3 })
+    const writeMs = sim.clock.nowMs() - t0
+    expect(writeMs).toBeLessThan(500)
+    expect(sim.node(coordinator).kv.stats.hedged).toBeGreaterThanOrEqual(1)
+    const standIns = [...sim.holders(key).keys()].filter(id => ![coordinator, other, silent].includes(id))
+    expect(standIns).toHaveLength(1)
+    // R=3: the read's stand-in answers too.
+    const t1 = sim.clock.nowMs()
+    await expect(sim.node(coordinator).kv.get(key, { r: 3 })).resolves.toMatchObject({ replies: 3 })
+    expect(sim.clock.nowMs() - t1).toBeLessThan(500)
+    // A missing key: not-found answers wait for every replica, but a silent one only until its hedge.
+    const missing = Array.from({ length: 200 }, (_, i) => `missing-${i}`).find(k => sim.primaries(k)[0] === coordinator && sim.primaries(k).includes(silent))!
+    const t2 = sim.clock.nowMs()
+    await expect(sim.node(coordinator).kv.get(missing, { r: 1 })).resolves.toMatchObject({ values: [] })
+    expect(sim.clock.nowMs() - t2).toBeLessThan(500)
+    await sim.settle()
+  })
+
+  it('with hedging off (hedgeMultiplier 0) the same write waits for the request timeout', async () => {
+    const sim = await KvSim.create(ids, { ...config, hedgeMultiplier: 0 })
+    const key = 'hedged'
+    const [coordinator, , silent] = sim.primaries(key) as [string, string, string]
+    sim.faults.silent.add(silent)
+    const t0 = sim.clock.nowMs()
+    await expect(sim.node(coordinator).kv.put(key, enc('v'), { w: 3 })).rejects.toThrow(/3 replicas|reached 2/)
+    expect(sim.clock.nowMs() - t0).toBeGreaterThanOrEqual(5000)
+  })
+})

@@ -50,7 +50,8 @@ export interface KvConfig {
    * another replica holds. Default false; true makes reads of missing keys return after R answers. */
   notFoundOk: boolean
   /** A replica that has not answered after this multiple of its observed p99 round trip gets a hedge: the
-   * request also goes to the next member of the preference list. Default 4; 0 turns hedging off. */
+   * request also goes to the next member of the preference list (so does one that failed). Default 4; 0
+   * turns hedging off (and stand-ins for failed replicas). */
   hedgeMultiplier: number
   /** Bounds of that wait. Defaults 50 ms and 1 s; a replica with fewer than 16 observed round trips waits
    * the upper bound. */

@@ -155,8 +155,9 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
         quorum.no(durable, errorMessage(ok ? replyError(id, reply as KvReply, op) : reply))
       }, after === undefined ? undefined : { afterMs: after, fire: hedge })
     }
-    // Strict quorum: primaries only, so no stand-ins.
-    for (const id of targets) sendTo(id, options.strict !== true)
+    // Strict quorum: primaries only, so no stand-ins; nor with hedging off.
+    const hedging = options.strict !== true && s.config.hedgeMultiplier > 0
+    for (const id of targets) sendTo(id, hedging)
     holding.push(s.id)
     quorum.ok(selfDurable) // this replica's own copy, durable now
   })
@@ -332,7 +333,7 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
       })
       continue
     }
-    ask(id, !strict)
+    ask(id, !strict && s.config.hedgeMultiplier > 0)
   }
   quorum.start()
 }
