@@ -5,14 +5,14 @@
  * name and belongs to N distinct members chosen clockwise from there: its primaries.
  *
  * Placement is aware of where members live and how durable they are (Riak 3's location awareness,
- * Cassandra's racks, Riak's `dw` in spirit). Walking clockwise, the primaries are the first members that
- * keep two rules:
- * - distinct locations first: a location is repeated only once every location on the ring is used (fewer
- *   locations than N); three tabs of one browser share one location, as do Node peers on one host;
- * - at least `minDurable` durable members (capped by how many the ring has): a volatile member (a tab) is
- *   taken only while the places left exceed the durable members still needed.
- * A member skipped by a rule is kept, in clockwise order, to fill the places left once the walk has seen
- * every member. With every member durable and at a location of its own this is the plain Dynamo walk.
+ * Cassandra's racks, Riak's `dw` in spirit). A key's primaries keep two rules:
+ * - at least `minDurable` durable members (capped by how many the ring has): these places are chosen first,
+ *   the first durable members clockwise, at distinct locations first;
+ * - distinct locations first: the other places go to the first members clockwise at a location not yet
+ *   used (by the durable places either), and a location is repeated only once every location on the ring
+ *   is used (fewer locations than N); members skipped for their location then fill the places left, in
+ *   clockwise order. Three tabs of one browser share one location, as do Node peers on one host.
+ * With every member durable and at a location of its own this is the plain Dynamo walk.
  * It stays a pure function of the member set: every peer computes the same lists.
  *
  * Positions are the top 53 bits of a 64-bit hash (see hash.ts), exact in a JavaScript number, so the ring
@@ -102,6 +102,8 @@ export class Ring {
   private readonly plainLocations: boolean
   private readonly seenMark: Uint32Array
   private readonly locationMark: Uint32Array
+  /** Per member: the step at which the last walk met it (for ordering picks clockwise). */
+  private readonly stepMark: Uint32Array
   private stamp = 0
 
   private constructor (readonly members: readonly RingMember[], tokens: Float64Array, owners: Uint32Array, readonly hash: RingHash, minDurable: number) {
@@ -125,6 +127,7 @@ export class Ring {
     this.durableCount = durable
     this.plainLocations = locations.size === members.length || locations.size === 1
     this.seenMark = new Uint32Array(members.length)
+    this.stepMark = new Uint32Array(members.length)
     this.locationMark = new Uint32Array(locations.size)
   }
 
@@ -196,76 +199,99 @@ export class Ring {
    * Chooses up to `limit` members clockwise from `position` under the placement rules (see the top of this
    * file), among those `accept` lets in. `taken` are members already chosen (by index): their locations
    * count as used and their durable ones as durable places filled; `needDurable` is the durable members the
-   * result together with `taken` must hold. Returns indices in the order chosen; `reasons` (if given)
-   * receives each one's reason.
+   * result together with `taken` must hold. Returns indices: first the members at a new location, then those
+   * at a repeated one, each group in clockwise order; `reasons` (if given) receives each one's reason.
    *
-   * The walk stops as soon as it has `limit` members. It goes round the whole ring only when a rule keeps
-   * skipping members; members skipped for their location are let in, in clockwise order, as soon as every
-   * location is used. Where the rules cannot all be kept (fallbacks when few members are up), volatile
-   * members fill the last places.
+   * The durable places are chosen first — the first durable members clockwise, distinct locations first —
+   * and then the other places from everyone, with those locations counted as used. (Choosing in one walk,
+   * a volatile member met first could take a location whose durable member was then needed, and the list
+   * would repeat a location it need not.) Where too few durable members are let in (fallbacks when few are
+   * up), the others fill their places.
    */
   private choose (position: number, limit: number, accept: ((index: number) => boolean) | null, taken: readonly number[], needDurable: number, reasons?: Reason[]): number[] {
+    if (this.tokens.length === 0 || limit <= 0) return []
+    // Fast path: neither rule can change the plain walk.
+    if (this.plainLocations && taken.length === 0 && reasons === undefined && (needDurable <= 0 || this.durableCount === this.members.length)) return this.walk(position, limit, accept, [])
+    let durableLeft = needDurable
+    for (const t of taken) if (this.durableOf[t] === 1) durableLeft--
+    let picks: number[]
+    if (durableLeft > 0 && this.durableCount < this.members.length) {
+      const durable = this.spread(position, Math.min(durableLeft, limit), i => this.durableOf[i] === 1 && (accept === null || accept(i)), taken)
+      picks = durable.length === limit ? durable : durable.concat(this.spread(position, limit - durable.length, accept, taken.concat(durable)))
+    } else {
+      picks = this.spread(position, limit, accept, taken)
+    }
+    // Order: new locations first, then repeated ones, each clockwise (by the step the walk met them at).
+    const steps = this.stepMark
+    picks.sort((x, y) => steps[x]! - steps[y]!)
+    const fresh: number[] = []
+    const repeated: number[] = []
+    const used = this.locationMark
+    const usedStamp = this.nextStamp()
+    for (const t of taken) used[this.locationOf[t]!] = usedStamp
+    for (const p of picks) {
+      const location = this.locationOf[p]!
+      if (used[location] === usedStamp) repeated.push(p)
+      else { used[location] = usedStamp; fresh.push(p) }
+    }
+    if (reasons !== undefined) {
+      for (let i = 0; i < fresh.length; i++) reasons.push('new-location')
+      for (let i = 0; i < repeated.length; i++) reasons.push('repeated-location')
+    }
+    return repeated.length === 0 ? fresh : fresh.concat(repeated)
+  }
+
+  /**
+   * Up to `limit` members clockwise from `position` that `accept` lets in, spread over locations: a member at
+   * a location `taken` or an earlier pick already uses is skipped until every location is used, then the
+   * skipped ones fill the places left, clockwise. Records each pick's step in `stepMark` (the same walk from
+   * `position` meets members at the same steps, so picks of two calls compare).
+   */
+  private spread (position: number, limit: number, accept: ((index: number) => boolean) | null, taken: readonly number[]): number[] {
     const out: number[] = []
     const n = this.tokens.length
-    if (n === 0 || limit <= 0) return out
-    // Fast path: neither rule can change the plain walk.
-    if (this.plainLocations && taken.length === 0 && reasons === undefined && (needDurable <= 0 || this.durableCount === this.members.length)) return this.walk(position, limit, accept, out)
     const memberCount = this.members.length
-    // Scratch marks, stamped per call instead of allocated (choose never runs inside itself).
     const stamp = this.nextStamp()
     const seen = this.seenMark
     const usedLocation = this.locationMark
+    const steps = this.stepMark
     let locationsUsed = 0
-    let durableLeft = needDurable
     for (const t of taken) {
       seen[t] = stamp
       if (usedLocation[this.locationOf[t]!] !== stamp) { usedLocation[this.locationOf[t]!] = stamp; locationsUsed++ }
-      if (this.durableOf[t] === 1) durableLeft--
     }
-    const take = (owner: number): boolean => {
-      const location = this.locationOf[owner]!
-      reasons?.push(usedLocation[location] === stamp ? 'repeated-location' : 'new-location')
-      if (usedLocation[location] !== stamp) { usedLocation[location] = stamp; locationsUsed++ }
-      if (this.durableOf[owner] === 1) durableLeft--
-      out.push(owner)
-      return out.length === limit
-    }
-    // A volatile member only while the places left exceed the durable members still needed.
-    const durableRuleLets = (owner: number): boolean => this.durableOf[owner] === 1 || durableLeft < limit - out.length
-    // Members skipped by a rule, in clockwise order.
     let deferred: number[] = []
-    // Lets in the skipped members the rules now allow, in order; keeps the rest. True once `limit` is reached.
-    const drain = (relaxDurable: boolean): boolean => {
-      if (deferred.length === 0) return false
-      const rest: number[] = []
-      let full = false
-      for (const owner of deferred) {
-        if (full || !(relaxDurable || durableRuleLets(owner))) rest.push(owner)
-        else full = take(owner)
-      }
-      deferred = rest
-      return full
-    }
     let found = taken.length
-    for (let i = this.successor(position), steps = 0; steps < n && found < memberCount; steps++, i = i + 1 === n ? 0 : i + 1) {
+    for (let i = this.successor(position), step = 0; step < n && found < memberCount; step++, i = i + 1 === n ? 0 : i + 1) {
       const owner = this.owners[i]!
       if (seen[owner] === stamp) continue
       seen[owner] = stamp
       found++
       if (accept !== null && !accept(owner)) continue
-      const allUsed = locationsUsed === this.locationCount
-      if (!durableRuleLets(owner) || (!allUsed && usedLocation[this.locationOf[owner]!] === stamp)) {
-        deferred.push(owner)
-        continue
+      steps[owner] = step
+      const location = this.locationOf[owner]!
+      if (usedLocation[location] === stamp) {
+        if (locationsUsed < this.locationCount) { deferred.push(owner); continue }
+      } else {
+        usedLocation[location] = stamp
+        locationsUsed++
       }
-      if (take(owner)) return out
+      out.push(owner)
+      if (out.length === limit) return out
       // The last new location just got used: what was skipped for its location comes first now.
-      if (!allUsed && locationsUsed === this.locationCount && drain(false)) return out
+      if (locationsUsed === this.locationCount && deferred.length > 0) {
+        for (const d of deferred) {
+          out.push(d)
+          if (out.length === limit) return out
+        }
+        deferred = []
+      }
     }
-    // Every member seen. Fill the places left from the skipped ones, keeping the durable places (a durable
-    // member is always let in), then, where that cannot be kept, with volatile ones.
-    if (drain(false)) return out
-    drain(true)
+    // Every member seen: the skipped ones fill the places left.
+    for (const d of deferred) {
+      out.push(d)
+      if (out.length === limit) break
+    }
     return out
   }
 
