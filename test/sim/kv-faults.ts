@@ -256,6 +256,8 @@ export class FaultSim {
   /** Nodes that silently drop every message sent to them while the others still list them up (a tab that
    * vanished before SWIM noticed). */
   readonly silent = new Set<string>()
+  /** Extra delay (ms) of every request sent to a node: a replica that is slow but answers. */
+  readonly slow = new Map<string, number>()
   /** Members in the ring (joined and not left). */
   private readonly members: string[] = []
 
@@ -415,7 +417,7 @@ export class FaultSim {
     if (copies === 2) this.stats.duplicated++
     for (let c = 0; c < copies; c++) {
       if (this.rng.next() < this.faults.loss) { this.stats.lost++; continue }
-      this.schedule(this.between(...this.faults.delayMs), () => {
+      this.schedule(this.between(...this.faults.delayMs) + (this.slow.get(to) ?? 0), () => {
         if (!this.reachable(from, to)) return false // lost on the way
         this.stats.messages++
         const decoded = decodeMessage(bytes, LIMITS)

@@ -53,8 +53,8 @@ export interface KvConfig {
    * request also goes to the next member of the preference list (so does one that failed). Default 4; 0
    * turns hedging off (and stand-ins for failed replicas). */
   hedgeMultiplier: number
-  /** Bounds of that wait. Defaults 50 ms and 1 s; a replica with fewer than 16 observed round trips waits
-   * the upper bound. */
+  /** Bounds of that wait. Defaults 50 ms and 1 s; for a replica with fewer than 16 observed round trips the
+   * p99 of all replicas' round trips stands in for its own. */
   hedgeMinMs: number
   hedgeMaxMs: number
 }

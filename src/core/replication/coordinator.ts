@@ -18,7 +18,7 @@
  * - hedged requests (Dynamo §4.6): a replica that fails, or has not answered after a multiple of its own
  *   p99 round trip (latency.ts), gets a stand-in: the request also goes to the next member by the placement
  *   rules, whose answer counts like any replica's. A coordinator never waits for SWIM to declare a silent
- *   replica dead. At most one stand-in per replica asked.
+ *   replica dead. A stand-in may get its own; at most N stand-ins per operation.
  */
 import { LeavingError, NoDurableReplicaError, QuorumError, UnreachableError, ValueTooLargeError, errorMessage } from '../errors.js'
 import type { Entry, KvReply, KvRequest } from '../kv/messages.js'
@@ -129,19 +129,23 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
   s.rt.afterPersist(error => {
     if (error !== undefined) { quorum.no(selfDurable, errorMessage(error)); return }
     const merge: KvRequest = { type: 'merge', entries: [entry] }
+    let standIns = 0
     const sendTo = (id: string, mayHedge: boolean): void => {
       const durable = ring.isDurable(id)
       quorum.add(durable)
       let hedged = !mayHedge
       const hedge = (): void => {
-        if (hedged || quorum.decided) return
+        if (hedged || quorum.decided || standIns >= s.config.n) return
         hedged = true
+        standIns++
         // Durable while the durable acks still needed exceed those that may yet come.
         const next = ring.nextFallback(ring.position(key), s.config.n, asked, holding, isUp, { needDurable: dw })
         if (next === undefined) return
         s.counters.hedged++
         asked.add(next)
-        sendTo(next, false)
+        // A stand-in may get its own (one that failed too, say another tab of a browser that quit), up to
+        // N stand-ins per write.
+        sendTo(next, true)
       }
       const after = mayHedge ? s.latencies.hedgeAfterMs(id) : undefined
       s.rt.send(id, 'kv', merge, (ok, reply) => {
@@ -291,32 +295,33 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
   }, () => { readRepair(s, key, answers, merged, ttlMs) })
   const read: KvRequest = { type: 'read', key }
   const asked = new Set<string>(pref.map(e => e.id))
+  let standIns = 0
   const ask = (id: string, mayHedge: boolean): void => {
     quorum.add()
     let hedged = !mayHedge
     const hedge = (): void => {
-      if (hedged || quorum.decided) return
+      if (hedged || quorum.decided || standIns >= s.config.n) return
       hedged = true
       const next = s.ring.nextFallback(s.ring.position(key), s.config.n, asked, [...answers.keys()], id => s.isUp(id))
-      if (next !== undefined) {
-        s.counters.hedged++
-        asked.add(next)
-        ask(next, false)
-      }
-      // A replica slow enough to be hedged no longer holds up a not-found answer.
-      quorum.superseded()
+      if (next === undefined) return
+      standIns++
+      s.counters.hedged++
+      asked.add(next)
+      // A stand-in may get its own, up to N per read. The slow replica is still awaited: a stand-in's
+      // not-found cannot stand for the answer of a replica that may hold the key.
+      ask(next, true)
     }
     const after = mayHedge ? s.latencies.hedgeAfterMs(id) : undefined
     s.rt.send(id, 'kv', read, (ok, reply) => {
       const rep = reply as KvReply
       if (ok && rep.type === 'state') {
         take(id, rep.state === null ? null : { state: rep.state, ttlMs: rep.ttlMs })
-        quorum.ok(rep.state !== null, hedged && mayHedge)
+        quorum.ok(rep.state !== null)
         return
       }
-      // A failed replica gets its stand-in at once; from then on (or from its hedge) it is not awaited.
+      // A failed replica gets its stand-in at once.
       hedge()
-      quorum.no(errorMessage(ok ? replyError(id, rep, 'get') : reply), mayHedge)
+      quorum.no(errorMessage(ok ? replyError(id, rep, 'get') : reply))
     }, after === undefined ? undefined : { afterMs: after, fire: hedge })
   }
   for (const e of pref) {
@@ -327,9 +332,9 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
       const held = state === undefined ? null : { state, ttlMs: s.engine.ttl(key) }
       // A state leaves this replica only once durable here.
       s.rt.afterPersist(error => {
-        if (error !== undefined) { quorum.no(errorMessage(error), false); return }
+        if (error !== undefined) { quorum.no(errorMessage(error)); return }
         take(id, held)
-        quorum.ok(held !== null, false)
+        quorum.ok(held !== null)
       })
       continue
     }
@@ -340,8 +345,8 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
 
 /**
  * A read's quorum: R answers, of which (unless `notFoundOk`) at least one holds the key, or else every
- * answer that is still awaited in. A replica that was hedged (superseded) no longer counts as awaited: its
- * stand-in is. Fails once the requests still out cannot make R. `settled` runs when nothing is awaited.
+ * replica asked (stand-ins included) has answered or failed. Fails once the requests still out cannot make
+ * R. `settled` runs when every request has ended.
  */
 class ReadQuorum {
   decided = false
@@ -350,46 +355,34 @@ class ReadQuorum {
   private found = 0
   private failed = 0
   private total = 0
-  /** Answers still awaited (not superseded by a stand-in). */
-  private awaited = 0
   private readonly reasons: string[] = []
 
   constructor (private readonly r: number, private readonly notFoundOk: boolean, private readonly fail: (acked: number, total: number, reasons: string[]) => Error, private readonly decide: Done<number>, private readonly settled: () => void) {}
 
-  add (): void { this.total++; this.awaited++ }
+  add (): void { this.total++ }
 
-  /** A replica answered; `late` if it had already been superseded. */
-  ok (hit: boolean, late: boolean): void {
+  ok (hit: boolean): void {
     this.acked++
     if (hit) this.found++
-    if (!late) this.awaited--
     this.check()
   }
 
-  /** A replica failed; `superseded` if its stand-in already took its place in `awaited`. */
-  no (reason: string, superseded: boolean): void {
+  no (reason: string): void {
     this.failed++
-    if (!superseded) this.awaited--
     this.reasons.push(reason)
-    this.check()
-  }
-
-  /** A slow replica got a stand-in (or none was left): it is no longer awaited. */
-  superseded (): void {
-    this.awaited--
     this.check()
   }
 
   start (): void { this.check() }
 
   private check (): void {
+    const ended = this.acked + this.failed === this.total
     if (!this.decided) {
-      if (this.acked >= this.r && (this.notFoundOk || this.found > 0 || this.awaited === 0)) this.verdict(true, this.acked)
-      else if (this.total - this.failed < this.r) this.verdict(false, this.fail(this.acked, this.total, this.reasons))
+      if (this.acked >= this.r && (this.notFoundOk || this.found > 0 || ended)) this.verdict(true, this.acked)
+      else if (this.total - this.failed < this.r || ended) this.verdict(false, this.fail(this.acked, this.total, this.reasons))
     }
-    if (!this.complete && this.acked + this.failed === this.total) {
+    if (ended && !this.complete) {
       this.complete = true
-      if (!this.decided) this.verdict(this.acked >= this.r, this.acked >= this.r ? this.acked : this.fail(this.acked, this.total, this.reasons))
       this.settled()
     }
   }

@@ -12,7 +12,8 @@
 
 const BUCKETS = 40
 const DECAY_EVERY = 512
-/** Round trips seen before a peer's p99 is trusted; until then a hedge waits the upper bound. */
+/** Round trips seen before a peer's p99 is trusted; until then a hedge uses the p99 of every peer's round
+ * trips pooled, or the upper bound before that many were seen at all. */
 export const HEDGE_SAMPLES_MIN = 16
 
 /** Upper bound (ms) of bucket i: 2^((i + 1) / 2). */
@@ -63,10 +64,14 @@ export interface HedgeSettings {
 
 export class Latencies {
   private readonly peers = new Map<string, Histogram>()
+  /** Every peer's round trips together: the estimate for a peer not yet seen often enough (a tab that just
+   * joined, whose first requests would otherwise wait the upper bound). */
+  private readonly pooled = new Histogram()
 
   constructor (private readonly settings: HedgeSettings, private readonly peersMax = 4096) {}
 
   readonly record = (peer: string, ms: number): void => {
+    this.pooled.add(ms)
     let h = this.peers.get(peer)
     if (h === undefined) {
       if (this.peers.size >= this.peersMax) return
@@ -85,7 +90,7 @@ export class Latencies {
   hedgeAfterMs (peer: string): number | undefined {
     const { multiplier, minMs, maxMs } = this.settings
     if (multiplier === 0) return undefined
-    const p99 = this.p99(peer)
+    const p99 = this.p99(peer) ?? (this.pooled.total < HEDGE_SAMPLES_MIN ? undefined : this.pooled.p99)
     if (p99 === undefined) return maxMs
     return Math.min(maxMs, Math.max(minMs, Math.ceil(p99 * multiplier)))
   }
