@@ -22,6 +22,10 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     describe: 'reopening 1,000,000 keys of 100 bytes from the log, with and without a snapshot: time, records/s and resident memory vs the same keys written live and vs reading the files (--keys=)',
     run: async args => { await (await import('./recovery.js')).run(args) }
   },
+  churn: {
+    describe: '2 Node peers and 4 replica tabs in one headless Chromium (N=3 W=2): 8 HTTP writers for 60 s without and with tab churn (a tab replaced or reloaded every 5 s); writes/s (ratio churn/steady), failures by code, p50/p99, then the browser vanishes: acknowledged keys lost (--seconds= --writers= --tabs= --period-ms=)',
+    run: async args => { await (await import('./churn.js')).run(args) }
+  },
   swim: {
     describe: 'SWIM on the deterministic simulator: detection times, false positives under loss, message load (10/100/1,000 members)',
     run: async args => { await (await import('./swim.js')).run(args) }
