@@ -53,7 +53,8 @@ export interface KvConfig {
    * request also goes to the next member of the preference list (so does one that failed). Default 4; 0
    * turns hedging off (and stand-ins for failed replicas). */
   hedgeMultiplier: number
-  /** Bounds of that wait. Defaults 50 ms and 1 s; for a replica with fewer than 16 observed round trips the
+  /** Bounds of that wait. Defaults 50 ms and 250 ms (a browser's WebRTC round trip is a few ms; a replica that
+   * needs longer than that is most likely a tab gone quiet); for a replica with fewer than 16 observed round trips the
    * p99 of all replicas' round trips stands in for its own. */
   hedgeMinMs: number
   hedgeMaxMs: number
@@ -79,7 +80,7 @@ export function defaultKvConfig (): KvConfig {
     notFoundOk: false,
     hedgeMultiplier: 4,
     hedgeMinMs: 50,
-    hedgeMaxMs: 1000
+    hedgeMaxMs: 250
   }
 }
 

@@ -138,8 +138,9 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
         if (hedged || quorum.decided || standIns >= s.config.n) return
         hedged = true
         standIns++
-        // Durable while the durable acks still needed exceed those that may yet come.
-        const next = ring.nextFallback(ring.position(key), s.config.n, asked, holding, isUp, { needDurable: dw })
+        // A durable member first where one is left: it does not vanish with a browser, so its ack is the
+        // one most likely to come, and the hint it keeps is durable.
+        const next = ring.nextFallback(ring.position(key), s.config.n, asked, holding, isUp, { needDurable: s.config.n })
         if (next === undefined) return
         s.counters.hedged++
         asked.add(next)
