@@ -119,8 +119,9 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
   })
   const selfDurable = ring.isDurable(s.id)
   quorum.add(selfDurable)
-  // Every member asked, and those that acknowledged: a stand-in is chosen among the others.
-  const asked = new Set<string>([s.id, ...targets])
+  // Every member asked (made on the first hedge only), and those that acknowledged: a stand-in is chosen
+  // among the others.
+  let asked: Set<string> | null = null
   const holding: string[] = []
   // The new dot must be durable here before any other replica sees it: a coordinator that crashed with
   // its dot on others but not in its own log would issue the same dot again for a different value, and
@@ -140,6 +141,7 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
         standIns++
         // A durable member first where one is left: it does not vanish with a browser, so its ack is the
         // one most likely to come, and the hint it keeps is durable.
+        asked ??= new Set([s.id, ...targets])
         const next = ring.nextFallback(ring.position(key), s.config.n, asked, holding, isUp, { needDurable: s.config.n })
         if (next === undefined) return
         s.counters.hedged++
@@ -295,7 +297,8 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
     done(true, { state: merged, replies: value as number })
   }, () => { readRepair(s, key, answers, merged, ttlMs) })
   const read: KvRequest = { type: 'read', key }
-  const asked = new Set<string>(pref.map(e => e.id))
+  // Who was asked, made on the first hedge only (most reads have none).
+  let asked: Set<string> | null = null
   let standIns = 0
   const ask = (id: string, mayHedge: boolean): void => {
     quorum.add()
@@ -303,6 +306,7 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
     const hedge = (): void => {
       if (hedged || quorum.decided || standIns >= s.config.n) return
       hedged = true
+      asked ??= new Set(pref.map(e => e.id))
       const next = s.ring.nextFallback(s.ring.position(key), s.config.n, asked, [...answers.keys()], id => s.isUp(id))
       if (next === undefined) return
       standIns++
