@@ -18,6 +18,8 @@ import { errorMessage } from '../core/errors.js'
 export const DISCOVERY_TOPIC = 'meshkv/discovery/1'
 export const ANNOUNCE_INTERVAL_MS = 60_000
 export const ANNOUNCE_MIN_GAP_MS = 5_000
+/** Least time between two announcements of changed addresses. */
+export const ANNOUNCE_CHANGE_GAP_MS = 1_000
 /** Largest announcement accepted, and most addresses taken from one. */
 export const ANNOUNCEMENT_BYTES_MAX = 4096
 const ADDRS_MAX = 8
@@ -30,6 +32,9 @@ export class Discovery {
   private timer: ReturnType<typeof setInterval> | null = null
   private soon: ReturnType<typeof setTimeout> | null = null
   private lastAnnounceMs = 0
+  /** The addresses last announced. */
+  private lastAddrs = ''
+  private changeTimer: ReturnType<typeof setTimeout> | null = null
 
   constructor (private readonly node: MeshLibp2p, private readonly kind: string, private readonly isMember: (id: string) => boolean, private readonly log: Logger) {}
 
@@ -38,7 +43,7 @@ export class Discovery {
     pubsub.subscribe(DISCOVERY_TOPIC)
     pubsub.addEventListener('message', this.onMessage)
     pubsub.addEventListener('subscription-change', this.announceSoon)
-    this.node.addEventListener('self:peer:update', this.announce)
+    this.node.addEventListener('self:peer:update', this.onSelfUpdate)
     this.timer = setInterval(this.announce, ANNOUNCE_INTERVAL_MS)
     this.announce()
   }
@@ -48,7 +53,9 @@ export class Discovery {
     if (this.soon !== null) clearTimeout(this.soon)
     this.timer = null
     this.soon = null
-    this.node.removeEventListener('self:peer:update', this.announce)
+    this.node.removeEventListener('self:peer:update', this.onSelfUpdate)
+    if (this.changeTimer !== null) clearTimeout(this.changeTimer)
+    this.changeTimer = null
     const pubsub = this.node.services.pubsub
     pubsub.removeEventListener('message', this.onMessage)
     pubsub.removeEventListener('subscription-change', this.announceSoon)
@@ -62,9 +69,28 @@ export class Discovery {
     this.soon = setTimeout(() => { this.soon = null; this.announce() }, wait)
   }
 
+  /**
+   * This peer's record changed. libp2p says so for every identify round that confirms an observed address
+   * (a relay sees one per connecting tab), so only a change of the addresses announces, at once, and at
+   * most every ANNOUNCE_CHANGE_GAP_MS: each announcement is signed and sent to every subscriber, and under
+   * tab churn they took a noticeable share of a relay's CPU.
+   */
+  private readonly onSelfUpdate = (): void => {
+    if (this.timer === null || this.changeTimer !== null) return
+    if (this.addrs().join(' ') === this.lastAddrs) return
+    const wait = this.lastAnnounceMs + ANNOUNCE_CHANGE_GAP_MS - Date.now()
+    if (wait <= 0) { this.announce(); return }
+    this.changeTimer = setTimeout(() => { this.changeTimer = null; if (this.addrs().join(' ') !== this.lastAddrs) this.announce() }, wait)
+  }
+
+  private addrs (): string[] {
+    return this.node.getMultiaddrs().map(String).slice(0, ADDRS_MAX)
+  }
+
   private readonly announce = (): void => {
     this.lastAnnounceMs = Date.now()
-    const body: Announcement = { id: this.node.peerId.toString(), kind: this.kind, addrs: this.node.getMultiaddrs().map(String).slice(0, ADDRS_MAX) }
+    const body: Announcement = { id: this.node.peerId.toString(), kind: this.kind, addrs: this.addrs() }
+    this.lastAddrs = body.addrs.join(' ')
     this.node.services.pubsub.publish(DISCOVERY_TOPIC, new TextEncoder().encode(JSON.stringify(body))).catch((error: unknown) => {
       this.log.debug('discovery: announcement not sent', error)
     })
