@@ -24,7 +24,7 @@
  */
 import { decodeContext } from '../../src/core/version/context.js'
 import { type KeyState, stateEquals, valuesOf } from '../../src/core/version/dvv.js'
-import { type VersionVector, vvGet } from '../../src/core/version/vv.js'
+import { EMPTY_VV, type VersionVector, vvGet } from '../../src/core/version/vv.js'
 import { type FaultNode, FaultSim, NO_FAULTS, flush } from './kv-faults.js'
 
 export const SEEDS = Number(process.env.MESHKV_SIM_SEEDS ?? 200)
@@ -129,7 +129,7 @@ function start (sim: FaultSim, seed: number, keys: readonly string[] = KEYS, fre
     if (rng.next() < freshKeys) {
       const key = `fresh-${seed}-${valueSeq}`
       const value = `v${seed}-${valueSeq++}`
-      const write: Write = { key, value, context: [] as unknown as VersionVector, acked: null, dot: null }
+      const write: Write = { key, value, context: EMPTY_VV, acked: null, dot: null }
       writes.push(write)
       node.kv.put(key, enc(value)).then(r => {
         write.acked = true

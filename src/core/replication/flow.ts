@@ -124,7 +124,7 @@ export function * all (flows: ReadonlyArray<Flow<unknown>>): Flow<number> {
  * reasons)`); with fewer tries than required the verdict waits for all of them, so the error reports the
  * real count. `settled` is called when the last try ended. Call `start()` after wiring the tries up.
  */
-export class Tally {
+class Tally {
   acked = 0
   failed = 0
   private decided = false

@@ -4,6 +4,7 @@
  * Promise facade (kv/node.ts) and the HTTP API.
  */
 import type { KeyState } from '../version/dvv.js'
+import type { Reason } from '../ring/ring.js'
 
 export interface ReadOptions {
   /** Replies to wait for (1..N); default the mesh's R. */
@@ -69,7 +70,7 @@ export interface ReplicaView {
   readonly durable: boolean
   /** Why it was chosen: a primary at a new location, one at a repeated location (fewer locations than N,
    * or a durable place to fill), or a fallback standing in for a down primary. */
-  readonly reason: 'new-location' | 'repeated-location' | 'fallback'
+  readonly reason: Reason | 'fallback'
   /** The replica's state of the key (null if it holds none), or undefined with `error` if it did not answer. */
   readonly state?: KeyState | null
   readonly error?: string

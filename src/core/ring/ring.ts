@@ -86,6 +86,8 @@ export function tokenInput (memberId: string, index: number): string {
   return `${memberId}#${index}`
 }
 
+const NO_MEMBERS: ReadonlySet<number> = new Set()
+
 export class Ring {
   /** Token positions ascending; `owners[i]` is the index in `members` of the token at `tokens[i]`. */
   private readonly tokens: Float64Array
@@ -352,7 +354,8 @@ export class Ring {
     for (const p of primaries) (isUp(this.members[p]!.id) ? upPrimaries : down).push(p)
     const list: PreferenceEntry[] = upPrimaries.map(i => ({ id: this.members[i]!.id, role: 'primary' as const }))
     if (down.length === 0) return list
-    const fallbacks = this.fallbacks(position, n, upPrimaries, down.length, isUp, new Set(primaries))
+    // Down primaries are not up, and up ones are taken: neither can be chosen again.
+    const fallbacks = this.fallbacks(position, n, upPrimaries, down.length, isUp, NO_MEMBERS)
     // A durable fallback stands in for a durable primary where it can, so its hint goes back to one.
     const downDurableFirst = [...down].sort((a, b) => this.durableOf[b]! - this.durableOf[a]!)
     const fallbacksDurableFirst = [...fallbacks].sort((a, b) => this.durableOf[b]! - this.durableOf[a]!)
