@@ -31,7 +31,8 @@
  * way out, also on SIGINT/SIGTERM. Needs `npm run build` (the children and the dashboard run from dist/).
  */
 import * as fs from 'node:fs'
-import { type Browser, type BrowserContext, chromium } from '@playwright/test'
+import type { Browser, BrowserContext } from '@playwright/test'
+import { launchChromium } from './browser.js'
 import { type PeerProcess, peerGroup } from '../test/helpers/peers.js'
 import { type Tab, type WriterRun, churnTabs, diagnose, disableLeave, openTab, percentile, runWriters, summarize, verifyReads, waitAllAlive } from '../test/helpers/tab-mesh.js'
 import { emit, progress } from './report.js'
@@ -43,8 +44,6 @@ const READ_CONCURRENCY = 64
 const PROGRESS_MS = 5000
 const WARMUP_MS = 5000
 const THROUGHPUT_RATIO_TARGET = 0.5
-/** The launch of playwright.config.ts: Debian's Chromium unless MESHKV_CHROMIUM says otherwise ('' = Playwright's). */
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 
 interface Options { seconds: number; writers: number; tabs: number; periodMs: number }
 
@@ -62,12 +61,6 @@ function parseFlags (flags: string[]): Options {
     o[name] = n
   }
   return o
-}
-
-function executablePath (): string | undefined {
-  const override = process.env.MESHKV_CHROMIUM
-  if (override !== undefined) return override === '' ? undefined : override
-  return fs.existsSync('/usr/bin/chromium') ? '/usr/bin/chromium' : undefined
 }
 
 interface PhaseResult { name: string; run: WriterRun; rate: number; p50: number; p99: number; lostKeys: number; firstPassFailed: number; reads: number }
@@ -96,9 +89,9 @@ export async function run (flags: string[]): Promise<void> {
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
   try {
-    const path = executablePath()
-    browser = await chromium.launch({ headless: true, args: CHROMIUM_ARGS, ...(path === undefined ? {} : { executablePath: path }) })
-    progress(`chromium ${browser.version()}${path === undefined ? '' : ` (${path})`}`)
+    const launched = await launchChromium()
+    browser = launched.browser
+    progress(launched.description)
     const steady = await phase(browser, group, o, 'steady', false, controller.signal)
     const churn = await phase(browser, group, o, 'churn', true, controller.signal)
     emit({ suite: SUITE, metric: 'writes.ops.ratio', value: churn.rate / steady.rate, unit: 'ratio', phase: 'churn/steady', target: THROUGHPUT_RATIO_TARGET, met: churn.rate / steady.rate >= THROUGHPUT_RATIO_TARGET })

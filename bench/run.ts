@@ -26,6 +26,10 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     describe: '2 Node peers and 4 replica tabs in one headless Chromium (N=3 W=2): 8 HTTP writers for 60 s without and with tab churn (a tab replaced or reloaded every 5 s); writes/s (ratio churn/steady), failures by code, p50/p99, then the browser vanishes: acknowledged keys lost (--seconds= --writers= --tabs= --period-ms=)',
     run: async args => { await (await import('./churn.js')).run(args) }
   },
+  tabs: {
+    describe: '2 Node peers and 2, then 8 idle full-replica tabs in one headless Chromium: Chromium CPU per tab over 30 s (target <= 0.03 cores, 8 tabs within 1.5x of 2), Node peers\' CPU, and any member reported non-alive in 60 s idle (--tabs=2,8 --seconds=60)',
+    run: async args => { await (await import('./tabs.js')).run(args) }
+  },
   swim: {
     describe: 'SWIM on the deterministic simulator: detection times, false positives under loss, message load (10/100/1,000 members)',
     run: async args => { await (await import('./swim.js')).run(args) }

@@ -114,7 +114,7 @@ export interface Peer {
   info(id: string, options?: { signal?: AbortSignal }): Promise<PeerInfo>
   on<K extends keyof PeerEvents>(event: K, listener: (event: PeerEvents[K]) => void): () => void
   /** Joins through bootstrap addresses, retrying with backoff until one answers or `signal` aborts. */
-  join(addrs: Multiaddr[], options?: { signal?: AbortSignal }): Promise<void>
+  join(addrs: Multiaddr[], options?: Parameters<SwimService['join']>[1]): Promise<void>
   /** Leaves gracefully: announces it, hands every key to its next owners, then stops. */
   leave(options?: LeaveOptions): Promise<{ delivered: number; failed: number }>
   /** Stops without announcing (others will detect it as failed). */
@@ -137,6 +137,8 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
   if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
   const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, proto: PROTOCOL_VERSION, location: options.location, durability: options.durable ? 'durable' : 'volatile' }
   if (options.http !== undefined) meta.http = options.http
+  // Tabs find relays in the member list: a relay's WebSocket addresses are in `addrs`.
+  if (options.relayServer !== undefined) meta.relay = options.relayServer.maxReservations
   const membership = new SwimService(libp2p, {
     config: options.swim,
     meta,

@@ -5,9 +5,13 @@
  * timeline, activity charts (activity-view.ts), heartbeat services and the change feed (services-view.ts).
  * Everything from users or the network is shown as text.
  *
- * The bootstrap address comes from the serving peer's /api/info; a page served elsewhere (npm run dev) takes
- * it from `?bootstrap=<multiaddr>`. `?join=false` connects to the bootstrap (and so gets a relay reservation
- * and a WebRTC address) without joining the membership: for connection tests and debugging.
+ * It joins through the peer that served it (its /api/info) and holds relay reservations on two Node peers
+ * (src/services/relays.ts), taking another when one goes away. When the serving peer is down, the service
+ * worker (public/sw.js) still loads the page, which then joins through the relays it saw last (connect.ts).
+ * A page served elsewhere (npm run dev) takes `?bootstrap=<multiaddr>`. `?join=false` connects to the
+ * bootstrap (and so gets a relay reservation and a WebRTC address) without joining the membership: for
+ * connection tests and debugging. A private mesh's key comes from `#key=` or the page's form, and lives in
+ * sessionStorage only (connect.ts).
  *
  * Placement: a tab publishes its browser profile as its location (an id kept in this origin's
  * localStorage, so every tab of one browser shares it) and is `volatile`: it owns DEFAULT_VOLATILE_VNODES
@@ -18,12 +22,14 @@
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { claimTabIdentity } from '../src/adapters/browser-identity.js'
+import { RelayKeeper, type RelayStatus } from '../src/services/relays.js'
 import { IndexedDbWal } from '../src/adapters/wal-indexeddb.js'
 import { browserSwimConfig } from '../src/core/membership/config.js'
 import type { MemberView } from '../src/core/membership/swim.js'
 import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES } from '../src/core/ring/ring.js'
 import { createPeer } from '../src/peer.js'
 import { ACTIVITY_PERIOD_MS, ActivityView } from './activity-view.js'
+import { askMeshKey, forgetMeshKey, keepPageOffline, meshEntry, meshKeyFromPage, rememberRelays } from './connect.js'
 import { $, el, shortId } from './dom.js'
 import { KeyView } from './key-view.js'
 import { RingView } from './ring-view.js'
@@ -34,15 +40,6 @@ const log = {
   info: (m: string, ...a: unknown[]) => { console.info('[meshkv]', m, ...a) },
   warn: (m: string, ...a: unknown[]) => { console.warn('[meshkv]', m, ...a) },
   error: (m: string, ...a: unknown[]) => { console.error('[meshkv]', m, ...a) }
-}
-
-async function bootstrapAddrs (): Promise<string[]> {
-  const fromQuery = new URLSearchParams(location.search).getAll('bootstrap')
-  if (fromQuery.length > 0) return fromQuery
-  const res = await fetch('/api/info', { signal: AbortSignal.timeout(10_000) })
-  if (!res.ok) throw new Error(`GET /api/info: ${res.status}; open this page from a meshkv peer, or pass ?bootstrap=<multiaddr>`)
-  const info = await res.json() as { browserBootstrap: string[] }
-  return info.browserBootstrap
 }
 
 const MODE_KEY = 'meshkv-mode'
@@ -87,32 +84,76 @@ function timelineEntry (member: MemberView, previous: string | null): { kind: st
   return null
 }
 
+/** Join rounds before the page stops and offers a retry (0.5 s doubling to 30 s apart: about 2.5 minutes). */
+const JOIN_ATTEMPTS_MAX = 10
+
+/** What a failed mesh-key handshake means for the person at the page. */
+function refusalText (reason: string): string {
+  if (reason === 'peer does not know the mesh key') return 'Refused: the mesh key is wrong (this mesh\'s peers prove a different key).'
+  if (reason === 'peer requires a mesh key' || reason === 'peer is in a private mesh') return 'Refused: this mesh is private and needs its key.'
+  if (reason === 'peer is not in a private mesh' || reason === 'peer has no mesh key') return 'Refused: this mesh is open and takes no key; the key given is wrong for it.'
+  return `Refused: ${reason}`
+}
+
+function relayText (status: RelayStatus): string {
+  const parts = status.relays.map(r => `${shortId(r.id)} ${r.state}${r.state === 'waiting' ? ` (try ${r.attempts + 1} in ${Math.ceil((r.retryInMs ?? 0) / 1000)} s: ${r.error ?? ''})` : ''}${r.state === 'failed' ? ` (${r.error ?? ''})` : ''}`)
+  return `relays ${status.held.length}/${status.wanted}: ${parts.join(', ') || 'none known yet'}${status.exhausted ? ' — out of reservation attempts: reload the page' : ''}`
+}
+
 async function main (): Promise<void> {
+  keepPageOffline(message => { log.warn(message) })
+  const entry = await meshEntry()
+  let meshKey = meshKeyFromPage()
+  if (entry.private && meshKey === null) meshKey = await askMeshKey('This mesh is private: enter its key to join. It stays in this tab only (or open the page with #key=<key>).')
   const identity = await claimTabIdentity()
   const replica = mode() === 'replica'
   const durable = replica && await durableStorage()
   const peer = await createPeer({
     kind: 'browser',
     privateKey: identity.privateKey,
-    listen: ['/p2p-circuit', '/webrtc'],
+    // Relay reservations (/p2p-circuit addresses) are the RelayKeeper's: two relays, failing over.
+    listen: ['/webrtc'],
     swim: { ...browserSwimConfig(), metaBytesMax: 2048 },
     incarnation: identity.incarnation,
     // A client-only member owns no ring tokens, so it holds no keys; it still coordinates requests.
     vnodes: replica ? (durable ? DEFAULT_VNODES : DEFAULT_VOLATILE_VNODES) : 0,
     location: browserProfile(),
     durable,
+    ...(meshKey === null ? {} : { meshKey }),
     clock: { nowMs: () => Date.now() },
     rng: { next: Math.random },
     log,
     // A full replica: its share of the ring persists in this origin's IndexedDB, one database per identity.
     ...(replica ? { wal: new IndexedDbWal(`meshkv-wal-${peerIdFromPrivateKey(identity.privateKey).toString()}`) } : {})
   })
+  const addrs = entry.addrs.map(a => multiaddr(a))
+  const keeper = new RelayKeeper(peer.libp2p, peer.membership, {
+    seeds: addrs,
+    // A browser dials WebSockets only (and WebRTC, which needs a relay first).
+    dialable: a => /\/(ws|wss|tls\/ws)(\/|$)/.test(a),
+    clock: { nowMs: () => Date.now() },
+    rng: { next: Math.random },
+    log
+  })
+  keeper.events.on('change', status => {
+    $('relays').textContent = relayText(status)
+    rememberRelays(keeper.knownAddrs())
+  })
+  keeper.start()
+  let refused = false
+  peer.membership.events.on('refused', ({ reason }) => {
+    if (refused) return
+    refused = true
+    $('error').textContent = refusalText(reason)
+    forgetMeshKey()
+    void askMeshKey(`${refusalText(reason)} Enter the mesh key again:`).then(() => { location.reload() })
+  })
   // Closing the tab: announce the leave (others take it out of preference lists at once) and hand off what
   // can be sent before the page is gone. An optimisation only: a durable replica holds every acknowledged
   // write, and the other replicas' anti-entropy restores the rest on the key's next owner.
-  addEventListener('pagehide', () => { void peer.leave() })
+  addEventListener('pagehide', () => { keeper.stop(); void peer.leave() })
   // For tests and the curious (devtools): the peer, and multiaddr() to build addresses to dial.
-  ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr }
+  ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr, relays: keeper, entry: entry.source }
   $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation}, ${durable ? 'durable' : 'volatile'}, ${peer.engine.size} keys from IndexedDB)`
   const modeBox = $('mode-replica') as HTMLInputElement
   modeBox.checked = replica
@@ -144,14 +185,28 @@ async function main (): Promise<void> {
   const tick = (): void => { void activity.sample().finally(() => { setTimeout(tick, ACTIVITY_PERIOD_MS) }) }
   setTimeout(tick, ACTIVITY_PERIOD_MS)
 
-  const addrs = (await bootstrapAddrs()).map(a => multiaddr(a))
   if (new URLSearchParams(location.search).get('join') === 'false') {
     await peer.libp2p.dial(addrs, { signal: AbortSignal.timeout(30_000) })
     $('self').textContent += ' — connected, not joined (?join=false)'
     return
   }
-  await peer.join(addrs)
-  ringView.render()
+  const joinStatus = $('join-status')
+  const via = entry.source === 'remembered' ? 'relays remembered from the last visit (the peer that served this page is unreachable)' : entry.source === 'query' ? '?bootstrap' : 'the peer that served this page'
+  const join = async (): Promise<void> => {
+    try {
+      await peer.join(addrs, {
+        attemptsMax: JOIN_ATTEMPTS_MAX,
+        onAttempt: (attempt, retryInMs) => { if (!refused) joinStatus.textContent = `joining through ${via}: attempt ${attempt}/${JOIN_ATTEMPTS_MAX}, next in ${Math.ceil(retryInMs / 1000)} s` }
+      })
+      joinStatus.textContent = `joined through ${via}`
+      ringView.render()
+    } catch (error) {
+      joinStatus.textContent = ''
+      joinStatus.append(`${error instanceof Error ? error.message : String(error)} `, el('button', { id: 'join-retry', type: 'button' }, 'retry'))
+      $('join-retry').addEventListener('click', () => { void join() }, { once: true })
+    }
+  }
+  await join()
 }
 
 main().catch((error: unknown) => {

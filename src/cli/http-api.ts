@@ -160,7 +160,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed' })
     if (url.pathname === '/health') return json(200, { status: 'ok', id: peer.id })
     if (url.pathname === '/members') {
-      return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, addrs: m.meta.addrs })))
+      return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, relay: m.meta.relay, addrs: m.meta.addrs })))
     }
     if (url.pathname === '/ring') return json(200, ringView(peer, flag(url, 'tokens') ?? true))
     if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length } })

@@ -1,6 +1,7 @@
 /**
- * `node node/peer.js`: a Node peer. `--bootstrap` starts the first peer of a mesh (TCP and WebSocket
- * listeners, the circuit relay for browser tabs, the HTTP API and dashboard); `--join <multiaddr>` joins one.
+ * `node node/peer.js`: a Node peer. `--bootstrap` starts the first peer of a mesh; `--join <multiaddr>` joins
+ * one. Every peer listens on TCP and WebSockets, runs a bounded circuit relay for browser tabs (unless
+ * `--no-relay`) and serves the HTTP API and the dashboard.
  * The data directory keeps the peer's identity key, its last incarnation and the peers it knew, so a
  * restarted peer comes back as itself and rejoins on its own.
  */
@@ -34,9 +35,9 @@ const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [o
 Starts a meshkv peer. The first peer of a mesh runs with --bootstrap; others --join it (or any member).
 A peer restarted from its data directory rejoins the peers it knew without --join.
 
-  --bootstrap                 start a mesh: also run the circuit relay for browser tabs (every peer
-                              serves the dashboard on its HTTP address); default listen /ip4/127.0.0.1/tcp/4001 and /ip4/127.0.0.1/tcp/4002/ws,
-                              default --http 7000
+  --bootstrap                 start a mesh; default listen /ip4/127.0.0.1/tcp/4001 and
+                              /ip4/127.0.0.1/tcp/4002/ws, default --http 7000 (every peer serves the
+                              dashboard on its HTTP address and runs a relay for browser tabs)
   --join <multiaddr>          join through this member (repeatable); printed by the peer you join
   --listen <multiaddr>        listen address (repeatable); default /ip4/127.0.0.1/tcp/0 and
                               /ip4/127.0.0.1/tcp/0/ws (any free port)
@@ -70,7 +71,10 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               MESHKV_MESH_KEY (a command-line value shows in ps and shell history);
                               without a key the mesh is open to anyone who can reach it
   --vnodes <n>                ring tokens this peer owns (default ${DEFAULT_VNODES}, 1..${VNODES_MAX})
-  --relay-reservations <n>    browser tabs the relay serves at once (bootstrap; default 128)
+  --relay-reservations <n>    browser tabs this peer's circuit relay serves at once (default 128,
+                              1..10000); each tab holds reservations on two relays and signals WebRTC
+                              to other tabs through them
+  --no-relay                  run no circuit relay (tabs then use other peers' relays)
   --ice-server <url>          STUN/TURN server for WebRTC across NATs (repeatable; default none)
   --webrtc-bind <address>     gather WebRTC (ICE) candidates only on this interface, e.g. 127.0.0.1
                               (default: all interfaces)
@@ -95,6 +99,9 @@ export const ECHO_PROTOCOL = '/meshkv/echo/1.0.0'
 /** Longest a graceful shutdown (leave announcement, data handoff, stopping libp2p) may take before the process
  * exits; keys not handed off by then are restored on their new owners by anti-entropy from other replicas. */
 const SHUTDOWN_TIMEOUT_MS = 60_000
+
+/** Reservations (tabs) a Node peer's circuit relay holds at once unless --relay-reservations says otherwise. */
+export const RELAY_RESERVATIONS_DEFAULT = 128
 
 class UsageError extends Error {
   override name = 'UsageError'
@@ -184,6 +191,7 @@ function parse (argv: string[]) {
       'mesh-key': { type: 'string' },
       vnodes: { type: 'string' },
       'relay-reservations': { type: 'string' },
+      'no-relay': { type: 'boolean' },
       'ice-server': { type: 'string', multiple: true },
       'webrtc-bind': { type: 'string' },
       'probe-interval-ms': { type: 'string' },
@@ -217,7 +225,9 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   const bootstrap = args.bootstrap === true
   const dataDir = path.resolve(args['data-dir'] ?? 'meshkv-data')
   const vnodes = int('vnodes', args.vnodes, 1, VNODES_MAX) ?? DEFAULT_VNODES
-  const reservations = int('relay-reservations', args['relay-reservations'], 1, 10_000) ?? 128
+  const reservations = int('relay-reservations', args['relay-reservations'], 1, 10_000) ?? RELAY_RESERVATIONS_DEFAULT
+  const relay = args['no-relay'] !== true
+  if (!relay && args['relay-reservations'] !== undefined) throw new UsageError('--relay-reservations and --no-relay contradict each other')
   const httpPort = args.http === 'off' ? null : int('http', args.http, 0, 65535) ?? (bootstrap ? 7000 : 0)
   const httpHost = args['http-host'] ?? '127.0.0.1'
   if (args['mesh-key'] === '') throw new UsageError('--mesh-key must not be empty (omit it for an open mesh)')
@@ -293,7 +303,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     privateKey,
     listen,
     extraTransports: [tcp()],
-    ...(bootstrap ? { relayServer: { maxReservations: reservations } } : {}),
+    ...(relay ? { relayServer: { maxReservations: reservations } } : {}),
     ...(args['ice-server'] === undefined ? {} : { iceServers: args['ice-server'].map(urls => ({ urls })) }),
     ...(args['webrtc-bind'] === undefined ? {} : { webrtcBindAddress: args['webrtc-bind'] }),
     swim,
@@ -380,7 +390,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     }, 1000)
   })
 
-  console.log(`meshkv peer ${peer.id} (node${bootstrap ? ', bootstrap + relay' : ''}, incarnation ${incarnation})`)
+  console.log(`meshkv peer ${peer.id} (node${bootstrap ? ', bootstrap' : ''}${relay ? `, relay for ${reservations} tabs` : ', no relay'}, incarnation ${incarnation})`)
   for (const ma of peer.libp2p.getMultiaddrs()) console.log(`listening: ${ma.toString()}`)
   if (httpUrl !== undefined) console.log(`http: ${httpUrl}  (dashboard: ${httpUrl}/)`)
   console.log(meshKey === undefined

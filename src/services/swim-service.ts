@@ -57,6 +57,14 @@ export interface SwimChange {
 export interface SwimServiceEvents extends Record<string, unknown> {
   change: SwimChange
   joined: { via: string }
+  /** A mesh-key handshake with `peer` failed (wrong key, or one side private and the other open). */
+  refused: { peer: string; reason: string; outbound: boolean }
+}
+
+/** A join that no bootstrap address answered within its attempts. */
+export class JoinError extends Error {
+  override name = 'JoinError'
+  constructor (message: string, readonly attempts: number) { super(message) }
 }
 
 export interface SwimServiceStats {
@@ -139,11 +147,16 @@ export class SwimService {
     this.hmacKey = init.meshKey === undefined ? null : deriveMeshKey(init.meshKey)
   }
 
+  /**
+   * This peer's addresses for its metadata, at most ADDRS_META_BYTES_MAX characters, most useful first:
+   * WebRTC through a WebSocket relay (what a tab can dial), other WebRTC, then WebSocket, then the rest. A
+   * tab with reservations on two relays has eight addresses, more than fit, and each relay must be in.
+   */
   private addrsMeta (): string {
     let out = ''
-    for (const ma of this.node.getMultiaddrs()) {
-      const s = ma.toString()
-      if (out.length + s.length + 1 > ADDRS_META_BYTES_MAX) break
+    const rank = (s: string): number => (s.includes('/webrtc') ? 0 : 2) + (s.includes('/ws') ? 0 : 1)
+    for (const s of this.node.getMultiaddrs().map(String).sort((a, b) => rank(a) - rank(b))) {
+      if (out.length + s.length + 1 > ADDRS_META_BYTES_MAX) continue
       out = out === '' ? s : `${out} ${s}`
     }
     return out
@@ -239,12 +252,15 @@ export class SwimService {
 
   /**
    * Joins through bootstrap addresses: dials each and exchanges full state with it, retrying with
-   * exponential backoff (0.5 s doubling to 30 s, with jitter) until one exchange succeeds or `signal` aborts.
+   * exponential backoff (0.5 s doubling to 30 s, with jitter) until one exchange succeeds, `signal` aborts,
+   * or `attemptsMax` rounds (default unbounded) have failed (then a JoinError). `onAttempt` hears each
+   * round's start, and the wait before the next.
    */
-  async join (addrs: Multiaddr[], options: { signal?: AbortSignal } = {}): Promise<void> {
+  async join (addrs: Multiaddr[], options: { signal?: AbortSignal; attemptsMax?: number; onAttempt?: (attempt: number, retryInMs: number) => void } = {}): Promise<void> {
     if (addrs.length === 0) return
     let delay = 500
     for (let attempt = 1; ; attempt++) {
+      if (options.attemptsMax !== undefined && attempt > options.attemptsMax) throw new JoinError(`no member answered at ${addrs.length} address(es) in ${options.attemptsMax} attempts`, options.attemptsMax)
       options.signal?.throwIfAborted()
       let off = (): void => {}
       const joined = new Promise<void>(resolve => { off = this.events.on('joined', () => { off(); resolve() }) })
@@ -257,6 +273,7 @@ export class SwimService {
         }
       }
       const wait = delay * (0.75 + 0.5 * this.init.rng.next())
+      options.onAttempt?.(attempt, Math.round(wait))
       let timer: ReturnType<typeof setTimeout> | undefined
       const result = await Promise.race([
         joined.then(() => 'joined' as const),
@@ -314,8 +331,10 @@ export class SwimService {
       // Replies to what we send arrive on the stream the peer opens to us; this one only carries our side.
       void this.drain(to, out)
     } catch (error) {
-      if (error instanceof HandshakeError) this.stats.refusedPeers++
-      else this.stats.streamErrors++
+      if (error instanceof HandshakeError) {
+        this.stats.refusedPeers++
+        this.events.emit('refused', { peer: to, reason: error.message, outbound: true })
+      } else this.stats.streamErrors++
       this.log.debug(`swim: no stream to ${to}: ${errorMessage(error)}`)
       this.stats.dropped += out.queue.length
       out.stream?.abort(error instanceof Error ? error : new Error(String(error)))
@@ -352,6 +371,7 @@ export class SwimService {
     } catch (error) {
       this.stats.refusedPeers++
       this.log.info(`swim: refused ${from.toString()}: ${errorMessage(error)}`)
+      if (error instanceof HandshakeError) this.events.emit('refused', { peer: from.toString(), reason: error.message, outbound: false })
       stream.abort(error instanceof Error ? error : new Error(String(error)))
       return
     }

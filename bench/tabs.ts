@@ -1,0 +1,140 @@
+/**
+ * Tabs suite: what idle tabs cost. For each tab count of `--tabs` (default 2 and 8), a fresh mesh — a
+ * bootstrap and a second Node peer (`node node/peer.js` children in temporary data directories, default
+ * settings) — and a new context of one headless Chromium with that many full-replica tabs on the
+ * bootstrap's dashboard (visible, as a person looking at them: the worst case). Once every peer and tab lists
+ * everyone alive and SETTLE_MS have passed, the mesh idles for `--seconds` (default 60) with no requests:
+ *
+ *   idle.cpu.per_tab       CPU of every Chromium process (browser, renderers, utility) over the first
+ *                          MEASURE_S seconds of the idle window, in cores, divided by the tab count;
+ *                          target <= 0.03, and the figure with the most tabs within 1.5x of the one with
+ *                          the fewest (the baseline, measured in the same run)
+ *   idle.cpu.node          the two Node peers' CPU over the same window, in cores
+ *   idle.non_alive         state changes to anything but alive seen during the whole idle window, by the
+ *                          Node peers (their log lines) and by every tab (its member events); target 0
+ *
+ * Flags take `--name=value`: --tabs=2,8 --seconds=60; --quick is 2 and 4 tabs, 20 s. Progress on stderr.
+ * Nothing fails the run on a missed target: each figure says whether it met it. Needs `npm run build`.
+ */
+import * as fs from 'node:fs'
+import type { Browser, BrowserContext } from '@playwright/test'
+import { type PeerProcess, peerGroup } from '../test/helpers/peers.js'
+import { type Tab, openTab, waitAllAlive } from '../test/helpers/tab-mesh.js'
+import type { MeshWindow } from '../test/helpers/tabs.js'
+import { browserCpuSeconds, launchChromium, treeCpuSeconds } from './browser.js'
+import { emit, progress } from './report.js'
+
+const SUITE = 'tabs'
+const CONVERGE_MS = 120_000
+/** Idle time before measuring: joins, first anti-entropy rounds and the dashboard's first samples are done. */
+const SETTLE_MS = 10_000
+const MEASURE_S = 30
+const PER_TAB_TARGET = 0.03
+const GROWTH_TARGET = 1.5
+
+interface Options { tabs: number[]; seconds: number }
+
+function parseFlags (flags: string[]): Options {
+  const quick = flags.includes('--quick')
+  const o: Options = { tabs: quick ? [2, 4] : [2, 8], seconds: quick ? 20 : 60 }
+  for (const flag of flags) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(flag)
+    if (m === null || m[1] === 'quick') continue
+    if (m[1] === 'tabs') {
+      o.tabs = (m[2] ?? '').split(',').map(Number)
+      if (o.tabs.length === 0 || o.tabs.some(n => !Number.isInteger(n) || n < 1 || n > 32)) throw new Error(`${flag}: expected tab counts in [1, 32], e.g. --tabs=2,8`)
+    } else if (m[1] === 'seconds') {
+      o.seconds = Number(m[2])
+      if (!Number.isInteger(o.seconds) || o.seconds < 5 || o.seconds > 3600) throw new Error(`${flag}: expected whole seconds in [5, 3600]`)
+    } else throw new Error(`unknown flag ${flag}; known: --quick --tabs=<n,n,...> --seconds=<s>`)
+  }
+  return o
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+/** Counts, in the page, member events to a state other than alive from now on. */
+async function countNonAlive (page: Tab['page']): Promise<void> {
+  await page.evaluate(() => {
+    const w = window as unknown as MeshWindow & { meshkvNonAlive?: string[] }
+    w.meshkvNonAlive = []
+    w.meshkv.peer.on('member', e => { if (e.member.state !== 'alive') w.meshkvNonAlive!.push(`${e.member.id.slice(-6)} ${e.member.state}`) })
+  })
+}
+
+export async function run (flags: string[]): Promise<void> {
+  if (!fs.existsSync('dist/src/cli/peer-cli.js') || !fs.existsSync('dist/web/index.html')) throw new Error('the peers and the dashboard run from dist/: run `npm run build` first')
+  const o = parseFlags(flags)
+  const measureS = Math.min(MEASURE_S, o.seconds)
+  progress(`${SUITE}: 2 Node peers and ${o.tabs.join(' / ')} idle full-replica tabs; CPU over ${measureS} s, liveness over ${o.seconds} s`)
+  const group = peerGroup('meshkv-bench-tabs-', ['--listen', '/ip4/127.0.0.1/tcp/0/ws'])
+  let browser: Browser | null = null
+  const cleanup = async (): Promise<void> => {
+    await browser?.close().catch(() => {})
+    await group.stopAll()
+  }
+  const onSignal = (signal: NodeJS.Signals): void => { void cleanup().finally(() => { process.exit(signal === 'SIGINT' ? 130 : 143) }) }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    const launched = await launchChromium()
+    browser = launched.browser
+    progress(launched.description)
+    let baseline: { tabs: number; perTab: number } | null = null
+    for (const count of o.tabs) {
+      const perTab = await phase(browser, count)
+      if (baseline === null) baseline = { tabs: count, perTab }
+      else {
+        const ratio = perTab / baseline.perTab
+        emit({ suite: SUITE, metric: 'idle.cpu.per_tab.growth', value: perTab, unit: 'cores', tabs: count, baseline: baseline.perTab, baselineMetric: `idle.cpu.per_tab with ${baseline.tabs} tabs`, target: GROWTH_TARGET, met: ratio <= GROWTH_TARGET })
+        progress(`per-tab cost with ${count} tabs is ${ratio.toFixed(2)}x the cost with ${baseline.tabs} (target <= ${GROWTH_TARGET})`)
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await cleanup()
+  }
+
+  async function phase (browser: Browser, count: number): Promise<number> {
+    const name = `tabs${count}`
+    const t0 = performance.now()
+    const boot = await group.start(`${name}-boot`, ['--bootstrap'])
+    const node = await group.start(`${name}-node`, ['--join', boot.tcp])
+    const peers: PeerProcess[] = [boot, node]
+    let context: BrowserContext | null = await browser.newContext()
+    try {
+      const tabs: Tab[] = []
+      for (let i = 0; i < count; i++) tabs.push(await openTab(context, boot.http, line => { progress(`  ${line.split('\n')[0]}`) }))
+      const everyone = [boot.id, node.id, ...tabs.map(t => t.id)]
+      await waitAllAlive(tabs.map(t => t.page), peers, everyone, CONVERGE_MS)
+      progress(`${name}: ${everyone.length} members alive everywhere after ${((performance.now() - t0) / 1000).toFixed(1)} s; settling ${SETTLE_MS / 1000} s`)
+      await sleep(SETTLE_MS)
+      for (const t of tabs) await countNonAlive(t.page)
+      const lines0 = peers.map(p => p.output.length)
+      const idleStart = performance.now()
+      const cpu0 = { browser: browserCpuSeconds(), node: peers.reduce((a, p) => a + treeCpuSeconds(p.proc.pid!), 0), at: performance.now() }
+      await sleep(measureS * 1000)
+      const cpu1 = { browser: browserCpuSeconds(), node: peers.reduce((a, p) => a + treeCpuSeconds(p.proc.pid!), 0), at: performance.now() }
+      const seconds = (cpu1.at - cpu0.at) / 1000
+      const browserCores = (cpu1.browser - cpu0.browser) / seconds
+      const nodeCores = (cpu1.node - cpu0.node) / seconds
+      const perTab = browserCores / count
+      await sleep(Math.max(0, o.seconds * 1000 - (performance.now() - idleStart)))
+      const fromPeers = peers.flatMap((p, i) => p.output.slice(lines0[i]).filter(l => / -> (suspect|dead|left) /.test(l)))
+      const fromTabs: string[] = []
+      for (const t of tabs) fromTabs.push(...await t.page.evaluate(() => (window as unknown as { meshkvNonAlive: string[] }).meshkvNonAlive))
+      const extra = { tabs: count, nodePeers: 2, seconds: Math.round(seconds) }
+      emit({ suite: SUITE, metric: 'idle.cpu.per_tab', value: perTab, unit: 'cores', browserCores, target: PER_TAB_TARGET, met: perTab <= PER_TAB_TARGET, ...extra })
+      emit({ suite: SUITE, metric: 'idle.cpu.node', value: nodeCores, unit: 'cores', ...extra })
+      emit({ suite: SUITE, metric: 'idle.non_alive', value: fromPeers.length + fromTabs.length, unit: 'changes', idleSeconds: o.seconds, fromNodePeers: fromPeers.slice(0, 10), fromTabs: fromTabs.slice(0, 10), target: 0, met: fromPeers.length + fromTabs.length === 0, tabs: count })
+      progress(`${name}: Chromium ${browserCores.toFixed(3)} cores = ${perTab.toFixed(4)} per tab (target <= ${PER_TAB_TARGET}); Node peers ${nodeCores.toFixed(3)} cores; ${fromPeers.length + fromTabs.length} non-alive states in ${o.seconds} s idle`)
+      return perTab
+    } finally {
+      await context?.close().catch(() => {})
+      context = null
+      for (const p of peers) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL')
+      await Promise.all(peers.map(p => p.exited))
+    }
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * How a tab finds the mesh and proves it may join:
+ * - Where to join: the serving peer's /api/info (its WebSocket addresses). When that peer is gone (the page
+ *   then comes from the service worker's copy, sw.js), the relays this origin saw last, kept in
+ *   localStorage (addresses only, never a key).
+ * - The mesh key of a private mesh: from the URL fragment (`#key=...`, which browsers never send to a
+ *   server), or typed into the page. It is kept in sessionStorage only (gone when the tab closes; never
+ *   localStorage or IndexedDB), and the fragment is removed from the address bar at once.
+ */
+import { $ } from './dom.js'
+
+const RELAYS_KEY = 'meshkv-relays'
+const PRIVATE_KEY = 'meshkv-private'
+const MESH_KEY_SESSION = 'meshkv-mesh-key'
+/** Most relay addresses kept for a reload. */
+export const KNOWN_RELAYS_MAX = 16
+
+export interface MeshEntry {
+  /** Multiaddrs to join through. */
+  addrs: string[]
+  /** Whether the mesh wants a key (from the server, or remembered from the last visit). */
+  private: boolean
+  /** Where the addresses came from, for the page. */
+  source: 'query' | 'server' | 'remembered'
+}
+
+export async function meshEntry (): Promise<MeshEntry> {
+  const remembered = localStorage.getItem(PRIVATE_KEY) === '1'
+  const fromQuery = new URLSearchParams(location.search).getAll('bootstrap')
+  if (fromQuery.length > 0) return { addrs: fromQuery, private: remembered, source: 'query' }
+  let problem: string
+  try {
+    const res = await fetch('/api/info', { signal: AbortSignal.timeout(10_000) })
+    if (res.ok) {
+      const info = await res.json() as { browserBootstrap: string[]; meshPrivate?: boolean }
+      localStorage.setItem(PRIVATE_KEY, info.meshPrivate === true ? '1' : '0')
+      return { addrs: info.browserBootstrap, private: info.meshPrivate === true, source: 'server' }
+    }
+    problem = `GET /api/info: ${res.status}`
+  } catch (error) {
+    problem = `GET /api/info: ${error instanceof Error ? error.message : String(error)}`
+  }
+  const known = knownRelays()
+  if (known.length > 0) return { addrs: known, private: remembered, source: 'remembered' }
+  throw new Error(`${problem}; open this page from a meshkv peer, or pass ?bootstrap=<multiaddr>`)
+}
+
+export function knownRelays (): string[] {
+  try {
+    const list = JSON.parse(localStorage.getItem(RELAYS_KEY) ?? '[]') as unknown
+    return Array.isArray(list) ? list.filter((a): a is string => typeof a === 'string').slice(0, KNOWN_RELAYS_MAX) : []
+  } catch {
+    return []
+  }
+}
+
+export function rememberRelays (addrs: string[]): void {
+  if (addrs.length > 0) localStorage.setItem(RELAYS_KEY, JSON.stringify(addrs.slice(0, KNOWN_RELAYS_MAX)))
+}
+
+/** The key given in the fragment (moved to sessionStorage, and removed from the address bar), or the one kept. */
+export function meshKeyFromPage (): string | null {
+  const fragment = new URLSearchParams(location.hash.slice(1))
+  const given = fragment.get('key')
+  if (given !== null) {
+    if (given !== '') sessionStorage.setItem(MESH_KEY_SESSION, given)
+    fragment.delete('key')
+    const rest = fragment.toString()
+    history.replaceState(history.state, '', `${location.pathname}${location.search}${rest === '' ? '' : `#${rest}`}`)
+  }
+  return sessionStorage.getItem(MESH_KEY_SESSION)
+}
+
+export function forgetMeshKey (): void {
+  sessionStorage.removeItem(MESH_KEY_SESSION)
+}
+
+/** Shows the key form with `message` and resolves with what the user enters (kept in sessionStorage). */
+export async function askMeshKey (message: string): Promise<string> {
+  const form = $('mesh-key-form') as HTMLFormElement
+  const input = $('mesh-key') as HTMLInputElement
+  $('mesh-key-message').textContent = message
+  form.hidden = false
+  input.focus()
+  return await new Promise(resolve => {
+    form.addEventListener('submit', function onSubmit (event) {
+      event.preventDefault()
+      if (input.value === '') return
+      form.removeEventListener('submit', onSubmit)
+      const key = input.value
+      input.value = ''
+      form.hidden = true
+      sessionStorage.setItem(MESH_KEY_SESSION, key)
+      resolve(key)
+    })
+  })
+}
+
+/** Registers sw.js (where service workers exist: a secure context such as http://127.0.0.1). */
+export function keepPageOffline (log: (message: string) => void): void {
+  if (!('serviceWorker' in navigator)) return
+  navigator.serviceWorker.register('/sw.js').catch((error: unknown) => { log(`no offline copy of the page: ${error instanceof Error ? error.message : String(error)}`) })
+}
