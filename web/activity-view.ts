@@ -1,7 +1,10 @@
 /**
- * Activity: every 2 s this tab asks each up member for its figures (the info request, timed for the
- * latency column) and plots, for the last 60 samples, operations per second and quorum latency across the
- * mesh, read repairs, hints pending and delivered, and anti-entropy repairs.
+ * Activity: every 2 s this tab asks a few up members for their figures (the info request, timed for the
+ * latency column), ACTIVITY_SAMPLE_MAX per period in turn, so a tab's cost does not grow with the mesh:
+ * each member's figures are at most ceil(n / ACTIVITY_SAMPLE_MAX) periods old. It plots, for the last 60
+ * samples, operations per second and quorum latency across the mesh, read repairs, hints pending and
+ * delivered, and anti-entropy repairs: each member's rates come from its own last two samples, summed. A
+ * hidden tab samples nothing and draws nothing (main.ts).
  */
 import type { PeerInfo } from '../src/services/peer-info.js'
 import type { Peer } from '../src/peer.js'
@@ -9,12 +12,23 @@ import { $, el, svg } from './dom.js'
 import type { MemberFigures } from './ring-view.js'
 
 export const ACTIVITY_PERIOD_MS = 2000
+/** Members asked per period (besides this tab, whose figures need no request). */
+export const ACTIVITY_SAMPLE_MAX = 3
 const POINTS = 60
 
 interface Series { label: string; unit: string; values: number[] }
 
+/** A member's last sample and its counters' rates since the one before. */
+interface Sampled {
+  at: number
+  info: PeerInfo
+  rates: { ops: number; readRepairs: number; handedOff: number; syncRepairs: number }
+}
+
 export class ActivityView {
-  private previous: { at: number; totals: Record<string, number> } | null = null
+  private readonly sampled = new Map<string, Sampled>()
+  private cursor = 0
+  private samples = 0
   private readonly series: Series[] = [
     { label: 'operations', unit: '/s', values: [] },
     { label: 'latency p50', unit: 'ms', values: [] },
@@ -27,42 +41,52 @@ export class ActivityView {
 
   constructor (private readonly peer: Peer, private readonly figures: Map<string, MemberFigures>, private readonly onFigures: () => void) {}
 
-  /** One sample: asks every up member (in parallel, 1.5 s limit each) and updates the charts. */
+  /** The members to ask this period: this tab, and the next ACTIVITY_SAMPLE_MAX others in turn. */
+  private nextBatch (): string[] {
+    const up = this.peer.members().filter(m => m.state === 'alive' || m.state === 'suspect').map(m => m.id).filter(id => id !== this.peer.id).sort()
+    for (const id of [...this.sampled.keys()]) if (id !== this.peer.id && !up.includes(id)) { this.sampled.delete(id); this.figures.delete(id) }
+    const batch = [this.peer.id]
+    for (let i = 0; i < Math.min(ACTIVITY_SAMPLE_MAX, up.length); i++) batch.push(up[(this.cursor + i) % up.length]!)
+    this.cursor = up.length === 0 ? 0 : (this.cursor + ACTIVITY_SAMPLE_MAX) % up.length
+    return batch
+  }
+
+  /** One sample: asks this period's members (in parallel, 1.5 s limit each) and updates the charts. */
   async sample (): Promise<void> {
-    const up = this.peer.members().filter(m => m.state === 'alive' || m.state === 'suspect')
-    const infos = await Promise.all(up.map(async m => {
+    await Promise.all(this.nextBatch().map(async id => {
       const start = performance.now()
       try {
-        const info = await this.peer.info(m.id, { signal: AbortSignal.timeout(1500) })
-        this.figures.set(m.id, { keys: info.keys, walBytes: info.walBytes, rttMs: performance.now() - start })
-        return info
+        const info = await this.peer.info(id, { signal: AbortSignal.timeout(1500) })
+        const now = performance.now()
+        this.figures.set(id, { keys: info.keys, walBytes: info.walBytes, rttMs: now - start })
+        const before = this.sampled.get(id)
+        const rate = (value: number, old: number | undefined): number => before === undefined || old === undefined ? 0 : Math.max(0, (value - old) * 1000 / (now - before.at))
+        this.sampled.set(id, {
+          at: now,
+          info,
+          rates: {
+            ops: rate(info.ops, before?.info.ops),
+            readRepairs: rate(info.stats.readRepairs, before?.info.stats.readRepairs),
+            handedOff: rate(info.stats.handedOff, before?.info.stats.handedOff),
+            syncRepairs: rate(info.stats.syncRepairs, before?.info.stats.syncRepairs)
+          }
+        })
       } catch {
-        return null
+        // Unanswered this time: its last figures stand until it answers or leaves.
       }
     }))
     this.onFigures()
-    const got = infos.filter((i): i is PeerInfo => i !== null)
-    const totals = {
-      ops: sum(got, i => i.ops),
-      readRepairs: sum(got, i => i.stats.readRepairs),
-      handedOff: sum(got, i => i.stats.handedOff),
-      syncRepairs: sum(got, i => i.stats.syncRepairs)
-    }
-    const now = performance.now()
-    if (this.previous !== null) {
-      const seconds = (now - this.previous.at) / 1000
-      const rate = (name: keyof typeof totals): number => Math.max(0, (totals[name] - (this.previous!.totals[name] ?? 0)) / seconds)
-      const busy = got.filter(i => i.latency.samples > 0)
-      this.push(0, rate('ops'))
-      this.push(1, busy.length === 0 ? 0 : sum(busy, i => i.latency.p50) / busy.length)
-      this.push(2, busy.length === 0 ? 0 : Math.max(...busy.map(i => i.latency.p99)))
-      this.push(3, rate('readRepairs'))
-      this.push(4, sum(got, i => i.stats.hintsPending))
-      this.push(5, rate('handedOff'))
-      this.push(6, rate('syncRepairs'))
-      this.draw()
-    }
-    this.previous = { at: now, totals }
+    const all = [...this.sampled.values()]
+    const busy = all.filter(s => s.info.latency.samples > 0)
+    if (this.samples++ === 0) return
+    this.push(0, sum(all, s => s.rates.ops))
+    this.push(1, busy.length === 0 ? 0 : sum(busy, s => s.info.latency.p50) / busy.length)
+    this.push(2, busy.length === 0 ? 0 : Math.max(...busy.map(s => s.info.latency.p99)))
+    this.push(3, sum(all, s => s.rates.readRepairs))
+    this.push(4, sum(all, s => s.info.stats.hintsPending))
+    this.push(5, sum(all, s => s.rates.handedOff))
+    this.push(6, sum(all, s => s.rates.syncRepairs))
+    this.draw()
   }
 
   private push (index: number, value: number): void {

@@ -35,6 +35,8 @@ function arcPath (from: number, to: number, radius: number): string {
 
 export class RingView {
   private ring: Ring | null = null
+  private drawnRing: Ring | null = null
+  private drawn = ''
   private segmentsOwned = new Map<string, number>()
   private hovered: string | null = null
   private keyPosition: number | null = null
@@ -64,7 +66,14 @@ export class RingView {
     const members = this.peer.members()
     this.sortedIds = members.map(m => m.id).sort()
     const states = new Map(members.map(m => [m.id, m.state]))
-    this.drawRing(ring, states)
+    // The ring is hundreds of SVG arcs: redrawn only when what it shows changed (members, states, the key
+    // mark), not for every new figure.
+    const drawn = `${members.map(m => `${m.id}:${m.state}`).join(',')}|${String(this.keyPosition)}`
+    if (ring !== this.drawnRing || drawn !== this.drawn) {
+      this.drawnRing = ring
+      this.drawn = drawn
+      this.drawRing(ring, states)
+    }
     this.drawTable(members, ring)
     this.drawTooltip(members)
   }

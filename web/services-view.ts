@@ -6,6 +6,8 @@ import type { Peer } from '../src/peer.js'
 import { $, el, shortId } from './dom.js'
 
 const EVENTS_MAX = 200
+/** How often the list is refreshed without a heartbeat event (each refresh asks every up member once). */
+export const SERVICES_PERIOD_MS = 10_000
 const SERVICES_SHOWN = 500
 
 export class ServicesView {
@@ -41,6 +43,9 @@ export class ServicesView {
     let result: Awaited<ReturnType<Peer['meshServices']>>
     try {
       result = await this.peer.meshServices({ signal: AbortSignal.timeout(5000) })
+    } catch (error) {
+      $('services-summary').textContent = `services not listed: ${error instanceof Error ? error.message : String(error)}`
+      return
     } finally {
       this.rendering = false
     }
