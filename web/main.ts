@@ -33,7 +33,7 @@ import { askMeshKey, forgetMeshKey, keepPageOffline, meshEntry, meshKeyFromPage,
 import { $, el, shortId } from './dom.js'
 import { KeyView } from './key-view.js'
 import { RingView } from './ring-view.js'
-import { ServicesView } from './services-view.js'
+import { SERVICES_PERIOD_MS, ServicesView } from './services-view.js'
 
 const log = {
   debug: () => {},
@@ -84,6 +84,10 @@ function timelineEntry (member: MemberView, previous: string | null): { kind: st
   return null
 }
 
+/** libp2p's liveness ping of each connection: 60 s in a tab instead of 10 s (SWIM probes members anyway, and
+ * each ping opens and closes a WebRTC data channel). */
+const TAB_PING_INTERVAL_MS = 60_000
+
 /** Join rounds before the page stops and offers a retry (0.5 s doubling to 30 s apart: about 2.5 minutes). */
 const JOIN_ATTEMPTS_MAX = 10
 
@@ -113,6 +117,7 @@ async function main (): Promise<void> {
     privateKey: identity.privateKey,
     // Relay reservations (/p2p-circuit addresses) are the RelayKeeper's: two relays, failing over.
     listen: ['/webrtc'],
+    connectionPingIntervalMs: TAB_PING_INTERVAL_MS,
     swim: { ...browserSwimConfig(), metaBytesMax: 2048 },
     incarnation: identity.incarnation,
     // A client-only member owns no ring tokens, so it holds no keys; it still coordinates requests.
@@ -165,7 +170,7 @@ async function main (): Promise<void> {
   const ringView = new RingView(peer)
   new KeyView(peer, position => { ringView.markKey(position) }) // it wires itself to the page
   const services = new ServicesView(peer)
-  const activity = new ActivityView(peer, ringView.figures, () => { ringView.render(); void services.render() })
+  const activity = new ActivityView(peer, ringView.figures, () => { ringView.render() })
   let queued = false
   const rerender = (): void => {
     if (queued) return
@@ -182,8 +187,19 @@ async function main (): Promise<void> {
   })
   peer.on('warning', w => { log.warn(w.message) })
   ringView.render()
-  const tick = (): void => { void activity.sample().finally(() => { setTimeout(tick, ACTIVITY_PERIOD_MS) }) }
+  // A hidden tab stays a full peer (SWIM, replication) but samples and draws nothing; it catches up when shown.
+  const visible = (): boolean => document.visibilityState === 'visible'
+  const tick = (): void => {
+    if (!visible()) { setTimeout(tick, ACTIVITY_PERIOD_MS); return }
+    void activity.sample().finally(() => { setTimeout(tick, ACTIVITY_PERIOD_MS) })
+  }
   setTimeout(tick, ACTIVITY_PERIOD_MS)
+  const servicesTick = (): void => {
+    if (!visible()) { setTimeout(servicesTick, SERVICES_PERIOD_MS); return }
+    void services.render().finally(() => { setTimeout(servicesTick, SERVICES_PERIOD_MS) })
+  }
+  setTimeout(servicesTick, ACTIVITY_PERIOD_MS)
+  document.addEventListener('visibilitychange', () => { if (visible()) { ringView.render(); void services.render() } })
 
   if (new URLSearchParams(location.search).get('join') === 'false') {
     await peer.libp2p.dial(addrs, { signal: AbortSignal.timeout(30_000) })
