@@ -1,7 +1,7 @@
 /**
  * Discovery announcements over gossipsub (topic `meshkv/discovery/1`): each peer publishes its id, kind and
  * current addresses when they change (a tab's relay reservation, a new listener), when a new peer
- * subscribes (at most every ANNOUNCE_MIN_GAP_MS), and once a minute, and
+ * subscribes (at most every ANNOUNCE_MIN_GAP_MS), and every ANNOUNCE_INTERVAL_MS, and
  * records what others announce in its peer store, so a member's newest addresses reach everyone without
  * waiting for a SWIM incarnation to spread. Announcements only inform dialling: membership and the mesh key
  * are still checked by SWIM. Messages are signed by gossipsub (strict signing); an announcement whose id is
@@ -16,8 +16,15 @@ import type { MeshLibp2p } from './mesh-node.js'
 import { errorMessage } from '../core/errors.js'
 
 export const DISCOVERY_TOPIC = 'meshkv/discovery/1'
-export const ANNOUNCE_INTERVAL_MS = 60_000
-export const ANNOUNCE_MIN_GAP_MS = 5_000
+/** Periodic re-announcement. Addresses travel in SWIM metadata too, and changes are announced at once: this
+ * only refreshes peer stores, and in an idle mesh every announcement is forwarded by every member. */
+export const ANNOUNCE_INTERVAL_MS = 300_000
+/**
+ * Least time between announcements prompted by a peer (re)subscribing. A joiner learns every member's
+ * addresses from SWIM's full-state exchange anyway; at 5 s these announcements, forwarded through the
+ * gossip mesh, were most of an idle tab's messages.
+ */
+export const ANNOUNCE_MIN_GAP_MS = 30_000
 /** Least time between two announcements of changed addresses. */
 export const ANNOUNCE_CHANGE_GAP_MS = 1_000
 /** Largest announcement accepted, and most addresses taken from one. */

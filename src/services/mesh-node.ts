@@ -34,6 +34,12 @@ export interface MeshNodeOptions {
   iceServers?: RTCIceServer[]
   /** Node only: bind WebRTC (node-datachannel) to this interface address, e.g. 127.0.0.1 in tests. */
   webrtcBindAddress?: string
+  /**
+   * How often libp2p pings each connection (a new stream per ping; over WebRTC a new data channel) and
+   * closes it when the ping fails. Default libp2p's 10 s; tabs use a longer period (SWIM already probes
+   * every member, and each ping costs a data channel's setup and teardown in every tab).
+   */
+  connectionPingIntervalMs?: number
   /** Peer ids this node refuses to connect to (the debug API's partition switch); consulted on every dial
    * and every inbound connection. */
   blocked?: ReadonlySet<string>
@@ -66,9 +72,12 @@ export async function createMeshLibp2p (options: MeshNodeOptions) {
           })
     },
     connectionManager: { maxConnections: 300 },
+    ...(options.connectionPingIntervalMs === undefined ? {} : { connectionMonitor: { pingInterval: options.connectionPingIntervalMs } }),
     services: {
       identify: identify(),
-      pubsub: gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true }),
+      // IDONTWANT (gossipsub 1.2) saves resending large messages; for meshkv's small announcements and feed
+      // batches it was one more message per message received.
+      pubsub: gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true, idontwantMinDataSize: 16 * 1024 }),
       ...(options.relayServer === undefined
         ? {}
         : { relay: circuitRelayServer({ reservations: { maxReservations: options.relayServer.maxReservations } }) })

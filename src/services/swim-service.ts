@@ -57,7 +57,8 @@ export interface SwimChange {
 export interface SwimServiceEvents extends Record<string, unknown> {
   change: SwimChange
   joined: { via: string }
-  /** A mesh-key handshake with `peer` failed (wrong key, or one side private and the other open). */
+  /** A mesh-key handshake with `peer` failed because the keys differ (a wrong key, or one side private and
+   * the other open); a garbled or cut-off handshake is only counted. */
   refused: { peer: string; reason: string; outbound: boolean }
 }
 
@@ -125,6 +126,8 @@ async function deriveMeshKey (secret: string): Promise<CryptoKey> {
 
 export class HandshakeError extends Error {
   override name = 'HandshakeError'
+  /** The two sides disagree about the mesh key (not a garbled or cut-off handshake). */
+  constructor (message: string, readonly mismatch = false) { super(message) }
 }
 
 export class SwimService {
@@ -333,7 +336,7 @@ export class SwimService {
     } catch (error) {
       if (error instanceof HandshakeError) {
         this.stats.refusedPeers++
-        this.events.emit('refused', { peer: to, reason: error.message, outbound: true })
+        if (error.mismatch) this.events.emit('refused', { peer: to, reason: error.message, outbound: true })
       } else this.stats.streamErrors++
       this.log.debug(`swim: no stream to ${to}: ${errorMessage(error)}`)
       this.stats.dropped += out.queue.length
@@ -371,7 +374,7 @@ export class SwimService {
     } catch (error) {
       this.stats.refusedPeers++
       this.log.info(`swim: refused ${from.toString()}: ${errorMessage(error)}`)
-      if (error instanceof HandshakeError) this.events.emit('refused', { peer: from.toString(), reason: error.message, outbound: false })
+      if (error instanceof HandshakeError && error.mismatch) this.events.emit('refused', { peer: from.toString(), reason: error.message, outbound: false })
       stream.abort(error instanceof Error ? error : new Error(String(error)))
       return
     }
@@ -420,14 +423,14 @@ export class SwimService {
     await lp.write(concat(MAGIC_HELLO, Uint8Array.of(1, keyed ? 1 : 0), nonceA))
     const reply = (await lp.read({ signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })).subarray()
     if (!startsWith(reply, MAGIC_REPLY) || reply.length < 5 + NONCE_BYTES) throw new HandshakeError('malformed handshake reply')
-    if ((reply[4] === 1) !== keyed) throw new HandshakeError(keyed ? 'peer is not in a private mesh' : 'peer requires a mesh key')
+    if ((reply[4] === 1) !== keyed) throw new HandshakeError(keyed ? 'peer is not in a private mesh' : 'peer requires a mesh key', true)
     const nonceB = reply.subarray(5, 5 + NONCE_BYTES)
     if (!keyed) {
       await lp.write(MAGIC_PROOF)
       return
     }
     const me = this.swim.id
-    if (!await this.verify('responder', me, peer.toString(), nonceA, nonceB, reply.subarray(5 + NONCE_BYTES))) throw new HandshakeError('peer does not know the mesh key')
+    if (!await this.verify('responder', me, peer.toString(), nonceA, nonceB, reply.subarray(5 + NONCE_BYTES))) throw new HandshakeError('peer does not know the mesh key', true)
     await lp.write(concat(MAGIC_PROOF, await this.mac('opener', me, peer.toString(), nonceA, nonceB)))
   }
 
@@ -442,9 +445,9 @@ export class SwimService {
     const me = this.swim.id
     const mac = keyed && theirsKeyed ? await this.mac('responder', peer.toString(), me, nonceA, nonceB) : new Uint8Array(0)
     await lp.write(concat(MAGIC_REPLY, Uint8Array.of(keyed ? 1 : 0), nonceB, mac))
-    if (theirsKeyed !== keyed) throw new HandshakeError(keyed ? 'peer has no mesh key' : 'peer is in a private mesh')
+    if (theirsKeyed !== keyed) throw new HandshakeError(keyed ? 'peer has no mesh key' : 'peer is in a private mesh', true)
     const proof = (await lp.read({ signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })).subarray()
     if (!startsWith(proof, MAGIC_PROOF)) throw new HandshakeError('malformed handshake proof')
-    if (keyed && !await this.verify('opener', peer.toString(), me, nonceA, nonceB, proof.subarray(4))) throw new HandshakeError('peer does not know the mesh key')
+    if (keyed && !await this.verify('opener', peer.toString(), me, nonceA, nonceB, proof.subarray(4))) throw new HandshakeError('peer does not know the mesh key', true)
   }
 }
