@@ -149,6 +149,8 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
   if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
   const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, proto: PROTOCOL_VERSION, location: options.location, durability: options.durable ? 'durable' : 'volatile' }
   if (options.http !== undefined) meta.http = options.http
+  // The dashboard's chaos panel acts through members that run the debug API (src/services/debug.ts).
+  if (options.blocked !== undefined) meta.debug = 1
   // Tabs find relays in the member list: a relay's WebSocket addresses are in `addrs`.
   if (options.relayServer !== undefined) meta.relay = options.relayServer.maxReservations
   const membership = new SwimService(libp2p, {

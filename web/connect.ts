@@ -22,26 +22,28 @@ export interface MeshEntry {
   private: boolean
   /** Where the addresses came from, for the page. */
   source: 'query' | 'server' | 'remembered'
+  /** The serving peer runs the debug API (the chaos panel). */
+  debugApi: boolean
 }
 
 export async function meshEntry (): Promise<MeshEntry> {
   const remembered = localStorage.getItem(PRIVATE_KEY) === '1'
   const fromQuery = new URLSearchParams(location.search).getAll('bootstrap')
-  if (fromQuery.length > 0) return { addrs: fromQuery, private: remembered, source: 'query' }
+  if (fromQuery.length > 0) return { addrs: fromQuery, private: remembered, source: 'query', debugApi: false }
   let problem: string
   try {
     const res = await fetch('/api/info', { signal: AbortSignal.timeout(10_000) })
     if (res.ok) {
-      const info = await res.json() as { browserBootstrap: string[]; meshPrivate?: boolean }
+      const info = await res.json() as { browserBootstrap: string[]; meshPrivate?: boolean; debugApi?: boolean }
       localStorage.setItem(PRIVATE_KEY, info.meshPrivate === true ? '1' : '0')
-      return { addrs: info.browserBootstrap, private: info.meshPrivate === true, source: 'server' }
+      return { addrs: info.browserBootstrap, private: info.meshPrivate === true, source: 'server', debugApi: info.debugApi === true }
     }
     problem = `GET /api/info: ${res.status}`
   } catch (error) {
     problem = `GET /api/info: ${error instanceof Error ? error.message : String(error)}`
   }
   const known = knownRelays()
-  if (known.length > 0) return { addrs: known, private: remembered, source: 'remembered' }
+  if (known.length > 0) return { addrs: known, private: remembered, source: 'remembered', debugApi: false }
   throw new Error(`${problem}; open this page from a meshkv peer, or pass ?bootstrap=<multiaddr>`)
 }
 

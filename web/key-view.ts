@@ -106,6 +106,12 @@ export class KeyView {
     $('siblings').replaceChildren(...cards)
   }
 
+  /** Re-reads the placement of the key in the box (each replica's version and values), without a get. */
+  async refresh (): Promise<void> {
+    const key = ($('key') as HTMLInputElement).value
+    if (key !== '') await this.placement(key)
+  }
+
   private async placement (key: string): Promise<void> {
     try {
       const p = await this.peer.placement(key)

@@ -29,6 +29,7 @@ import type { MemberView } from '../src/core/membership/swim.js'
 import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES } from '../src/core/ring/ring.js'
 import { createPeer } from '../src/peer.js'
 import { ACTIVITY_PERIOD_MS, ActivityView } from './activity-view.js'
+import { ChaosView } from './chaos-view.js'
 import { askMeshKey, forgetMeshKey, keepPageOffline, meshEntry, meshKeyFromPage, rememberRelays } from './connect.js'
 import { $, el, shortId } from './dom.js'
 import { KeyView } from './key-view.js'
@@ -168,7 +169,7 @@ async function main (): Promise<void> {
   })
 
   const ringView = new RingView(peer)
-  new KeyView(peer, position => { ringView.markKey(position) }) // it wires itself to the page
+  const keyView = new KeyView(peer, position => { ringView.markKey(position) }) // it wires itself to the page
   const services = new ServicesView(peer)
   const activity = new ActivityView(peer, ringView.figures, () => { ringView.render() })
   let queued = false
@@ -177,13 +178,17 @@ async function main (): Promise<void> {
     queued = true
     requestAnimationFrame(() => { queued = false; ringView.render() })
   }
+  const timeline = (kind: string, text: string, id = ''): void => {
+    const list = $('timeline')
+    list.prepend(el('li', { 'data-kind': kind, 'data-id': id }, el('time', {}, new Date().toLocaleTimeString()), ' ', text))
+    while (list.childElementCount > TIMELINE_MAX) list.lastElementChild!.remove()
+  }
+  const chaos = entry.debugApi ? new ChaosView(peer, async () => { await keyView.refresh() }, timeline) : null
   peer.on('member', ({ member, previous }) => {
     rerender()
-    const entry = timelineEntry(member, previous)
-    if (entry === null) return
-    const list = $('timeline')
-    list.prepend(el('li', { 'data-kind': entry.kind, 'data-id': member.id }, el('time', {}, new Date().toLocaleTimeString()), ' ', entry.text))
-    while (list.childElementCount > TIMELINE_MAX) list.lastElementChild!.remove()
+    chaos?.render()
+    const line = timelineEntry(member, previous)
+    if (line !== null) timeline(line.kind, line.text, member.id)
   })
   peer.on('warning', w => { log.warn(w.message) })
   ringView.render()

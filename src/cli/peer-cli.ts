@@ -28,6 +28,8 @@ import { type KvConfig, N_MAX, defaultKvConfig, validateKvConfig } from '../core
 import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
 import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
 import { LOCATION_CHARS_MAX, createPeer } from '../peer.js'
+import { DebugService } from '../services/debug.js'
+import { debugRoute } from './debug-api.js'
 import { httpHandler } from './http-api.js'
 
 const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
@@ -83,9 +85,11 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --suspicion-mult <n>        SWIM suspicion timeout multiplier (default ${defaultSwimConfig().suspicionMult})
   --gossip-interval-ms <ms>   SWIM gossip period (default ${defaultSwimConfig().gossipIntervalMs})
   --push-pull-interval-ms <ms> SWIM full-state exchange period (default ${defaultSwimConfig().pushPullIntervalMs})
-  --debug-api                 enable POST /debug/block?peer=<id> and /debug/unblock?peer=<id>, which
-                              cut and restore connections to a peer (partition tests), and the
-                              /meshkv/echo/1.0.0 protocol (benchmark baseline); never in production
+  --debug-api                 enable the chaos panel on the dashboard and its HTTP routes (POST
+                              /debug/block?peer=<id>, /debug/unblock?peer=<id>, /debug/partition?peer=<id>,
+                              /debug/heal, /debug/members/<id>/<block|unblock|heal|leave|kill>), the
+                              /meshkv/debug/1.0.0 protocol through which other debug peers act on this
+                              one, and /meshkv/echo/1.0.0 (benchmark baseline); never in production
   --help                      this text
 
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
@@ -322,7 +326,17 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     ...(args['debug-api'] === true ? { blocked } : {})
   })
 
+  let debug: DebugService | null = null
   if (args['debug-api'] === true) {
+    const hangUp = async (target: string): Promise<void> => { try { await peer.libp2p.hangUp(peerIdFromString(target)) } catch { /* not connected */ } }
+    debug = new DebugService(peer.libp2p, id => peer.membership.isUp(id) || peer.members().some(m => m.id === id && m.state !== 'left'), {
+      block: async target => { blocked.add(target); await hangUp(target); return [...blocked] },
+      unblock: async target => { blocked.delete(target); return [...blocked] },
+      heal: async () => { blocked.clear(); return [] },
+      leave: () => { shutdown('debug API leave') },
+      kill: () => { console.log('debug API kill: SIGKILL to myself'); process.kill(process.pid, 'SIGKILL') }
+    }, log)
+    await debug.start()
     // A raw request/reply baseline for benchmarks: echoes every byte back on the same stream.
     await peer.libp2p.handle(ECHO_PROTOCOL, stream => {
       stream.addEventListener('message', event => { if (!stream.send(event.data)) stream.pause(); else stream.resume() })
@@ -339,6 +353,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     // What a browser tab dials to join: this peer's WebSocket addresses.
     browserBootstrap: peer.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/ws')),
     meshPrivate: meshKey !== undefined,
+    debugApi: debug !== null,
     swim: peer.membership.stats,
     discovery: { received: peer.discovery.received, dropped: peer.discovery.dropped },
     memory: process.memoryUsage()
@@ -350,19 +365,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
       info,
       ...(args['debug-api'] === true
         ? {
-            extra: async (req, url, send) => {
-              if (req.method !== 'POST' || (url.pathname !== '/debug/block' && url.pathname !== '/debug/unblock')) return false
-              const target = url.searchParams.get('peer') ?? ''
-              if (target === '' || target === peer.id) { send(400, { error: 'peer=<another member id> required' }); return true }
-              if (url.pathname === '/debug/block') {
-                blocked.add(target)
-                try { await peer.libp2p.hangUp(peerIdFromString(target)) } catch { /* not connected */ }
-              } else {
-                blocked.delete(target)
-              }
-              send(200, { blocked: [...blocked] })
-              return true
-            }
+            extra: async (req, url, send) => await debugRoute(peer, debug!, req, url, send)
           }
         : {})
     }))

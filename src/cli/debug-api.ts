@@ -1,0 +1,97 @@
+/**
+ * The HTTP side of `--debug-api` (the dashboard's chaos panel). Every route is a POST and exists only on a
+ * peer started with `--debug-api`; elsewhere they are 404s like any unknown path.
+ *
+ *   /debug/block?peer=<id>, /debug/unblock?peer=<id>   cut or restore this peer's connections to a member
+ *   /debug/members/<id>/<op>[?peer=<id>]               the same on member <id> (op: block, unblock, heal,
+ *                                                      leave, kill), through the debug protocol; <id> must
+ *                                                      run the debug API too
+ *   /debug/partition?peer=<id>                         cut <id> off from the rest: every debug member but
+ *                                                      <id> blocks it, and <id> (if it runs the debug API)
+ *                                                      blocks every member that does not; a tab target
+ *                                                      keeps its links to other tabs
+ *   /debug/heal                                        every debug member unblocks everyone, this one first
+ *
+ * A partition or heal answers with the members that did it and those that could not be reached. The peer
+ * serving the page cannot partition itself: it could not reach the others to heal them. A heal reaches a
+ * partitioned debug peer because it never blocks the debug members (they block it, and unblock first).
+ */
+import type * as http from 'node:http'
+import { errorMessage } from '../core/errors.js'
+import type { Peer } from '../peer.js'
+import { DebugError, type DebugReply, type DebugRequest, type DebugService, parseDebugRequest } from '../services/debug.js'
+
+type Send = (status: number, body: unknown) => void
+
+/** Members (besides this peer) that publish a debug API and have not left. */
+function debugMembers (peer: Peer): string[] {
+  return peer.members().filter(m => m.id !== peer.id && m.meta.debug === 1 && m.state !== 'left').map(m => m.id)
+}
+
+async function onMember (peer: Peer, debug: DebugService, id: string, request: DebugRequest): Promise<DebugReply> {
+  return id === peer.id ? await debug.perform(request) : await debug.call(id, request)
+}
+
+/** Runs `request` on each of `ids`, collecting who did it and who failed. */
+async function fanOut (peer: Peer, debug: DebugService, ids: string[], request: DebugRequest): Promise<{ done: string[]; failed: Array<{ id: string; error: string }> }> {
+  const done: string[] = []
+  const failed: Array<{ id: string; error: string }> = []
+  await Promise.all(ids.map(async id => {
+    try {
+      const reply = await onMember(peer, debug, id, request)
+      if (reply.ok) done.push(id)
+      else failed.push({ id, error: reply.error ?? 'refused' })
+    } catch (error) {
+      failed.push({ id, error: errorMessage(error) })
+    }
+  }))
+  return { done, failed }
+}
+
+export async function debugRoute (peer: Peer, debug: DebugService, req: http.IncomingMessage, url: URL, send: Send): Promise<boolean> {
+  if (!url.pathname.startsWith('/debug/')) return false
+  if (req.method !== 'POST') { send(405, { error: 'debug routes take POST', code: 'ERR_METHOD' }); return true }
+  const target = url.searchParams.get('peer') ?? undefined
+  try {
+    if (url.pathname === '/debug/block' || url.pathname === '/debug/unblock') {
+      const op = url.pathname === '/debug/block' ? 'block' : 'unblock'
+      send(200, await debug.perform(parseDebugRequest({ op, peer: target }, peer.id)))
+      return true
+    }
+    const m = /^\/debug\/members\/([^/]+)\/([a-z]+)$/.exec(url.pathname)
+    if (m !== null) {
+      const id = decodeURIComponent(m[1]!)
+      if (id !== peer.id && !debugMembers(peer).includes(id)) throw new DebugError(`${id} is not a member that runs the debug API`)
+      const request = parseDebugRequest({ op: m[2], ...(target === undefined ? {} : { peer: target }) }, id)
+      send(200, { member: id, ...await onMember(peer, debug, id, request) })
+      return true
+    }
+    if (url.pathname === '/debug/partition') {
+      if (target === undefined || !peer.members().some(x => x.id === target)) throw new DebugError('peer=<member id> required')
+      if (target === peer.id) throw new DebugError('the peer serving this page cannot partition itself (it could not reach the others to heal them): open the dashboard of another peer')
+      // Every debug member blocks the target; the target, if it runs the debug API, blocks every member
+      // that does not (tabs, other Node peers), which would otherwise relay its probes and requests. It
+      // keeps its links to the debug members' ids, all blocked at their end, so that a heal can reach it.
+      // The target first, while it can still be reached.
+      const debuggers = debugMembers(peer)
+      const rest = debuggers.includes(target)
+        ? peer.members().filter(x => x.id !== target && x.id !== peer.id && x.state !== 'left' && x.meta.debug !== 1).map(x => x.id)
+        : []
+      const cut = await Promise.all(rest.map(async id => await debug.call(target, { op: 'block', peer: id }).then(r => r.ok ? null : { id, error: r.error ?? 'refused' }, (error: unknown) => ({ id, error: errorMessage(error) }))))
+      const result = await fanOut(peer, debug, [peer.id, ...debuggers.filter(id => id !== target)], { op: 'block', peer: target })
+      send(200, { partitioned: target, blockedBy: result.done, targetBlocked: rest.filter((_, i) => cut[i] === null), failed: [...result.failed, ...cut.filter(x => x !== null)] })
+      return true
+    }
+    if (url.pathname === '/debug/heal') {
+      await debug.perform({ op: 'heal' })
+      const result = await fanOut(peer, debug, debugMembers(peer), { op: 'heal' })
+      send(200, { healed: [peer.id, ...result.done], failed: result.failed })
+      return true
+    }
+    send(404, { error: `no debug route ${url.pathname}`, code: 'ERR_NOT_FOUND' })
+  } catch (error) {
+    if (!(error instanceof DebugError)) throw error
+    send(400, { error: error.message, code: 'ERR_BAD_REQUEST' })
+  }
+  return true
+}
