@@ -31,10 +31,10 @@
  * way out, also on SIGINT/SIGTERM. Needs `npm run build` (the children and the dashboard run from dist/).
  */
 import * as fs from 'node:fs'
-import type { Browser, BrowserContext } from '@playwright/test'
+import type { Browser } from '@playwright/test'
 import { launchChromium } from './browser.js'
-import { type PeerProcess, peerGroup } from '../test/helpers/peers.js'
-import { type Tab, type WriterRun, churnTabs, diagnose, disableLeave, openTab, percentile, runWriters, summarize, verifyReads, waitAllAlive } from '../test/helpers/tab-mesh.js'
+import { peerGroup } from '../test/helpers/peers.js'
+import { type WriterRun, churnTabs, diagnose, disableLeave, percentile, runWriters, startTabMesh, summarize, verifyReads } from '../test/helpers/tab-mesh.js'
 import { emit, progress } from './report.js'
 
 const SUITE = 'churn'
@@ -105,16 +105,9 @@ export async function run (flags: string[]): Promise<void> {
   async function phase (browser: Browser, group: ReturnType<typeof peerGroup>, o: Options, name: string, churning: boolean, signal: AbortSignal): Promise<PhaseResult> {
     progress(`phase ${name}: starting 2 Node peers and ${o.tabs} tabs`)
     const t0 = performance.now()
-    const boot = await group.start(`${name}-boot`, ['--bootstrap'])
-    const node = await group.start(`${name}-node`, ['--join', boot.tcp])
-    const peers: PeerProcess[] = [boot, node]
-    let context: BrowserContext | null = await browser.newContext()
+    const mesh = await startTabMesh(browser, group, name, o.tabs, CONVERGE_MS, line => { progress(`  ${line.split('\n')[0]}`) })
+    const { boot, node, peers, context, tabs, everyone } = mesh
     try {
-      const tabs: Tab[] = []
-      const pageLog = (line: string): void => { progress(`  ${line.split('\n')[0]}`) }
-      for (let i = 0; i < o.tabs; i++) tabs.push(await openTab(context, boot.http, pageLog))
-      const everyone = [boot.id, node.id, ...tabs.map(t => t.id)]
-      await waitAllAlive(tabs.map(t => t.page), peers, everyone, CONVERGE_MS)
       progress(`phase ${name}: ${everyone.length} members alive everywhere after ${((performance.now() - t0) / 1000).toFixed(1)} s; ${WARMUP_MS / 1000} s of warm-up writes (not measured), then writing for ${o.seconds} s`)
       // Warm-up: the first seconds after the tabs join are slower in both phases (connections, the dashboard's
       // first samples); its keys are verified with the rest but not counted in the figures.
@@ -154,8 +147,7 @@ export async function run (flags: string[]): Promise<void> {
       // The tabs vanish as in a browser crash; then every acknowledged key must read back from the Node peers.
       let disabled = 0
       for (const t of tabs) if (!t.page.isClosed() && await disableLeave(t.page)) disabled++
-      await context.close()
-      context = null
+      await mesh.closeContext()
       const expected = new Map([...warmup.acked, ...run.acked])
       progress(`phase ${name}: browser context closed (${disabled} tabs without their leave); reading ${expected.size} keys (warm-up included) back through both Node peers, r=1 and r=2`)
       const r0 = performance.now()
@@ -182,9 +174,7 @@ export async function run (flags: string[]): Promise<void> {
       results.set(name, result)
       return result
     } finally {
-      await context?.close().catch(() => {})
-      for (const p of peers) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL')
-      await Promise.all(peers.map(p => p.exited))
+      await mesh.close()
     }
   }
 }

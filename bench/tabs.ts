@@ -17,9 +17,9 @@
  * Nothing fails the run on a missed target: each figure says whether it met it. Needs `npm run build`.
  */
 import * as fs from 'node:fs'
-import type { Browser, BrowserContext } from '@playwright/test'
-import { type PeerProcess, peerGroup } from '../test/helpers/peers.js'
-import { type Tab, openTab, waitAllAlive } from '../test/helpers/tab-mesh.js'
+import type { Browser } from '@playwright/test'
+import { peerGroup } from '../test/helpers/peers.js'
+import { type Tab, startTabMesh } from '../test/helpers/tab-mesh.js'
 import type { MeshWindow } from '../test/helpers/tabs.js'
 import { browserCpuSeconds, launchChromium, treeCpuSeconds } from './browser.js'
 import { emit, progress } from './report.js'
@@ -99,16 +99,10 @@ export async function run (flags: string[]): Promise<void> {
   async function phase (browser: Browser, count: number): Promise<number> {
     const name = `tabs${count}`
     const t0 = performance.now()
-    const boot = await group.start(`${name}-boot`, ['--bootstrap'])
-    const node = await group.start(`${name}-node`, ['--join', boot.tcp])
-    const peers: PeerProcess[] = [boot, node]
-    let context: BrowserContext | null = await browser.newContext()
+    const mesh = await startTabMesh(browser, group, name, count, CONVERGE_MS, line => { progress(`  ${line.split('\n')[0]}`) })
+    const { peers, tabs } = mesh
     try {
-      const tabs: Tab[] = []
-      for (let i = 0; i < count; i++) tabs.push(await openTab(context, boot.http, line => { progress(`  ${line.split('\n')[0]}`) }))
-      const everyone = [boot.id, node.id, ...tabs.map(t => t.id)]
-      await waitAllAlive(tabs.map(t => t.page), peers, everyone, CONVERGE_MS)
-      progress(`${name}: ${everyone.length} members alive everywhere after ${((performance.now() - t0) / 1000).toFixed(1)} s; settling ${SETTLE_MS / 1000} s`)
+      progress(`${name}: ${mesh.everyone.length} members alive everywhere after ${((performance.now() - t0) / 1000).toFixed(1)} s; settling ${SETTLE_MS / 1000} s`)
       await sleep(SETTLE_MS)
       for (const t of tabs) await countNonAlive(t.page)
       const lines0 = peers.map(p => p.output.length)
@@ -131,10 +125,7 @@ export async function run (flags: string[]): Promise<void> {
       progress(`${name}: Chromium ${browserCores.toFixed(3)} cores = ${perTab.toFixed(4)} per tab (target <= ${PER_TAB_TARGET}); Node peers ${nodeCores.toFixed(3)} cores; ${fromPeers.length + fromTabs.length} non-alive states in ${o.seconds} s idle`)
       return perTab
     } finally {
-      await context?.close().catch(() => {})
-      context = null
-      for (const p of peers) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL')
-      await Promise.all(peers.map(p => p.exited))
+      await mesh.close()
     }
   }
 }

@@ -4,8 +4,9 @@
  * - Two tabs open on the bootstrap's page; each holds reservations on both Node peers.
  * - The bootstrap is SIGKILLed and stays down.
  * - A new tab opened on the second Node peer's page gets a direct WebRTC connection to each old tab
- *   (within 30 s), asks each for its figures over the KV protocol, and reads keys with R=2 and R=3 as a
- *   replica next to an old tab (R=3 cannot succeed without the old tab's answer).
+ *   (within 30 s), and asks each for its figures over the KV protocol. It reads with R=2 and R=3 keys it
+ *   holds next to an old tab and the Node peer, then with R=2 again while the Node peer refuses it (its
+ *   debug API), so that only an old tab can give the second answer.
  * - An old tab reloads with the bootstrap still down: the service worker serves its page, and it rejoins
  *   through the relay it remembered.
  */
@@ -39,7 +40,8 @@ async function directTo (page: Page, id: string): Promise<boolean> {
 test('tabs outlive the bootstrap: failover to another relay, a new tab reaches old ones, a reload rejoins', async ({ browser }) => {
   const errors: string[] = []
   const boot = await group.start('boot', ['--bootstrap'])
-  const node = await group.start('node', ['--join', boot.tcp])
+  // The debug API lets the test make this peer refuse the new tab, so that only old tabs can answer it.
+  const node = await group.start('node', ['--join', boot.tcp, '--debug-api'])
   expect(boot.output.join('\n')).toContain('relay for 128 tabs')
   expect(node.output.join('\n')).toContain('relay for 128 tabs')
   const context = await browser.newContext()
@@ -79,27 +81,38 @@ test('tabs outlive the bootstrap: failover to another relay, a new tab reaches o
   expect(written.acked.size, JSON.stringify(written.failures)).toBe(keys.length)
   const shared = await fresh.page.evaluate(async ({ ks, oldIds }) => {
     const peer = (window as unknown as MeshWindow).meshkv.peer
-    const out: Array<{ key: string; old: string }> = []
+    const out: string[] = []
     for (const key of ks) {
       const p = await peer.placement(key)
       const up = p.replicas.filter(r => r.up && r.role === 'primary').map(r => r.id)
-      const o = up.find(id => oldIds.includes(id))
-      if (up.includes(peer.id) && o !== undefined) out.push({ key, old: o })
+      if (up.includes(peer.id) && up.some(id => oldIds.includes(id))) out.push(key)
     }
     return out
   }, { ks: keys, oldIds: old.map(t => t.id) })
+  // (The new tab is a location of its own: its page's origin differs from the old tabs', and so does the
+  // browser-profile id it keeps in localStorage; every key has one replica per location here.)
   log(`${shared.length} of ${keys.length} keys have the new tab and an old tab among their primaries`)
   expect(shared.length).toBeGreaterThan(0)
-  for (const { key } of shared.slice(0, 10)) {
+  const read = async (key: string, r: number): Promise<{ values: string[]; replies: number }> => await fresh.page.evaluate(async ({ k, r }) => {
+    const result = await (window as unknown as MeshWindow).meshkv.peer.get(k, { r, signal: AbortSignal.timeout(20_000) })
+    return { values: result.values.map(v => new TextDecoder().decode(v)), replies: result.replies }
+  }, { k: key, r })
+  for (const key of shared.slice(0, 10)) {
     for (const r of [2, 3]) {
-      const got = await fresh.page.evaluate(async ({ k, r }) => {
-        const result = await (window as unknown as MeshWindow).meshkv.peer.get(k, { r, signal: AbortSignal.timeout(20_000) })
-        return { values: result.values.map(v => new TextDecoder().decode(v)), replies: result.replies }
-      }, { k: key, r })
+      const got = await read(key, r)
       expect(got.values, `${key} read with r=${r} from the new tab`).toEqual([`v-${key}`])
       expect(got.replies).toBeGreaterThanOrEqual(r)
     }
   }
+  // With the Node peer refusing the new tab (its debug API), an R=2 read from the new tab can only be
+  // answered by the new tab itself and old tabs.
+  expect((await fetch(`${node.http}/debug/block?peer=${fresh.id}`, { method: 'POST' })).status).toBe(200)
+  for (const key of shared.slice(0, 5)) {
+    const got = await read(key, 2)
+    expect(got.values, `${key} read with r=2 from the new tab, the Node peer refusing it`).toEqual([`v-${key}`])
+  }
+  expect((await fetch(`${node.http}/debug/unblock?peer=${fresh.id}`, { method: 'POST' })).status).toBe(200)
+  log('r=2 reads from the new tab answered by old tabs while the Node peer refused it')
 
   // An old tab reloads with the bootstrap (its page's server) still down.
   const reloaded = old[0]!

@@ -10,6 +10,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { type Page, expect, test } from '@playwright/test'
 import { type PeerProcess, startPeer } from '../helpers/peers.js'
+import { openDialOnlyTab } from '../helpers/tabs.js'
 
 let root: string
 let boot: PeerProcess
@@ -28,25 +29,11 @@ test.afterAll(async () => {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the page's libp2p node, driven from the test
 interface MeshWindow { meshkv: { peer: { id: string; libp2p: any }; multiaddr: (s: string) => unknown } }
 
-/** Opens a tab that holds a relay reservation but stays out of membership; returns its WebRTC address. */
-async function openTab (page: Page): Promise<string> {
-  await page.goto(`${boot.http}/?join=false`)
-  await page.waitForFunction(() => (window as unknown as Partial<MeshWindow>).meshkv !== undefined)
-  return page.evaluate(async () => {
-    const { peer } = (window as unknown as MeshWindow).meshkv
-    for (let i = 0; i < 300; i++) {
-      const addr = peer.libp2p.getMultiaddrs().map(String).find((m: string) => m.includes('/p2p-circuit/webrtc'))
-      if (addr !== undefined) return addr as string
-      await new Promise(resolve => setTimeout(resolve, 100))
-    }
-    throw new Error('no /p2p-circuit/webrtc address within 30 s')
-  })
-}
 
 test('20 fresh tab-to-tab WebRTC dials all succeed, and leave no relayed connection behind', async ({ browser }) => {
   const context = await browser.newContext()
   const dialer = await context.newPage()
-  await openTab(dialer)
+  await openDialOnlyTab(dialer, boot.http)
   const results: Array<{ ok: boolean; ms: number; error?: string; limitedLeft?: number }> = []
   // Targets stay open until the end: a closed tab's identity slot would be reused by the next tab, and
   // the dialer would find the old connection to that peer id still open instead of dialling afresh.
@@ -54,7 +41,7 @@ test('20 fresh tab-to-tab WebRTC dials all succeed, and leave no relayed connect
   for (let i = 0; i < 20; i++) {
     const page = await context.newPage()
     targets.push(page)
-    const target = await openTab(page)
+    const target = await openDialOnlyTab(page, boot.http)
     results.push(await dialer.evaluate(async (addr) => {
       const { peer, multiaddr } = (window as unknown as MeshWindow).meshkv
       const remote = addr.split('/p2p/').at(-1)!

@@ -12,6 +12,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { expect, test, type Page } from '@playwright/test'
 import { type PeerProcess, startPeer } from '../helpers/peers.js'
+import { openDialOnlyTab } from '../helpers/tabs.js'
 
 const ROUND_TRIPS = 50
 const ECHO = '/meshkv/echo/1.0.0'
@@ -42,20 +43,6 @@ const COUNT_SENDS = `(() => {
   WebSocket.prototype.send = function (data) { window.wireSends.ws++; return ws.call(this, data) }
 })()`
 
-/** Opens a tab out of membership (?join=false) and waits for its relayed WebRTC address. */
-async function openTab (page: Page): Promise<string> {
-  await page.goto(`${boot.http}/?join=false`)
-  await page.waitForFunction(() => (window as unknown as Partial<WireWindow>).meshkv !== undefined)
-  return page.evaluate(async () => {
-    const { peer } = (window as unknown as WireWindow).meshkv
-    for (let i = 0; i < 300; i++) {
-      const addr = peer.libp2p.getMultiaddrs().map(String).find((m: string) => m.includes('/p2p-circuit/webrtc'))
-      if (addr !== undefined) return addr as string
-      await new Promise(resolve => setTimeout(resolve, 100))
-    }
-    throw new Error('no /p2p-circuit/webrtc address within 30 s')
-  })
-}
 
 /** In the page: opens a stream to `addr` on the echo protocol, makes `n` round trips of 100 bytes, and returns the sends each transport made meanwhile. */
 async function roundTrips (page: Page, addr: string, n: number): Promise<{ dc: number; ws: number }> {
@@ -91,8 +78,8 @@ test('a libp2p message is one data channel message, and one write one WebSocket 
   await context.addInitScript(COUNT_SENDS)
   const a = await context.newPage()
   const b = await context.newPage()
-  await openTab(a)
-  const bAddr = await openTab(b)
+  await openDialOnlyTab(a, boot.http)
+  const bAddr = await openDialOnlyTab(b, boot.http)
   // Tab b echoes, like the Node peer's debug echo protocol.
   await b.evaluate(async protocol => {
     await (window as unknown as WireWindow).meshkv.peer.libp2p.handle(protocol, (stream: { send: (d: unknown) => boolean; addEventListener: (e: string, f: (ev: { data: unknown }) => void) => void }) => {

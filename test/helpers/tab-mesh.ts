@@ -3,8 +3,8 @@
  * the Node peers' HTTP API with a record of which were acknowledged, and the check that every acknowledged
  * write reads back through every Node peer. Every wait and every loop here is bounded.
  */
-import type { BrowserContext, Page } from '@playwright/test'
-import { type MemberJson, type PeerProcess, members } from './peers.js'
+import type { Browser, BrowserContext, Page } from '@playwright/test'
+import { type MemberJson, type PeerProcess, members, type peerGroup } from './peers.js'
 import { type MeshWindow, tabId } from './tabs.js'
 
 export interface Tab { page: Page; id: string }
@@ -15,6 +15,56 @@ export async function openTab (context: BrowserContext, url: string, onError: (m
   page.on('pageerror', error => { onError(`page error: ${error.message}\n${error.stack ?? ''}`) })
   await page.goto(url, { timeout: 30_000 })
   return { page, id: await tabId(page) }
+}
+
+export interface TabMesh {
+  boot: PeerProcess
+  node: PeerProcess
+  peers: PeerProcess[]
+  context: BrowserContext
+  tabs: Tab[]
+  /** Every member's id: the two Node peers and the tabs. */
+  everyone: string[]
+  /** Closes the browser context (the tabs vanish; idempotent). */
+  closeContext: () => Promise<void>
+  /** Closes the context and SIGKILLs both Node peers (idempotent). */
+  close: () => Promise<void>
+}
+
+/**
+ * A bootstrap, a second Node peer joined to it, and `count` replica tabs on the bootstrap's page in a new
+ * context of `browser`, once every peer and tab lists everyone alive (at most `convergeMs`). The benchmarks'
+ * meshes (bench/churn.ts, bench/tabs.ts); on a failure to start, what was started is stopped.
+ */
+export async function startTabMesh (browser: Browser, group: ReturnType<typeof peerGroup>, name: string, count: number, convergeMs: number, onError: (message: string) => void): Promise<TabMesh> {
+  const peers: PeerProcess[] = []
+  let context: BrowserContext | null = null
+  const closeContext = async (): Promise<void> => {
+    const c = context
+    context = null
+    await c?.close().catch(() => {})
+  }
+  const close = async (): Promise<void> => {
+    await closeContext()
+    for (const p of peers) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL')
+    await Promise.all(peers.map(p => p.exited))
+  }
+  try {
+    const boot = await group.start(`${name}-boot`, ['--bootstrap'])
+    peers.push(boot)
+    const node = await group.start(`${name}-node`, ['--join', boot.tcp])
+    peers.push(node)
+    const opened = await browser.newContext()
+    context = opened
+    const tabs: Tab[] = []
+    for (let i = 0; i < count; i++) tabs.push(await openTab(opened, boot.http, onError))
+    const everyone = [boot.id, node.id, ...tabs.map(t => t.id)]
+    await waitAllAlive(tabs.map(t => t.page), peers, everyone, convergeMs)
+    return { boot, node, peers, context: opened, tabs, everyone, closeContext, close }
+  } catch (error) {
+    await close()
+    throw error
+  }
 }
 
 /** The ids this tab lists alive (itself included). */

@@ -11,3 +11,21 @@ export async function tabId (page: Page): Promise<string> {
   await page.waitForFunction(() => (window as unknown as Partial<MeshWindow>).meshkv !== undefined, null, { timeout: 30_000 })
   return page.evaluate(() => (window as unknown as MeshWindow).meshkv.peer.id)
 }
+
+/**
+ * Opens the page of the peer at `http` as a tab that holds a relay reservation but stays out of membership
+ * (`?join=false`), and returns its relayed WebRTC address (waits at most 30 s for it).
+ */
+export async function openDialOnlyTab (page: Page, http: string): Promise<string> {
+  await page.goto(`${http}/?join=false`)
+  await page.waitForFunction(() => (window as unknown as Partial<MeshWindow>).meshkv !== undefined)
+  return page.evaluate(async () => {
+    const { peer } = (window as unknown as MeshWindow).meshkv
+    for (let i = 0; i < 300; i++) {
+      const addr = peer.libp2p.getMultiaddrs().map(String).find((m: string) => m.includes('/p2p-circuit/webrtc'))
+      if (addr !== undefined) return addr
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    throw new Error('no /p2p-circuit/webrtc address within 30 s')
+  })
+}
