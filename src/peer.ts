@@ -4,7 +4,7 @@
  * and where it is kept, listen addresses, extra transports, and persistence.
  */
 import './polyfills.js'
-import type { PeerId, PrivateKey } from '@libp2p/interface'
+import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { loadHash64, loadRingHash } from './adapters/hash-xxhash.js'
 import type { StorageConfig } from './core/config.js'
@@ -121,31 +121,19 @@ export interface Peer {
   stop(): Promise<void>
 }
 
-/**
- * Keeps one connection per peer where libp2p leaves two:
- * - After a WebRTC upgrade the relayed (limited) connection it was signalled over stays open next to the
- *   direct one: closed, or the relay's reservation slots run out (DESIGN.md §6).
- * - Two tabs that dial each other at once get two WebRTC connections, each a peer connection with its own
- *   ICE, DTLS and SCTP upkeep (in a mesh of 8 idle tabs, 6 of 7 pairs had two). Both sides keep the one
- *   dialled by the peer with the smaller id and close the other, so they agree without a message; streams
- *   on the closed one end and their users reopen them on the one kept.
- */
-function pruneConnections (libp2p: MeshLibp2p, remote: PeerId): void {
-  const all = libp2p.getConnections(remote).filter(c => c.status === 'open')
-  const webrtc = all.filter(c => c.limits === undefined && c.remoteAddr.toString().includes('/webrtc'))
-  if (webrtc.length > 0) for (const c of all) if (c.limits !== undefined) void c.close().catch(() => {})
-  if (webrtc.length < 2) return
-  const keepDirection = libp2p.peerId.toString() < remote.toString() ? 'outbound' : 'inbound'
-  const preferred = webrtc.filter(c => c.direction === keepDirection)
-  const keep = (preferred.length > 0 ? preferred : webrtc).reduce((a, b) => (b.timeline.open < a.timeline.open ? b : a))
-  for (const c of webrtc) if (c !== keep) void c.close().catch(() => {})
-}
-
 export async function createPeer (options: PeerOptions): Promise<Peer> {
   const kvConfig = validateKvConfig({ ...defaultKvConfig(), ...options.kv })
   const [ringHash, hash64] = await Promise.all([loadRingHash(), loadHash64()])
   const libp2p = await createMeshLibp2p(options)
-  libp2p.addEventListener('connection:open', event => { pruneConnections(libp2p, event.detail.remotePeer) })
+  // After a WebRTC upgrade the relayed (limited) connection it was signalled over stays open next to the
+  // direct one; close it, or the relay's reservation slots run out (DESIGN.md §6).
+  libp2p.addEventListener('connection:open', event => {
+    const direct = event.detail
+    if (direct.limits !== undefined || !direct.remoteAddr.toString().includes('/webrtc')) return
+    for (const c of libp2p.getConnections(direct.remotePeer)) {
+      if (c !== direct && c.limits !== undefined) void c.close().catch(() => {})
+    }
+  })
   if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
   const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, proto: PROTOCOL_VERSION, location: options.location, durability: options.durable ? 'durable' : 'volatile' }
   if (options.http !== undefined) meta.http = options.http
