@@ -32,17 +32,20 @@ async function onMember (peer: Peer, debug: DebugService, id: string, request: D
   return id === peer.id ? await debug.perform(request) : await debug.call(id, request)
 }
 
-/** Runs `request` on each of `ids`, collecting who did it and who failed. */
-async function fanOut (peer: Peer, debug: DebugService, ids: string[], request: DebugRequest): Promise<{ done: string[]; failed: Array<{ id: string; error: string }> }> {
+/** A request to run on member `id`, reported as `label` (the member, or what it was told to block). */
+interface Job { id: string; request: DebugRequest; label: string }
+
+/** Runs each job, collecting the labels of those done and of those that failed. */
+async function fanOut (peer: Peer, debug: DebugService, jobs: Job[]): Promise<{ done: string[]; failed: Array<{ id: string; error: string }> }> {
   const done: string[] = []
   const failed: Array<{ id: string; error: string }> = []
-  await Promise.all(ids.map(async id => {
+  await Promise.all(jobs.map(async ({ id, request, label }) => {
     try {
       const reply = await onMember(peer, debug, id, request)
-      if (reply.ok) done.push(id)
-      else failed.push({ id, error: reply.error ?? 'refused' })
+      if (reply.ok) done.push(label)
+      else failed.push({ id: label, error: reply.error ?? 'refused' })
     } catch (error) {
-      failed.push({ id, error: errorMessage(error) })
+      failed.push({ id: label, error: errorMessage(error) })
     }
   }))
   return { done, failed }
@@ -77,14 +80,14 @@ export async function debugRoute (peer: Peer, debug: DebugService, req: http.Inc
       const rest = debuggers.includes(target)
         ? peer.members().filter(x => x.id !== target && x.id !== peer.id && x.state !== 'left' && x.meta.debug !== 1).map(x => x.id)
         : []
-      const cut = await Promise.all(rest.map(async id => await debug.call(target, { op: 'block', peer: id }).then(r => r.ok ? null : { id, error: r.error ?? 'refused' }, (error: unknown) => ({ id, error: errorMessage(error) }))))
-      const result = await fanOut(peer, debug, [peer.id, ...debuggers.filter(id => id !== target)], { op: 'block', peer: target })
-      send(200, { partitioned: target, blockedBy: result.done, targetBlocked: rest.filter((_, i) => cut[i] === null), failed: [...result.failed, ...cut.filter(x => x !== null)] })
+      const cut = await fanOut(peer, debug, rest.map(id => ({ id: target, request: { op: 'block', peer: id }, label: id })))
+      const result = await fanOut(peer, debug, [peer.id, ...debuggers.filter(id => id !== target)].map(id => ({ id, request: { op: 'block', peer: target }, label: id })))
+      send(200, { partitioned: target, blockedBy: result.done, targetBlocked: cut.done, failed: [...result.failed, ...cut.failed] })
       return true
     }
     if (url.pathname === '/debug/heal') {
       await debug.perform({ op: 'heal' })
-      const result = await fanOut(peer, debug, debugMembers(peer), { op: 'heal' })
+      const result = await fanOut(peer, debug, debugMembers(peer).map(id => ({ id, request: { op: 'heal' }, label: id })))
       send(200, { healed: [peer.id, ...result.done], failed: result.failed })
       return true
     }

@@ -100,19 +100,16 @@ export class DebugService {
     const lp = lpStream(stream, { maxDataLength: DEBUG_MESSAGE_BYTES_MAX })
     const signal = AbortSignal.timeout(DEBUG_TIMEOUT_MS)
     try {
-      let reply: DebugReply
+      let reply: DebugReply = { ok: true }
+      // A kill or leave is answered first, so that the caller hears it.
+      let after: DebugRequest | null = null
       try {
         if (!this.isMember(from)) throw new DebugError('not a member')
         const request = parseDebugRequest(JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())), this.node.peerId.toString())
         this.log.info(`debug: ${from} asks ${request.op}${request.peer === undefined ? '' : ` ${request.peer}`}`)
         this.stats.served++
-        // Answer before dying or leaving, so the caller hears it.
-        const after = request.op === 'kill' || request.op === 'leave' ? request.op : null
-        reply = after === null ? await this.perform(request) : { ok: true }
-        await lp.write(new TextEncoder().encode(JSON.stringify(reply)), { signal })
-        await stream.close().catch(() => {})
-        if (after !== null) await this.perform({ op: after })
-        return
+        if (request.op === 'kill' || request.op === 'leave') after = request
+        else reply = await this.perform(request)
       } catch (error) {
         if (!(error instanceof DebugError) && !(error instanceof SyntaxError)) throw error
         this.stats.refused++
@@ -120,6 +117,7 @@ export class DebugService {
       }
       await lp.write(new TextEncoder().encode(JSON.stringify(reply)), { signal })
       await stream.close().catch(() => {})
+      if (after !== null) await this.perform(after)
     } catch (error) {
       this.log.debug(`debug: request from ${from} failed: ${errorMessage(error)}`)
       stream.abort(error instanceof Error ? error : new Error(String(error)))

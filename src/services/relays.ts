@@ -18,6 +18,7 @@
  * through the node's `components` (checked at start, with a clear error if a libp2p upgrade moves it).
  */
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { raceAbort } from '../core/abort.js'
 import { Emitter } from '../core/emitter.js'
 import type { Clock, Logger, Rng } from '../core/env.js'
 import { errorMessage } from '../core/errors.js'
@@ -242,10 +243,7 @@ export class RelayKeeper {
       const connection = await this.node.dial(t.addrs, { signal })
       if (connection.limits !== undefined) throw new Error('reached only through another relay')
       const addr = t.addrs.find(a => a.toString() === connection.remoteAddr.toString()) ?? t.addrs[0]!
-      await Promise.race([
-        this.tm.listen([addr.encapsulate('/p2p-circuit')]),
-        new Promise((_resolve, reject) => { signal.addEventListener('abort', () => { reject(new Error(`no reservation within ${RELAY_RESERVE_TIMEOUT_MS} ms`)) }, { once: true }) })
-      ])
+      await raceAbort(this.tm.listen([addr.encapsulate('/p2p-circuit')]), signal)
       t.state = heldRelays(this.node.getMultiaddrs()).has(t.id) ? 'reserved' : 'idle'
       t.attempts = 0
       delete t.error

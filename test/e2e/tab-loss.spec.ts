@@ -11,9 +11,9 @@
  * The reads may retry for a bounded time while the Node peers notice the tabs are gone; how many failed on
  * the first pass is printed.
  */
-import { type Browser, type BrowserContext, expect, test } from '@playwright/test'
+import { type Browser, expect, test } from '@playwright/test'
 import { type PeerProcess, members, peerGroup, waitUntil } from '../helpers/peers.js'
-import { type ReadCheck, type Tab, churnTabs, diagnose, disableLeave, openTab, percentile, placement, putAll, runWriters, summarize, verifyReads, waitAllAlive } from '../helpers/tab-mesh.js'
+import { type ReadCheck, type TabMesh, churnTabs, diagnose, disableLeave, percentile, placement, putAll, runWriters, startTabMesh, summarize, verifyReads } from '../helpers/tab-mesh.js'
 
 const swimFlags = ['--probe-interval-ms', '500', '--probe-timeout-ms', '300', '--gossip-interval-ms', '100']
 const TABS = 4
@@ -29,21 +29,15 @@ test.afterAll(async () => { await group?.stopAll() })
 
 const log = (line: string): void => { console.log(`[tab-loss] ${line}`) }
 
-interface Mesh { boot: PeerProcess; node: PeerProcess; context: BrowserContext; tabs: Tab[]; everyone: string[] }
+type Mesh = TabMesh
 
 /** A bootstrap, a Node peer joined to it, and TABS replica tabs in one new context, all listing all alive. */
 async function startMesh (browser: Browser, name: string): Promise<Mesh> {
   const t0 = performance.now()
-  const boot = await group.start(`${name}-boot`, ['--bootstrap'])
-  const node = await group.start(`${name}-node`, ['--join', boot.tcp])
-  const context = await browser.newContext()
-  const tabs: Tab[] = []
-  for (let i = 0; i < TABS; i++) tabs.push(await openTab(context, boot.http, line => { console.error(line) }))
-  const everyone = [boot.id, node.id, ...tabs.map(t => t.id)]
-  expect(new Set(everyone).size).toBe(TABS + 2)
-  const ms = await waitAllAlive(tabs.map(t => t.page), [boot, node], everyone, CONVERGE_MS)
-  log(`${name}: ${everyone.length} members alive everywhere ${Math.round(performance.now() - t0)} ms after start (convergence wait ${Math.round(ms)} ms)`)
-  return { boot, node, context, tabs, everyone }
+  const mesh = await startTabMesh(browser, group, name, TABS, CONVERGE_MS, line => { console.error(line) })
+  expect(new Set(mesh.everyone).size).toBe(TABS + 2)
+  log(`${name}: ${mesh.everyone.length} members alive everywhere ${Math.round(performance.now() - t0)} ms after start`)
+  return mesh
 }
 
 /** Reads every acknowledged key back through both Node peers with R=1 and R=2, and fails with a diagnosis if any never does. */

@@ -34,7 +34,7 @@ export interface TabMesh {
 /**
  * A bootstrap, a second Node peer joined to it, and `count` replica tabs on the bootstrap's page in a new
  * context of `browser`, once every peer and tab lists everyone alive (at most `convergeMs`). The benchmarks'
- * meshes (bench/churn.ts, bench/tabs.ts); on a failure to start, what was started is stopped.
+ * meshes and tab-loss.spec.ts's; on a failure to start, what was started is stopped.
  */
 export async function startTabMesh (browser: Browser, group: ReturnType<typeof peerGroup>, name: string, count: number, convergeMs: number, onError: (message: string) => void): Promise<TabMesh> {
   const peers: PeerProcess[] = []
