@@ -14,6 +14,10 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     describe: '3 Node peers on 127.0.0.1 (N=3 R=2 W=2, sync): quorum put/get at 1 and 64 in flight vs raw echo on one libp2p stream; RSS idle and at 100,000 keys',
     run: async args => { await (await import('./kv.js')).run(args) }
   },
+  http: {
+    describe: '3 Node peers on 127.0.0.1 (N=3 R=2 W=2, sync) through their HTTP API: PUT and GET at 16 and 64 in flight vs a trivial node:http Map server with the same client; CPU-ms per request summed over the peers, messages per libp2p frame (--seconds=10)',
+    run: async args => { await (await import('./http.js')).run(args) }
+  },
   heartbeat: {
     describe: '3 Node peers on 127.0.0.1 (N=3 W=2, sync): 10,000 services beating once a second for 60 s, 100 stopped at 2/3; beats/s, false expirations, detection delay, WAL bytes (--services= --seconds= --ttl-ms= --sweep-ms=)',
     run: async args => { await (await import('./heartbeat.js')).run(args) }

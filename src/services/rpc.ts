@@ -1,9 +1,10 @@
 /**
  * Request/reply over libp2p for the KV protocols (/meshkv/kv/1.0.0, /meshkv/sync/1.0.0): one long-lived
  * stream per peer and direction, requests tagged with ids, replies matched to them, and coalescing — every
- * message queued for a stream while a frame is being written (or produced in the same event-loop turn) goes
- * out in the next frame, so 64 requests in flight cost a few frames, not 64 yamux frames and noise
- * encryptions (DESIGN.md §7).
+ * message queued for a stream while a frame is being written, or in the same event-loop turn, goes out in
+ * the next frame, so 64 requests in flight cost a few frames, not 64 yamux frames and noise encryptions
+ * (DESIGN.md §7). A turn here is the whole I/O phase (next-turn.ts), not one callback: requests that arrive
+ * on 64 HTTP sockets in one poll phase share a frame, as do the replies of a batch the replica served.
  *
  * Our requests go on the stream we open to a peer and its replies come back on it; the peer's requests
  * arrive on the stream it opens to us and we reply there. In a private mesh both sides run the mesh-key
@@ -23,6 +24,7 @@ import type { Logger } from '../core/env.js'
 import { DecodeError, errorMessage, OverloadedError, RecordTooLargeError, TimeoutError, UnreachableError } from '../core/errors.js'
 import { type KvReply, type KvRequest, type WireLimits, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../core/kv/messages.js'
 import type { MeshLibp2p } from './mesh-node.js'
+import { afterTurn } from './next-turn.js'
 import { HANDSHAKE_TIMEOUT_MS } from './swim-service.js'
 
 /** A frame stops taking more messages past this size (one message may be larger, up to the message limit). */
@@ -110,8 +112,8 @@ class Link {
     this.queue.push(message)
     if (!this.writing) {
       this.writing = true
-      // Everything produced in this turn joins the first frame.
-      queueMicrotask(() => { void this.flush() })
+      // Everything produced in this turn (every callback of this I/O phase) joins the first frame.
+      afterTurn(() => { void this.flush() })
     }
   }
 

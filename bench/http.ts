@@ -1,0 +1,256 @@
+/**
+ * HTTP suite: the path users take. Three `node node/peer.js` children on 127.0.0.1 (a bootstrap and two
+ * joined to it; default settings: N=3, R=2, W=2, sync durability, 100-byte values), driven through their HTTP
+ * API by a closed-loop client in this process, and in the same run the floor: a trivial node:http server
+ * with a Map (PUT stores the body, GET returns it; a child process too) driven by the same client.
+ *
+ * For 16 and then 64 requests in flight, in order: floor PUT, meshkv PUT, floor GET, meshkv GET. Each phase
+ * has WARMUP_MS of the same requests, not measured, then runs for `--seconds` (default 10; `--quick` 3).
+ * The client spreads meshkv requests over the three peers round robin, on keep-alive connections (at most
+ * the in-flight count per peer); PUTs write fresh keys, GETs read keys the PUT phase wrote.
+ *
+ *   http.put.ops / http.get.ops   requests/s, with the floor's as baseline and the issue's target ratio
+ *   .latency.p50 / .p99           ms, issue to complete response
+ *   .cpu                          CPU-ms per request summed over the serving processes (the three peers, or
+ *                                 the floor server), from /proc (Linux; omitted elsewhere)
+ *   .frames                       meshkv only: KV requests and replies sent per libp2p frame, summed over
+ *                                 the peers (/stats rpc) — how well requests from many sockets share frames
+ *
+ * Nothing here fails the run on a missed target: each figure says whether it met it. Every request has a
+ * REQUEST_TIMEOUT_MS deadline and every loop its phase deadline, so the run ends by itself; the children are
+ * SIGKILLed on the way out, also on SIGINT/SIGTERM. Needs `npm run build` (the children run from dist/).
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as http from 'node:http'
+import { members, peerGroup, type PeerProcess, waitUntil } from '../test/helpers/peers.js'
+import { emit, progress } from './report.js'
+
+const SUITE = 'http'
+const VALUE_BYTES = 100
+const IN_FLIGHT = [16, 64] as const
+const WARMUP_MS = 2000
+const REQUEST_TIMEOUT_MS = 30_000
+const MESH_FORM_MS = 60_000
+/** The issue's targets: meshkv over the floor, per method and in-flight count, and CPU-ms per request at 64. */
+const TARGET_RATIO: Record<string, number> = { 'put.16': 0.35, 'get.16': 0.45, 'put.64': 0.5, 'get.64': 0.6 }
+const CPU_MS_TARGET_64 = 0.3
+
+/** The floor: the least an HTTP key-value server can do, in its own process like a peer. */
+const FLOOR_SERVER = `
+const http = require('node:http')
+const map = new Map()
+const server = http.createServer((req, res) => {
+  if (req.method === 'PUT') {
+    const chunks = []
+    req.on('data', c => chunks.push(c))
+    req.on('end', () => { map.set(req.url, Buffer.concat(chunks)); res.writeHead(204); res.end() })
+    return
+  }
+  const v = map.get(req.url)
+  if (v === undefined) { res.writeHead(404); res.end(); return }
+  res.writeHead(200, { 'content-type': 'application/octet-stream' })
+  res.end(v)
+})
+server.keepAliveTimeout = 60000
+server.listen(0, '127.0.0.1', () => { process.stdout.write('listening ' + server.address().port + '\\n') })
+`
+
+interface Options { seconds: number }
+
+function parseFlags (flags: string[]): Options {
+  const o: Options = { seconds: flags.includes('--quick') ? 3 : 10 }
+  for (const flag of flags) {
+    const m = /^--seconds=(.*)$/.exec(flag)
+    if (m === null) continue
+    const n = Number(m[1])
+    if (!Number.isInteger(n) || n < 1 || n > 600) throw new Error(`${flag}: expected an integer from 1 to 600`)
+    o.seconds = n
+  }
+  return o
+}
+
+/** CPU seconds (user + system) of a process, from /proc; null where there is none. */
+function cpuSeconds (pid: number | undefined): number | null {
+  if (pid === undefined) return null
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return null
+  }
+}
+
+function totalCpu (pids: Array<number | undefined>): number | null {
+  let sum = 0
+  for (const pid of pids) {
+    const s = cpuSeconds(pid)
+    if (s === null) return null
+    sum += s
+  }
+  return sum
+}
+
+interface Target { host: string; port: number; agent: http.Agent }
+
+function target (url: string, inFlight: number): Target {
+  const u = new URL(url)
+  return { host: u.hostname, port: Number(u.port), agent: new http.Agent({ keepAlive: true, maxSockets: inFlight }) }
+}
+
+/** One request; resolves with its status, rejects on a network error or after REQUEST_TIMEOUT_MS. */
+function request (t: Target, method: 'GET' | 'PUT', path: string, body?: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: t.host, port: t.port, method, path, agent: t.agent, timeout: REQUEST_TIMEOUT_MS, headers: body === undefined ? {} : { 'content-length': String(body.length), 'content-type': 'application/octet-stream' } }, res => {
+      res.on('data', () => {})
+      res.on('end', () => { resolve(res.statusCode ?? 0) })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => { req.destroy(new Error(`no response within ${REQUEST_TIMEOUT_MS} ms`)) })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+interface PhaseResult { ops: number; rate: number; p50: number; p99: number; errors: number; firstError?: string; cpuMsPerOp: number | null }
+
+/**
+ * `inFlight` closed-loop workers issuing `op(i)` for WARMUP_MS (not counted), then for `ms`. The deadline is
+ * checked before every request, so the phase ends by itself.
+ */
+async function phase (inFlight: number, ms: number, pids: Array<number | undefined>, op: (i: number) => Promise<number>, ok: (status: number) => boolean): Promise<PhaseResult> {
+  let i = 0
+  const loop = async (until: number, latencies: number[] | null, errors: { n: number; first?: string }): Promise<void> => {
+    await Promise.all(Array.from({ length: inFlight }, async () => {
+      while (performance.now() < until) {
+        const t0 = performance.now()
+        try {
+          const status = await op(i++)
+          if (!ok(status)) throw new Error(`HTTP ${status}`)
+          latencies?.push(performance.now() - t0)
+        } catch (error) {
+          errors.n++
+          errors.first ??= error instanceof Error ? error.message : String(error)
+        }
+      }
+    }))
+  }
+  await loop(performance.now() + WARMUP_MS, null, { n: 0 })
+  const latencies: number[] = []
+  const errors: { n: number; first?: string } = { n: 0 }
+  const cpu0 = totalCpu(pids)
+  const t0 = performance.now()
+  await loop(t0 + ms, latencies, errors)
+  const elapsed = (performance.now() - t0) / 1000
+  const cpu1 = totalCpu(pids)
+  latencies.sort((a, b) => a - b)
+  const pick = (p: number): number => latencies.length === 0 ? NaN : latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!
+  return {
+    ops: latencies.length,
+    rate: latencies.length / elapsed,
+    p50: pick(0.5),
+    p99: pick(0.99),
+    errors: errors.n,
+    ...(errors.first === undefined ? {} : { firstError: errors.first }),
+    cpuMsPerOp: cpu0 === null || cpu1 === null || latencies.length === 0 ? null : (cpu1 - cpu0) * 1000 / latencies.length
+  }
+}
+
+async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
+  const proc = spawn(process.execPath, ['-e', FLOOR_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error('the floor server did not start within 10 s')) }, 10_000)
+    proc.stdout!.setEncoding('utf8')
+    proc.stdout!.on('data', (s: string) => {
+      const m = /listening (\d+)/.exec(s)
+      if (m !== null) { clearTimeout(timer); resolve(Number(m[1])) }
+    })
+    proc.once('exit', code => { clearTimeout(timer); reject(new Error(`the floor server exited with ${String(code)}`)) })
+  })
+  return { proc, url: `http://127.0.0.1:${port}` }
+}
+
+async function rpcTotals (peers: PeerProcess[]): Promise<{ requests: number; replies: number; frames: number }> {
+  const out = { requests: 0, replies: 0, frames: 0 }
+  for (const p of peers) {
+    const res = await fetch(`${p.http}/stats`, { signal: AbortSignal.timeout(10_000) })
+    const s = await res.json() as { rpc: { requests: number; replies: number; frames: number } }
+    out.requests += s.rpc.requests
+    out.replies += s.rpc.replies
+    out.frames += s.rpc.frames
+  }
+  return out
+}
+
+export async function run (flags: string[]): Promise<void> {
+  if (!fs.existsSync('dist/src/cli/peer-cli.js')) throw new Error('the peers run from dist/: run `npm run build` first')
+  const o = parseFlags(flags)
+  progress(`${SUITE}: 3 Node peers (N=3 R=2 W=2, sync, ${VALUE_BYTES}-byte values) through HTTP vs a node:http Map server, ${o.seconds} s per phase at ${IN_FLIGHT.join(' and ')} in flight`)
+  const group = peerGroup('meshkv-bench-http-', [])
+  let floor: ChildProcess | null = null
+  const cleanup = async (): Promise<void> => {
+    floor?.kill('SIGKILL')
+    await group.stopAll()
+  }
+  const onSignal = (signal: NodeJS.Signals): void => {
+    progress(`${signal}: cleaning up`)
+    void cleanup().finally(() => { process.exit(signal === 'SIGINT' ? 130 : 143) })
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    const boot = await group.start('boot', ['--bootstrap'])
+    const peers = [boot, await group.start('p2', ['--join', boot.tcp]), await group.start('p3', ['--join', boot.tcp])]
+    await waitUntil(async () => {
+      for (const p of peers) if ((await members(p)).filter(m => m.state === 'alive').length < 3) return false
+      return true
+    }, MESH_FORM_MS, 'three peers listing each other alive')
+    const started = await startFloor()
+    floor = started.proc
+    progress(`mesh formed; floor server at ${started.url}`)
+    const value = new Uint8Array(VALUE_BYTES).fill(0x61)
+    const peerPids = peers.map(p => p.proc.pid)
+    const ms = o.seconds * 1000
+    for (const inFlight of IN_FLIGHT) {
+      const floorT = target(started.url, inFlight)
+      const meshT = peers.map(p => target(p.http, inFlight))
+      let written = 0
+      const results: Record<string, { floor: PhaseResult; mesh: PhaseResult; frames?: number }> = {}
+      for (const method of ['put', 'get'] as const) {
+        const floorOp = method === 'put'
+          ? (i: number) => request(floorT, 'PUT', `/k${inFlight}-${i}`, value)
+          : (i: number) => request(floorT, 'GET', `/k${inFlight}-${i % Math.max(1, written)}`)
+        const f = await phase(inFlight, ms, [floor.pid], floorOp, s => s === 204 || s === 200)
+        progress(`  ${method} ${inFlight} in flight, floor: ${f.rate.toFixed(0)}/s, p50 ${f.p50.toFixed(2)} ms, ${f.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${f.errors} errors`)
+        const before = await rpcTotals(peers)
+        const meshOp = method === 'put'
+          ? (i: number) => { written = Math.max(written, i + 1); return request(meshT[i % 3]!, 'PUT', `/kv/h${inFlight}-${i}`, value) }
+          : (i: number) => request(meshT[i % 3]!, 'GET', `/kv/h${inFlight}-${(i * 7919) % Math.max(1, written)}`)
+        // A GET of a key whose PUT failed is a 404, not a failed GET.
+        const m = await phase(inFlight, ms, peerPids, meshOp, s => s === 204 || s === 200 || (method === 'get' && s === 404))
+        const after = await rpcTotals(peers)
+        const frames = after.frames - before.frames
+        const perFrame = frames === 0 ? 0 : (after.requests - before.requests + after.replies - before.replies) / frames
+        progress(`  ${method} ${inFlight} in flight, meshkv: ${m.rate.toFixed(0)}/s (${(m.rate / f.rate).toFixed(2)}x floor), p50 ${m.p50.toFixed(2)} ms, ${m.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${perFrame.toFixed(1)} messages per frame, ${m.errors} errors${m.firstError === undefined ? '' : ` (first: ${m.firstError})`}`)
+        results[method] = { floor: f, mesh: m, frames: perFrame }
+      }
+      for (const [method, r] of Object.entries(results)) {
+        const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES }
+        const ratioTarget = TARGET_RATIO[`${method}.${inFlight}`]!
+        emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: r.mesh.rate / r.floor.rate >= ratioTarget, errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
+        emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50, unit: 'ms', baseline: r.floor.p50, baselineMetric: 'floor p50', ...extra })
+        emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99, unit: 'ms', baseline: r.floor.p99, baselineMetric: 'floor p99', ...extra })
+        if (r.mesh.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.cpu`, value: r.mesh.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...(inFlight === 64 ? { target: CPU_MS_TARGET_64, met: r.mesh.cpuMsPerOp <= CPU_MS_TARGET_64 } : {}), ...extra })
+        emit({ suite: SUITE, metric: `http.${method}.frames`, value: r.frames ?? 0, unit: 'messages/frame', ...extra })
+      }
+      floorT.agent.destroy()
+      for (const t of meshT) t.agent.destroy()
+    }
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await cleanup()
+  }
+}
+
