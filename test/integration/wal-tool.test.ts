@@ -29,7 +29,10 @@ it('node/wal.js reports a store, names the damaged file and offset, and skips da
 
   const segment = fs.readdirSync(dir).filter(f => f.endsWith('.wal')).map(f => path.join(dir, f)).find(f => fs.statSync(f).size > 1000)!
   const bytes = fs.readFileSync(segment)
-  bytes[500] = bytes[500]! ^ 0xff
+  // Damage one key's record (inside its value), wherever the log's layout put it.
+  const at = bytes.indexOf('value 50')
+  expect(at).toBeGreaterThan(0)
+  bytes[at + 2] = bytes[at + 2]! ^ 0xff
   fs.writeFileSync(segment, bytes)
 
   const bad = tool('stats', dir)

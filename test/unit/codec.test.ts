@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { Reader, Writer, base64urlDecode, base64urlEncode, utf8Length } from '../../src/core/codec.js'
 import { DecodeError } from '../../src/core/errors.js'
 import { crc32c } from '../../src/core/storage/crc32c.js'
-import { decodeRecord, encodePut } from '../../src/core/storage/records.js'
+import { RECORD_DOT_LEASE, decodeRecord, encodeDotLease, encodePut } from '../../src/core/storage/records.js'
 import { EMPTY_STATE, update } from '../../src/core/version/dvv.js'
 import { EMPTY_VV } from '../../src/core/version/vv.js'
 
@@ -69,6 +69,11 @@ describe('codec', () => {
     const state = update(EMPTY_STATE, EMPTY_VV, { value: new Uint8Array([1, 2, 3]), ts: { wall: 5, logical: 1 }, lww: true }, 'replica')
     const good = encodePut(new Writer(), 'key', 1000, state).slice()
     expect(decodeRecord(good, { keyBytesMax: 1024, valueBytesMax: 1024 })).toMatchObject({ key: 'key', ttlMs: 1000 })
+    const lease = encodeDotLease(new Writer(), 1_700_000_060_000).slice()
+    expect(decodeRecord(lease, { keyBytesMax: 1024, valueBytesMax: 1024 })).toEqual({ type: RECORD_DOT_LEASE, key: '', lease: 1_700_000_060_000 })
+    for (let cut = 0; cut < lease.length; cut++) {
+      expect(() => decodeRecord(lease.subarray(0, cut), { keyBytesMax: 1024, valueBytesMax: 1024 })).toThrow(DecodeError)
+    }
     for (let cut = 0; cut < good.length; cut++) {
       expect(() => decodeRecord(good.subarray(0, cut), { keyBytesMax: 1024, valueBytesMax: 1024 })).toThrow(DecodeError)
     }

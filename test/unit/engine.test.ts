@@ -39,7 +39,8 @@ describe('storage engine', () => {
     const b = await engine(volume)
     expect(b.size).toBe(50)
     expect(text(b.get('key-0')!.values[0]!.value)).toBe('again')
-    expect(b.recovery!.records).toBe(51)
+    // 51 writes and the dot-counter lease the first of them logged.
+    expect(b.recovery!.records).toBe(52)
     const before = vvEntries(b.get('key-1')!.state.vv)
     await b.put('key-1', bytes('new'), { context: b.get('key-1')!.context })
     const after = vvEntries(b.get('key-1')!.state.vv)
@@ -57,6 +58,36 @@ describe('storage engine', () => {
     const b = await engine(volume)
     expect(b.get('durable')).toBeDefined()
     expect(b.get('fast')).toBeUndefined()
+    await b.close()
+  })
+
+  it('lets a new dot out before its record is durable only under a durable dot-counter lease, and restarts above every dot it issued', async () => {
+    const volume = new MemoryVolume()
+    const clock = new ManualClock(1_000) // stands still: a hot key's counter runs ahead of it
+    const a = await engine(volume, { clock })
+    const first = a.writeLocal('hot', bytes('v0'), { durability: 'async' })
+    expect(first.shareable).toBe(false) // no lease yet: the coordinator waits for its own log
+    await a.durable()
+    const issued: number[] = []
+    let context = first.state.vv
+    for (let i = 1; i <= 100; i++) {
+      const w = a.writeLocal('hot', bytes(`v${i}`), { context, durability: 'async' })
+      expect(w.shareable).toBe(true)
+      context = w.state.vv
+      issued.push(vvEntries(w.state.vv).find(([id]) => id === 'replica-a')![1])
+    }
+    // The process dies before any of those 100 records is durable (they reached the volume, not the disk):
+    // it restarts with the first write only.
+    await new Promise(resolve => { setTimeout(resolve, 0) })
+    volume.crash()
+    const b = await engine(volume, { clock })
+    expect(text(b.get('hot')!.values[0]!.value)).toBe('v0')
+    const again = b.writeLocal('hot', bytes('after'), { durability: 'async' })
+    const n = vvEntries(again.state.vv).find(([id]) => id === 'replica-a')![1]
+    expect(n).toBeGreaterThan(Math.max(...issued)) // without the lease it would reuse v1's counter
+    expect(again.shareable).toBe(false) // above the recovered lease: a new one must be durable first
+    await b.durable()
+    expect(b.writeLocal('other', bytes('x'), { durability: 'async' }).shareable).toBe(true)
     await b.close()
   })
 
@@ -144,7 +175,7 @@ describe('storage engine', () => {
     expect(volume.snapshots.size).toBe(1)
     const again = await engine(volume)
     expect(again.size).toBe(20)
-    expect(again.recovery!.snapshotRecords).toBe(20)
+    expect(again.recovery!.snapshotRecords).toBe(21) // 20 keys and the dot-counter lease
     for (let i = 380; i < 400; i++) expect(text(again.get(`k${i % 20}`)!.values[0]!.value)).toBe(`value ${i}`)
     await again.close()
   })
@@ -219,7 +250,7 @@ describe('storage engine', () => {
     await again.close() // waits for the compaction it started
     expect(volume.snapshots.size).toBe(1)
     const third = await engine(volume)
-    expect(third.recovery!.snapshotRecords).toBe(20)
+    expect(third.recovery!.snapshotRecords).toBe(21) // 20 keys and the dot-counter lease
     expect(third.recovery!.records).toBe(0)
     for (let i = 380; i < 400; i++) expect(text(third.get(`k${i % 20}`)!.values[0]!.value)).toBe(`value ${i}`)
     await third.close()

@@ -85,7 +85,7 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
     if (ring.isDurable(e.id)) durableTargets++
   }
   let before: KeyState | undefined
-  let local: { state: KeyState }
+  let local: { state: KeyState; shareable: boolean }
   try {
     if (s.leaving) throw new LeavingError(s.id)
     // A request's dw above the durable members placement gives the key: more durable members hold it too
@@ -123,12 +123,14 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
   // among the others.
   let asked: Set<string> | null = null
   const holding: string[] = []
-  // The new dot must be durable here before any other replica sees it: a coordinator that crashed with
-  // its dot on others but not in its own log would issue the same dot again for a different value, and
-  // replicas would keep either one. (With async durability the record reaches the OS within this turn,
-  // so only a crash of the machine can do that; see the README.)
-  s.rt.afterPersist(error => {
-    if (error !== undefined) { quorum.no(selfDurable, errorMessage(error)); return }
+  // The other replicas get the write while this one makes it durable (one fsync on the critical path, not
+  // two in a row) when its dot is covered by a durable dot-counter lease: a coordinator that crashed with
+  // the dot on others but not in its own log restarts above the lease, so it never issues the same dot
+  // again for a different value (which replicas would take for the first, keeping either). Otherwise — the
+  // first write after a start, or a counter that outran its lease — the dot must be durable here first.
+  // (With async durability the record reaches the OS within this turn, so only a crash of the machine can
+  // reuse a dot; see the README.)
+  const replicate = (): void => {
     const merge: KvRequest = { type: 'merge', entries: [entry] }
     let standIns = 0
     const sendTo = (id: string, mayHedge: boolean): void => {
@@ -165,6 +167,12 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
     // Strict quorum: primaries only, so no stand-ins; nor with hedging off.
     const hedging = options.strict !== true && s.config.hedgeMultiplier > 0
     for (const id of targets) sendTo(id, hedging)
+  }
+  const shared = local.shareable
+  if (shared) replicate()
+  s.rt.afterPersist(error => {
+    if (error !== undefined) { quorum.no(selfDurable, errorMessage(error)); return }
+    if (!shared) replicate()
     holding.push(s.id)
     quorum.ok(selfDurable) // this replica's own copy, durable now
   })

@@ -11,7 +11,7 @@ import type { Logger } from '../env.js'
 import { errorMessage } from '../errors.js'
 import type { KeyState } from '../version/dvv.js'
 import type { StorageEngine } from './engine.js'
-import { encodePut } from './records.js'
+import { encodeDotLease, encodePut } from './records.js'
 import type { TtlClock } from './ttl-clock.js'
 import type { Wal } from './wal.js'
 
@@ -50,7 +50,10 @@ export class Compaction {
       i++
     }
     const writer = new Writer(1024)
+    // The dot-counter lease goes into the snapshot too: the segments it replaces may hold the only record.
+    const lease = this.engine.dotLease
     return this.wal.compact((function * () {
+      if (lease > 0) yield encodeDotLease(writer, lease)
       for (let k = 0; k < size; k++) yield encodePut(writer, keys[k]!, ttls.length > 0 ? ttls[k]! : 0, states[k]!)
     })())
   }

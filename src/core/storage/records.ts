@@ -7,6 +7,8 @@
  *   floor  = 0x00 (none) | 0x01 replicaId | counter | hlc wall | hlc logical   (the lww floor, dvv.ts)
  *   sibling = replicaId | counter | flags (1 tombstone, 2 lww) | hlc wall | hlc logical | value (if not tombstone)
  *   remove = 0x02 | key                (expired by TTL or tombstone reaped)
+ *   lease  = 0x03 | key "" | counter   (dot-counter lease: this replica issues no dot at or above counter
+ *                                        before a newer lease is durable; see StorageEngine.writeLocal)
  *
  * Strings and byte strings are varint-length-prefixed (codec.ts).
  */
@@ -18,6 +20,7 @@ import { type VersionVector, vvCovers } from '../version/vv.js'
 
 export const RECORD_PUT = 1
 export const RECORD_REMOVE = 2
+export const RECORD_DOT_LEASE = 3
 
 const FLAG_TOMBSTONE = 1
 const FLAG_LWW = 2
@@ -25,6 +28,7 @@ const FLAG_LWW = 2
 export type StorageRecord =
   | { type: typeof RECORD_PUT; key: string; ttlMs: number; state: KeyState }
   | { type: typeof RECORD_REMOVE; key: string }
+  | { type: typeof RECORD_DOT_LEASE; key: ''; lease: number }
 
 export interface RecordLimits {
   keyBytesMax: number
@@ -58,6 +62,11 @@ export function encodeRemove (w: Writer, key: string): Uint8Array {
   return w.u8(RECORD_REMOVE).string(key).finish()
 }
 
+export function encodeDotLease (w: Writer, lease: number): Uint8Array {
+  w.reset()
+  return w.u8(RECORD_DOT_LEASE).string('').varint(lease).finish()
+}
+
 /** Decodes one record. Values are copied out of `payload`, so the caller may release the buffer. */
 export function decodeRecord (payload: Uint8Array, limits: RecordLimits): StorageRecord {
   const r = new Reader(payload, 'storage record')
@@ -66,6 +75,12 @@ export function decodeRecord (payload: Uint8Array, limits: RecordLimits): Storag
   if (type === RECORD_REMOVE) {
     r.end()
     return { type, key }
+  }
+  if (type === RECORD_DOT_LEASE) {
+    if (key !== '') throw new DecodeError('storage record', 'a lease record has a key')
+    const lease = r.varint()
+    r.end()
+    return { type, key, lease }
   }
   if (type !== RECORD_PUT) throw new DecodeError('storage record', `unknown record type ${type}`)
   const ttlMs = r.varint()
@@ -89,7 +104,7 @@ export class RecordDecoder {
   key (bytes: Uint8Array, start: number, end: number): string {
     const r = this.r.reset(bytes, start, end)
     this.type = r.u8()
-    if (this.type !== RECORD_PUT && this.type !== RECORD_REMOVE) throw new DecodeError('storage record', `unknown record type ${this.type}`)
+    if (this.type !== RECORD_PUT && this.type !== RECORD_REMOVE && this.type !== RECORD_DOT_LEASE) throw new DecodeError('storage record', `unknown record type ${this.type}`)
     return r.string(this.limits.keyBytesMax)
   }
 
@@ -103,6 +118,13 @@ export class RecordDecoder {
 
   /** Checks that a remove record ends after its key. */
   endRemove (): void { this.r.end() }
+
+  /** The counter of a lease record. */
+  lease (): number {
+    const lease = this.r.varint()
+    this.r.end()
+    return lease
+  }
 
   /**
    * Raises `into` to the newest sibling timestamp of the rest of a put record that is at most `into.limit`

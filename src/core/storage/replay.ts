@@ -1,7 +1,7 @@
 /**
  * Replaying a recovered log into a storage engine (recovery.ts hands the records over newest first).
  */
-import { type NewestTs, RECORD_PUT, RecordDecoder, raiseTs } from './records.js'
+import { type NewestTs, RECORD_DOT_LEASE, RECORD_PUT, RecordDecoder, raiseTs } from './records.js'
 import type { StorageEngine } from './engine.js'
 import type { RecoveryReport } from './wal.js'
 
@@ -37,9 +37,17 @@ export class Replay {
     this.newest = { wall: 0, logical: 0, limit: engine.hlc.acceptLimitMs(), rejected: 0 }
   }
 
+  /** The highest dot-counter lease in the log (0 if none). */
+  private lease = 0
+
   record (bytes: Uint8Array, start: number, end: number): void {
     const d = this.decoder
     const key = d.key(bytes, start, end)
+    if (d.type === RECORD_DOT_LEASE) {
+      const lease = d.lease()
+      if (lease > this.lease) this.lease = lease
+      return
+    }
     if (this.engine.hasRecovered(key) || this.removed.has(key)) {
       this.superseded++
       if (d.type === RECORD_PUT) d.skim(this.newest)
@@ -59,6 +67,7 @@ export class Replay {
     const { wall, logical, rejected } = this.newest
     if (wall > 0 || logical > 0) this.engine.hlc.observe({ wall, logical })
     this.engine.hlc.rejected += rejected
+    this.engine.recoveredLease(this.lease)
     this.removed.clear()
   }
 }

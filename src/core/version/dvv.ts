@@ -91,13 +91,15 @@ function aboveFloor (siblings: Sibling[], floor: LwwFloor | null): Sibling[] {
  * A coordinator's local write. `context` is the history the client saw (from a get; empty for a blind
  * write); `replicaId` is the coordinating replica, whose counter issues the new dot.
  */
-export function update (local: KeyState, context: VersionVector, write: Write, replicaId: string): KeyState {
+export function update (local: KeyState, context: VersionVector, write: Write, replicaId: string, floor = 0): KeyState {
   const base = vvMerge(local.vv, context)
-  // The next counter, and never below the write's wall-clock time: a replica that forgot a key's history —
-  // the key expired or its tombstone was reaped, or the process crashed before its last writes were
-  // durable — must not issue a dot it issued before, or replicas still holding the old dot would take the
-  // new value for the old one (and keep either). The clock has moved on since, so it cannot.
-  const n = Math.max(vvGet(base, replicaId) + 1, write.ts.wall)
+  // The next counter, and never below the write's wall-clock time nor `floor`: a replica that forgot a key's
+  // history — the key expired or its tombstone was reaped, or the process crashed before its last writes
+  // were durable — must not issue a dot it issued before, or replicas still holding the old dot would take
+  // the new value for the old one (and keep either). The clock has moved on since; and `floor`, the storage
+  // engine's recovered dot-counter lease, is above every counter issued before a crash, also one that ran
+  // ahead of the clock (a key written more than once a millisecond) or one from before a clock step back.
+  const n = Math.max(vvGet(base, replicaId) + 1, write.ts.wall, floor)
   // Dots must stay exact integers that every decoder accepts (contexts are capped at COUNTER_MAX).
   if (n > Number.MAX_SAFE_INTEGER - 1) throw new RangeError(`dot counter ${n} for ${replicaId} is out of range`)
   const sibling: Sibling = { id: replicaId, n, value: write.value, wall: write.ts.wall, logical: write.ts.logical, lww: write.lww }
