@@ -15,6 +15,8 @@
  *                                 the floor server), from /proc (Linux; omitted elsewhere)
  *   .frames                       meshkv only: KV requests and replies sent per libp2p frame, summed over
  *                                 the peers (/stats rpc) — how well requests from many sockets share frames
+ *   .syncs                        meshkv only: fdatasyncs per request, summed over the peers (/stats
+ *                                 storage.walSyncs) — how many writes each group commit carried
  *
  * Nothing here fails the run on a missed target: each figure says whether it met it. Every request has a
  * REQUEST_TIMEOUT_MS deadline and every loop its phase deadline, so the run ends by itself; the children are
@@ -113,7 +115,7 @@ function request (t: Target, method: 'GET' | 'PUT', path: string, body?: Uint8Ar
   })
 }
 
-interface PhaseResult { ops: number; rate: number; p50: number; p99: number; errors: number; firstError?: string; cpuMsPerOp: number | null }
+interface PhaseResult { ops: number; warmupOps: number; rate: number; p50: number; p99: number; errors: number; firstError?: string; cpuMsPerOp: number | null }
 
 /**
  * `inFlight` closed-loop workers issuing `op(i)` for WARMUP_MS (not counted), then for `ms`. The deadline is
@@ -137,6 +139,7 @@ async function phase (inFlight: number, ms: number, pids: Array<number | undefin
     }))
   }
   await loop(performance.now() + WARMUP_MS, null, { n: 0 })
+  const warmupOps = i
   const latencies: number[] = []
   const errors: { n: number; first?: string } = { n: 0 }
   const cpu0 = totalCpu(pids)
@@ -148,6 +151,7 @@ async function phase (inFlight: number, ms: number, pids: Array<number | undefin
   const pick = (p: number): number => latencies.length === 0 ? NaN : latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!
   return {
     ops: latencies.length,
+    warmupOps,
     rate: latencies.length / elapsed,
     p50: pick(0.5),
     p99: pick(0.99),
@@ -171,14 +175,15 @@ async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
   return { proc, url: `http://127.0.0.1:${port}` }
 }
 
-async function rpcTotals (peers: PeerProcess[]): Promise<{ requests: number; replies: number; frames: number }> {
-  const out = { requests: 0, replies: 0, frames: 0 }
+async function rpcTotals (peers: PeerProcess[]): Promise<{ requests: number; replies: number; frames: number; syncs: number }> {
+  const out = { requests: 0, replies: 0, frames: 0, syncs: 0 }
   for (const p of peers) {
     const res = await fetch(`${p.http}/stats`, { signal: AbortSignal.timeout(10_000) })
-    const s = await res.json() as { rpc: { requests: number; replies: number; frames: number } }
+    const s = await res.json() as { rpc: { requests: number; replies: number; frames: number }; storage: { walSyncs: number } }
     out.requests += s.rpc.requests
     out.replies += s.rpc.replies
     out.frames += s.rpc.frames
+    out.syncs += s.storage.walSyncs
   }
   return out
 }
@@ -213,11 +218,13 @@ export async function run (flags: string[]): Promise<void> {
     const peerPids = peers.map(p => p.proc.pid)
     const ms = o.seconds * 1000
     for (const inFlight of IN_FLIGHT) {
-      const floorT = target(started.url, inFlight)
-      const meshT = peers.map(p => target(p.http, inFlight))
       let written = 0
-      const results: Record<string, { floor: PhaseResult; mesh: PhaseResult; frames?: number }> = {}
+      const results: Record<string, { floor: PhaseResult; mesh: PhaseResult; frames: number; syncs: number }> = {}
       for (const method of ['put', 'get'] as const) {
+        // Fresh keep-alive connections for every phase (opened during its warm-up): a connection left idle
+        // by the phase before could be closed by the server (its keep-alive timeout) just as it is reused.
+        const floorT = target(started.url, inFlight)
+        const meshT = peers.map(p => target(p.http, inFlight))
         const floorOp = method === 'put'
           ? (i: number) => request(floorT, 'PUT', `/k${inFlight}-${i}`, value)
           : (i: number) => request(floorT, 'GET', `/k${inFlight}-${i % Math.max(1, written)}`)
@@ -232,8 +239,12 @@ export async function run (flags: string[]): Promise<void> {
         const after = await rpcTotals(peers)
         const frames = after.frames - before.frames
         const perFrame = frames === 0 ? 0 : (after.requests - before.requests + after.replies - before.replies) / frames
-        progress(`  ${method} ${inFlight} in flight, meshkv: ${m.rate.toFixed(0)}/s (${(m.rate / f.rate).toFixed(2)}x floor), p50 ${m.p50.toFixed(2)} ms, ${m.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${perFrame.toFixed(1)} messages per frame, ${m.errors} errors${m.firstError === undefined ? '' : ` (first: ${m.firstError})`}`)
-        results[method] = { floor: f, mesh: m, frames: perFrame }
+        // Warm-up requests are in the /stats deltas too: per request of the whole phase.
+        const syncsPerOp = (after.syncs - before.syncs) / Math.max(1, m.ops + m.warmupOps)
+        progress(`  ${method} ${inFlight} in flight, meshkv: ${m.rate.toFixed(0)}/s (${(m.rate / f.rate).toFixed(2)}x floor), p50 ${m.p50.toFixed(2)} ms, ${m.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${perFrame.toFixed(1)} messages per frame, ${syncsPerOp.toFixed(2)} fdatasyncs per request, ${m.errors} errors${m.firstError === undefined ? '' : ` (first: ${m.firstError})`}`)
+        results[method] = { floor: f, mesh: m, frames: perFrame, syncs: syncsPerOp }
+        floorT.agent.destroy()
+        for (const t of meshT) t.agent.destroy()
       }
       for (const [method, r] of Object.entries(results)) {
         const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES }
@@ -242,10 +253,9 @@ export async function run (flags: string[]): Promise<void> {
         emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50, unit: 'ms', baseline: r.floor.p50, baselineMetric: 'floor p50', ...extra })
         emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99, unit: 'ms', baseline: r.floor.p99, baselineMetric: 'floor p99', ...extra })
         if (r.mesh.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.cpu`, value: r.mesh.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...(inFlight === 64 ? { target: CPU_MS_TARGET_64, met: r.mesh.cpuMsPerOp <= CPU_MS_TARGET_64 } : {}), ...extra })
-        emit({ suite: SUITE, metric: `http.${method}.frames`, value: r.frames ?? 0, unit: 'messages/frame', ...extra })
+        emit({ suite: SUITE, metric: `http.${method}.frames`, value: r.frames, unit: 'messages/frame', ...extra })
+        emit({ suite: SUITE, metric: `http.${method}.syncs`, value: r.syncs, unit: 'fdatasyncs/request (3 peers)', ...extra })
       }
-      floorT.agent.destroy()
-      for (const t of meshT) t.agent.destroy()
     }
   } finally {
     process.off('SIGINT', onSignal)

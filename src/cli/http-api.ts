@@ -77,34 +77,70 @@ function errorBody (error: unknown): { status: number; body: Record<string, unkn
   return { status: 500, body: { error: errorMessage(error), code: 'ERR_INTERNAL' } }
 }
 
-function option (url: URL, name: string, min: number, max: number): number | undefined {
-  const raw = url.searchParams.get(name)
+/** A request's query parameters (URLSearchParams, or NO_QUERY for a target without any). */
+type Query = Pick<URLSearchParams, 'get'>
+const NO_QUERY: Query = { get: () => null }
+
+/**
+ * Splits a request target into its path and query without a URL parse: the hot KV routes take their key
+ * as one raw path segment (decoded once, by decodeURIComponent) and most of their requests carry no query.
+ */
+function splitTarget (target: string): { pathname: string; query: Query } {
+  const q = target.indexOf('?')
+  return q < 0 ? { pathname: target, query: NO_QUERY } : { pathname: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) }
+}
+
+function option (query: Query, name: string, min: number, max: number): number | undefined {
+  const raw = query.get(name)
   if (raw === null) return undefined
   const n = Number(raw)
   if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, `query parameter ${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(raw)}`, { code: 'ERR_CONFIG' })
   return n
 }
 
-function flag (url: URL, name: string): boolean | undefined {
-  const raw = url.searchParams.get(name)
+function flag (query: Query, name: string): boolean | undefined {
+  const raw = query.get(name)
   if (raw === null) return undefined
   if (raw === '1' || raw === 'true' || raw === '') return true
   if (raw === '0' || raw === 'false') return false
   throw new HttpError(400, `query parameter ${name} must be 1 or 0, got ${JSON.stringify(raw)}`, { code: 'ERR_CONFIG' })
 }
 
-/** Reads a request body of at most `limit` bytes; a larger one is refused with 413 without reading it all. */
-async function readBody (req: http.IncomingMessage, limit: number): Promise<Uint8Array> {
+/**
+ * Reads a request body of at most `limit` bytes into one array (the only copy: the engine keeps it as the
+ * value); a larger one is refused with 413 without reading it all. Settles once the body ends, or on the
+ * request's error or close (a client that went away).
+ */
+function readBody (req: http.IncomingMessage, limit: number): Promise<Uint8Array> {
   const declared = Number(req.headers['content-length'] ?? NaN)
-  if (Number.isFinite(declared) && declared > limit) throw new HttpError(413, `value of ${declared} bytes exceeds the limit of ${limit} bytes`, { code: 'ERR_VALUE_TOO_LARGE' })
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length
-    if (size > limit) throw new HttpError(413, `value exceeds the limit of ${limit} bytes`, { code: 'ERR_VALUE_TOO_LARGE' })
-    chunks.push(chunk)
-  }
-  return new Uint8Array(Buffer.concat(chunks))
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new HttpError(413, `value of ${declared} bytes exceeds the limit of ${limit} bytes`, { code: 'ERR_VALUE_TOO_LARGE' }))
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const done = (error: Error | null): void => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onError)
+      req.off('close', onClose)
+      if (error !== null) { reject(error); return }
+      const body = new Uint8Array(size)
+      let at = 0
+      for (const c of chunks) { body.set(c, at); at += c.length }
+      resolve(body)
+    }
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      if (size > limit) done(new HttpError(413, `value exceeds the limit of ${limit} bytes`, { code: 'ERR_VALUE_TOO_LARGE' }))
+      else chunks.push(chunk)
+    }
+    const onEnd = (): void => { done(null) }
+    const onError = (error: Error): void => { done(error) }
+    const onClose = (): void => { done(new HttpError(400, 'the request body ended early: the client went away', { code: 'ERR_DECODE' })) }
+    req.on('data', onData)
+    req.on('end', onEnd)
+    req.on('error', onError)
+    req.on('close', onClose)
+  })
 }
 
 function utf8OrNull (bytes: Uint8Array): string | null {
@@ -146,15 +182,20 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
   }
 
   async function route (req: http.IncomingMessage, res: http.ServerResponse, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+    const target = req.url ?? '/'
+    // The KV and heartbeat routes, most of all requests, skip the URL parse (splitTarget).
+    if (target.startsWith('/kv/') || target.startsWith('/heartbeat/')) {
+      const { pathname, query } = splitTarget(target)
+      const parts = pathname.split('/')
+      if (parts[1] === 'kv') return await kvRoute(req, res, query, parts, json)
+      if (parts.length === 3) return await heartbeatRoute(req, res, query, parts[2]!, json)
+    }
     let url: URL
     try {
-      url = new URL(req.url ?? '/', 'http://localhost')
+      url = new URL(target, 'http://localhost')
     } catch {
       throw new HttpError(400, 'unparsable request URL')
     }
-    const parts = url.pathname.split('/')
-    if (parts[1] === 'kv' && parts.length >= 3) return await kvRoute(req, res, url, parts, json)
-    if (parts[1] === 'heartbeat' && parts.length === 3) return await heartbeatRoute(req, res, url, parts[2]!, json)
     if (url.pathname === '/watch' && req.method === 'GET') return watchRoute(req, res, url)
     if (options.extra !== undefined && await options.extra(req, url, json)) return
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed' })
@@ -162,12 +203,12 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (url.pathname === '/members') {
       return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, relay: m.meta.relay, addrs: m.meta.addrs })))
     }
-    if (url.pathname === '/ring') return json(200, ringView(peer, flag(url, 'tokens') ?? true))
+    if (url.pathname === '/ring') return json(200, ringView(peer, flag(url.searchParams, 'tokens') ?? true))
     if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length } })
     if (url.pathname === '/api/info') return json(200, options.info())
     if (url.pathname === '/services') {
       // Mesh-wide by default (every up member's records, merged); ?local=1 for this peer's own records.
-      const local = flag(url, 'local') === true
+      const local = flag(url.searchParams, 'local') === true
       const result = local ? { services: peer.services(), asked: 1, failed: 0 } : await peer.meshServices({ signal: AbortSignal.timeout(10_000) })
       const services = result.services
       return json(200, { peer: peer.id, scope: local ? 'local' : 'mesh', membersAsked: result.asked, membersFailed: result.failed, alive: services.filter(x => x.state === 'alive').length, expired: services.filter(x => x.state === 'expired').length, services })
@@ -175,7 +216,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     return serveStatic(url, res, json)
   }
 
-  async function kvRoute (req: http.IncomingMessage, res: http.ServerResponse, url: URL, parts: string[], json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+  async function kvRoute (req: http.IncomingMessage, res: http.ServerResponse, query: Query, parts: string[], json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
     let key: string
     try {
       key = decodeURIComponent(parts[2]!)
@@ -206,10 +247,10 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (parts.length !== 3) throw new HttpError(404, 'not found: use /kv/<percent-encoded key> or /kv/<key>/placement')
     const context = req.headers[CONTEXT_HEADER]
     const ctx = typeof context === 'string' && context !== '' ? { context } : {}
-    const strict = flag(url, 'strict')
+    const strict = flag(query, 'strict')
     const common = strict === undefined ? {} : { strict }
     if (req.method === 'GET' || req.method === 'HEAD') {
-      const r = option(url, 'r', 1, 16)
+      const r = option(query, 'r', 1, 16)
       const result = await peer.get(key, { ...common, ...(r === undefined ? {} : { r }) })
       const headers: Record<string, string> = result.context === '' ? {} : { [CONTEXT_HEADER]: result.context }
       if (result.values.length === 0) return json(404, { error: result.deleted ? 'deleted' : 'not found', key }, headers)
@@ -224,12 +265,12 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
         siblings: result.siblings.map(s => ({ value: utf8OrNull(s.value), base64url: base64urlEncode(s.value), bytes: s.value.length, wall: s.wall, replica: s.replica, counter: s.counter }))
       }, { ...headers, 'x-meshkv-siblings': String(result.values.length) })
     }
-    const w = option(url, 'w', 1, 16)
-    const dw = option(url, 'dw', 0, 16)
-    const lww = flag(url, 'lww')
+    const w = option(query, 'w', 1, 16)
+    const dw = option(query, 'dw', 0, 16)
+    const lww = flag(query, 'lww')
     const writeOptions = { ...common, ...ctx, ...(w === undefined ? {} : { w }), ...(dw === undefined ? {} : { dw }), ...(lww === undefined ? {} : { lww }) }
     if (req.method === 'PUT' || req.method === 'POST') {
-      const ttlMs = option(url, 'ttl', 0, Number.MAX_SAFE_INTEGER)
+      const ttlMs = option(query, 'ttl', 0, Number.MAX_SAFE_INTEGER)
       const value = await readBody(req, peer.engine.config.valueBytesMax)
       const result = await peer.put(key, value, { ...writeOptions, ...(ttlMs === undefined ? {} : { ttlMs }) })
       res.writeHead(204, { [CONTEXT_HEADER]: result.context, 'x-meshkv-acks': String(result.acks) })
@@ -245,7 +286,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     json(405, { error: 'method not allowed: use GET, PUT or DELETE' })
   }
 
-  async function heartbeatRoute (req: http.IncomingMessage, res: http.ServerResponse, url: URL, encoded: string, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+  async function heartbeatRoute (req: http.IncomingMessage, res: http.ServerResponse, query: Query, encoded: string, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
     if (req.method !== 'PUT' && req.method !== 'POST') return json(405, { error: 'method not allowed: PUT /heartbeat/<service id>' })
     let id: string
     try {
@@ -253,7 +294,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     } catch {
       throw new HttpError(400, 'the service id is not valid percent-encoded UTF-8', { code: 'ERR_INVALID_KEY' })
     }
-    const ttlMs = option(url, 'ttl', HEARTBEAT_TTL_MS_MIN, peer.engine.config.ttlMsMax) ?? HEARTBEAT_TTL_MS_DEFAULT
+    const ttlMs = option(query, 'ttl', HEARTBEAT_TTL_MS_MIN, peer.engine.config.ttlMsMax) ?? HEARTBEAT_TTL_MS_DEFAULT
     const body = await readBody(req, HEARTBEAT_META_BYTES_MAX)
     let meta: Meta = null
     if (body.length > 0) {

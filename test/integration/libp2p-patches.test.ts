@@ -6,6 +6,8 @@
  *   in one writev instead of one write per chunk, over a real TCP socket on 127.0.0.1.
  * - @chainsafe/libp2p-yamux: a receiver sends a window update only once half its window is consumed, not after
  *   every data frame; data beyond one window still flows.
+ * - @libp2p/utils: LengthPrefixedDecoder (noise's framing) stops at an empty buffer instead of asking the length
+ *   decoder, which throws a RangeError (with its stack trace) at the end of every chunk received.
  */
 import '../../src/polyfills.js'
 import * as net from 'node:net'
@@ -13,7 +15,7 @@ import * as path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { defaultLogger } from '@libp2p/logger'
-import { multiaddrConnectionPair } from '@libp2p/utils'
+import { LengthPrefixedDecoder, multiaddrConnectionPair } from '@libp2p/utils'
 import { pEvent } from 'p-event'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -107,5 +109,23 @@ describe('@chainsafe/libp2p-yamux patch: window updates after half the window', 
     await until(() => p.received() === total)
     expect(p.updates()).toBeGreaterThan(0)
     expect(p.updates()).toBeLessThanOrEqual(total / (128 * 1024) + 1)
+  })
+})
+
+describe('@libp2p/utils patch: no thrown RangeError per chunk decoded', () => {
+  it('decodes whole and split messages without asking the length decoder about an empty buffer', () => {
+    let emptyCalls = 0
+    const uint16 = (data: Uint8Array | { length: number; getUint16: (at: number) => number }): number => {
+      if (data.length === 0) emptyCalls++
+      if (data.length < 2) throw new RangeError('Could not decode int16BE')
+      return data instanceof Uint8Array ? (data[0]! << 8) | data[1]! : data.getUint16(0)
+    }
+    const decoder = new LengthPrefixedDecoder({ lengthDecoder: uint16, encodingLength: () => 2 })
+    const out: number[][] = []
+    for (const m of decoder.decode(Uint8Array.of(0, 2, 7, 8, 0, 1, 9))) out.push([...m.subarray()])
+    for (const m of decoder.decode(Uint8Array.of(0, 3, 1))) out.push([...m.subarray()]) // a message split over chunks
+    for (const m of decoder.decode(Uint8Array.of(2, 3))) out.push([...m.subarray()])
+    expect(out).toEqual([[7, 8], [9], [1, 2, 3]])
+    expect(emptyCalls).toBe(0)
   })
 })

@@ -1,0 +1,86 @@
+/**
+ * The HTTP API's KV routes as a client meets them, against a real `node node/peer.js` (one peer, N=1): the
+ * body read once into the stored value (binary-exact, also when it arrives in many chunks), keys as one raw
+ * path segment, typed errors for bad keys, options and sizes, and a client that goes away mid-body without
+ * harming the peer.
+ */
+import * as http from 'node:http'
+import * as net from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type PeerProcess, peerGroup } from '../helpers/peers.js'
+
+const group = peerGroup('meshkv-http-api-', ['--n', '1', '--r', '1', '--w', '1'])
+let peer: PeerProcess
+beforeAll(async () => { peer = await group.start('one', ['--bootstrap']) }, 60_000)
+afterAll(async () => { await group.stopAll() })
+
+function request (method: string, path: string, chunks: Uint8Array[] = [], headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer; headers: http.IncomingHttpHeaders }> {
+  const base = new URL(peer.http)
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: base.hostname, port: base.port, method, path, headers, timeout: 20_000 }, res => {
+      const parts: Buffer[] = []
+      res.on('data', (c: Buffer) => parts.push(c))
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts), headers: res.headers }) })
+    })
+    req.on('timeout', () => { req.destroy(new Error('no answer within 20 s')) })
+    req.on('error', reject)
+    for (const c of chunks) req.write(c)
+    req.end()
+  })
+}
+
+describe('HTTP API', () => {
+  it('stores the body byte for byte, whole or chunked, and reads it back', async () => {
+    const value = new Uint8Array(70_000).map((_, i) => (i * 7919) & 0xff)
+    expect((await request('PUT', '/kv/binary', [value])).status).toBe(204)
+    // Chunked transfer encoding, in uneven pieces.
+    const pieces = [value.subarray(0, 1), value.subarray(1, 40_000), value.subarray(40_000)]
+    expect((await request('PUT', '/kv/chunked', pieces, { 'transfer-encoding': 'chunked' })).status).toBe(204)
+    for (const key of ['binary', 'chunked']) {
+      const got = await request('GET', `/kv/${key}`)
+      expect(got.status).toBe(200)
+      expect(Buffer.compare(got.body, Buffer.from(value))).toBe(0)
+    }
+    expect((await request('PUT', '/kv/empty')).status).toBe(204)
+    expect((await request('GET', '/kv/empty')).body.length).toBe(0)
+  })
+
+  it('takes a key as one raw path segment, percent-decoded once', async () => {
+    for (const key of ['..', 'a\\b', 'sp ace/slash', 'ü']) {
+      const path = `/kv/${encodeURIComponent(key).replace(/\./g, '%2E')}`
+      expect((await request('PUT', path, [Buffer.from(key)])).status).toBe(204)
+      expect((await request('GET', path)).body.toString()).toBe(key)
+    }
+    // The raw segment '..' is the key '..' too, not a step up the path.
+    expect((await request('GET', '/kv/..')).body.toString()).toBe('..')
+  })
+
+  it('answers bad input with a status and a JSON error, and stays up', async () => {
+    const bad = async (method: string, path: string, status: number, code: string, chunks: Uint8Array[] = [], headers: Record<string, string> = {}): Promise<void> => {
+      const r = await request(method, path, chunks, headers)
+      expect(r.status, `${method} ${path}`).toBe(status)
+      expect(JSON.parse(r.body.toString()).code, `${method} ${path}`).toBe(code)
+    }
+    await bad('PUT', '/kv/%E0%A4%A', 400, 'ERR_INVALID_KEY', [Buffer.from('x')])
+    await bad('PUT', '/kv/', 400, 'ERR_INVALID_KEY', [Buffer.from('x')])
+    await bad('PUT', '/kv/k?w=0', 400, 'ERR_CONFIG', [Buffer.from('x')])
+    await bad('GET', '/kv/k?r=x', 400, 'ERR_CONFIG')
+    await bad('PUT', '/kv/k?lww=maybe', 400, 'ERR_CONFIG', [Buffer.from('x')])
+    await bad('PUT', '/kv/k?ttl=-1', 400, 'ERR_CONFIG', [Buffer.from('x')])
+    // Too large, declared up front and discovered while reading a chunked body (the default limit is 1 MiB).
+    await bad('PUT', '/kv/big', 413, 'ERR_VALUE_TOO_LARGE', [], { 'content-length': String(2 * 1024 * 1024) })
+    await bad('PUT', '/kv/big', 413, 'ERR_VALUE_TOO_LARGE', [new Uint8Array(600_000), new Uint8Array(600_000)], { 'transfer-encoding': 'chunked' }).catch((error: unknown) => {
+      // The peer may close the upload before the client has sent it all: also a refusal.
+      expect(String(error)).toMatch(/EPIPE|ECONNRESET|socket hang up/)
+    })
+    expect((await request('GET', '/kv/big')).status).toBe(404)
+    // A client that declares a body and goes away half-way.
+    const base = new URL(peer.http)
+    const socket = net.connect(Number(base.port), base.hostname)
+    await new Promise(resolve => socket.once('connect', resolve))
+    await new Promise<void>(resolve => { socket.write('PUT /kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part', () => { resolve() }) })
+    socket.destroy()
+    expect((await request('GET', '/health')).status).toBe(200)
+    expect((await request('GET', '/kv/half')).status).toBe(404)
+  })
+})
