@@ -118,5 +118,5 @@ export class KvSim {
     return out
   }
 
-  primaries (key: string): string[] { return this.faults.primaries(key) }
+  primaries (key: string): readonly string[] { return this.faults.primaries(key) }
 }

@@ -482,7 +482,7 @@ export class FaultSim {
     this.refresh()
   }
 
-  primaries (key: string): string[] {
+  primaries (key: string): readonly string[] {
     return this.ring.primaries(this.ring.position(key), this.config.n)
   }
 }

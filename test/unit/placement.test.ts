@@ -510,7 +510,7 @@ describe('placement: a join or a leave moves little', () => {
   let keyPositions: number[]
   beforeAll(() => { keyPositions = Array.from({ length: KEY_COUNT }, (_, i) => hash(`user:${i}:profile`)) })
 
-  type Placement = (position: number) => string[]
+  type Placement = (position: number) => readonly string[]
   /** Fraction of the pairs of `to` not in `from`, and of the pairs of `to` that name `who`. */
   function moved (from: Placement, to: Placement, who?: string): { moved: number; share: number } {
     let added = 0

@@ -73,7 +73,7 @@ export class ReplicaState {
 
   isUp (id: string): boolean { return id === this.id || this.isUpNow(id) }
 
-  primariesOf (key: string): string[] {
+  primariesOf (key: string): readonly string[] {
     return this.ring.primaries(this.ring.position(key), this.config.n)
   }
 

@@ -329,10 +329,20 @@ export class Ring {
     return Math.min(this.minDurable, this.durableCount, n)
   }
 
-  /** The key's primaries: `n` distinct members chosen clockwise from `position` by the placement rules, up or not. */
-  primaries (position: number, n: number): string[] {
-    return this.choose(position, n, null, [], this.durableWanted(n)).map(i => this.members[i]!.id)
+  /**
+   * The key's primaries: `n` distinct members chosen clockwise from `position` by the placement rules, up or
+   * not. Every position up to a token has that token's primaries, so they are computed once per token and n
+   * (every write asks, through the key index): the array returned is shared, never to be changed.
+   */
+  primaries (position: number, n: number): readonly string[] {
+    if (this.tokens.length === 0) return []
+    let cached = this.primariesCache.get(n)
+    if (cached === undefined) this.primariesCache.set(n, cached = new Array<string[] | undefined>(this.tokens.length))
+    const at = this.successor(position)
+    return (cached[at] ??= this.choose(position, n, null, [], this.durableWanted(n)).map(i => this.members[i]!.id))
   }
+
+  private readonly primariesCache = new Map<number, Array<string[] | undefined>>()
 
   /** The primaries with the rule that chose each (for inspection). */
   explain (position: number, n: number): Array<{ id: string; reason: Reason }> {
