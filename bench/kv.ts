@@ -11,6 +11,9 @@
  *                            100,000. Puts and gets carry the same-run floor as `baseline`: raw request/reply
  *                            on ONE long-lived libp2p stream to a child, which echoes 100-byte messages back
  *                            (pipelined at 64 in flight, one length-prefixed message per write).
+ *   tcp.ops with its latencies, at 1 and 64 in flight: the floor under that floor, the same request/reply on
+ *                            one raw TCP connection (no libp2p: no noise, no yamux) to a child process
+ *                            that echoes the bytes back; the echo and puts carry it as `tcpOps`.
  *
  * The put rate at 64 in flight is printed with its floor (10,000 quorum puts/s) and whether it was met; the
  * memory figures with their targets. Nothing here fails the run on a missed floor or target. To explain a
@@ -20,6 +23,8 @@
  * then one on a replica, so the put rate is bounded by 64 / (two fdatasyncs + a round trip).
  * The children run the built dist/ (`npm run build`).
  */
+import { type ChildProcess, spawn } from 'node:child_process'
+import * as net from 'node:net'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -142,6 +147,85 @@ class EchoClient {
   }
 }
 
+/** The raw TCP floor's server: echoes every byte back (a child process, like the peers). */
+const TCP_ECHO_SERVER = `
+const net = require('node:net')
+const server = net.createServer(c => { c.setNoDelay(true); c.on('data', d => c.write(d)); c.on('error', () => {}) })
+server.listen(0, '127.0.0.1', () => { process.stdout.write('listening ' + server.address().port + '\\n') })
+`
+
+/** Request/reply of `bytes`-byte messages on one raw TCP connection, pipelined like EchoClient. */
+class TcpEchoClient {
+  private readonly waiting: Array<{ resolve: () => void; reject: (error: Error) => void; sentMs: number }> = []
+  private head = 0
+  private pending = 0
+  private failure: Error | null = null
+  private readonly watchdog: ReturnType<typeof setInterval>
+
+  private constructor (private readonly socket: net.Socket, private readonly server: ChildProcess, private readonly bytes: number) {
+    socket.setNoDelay(true)
+    socket.on('data', (d: Buffer) => {
+      this.pending += d.length
+      while (this.pending >= this.bytes) {
+        this.pending -= this.bytes
+        const waiter = this.waiting[this.head++]
+        if (waiter === undefined) { this.fail(new Error('echo reply with no request waiting')); return }
+        if (this.head > 1024) { this.waiting.splice(0, this.head); this.head = 0 }
+        waiter.resolve()
+      }
+    })
+    socket.on('error', error => { this.fail(error) })
+    socket.on('close', () => { this.fail(new Error('connection closed')) })
+    this.watchdog = setInterval(() => {
+      const oldest = this.waiting[this.head]
+      if (oldest !== undefined && performance.now() - oldest.sentMs > ECHO_TIMEOUT_MS) this.socket.destroy(new Error(`no echo within ${ECHO_TIMEOUT_MS} ms`))
+    }, 1000)
+  }
+
+  static async start (bytes: number): Promise<TcpEchoClient> {
+    const server = spawn(process.execPath, ['-e', TCP_ECHO_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] })
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => { reject(new Error('the TCP echo server did not start within 10 s')) }, 10_000)
+        server.stdout!.setEncoding('utf8')
+        server.stdout!.on('data', (text: string) => {
+          const m = /listening (\d+)/.exec(text)
+          if (m !== null) { clearTimeout(timer); resolve(Number(m[1])) }
+        })
+        server.once('exit', code => { clearTimeout(timer); reject(new Error(`the TCP echo server exited with ${String(code)}`)) })
+      })
+      const socket = net.connect(port, '127.0.0.1')
+      await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
+      return new TcpEchoClient(socket, server, bytes)
+    } catch (error) {
+      server.kill('SIGKILL')
+      throw error
+    }
+  }
+
+  async request (message: Uint8Array): Promise<void> {
+    if (this.failure !== null) throw this.failure
+    const reply = new Promise<void>((resolve, reject) => { this.waiting.push({ resolve, reject, sentMs: performance.now() }) })
+    this.socket.write(message)
+    await reply
+  }
+
+  private fail (error: Error): void {
+    if (this.failure !== null) return
+    this.failure = error
+    for (let i = this.head; i < this.waiting.length; i++) this.waiting[i]!.reject(error)
+    this.waiting.length = 0
+    this.head = 0
+  }
+
+  close (): void {
+    clearInterval(this.watchdog)
+    this.fail(new Error('benchmark done'))
+    this.socket.destroy()
+    this.server.kill('SIGKILL')
+  }
+}
+
 function emitRss (metric: string, rows: RssRow[], target: number | undefined, extra: Record<string, unknown>): void {
   for (const r of rows) {
     emit({
@@ -202,6 +286,8 @@ export async function run (flags: string[]): Promise<void> {
     progress(`echo baseline: one stream to ${children[0]!.name} (${ECHO_PROTOCOL})`)
     const stream = await self.libp2p.dialProtocol(peerIdFromString(children[0]!.id), ECHO_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
     const echoClient = new EchoClient(stream, VALUE_BYTES)
+    progress('raw TCP floor: one connection to a child process that echoes the bytes back')
+    const tcpClient = await TcpEchoClient.start(VALUE_BYTES)
     try {
       const message = new Uint8Array(VALUE_BYTES).fill(0x62)
 
@@ -209,6 +295,7 @@ export async function run (flags: string[]): Promise<void> {
       let putKey = 0
       for (const inFlight of IN_FLIGHT) {
         const phases: Array<{ metric: string; op: (i: number) => Promise<unknown> }> = [
+          { metric: 'tcp', op: async () => { await tcpClient.request(message) } },
           { metric: 'echo', op: async () => { await echoClient.request(message) } },
           { metric: 'put', op: async i => await self.put(`put:${putKey++}`, valueFor(i)) },
           // Reads of keys that exist, spread over the whole key set (a stride coprime with it).
@@ -233,11 +320,15 @@ export async function run (flags: string[]): Promise<void> {
         }
         const base = results.get('echo')!.r
         const put = results.get('put')!
-        emitLoop('echo', inFlight, base, undefined, results.get('echo')!.extra)
-        emitLoop('put', inFlight, put.r, base, { ...put.extra, ...(inFlight === 64 ? { floor: PUT_FLOOR_OPS, floorMet: put.r.rate >= PUT_FLOOR_OPS } : {}) })
-        emitLoop('get', inFlight, results.get('get')!.r, base, results.get('get')!.extra)
+        const tcp = results.get('tcp')!.r
+        const tcpOps = Math.round(tcp.rate)
+        emitLoop('tcp', inFlight, tcp, undefined, results.get('tcp')!.extra)
+        emitLoop('echo', inFlight, base, undefined, { ...results.get('echo')!.extra, tcpOps })
+        emitLoop('put', inFlight, put.r, base, { ...put.extra, tcpOps, ...(inFlight === 64 ? { floor: PUT_FLOOR_OPS, floorMet: put.r.rate >= PUT_FLOOR_OPS } : {}) })
+        emitLoop('get', inFlight, results.get('get')!.r, base, { ...results.get('get')!.extra, tcpOps })
       }
     } finally {
+      tcpClient.close()
       await echoClient.close().catch(() => {})
     }
   })
