@@ -35,6 +35,7 @@ import type { Browser } from '@playwright/test'
 import { launchChromium } from './browser.js'
 import { peerGroup } from '../test/helpers/peers.js'
 import { type WriterRun, churnTabs, diagnose, disableLeave, percentile, runWriters, startTabMesh, summarize, verifyReads } from '../test/helpers/tab-mesh.js'
+import { onInterrupt } from './proc.js'
 import { emit, progress } from './report.js'
 
 const SUITE = 'churn'
@@ -81,13 +82,7 @@ export async function run (flags: string[]): Promise<void> {
     })()
     await cleaning
   }
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: cleaning up`)
-    controller.abort(new Error(`interrupted by ${signal}`))
-    void cleanup().finally(() => { process.exit(signal === 'SIGINT' ? 130 : 143) })
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  const offInterrupt = onInterrupt(cleanup, signal => { controller.abort(new Error(`interrupted by ${signal}`)) })
   try {
     const launched = await launchChromium()
     browser = launched.browser
@@ -97,8 +92,7 @@ export async function run (flags: string[]): Promise<void> {
     emit({ suite: SUITE, metric: 'writes.ops.ratio', value: churn.rate / steady.rate, unit: 'ratio', phase: 'churn/steady', target: THROUGHPUT_RATIO_TARGET, met: churn.rate / steady.rate >= THROUGHPUT_RATIO_TARGET })
     progress(`throughput under churn: ${churn.rate.toFixed(1)}/s vs ${steady.rate.toFixed(1)}/s without (ratio ${(churn.rate / steady.rate).toFixed(2)}, target >= ${THROUGHPUT_RATIO_TARGET}); lost: ${steady.lostKeys} + ${churn.lostKeys} keys (target 0)`)
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    offInterrupt()
     await cleanup()
   }
 

@@ -43,6 +43,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { ServiceView } from '../src/core/kv/heartbeat.js'
 import { WATCH_TOPIC } from '../src/services/watch.js'
 import { type Mesh, getJson, rssOf, waitUntil, withMesh } from './mesh.js'
+import { cpuSecondsOf } from './proc.js'
 import { emit, progress } from './report.js'
 
 const SUITE = 'heartbeat'
@@ -100,19 +101,6 @@ function percentile (sorted: Float32Array | Float64Array, p: number): number {
 }
 
 const round1 = (v: number): number => Math.round(v * 10) / 10
-
-/** CPU seconds (user + system) a child has used, from /proc (Linux); null elsewhere. */
-function cpuSecondsOf (pid: number | undefined): number | null {
-  if (pid === undefined) return null
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15 (clock ticks).
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / 100
-  } catch {
-    return null
-  }
-}
 
 function cpuSnapshot (mesh: Mesh): Array<number | null> {
   const own = process.cpuUsage()

@@ -22,10 +22,11 @@
  * REQUEST_TIMEOUT_MS deadline and every loop its phase deadline, so the run ends by itself; the children are
  * SIGKILLed on the way out, also on SIGINT/SIGTERM. Needs `npm run build` (the children run from dist/).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as http from 'node:http'
 import { members, peerGroup, type PeerProcess, waitUntil } from '../test/helpers/peers.js'
+import { cpuSecondsOf, onInterrupt, startListeningChild } from './proc.js'
 import { emit, progress } from './report.js'
 
 const SUITE = 'http'
@@ -72,22 +73,10 @@ function parseFlags (flags: string[]): Options {
   return o
 }
 
-/** CPU seconds (user + system) of a process, from /proc; null where there is none. */
-function cpuSeconds (pid: number | undefined): number | null {
-  if (pid === undefined) return null
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100
-  } catch {
-    return null
-  }
-}
-
 function totalCpu (pids: Array<number | undefined>): number | null {
   let sum = 0
   for (const pid of pids) {
-    const s = cpuSeconds(pid)
+    const s = cpuSecondsOf(pid)
     if (s === null) return null
     sum += s
   }
@@ -162,16 +151,7 @@ async function phase (inFlight: number, ms: number, pids: Array<number | undefin
 }
 
 async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
-  const proc = spawn(process.execPath, ['-e', FLOOR_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error('the floor server did not start within 10 s')) }, 10_000)
-    proc.stdout!.setEncoding('utf8')
-    proc.stdout!.on('data', (s: string) => {
-      const m = /listening (\d+)/.exec(s)
-      if (m !== null) { clearTimeout(timer); resolve(Number(m[1])) }
-    })
-    proc.once('exit', code => { clearTimeout(timer); reject(new Error(`the floor server exited with ${String(code)}`)) })
-  })
+  const { proc, port } = await startListeningChild(FLOOR_SERVER, 'the floor server')
   return { proc, url: `http://127.0.0.1:${port}` }
 }
 
@@ -198,12 +178,7 @@ export async function run (flags: string[]): Promise<void> {
     floor?.kill('SIGKILL')
     await group.stopAll()
   }
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: cleaning up`)
-    void cleanup().finally(() => { process.exit(signal === 'SIGINT' ? 130 : 143) })
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  const offInterrupt = onInterrupt(cleanup)
   try {
     const boot = await group.start('boot', ['--bootstrap'])
     const peers = [boot, await group.start('p2', ['--join', boot.tcp]), await group.start('p3', ['--join', boot.tcp])]
@@ -258,8 +233,7 @@ export async function run (flags: string[]): Promise<void> {
       }
     }
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    offInterrupt()
     await cleanup()
   }
 }

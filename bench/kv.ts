@@ -23,13 +23,14 @@
  * then one on a replica, so the put rate is bounded by 64 / (two fdatasyncs + a round trip).
  * The children run the built dist/ (`npm run build`).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import * as net from 'node:net'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { type RssRow, rssOf, withMesh } from './mesh.js'
+import { startListeningChild } from './proc.js'
 import { emit, progress } from './report.js'
 
 const SUITE = 'kv'
@@ -183,22 +184,13 @@ class TcpEchoClient {
   }
 
   static async start (bytes: number): Promise<TcpEchoClient> {
-    const server = spawn(process.execPath, ['-e', TCP_ECHO_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const { proc, port } = await startListeningChild(TCP_ECHO_SERVER, 'the TCP echo server')
     try {
-      const port = await new Promise<number>((resolve, reject) => {
-        const timer = setTimeout(() => { reject(new Error('the TCP echo server did not start within 10 s')) }, 10_000)
-        server.stdout!.setEncoding('utf8')
-        server.stdout!.on('data', (text: string) => {
-          const m = /listening (\d+)/.exec(text)
-          if (m !== null) { clearTimeout(timer); resolve(Number(m[1])) }
-        })
-        server.once('exit', code => { clearTimeout(timer); reject(new Error(`the TCP echo server exited with ${String(code)}`)) })
-      })
       const socket = net.connect(port, '127.0.0.1')
       await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
-      return new TcpEchoClient(socket, server, bytes)
+      return new TcpEchoClient(socket, proc, bytes)
     } catch (error) {
-      server.kill('SIGKILL')
+      proc.kill('SIGKILL')
       throw error
     }
   }

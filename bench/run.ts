@@ -34,6 +34,10 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     describe: '2 Node peers and 2, then 8 idle full-replica tabs in one headless Chromium: Chromium CPU per tab over 30 s (target <= 0.03 cores, 8 tabs within 1.5x of 2), Node peers\' CPU, and any member reported non-alive in 60 s idle (--tabs=2,8 --seconds=60)',
     run: async args => { await (await import('./tabs.js')).run(args) }
   },
+  'tab-kv': {
+    describe: '2 Node peers and 2 replica tabs in one headless Chromium: tab A\'s quorum puts and gets through its own peer at 16 in flight vs a raw RTCDataChannel echo between the same two tabs (--seconds=10 --in-flight=16)',
+    run: async args => { await (await import('./tab-kv.js')).run(args) }
+  },
   swim: {
     describe: 'SWIM on the deterministic simulator: detection times, false positives under loss, message load (10/100/1,000 members)',
     run: async args => { await (await import('./swim.js')).run(args) }
