@@ -24,6 +24,7 @@ import { integer } from '../core/config.js'
 import { WalFailedError } from '../core/errors.js'
 import { lockDirectory } from './dir-lock.js'
 import type { WalAdapter, WalListing } from '../core/storage/wal-adapter.js'
+import { nextTurn } from './next-turn.js'
 
 export interface FileWalOptions {
   /** Buffered bytes beyond which an append writes to the OS at once instead of at the end of the turn.
@@ -250,7 +251,7 @@ export class FileWal implements WalAdapter {
   }
 
   nextTurn (): Promise<void> {
-    return new Promise(resolve => { setImmediate(resolve) })
+    return nextTurn()
   }
 
   async truncateSegment (id: number, length: number): Promise<void> {

@@ -13,6 +13,7 @@
  */
 import { promisifyRequest } from 'idb-keyval'
 import type { WalAdapter, WalListing } from '../core/storage/wal-adapter.js'
+import { nextTurn } from './next-turn.js'
 
 const STORE = 'wal'
 const SEGMENT = 0
@@ -183,7 +184,7 @@ export class IndexedDbWal implements WalAdapter {
   }
 
   nextTurn (): Promise<void> {
-    return new Promise(resolve => { setTimeout(resolve, 0) })
+    return nextTurn()
   }
 
   async truncateSegment (id: number, length: number): Promise<void> {

@@ -3,7 +3,7 @@
  * stream per peer and direction, requests tagged with ids, replies matched to them, and coalescing — every
  * message queued for a stream while a frame is being written, or in the same event-loop turn, goes out in
  * the next frame, so 64 requests in flight cost a few frames, not 64 yamux frames and noise encryptions
- * (DESIGN.md §7). A turn here is the whole I/O phase (next-turn.ts), not one callback: requests that arrive
+ * (DESIGN.md §7). A turn here is the whole I/O phase (adapters/next-turn.ts), not one callback: requests that arrive
  * on 64 HTTP sockets in one poll phase share a frame, as do the replies of a batch the replica served.
  *
  * Our requests go on the stream we open to a peer and its replies come back on it; the peer's requests
@@ -23,8 +23,8 @@ import { Writer } from '../core/codec.js'
 import type { Logger } from '../core/env.js'
 import { DecodeError, errorMessage, OverloadedError, RecordTooLargeError, TimeoutError, UnreachableError } from '../core/errors.js'
 import { type KvReply, type KvRequest, type WireLimits, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../core/kv/messages.js'
+import { afterTurn } from '../adapters/next-turn.js'
 import type { MeshLibp2p } from './mesh-node.js'
-import { afterTurn } from './next-turn.js'
 import { HANDSHAKE_TIMEOUT_MS } from './swim-service.js'
 
 /** A frame stops taking more messages past this size (one message may be larger, up to the message limit). */

@@ -2,7 +2,8 @@
  * Runs a callback once the current event-loop turn's I/O has been handled: Node's `setImmediate` (after the
  * poll phase, so every socket that was readable in this turn has delivered its data first), and in browsers
  * a MessageChannel task (not `setTimeout(0)`, which is clamped to 4 ms when nested and to 1 s in hidden
- * tabs). Callers batch what arrives meanwhile: the RPC links send everything queued in one turn as one frame.
+ * tabs). Callers batch what arrives meanwhile: the RPC links send everything queued in one turn as one frame,
+ * and the WAL adapters' nextTurn (group commit) lets the writers a sync woke append before the next one.
  */
 type Callback = () => void
 
@@ -22,4 +23,9 @@ if (typeof setImmediate === 'function') {
 
 export function afterTurn (fn: Callback): void {
   schedule(fn)
+}
+
+/** afterTurn as a promise (WalAdapter.nextTurn). */
+export function nextTurn (): Promise<void> {
+  return new Promise(resolve => { schedule(resolve) })
 }
