@@ -26,6 +26,7 @@ import type { ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as http from 'node:http'
 import { members, peerGroup, type PeerProcess, waitUntil } from '../test/helpers/peers.js'
+import { type LoopResult, closedLoop } from './loop.js'
 import { cpuSecondsOf, onInterrupt, startListeningChild } from './proc.js'
 import { emit, progress } from './report.js'
 
@@ -104,50 +105,23 @@ function request (t: Target, method: 'GET' | 'PUT', path: string, body?: Uint8Ar
   })
 }
 
-interface PhaseResult { ops: number; warmupOps: number; rate: number; p50: number; p99: number; errors: number; firstError?: string; cpuMsPerOp: number | null }
+interface PhaseResult extends LoopResult { warmupAttempts: number; cpuMsPerOp: number | null }
 
 /**
- * `inFlight` closed-loop workers issuing `op(i)` for WARMUP_MS (not counted), then for `ms`. The deadline is
- * checked before every request, so the phase ends by itself.
+ * `inFlight` closed-loop workers issuing `op(i)` for WARMUP_MS (not counted), then for `ms`, numbered on
+ * from the warm-up's (fresh keys throughout); a status `ok` refuses is an error. CPU is read around the
+ * measured part.
  */
 async function phase (inFlight: number, ms: number, pids: Array<number | undefined>, op: (i: number) => Promise<number>, ok: (status: number) => boolean): Promise<PhaseResult> {
-  let i = 0
-  const loop = async (until: number, latencies: number[] | null, errors: { n: number; first?: string }): Promise<void> => {
-    await Promise.all(Array.from({ length: inFlight }, async () => {
-      while (performance.now() < until) {
-        const t0 = performance.now()
-        try {
-          const status = await op(i++)
-          if (!ok(status)) throw new Error(`HTTP ${status}`)
-          latencies?.push(performance.now() - t0)
-        } catch (error) {
-          errors.n++
-          errors.first ??= error instanceof Error ? error.message : String(error)
-        }
-      }
-    }))
+  const checked = async (i: number): Promise<void> => {
+    const status = await op(i)
+    if (!ok(status)) throw new Error(`HTTP ${status}`)
   }
-  await loop(performance.now() + WARMUP_MS, null, { n: 0 })
-  const warmupOps = i
-  const latencies: number[] = []
-  const errors: { n: number; first?: string } = { n: 0 }
+  const warmup = await closedLoop(inFlight, WARMUP_MS, checked)
   const cpu0 = totalCpu(pids)
-  const t0 = performance.now()
-  await loop(t0 + ms, latencies, errors)
-  const elapsed = (performance.now() - t0) / 1000
+  const r = await closedLoop(inFlight, ms, checked, warmup.attempts)
   const cpu1 = totalCpu(pids)
-  latencies.sort((a, b) => a - b)
-  const pick = (p: number): number => latencies.length === 0 ? NaN : latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!
-  return {
-    ops: latencies.length,
-    warmupOps,
-    rate: latencies.length / elapsed,
-    p50: pick(0.5),
-    p99: pick(0.99),
-    errors: errors.n,
-    ...(errors.first === undefined ? {} : { firstError: errors.first }),
-    cpuMsPerOp: cpu0 === null || cpu1 === null || latencies.length === 0 ? null : (cpu1 - cpu0) * 1000 / latencies.length
-  }
+  return { ...r, warmupAttempts: warmup.attempts, cpuMsPerOp: cpu0 === null || cpu1 === null || r.ops === 0 ? null : (cpu1 - cpu0) * 1000 / r.ops }
 }
 
 async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
@@ -204,7 +178,7 @@ export async function run (flags: string[]): Promise<void> {
           ? (i: number) => request(floorT, 'PUT', `/k${inFlight}-${i}`, value)
           : (i: number) => request(floorT, 'GET', `/k${inFlight}-${i % Math.max(1, written)}`)
         const f = await phase(inFlight, ms, [floor.pid], floorOp, s => s === 204 || s === 200)
-        progress(`  ${method} ${inFlight} in flight, floor: ${f.rate.toFixed(0)}/s, p50 ${f.p50.toFixed(2)} ms, ${f.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${f.errors} errors`)
+        progress(`  ${method} ${inFlight} in flight, floor: ${f.rate.toFixed(0)}/s, p50 ${f.p50Ms.toFixed(2)} ms, ${f.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${f.errors} errors`)
         const before = await rpcTotals(peers)
         const meshOp = method === 'put'
           ? (i: number) => { written = Math.max(written, i + 1); return request(meshT[i % 3]!, 'PUT', `/kv/h${inFlight}-${i}`, value) }
@@ -215,8 +189,8 @@ export async function run (flags: string[]): Promise<void> {
         const frames = after.frames - before.frames
         const perFrame = frames === 0 ? 0 : (after.requests - before.requests + after.replies - before.replies) / frames
         // Warm-up requests are in the /stats deltas too: per request of the whole phase.
-        const syncsPerOp = (after.syncs - before.syncs) / Math.max(1, m.ops + m.warmupOps)
-        progress(`  ${method} ${inFlight} in flight, meshkv: ${m.rate.toFixed(0)}/s (${(m.rate / f.rate).toFixed(2)}x floor), p50 ${m.p50.toFixed(2)} ms, ${m.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${perFrame.toFixed(1)} messages per frame, ${syncsPerOp.toFixed(2)} fdatasyncs per request, ${m.errors} errors${m.firstError === undefined ? '' : ` (first: ${m.firstError})`}`)
+        const syncsPerOp = (after.syncs - before.syncs) / Math.max(1, m.attempts + m.warmupAttempts)
+        progress(`  ${method} ${inFlight} in flight, meshkv: ${m.rate.toFixed(0)}/s (${(m.rate / f.rate).toFixed(2)}x floor), p50 ${m.p50Ms.toFixed(2)} ms, ${m.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${perFrame.toFixed(1)} messages per frame, ${syncsPerOp.toFixed(2)} fdatasyncs per request, ${m.errors} errors${m.firstError === undefined ? '' : ` (first: ${m.firstError})`}`)
         results[method] = { floor: f, mesh: m, frames: perFrame, syncs: syncsPerOp }
         floorT.agent.destroy()
         for (const t of meshT) t.agent.destroy()
@@ -225,8 +199,8 @@ export async function run (flags: string[]): Promise<void> {
         const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES }
         const ratioTarget = TARGET_RATIO[`${method}.${inFlight}`]!
         emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: r.mesh.rate / r.floor.rate >= ratioTarget, errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
-        emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50, unit: 'ms', baseline: r.floor.p50, baselineMetric: 'floor p50', ...extra })
-        emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99, unit: 'ms', baseline: r.floor.p99, baselineMetric: 'floor p99', ...extra })
+        emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50Ms, unit: 'ms', baseline: r.floor.p50Ms, baselineMetric: 'floor p50', ...extra })
+        emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99Ms, unit: 'ms', baseline: r.floor.p99Ms, baselineMetric: 'floor p99', ...extra })
         if (r.mesh.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.cpu`, value: r.mesh.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...(inFlight === 64 ? { target: CPU_MS_TARGET_64, met: r.mesh.cpuMsPerOp <= CPU_MS_TARGET_64 } : {}), ...extra })
         emit({ suite: SUITE, metric: `http.${method}.frames`, value: r.frames, unit: 'messages/frame', ...extra })
         emit({ suite: SUITE, metric: `http.${method}.syncs`, value: r.syncs, unit: 'fdatasyncs/request (3 peers)', ...extra })

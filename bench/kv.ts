@@ -30,6 +30,7 @@ import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { type RssRow, rssOf, withMesh } from './mesh.js'
+import { type LoopResult, closedLoop } from './loop.js'
 import { startListeningChild } from './proc.js'
 import { emit, progress } from './report.js'
 
@@ -46,53 +47,6 @@ const FILL_PROGRESS_KEYS = 10_000
 /** An echo reply later than this fails the stream (and so the phase) instead of hanging the run. */
 const ECHO_TIMEOUT_MS = 10_000
 const RSS_NOTE = 'the in-process peer\'s RSS includes the benchmark client and the tsx loader'
-
-function percentile (sorted: Float64Array, p: number): number {
-  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
-}
-
-interface LoopResult {
-  rate: number
-  ops: number
-  p50Ms: number
-  p99Ms: number
-  errors: number
-  firstError?: string
-}
-
-/**
- * `inFlight` workers, each issuing its next `op` when the previous one finishes, until `ms` have passed.
- * The deadline is checked with a clock read per operation (read anyway for the latency), so the loop ends
- * even if every operation fails without ever yielding to the event loop.
- */
-async function closedLoop (inFlight: number, ms: number, op: (i: number) => Promise<unknown>): Promise<LoopResult> {
-  let latencies = new Float64Array(1 << 16)
-  let ops = 0
-  let next = 0
-  let errors = 0
-  let firstError: string | undefined
-  const start = performance.now()
-  const deadline = start + ms
-  await Promise.all(Array.from({ length: inFlight }, async () => {
-    for (let t = performance.now(); t < deadline;) {
-      try {
-        await op(next++)
-      } catch (error) {
-        errors++
-        firstError ??= error instanceof Error ? `${error.name}: ${error.message}` : String(error)
-        t = performance.now()
-        continue
-      }
-      const end = performance.now()
-      if (ops === latencies.length) { const grown = new Float64Array(ops * 2); grown.set(latencies); latencies = grown }
-      latencies[ops++] = end - t
-      t = end
-    }
-  }))
-  const elapsed = performance.now() - start
-  const sorted = latencies.subarray(0, ops).sort()
-  return { rate: ops / (elapsed / 1000), ops, p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), errors, ...(firstError === undefined ? {} : { firstError }) }
-}
 
 /**
  * Request/reply on one long-lived stream to a child's echo protocol. Requests are pipelined: each caller
