@@ -23,7 +23,7 @@ import type { Logger } from '../src/core/env.js'
 import { type KvConfig, defaultKvConfig } from '../src/core/kv/config.js'
 import { defaultSwimConfig } from '../src/core/membership/config.js'
 import { DEFAULT_VNODES } from '../src/core/ring/ring.js'
-import { type Peer, createPeer } from '../src/peer.js'
+import { type MeshPeer as Peer, createMeshPeer } from '../src/peer.js'
 import { progress } from './report.js'
 
 /** Bounds on waiting for the mesh: a child printing its addresses, and all three seeing each other alive. */
@@ -181,7 +181,7 @@ export async function withMesh<T> (options: MeshOptions, body: (mesh: Mesh) => P
     progress('starting the in-process peer')
     fs.mkdirSync(path.join(root, 'bench'))
     const swim = { ...defaultSwimConfig(), metaBytesMax: 2048 }
-    peer = await createPeer({
+    peer = await createMeshPeer({
       kind: 'node',
       privateKey: await generateKeyPair('Ed25519'),
       listen: ['/ip4/127.0.0.1/tcp/0'],

@@ -1,8 +1,18 @@
 /**
- * meshkv's public API, identical in browsers and Node. Node-only pieces (the file WAL) are exported from
- * `meshkv/node`.
+ * meshkv's public API, identical in browsers and Node: createPeer and its types, the error classes, and the
+ * storage engine with its adapters. Node-only pieces (TCP, the file WAL, a data-directory createPeer) are in
+ * `meshkv/node`; the HTTP client is `meshkv/client`.
  */
 import './polyfills.js'
+
+export { createPeer, PROTOCOL_VERSION, type Peer, type PeerEvents, type CreatePeerOptions, type PeerOptions, type LeaveOptions, type Placement } from './peer.js'
+export type { GetResult, PutResult, ReadOptions, WriteOptions as PeerWriteOptions, SiblingView, ReplicaView } from './core/kv/node.js'
+export { type KvConfig, defaultKvConfig } from './core/kv/config.js'
+export { type SwimConfig, defaultSwimConfig, browserSwimConfig } from './core/membership/config.js'
+export type { MemberView } from './core/membership/swim.js'
+export type { ServiceView, Meta } from './core/kv/heartbeat.js'
+export type { WatchEvent } from './services/watch.js'
+export type { PeerInfo } from './services/peer-info.js'
 
 export * from './core/errors.js'
 export * from './core/env.js'

@@ -5,19 +5,22 @@
  */
 import './polyfills.js'
 import type { PrivateKey } from '@libp2p/interface'
-import type { Multiaddr } from '@multiformats/multiaddr'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { loadHash64, loadRingHash } from './adapters/hash-xxhash.js'
 import type { StorageConfig } from './core/config.js'
-import { ConfigError } from './core/errors.js'
+import { cryptoRng } from './adapters/random.js'
+import { ConfigError, errorMessage } from './core/errors.js'
 import type { Emitter } from './core/emitter.js'
-import type { Clock, Logger, Rng } from './core/env.js'
+import { type Clock, type Logger, type Rng, silentLogger } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
 import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, serviceKey } from './core/kv/heartbeat.js'
 import type { GetResult, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
 import type { PeerInfo } from './services/peer-info.js'
-import type { SwimConfig } from './core/membership/config.js'
+import { type SwimConfig, browserSwimConfig, defaultSwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
-import type { Ring } from './core/ring/ring.js'
+import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES, type Ring } from './core/ring/ring.js'
 import { type EngineEvents, StorageEngine } from './core/storage/engine.js'
 import type { WalAdapter } from './core/storage/wal-adapter.js'
 import { Discovery } from './services/discovery.js'
@@ -78,14 +81,17 @@ export interface LeaveOptions {
   progress?: (done: number, total: number) => void
 }
 
+/**
+ * A meshkv peer as applications see it: the key-value operations, heartbeats, watches, membership and its
+ * events. The libp2p node and the services under it stay inside (MeshPeer, for this package's own CLI,
+ * dashboard and tests).
+ */
 export interface Peer {
+  /** This peer's id (its libp2p peer id). */
   readonly id: string
-  readonly libp2p: MeshLibp2p
-  readonly membership: SwimService
-  readonly discovery: Discovery
-  readonly events: Emitter<SwimServiceEvents>
-  readonly engine: StorageEngine
-  readonly store: KvService
+  /** The multiaddrs this peer listens on, each ending in /p2p/<id>: what other peers join through. */
+  addresses(): string[]
+  /** Every member this peer knows of, with its SWIM state and published metadata. */
   members(): MemberView[]
   /** The ring of current members (tokens from their ids; segments fixed). */
   ring(): Ring
@@ -96,7 +102,7 @@ export interface Peer {
   /** Writes a tombstone with quorum W. */
   delete(key: string, options?: Omit<WriteOptions, 'ttlMs'>): Promise<PutResult>
   /** The key's ring position, preference list and each replica's state. */
-  placement(key: string, options?: { signal?: AbortSignal }): ReturnType<KvService['kv']['placement']>
+  placement(key: string, options?: { signal?: AbortSignal }): Promise<Placement>
   /**
    * Writes service `serviceId`'s heartbeat record (`heartbeat/<id>`, last-writer-wins, expiring `ttlMs`
    * after its last beat unless beaten again; default 10 s).
@@ -109,19 +115,80 @@ export interface Peer {
   /** Calls `callback` for put, delete, expired and revived events on keys starting with `prefix`, made by any
    * peer; returns the unsubscribe. */
   watch(prefix: string, callback: (event: WatchEvent) => void): () => void
-  readonly watcher: WatchService
   /** A member's figures (keys held, log size, counters, latencies); this peer's own without a request. */
   info(id: string, options?: { signal?: AbortSignal }): Promise<PeerInfo>
   on<K extends keyof PeerEvents>(event: K, listener: (event: PeerEvents[K]) => void): () => void
-  /** Joins through bootstrap addresses, retrying with backoff until one answers or `signal` aborts. */
-  join(addrs: Multiaddr[], options?: Parameters<SwimService['join']>[1]): Promise<void>
+  /** Joins through members' multiaddrs (objects or strings), retrying with backoff until one answers or
+   * `signal` aborts. */
+  join(addrs: Array<Multiaddr | string>, options?: Parameters<SwimService['join']>[1]): Promise<void>
   /** Leaves gracefully: announces it, hands every key to its next owners, then stops. */
   leave(options?: LeaveOptions): Promise<{ delivered: number; failed: number }>
   /** Stops without announcing (others will detect it as failed). */
   stop(): Promise<void>
 }
 
-export async function createPeer (options: PeerOptions): Promise<Peer> {
+/** Where a key lives: `Peer.placement`. */
+export type Placement = Awaited<ReturnType<KvService['kv']['placement']>>
+
+/** A Peer with the parts this package's CLI, dashboard and tests reach into. Not part of the public API. */
+export interface MeshPeer extends Peer {
+  readonly libp2p: MeshLibp2p
+  readonly membership: SwimService
+  readonly discovery: Discovery
+  readonly events: Emitter<SwimServiceEvents>
+  readonly engine: StorageEngine
+  readonly store: KvService
+  readonly watcher: WatchService
+}
+
+/**
+ * What `createPeer` takes: every field of PeerOptions is optional here, with these defaults.
+ * - `privateKey`: a new Ed25519 identity (pass a kept one to come back as the same peer);
+ * - `incarnation`: the clock's milliseconds, above any incarnation an earlier run of the same identity used
+ *   (SWIM refutes at most once per suspicion, far fewer than once per millisecond);
+ * - `kind`: 'browser' where there is a `document`, else 'node'; `durable`: true for a 'node' with a `wal`
+ *   (its log outlives the process), else false (a tab's storage may be evicted; see README, Placement);
+ * - `listen`: Node: WebSockets on 127.0.0.1, any free port (`meshkv/node` adds TCP); browsers: WebRTC;
+ * - `location`: this peer's own id (its own failure domain); `vnodes`: 256 (64 for a volatile member);
+ * - `swim`: the Node or browser profile, with `swim` fields overriding; `clock`: Date.now; `rng`:
+ *   crypto.getRandomValues; `log`: silent; `wal`: none (the store lives in memory only).
+ */
+export type CreatePeerOptions = Partial<Omit<PeerOptions, 'swim'>> & { swim?: Partial<SwimConfig> }
+
+/** Builds full PeerOptions from CreatePeerOptions (the defaults documented there). */
+export async function peerOptionsFrom (options: CreatePeerOptions): Promise<PeerOptions> {
+  const kind = options.kind ?? (typeof (globalThis as { document?: unknown }).document === 'undefined' ? 'node' : 'browser')
+  const durable = options.durable ?? (kind === 'node' && options.wal !== undefined)
+  const clock = options.clock ?? { nowMs: () => Date.now() }
+  const privateKey = options.privateKey ?? await generateKeyPair('Ed25519')
+  const { swim, ...rest } = options
+  return {
+    ...rest,
+    kind,
+    durable,
+    privateKey,
+    listen: options.listen ?? (kind === 'node' ? ['/ip4/127.0.0.1/tcp/0/ws'] : ['/webrtc']),
+    swim: { ...(kind === 'node' ? defaultSwimConfig() : browserSwimConfig()), metaBytesMax: 2048, ...swim },
+    incarnation: options.incarnation ?? clock.nowMs(),
+    vnodes: options.vnodes ?? (durable ? DEFAULT_VNODES : DEFAULT_VOLATILE_VNODES),
+    location: options.location ?? peerIdFromPrivateKey(privateKey).toString(),
+    clock,
+    rng: options.rng ?? cryptoRng,
+    log: options.log ?? silentLogger
+  }
+}
+
+/**
+ * Starts a meshkv peer: a libp2p node with SWIM membership, the replicated store and the watch feed. It is
+ * alone until `join` is given a member's address. See CreatePeerOptions for the defaults; `meshkv/node`'s
+ * createPeer adds TCP, a data directory and a host-name location.
+ */
+export async function createPeer (options: CreatePeerOptions = {}): Promise<Peer> {
+  return await createMeshPeer(await peerOptionsFrom(options))
+}
+
+/** createPeer with every option given, returning the peer with its internals (this package's CLI, page and tests). */
+export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
   const kvConfig = validateKvConfig({ ...defaultKvConfig(), ...options.kv })
   const [ringHash, hash64] = await Promise.all([loadRingHash(), loadHash64()])
   const libp2p = await createMeshLibp2p(options)
@@ -210,6 +277,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     events: membership.events,
     engine,
     store,
+    addresses: () => libp2p.getMultiaddrs().map(String),
     members: () => membership.members(),
     ring: () => kv.ring,
     get: async (key, opts) => await kv.get(key, opts),
@@ -233,7 +301,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
       if (event === 'expired') return engine.events.on('expired', listener as (e: PeerEvents['expired']) => void)
       return engine.events.on('warning', listener as (e: PeerEvents['warning']) => void)
     },
-    join: async (addrs, opts) => { await membership.join(addrs, opts) },
+    join: async (addrs, opts) => { await membership.join(addrs.map(toMultiaddr), opts) },
     leave: async (opts = {}) => {
       let result = { delivered: 0, failed: 0 }
       if (!stopped) {
@@ -252,6 +320,16 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
       return result
     },
     stop
+  }
+}
+
+/** A multiaddr from a string, with a ConfigError naming it when it is not one. */
+function toMultiaddr (addr: Multiaddr | string): Multiaddr {
+  if (typeof addr !== 'string') return addr
+  try {
+    return multiaddr(addr)
+  } catch (error) {
+    throw new ConfigError('join', `${JSON.stringify(addr)} is not a multiaddr (expected e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo...): ${errorMessage(error)}`)
   }
 }
 

@@ -7,7 +7,7 @@
  * hidden tab samples nothing and draws nothing (main.ts).
  */
 import type { PeerInfo } from '../src/services/peer-info.js'
-import type { Peer } from '../src/peer.js'
+import type { MeshPeer as Peer } from '../src/peer.js'
 import { $, el, svg } from './dom.js'
 import type { MemberFigures } from './ring-view.js'
 

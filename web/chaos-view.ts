@@ -7,7 +7,7 @@
  * watched converging (fallbacks taking writes, hints delivered, siblings meeting) while the Activity charts
  * show hints and anti-entropy repairs.
  */
-import type { Peer } from '../src/peer.js'
+import type { MeshPeer as Peer } from '../src/peer.js'
 import { $, el, shortId } from './dom.js'
 
 export const FOLLOW_PERIOD_MS = 2000

@@ -6,7 +6,7 @@
 import { segmentOf } from '../src/core/ring/ring.js'
 import type { KeyState } from '../src/core/version/dvv.js'
 import type { GetResult } from '../src/core/kv/node.js'
-import type { Peer } from '../src/peer.js'
+import type { MeshPeer as Peer } from '../src/peer.js'
 import { $, el, shortId, valueText } from './dom.js'
 
 function vvText (state: KeyState): string {

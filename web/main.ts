@@ -27,7 +27,7 @@ import { IndexedDbWal } from '../src/adapters/wal-indexeddb.js'
 import { browserSwimConfig } from '../src/core/membership/config.js'
 import type { MemberView } from '../src/core/membership/swim.js'
 import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES } from '../src/core/ring/ring.js'
-import { createPeer } from '../src/peer.js'
+import { createMeshPeer } from '../src/peer.js'
 import { ACTIVITY_PERIOD_MS, ActivityView } from './activity-view.js'
 import { ChaosView } from './chaos-view.js'
 import { askMeshKey, forgetMeshKey, keepPageOffline, meshEntry, meshKeyFromPage, rememberRelays } from './connect.js'
@@ -113,7 +113,7 @@ async function main (): Promise<void> {
   const identity = await claimTabIdentity()
   const replica = mode() === 'replica'
   const durable = replica && await durableStorage()
-  const peer = await createPeer({
+  const peer = await createMeshPeer({
     kind: 'browser',
     privateKey: identity.privateKey,
     // Relay reservations (/p2p-circuit addresses) are the RelayKeeper's: two relays, failing over.

@@ -6,7 +6,7 @@
  */
 import type { MemberView } from '../src/core/membership/swim.js'
 import { RING_SIZE, type Ring, SEGMENT_COUNT, segmentRange } from '../src/core/ring/ring.js'
-import type { Peer } from '../src/peer.js'
+import type { MeshPeer as Peer } from '../src/peer.js'
 import { $, bytesText, colourOf, el, shortId, svg } from './dom.js'
 
 export interface MemberFigures {

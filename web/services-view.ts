@@ -2,7 +2,7 @@
  * Heartbeat services of the whole mesh (every up member's records, merged) and the change feed: put, delete,
  * expired and revived events for keys under a prefix, from every peer, newest first.
  */
-import type { Peer } from '../src/peer.js'
+import type { MeshPeer as Peer } from '../src/peer.js'
 import { $, el, shortId } from './dom.js'
 
 const EVENTS_MAX = 200

@@ -18,7 +18,7 @@
  */
 import type * as http from 'node:http'
 import { errorMessage } from '../core/errors.js'
-import type { Peer } from '../peer.js'
+import type { MeshPeer as Peer } from '../peer.js'
 import { DebugError, type DebugReply, type DebugRequest, type DebugService, parseDebugRequest } from '../services/debug.js'
 
 type Send = (status: number, body: unknown) => void

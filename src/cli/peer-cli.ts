@@ -13,12 +13,11 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import type { PrivateKey } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { lockDirectory } from '../adapters/dir-lock.js'
+import { loadOrCreateKey, nextIncarnation } from '../adapters/node-identity.js'
 import { consoleLogger, systemClock } from '../adapters/node-env.js'
 import { cryptoRng } from '../adapters/random.js'
 import { FileWal } from '../adapters/wal-file.js'
@@ -27,7 +26,7 @@ import { errorMessage, MeshkvError } from '../core/errors.js'
 import { type KvConfig, N_MAX, defaultKvConfig, validateKvConfig } from '../core/kv/config.js'
 import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
 import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
-import { LOCATION_CHARS_MAX, createPeer } from '../peer.js'
+import { LOCATION_CHARS_MAX, createMeshPeer } from '../peer.js'
 import { DebugService } from '../services/debug.js'
 import { debugRoute } from './debug-api.js'
 import { httpHandler } from './http-api.js'
@@ -116,32 +115,6 @@ function int (name: string, value: string | undefined, min: number, max: number)
   const n = Number(value)
   if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(value)}`)
   return n
-}
-
-async function loadKey (file: string): Promise<PrivateKey> {
-  try {
-    return privateKeyFromProtobuf(fs.readFileSync(file))
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
-  }
-  const key = await generateKeyPair('Ed25519')
-  const tmp = `${file}.tmp`
-  fs.writeFileSync(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
-  fs.renameSync(tmp, file)
-  return key
-}
-
-/** Reads the last incarnation and durably records the next one before the peer announces it. */
-function nextIncarnation (file: string): number {
-  let last = -1
-  try { last = Number(fs.readFileSync(file, 'utf8').trim()) } catch { /* first start */ }
-  const next = Number.isInteger(last) && last >= 0 ? last + 1 : 0
-  const fd = fs.openSync(`${file}.tmp`, 'w')
-  fs.writeSync(fd, String(next))
-  fs.fsyncSync(fd)
-  fs.closeSync(fd)
-  fs.renameSync(`${file}.tmp`, file)
-  return next
 }
 
 function readKnownPeers (file: string): Multiaddr[] {
@@ -287,7 +260,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     unlock()
     throw new UsageError('nothing to join: pass --bootstrap to start a mesh, or --join <multiaddr> of a member')
   }
-  const privateKey = await loadKey(path.join(dataDir, 'peer.key'))
+  const privateKey = await loadOrCreateKey(path.join(dataDir, 'peer.key'))
   const incarnation = nextIncarnation(path.join(dataDir, 'incarnation'))
 
   const webRoot = fileURLToPath(new URL('../../web/', import.meta.url))
@@ -302,7 +275,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     server = pending
   }
 
-  const peer = await createPeer({
+  const peer = await createMeshPeer({
     kind: 'node',
     privateKey,
     listen,

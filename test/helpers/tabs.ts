@@ -2,7 +2,7 @@
  * Browser tabs in e2e tests: the page publishes its peer as `window.meshkv` (web/main.ts) once it has one.
  */
 import type { Page } from '@playwright/test'
-import type { Peer } from '../../src/peer.js'
+import type { MeshPeer as Peer } from '../../src/peer.js'
 
 export interface MeshWindow { meshkv: { peer: Peer } }
 
