@@ -29,7 +29,7 @@ import { base64urlEncode } from '../core/codec.js'
 import { errorMessage, MeshkvError, NoDurableReplicaError, QuorumError, RemoteError } from '../core/errors.js'
 import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
 import { HEARTBEAT_META_BYTES_MAX, HEARTBEAT_TTL_MS_DEFAULT, HEARTBEAT_TTL_MS_MIN, type Meta } from '../core/kv/heartbeat.js'
-import type { Peer } from '../peer.js'
+import type { MeshPeer as Peer } from '../peer.js'
 import { WATCH_TOPIC } from '../services/watch.js'
 
 export const CONTEXT_HEADER = 'x-meshkv-context'
@@ -161,6 +161,10 @@ export interface HttpApiOptions {
 
 /** Watch streams (Server-Sent Events) one peer serves at once, and what each may have buffered. */
 export const SSE_CLIENTS_MAX = 64
+/** A refused (too large) upload is read and dropped up to this many bytes and this long after the 413, so the
+ * client gets the answer instead of a reset connection; past either, the connection is closed. */
+export const UPLOAD_DRAIN_BYTES_MAX = 64 * 1024 * 1024
+export const UPLOAD_DRAIN_MS = 10_000
 export const SSE_BUFFER_BYTES_MAX = 1024 * 1024
 
 export function httpHandler (options: HttpApiOptions): http.RequestListener {
@@ -175,9 +179,17 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     route(req, res, json).catch((error: unknown) => {
       // Bad input is the client's problem: a clear status and message, never a crashed peer.
       const { status, body } = errorBody(error)
-      json(status, body)
-      // A refused upload: stop reading it.
-      if (status === 413) req.destroy()
+      if (status !== 413) { json(status, body); return }
+      // A refused upload: answer, then stop reading it. The socket closes once the answer is out, and a
+      // client still sending reads the 413 rather than a reset (UPLOAD_DRAIN_BYTES_MAX of the rest is read
+      // and dropped meanwhile, at most UPLOAD_DRAIN_MS).
+      json(status, body, { connection: 'close' })
+      let drained = 0
+      const stop = (): void => { clearTimeout(timer); req.destroy() }
+      const timer = setTimeout(stop, UPLOAD_DRAIN_MS)
+      req.on('data', (chunk: Buffer) => { drained += chunk.length; if (drained > UPLOAD_DRAIN_BYTES_MAX) stop() })
+      req.on('end', stop)
+      req.resume()
     })
   }
 
