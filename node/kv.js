@@ -7,7 +7,8 @@ const HELP = `usage: node node/kv.js <get|put|del|placement> KEY [VALUE] [option
 
   get KEY            print the value to stdout (exit 1 if missing; exit 3 and JSON if there are siblings)
   put KEY [VALUE]    write VALUE (or --file PATH, or stdin when neither is given)
-  del KEY            delete (write a tombstone)
+  del KEY            delete (write a tombstone); without --context it reads the key first and deletes
+                     with that read's context, so every value the read saw is replaced
   placement KEY      print the key's preference list and each replica's version (JSON)
 
   --peer <url>       the peer's HTTP address (default $MESHKV_PEER or http://127.0.0.1:7000)
@@ -73,6 +74,7 @@ if (opts.lww) query.set('lww', '1')
 const qs = query.size > 0 ? `?${query}` : ''
 const url = `${base}/kv/${encodeURIComponent(key)}${command === 'placement' ? '/placement' : ''}${qs}`
 const headers = opts.context === undefined ? {} : { 'x-meshkv-context': opts.context }
+const isDelete = command === 'del' || command === 'delete'
 const timeoutMs = Number(opts['timeout-ms'] ?? 30000)
 if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage('--timeout-ms must be a positive integer')
 
@@ -86,13 +88,24 @@ let body
 if (command === 'put') body = value !== undefined ? Buffer.from(value, 'utf8') : opts.file !== undefined ? fs.readFileSync(opts.file) : await readStdin()
 const method = { get: 'GET', placement: 'GET', put: 'PUT', del: 'DELETE', delete: 'DELETE' }[command]
 
-let res
-try {
-  res = await fetch(url, { method, headers, body, signal: AbortSignal.timeout(timeoutMs) })
-} catch (error) {
-  console.error(`cannot reach ${base}: ${error.cause?.message ?? error.message}`)
-  process.exit(5)
+async function send (method, headers, body) {
+  try {
+    return await fetch(url, { method, headers, body, signal: AbortSignal.timeout(timeoutMs) })
+  } catch (error) {
+    console.error(`cannot reach ${base}: ${error.cause?.message ?? error.message}`)
+    process.exit(5)
+  }
 }
+
+// A delete without a context would add a tombstone next to the values instead of replacing them (a
+// concurrent write): read the context first.
+if (isDelete && opts.context === undefined) {
+  const read = await send('GET', {})
+  await read.arrayBuffer()
+  const context = read.headers.get('x-meshkv-context')
+  if (context !== null) headers['x-meshkv-context'] = context
+}
+const res = await send(method, headers, body)
 const context = res.headers.get('x-meshkv-context')
 if (opts['show-context'] && context !== null) console.error(`context: ${context}`)
 const bytes = Buffer.from(await res.arrayBuffer())
