@@ -5,6 +5,7 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import * as v8 from 'node:v8'
 import { tcp } from '@libp2p/tcp'
 import { lockDirectory } from './adapters/dir-lock.js'
 import { loadOrCreateKey, nextIncarnation } from './adapters/node-identity.js'
@@ -33,7 +34,8 @@ export interface NodePeerOptions extends CreatePeerOptions {
 /**
  * createPeer for Node: as `meshkv`'s, with TCP added (`extraTransports` are appended to it), listening on
  * TCP and WebSockets on 127.0.0.1 at free ports unless `listen` says otherwise, located at this host's
- * name unless `location` says otherwise, and keeping identity and data in `dataDir` when given.
+ * name unless `location` says otherwise, keeping identity and data in `dataDir` when given, and with the
+ * store's memory budget (`storage.memoryBytesMax`) at half of V8's heap limit unless set.
  */
 export async function createPeer (options: NodePeerOptions = {}): Promise<Peer> {
   const { dataDir, ...rest } = options
@@ -58,6 +60,8 @@ export async function createPeer (options: NodePeerOptions = {}): Promise<Peer> 
       listen: ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'],
       location: os.hostname(),
       ...rest,
+      // The CLI's default budget: half of V8's heap limit (see --memory-max-mb).
+      storage: { memoryBytesMax: Math.floor(v8.getHeapStatistics().heap_size_limit / 2), ...options.storage },
       ...fromDir,
       extraTransports: [...nodeTransports(), ...(options.extraTransports ?? [])]
     }))

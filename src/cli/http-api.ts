@@ -13,7 +13,7 @@
  *   Keys are one URL path segment: percent-encode '/' and other reserved characters.
  *
  * Errors are JSON {error, code, ...}: 400 bad key, context or option; 413 value too large; 409 too many
- * siblings; 503 quorum not reached (with `acked` and `required`), not enough durable replicas up or
+ * siblings; 507 the store is full (ERR_STORE_FULL: past --memory-max-mb); 503 quorum not reached (with `acked` and `required`), not enough durable replicas up or
  * acknowledging (ERR_NO_DURABLE_REPLICA, with `acked` and `required` durable replicas), or a replica that
  * did not answer.
  *
@@ -59,6 +59,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_VALUE_TOO_LARGE: 413,
   ERR_RECORD_TOO_LARGE: 413,
   ERR_SIBLING_LIMIT: 409,
+  ERR_STORE_FULL: 507,
   ERR_QUORUM: 503,
   ERR_NO_DURABLE_REPLICA: 503,
   ERR_TIMEOUT: 503,

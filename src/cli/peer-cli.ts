@@ -11,6 +11,7 @@ import * as fs from 'node:fs'
 import * as http from 'node:http'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import * as v8 from 'node:v8'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { tcp } from '@libp2p/tcp'
@@ -66,6 +67,11 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               at once, may lose the last writes on a crash
   --sync-interval-ms <ms>     anti-entropy period (default ${defaultKvConfig().syncIntervalMs})
   --tombstone-grace-ms <ms>   age before a fully replicated tombstone is reaped (default ${defaultKvConfig().tombstoneGraceMs})
+  --memory-max-mb <n>         memory budget of the store (keys, values and per-key overhead, estimated):
+                              past it writes fail with 507 ERR_STORE_FULL while reads and deletes go
+                              on, merges from replicas are taken up to 25% more, and a restart whose
+                              log holds more stops with a clear message (default ${memoryMaxMbDefault()},
+                              half of V8's heap limit; raise the heap with node --max-old-space-size)
   --sweep-period-ms <ms>      TTL sweep period: a key (a heartbeat) expires between its TTL and its TTL
                               plus two periods after its last write (default ${defaultStorageConfig().sweepPeriodMs})
   --mesh-key <secret>         make the mesh private: peers must prove they know this secret; prefer
@@ -102,6 +108,12 @@ export const ECHO_PROTOCOL = '/meshkv/echo/1.0.0'
 /** Longest a graceful shutdown (leave announcement, data handoff, stopping libp2p) may take before the process
  * exits; keys not handed off by then are restored on their new owners by anti-entropy from other replicas. */
 const SHUTDOWN_TIMEOUT_MS = 60_000
+
+/** Half of V8's heap limit in MiB: the store's default budget, leaving the rest to everything else a peer
+ * keeps (streams, queues, the replication index's garbage). */
+export function memoryMaxMbDefault (): number {
+  return Math.floor(v8.getHeapStatistics().heap_size_limit / 2 / 1024 / 1024)
+}
 
 /** Reservations (tabs) a Node peer's circuit relay holds at once unless --relay-reservations says otherwise. */
 export const RELAY_RESERVATIONS_DEFAULT = 128
@@ -188,6 +200,7 @@ function parse (argv: string[]) {
       'sync-interval-ms': { type: 'string' },
       'tombstone-grace-ms': { type: 'string' },
       'sweep-period-ms': { type: 'string' },
+      'memory-max-mb': { type: 'string' },
       'debug-api': { type: 'boolean' },
       help: { type: 'boolean' }
     },
@@ -250,6 +263,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   const durability = (args.durability ?? defaultStorageConfig().durability) as Durability
   if (durability !== 'sync' && durability !== 'async') throw new UsageError(`--durability must be sync or async, got ${JSON.stringify(args.durability)}`)
   const sweepPeriodMs = int('sweep-period-ms', args['sweep-period-ms'], 10, 3_600_000) ?? defaultStorageConfig().sweepPeriodMs
+  const heapMb = Math.floor(v8.getHeapStatistics().heap_size_limit / 1024 / 1024)
+  const memoryMaxMb = int('memory-max-mb', args['memory-max-mb'], 1, heapMb) ?? memoryMaxMbDefault()
   const blocked = new Set<string>()
 
   fs.mkdirSync(dataDir, { recursive: true })
@@ -294,7 +309,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     rng: cryptoRng,
     log,
     wal: new FileWal(path.join(dataDir, 'wal')),
-    storage: { durability, sweepPeriodMs },
+    storage: { durability, sweepPeriodMs, memoryBytesMax: memoryMaxMb * 1024 * 1024 },
     kv,
     ...(args['debug-api'] === true ? { blocked } : {})
   })
@@ -373,6 +388,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     ? 'mesh: open — no --mesh-key, so any peer that can reach this one may join'
     : 'mesh: private — peers must prove knowledge of the mesh key')
   console.log(`data: ${dataDir} (${peer.engine.size} keys recovered${peer.engine.recovery === null ? '' : `, ${peer.engine.recovery.records} log records replayed, ${peer.engine.recovery.superseded} superseded`})`)
+  console.log(`memory: store budget ${memoryMaxMb} MB (${Math.round(peer.engine.stats().memoryBytes / 1024 / 1024)} MB held), heap limit ${heapMb} MB`)
   console.log(`replication: N=${kv.n} R=${kv.r} W=${kv.w}${kv.strictQuorum ? ' strict' : ' sloppy'} quorum, ${durability} durability`)
 
   let leaving = false

@@ -45,7 +45,18 @@ export interface StorageConfig {
   /** Recovery on a damaged record before the log's tail: 'fail' (default) stops with WalCorruptError; 'skip'
    * drops the damaged bytes, reports them, and continues. */
   onCorruption: 'fail' | 'skip'
+  /**
+   * Memory budget of the store in bytes, as estimated by `stateBytes` (keys, values and a per-key and
+   * per-sibling overhead): past it, writes that would grow the store fail with StoreFullError (reads,
+   * deletes and shrinking writes still work), and merges from other replicas are taken up to
+   * MEMORY_MERGE_MARGIN above it. Recovery stops with StoreFullError past that margin, before the heap runs
+   * out. 0 (the library's default): no bound. The Node CLI's default is half of V8's heap limit.
+   */
+  memoryBytesMax: number
 }
+
+/** Merges from other replicas are still taken up to this fraction above `memoryBytesMax`. */
+export const MEMORY_MERGE_MARGIN = 0.25
 
 export function defaultStorageConfig (): StorageConfig {
   return {
@@ -59,7 +70,8 @@ export function defaultStorageConfig (): StorageConfig {
     walRecordBytesMax: 64 * 1024 * 1024,
     walSegmentBytesMax: 64 * 1024 * 1024,
     walCompactAfterBytes: 64 * 1024 * 1024,
-    onCorruption: 'fail'
+    onCorruption: 'fail',
+    memoryBytesMax: 0
   }
 }
 
@@ -82,5 +94,6 @@ export function validateStorageConfig (c: StorageConfig): StorageConfig {
   integer('walRecordBytesMax', c.walRecordBytesMax, 1024, 1024 * 1024 * 1024)
   integer('walSegmentBytesMax', c.walSegmentBytesMax, 4096, 4 * 1024 * 1024 * 1024)
   integer('walCompactAfterBytes', c.walCompactAfterBytes, 4096, Number.MAX_SAFE_INTEGER)
+  integer('memoryBytesMax', c.memoryBytesMax, 0, Number.MAX_SAFE_INTEGER)
   return c
 }

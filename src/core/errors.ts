@@ -194,3 +194,18 @@ export class LeavingError extends MeshkvError {
     super(`peer ${peer} is leaving the mesh and takes no new writes`)
   }
 }
+
+/**
+ * The store holds as much as its memory budget allows (`memoryBytesMax`, the CLI's --memory-max-mb): a write
+ * that would grow it further is refused (reads, deletes and writes that shrink a key still work). Merges
+ * from other replicas are taken up to a hard margin above the budget, then refused too. In recovery: the log
+ * holds more than the budget allows, and the peer stops before replaying the rest.
+ */
+export class StoreFullError extends MeshkvError {
+  readonly code = 'ERR_STORE_FULL'
+  constructor (readonly heldBytes: number, readonly limitBytes: number, readonly during: 'write' | 'merge' | 'recovery') {
+    super(during === 'recovery'
+      ? `the log holds more than the memory budget allows: ${heldBytes} bytes of keys and values replayed so far, past the limit of ${limitBytes} (the budget, --memory-max-mb, plus 25%); recovery stopped before the heap ran out. Start with a larger --memory-max-mb (and a larger heap: node --max-old-space-size) or move data off this peer`
+      : `the store is full: ${heldBytes} bytes held, the ${during === 'merge' ? 'hard limit for merges from other replicas' : 'memory budget'} is ${limitBytes} bytes; delete keys or raise --memory-max-mb`)
+  }
+}

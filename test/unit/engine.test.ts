@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { MemoryVolume, MemoryWal } from '../../src/adapters/wal-memory.js'
 import { ManualClock, SeededRng } from '../../src/core/env.js'
-import { AbortError, ClosedError, ConfigError, InvalidKeyError, SiblingLimitError, ValueTooLargeError } from '../../src/core/errors.js'
-import { StorageEngine, type EngineOptions, type WarningEvent } from '../../src/core/storage/engine.js'
+import { AbortError, ClosedError, ConfigError, InvalidKeyError, SiblingLimitError, StoreFullError, ValueTooLargeError } from '../../src/core/errors.js'
+import { MEMORY_MERGE_MARGIN } from '../../src/core/config.js'
+import { StorageEngine, type EngineOptions, type WarningEvent, stateBytes } from '../../src/core/storage/engine.js'
 import { update, EMPTY_STATE } from '../../src/core/version/dvv.js'
 import { type VersionVector, vvEntries } from '../../src/core/version/vv.js'
 
@@ -356,5 +357,59 @@ describe('storage engine: TTL on replica merges', () => {
     clock.advance(10)
     await e.put('hb', bytes('beat again'), { ttlMs: 100, lww: true })
     expect(e.get('hb')!.values.map(s => text(s.value))).toEqual(['beat again'])
+  })
+})
+
+describe('storage engine: memory budget', () => {
+  const kib = (n: number): Uint8Array => new Uint8Array(n * 1024)
+  const budget = 64 * 1024
+
+  it('refuses writes that would grow the store past memoryBytesMax, and keeps reads, deletes and shrinking writes', async () => {
+    const e = await engine(new MemoryVolume(), { memoryBytesMax: budget })
+    let written = 0
+    await expect((async () => { for (;;) { await e.put(`k${written}`, kib(4)); written++ } })()).rejects.toMatchObject({ code: 'ERR_STORE_FULL', during: 'write', limitBytes: budget })
+    expect(written).toBeGreaterThan(10)
+    const stats = e.stats()
+    expect(stats.memoryBytes).toBeLessThanOrEqual(budget)
+    expect(stats.memoryBytes).toBeGreaterThan(budget - stateBytes('k0', e.state('k0')!) - 1)
+    expect(stats.storeFull).toBe(1)
+    // Reads work; a write that shrinks a key passes; a delete frees room for a new key.
+    expect(e.get('k0')!.values[0]!.value!.length).toBe(4096)
+    const read = e.get('k1')!
+    await e.put('k1', kib(1), { context: read.context })
+    await e.delete('k2', { context: e.get('k2')!.context })
+    await e.put('new', kib(4))
+    await expect(e.put('another', kib(8))).rejects.toBeInstanceOf(StoreFullError)
+    await e.close()
+  })
+
+  it('takes merges up to the hard margin above the budget, then refuses them too', async () => {
+    const e = await engine(new MemoryVolume(), { memoryBytesMax: budget })
+    const remote = (value: Uint8Array, n: number) => update(EMPTY_STATE, [], { value, ts: { wall: 1000 + n, logical: 0 }, lww: false }, 'replica-b')
+    let merged = 0
+    for (; merged < 100; merged++) {
+      try {
+        await e.merge(`m${merged}`, remote(kib(4), merged))
+      } catch (error) {
+        expect(error).toMatchObject({ code: 'ERR_STORE_FULL', during: 'merge', limitBytes: Math.floor(budget * (1 + MEMORY_MERGE_MARGIN)) })
+        break
+      }
+    }
+    expect(e.stats().memoryBytes).toBeGreaterThan(budget)
+    expect(e.stats().memoryBytes).toBeLessThanOrEqual(budget * (1 + MEMORY_MERGE_MARGIN))
+    await expect(e.put('local', kib(1))).rejects.toBeInstanceOf(StoreFullError)
+    await e.close()
+  })
+
+  it('stops recovery with StoreFullError when the log holds more than the budget allows, and reopens with a larger one', async () => {
+    const volume = new MemoryVolume()
+    const first = await engine(volume)
+    for (let i = 0; i < 40; i++) await first.put(`k${i}`, kib(4))
+    await first.close()
+    await expect(engine(volume, { memoryBytesMax: budget })).rejects.toMatchObject({ code: 'ERR_STORE_FULL', during: 'recovery' })
+    const reopened = await engine(volume, { memoryBytesMax: 4 * budget })
+    expect(reopened.size).toBe(40)
+    expect(reopened.stats().memoryBytes).toBe([...Array(40).keys()].reduce((sum, i) => sum + stateBytes(`k${i}`, reopened.state(`k${i}`)!), 0))
+    await reopened.close()
   })
 })

@@ -80,4 +80,9 @@ export interface EngineStats {
   walSnapshotBytes: number
   walSyncs: number
   expired: number
+  /** The store's estimated memory (stateBytes summed over keys) and its budget (0: none). */
+  memoryBytes: number
+  memoryBytesMax: number
+  /** Writes and merges refused because the store was full. */
+  storeFull: number
 }

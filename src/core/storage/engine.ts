@@ -8,10 +8,10 @@
  */
 import { raceAbort, throwIfAborted } from '../abort.js'
 import { Writer, utf8Length } from '../codec.js'
-import { type Durability, type StorageConfig, defaultStorageConfig, validateStorageConfig } from '../config.js'
+import { type Durability, MEMORY_MERGE_MARGIN, type StorageConfig, defaultStorageConfig, validateStorageConfig } from '../config.js'
 import { Emitter } from '../emitter.js'
 import { type Clock, type Logger, silentLogger } from '../env.js'
-import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, ValueTooLargeError } from '../errors.js'
+import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, StoreFullError, ValueTooLargeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import { type KeyState, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
 import { HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
@@ -28,6 +28,22 @@ export type { EngineRecovery } from './replay.js'
 export type { ExpiredEvent } from './ttl-clock.js'
 
 const RESOLVED = Promise.resolve()
+
+/**
+ * What one key costs in memory besides its key and values, estimated: the map entry, the state and version
+ * vector objects, the TTL clock's and the replication key index's entries. Calibrated with `npm run bench
+ * -- storage` (about 930 MB resident for 1,000,000 keys of 100 bytes).
+ */
+export const KEY_OVERHEAD_BYTES = 800
+/** Each sibling's cost besides its value's bytes (object, dot, timestamp). */
+export const SIBLING_OVERHEAD_BYTES = 64
+
+/** The memory a key's state is counted as against `memoryBytesMax`. */
+export function stateBytes (key: string, state: KeyState): number {
+  let bytes = KEY_OVERHEAD_BYTES + key.length * 2 + state.vv.length * 16
+  for (const s of state.siblings) bytes += SIBLING_OVERHEAD_BYTES + (s.value === null ? 0 : s.value.length)
+  return bytes
+}
 
 /**
  * How far ahead of the dots it issues a replica leases dot counters (counters are milliseconds of the wall
@@ -61,6 +77,10 @@ export class StorageEngine {
    * replicas while it syncs its own log (coordinator.ts), one fsync on the critical path instead of two.
    */
   private dotFloor = 0
+  /** The store's size by stateBytes, against config.memoryBytesMax. */
+  private heldBytes = 0
+  /** Writes and merges refused with StoreFullError. */
+  private storeFull = 0
   private leaseAppended = 0
   private leaseDurable = 0
 
@@ -119,6 +139,23 @@ export class StorageEngine {
   /** Recovery only: the state of a key whose newest record this is (see Replay). */
   recovered (key: string, state: KeyState, ttlMs: number): void {
     this.setEntry(key, state, ttlMs)
+    const hard = this.mergeBytesMax()
+    if (this.heldBytes > hard) throw new StoreFullError(this.heldBytes, hard, 'recovery')
+  }
+
+  /** Bytes a merge may grow the store to (MEMORY_MERGE_MARGIN above the budget); Infinity without one. */
+  private mergeBytesMax (): number {
+    return this.config.memoryBytesMax === 0 ? Infinity : Math.floor(this.config.memoryBytesMax * (1 + MEMORY_MERGE_MARGIN))
+  }
+
+  /** Throws StoreFullError if replacing `prior` by `state` would grow the store past `limit`. */
+  private checkRoom (key: string, prior: KeyState | undefined, state: KeyState, limit: number, during: 'write' | 'merge'): void {
+    if (limit === Infinity) return
+    const growth = stateBytes(key, state) - (prior === undefined ? 0 : stateBytes(key, prior))
+    if (growth > 0 && this.heldBytes + growth > limit) {
+      this.storeFull++
+      throw new StoreFullError(this.heldBytes, limit, during)
+    }
   }
 
   /** Recovery only: the highest dot-counter lease in the log. */
@@ -152,7 +189,8 @@ export class StorageEngine {
   }
 
   private setEntry (key: string, state: KeyState, ttlMs: number): void {
-    const prior = this.onChange === undefined ? undefined : this.map.get(key)
+    const prior = this.map.get(key)
+    this.heldBytes += stateBytes(key, state) - (prior === undefined ? 0 : stateBytes(key, prior))
     this.map.set(key, state)
     if (this.onChange !== undefined) this.changed(key, prior, state)
     this.ttls.set(key, ttlMs)
@@ -160,6 +198,7 @@ export class StorageEngine {
 
   private removeEntry (key: string): void {
     const prior = this.map.get(key)
+    if (prior !== undefined) this.heldBytes -= stateBytes(key, prior)
     this.map.delete(key)
     this.ttls.delete(key)
     if (this.onChange !== undefined && prior !== undefined) this.changed(key, prior, undefined)
@@ -254,6 +293,8 @@ export class StorageEngine {
     if (options.contextTs !== undefined && options.contextTs !== null) this.hlc.observe(options.contextTs)
     const state = update(current, options.context ?? EMPTY_VV, { value, ts: this.hlc.now(), lww: options.lww === true }, this.replicaId, this.dotFloor)
     if (state.siblings.length > this.config.siblingsMax) throw new SiblingLimitError(key, state.siblings.length, this.config.siblingsMax)
+    // Deletes and writes that shrink a key always pass: they are how a full store makes room.
+    this.checkRoom(key, this.map.get(key), state, this.config.memoryBytesMax === 0 ? Infinity : this.config.memoryBytesMax, 'write')
     const shareable = this.leaseDot(vvGet(state.vv, this.replicaId))
     const done = this.commit(key, state, ttlMs, options.durability, options.signal)
     this.warnSiblings(key, state)
@@ -315,6 +356,7 @@ export class StorageEngine {
     // newer write nor keep an expiring key alive).
     if (existing !== undefined && stateEquals(state, current)) return { key, state: current, context: current.vv, changed: false }
     // The TTL of whichever side holds the newest write.
+    this.checkRoom(key, existing, state, this.mergeBytesMax(), 'merge')
     const remoteNewer = ts !== undefined && compareHlc(ts, newestTs(current) ?? ZERO_HLC) > 0
     const ttl = ttlMs === undefined || !remoteNewer ? (existing === undefined ? this.ttls.check(ttlMs) : currentTtl) : this.ttls.check(ttlMs)
     void this.commit(key, state, ttl, 'async', undefined) // resolved at once: async durability does not wait
@@ -434,7 +476,10 @@ export class StorageEngine {
       walBytesSinceSnapshot: this.wal?.bytesSinceSnapshot ?? 0,
       walSnapshotBytes: this.wal?.snapshotBytes ?? 0,
       walSyncs: this.wal?.syncCount ?? 0,
-      expired: this.ttls.expiredCount
+      expired: this.ttls.expiredCount,
+      memoryBytes: this.heldBytes,
+      memoryBytesMax: this.config.memoryBytesMax,
+      storeFull: this.storeFull
     }
   }
 
