@@ -12,7 +12,7 @@
 import { base64urlDecode } from './core/codec.js'
 import {
   AbortError, ClosedError, ConfigError, DecodeError, InvalidContextError, InvalidKeyError, LeavingError, MeshkvError,
-  NoDurableReplicaError, OverloadedError, QuorumError, SiblingLimitError, TimeoutError, UnreachableError, ValueTooLargeError
+  NoDurableReplicaError, OverloadedError, QuorumError, SiblingLimitError, StoreFullError, TimeoutError, UnreachableError, ValueTooLargeError
 } from './core/errors.js'
 
 export const CONTEXT_HEADER = 'x-meshkv-context'
@@ -114,6 +114,7 @@ export function errorFromReply (status: number, body: ErrorBody, op: 'get' | 'pu
     case 'ERR_VALUE_TOO_LARGE':
     case 'ERR_RECORD_TOO_LARGE': error = new ValueTooLargeError(0, 0); break
     case 'ERR_SIBLING_LIMIT': error = new SiblingLimitError(body.key ?? '', 0, 0); break
+    case 'ERR_STORE_FULL': error = new StoreFullError(0, 0, 'write'); break
     case 'ERR_QUORUM': error = new QuorumError(op, acked, required, required); break
     case 'ERR_NO_DURABLE_REPLICA': error = new NoDurableReplicaError(op === 'get' ? 'put' : op, acked, required, 0); break
     case 'ERR_TIMEOUT': error = new TimeoutError(peer, 0); break
