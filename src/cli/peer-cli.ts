@@ -31,6 +31,7 @@ import { LOCATION_CHARS_MAX, createPeer } from '../peer.js'
 import { DebugService } from '../services/debug.js'
 import { debugRoute } from './debug-api.js'
 import { httpHandler } from './http-api.js'
+import { PeerMetrics } from './metrics.js'
 
 const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
 
@@ -94,7 +95,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
 
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
 GET /kv/<key>/placement, PUT /heartbeat/<service>?ttl=<ms>, GET /services, GET /watch?prefix=<p> (SSE),
-GET /ring, GET /members, GET /stats, GET /health, GET /api/info, GET / (dashboard).
+GET /ring, GET /members, GET /stats, GET /metrics (Prometheus text format), GET /health, GET /api/info,
+GET / (dashboard).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
 
 /** With --debug-api: echoes bytes back, the raw libp2p request/reply baseline of `npm run bench -- kv`. */
@@ -302,6 +304,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     server = pending
   }
 
+  // Made before the peer: the WAL and the KV service report into it from their first operation.
+  const metrics = new PeerMetrics()
   const peer = await createPeer({
     kind: 'node',
     privateKey,
@@ -320,11 +324,14 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     clock: systemClock,
     rng: cryptoRng,
     log,
-    wal: new FileWal(path.join(dataDir, 'wal')),
+    wal: new FileWal(path.join(dataDir, 'wal'), { observeSyncMs: metrics.observeSyncMs }),
+    observeOp: metrics.observeOp,
     storage: { durability, sweepPeriodMs },
     kv,
     ...(args['debug-api'] === true ? { blocked } : {})
   })
+
+  metrics.attach(peer, relay ? { relayReservationsMax: reservations } : {})
 
   let debug: DebugService | null = null
   if (args['debug-api'] === true) {
@@ -363,6 +370,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
       peer,
       webRoot,
       info,
+      metrics,
       ...(args['debug-api'] === true
         ? {
             extra: async (req, url, send) => await debugRoute(peer, debug!, req, url, send)
