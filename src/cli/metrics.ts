@@ -175,6 +175,7 @@ export class PeerMetrics {
       const labels = { op, outcome }
       s = { requests: this.requests.labels(labels), duration: this.duration.labels(labels) }
       s.requests.inc(0)
+      this.duration.zero(labels)
       byOutcome.set(outcome, s)
     }
     return s
