@@ -59,7 +59,7 @@ export interface PeerOptions extends MeshNodeOptions {
   /** Replication settings; N must match across the mesh. */
   kv?: Partial<KvConfig>
   /** Told how every client operation through this peer ended (kind, latency, error, siblings read): the
-   * Node CLI's Prometheus metrics (src/cli/metrics.ts). None by default, and then nothing is timed. */
+   * Node CLI's Prometheus metrics (src/cli/metrics.ts). None by default. */
   observeOp?: OpObserver
 }
 

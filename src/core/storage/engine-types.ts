@@ -76,8 +76,9 @@ export interface EngineEvents extends Record<string, unknown> {
 export interface WalStats {
   /** Bytes of log on disk: the last snapshot and the segments after it. */
   bytes: number
-  /** Record frames and their bytes (records and sync markers) appended since the peer started. */
+  /** Records appended since the peer started (sync markers not included). */
   records: number
+  /** Frame bytes appended since the peer started (records and sync markers). */
   bytesAppended: number
   /** Syncs (fdatasync, or IndexedDB transactions) made: one per group commit. */
   syncs: number
