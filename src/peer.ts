@@ -16,7 +16,7 @@ import type { Emitter } from './core/emitter.js'
 import { type Clock, type Logger, type Rng, silentLogger } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
 import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, serviceKey } from './core/kv/heartbeat.js'
-import type { GetResult, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
+import type { GetResult, OpObserver, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
 import type { PeerInfo } from './services/peer-info.js'
 import { type SwimConfig, browserSwimConfig, defaultSwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
@@ -61,6 +61,9 @@ export interface PeerOptions extends MeshNodeOptions {
   storage?: Partial<StorageConfig>
   /** Replication settings; N must match across the mesh. */
   kv?: Partial<KvConfig>
+  /** Told how every client operation through this peer ended (kind, latency, error, siblings read): the
+   * Node CLI's Prometheus metrics (src/cli/metrics.ts). None by default. */
+  observeOp?: OpObserver
 }
 
 export interface PeerEvents {
@@ -247,6 +250,7 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
     hash64,
     clock: options.clock,
     log: options.log,
+    ...(options.observeOp === undefined ? {} : { observeOp: options.observeOp }),
     ...(options.meshKey === undefined
       ? {}
       : { handshake: { opener: membership.handshakeAsOpener.bind(membership), responder: membership.handshakeAsResponder.bind(membership) } })
@@ -289,7 +293,7 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
       const key = serviceKey(serviceId)
       const ttlMs = opts.ttlMs ?? HEARTBEAT_TTL_MS_DEFAULT
       const value = beatRecord(ttlMs, opts.meta ?? null, engine.config.ttlMsMax)
-      return await kv.put(key, value, { lww: true, ttlMs, ...(opts.w === undefined ? {} : { w: opts.w }), ...(opts.signal === undefined ? {} : { signal: opts.signal }) })
+      return await kv.putHeartbeat(key, value, { lww: true, ttlMs, ...(opts.w === undefined ? {} : { w: opts.w }), ...(opts.signal === undefined ? {} : { signal: opts.signal }) })
     },
     services: () => kv.localServices(),
     meshServices: async opts => await kv.meshServices(opts?.signal),

@@ -2,7 +2,7 @@
 /* eslint-disable no-console -- this is the logger's sink */
 import type { Clock, Logger } from '../core/env.js'
 
-export const systemClock: Clock = { nowMs: () => Date.now() }
+export const systemClock: Clock = { nowMs: () => Date.now(), monotonicMs: () => performance.now() }
 
 /** Logs to stderr with a component prefix; `debug` only when MESHKV_DEBUG is set. */
 export function consoleLogger (component: string): Logger {

@@ -21,6 +21,7 @@
  *   GET /services[?local=1]       heartbeat services of the mesh (or this peer's records): state, last beat,
  *                                 replica, metadata
  *   GET /watch?prefix=<p>         Server-Sent Events: put, delete, expired, revived for keys under <p>
+ *   GET /metrics                  Prometheus text format (metrics.ts; README "Metrics")
  */
 import * as fs from 'node:fs'
 import * as http from 'node:http'
@@ -156,6 +157,8 @@ export interface HttpApiOptions {
   peer: Peer
   webRoot: string
   info: () => unknown
+  /** `GET /metrics` in Prometheus text format (metrics.ts); without it the route is 404. */
+  metrics?: { render(): Promise<{ contentType: string; body: string }> }
   /** Extra routes (the debug API); return true if handled. */
   extra?: (req: http.IncomingMessage, url: URL, send: (status: number, body: unknown) => void) => Promise<boolean>
 }
@@ -213,6 +216,12 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (options.extra !== undefined && await options.extra(req, url, json)) return
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed' })
     if (url.pathname === '/health') return json(200, { status: 'ok', id: peer.id })
+    if (url.pathname === '/metrics' && options.metrics !== undefined) {
+      const { contentType, body } = await options.metrics.render()
+      res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store' })
+      res.end(req.method === 'HEAD' ? undefined : body)
+      return
+    }
     if (url.pathname === '/members') {
       return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, relay: m.meta.relay, addrs: m.meta.addrs })))
     }

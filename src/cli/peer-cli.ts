@@ -31,6 +31,7 @@ import { LOCATION_CHARS_MAX, createMeshPeer } from '../peer.js'
 import { DebugService } from '../services/debug.js'
 import { debugRoute } from './debug-api.js'
 import { httpHandler } from './http-api.js'
+import { PeerMetrics } from './metrics.js'
 
 const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
 
@@ -99,7 +100,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
 
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
 GET /kv/<key>/placement, PUT /heartbeat/<service>?ttl=<ms>, GET /services, GET /watch?prefix=<p> (SSE),
-GET /ring, GET /members, GET /stats, GET /health, GET /api/info, GET / (dashboard).
+GET /ring, GET /members, GET /stats, GET /metrics (Prometheus text format), GET /health, GET /api/info,
+GET / (dashboard).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
 
 /** With --debug-api: echoes bytes back, the raw libp2p request/reply baseline of `npm run bench -- kv`. */
@@ -290,6 +292,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     server = pending
   }
 
+  // Made before the peer: the WAL and the KV service report into it from their first operation.
+  const metrics = new PeerMetrics()
   const peer = await createMeshPeer({
     kind: 'node',
     privateKey,
@@ -308,11 +312,14 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     clock: systemClock,
     rng: cryptoRng,
     log,
-    wal: new FileWal(path.join(dataDir, 'wal')),
+    wal: new FileWal(path.join(dataDir, 'wal'), { observeSyncMs: metrics.observeSyncMs }),
+    observeOp: metrics.observeOp,
     storage: { durability, sweepPeriodMs, memoryBytesMax: memoryMaxMb * 1024 * 1024 },
     kv,
     ...(args['debug-api'] === true ? { blocked } : {})
   })
+
+  metrics.attach(peer, relay ? { relayReservationsMax: reservations } : {})
 
   let debug: DebugService | null = null
   if (args['debug-api'] === true) {
@@ -351,6 +358,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
       peer,
       webRoot,
       info,
+      metrics,
       ...(args['debug-api'] === true
         ? {
             extra: async (req, url, send) => await debugRoute(peer, debug!, req, url, send)

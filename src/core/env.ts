@@ -7,6 +7,11 @@
 /** Milliseconds since the Unix epoch; a simulator supplies its own virtual time. */
 export interface Clock {
   nowMs(): number
+  /**
+   * Optional: a monotonic, sub-millisecond time in ms from an arbitrary origin, for measuring durations
+   * (operation latencies for metrics); `nowMs` is used without it. Node and browsers: `performance.now()`.
+   */
+  monotonicMs?(): number
 }
 
 /** Uniform floats in [0, 1); seeded in the simulator so a failing run replays exactly. */

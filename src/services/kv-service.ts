@@ -10,7 +10,7 @@ import type { Clock, Logger } from '../core/env.js'
 import type { KvConfig } from '../core/kv/config.js'
 import type { Hash64 } from '../core/kv/digest.js'
 import type { KvReply, KvRequest } from '../core/kv/messages.js'
-import { type Channel, KvNode, byId } from '../core/kv/node.js'
+import { type Channel, KvNode, type OpObserver, byId } from '../core/kv/node.js'
 import { OpLatencies, type PeerInfo, peerInfo } from './peer-info.js'
 import type { MemberView } from '../core/membership/swim.js'
 import { DEFAULT_VNODES, Ring, type RingHash, type RingMember } from '../core/ring/ring.js'
@@ -34,6 +34,8 @@ export interface KvServiceInit {
   log: Logger
   /** The private mesh's handshake (from SwimService); undefined for an open mesh. */
   handshake?: Handshake
+  /** Told of every client operation (metrics: src/cli/metrics.ts), after the dashboard's latency window. */
+  observeOp?: OpObserver
 }
 
 /**
@@ -92,7 +94,7 @@ export class KvService {
       describe: () => JSON.stringify(this.info()),
       // The machine's deadline is a backstop above the RPC layer's own bounds (see requestWorstCaseMs).
       requestDeadlineMs: requestWorstCaseMs(init.config.requestTimeoutMs),
-      observeOp: this.latencies.record,
+      observeOp: init.observeOp === undefined ? this.latencies.record : this.latencies.recordAnd(init.observeOp),
       background: { handoffMs: init.config.handoffIntervalMs, syncMs: init.config.syncIntervalMs, sweepMs: init.engine.config.sweepPeriodMs },
       transport: {
         request: async (to: string, channel: Channel, request: KvRequest, signal?: AbortSignal) =>

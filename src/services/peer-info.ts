@@ -6,7 +6,7 @@
  */
 import type { StorageEngine } from '../core/storage/engine.js'
 import { parseJson } from '../core/kv/messages.js'
-import { type KvNode, type KvStats, replyError } from '../core/kv/node.js'
+import { type KvNode, type KvStats, type OpObserver, replyError } from '../core/kv/node.js'
 
 export interface PeerInfo {
   readonly id: string
@@ -29,7 +29,16 @@ export class OpLatencies {
   private readonly samples = new Float64Array(LATENCY_SAMPLES)
   private count = 0
 
-  readonly record = (latencyMs: number): void => { this.samples[this.count++ % LATENCY_SAMPLES] = latencyMs }
+  /** An OpObserver (kv/node.ts): keeps the latency. */
+  readonly record: OpObserver = (_op, latencyMs) => { this.samples[this.count++ % LATENCY_SAMPLES] = latencyMs }
+
+  /** An OpObserver that keeps the latency, then tells `next`. */
+  recordAnd (next: OpObserver): OpObserver {
+    return (op, latencyMs, error, siblings) => {
+      this.samples[this.count++ % LATENCY_SAMPLES] = latencyMs
+      next(op, latencyMs, error, siblings)
+    }
+  }
 
   /** This peer's figures, from its replication counters and its engine. */
   info (kv: { readonly id: string; readonly stats: KvStats }, engine: StorageEngine): PeerInfo {

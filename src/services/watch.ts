@@ -108,6 +108,9 @@ export class WatchService {
   }
 
   /** Calls `callback` for every event on a key starting with `prefix` ('' for all); returns the unsubscribe. */
+  /** Local watchers now (watch() callbacks, among them the HTTP API's event streams). */
+  get watching (): number { return this.watchers.size }
+
   watch (prefix: string, callback: (event: WatchEvent) => void): () => void {
     if (typeof prefix !== 'string') throw new TypeError('prefix must be a string')
     if (this.watchers.size >= WATCHERS_MAX) throw new RangeError(`more than ${WATCHERS_MAX} watchers on this peer`)

@@ -18,6 +18,7 @@ import { ManualClock, SeededRng, silentLogger } from '../../src/core/env.js'
 import { UnreachableError, WalFailedError } from '../../src/core/errors.js'
 import { type KvConfig, defaultKvConfig } from '../../src/core/kv/config.js'
 import { type KvReply, type KvRequest, decodeMessage, encodeReply, encodeRequest } from '../../src/core/kv/messages.js'
+import type { ClientOp } from '../../src/core/kv/node.js'
 import type { Effect, Message, PersistToken, RequestTicket } from '../../src/core/replication/flow.js'
 import { type Call, Replication } from '../../src/core/replication/replication.js'
 import type { GetResult, KvEvents, KvStats, PutResult, ReadOptions, SyncResult, WriteOptions } from '../../src/core/replication/types.js'
@@ -113,16 +114,16 @@ export class SimHost {
   get stats (): KvStats { return this.machine.stats }
   private get current (): boolean { return this.node.incarnation === this.incarnation && this.node.up }
 
-  put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> { return this.timed(this.call({ type: 'put', key, value, options })) }
-  delete (key: string, options: WriteOptions = {}): Promise<PutResult> { return this.timed(this.call({ type: 'delete', key, options })) }
-  get (key: string, options: ReadOptions = {}): Promise<GetResult> { return this.timed(this.call({ type: 'get', key, options })) }
+  put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> { return this.timed('put', this.call({ type: 'put', key, value, options })) }
+  delete (key: string, options: WriteOptions = {}): Promise<PutResult> { return this.timed('delete', this.call({ type: 'delete', key, options })) }
+  get (key: string, options: ReadOptions = {}): Promise<GetResult> { return this.timed('get', this.call({ type: 'get', key, options })) }
   handoff (): Promise<{ delivered: number; dropped: number; reaped: number }> { return this.call({ type: 'handoff' }) }
   syncRound (peer?: string): Promise<SyncResult | null> { return this.call({ type: 'sync', ...(peer === undefined ? {} : { peer }) }) }
 
   /** Records a client operation's simulated latency in the node's dashboard figures. */
-  private timed<T> (op: Promise<T>): Promise<T> {
+  private timed<T> (name: ClientOp, op: Promise<T>): Promise<T> {
     const start = this.sim.clock.nowMs()
-    const record = (): void => { this.node.figures.record(this.sim.clock.nowMs() - start) }
+    const record = (): void => { this.node.figures.record(name, this.sim.clock.nowMs() - start, null, undefined) }
     op.then(record, record)
     return op
   }

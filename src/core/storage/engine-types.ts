@@ -72,6 +72,20 @@ export interface EngineEvents extends Record<string, unknown> {
   warning: WarningEvent
 }
 
+/** The log's counters, cheap to read (no walk over the keys): what metrics scrape. Zero without a log. */
+export interface WalStats {
+  /** Bytes of log on disk: the last snapshot and the segments after it. */
+  bytes: number
+  /** Records appended since the peer started (sync markers not included). */
+  records: number
+  /** Frame bytes appended since the peer started (records and sync markers). */
+  bytesAppended: number
+  /** Syncs (fdatasync, or IndexedDB transactions) made: one per group commit. */
+  syncs: number
+  compactions: number
+  compactionsFailed: number
+}
+
 export interface EngineStats {
   keys: number
   ttlKeys: number

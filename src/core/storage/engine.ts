@@ -17,13 +17,13 @@ import { type KeyState, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, upd
 import { HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
 import { EMPTY_VV, vvGet } from '../version/vv.js'
 import { Compaction } from './compaction.js'
-import type { EngineEvents, EngineOptions, EngineStats, MergeResult, ReadResult, WriteOptions, WriteResult } from './engine-types.js'
+import type { EngineEvents, EngineOptions, EngineStats, MergeResult, ReadResult, WalStats, WriteOptions, WriteResult } from './engine-types.js'
 import { encodeDotLease, encodePut, encodeRemove } from './records.js'
 import { type EngineRecovery, Replay } from './replay.js'
 import { type ExpiredEvent, TtlClock } from './ttl-clock.js'
 import { DEFAULT_WAL_OPTIONS, Wal } from './wal.js'
 
-export type { EngineEvents, EngineOptions, EngineStats, MergeResult, ReadResult, WarningEvent, WriteOptions, WriteResult } from './engine-types.js'
+export type { EngineEvents, EngineOptions, EngineStats, MergeResult, ReadResult, WalStats, WarningEvent, WriteOptions, WriteResult } from './engine-types.js'
 export type { EngineRecovery } from './replay.js'
 export type { ExpiredEvent } from './ttl-clock.js'
 
@@ -464,6 +464,19 @@ export class StorageEngine {
   compact (): Promise<void> {
     this.checkOpen()
     return this.compaction === null ? RESOLVED : this.compaction.run(this.map, this.ttls)
+  }
+
+  /** Keys this replica's TTL sweep has expired since it started. */
+  get expiredCount (): number { return this.ttls.expiredCount }
+  /** The store's estimated memory (stateBytes over every key) and the writes and merges refused for it. */
+  get memoryBytes (): number { return this.heldBytes }
+  get storeFullCount (): number { return this.storeFull }
+
+  /** The log's counters (see WalStats), without stats()'s walk over every key. */
+  walStats (): WalStats {
+    const wal = this.wal
+    if (wal === null) return { bytes: 0, records: 0, bytesAppended: 0, syncs: 0, compactions: 0, compactionsFailed: 0 }
+    return { bytes: wal.bytesSinceSnapshot + wal.snapshotBytes, records: wal.recordsAppended, bytesAppended: wal.bytesAppended, syncs: wal.syncCount, compactions: wal.compactions, compactionsFailed: wal.compactionsFailed }
   }
 
   stats (): EngineStats {

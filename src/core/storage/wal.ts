@@ -75,6 +75,13 @@ export class Wal {
   snapshotBytes: number
   /** Sync calls made to the adapter (one per group commit). */
   syncCount = 0
+  /** Records appended since the log was opened (sync markers not included). */
+  recordsAppended = 0
+  /** Frame bytes (records and sync markers) appended since the log was opened. */
+  bytesAppended = 0
+  /** Compactions (snapshot written, older segments dropped) finished, and failed, since the log was opened. */
+  compactions = 0
+  compactionsFailed = 0
 
   private constructor (private readonly adapter: WalAdapter, private readonly options: WalOptions, lastId: number, replayed: number, snapshotBytes: number) {
     this.segmentId = lastId
@@ -152,6 +159,7 @@ export class Wal {
     this.check()
     const frameBytes = this.put(payload, 'record')
     this.unmarked++
+    this.recordsAppended++
     return frameBytes
   }
 
@@ -167,6 +175,7 @@ export class Wal {
     this.buffered += encodeFrameInto(this.buffer, this.buffered, payload, this.seed, kind)
     this.segmentBytes += frameBytes
     this.bytesSinceSnapshot += frameBytes
+    this.bytesAppended += frameBytes
     this.appendSeq++
     if (this.buffered >= HANDOFF_BYTES) this.handoff()
     else if (!this.handoffScheduled) {
@@ -271,7 +280,11 @@ export class Wal {
       this.snapshotBytes = written
       await this.adapter.dropBefore(id)
       this.options.log.info(`WAL ${this.adapter.location}: snapshot ${id} written (${written} bytes); older segments dropped`)
-    })().finally(() => { this.compacting = null })
+      this.compactions++
+    })().catch((error: unknown) => {
+      this.compactionsFailed++
+      throw error
+    }).finally(() => { this.compacting = null })
     return this.compacting
   }
 
