@@ -23,6 +23,10 @@ const HELP = `usage: node node/kv.js <get|put|del|placement> KEY [VALUE] [option
   --timeout-ms <ms>  give up after this long (default 30000)
   --help             this text
 
+A peer started with an HTTP token (--http-token, --http-token-file or MESHKV_HTTP_TOKEN; required when it
+listens beyond loopback) needs it on every request: set MESHKV_HTTP_TOKEN and it is sent as
+"Authorization: Bearer <token>" (never on the command line, where ps and shell history would show it).
+
 Exit codes: 0 ok, 1 not found, 2 usage, 3 siblings (get), 4 the peer refused or failed (message on stderr),
 5 the peer could not be reached.`
 
@@ -73,6 +77,8 @@ if (opts.lww) query.set('lww', '1')
 const qs = query.size > 0 ? `?${query}` : ''
 const url = `${base}/kv/${encodeURIComponent(key)}${command === 'placement' ? '/placement' : ''}${qs}`
 const headers = opts.context === undefined ? {} : { 'x-meshkv-context': opts.context }
+const token = process.env.MESHKV_HTTP_TOKEN
+if (token !== undefined && token !== '') headers.authorization = `Bearer ${token}`
 const timeoutMs = Number(opts['timeout-ms'] ?? 30000)
 if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage('--timeout-ms must be a positive integer')
 
