@@ -187,7 +187,11 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       // A refused upload: stop reading it.
       if (status === 413) req.destroy()
     }
-    const refuse = (refusal: HttpRefusal): void => { json(refusal.status, { error: refusal.error, code: refusal.code }, refusal.headers) }
+    const refuse = (refusal: HttpRefusal): void => {
+      // A refused upload is not read: the connection closes after the answer instead of draining the body.
+      const body = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+      json(refusal.status, { error: refusal.error, code: refusal.code }, { ...refusal.headers, ...(body ? { connection: 'close' } : {}) })
+    }
     const admitted = guard.admit(req, res)
     if (admitted === 'preflight') return
     if (admitted !== null) { refuse(admitted); return }

@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as http from 'node:http'
+import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -106,6 +107,15 @@ describe('HTTP API without a token (loopback): Origin, Host, POST and CORS', () 
       await refused(await request(port, 'PUT', '/kv/k', { origin }, 'evil'), 403, 'ERR_FORBIDDEN_ORIGIN', `PUT from ${origin}`)
       await refused(await request(port, 'DELETE', '/kv/k', { origin }), 403, 'ERR_FORBIDDEN_ORIGIN', `DELETE from ${origin}`)
     }
+    // A refused upload is not drained: the answer comes at once and the connection closes.
+    const socket = net.connect(port, '127.0.0.1')
+    let answer = ''
+    socket.on('data', (c: Buffer) => { answer += c.toString() })
+    const closed = new Promise(resolve => socket.once('close', resolve))
+    socket.write(`PUT /kv/k HTTP/1.1\r\nHost: ${own}\r\nOrigin: ${EVIL}\r\nContent-Length: 100000000\r\n\r\n${'x'.repeat(1000)}`)
+    await closed
+    expect(answer).toMatch(/^HTTP\/1\.1 403 /)
+    expect(answer).toMatch(/connection: close/i)
     expect(await value()).toBe('original')
   })
 
@@ -165,8 +175,8 @@ describe('HTTP API without a token (loopback): Origin, Host, POST and CORS', () 
 
   it('counts every refusal by code in /stats', async () => {
     const stats = (await request(port, 'GET', '/stats')).json() as { http: { refusals: Record<string, number>; token: boolean; cors: string[] } }
-    // Counted above: origin 3 + 1 + 4 * 2 + 1 (preflight); host 3 * 3; form POST 3 * 2 + 1.
-    expect(stats.http).toEqual({ refusals: { ERR_FORBIDDEN_ORIGIN: 13, ERR_FORBIDDEN_HOST: 9, ERR_FORM_POST: 7, ERR_UNAUTHORIZED: 0 }, token: false, cors: [ALLOWED] })
+    // Counted above: origin 3 + 1 + 4 * 2 + 1 (upload) + 1 (preflight); host 3 * 3; form POST 3 * 2 + 1.
+    expect(stats.http).toEqual({ refusals: { ERR_FORBIDDEN_ORIGIN: 14, ERR_FORBIDDEN_HOST: 9, ERR_FORM_POST: 7, ERR_UNAUTHORIZED: 0 }, token: false, cors: [ALLOWED] })
   })
 })
 
