@@ -3,17 +3,18 @@
  * answers at all, decided from the request's headers before any route runs. Four refusals, each a JSON
  * error `{error, code}` with its own code, each counted (`HttpGuard.stats()`, in `GET /stats` as `http`):
  *
- * - ERR_FORBIDDEN_HOST (403): the Host header does not name this server — its bound address, `localhost`
- *   on a loopback or wildcard bind, a local interface address on a wildcard bind, or a name given with
- *   `--http-name`. A page on a name its attacker controls that re-resolves to 127.0.0.1 (DNS rebinding)
- *   sends its own name as Host, so it is refused.
+ * - ERR_FORBIDDEN_HOST (403): the Host header does not name this server — its bound address and port,
+ *   `localhost` on a loopback or wildcard bind (127.0.0.1 and [::1] on a bind to `localhost`), a local
+ *   interface address on a wildcard bind, or a name given with `--http-name`. A page on a name its
+ *   attacker controls that re-resolves to 127.0.0.1 (DNS rebinding) sends that name as Host, so it is
+ *   refused.
  * - ERR_FORBIDDEN_ORIGIN (403): an Origin header that is neither this server's own origin (http:// or
  *   https:// plus the Host the request named) nor one of the `--http-cors` origins. Browsers send Origin
  *   on every cross-origin fetch and on every POST/PUT/DELETE, so a page elsewhere cannot write; clients
  *   without a browser (curl, node/kv.js) send none and are not affected.
- * - ERR_FORM_POST (415): a POST whose Content-Type is not one an HTML form (or any other "simple"
- *   cross-origin request) cannot send. Writes are PUT and DELETE; POST is only for the debug routes, with
- *   `application/json` or `application/octet-stream`.
+ * - ERR_FORM_POST (415): a POST without `application/json` or `application/octet-stream` as its
+ *   Content-Type, that is one an HTML form (or any other "simple" cross-origin request, which needs no
+ *   preflight) could send. Writes are PUT and DELETE; POST is only for the debug routes.
  * - ERR_UNAUTHORIZED (401): with a token (`--http-token`, `--http-token-file`, MESHKV_HTTP_TOKEN), a request
  *   without `Authorization: Bearer <token>`. The dashboard's static files (public build output) are served
  *   without it; the token is compared as SHA-256 digests with crypto.timingSafeEqual (constant time, and
@@ -99,7 +100,7 @@ export function parseCorsOrigin (value: string): string {
 /** An `--http-name` value: a host name or address, optionally with :port. */
 export function parseHttpName (value: string): string {
   const v = value.toLowerCase()
-  if (!/^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$/.test(v)) throw new HttpExposureError(`--http-name ${JSON.stringify(value)} is not a host name or address with an optional :port`)
+  if (!/^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(:\d{1,5})?$/.test(v)) throw new HttpExposureError(`--http-name ${JSON.stringify(value)} is not a host name or address with an optional :port`)
   return v
 }
 
@@ -146,6 +147,8 @@ export class HttpGuard {
     const bind = options.bindHost.toLowerCase().replace(/^\[(.*)\]$/, '$1')
     this.boundNames.add(bracket(bind))
     if (isLoopbackHost(bind) || isWildcard(bind)) this.boundNames.add('localhost')
+    // Bound by name: the addresses `localhost` resolves to are the same server.
+    if (bind === 'localhost') { this.boundNames.add('127.0.0.1'); this.boundNames.add('[::1]') }
     if (isWildcard(bind)) {
       const addresses = options.interfaceAddresses ?? Object.values(os.networkInterfaces()).flatMap(list => (list ?? []).map(i => i.address))
       for (const a of addresses) this.boundNames.add(bracket(a.toLowerCase().replace(/%.*$/, '')))

@@ -39,6 +39,8 @@ describe('http guard: Host (DNS rebinding)', () => {
   it('IPv6 loopback, port 80 without a port, and --http-name with and without a port', () => {
     expect(new HttpGuard({ bindHost: '::1', port: 7000 }).admit(req('GET', { host: '[::1]:7000' }), res())).toBeNull()
     expect(new HttpGuard({ bindHost: '127.0.0.1', port: 80 }).admit(req('GET', { host: '127.0.0.1' }), res())).toBeNull()
+    const byName = new HttpGuard({ bindHost: 'localhost', port: 7000 })
+    for (const host of ['localhost:7000', '127.0.0.1:7000', '[::1]:7000']) expect(byName.admit(req('GET', { host }), res()), host).toBeNull()
     const g = new HttpGuard({ bindHost: '127.0.0.1', port: 7000, names: ['kv.example', 'other.example:8443'] })
     for (const host of ['kv.example', 'kv.example:443', 'other.example:8443']) expect(g.admit(req('GET', { host }), res()), host).toBeNull()
     for (const host of ['other.example', 'other.example:7000', 'kv.example.evil:7000']) expect(g.admit(req('GET', { host }), res()), host).toMatchObject({ code: 'ERR_FORBIDDEN_HOST' })
@@ -95,6 +97,7 @@ describe('http guard: Origin and CORS', () => {
     expect(parseCorsOrigin('https://App.Example/')).toBe('https://app.example')
     for (const bad of ['*', 'null', 'http://a.example/path', 'ftp://a.example', 'a.example', 'http://a.example:80']) expect(() => parseCorsOrigin(bad), bad).toThrow(HttpExposureError)
     expect(parseHttpName('KV.example:8080')).toBe('kv.example:8080')
+    expect(parseHttpName('meshkv_1')).toBe('meshkv_1')
     for (const bad of ['http://kv.example', 'kv.example/x', 'a b', '']) expect(() => parseHttpName(bad), bad).toThrow(HttpExposureError)
   })
 })
