@@ -54,7 +54,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               prefer MESHKV_HTTP_TOKEN or --http-token-file (a command-line value
                               shows in ps and shell history). The dashboard's files stay public; open
                               it as http://<host>:<port>/#token=<token>
-  --http-token-file <path>    read the token from this file (trailing newline ignored)
+  --http-token-file <path>    read the token from this file (trailing newline ignored; default none);
+                              --http-token or this file win over MESHKV_HTTP_TOKEN
   --http-name <host[:port]>   another name clients reach the HTTP API by, accepted in the Host header
                               (repeatable; default: only the bound address, plus localhost on a
                               loopback bind); a name without :port matches any port. Other Hosts
