@@ -24,6 +24,10 @@ const HELP = `usage: node node/kv.js <get|put|del|placement> KEY [VALUE] [option
   --timeout-ms <ms>  give up after this long (default 30000)
   --help             this text
 
+A peer started with an HTTP token (--http-token, --http-token-file or MESHKV_HTTP_TOKEN; required when it
+listens beyond loopback) needs it on every request: set MESHKV_HTTP_TOKEN and it is sent as
+"Authorization: Bearer <token>" (never on the command line, where ps and shell history would show it).
+
 Exit codes: 0 ok, 1 not found, 2 usage, 3 siblings (get), 4 the peer refused or failed (message on stderr),
 5 the peer could not be reached.`
 
@@ -75,6 +79,9 @@ const qs = query.size > 0 ? `?${query}` : ''
 const url = `${base}/kv/${encodeURIComponent(key)}${command === 'placement' ? '/placement' : ''}${qs}`
 const headers = opts.context === undefined ? {} : { 'x-meshkv-context': opts.context }
 const isDelete = command === 'del' || command === 'delete'
+const token = process.env.MESHKV_HTTP_TOKEN
+const auth = token !== undefined && token !== '' ? { authorization: `Bearer ${token}` } : {}
+Object.assign(headers, auth)
 const timeoutMs = Number(opts['timeout-ms'] ?? 30000)
 if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage('--timeout-ms must be a positive integer')
 
@@ -100,7 +107,7 @@ async function send (method, headers, body) {
 // A delete without a context would add a tombstone next to the values instead of replacing them (a
 // concurrent write): read the context first.
 if (isDelete && opts.context === undefined) {
-  const read = await send('GET', {})
+  const read = await send('GET', auth)
   await read.arrayBuffer()
   const context = read.headers.get('x-meshkv-context')
   if (context !== null) headers['x-meshkv-context'] = context

@@ -8,6 +8,7 @@
  * show hints and anti-entropy repairs.
  */
 import type { MeshPeer as Peer } from '../src/peer.js'
+import { apiFetch } from './connect.js'
 import { $, el, shortId } from './dom.js'
 
 export const FOLLOW_PERIOD_MS = 2000
@@ -45,7 +46,8 @@ export class ChaosView {
     if (what !== 'heal' && this.target() === '') { this.timeline('chaos', `chaos: ${what}: choose a member first`); return }
     this.timeline('chaos', `chaos: ${what} ${who}…`)
     try {
-      const res = await fetch(path, { method: 'POST', signal: AbortSignal.timeout(30_000) })
+      // A JSON content type: the peer refuses POSTs of the types a form can send (ERR_FORM_POST).
+      const res = await apiFetch(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}', signal: AbortSignal.timeout(30_000) })
       const body = await res.json() as Record<string, unknown>
       const failed = Array.isArray(body.failed) ? body.failed as Array<{ id: string; error: string }> : []
       const text = res.ok

@@ -6,12 +6,17 @@
  * - The mesh key of a private mesh: from the URL fragment (`#key=...`, which browsers never send to a
  *   server), or typed into the page. It is kept in sessionStorage only (gone when the tab closes; never
  *   localStorage or IndexedDB), and the fragment is removed from the address bar at once.
+ * - The serving peer's HTTP token, when it was started with one (`--http-token`; always so beyond loopback):
+ *   the same way, from `#token=...` or the page's form, in sessionStorage only, and sent as
+ *   `Authorization: Bearer` by apiFetch. The page's own files are public; /api/info and the debug routes
+ *   answer 401 without the token, which is when the page asks for it.
  */
 import { $ } from './dom.js'
 
 const RELAYS_KEY = 'meshkv-relays'
 const PRIVATE_KEY = 'meshkv-private'
 const MESH_KEY_SESSION = 'meshkv-mesh-key'
+const HTTP_TOKEN_SESSION = 'meshkv-http-token'
 /** Most relay addresses kept for a reload. */
 export const KNOWN_RELAYS_MAX = 16
 
@@ -30,9 +35,16 @@ export async function meshEntry (): Promise<MeshEntry> {
   const remembered = localStorage.getItem(PRIVATE_KEY) === '1'
   const fromQuery = new URLSearchParams(location.search).getAll('bootstrap')
   if (fromQuery.length > 0) return { addrs: fromQuery, private: remembered, source: 'query', debugApi: false }
+  httpTokenFromPage()
   let problem: string
   try {
-    const res = await fetch('/api/info', { signal: AbortSignal.timeout(10_000) })
+    let res = await apiFetch('/api/info', { signal: AbortSignal.timeout(10_000) })
+    // A peer with an HTTP token: ask for it (again, if the one given was wrong) until it is accepted.
+    while (res.status === 401) {
+      const wrong = sessionStorage.getItem(HTTP_TOKEN_SESSION) !== null
+      await askSecret(`${wrong ? 'The HTTP token is wrong. ' : ''}This peer's HTTP API needs its token (the one it was started with). It stays in this tab only (or open the page with #token=<token>).`, 'HTTP token', HTTP_TOKEN_SESSION)
+      res = await apiFetch('/api/info', { signal: AbortSignal.timeout(10_000) })
+    }
     if (res.ok) {
       const info = await res.json() as { browserBootstrap: string[]; meshPrivate?: boolean; debugApi?: boolean }
       localStorage.setItem(PRIVATE_KEY, info.meshPrivate === true ? '1' : '0')
@@ -60,17 +72,35 @@ export function rememberRelays (addrs: string[]): void {
   if (addrs.length > 0) localStorage.setItem(RELAYS_KEY, JSON.stringify(addrs.slice(0, KNOWN_RELAYS_MAX)))
 }
 
-/** The key given in the fragment (moved to sessionStorage, and removed from the address bar), or the one kept. */
-export function meshKeyFromPage (): string | null {
+/** Moves `name` from the URL fragment into sessionStorage (removing it from the address bar); returns what is kept. */
+function fromFragment (name: string, sessionKey: string): string | null {
   const fragment = new URLSearchParams(location.hash.slice(1))
-  const given = fragment.get('key')
+  const given = fragment.get(name)
   if (given !== null) {
-    if (given !== '') sessionStorage.setItem(MESH_KEY_SESSION, given)
-    fragment.delete('key')
+    if (given !== '') sessionStorage.setItem(sessionKey, given)
+    fragment.delete(name)
     const rest = fragment.toString()
     history.replaceState(history.state, '', `${location.pathname}${location.search}${rest === '' ? '' : `#${rest}`}`)
   }
-  return sessionStorage.getItem(MESH_KEY_SESSION)
+  return sessionStorage.getItem(sessionKey)
+}
+
+/** The key given in the fragment (moved to sessionStorage, and removed from the address bar), or the one kept. */
+export function meshKeyFromPage (): string | null {
+  return fromFragment('key', MESH_KEY_SESSION)
+}
+
+/** The HTTP token given in the fragment (`#token=`), or the one kept; like the mesh key. */
+export function httpTokenFromPage (): string | null {
+  return fromFragment('token', HTTP_TOKEN_SESSION)
+}
+
+/** fetch() on the serving peer's API, with its HTTP token (if this tab has one) as a bearer token. */
+export async function apiFetch (path: string, init: RequestInit = {}): Promise<Response> {
+  const token = httpTokenFromPage()
+  const headers = new Headers(init.headers)
+  if (token !== null) headers.set('authorization', `Bearer ${token}`)
+  return await fetch(path, { ...init, headers })
 }
 
 export function forgetMeshKey (): void {
@@ -79,9 +109,15 @@ export function forgetMeshKey (): void {
 
 /** Shows the key form with `message` and resolves with what the user enters (kept in sessionStorage). */
 export async function askMeshKey (message: string): Promise<string> {
+  return await askSecret(message, 'mesh key', MESH_KEY_SESSION)
+}
+
+/** The secret form (a password field), for the mesh key or the HTTP token; the answer goes to sessionStorage. */
+async function askSecret (message: string, placeholder: string, sessionKey: string): Promise<string> {
   const form = $('mesh-key-form') as HTMLFormElement
   const input = $('mesh-key') as HTMLInputElement
   $('mesh-key-message').textContent = message
+  input.placeholder = placeholder
   form.hidden = false
   input.focus()
   return await new Promise(resolve => {
@@ -92,7 +128,7 @@ export async function askMeshKey (message: string): Promise<string> {
       const key = input.value
       input.value = ''
       form.hidden = true
-      sessionStorage.setItem(MESH_KEY_SESSION, key)
+      sessionStorage.setItem(sessionKey, key)
       resolve(key)
     })
   })

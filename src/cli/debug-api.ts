@@ -1,6 +1,9 @@
 /**
  * The HTTP side of `--debug-api` (the dashboard's chaos panel). Every route is a POST and exists only on a
- * peer started with `--debug-api`; elsewhere they are 404s like any unknown path.
+ * peer started with `--debug-api`; elsewhere they are 404s like any unknown path. The POST must carry
+ * Content-Type application/json (or application/octet-stream): the guard (http-guard.ts) refuses any other
+ * POST before it gets here, so a page elsewhere cannot fire these with a form. `--debug-api` runs only on a
+ * loopback HTTP host.
  *
  *   /debug/block?peer=<id>, /debug/unblock?peer=<id>   cut or restore this peer's connections to a member
  *   /debug/members/<id>/<op>[?peer=<id>]               the same on member <id> (op: block, unblock, heal,

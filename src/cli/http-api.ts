@@ -22,6 +22,11 @@
  *                                 replica, metadata
  *   GET /watch?prefix=<p>         Server-Sent Events: put, delete, expired, revived for keys under <p>
  *   GET /metrics                  Prometheus text format (metrics.ts; README "Metrics")
+ *
+ * Before any route, the guard (http-guard.ts) refuses a foreign Host (403 ERR_FORBIDDEN_HOST), a foreign
+ * Origin (403 ERR_FORBIDDEN_ORIGIN), a POST with a content type a form could send (415 ERR_FORM_POST) and,
+ * with a token, a request without it (401 ERR_UNAUTHORIZED; the dashboard's static files stay public).
+ * Writes are PUT and DELETE only: POST on /kv/ and /heartbeat/ is 405 ERR_METHOD.
  */
 import * as fs from 'node:fs'
 import * as http from 'node:http'
@@ -32,6 +37,7 @@ import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
 import { HEARTBEAT_META_BYTES_MAX, HEARTBEAT_TTL_MS_DEFAULT, HEARTBEAT_TTL_MS_MIN, type Meta } from '../core/kv/heartbeat.js'
 import type { MeshPeer as Peer } from '../peer.js'
 import { WATCH_TOPIC } from '../services/watch.js'
+import type { HttpGuard, HttpRefusal } from './http-guard.js'
 
 export const CONTEXT_HEADER = 'x-meshkv-context'
 
@@ -159,6 +165,8 @@ export interface HttpApiOptions {
   info: () => unknown
   /** `GET /metrics` in Prometheus text format (metrics.ts); without it the route is 404. */
   metrics?: { render(): Promise<{ contentType: string; body: string }> }
+  /** Host, Origin, form-POST and token checks, run before every route; its counters go into /stats as `http`. */
+  guard: HttpGuard
   /** Extra routes (the debug API); return true if handled. */
   extra?: (req: http.IncomingMessage, url: URL, send: (status: number, body: unknown) => void) => Promise<boolean>
 }
@@ -172,7 +180,7 @@ export const UPLOAD_DRAIN_MS = 10_000
 export const SSE_BUFFER_BYTES_MAX = 1024 * 1024
 
 export function httpHandler (options: HttpApiOptions): http.RequestListener {
-  const { peer } = options
+  const { peer, guard } = options
   let streams = 0
   return (req, res) => {
     const json = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
@@ -180,7 +188,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers })
       res.end(JSON.stringify(body, null, 2) + '\n')
     }
-    route(req, res, json).catch((error: unknown) => {
+    const fail = (error: unknown): void => {
       // Bad input is the client's problem: a clear status and message, never a crashed peer.
       const { status, body } = errorBody(error)
       if (status !== 413) { json(status, body); return }
@@ -194,7 +202,39 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       req.on('data', (chunk: Buffer) => { drained += chunk.length; if (drained > UPLOAD_DRAIN_BYTES_MAX) stop() })
       req.on('end', stop)
       req.resume()
-    })
+    }
+    const refuse = (refusal: HttpRefusal): void => {
+      // A refused upload is not read: the connection closes after the answer instead of draining the body.
+      const body = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+      json(refusal.status, { error: refusal.error, code: refusal.code }, { ...refusal.headers, ...(body ? { connection: 'close' } : {}) })
+    }
+    const admitted = guard.admit(req, res)
+    if (admitted === 'preflight') return
+    if (admitted !== null) { refuse(admitted); return }
+    if (!guard.authorized(req)) {
+      // Without the token only the dashboard's files (public build output, no data) are served.
+      publicFile(req).then(url => { if (url === null) refuse(guard.unauthorized(req)); else serveStatic(url, res, json) }).catch(fail)
+      return
+    }
+    route(req, res, json).catch(fail)
+  }
+
+  /** The URL of a GET/HEAD for an existing file of the dashboard, else null. */
+  async function publicFile (req: http.IncomingMessage): Promise<URL | null> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return null
+    let url: URL
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost')
+    } catch {
+      return null
+    }
+    const file = staticFile(url)
+    if (file === null) return null
+    try {
+      return (await fs.promises.stat(file)).isFile() ? url : null
+    } catch {
+      return null
+    }
   }
 
   async function route (req: http.IncomingMessage, res: http.ServerResponse, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
@@ -210,11 +250,11 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     try {
       url = new URL(target, 'http://localhost')
     } catch {
-      throw new HttpError(400, 'unparsable request URL')
+      throw new HttpError(400, 'unparsable request URL', { code: 'ERR_DECODE' })
     }
     if (url.pathname === '/watch' && req.method === 'GET') return watchRoute(req, res, url)
     if (options.extra !== undefined && await options.extra(req, url, json)) return
-    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed' })
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed', code: 'ERR_METHOD' })
     if (url.pathname === '/health') return json(200, { status: 'ok', id: peer.id })
     if (url.pathname === '/metrics' && options.metrics !== undefined) {
       const { contentType, body } = await options.metrics.render()
@@ -226,7 +266,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, relay: m.meta.relay, addrs: m.meta.addrs })))
     }
     if (url.pathname === '/ring') return json(200, ringView(peer, flag(url.searchParams, 'tokens') ?? true))
-    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length } })
+    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length }, http: guard.stats() })
     if (url.pathname === '/api/info') return json(200, options.info())
     if (url.pathname === '/services') {
       // Mesh-wide by default (every up member's records, merged); ?local=1 for this peer's own records.
@@ -266,7 +306,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
         }))
       })
     }
-    if (parts.length !== 3) throw new HttpError(404, 'not found: use /kv/<percent-encoded key> or /kv/<key>/placement')
+    if (parts.length !== 3) throw new HttpError(404, 'not found: use /kv/<percent-encoded key> or /kv/<key>/placement', { code: 'ERR_NOT_FOUND' })
     const context = req.headers[CONTEXT_HEADER]
     const ctx = typeof context === 'string' && context !== '' ? { context } : {}
     const strict = flag(query, 'strict')
@@ -291,7 +331,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     const dw = option(query, 'dw', 0, 16)
     const lww = flag(query, 'lww')
     const writeOptions = { ...common, ...ctx, ...(w === undefined ? {} : { w }), ...(dw === undefined ? {} : { dw }), ...(lww === undefined ? {} : { lww }) }
-    if (req.method === 'PUT' || req.method === 'POST') {
+    if (req.method === 'PUT') {
       const ttlMs = option(query, 'ttl', 0, Number.MAX_SAFE_INTEGER)
       const value = await readBody(req, peer.engine.config.valueBytesMax)
       const result = await peer.put(key, value, { ...writeOptions, ...(ttlMs === undefined ? {} : { ttlMs }) })
@@ -305,11 +345,11 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       res.end()
       return
     }
-    json(405, { error: 'method not allowed: use GET, PUT or DELETE' })
+    json(405, { error: 'method not allowed: use GET, PUT or DELETE', code: 'ERR_METHOD' }, { allow: 'GET, HEAD, PUT, DELETE' })
   }
 
   async function heartbeatRoute (req: http.IncomingMessage, res: http.ServerResponse, query: Query, encoded: string, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
-    if (req.method !== 'PUT' && req.method !== 'POST') return json(405, { error: 'method not allowed: PUT /heartbeat/<service id>' })
+    if (req.method !== 'PUT') return json(405, { error: 'method not allowed: PUT /heartbeat/<service id>', code: 'ERR_METHOD' }, { allow: 'PUT' })
     let id: string
     try {
       id = decodeURIComponent(encoded)
@@ -350,19 +390,24 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     req.once('close', close)
   }
 
-  function serveStatic (url: URL, res: http.ServerResponse, json: (status: number, body: unknown) => void): void {
-    // Static dashboard files; never outside webRoot.
+  /** The dashboard file a path names, never outside webRoot; null for none. */
+  function staticFile (url: URL): string | null {
     let rel: string
     try {
       rel = url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname).replace(/^\/+/, '')
     } catch {
-      throw new HttpError(400, 'undecodable path')
+      throw new HttpError(400, 'undecodable path', { code: 'ERR_DECODE' })
     }
-    if (rel.includes('\0')) return json(404, { error: 'not found' })
+    if (rel.includes('\0')) return null
     const file = path.resolve(options.webRoot, rel)
-    if (!file.startsWith(path.resolve(options.webRoot) + path.sep)) return json(404, { error: 'not found' })
+    return file.startsWith(path.resolve(options.webRoot) + path.sep) ? file : null
+  }
+
+  function serveStatic (url: URL, res: http.ServerResponse, json: (status: number, body: unknown) => void): void {
+    const file = staticFile(url)
+    if (file === null) return json(404, { error: 'not found', code: 'ERR_NOT_FOUND' })
     fs.readFile(file, (error, body) => {
-      if (error !== null) return json(404, { error: 'not found', path: url.pathname })
+      if (error !== null) return json(404, { error: 'not found', code: 'ERR_NOT_FOUND', path: url.pathname })
       res.writeHead(200, { 'content-type': CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream' })
       res.end(body)
     })

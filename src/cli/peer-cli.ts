@@ -31,7 +31,8 @@ import { LOCATION_CHARS_MAX, createMeshPeer } from '../peer.js'
 import { DebugService } from '../services/debug.js'
 import { debugRoute } from './debug-api.js'
 import { httpHandler } from './http-api.js'
-import { PeerMetrics } from './metrics.js'
+import { HTTP_NAMES_MAX, HttpExposureError, HttpGuard, checkHttpExposure, checkHttpToken, parseCorsOrigin, parseHttpName } from './http-guard.js'
+import { PeerMetrics, counterFrom } from './metrics.js'
 
 const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
 
@@ -46,7 +47,23 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               /ip4/127.0.0.1/tcp/0/ws (any free port)
   --http <port|off>           HTTP API and dashboard on 127.0.0.1:<port>; 0 picks a free port;
                               default 7000 with --bootstrap, else 0
-  --http-host <address>       interface for HTTP (default 127.0.0.1; use 0.0.0.0 to expose it)
+  --http-host <address>       interface for HTTP (default 127.0.0.1; use 0.0.0.0 to expose it). A
+                              non-loopback host (anything but 127.0.0.0/8, ::1, localhost) needs a
+                              token and refuses --debug-api
+  --http-token <token>        every API request must carry Authorization: Bearer <token> (16..4096
+                              printable characters; default none on loopback, required elsewhere);
+                              prefer MESHKV_HTTP_TOKEN or --http-token-file (a command-line value
+                              shows in ps and shell history). The dashboard's files stay public; open
+                              it as http://<host>:<port>/#token=<token>
+  --http-token-file <path>    read the token from this file (trailing newline ignored; default none);
+                              --http-token or this file win over MESHKV_HTTP_TOKEN
+  --http-name <host[:port]>   another name clients reach the HTTP API by, accepted in the Host header
+                              (repeatable; default: only the bound address, plus localhost on a
+                              loopback bind); a name without :port matches any port. Other Hosts
+                              get 403 (DNS rebinding)
+  --http-cors <origin>        let pages of this origin (scheme://host[:port]) call the API from a
+                              browser (repeatable; default none: browser requests from any origin but
+                              the peer's own dashboard get 403)
   --data-dir <dir>            identity key, incarnation, known peers and the write-ahead log
                               (default ./meshkv-data); one peer per directory
   --n <n>                     replicas per key (default ${defaultKvConfig().n}, 1..${N_MAX}); the same on every peer
@@ -95,13 +112,18 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               /debug/block?peer=<id>, /debug/unblock?peer=<id>, /debug/partition?peer=<id>,
                               /debug/heal, /debug/members/<id>/<block|unblock|heal|leave|kill>), the
                               /meshkv/debug/1.0.0 protocol through which other debug peers act on this
-                              one, and /meshkv/echo/1.0.0 (benchmark baseline); never in production
+                              one, and /meshkv/echo/1.0.0 (benchmark baseline); never in production;
+                              refused (the peer does not start) with a non-loopback --http-host
   --help                      this text
 
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
 GET /kv/<key>/placement, PUT /heartbeat/<service>?ttl=<ms>, GET /services, GET /watch?prefix=<p> (SSE),
 GET /ring, GET /members, GET /stats, GET /metrics (Prometheus text format), GET /health, GET /api/info,
-GET / (dashboard).
+GET / (dashboard). Writes are PUT and
+DELETE; a POST (debug routes only) needs Content-Type application/json or application/octet-stream.
+Refused: a foreign Host or Origin (403 ERR_FORBIDDEN_HOST / ERR_FORBIDDEN_ORIGIN), a form-type POST
+(415 ERR_FORM_POST), a missing or wrong token (401 ERR_UNAUTHORIZED); counted in GET /stats "http"
+and /metrics (meshkv_http_refusals_total).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
 
 /** With --debug-api: echoes bytes back, the raw libp2p request/reply baseline of `npm run bench -- kv`. */
@@ -178,6 +200,10 @@ function parse (argv: string[]) {
       listen: { type: 'string', multiple: true },
       http: { type: 'string' },
       'http-host': { type: 'string' },
+      'http-token': { type: 'string' },
+      'http-token-file': { type: 'string' },
+      'http-name': { type: 'string', multiple: true },
+      'http-cors': { type: 'string', multiple: true },
       'data-dir': { type: 'string' },
       'mesh-key': { type: 'string' },
       vnodes: { type: 'string' },
@@ -212,6 +238,41 @@ function parse (argv: string[]) {
   return values
 }
 
+/**
+ * The HTTP API's security settings, checked before anything is bound or written: a token (flag, file or
+ * MESHKV_HTTP_TOKEN), the extra Host names and the CORS origins; a non-loopback host without a token, or
+ * with --debug-api, stops the start (http-guard.ts, checkHttpExposure).
+ */
+function httpOptions (args: ReturnType<typeof parse>, host: string): { token: string | undefined; names: string[]; cors: string[] } {
+  try {
+    if (args['http-token'] !== undefined && args['http-token-file'] !== undefined) throw new UsageError('give --http-token or --http-token-file, not both')
+    let token: string | undefined
+    if (args['http-token'] !== undefined) token = checkHttpToken(args['http-token'], '--http-token')
+    else if (args['http-token-file'] !== undefined) token = checkHttpToken(readTokenFile(args['http-token-file']), `--http-token-file ${args['http-token-file']}`)
+    else if (process.env.MESHKV_HTTP_TOKEN !== undefined && process.env.MESHKV_HTTP_TOKEN !== '') token = checkHttpToken(process.env.MESHKV_HTTP_TOKEN, 'MESHKV_HTTP_TOKEN')
+    const names = (args['http-name'] ?? []).map(parseHttpName)
+    const cors = [...new Set((args['http-cors'] ?? []).map(parseCorsOrigin))]
+    if (names.length > HTTP_NAMES_MAX || cors.length > HTTP_NAMES_MAX) throw new UsageError(`at most ${HTTP_NAMES_MAX} --http-name and ${HTTP_NAMES_MAX} --http-cors values`)
+    if (args.http !== 'off') checkHttpExposure({ host, token, debugApi: args['debug-api'] === true })
+    return { token, names, cors }
+  } catch (error) {
+    if (error instanceof HttpExposureError) throw new UsageError(error.message)
+    throw error
+  }
+}
+
+function readTokenFile (file: string): string {
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+    // Like ssh with its keys: a token others on this machine can read is not a secret.
+    if ((fs.statSync(file).mode & 0o077) !== 0) console.error(`warning: --http-token-file ${file} is readable by other users (chmod 600 it)`)
+  } catch (error) {
+    throw new UsageError(`--http-token-file ${file}: ${errorMessage(error)}`)
+  }
+  return text.replace(/\r?\n$/, '')
+}
+
 async function run (args: ReturnType<typeof parse>): Promise<void> {
   const log = consoleLogger('meshkv')
   const bootstrap = args.bootstrap === true
@@ -222,6 +283,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   if (!relay && args['relay-reservations'] !== undefined) throw new UsageError('--relay-reservations and --no-relay contradict each other')
   const httpPort = args.http === 'off' ? null : int('http', args.http, 0, 65535) ?? (bootstrap ? 7000 : 0)
   const httpHost = args['http-host'] ?? '127.0.0.1'
+  const httpSecurity = httpOptions(args, httpHost)
   if (args['mesh-key'] === '') throw new UsageError('--mesh-key must not be empty (omit it for an open mesh)')
   const meshKey = args['mesh-key'] ?? (process.env.MESHKV_MESH_KEY !== undefined && process.env.MESHKV_MESH_KEY !== '' ? process.env.MESHKV_MESH_KEY : undefined)
   const listen = args.listen ?? (bootstrap ? ['/ip4/127.0.0.1/tcp/4001', '/ip4/127.0.0.1/tcp/4002/ws'] : ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'])
@@ -283,6 +345,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   const webRoot = fileURLToPath(new URL('../../web/', import.meta.url))
   let httpUrl: string | undefined
   let server: http.Server | null = null
+  let guard: HttpGuard | null = null
   if (httpPort !== null) {
     // The server starts before the peer so its address can be published in the peer's metadata.
     const pending = http.createServer()
@@ -290,6 +353,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     const address = pending.address() as { port: number }
     httpUrl = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${address.port}`
     server = pending
+    guard = new HttpGuard({ bindHost: httpHost, port: address.port, names: httpSecurity.names, corsOrigins: httpSecurity.cors, ...(httpSecurity.token === undefined ? {} : { token: httpSecurity.token }) })
   }
 
   // Made before the peer: the WAL and the KV service report into it from their first operation.
@@ -320,6 +384,10 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   })
 
   metrics.attach(peer, relay ? { relayReservationsMax: reservations } : {})
+  if (guard !== null) {
+    const g = guard
+    counterFrom(metrics.registry, 'meshkv_http_refusals_total', 'HTTP requests refused before any route (foreign Host or Origin, form-type POST, missing token), by code', () => g.stats().refusals, 'code')
+  }
 
   let debug: DebugService | null = null
   if (args['debug-api'] === true) {
@@ -353,12 +421,13 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     discovery: { received: peer.discovery.received, dropped: peer.discovery.dropped },
     memory: process.memoryUsage()
   })
-  if (server !== null) {
+  if (server !== null && guard !== null) {
     server.on('request', httpHandler({
       peer,
       webRoot,
       info,
       metrics,
+      guard,
       ...(args['debug-api'] === true
         ? {
             extra: async (req, url, send) => await debugRoute(peer, debug!, req, url, send)
@@ -391,7 +460,10 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
 
   console.log(`meshkv peer ${peer.id} (node${bootstrap ? ', bootstrap' : ''}${relay ? `, relay for ${reservations} tabs` : ', no relay'}, incarnation ${incarnation})`)
   for (const ma of peer.libp2p.getMultiaddrs()) console.log(`listening: ${ma.toString()}`)
-  if (httpUrl !== undefined) console.log(`http: ${httpUrl}  (dashboard: ${httpUrl}/)`)
+  if (httpUrl !== undefined) {
+    console.log(`http: ${httpUrl}  (dashboard: ${httpUrl}/${httpSecurity.token === undefined ? '' : '#token=<token>'})`)
+    console.log(`http security: ${httpSecurity.token === undefined ? 'no token (loopback only)' : 'bearer token required'}; browser requests only from this peer's own origin${httpSecurity.cors.length === 0 ? '' : ` and ${httpSecurity.cors.join(', ')}`}`)
+  }
   console.log(meshKey === undefined
     ? 'mesh: open — no --mesh-key, so any peer that can reach this one may join'
     : 'mesh: private — peers must prove knowledge of the mesh key')

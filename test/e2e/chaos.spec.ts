@@ -99,7 +99,7 @@ test('without --debug-api the chaos panel is hidden and its routes do not exist'
     await tabId(page)
     await expect(page.locator('#chaos-panel')).toBeHidden()
     for (const route of ['/debug/heal', `/debug/partition?peer=${plain.id}`, `/debug/members/${plain.id}/kill`, `/debug/block?peer=${plain.id}`]) {
-      const res = await fetch(`${plain.http}${route}`, { method: 'POST' })
+      const res = await fetch(`${plain.http}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' } })
       expect(res.status, route).toBeGreaterThanOrEqual(400)
     }
     expect(plain.proc.exitCode).toBeNull()

@@ -106,12 +106,12 @@ test('tabs outlive the bootstrap: failover to another relay, a new tab reaches o
   }
   // With the Node peer refusing the new tab (its debug API), an R=2 read from the new tab can only be
   // answered by the new tab itself and old tabs.
-  expect((await fetch(`${node.http}/debug/block?peer=${fresh.id}`, { method: 'POST' })).status).toBe(200)
+  expect((await fetch(`${node.http}/debug/block?peer=${fresh.id}`, { method: 'POST', headers: { 'content-type': 'application/json' } })).status).toBe(200)
   for (const key of shared.slice(0, 5)) {
     const got = await read(key, 2)
     expect(got.values, `${key} read with r=2 from the new tab, the Node peer refusing it`).toEqual([`v-${key}`])
   }
-  expect((await fetch(`${node.http}/debug/unblock?peer=${fresh.id}`, { method: 'POST' })).status).toBe(200)
+  expect((await fetch(`${node.http}/debug/unblock?peer=${fresh.id}`, { method: 'POST', headers: { 'content-type': 'application/json' } })).status).toBe(200)
   log('r=2 reads from the new tab answered by old tabs while the Node peer refused it')
 
   // An old tab reloads with the bootstrap (its page's server) still down.

@@ -44,7 +44,7 @@ describe('meshkv/client against a peer', () => {
     // A reply with no library class for it: status and code kept.
     const notFound = await new MeshkvClient({ url: `${peer.http}/nowhere` }).members().catch((e: unknown) => e)
     expect(notFound).toBeInstanceOf(HttpResponseError)
-    expect(notFound).toMatchObject({ status: 404, code: 'ERR_HTTP_404', message: 'not found' })
+    expect(notFound).toMatchObject({ status: 404, code: 'ERR_NOT_FOUND', message: 'not found' })
     expect(() => new MeshkvClient({ url: 'ftp://x' })).toThrow(ConfigError)
     expect(() => new MeshkvClient({ retries: 11 })).toThrow(ConfigError)
   })

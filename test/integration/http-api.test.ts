@@ -78,7 +78,7 @@ describe('HTTP API', () => {
     const base = new URL(peer.http)
     const socket = net.connect(Number(base.port), base.hostname)
     await new Promise(resolve => socket.once('connect', resolve))
-    await new Promise<void>(resolve => { socket.write('PUT /kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part', () => { resolve() }) })
+    await new Promise<void>(resolve => { socket.write(`PUT /kv/half HTTP/1.1\r\nHost: ${base.host}\r\nContent-Length: 100\r\n\r\nonly part`, () => { resolve() }) })
     socket.destroy()
     expect((await request('GET', '/health')).status).toBe(200)
     expect((await request('GET', '/kv/half')).status).toBe(404)

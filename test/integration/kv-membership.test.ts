@@ -46,7 +46,7 @@ async function fullyReplicated (via: PeerProcess, keys: string[], expectedPrimar
 }
 
 async function block (p: PeerProcess, other: PeerProcess, on: boolean): Promise<void> {
-  const res = await fetch(`${p.http}/debug/${on ? 'block' : 'unblock'}?peer=${other.id}`, { method: 'POST' })
+  const res = await fetch(`${p.http}/debug/${on ? 'block' : 'unblock'}?peer=${other.id}`, { method: 'POST', headers: { 'content-type': 'application/json' } })
   expect(res.status).toBe(200)
 }
 
