@@ -7,6 +7,7 @@ import './polyfills.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { loadHash64, loadRingHash } from './adapters/hash-xxhash.js'
+import { type MeshAgreement, agreementMeta, compatibility } from './core/agreement.js'
 import type { StorageConfig } from './core/config.js'
 import { ConfigError } from './core/errors.js'
 import type { Emitter } from './core/emitter.js'
@@ -17,6 +18,7 @@ import type { GetResult, PutResult, ReadOptions, WriteOptions } from './core/kv/
 import type { PeerInfo } from './services/peer-info.js'
 import type { SwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
+import { RING_HASH_SCHEME } from './core/ring/hash.js'
 import type { Ring } from './core/ring/ring.js'
 import { type EngineEvents, StorageEngine } from './core/storage/engine.js'
 import type { WalAdapter } from './core/storage/wal-adapter.js'
@@ -29,6 +31,8 @@ import { SwimService, type SwimServiceEvents } from './services/swim-service.js'
 /** The wire protocol version this build speaks; published in member metadata. 2: placement by location and
  * durability, and `dw` on forwarded writes. */
 export const PROTOCOL_VERSION = 2
+/** The oldest protocol version this build works with (published as `protoMin`; see src/core/agreement.ts). */
+export const PROTOCOL_VERSION_MIN = 2
 /** Longest location a peer publishes. */
 export const LOCATION_CHARS_MAX = 128
 
@@ -56,7 +60,8 @@ export interface PeerOptions extends MeshNodeOptions {
    * its data in memory only. */
   wal?: WalAdapter
   storage?: Partial<StorageConfig>
-  /** Replication settings; N must match across the mesh. */
+  /** Replication settings. N and minDurable must match across the mesh: a member whose differ is refused
+   * (src/core/agreement.ts), and a join through members that all refuse fails with IncompatiblePeerError. */
   kv?: Partial<KvConfig>
 }
 
@@ -135,7 +140,9 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     }
   })
   if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
-  const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, proto: PROTOCOL_VERSION, location: options.location, durability: options.durable ? 'durable' : 'volatile' }
+  // What every member of the mesh must share; published, and checked against every member's (src/core/agreement.ts).
+  const agreement: MeshAgreement = { proto: PROTOCOL_VERSION, protoMin: PROTOCOL_VERSION_MIN, n: kvConfig.n, minDurable: kvConfig.minDurable, ringScheme: RING_HASH_SCHEME }
+  const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, ...agreementMeta(agreement), location: options.location, durability: options.durable ? 'durable' : 'volatile' }
   if (options.http !== undefined) meta.http = options.http
   // The dashboard's chaos panel acts through members that run the debug API (src/services/debug.ts).
   if (options.blocked !== undefined) meta.debug = 1
@@ -145,6 +152,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
     config: options.swim,
     meta,
     incarnation: options.incarnation,
+    compatibility: remote => compatibility(agreement, remote),
     ...(options.meshKey === undefined ? {} : { meshKey: options.meshKey }),
     clock: options.clock,
     rng: options.rng,

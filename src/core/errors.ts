@@ -194,3 +194,15 @@ export class LeavingError extends MeshkvError {
     super(`peer ${peer} is leaving the mesh and takes no new writes`)
   }
 }
+
+/**
+ * A peer was refused (or refused this one) because the two disagree on a setting every member of a mesh
+ * must share (src/core/agreement.ts): N, `minDurable`, the protocol version or the ring hash scheme.
+ * `reason` names each setting with both values, this peer's first (`n=5 here, n=3 there`).
+ */
+export class IncompatiblePeerError extends MeshkvError {
+  readonly code = 'ERR_INCOMPATIBLE_PEER'
+  constructor (readonly peer: string, readonly reason: string) {
+    super(`peer ${peer} and this one cannot share a mesh: ${reason}`)
+  }
+}

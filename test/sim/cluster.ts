@@ -150,7 +150,7 @@ export class SimCluster {
         this.changes.push({ at: this.now, observer: from, id: e.member.id, state: e.member.state, previous: e.previous, incarnation: e.member.incarnation })
         continue
       }
-      this.send(from, e.to, e.message)
+      if (e.type === 'send') this.send(from, e.to, e.message)
     }
   }
 
