@@ -242,6 +242,8 @@ export class SwimService {
         this.stats.incompatible++
         this.log.warn(`swim: refusing member ${e.id}${e.direct ? '' : ' (news of it from another member)'}: its mesh-wide settings differ from this peer's: ${e.reason} (every peer of a mesh needs the same --n and --min-durable and a compatible version)`)
         this.events.emit('incompatible', { peer: e.id, reason: e.reason, direct: e.direct })
+        const out = this.outbound.get(e.id)
+        if (out !== undefined && out.queue.length === 0 && !out.writing) this.dropOutbound(e.id)
       } else {
         this.learnAddresses(e.member)
         // A member that died or left gets no more messages: release its stream (bounded by live members).
@@ -394,6 +396,9 @@ export class SwimService {
         await out.write(bytes)
         this.stats.sent++
       }
+      // A refused member gets only the answer that says why: release its stream once that is written, so
+      // refused peers hold no streams (the machine sends them nothing else).
+      if (this.swim.refusal(to) !== undefined && this.outbound.get(to) === out) this.dropOutbound(to)
     } catch (error) {
       this.stats.streamErrors++
       this.stats.dropped += out.queue.length

@@ -40,7 +40,7 @@ describe('mesh-wide agreement (node processes)', () => {
 
     const bad = await group.start('bad-n', ['--join', boot.tcp, '--n', '5'])
     // The joiner is told why, logs both values and exits rather than serve a ring of its own.
-    expect((await exitOf(bad, 30_000)).code).toBe(1)
+    expect((await exitOf(bad, 60_000)).code).toBe(1)
     expect(bad.output.some(line => /join refused/.test(line) && line.includes('n=5 here, n=3 there')), bad.output.join('\n')).toBe(true)
     expect(bad.output.some(line => line.includes(boot.id) && line.includes('n=5 here, n=3 there'))).toBe(true)
     // The member it reached logs the refusal with both values, and counts it.
@@ -49,7 +49,7 @@ describe('mesh-wide agreement (node processes)', () => {
 
     // Another --min-durable is refused the same way, through the other member.
     const badDurable = await group.start('bad-md', ['--join', p1.tcp, '--min-durable', '2'])
-    expect((await exitOf(badDurable, 30_000)).code).toBe(1)
+    expect((await exitOf(badDurable, 60_000)).code).toBe(1)
     expect(badDurable.output.some(line => /join refused/.test(line) && line.includes('minDurable=2 here, minDurable=1 there')), badDurable.output.join('\n')).toBe(true)
     await waitUntil(async () => p1.output.some(line => line.includes(`refusing member ${badDurable.id}`) && line.includes('minDurable=1 here, minDurable=2 there')), 10_000, 'p1 logs the refusal')
     expect(await incompatibleCount(p1)).toBeGreaterThanOrEqual(1)
@@ -73,5 +73,5 @@ describe('mesh-wide agreement (node processes)', () => {
     for (const refused of [bad, badDurable]) {
       for (const p of [...mesh, good]) expect(changesOf(refused, p.id), refused.output.join('\n')).toEqual([])
     }
-  }, 120_000)
+  }, 240_000)
 })
