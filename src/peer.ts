@@ -60,7 +60,7 @@ export interface PeerOptions extends MeshNodeOptions {
    * its data in memory only. */
   wal?: WalAdapter
   storage?: Partial<StorageConfig>
-  /** Replication settings. N and minDurable must match across the mesh: a member whose differ is refused
+  /** Replication settings. N, minDurable and durableAcks must match across the mesh: a member whose differ is refused
    * (src/core/agreement.ts), and a join through members that all refuse fails with IncompatiblePeerError. */
   kv?: Partial<KvConfig>
 }
@@ -141,7 +141,7 @@ export async function createPeer (options: PeerOptions): Promise<Peer> {
   })
   if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
   // What every member of the mesh must share; published, and checked against every member's (src/core/agreement.ts).
-  const agreement: MeshAgreement = { proto: PROTOCOL_VERSION, protoMin: PROTOCOL_VERSION_MIN, n: kvConfig.n, minDurable: kvConfig.minDurable, ringScheme: RING_HASH_SCHEME }
+  const agreement: MeshAgreement = { proto: PROTOCOL_VERSION, protoMin: PROTOCOL_VERSION_MIN, n: kvConfig.n, minDurable: kvConfig.minDurable, durableAcks: kvConfig.durableAcks, ringScheme: RING_HASH_SCHEME }
   const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, ...agreementMeta(agreement), location: options.location, durability: options.durable ? 'durable' : 'volatile' }
   if (options.http !== undefined) meta.http = options.http
   // The dashboard's chaos panel acts through members that run the debug API (src/services/debug.ts).

@@ -3,7 +3,7 @@
  * - Where to join: the serving peer's /api/info (its WebSocket addresses). When that peer is gone (the page
  *   then comes from the service worker's copy, sw.js), the relays this origin saw last, kept in
  *   localStorage (addresses only, never a key).
- * - The settings every member of the mesh must share (N, minDurable; src/core/agreement.ts): from /api/info
+ * - The settings every member of the mesh must share (N, minDurable, durableAcks; src/core/agreement.ts): from /api/info
  *   too, remembered for the next visit; a tab with other settings would be refused by every member.
  * - The mesh key of a private mesh: from the URL fragment (`#key=...`, which browsers never send to a
  *   server), or typed into the page. It is kept in sessionStorage only (gone when the tab closes; never
@@ -28,18 +28,19 @@ export interface MeshEntry {
   source: 'query' | 'server' | 'remembered'
   /** The serving peer runs the debug API (the chaos panel). */
   debugApi: boolean
-  /** The mesh's N and minDurable (from the server, or remembered); null: the defaults. */
+  /** The mesh's N, minDurable and durableAcks (from the server, or remembered); null: the defaults. */
   settings: MeshSettings | null
 }
 
-export interface MeshSettings { n: number; minDurable: number }
+export interface MeshSettings { n: number; minDurable: number; durableAcks: number }
 
 /** The settings from an /api/info `mesh` object or a remembered copy, if they are sane. */
 function settingsOf (value: unknown): MeshSettings | null {
   if (typeof value !== 'object' || value === null) return null
-  const { n, minDurable } = value as { n?: unknown; minDurable?: unknown }
-  if (!Number.isInteger(n) || !Number.isInteger(minDurable) || (n as number) < 1 || (n as number) > N_MAX || (minDurable as number) < 0 || (minDurable as number) > (n as number)) return null
-  return { n: n as number, minDurable: minDurable as number }
+  const { n, minDurable, durableAcks } = value as { n?: unknown; minDurable?: unknown; durableAcks?: unknown }
+  const within = (v: unknown, min: number, max: number): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= max
+  if (!within(n, 1, N_MAX) || !within(minDurable, 0, n) || !within(durableAcks, 0, n)) return null
+  return { n, minDurable, durableAcks }
 }
 
 function rememberedSettings (): MeshSettings | null {

@@ -63,7 +63,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               peer, refused like a different --n
   --durable-acks <n>          durable replicas that must have made a write durable before it is
                               acknowledged, besides W (default ${defaultKvConfig().durableAcks}; a request may raise it with ?dw=);
-                              with none up, writes fail with 503 ERR_NO_DURABLE_REPLICA
+                              with none up, writes fail with 503 ERR_NO_DURABLE_REPLICA; the same on
+                              every peer, refused like a different --n
   --hedge-multiplier <x>      a replica that has not answered after x times its p99 round trip (within
                               ${defaultKvConfig().hedgeMinMs}..${defaultKvConfig().hedgeMaxMs} ms) gets a stand-in: the next member by placement
                               (default ${defaultKvConfig().hedgeMultiplier}; 0 turns hedging off)
@@ -99,7 +100,7 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
 GET /kv/<key>/placement, PUT /heartbeat/<service>?ttl=<ms>, GET /services, GET /watch?prefix=<p> (SSE),
 GET /ring, GET /members, GET /stats, GET /health, GET /api/info, GET / (dashboard).
-Members must agree on --n, --min-durable, the protocol version and the ring hash scheme; refusals are
+Members must agree on --n, --min-durable, --durable-acks, the protocol version and the ring hash scheme; refusals are
 logged once per member and counted in GET /stats (swim.incompatible).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
 
@@ -360,7 +361,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     browserBootstrap: peer.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/ws')),
     meshPrivate: meshKey !== undefined,
     // What every member must share (src/core/agreement.ts).
-    mesh: { n: kv.n, minDurable: kv.minDurable, proto: PROTOCOL_VERSION, ring: RING_HASH_SCHEME },
+    mesh: { n: kv.n, minDurable: kv.minDurable, durableAcks: kv.durableAcks, proto: PROTOCOL_VERSION, ring: RING_HASH_SCHEME },
     debugApi: debug !== null,
     swim: peer.membership.stats,
     discovery: { received: peer.discovery.received, dropped: peer.discovery.dropped },

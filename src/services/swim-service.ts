@@ -16,7 +16,7 @@
  * key both sides must be keyless (a keyed peer refuses a keyless one and vice versa).
  *
  * Mesh-wide agreement (src/core/agreement.ts) is checked one step later, on the join's push-pull, which
- * carries each side's metadata (N, minDurable, protocol versions, ring hash scheme): the machine refuses a
+ * carries each side's metadata (N, minDurable, durableAcks, protocol versions, ring hash scheme): the machine refuses a
  * member whose settings differ and answers with its own record, so both sides log the refusal with both
  * values and the joiner's `join()` fails with an IncompatiblePeerError. It is not in the stream handshake
  * above because peers of the previous build accept only that handshake's exact bytes, and a mesh must be
@@ -240,7 +240,7 @@ export class SwimService {
       if (e.type === 'send') this.send(e.to, e.message)
       else if (e.type === 'refused') {
         this.stats.incompatible++
-        this.log.warn(`swim: refusing member ${e.id}${e.direct ? '' : ' (news of it from another member)'}: its mesh-wide settings differ from this peer's: ${e.reason} (every peer of a mesh needs the same --n and --min-durable and a compatible version)`)
+        this.log.warn(`swim: refusing member ${e.id}${e.direct ? '' : ' (news of it from another member)'}: its mesh-wide settings differ from this peer's: ${e.reason} (every peer of a mesh needs the same --n, --min-durable and --durable-acks and a compatible version)`)
         this.events.emit('incompatible', { peer: e.id, reason: e.reason, direct: e.direct })
         const out = this.outbound.get(e.id)
         if (out !== undefined && out.queue.length === 0 && !out.writing) this.dropOutbound(e.id)

@@ -12,7 +12,7 @@ import { SimCluster, type SimMember } from './cluster.js'
 
 const seedOr = (fallback: number): number => Number(process.env.MESHKV_SEED ?? fallback)
 const config = testSwimConfig()
-const base: MeshAgreement = { proto: 2, protoMin: 2, n: 3, minDurable: 1, ringScheme: RING_HASH_SCHEME }
+const base: MeshAgreement = { proto: 2, protoMin: 2, n: 3, minDurable: 1, durableAcks: 1, ringScheme: RING_HASH_SCHEME }
 
 function checking (a: Partial<MeshAgreement> = {}): SimMember {
   const local = { ...base, ...a }

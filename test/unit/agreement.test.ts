@@ -8,7 +8,7 @@ import { testSwimConfig } from '../../src/core/membership/config.js'
 import { type Effect, type Meta, REFUSED_MAX, Swim, type SwimMessage, type Update } from '../../src/core/membership/swim.js'
 import { RING_HASH_SCHEME } from '../../src/core/ring/hash.js'
 
-const base: MeshAgreement = { proto: 2, protoMin: 2, n: 3, minDurable: 1, ringScheme: RING_HASH_SCHEME }
+const base: MeshAgreement = { proto: 2, protoMin: 2, n: 3, minDurable: 1, durableAcks: 1, ringScheme: RING_HASH_SCHEME }
 const meta = (a: Partial<MeshAgreement> = {}): Meta => ({ kind: 'node', vnodes: 256, ...agreementMeta({ ...base, ...a }) })
 
 describe('agreement: compatibility(local, remote)', () => {
@@ -21,6 +21,7 @@ describe('agreement: compatibility(local, remote)', () => {
     expect(compatibility(base, meta({ n: 5 }))).toBe('n=3 here, n=5 there')
     expect(compatibility({ ...base, n: 5 }, meta())).toBe('n=5 here, n=3 there')
     expect(compatibility(base, meta({ minDurable: 2 }))).toBe('minDurable=1 here, minDurable=2 there')
+    expect(compatibility(base, meta({ durableAcks: 0 }))).toBe('durableAcks=1 here, durableAcks=0 there')
     expect(compatibility(base, meta({ ringScheme: 'sha1/1' }))).toBe('ring="xxh64-top53/1" here, ring="sha1/1" there')
     expect(mismatches(base, meta({ n: 5, minDurable: 0, proto: 3, protoMin: 3 })).map(m => m.setting)).toEqual(['proto', 'n', 'minDurable'])
   })
@@ -36,7 +37,8 @@ describe('agreement: compatibility(local, remote)', () => {
   })
 
   it('takes what an older build does not publish as agreeing, but a missing protocol version as version 1', () => {
-    // The previous build published kind, vnodes and proto only: N, minDurable and ring cannot be compared.
+    // The previous build published kind, vnodes and proto only: N, minDurable, durableAcks and ring cannot
+    // be compared.
     expect(compatibility(base, { kind: 'node', vnodes: 256, proto: 2 })).toBeNull()
     expect(compatibility(base, { kind: 'node', vnodes: 256, proto: 1 })).toBe('proto=2 here, proto=1 there')
     expect(compatibility(base, { kind: 'node', vnodes: 256 })).toBe('proto=2 here, proto=1 there')
@@ -54,6 +56,7 @@ describe('agreement: compatibility(local, remote)', () => {
       span: fc.integer({ min: 0, max: 2 }),
       n: fc.integer({ min: 1, max: 5 }),
       minDurable: fc.integer({ min: 0, max: 2 }),
+      durableAcks: fc.integer({ min: 0, max: 2 }),
       ringScheme: fc.constantFrom(RING_HASH_SCHEME, 'other/1')
     }).map(({ proto, span, ...rest }): MeshAgreement => ({ ...rest, proto, protoMin: Math.max(1, proto - span) }))
     fc.assert(fc.property(agreement, agreement, (a, b) => {
