@@ -5,7 +5,7 @@
  */
 import './polyfills.js'
 
-export { createPeer, PROTOCOL_VERSION, type Peer, type PeerEvents, type CreatePeerOptions, type PeerOptions, type LeaveOptions, type Placement } from './peer.js'
+export { createPeer, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, type Peer, type PeerEvents, type CreatePeerOptions, type PeerOptions, type LeaveOptions, type Placement } from './peer.js'
 export type { GetResult, PutResult, ReadOptions, WriteOptions as PeerWriteOptions, SiblingView, ReplicaView } from './core/kv/node.js'
 export { type KvConfig, defaultKvConfig } from './core/kv/config.js'
 export { type SwimConfig, defaultSwimConfig, browserSwimConfig } from './core/membership/config.js'

@@ -9,6 +9,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { loadHash64, loadRingHash } from './adapters/hash-xxhash.js'
+import { type MeshAgreement, agreementMeta, compatibility } from './core/agreement.js'
 import type { StorageConfig } from './core/config.js'
 import { cryptoRng } from './adapters/random.js'
 import { ConfigError, errorMessage } from './core/errors.js'
@@ -20,6 +21,7 @@ import type { GetResult, OpObserver, PutResult, ReadOptions, WriteOptions } from
 import type { PeerInfo } from './services/peer-info.js'
 import { type SwimConfig, browserSwimConfig, defaultSwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
+import { RING_HASH_SCHEME } from './core/ring/hash.js'
 import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES, type Ring } from './core/ring/ring.js'
 import { type EngineEvents, StorageEngine } from './core/storage/engine.js'
 import type { WalAdapter } from './core/storage/wal-adapter.js'
@@ -32,6 +34,8 @@ import { SwimService, type SwimServiceEvents } from './services/swim-service.js'
 /** The wire protocol version this build speaks; published in member metadata. 2: placement by location and
  * durability, and `dw` on forwarded writes. */
 export const PROTOCOL_VERSION = 2
+/** The oldest protocol version this build works with (published as `protoMin`; see src/core/agreement.ts). */
+export const PROTOCOL_VERSION_MIN = 2
 /** Longest location a peer publishes. */
 export const LOCATION_CHARS_MAX = 128
 
@@ -59,7 +63,8 @@ export interface PeerOptions extends MeshNodeOptions {
    * its data in memory only. */
   wal?: WalAdapter
   storage?: Partial<StorageConfig>
-  /** Replication settings; N must match across the mesh. */
+  /** Replication settings. N, minDurable and durableAcks must match across the mesh: a member whose differ is refused
+   * (src/core/agreement.ts), and a join through members that all refuse fails with IncompatiblePeerError. */
   kv?: Partial<KvConfig>
   /** Told how every client operation through this peer ended (kind, latency, error, siblings read): the
    * Node CLI's Prometheus metrics (src/cli/metrics.ts). None by default. */
@@ -71,6 +76,9 @@ export interface PeerEvents {
   member: SwimServiceEvents['change']
   /** A join attempt reached the mesh. */
   joined: SwimServiceEvents['joined']
+  /** A member was refused because its mesh-wide settings (N, min-durable, durable-acks, protocol, ring
+   * hash) differ from this peer's; once per member and reason. */
+  incompatible: SwimServiceEvents['incompatible']
   /** A TTL key expired on this replica. */
   expired: EngineEvents['expired']
   /** Something needs attention (too many siblings, a failed compaction). */
@@ -205,7 +213,9 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
     }
   })
   if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
-  const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, proto: PROTOCOL_VERSION, location: options.location, durability: options.durable ? 'durable' : 'volatile' }
+  // What every member of the mesh must share; published, and checked against every member's (src/core/agreement.ts).
+  const agreement: MeshAgreement = { proto: PROTOCOL_VERSION, protoMin: PROTOCOL_VERSION_MIN, n: kvConfig.n, minDurable: kvConfig.minDurable, durableAcks: kvConfig.durableAcks, ringScheme: RING_HASH_SCHEME }
+  const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, ...agreementMeta(agreement), location: options.location, durability: options.durable ? 'durable' : 'volatile' }
   if (options.http !== undefined) meta.http = options.http
   // The dashboard's chaos panel acts through members that run the debug API (src/services/debug.ts).
   if (options.blocked !== undefined) meta.debug = 1
@@ -215,6 +225,7 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
     config: options.swim,
     meta,
     incarnation: options.incarnation,
+    compatibility: remote => compatibility(agreement, remote),
     ...(options.meshKey === undefined ? {} : { meshKey: options.meshKey }),
     clock: options.clock,
     rng: options.rng,
@@ -302,6 +313,7 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
     on: (event, listener) => {
       if (event === 'member') return membership.events.on('change', listener as (e: PeerEvents['member']) => void)
       if (event === 'joined') return membership.events.on('joined', listener as (e: PeerEvents['joined']) => void)
+      if (event === 'incompatible') return membership.events.on('incompatible', listener as (e: PeerEvents['incompatible']) => void)
       if (event === 'expired') return engine.events.on('expired', listener as (e: PeerEvents['expired']) => void)
       return engine.events.on('warning', listener as (e: PeerEvents['warning']) => void)
     },

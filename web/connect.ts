@@ -3,6 +3,8 @@
  * - Where to join: the serving peer's /api/info (its WebSocket addresses). When that peer is gone (the page
  *   then comes from the service worker's copy, sw.js), the relays this origin saw last, kept in
  *   localStorage (addresses only, never a key).
+ * - The settings every member of the mesh must share (N, minDurable, durableAcks; src/core/agreement.ts): from /api/info
+ *   too, remembered for the next visit; a tab with other settings would be refused by every member.
  * - The mesh key of a private mesh: from the URL fragment (`#key=...`, which browsers never send to a
  *   server), or typed into the page. It is kept in sessionStorage only (gone when the tab closes; never
  *   localStorage or IndexedDB), and the fragment is removed from the address bar at once.
@@ -11,10 +13,12 @@
  *   `Authorization: Bearer` by apiFetch. The page's own files are public; /api/info and the debug routes
  *   answer 401 without the token, which is when the page asks for it.
  */
+import { N_MAX } from '../src/core/kv/config.js'
 import { $ } from './dom.js'
 
 const RELAYS_KEY = 'meshkv-relays'
 const PRIVATE_KEY = 'meshkv-private'
+const SETTINGS_KEY = 'meshkv-mesh-settings'
 const MESH_KEY_SESSION = 'meshkv-mesh-key'
 const HTTP_TOKEN_SESSION = 'meshkv-http-token'
 /** Most relay addresses kept for a reload. */
@@ -29,13 +33,30 @@ export interface MeshEntry {
   source: 'query' | 'server' | 'remembered'
   /** The serving peer runs the debug API (the chaos panel). */
   debugApi: boolean
+  /** The mesh's N, minDurable and durableAcks (from the server, or remembered); null: the defaults. */
+  settings: MeshSettings | null
+}
+
+export interface MeshSettings { n: number; minDurable: number; durableAcks: number }
+
+/** The settings from an /api/info `mesh` object or a remembered copy, if they are sane. */
+function settingsOf (value: unknown): MeshSettings | null {
+  if (typeof value !== 'object' || value === null) return null
+  const { n, minDurable, durableAcks } = value as { n?: unknown; minDurable?: unknown; durableAcks?: unknown }
+  const within = (v: unknown, min: number, max: number): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= max
+  if (!within(n, 1, N_MAX) || !within(minDurable, 0, n) || !within(durableAcks, 0, n)) return null
+  return { n, minDurable, durableAcks }
+}
+
+function rememberedSettings (): MeshSettings | null {
+  try { return settingsOf(JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? 'null')) } catch { return null }
 }
 
 export async function meshEntry (): Promise<MeshEntry> {
   const remembered = localStorage.getItem(PRIVATE_KEY) === '1'
   const fromQuery = new URLSearchParams(location.search).getAll('bootstrap')
-  if (fromQuery.length > 0) return { addrs: fromQuery, private: remembered, source: 'query', debugApi: false }
   httpTokenFromPage()
+  if (fromQuery.length > 0) return { addrs: fromQuery, private: remembered, source: 'query', debugApi: false, settings: rememberedSettings() }
   let problem: string
   try {
     let res = await apiFetch('/api/info', { signal: AbortSignal.timeout(10_000) })
@@ -46,16 +67,18 @@ export async function meshEntry (): Promise<MeshEntry> {
       res = await apiFetch('/api/info', { signal: AbortSignal.timeout(10_000) })
     }
     if (res.ok) {
-      const info = await res.json() as { browserBootstrap: string[]; meshPrivate?: boolean; debugApi?: boolean }
+      const info = await res.json() as { browserBootstrap: string[]; meshPrivate?: boolean; debugApi?: boolean; mesh?: unknown }
       localStorage.setItem(PRIVATE_KEY, info.meshPrivate === true ? '1' : '0')
-      return { addrs: info.browserBootstrap, private: info.meshPrivate === true, source: 'server', debugApi: info.debugApi === true }
+      const settings = settingsOf(info.mesh)
+      if (settings !== null) localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings))
+      return { addrs: info.browserBootstrap, private: info.meshPrivate === true, source: 'server', debugApi: info.debugApi === true, settings }
     }
     problem = `GET /api/info: ${res.status}`
   } catch (error) {
     problem = `GET /api/info: ${error instanceof Error ? error.message : String(error)}`
   }
   const known = knownRelays()
-  if (known.length > 0) return { addrs: known, private: remembered, source: 'remembered', debugApi: false }
+  if (known.length > 0) return { addrs: known, private: remembered, source: 'remembered', debugApi: false, settings: rememberedSettings() }
   throw new Error(`${problem}; open this page from a meshkv peer, or pass ?bootstrap=<multiaddr>`)
 }
 

@@ -121,6 +121,8 @@ async function main (): Promise<void> {
     connectionPingIntervalMs: TAB_PING_INTERVAL_MS,
     swim: { ...browserSwimConfig(), metaBytesMax: 2048 },
     incarnation: identity.incarnation,
+    // The mesh's N, minDurable and durableAcks (its members refuse a tab with others); R and W within that N.
+    ...(entry.settings === null ? {} : { kv: { ...entry.settings, r: Math.min(2, entry.settings.n), w: Math.min(2, entry.settings.n) } }),
     // A client-only member owns no ring tokens, so it holds no keys; it still coordinates requests.
     vnodes: replica ? (durable ? DEFAULT_VNODES : DEFAULT_VOLATILE_VNODES) : 0,
     location: browserProfile(),

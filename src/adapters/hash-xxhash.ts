@@ -1,7 +1,8 @@
 /**
  * The 64-bit key hash: xxHash64 (seed 0) from xxhash-wasm, which carries its WebAssembly inline and gives
  * identical results in browsers and Node. Loading is asynchronous (WebAssembly compilation), so peers await
- * `loadRingHash()` once at start.
+ * `loadRingHash()` once at start. Together with how positions and tokens are derived it is the ring hash
+ * scheme named by RING_HASH_SCHEME (src/core/ring/hash.ts): change that name if this hash ever changes.
  */
 import xxhash from 'xxhash-wasm'
 import { ringHashFrom } from '../core/ring/hash.js'

@@ -248,6 +248,7 @@ export class PeerMetrics {
     counterFrom(r, 'meshkv_swim_refutations_total', 'Suspicions of itself this peer refuted with a higher incarnation', () => swim.refutations)
     counterFrom(r, 'meshkv_swim_deaths_total', 'Members this peer declared or learned dead', () => swim.deaths)
     gaugeFrom(r, 'meshkv_swim_awareness', 'Lifeguard local health (0 healthy; higher stretches this peer\'s probe timeouts)', () => swim.awareness)
+    counterFrom(r, 'meshkv_swim_incompatible_total', 'Members refused because their mesh-wide settings (N, min-durable, durable-acks, protocol, ring hash) differ from this peer\'s; once per member and reason', () => swimIo.incompatible)
     counterFrom(r, 'meshkv_swim_messages_sent_total', 'SWIM messages sent', () => swimIo.sent)
     counterFrom(r, 'meshkv_swim_messages_received_total', 'SWIM messages received', () => swimIo.received)
     counterFrom(r, 'meshkv_swim_messages_dropped_total', 'SWIM messages dropped unsent (full queue, no stream)', () => swimIo.dropped)

@@ -23,11 +23,12 @@ import { consoleLogger, systemClock } from '../adapters/node-env.js'
 import { cryptoRng } from '../adapters/random.js'
 import { FileWal } from '../adapters/wal-file.js'
 import { type Durability, defaultStorageConfig } from '../core/config.js'
-import { errorMessage, MeshkvError } from '../core/errors.js'
+import { errorMessage, IncompatiblePeerError, MeshkvError } from '../core/errors.js'
 import { type KvConfig, N_MAX, defaultKvConfig, validateKvConfig } from '../core/kv/config.js'
 import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
 import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
-import { LOCATION_CHARS_MAX, createMeshPeer } from '../peer.js'
+import { RING_HASH_SCHEME } from '../core/ring/hash.js'
+import { LOCATION_CHARS_MAX, PROTOCOL_VERSION, createMeshPeer } from '../peer.js'
 import { DebugService } from '../services/debug.js'
 import { debugRoute } from './debug-api.js'
 import { httpHandler } from './http-api.js'
@@ -66,7 +67,9 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               the peer's own dashboard get 403)
   --data-dir <dir>            identity key, incarnation, known peers and the write-ahead log
                               (default ./meshkv-data); one peer per directory
-  --n <n>                     replicas per key (default ${defaultKvConfig().n}, 1..${N_MAX}); the same on every peer
+  --n <n>                     replicas per key (default ${defaultKvConfig().n}, 1..${N_MAX}); the same on every peer:
+                              members refuse a peer with another N (both log both values), and a
+                              joining peer that every member it reaches refuses exits with status 1
   --r <n>                     replies a read waits for (default ${defaultKvConfig().r})
   --w <n>                     acknowledgements a write waits for (default ${defaultKvConfig().w})
   --strict-quorum             count primaries only: no fallbacks, no hinted handoff (default sloppy)
@@ -74,10 +77,12 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               peers on one machine share one); each key's replicas go to distinct
                               locations first
   --min-durable <n>           durable members (Node peers, not tabs) among each key's N replicas
-                              (default ${defaultKvConfig().minDurable}, capped by how many there are); the same on every peer
+                              (default ${defaultKvConfig().minDurable}, capped by how many there are); the same on every
+                              peer, refused like a different --n
   --durable-acks <n>          durable replicas that must have made a write durable before it is
                               acknowledged, besides W (default ${defaultKvConfig().durableAcks}; a request may raise it with ?dw=);
-                              with none up, writes fail with 503 ERR_NO_DURABLE_REPLICA
+                              with none up, writes fail with 503 ERR_NO_DURABLE_REPLICA; the same on
+                              every peer, refused like a different --n
   --hedge-multiplier <x>      a replica that has not answered after x times its p99 round trip (within
                               ${defaultKvConfig().hedgeMinMs}..${defaultKvConfig().hedgeMaxMs} ms) gets a stand-in: the next member by placement
                               (default ${defaultKvConfig().hedgeMultiplier}; 0 turns hedging off)
@@ -124,6 +129,8 @@ DELETE; a POST (debug routes only) needs Content-Type application/json or applic
 Refused: a foreign Host or Origin (403 ERR_FORBIDDEN_HOST / ERR_FORBIDDEN_ORIGIN), a form-type POST
 (415 ERR_FORM_POST), a missing or wrong token (401 ERR_UNAUTHORIZED); counted in GET /stats "http"
 and /metrics (meshkv_http_refusals_total).
+Members must agree on --n, --min-durable, --durable-acks, the protocol version and the ring hash scheme; refusals are
+logged once per member and counted in GET /stats (swim.incompatible).
 SIGINT or SIGTERM leaves the mesh gracefully (others list this peer as "left", not "dead").`
 
 /** With --debug-api: echoes bytes back, the raw libp2p request/reply baseline of `npm run bench -- kv`. */
@@ -416,6 +423,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     // What a browser tab dials to join: this peer's WebSocket addresses.
     browserBootstrap: peer.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/ws')),
     meshPrivate: meshKey !== undefined,
+    // What every member must share (src/core/agreement.ts).
+    mesh: { n: kv.n, minDurable: kv.minDurable, durableAcks: kv.durableAcks, proto: PROTOCOL_VERSION, ring: RING_HASH_SCHEME },
     debugApi: debug !== null,
     swim: peer.membership.stats,
     discovery: { received: peer.discovery.received, dropped: peer.discovery.dropped },
@@ -508,7 +517,19 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     console.log(`joining through ${seeds.length} address(es)…`)
     peer.join(seeds).then(
       () => { console.log(`joined: ${peer.members().filter(m => m.state === 'alive').length} members alive`) },
-      error => { log.error('join failed', error) }
+      error => {
+        if (!(error instanceof IncompatiblePeerError)) { log.error('join failed', error); return }
+        // A peer the mesh refuses would only serve a ring of its own: stop rather than retry, so the operator
+        // (or a supervisor's restart loop, or a rolling deploy's health check) sees it at once.
+        console.error(`error: join refused: ${error.message}. Restart this peer with the mesh's settings; exiting`)
+        let timer: ReturnType<typeof setTimeout> | undefined
+        void Promise.race([peer.stop().catch(() => {}), new Promise(resolve => { timer = setTimeout(resolve, 10_000) })]).finally(() => {
+          clearTimeout(timer)
+          server?.close()
+          unlock()
+          process.exit(1)
+        })
+      }
     )
   }
 }

@@ -209,3 +209,15 @@ export class StoreFullError extends MeshkvError {
       : `the store is full: ${heldBytes} bytes held, the ${during === 'merge' ? 'hard limit for merges from other replicas' : 'memory budget'} is ${limitBytes} bytes; delete keys or raise --memory-max-mb`)
   }
 }
+
+/**
+ * A peer was refused (or refused this one) because the two disagree on a setting every member of a mesh
+ * must share (src/core/agreement.ts): N, `minDurable`, the protocol version or the ring hash scheme.
+ * `reason` names each setting with both values, this peer's first (`n=5 here, n=3 there`).
+ */
+export class IncompatiblePeerError extends MeshkvError {
+  readonly code = 'ERR_INCOMPATIBLE_PEER'
+  constructor (readonly peer: string, readonly reason: string) {
+    super(`peer ${peer} and this one cannot share a mesh: ${reason}`)
+  }
+}

@@ -14,6 +14,13 @@
  * Peer ids come from the noise-authenticated connection, so each side proves knowledge of the mesh key to
  * this very peer with fresh nonces; a peer that does not is refused, counted, and its stream reset. Without a
  * key both sides must be keyless (a keyed peer refuses a keyless one and vice versa).
+ *
+ * Mesh-wide agreement (src/core/agreement.ts) is checked one step later, on the join's push-pull, which
+ * carries each side's metadata (N, minDurable, durableAcks, protocol versions, ring hash scheme): the machine refuses a
+ * member whose settings differ and answers with its own record, so both sides log the refusal with both
+ * values and the joiner's `join()` fails with an IncompatiblePeerError. It is not in the stream handshake
+ * above because peers of the previous build accept only that handshake's exact bytes, and a mesh must be
+ * upgradable one peer at a time.
  */
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -21,9 +28,9 @@ import { lpStream } from '@libp2p/utils'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { Emitter } from '../core/emitter.js'
 import type { Clock, Logger, Rng } from '../core/env.js'
-import { DecodeError, errorMessage } from '../core/errors.js'
+import { DecodeError, IncompatiblePeerError, errorMessage } from '../core/errors.js'
 import type { SwimConfig } from '../core/membership/config.js'
-import { type Effect, type MemberState, type MemberView, Swim, type SwimMessage } from '../core/membership/swim.js'
+import { type Effect, type MemberState, type MemberView, type Meta, Swim, type SwimMessage } from '../core/membership/swim.js'
 import { SWIM_MESSAGE_BYTES_MAX, decodeSwim, encodeSwim } from '../core/protocol/swim-codec.js'
 import type { MeshLibp2p } from './mesh-node.js'
 
@@ -42,6 +49,8 @@ export interface SwimServiceInit {
   meta: Record<string, string | number>
   /** Start above the incarnation a previous run of this peer used (persisted by the caller). */
   incarnation: number
+  /** Why a member publishing `meta` cannot share this mesh, or null (src/core/agreement.ts). Default: any can. */
+  compatibility?: (meta: Meta) => string | null
   /** Shared secret of a private mesh; undefined for an open mesh. Never logged. */
   meshKey?: string
   clock: Clock
@@ -60,6 +69,9 @@ export interface SwimServiceEvents extends Record<string, unknown> {
   /** A mesh-key handshake with `peer` failed because the keys differ (a wrong key, or one side private and
    * the other open); a garbled or cut-off handshake is only counted. */
   refused: { peer: string; reason: string; outbound: boolean }
+  /** A member was refused because its settings differ from this peer's (reported once per member and
+   * reason); `direct` when it came from the member itself (a join or push-pull), not from others' news. */
+  incompatible: { peer: string; reason: string; direct: boolean }
 }
 
 /** A join that no bootstrap address answered within its attempts. */
@@ -75,6 +87,8 @@ export interface SwimServiceStats {
   badMessages: number
   refusedPeers: number
   streamErrors: number
+  /** Members refused because their mesh-wide settings differ (once per member and reason). */
+  incompatible: number
 }
 
 interface Outbound {
@@ -133,7 +147,7 @@ export class HandshakeError extends Error {
 export class SwimService {
   readonly swim: Swim
   readonly events: Emitter<SwimServiceEvents>
-  readonly stats: SwimServiceStats = { sent: 0, received: 0, dropped: 0, badMessages: 0, refusedPeers: 0, streamErrors: 0 }
+  readonly stats: SwimServiceStats = { sent: 0, received: 0, dropped: 0, badMessages: 0, refusedPeers: 0, streamErrors: 0, incompatible: 0 }
   private readonly outbound = new Map<string, Outbound>()
   private readonly inbound = new Set<Stream>()
   private timer: ReturnType<typeof setTimeout> | null = null
@@ -146,7 +160,8 @@ export class SwimService {
     this.log = init.log
     this.clock = init.clock
     this.events = new Emitter<SwimServiceEvents>(error => { this.log.error('swim listener threw', error) })
-    this.swim = new Swim(node.peerId.toString(), { ...init.meta, addrs: this.addrsMeta() }, init.incarnation, init.config, init.rng, init.clock.nowMs())
+    this.swim = new Swim(node.peerId.toString(), { ...init.meta, addrs: this.addrsMeta() }, init.incarnation, init.config, init.rng, init.clock.nowMs(),
+      init.compatibility === undefined ? {} : { compatibility: init.compatibility })
     this.hmacKey = init.meshKey === undefined ? null : deriveMeshKey(init.meshKey)
   }
 
@@ -223,7 +238,13 @@ export class SwimService {
   private perform (effects: Effect[]): void {
     for (const e of effects) {
       if (e.type === 'send') this.send(e.to, e.message)
-      else {
+      else if (e.type === 'refused') {
+        this.stats.incompatible++
+        this.log.warn(`swim: refusing member ${e.id}${e.direct ? '' : ' (news of it from another member)'}: its mesh-wide settings differ from this peer's: ${e.reason} (every peer of a mesh needs the same --n, --min-durable and --durable-acks and a compatible version)`)
+        this.events.emit('incompatible', { peer: e.id, reason: e.reason, direct: e.direct })
+        const out = this.outbound.get(e.id)
+        if (out !== undefined && out.queue.length === 0 && !out.writing) this.dropOutbound(e.id)
+      } else {
         this.learnAddresses(e.member)
         // A member that died or left gets no more messages: release its stream (bounded by live members).
         if (e.member.state === 'dead' || e.member.state === 'left') this.dropOutbound(e.member.id)
@@ -257,7 +278,9 @@ export class SwimService {
    * Joins through bootstrap addresses: dials each and exchanges full state with it, retrying with
    * exponential backoff (0.5 s doubling to 30 s, with jitter) until one exchange succeeds, `signal` aborts,
    * or `attemptsMax` rounds (default unbounded) have failed (then a JoinError). `onAttempt` hears each
-   * round's start, and the wait before the next.
+   * round's start, and the wait before the next. When every member reached in a round refused this peer
+   * for settings that differ from its own, it fails at once with an IncompatiblePeerError (the first such
+   * member's): retrying cannot help until one side is restarted with other settings.
    */
   async join (addrs: Multiaddr[], options: { signal?: AbortSignal; attemptsMax?: number; onAttempt?: (attempt: number, retryInMs: number) => void } = {}): Promise<void> {
     if (addrs.length === 0) return
@@ -266,25 +289,44 @@ export class SwimService {
       if (options.attemptsMax !== undefined && attempt > options.attemptsMax) throw new JoinError(`no member answered at ${addrs.length} address(es) in ${options.attemptsMax} attempts`, options.attemptsMax)
       options.signal?.throwIfAborted()
       let off = (): void => {}
-      const joined = new Promise<void>(resolve => { off = this.events.on('joined', () => { off(); resolve() }) })
+      let offRefused = (): void => {}
+      const reached: string[] = []
+      let dialing = true
+      // Every member reached so far refused this peer as incompatible: the join cannot succeed as configured.
+      const allRefused = (): IncompatiblePeerError | null => {
+        if (reached.length === 0 || !reached.every(id => this.swim.refusal(id) !== undefined)) return null
+        return new IncompatiblePeerError(reached[0]!, this.swim.refusal(reached[0]!)!)
+      }
+      const joined = new Promise<IncompatiblePeerError | null>(resolve => {
+        off = this.events.on('joined', () => { resolve(null) })
+        offRefused = this.events.on('incompatible', () => { const refusal = dialing ? null : allRefused(); if (refusal !== null) resolve(refusal) })
+      })
       for (const addr of addrs) {
         try {
           const connection = await this.node.dial(addr, { signal: AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS) })
+          reached.push(connection.remotePeer.toString())
           this.perform(this.swim.join([connection.remotePeer.toString()]))
         } catch (error) {
           this.log.info(`join attempt ${attempt}: cannot reach ${addr.toString()}: ${errorMessage(error)}`)
         }
       }
+      dialing = false
+      const early = allRefused() // refusals that came in while later addresses were dialled
+      if (early !== null) { off(); offRefused(); throw early }
       const wait = delay * (0.75 + 0.5 * this.init.rng.next())
       options.onAttempt?.(attempt, Math.round(wait))
       let timer: ReturnType<typeof setTimeout> | undefined
       const result = await Promise.race([
-        joined.then(() => 'joined' as const),
+        joined,
         new Promise<'retry'>(resolve => { timer = setTimeout(() => { resolve('retry') }, wait) })
       ])
       clearTimeout(timer)
       off()
-      if (result === 'joined') return
+      offRefused()
+      if (result === null) return
+      if (result instanceof IncompatiblePeerError) throw result
+      const refusal = allRefused()
+      if (refusal !== null) throw refusal
       delay = Math.min(delay * 2, 30_000)
     }
   }
@@ -354,6 +396,9 @@ export class SwimService {
         await out.write(bytes)
         this.stats.sent++
       }
+      // A refused member gets only the answer that says why: release its stream once that is written, so
+      // refused peers hold no streams (the machine sends them nothing else).
+      if (this.swim.refusal(to) !== undefined && this.outbound.get(to) === out) this.dropOutbound(to)
     } catch (error) {
       this.stats.streamErrors++
       this.stats.dropped += out.queue.length
@@ -395,7 +440,8 @@ export class SwimService {
         this.stats.received++
         if (!this.running) { stream.abort(new Error('swim stopped')); return }
         this.perform(this.swim.receive(from.toString(), message, this.clock.nowMs()))
-        if (message.type === 'push-pull' && message.reply) this.events.emit('joined', { via: from.toString() })
+        // A refused member's answer (its own record, telling why) is no join.
+        if (message.type === 'push-pull' && message.reply && this.swim.refusal(from.toString()) === undefined) this.events.emit('joined', { via: from.toString() })
         this.schedule()
       }
     } catch (error) {

@@ -5,7 +5,7 @@
  */
 import { SeededRng } from '../../src/core/env.js'
 import type { SwimConfig } from '../../src/core/membership/config.js'
-import { type Effect, type MemberState, Swim, type SwimMessage } from '../../src/core/membership/swim.js'
+import { type Effect, type MemberState, type Meta, Swim, type SwimMessage, type SwimOptions } from '../../src/core/membership/swim.js'
 
 export interface SimOptions {
   seed: number
@@ -15,7 +15,13 @@ export interface SimOptions {
   loss?: number
   /** One-way delay range in ms. */
   delayMs?: readonly [number, number]
+  /** What each member publishes and how it checks others (default: `kind` and `vnodes`, no check). */
+  member?: (id: string) => SimMember
 }
+
+export interface SimMember { meta: Meta; options?: SwimOptions }
+
+export interface Refusal { at: number; observer: string; id: string; reason: string; direct: boolean }
 
 interface Event { at: number; seq: number; run: () => void }
 
@@ -69,6 +75,7 @@ export class SimCluster {
   now = 0
   readonly nodes = new Map<string, { swim: Swim; up: boolean; wakeAt: number }>()
   readonly changes: Change[] = []
+  readonly refusals: Refusal[] = []
   messages = 0
   dropped = 0
   private readonly queue = new Heap()
@@ -89,8 +96,8 @@ export class SimCluster {
   get ids (): string[] { return [...this.nodes.keys()] }
 
   /** Starts a member (new, or restarted with a higher incarnation) and joins it through `seeds`. */
-  add (id: string, incarnation = 0, seeds: readonly string[] = []): Swim {
-    const swim = new Swim(id, { kind: 'node', vnodes: 256 }, incarnation, this.options.config, new SeededRng(Math.floor(this.rng.next() * 2 ** 32)), this.now)
+  add (id: string, incarnation = 0, seeds: readonly string[] = [], member: SimMember = this.options.member?.(id) ?? { meta: { kind: 'node', vnodes: 256 } }): Swim {
+    const swim = new Swim(id, member.meta, incarnation, this.options.config, new SeededRng(Math.floor(this.rng.next() * 2 ** 32)), this.now, member.options)
     this.nodes.set(id, { swim, up: true, wakeAt: Infinity })
     this.perform(id, swim.join(seeds))
     this.schedule(id)
@@ -103,7 +110,7 @@ export class SimCluster {
     const ids = sim.ids
     for (const id of ids) {
       const swim = sim.nodes.get(id)!.swim
-      const members = ids.map(other => ({ id: other, incarnation: 0, state: 'alive' as const, meta: {} }))
+      const members = ids.map(other => ({ id: other, incarnation: 0, state: 'alive' as const, meta: sim.nodes.get(other)!.swim.view(other)!.meta }))
       swim.receive(ids[0]!, { type: 'push-pull', join: false, reply: true, members }, 0)
     }
     sim.changes.length = 0
@@ -150,7 +157,8 @@ export class SimCluster {
         this.changes.push({ at: this.now, observer: from, id: e.member.id, state: e.member.state, previous: e.previous, incarnation: e.member.incarnation })
         continue
       }
-      this.send(from, e.to, e.message)
+      if (e.type === 'send') this.send(from, e.to, e.message)
+      else this.refusals.push({ at: this.now, observer: from, id: e.id, reason: e.reason, direct: e.direct })
     }
   }
 

@@ -42,7 +42,8 @@ export interface KvConfig {
    * Placement: must be the same on every peer of a mesh. */
   minDurable: number
   /** Durable replicas that must have made a write durable before it is acknowledged, in addition to W; a
-   * request may raise it (`dw`) but not lower it. Default 1: tabs alone never acknowledge a write. 0 lets a
+   * request may raise it (`dw`) but not lower it. Must be the same on every peer of a mesh (a replica
+   * refuses a forwarded write's `dw` below its own). Default 1: tabs alone never acknowledge a write. 0 lets a
    * mesh of tabs only acknowledge writes. */
   durableAcks: number
   /** A not-found answer counts toward R only once every replica has answered (Riak's notfound_ok=false):

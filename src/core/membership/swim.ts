@@ -18,6 +18,11 @@
  *   probe timeouts, so a slow member does not accuse healthy ones.
  * - Anti-entropy: a periodic full-state push-pull with a random member (also with recently dead ones, which
  *   is how two halves of a healed partition find each other); joining is a push-pull with a seed.
+ * - Refusal: with a `compatibility` check (src/core/agreement.ts: N, protocol version, ring scheme), a
+ *   member whose metadata fails it never enters the table. A push-pull from such a member is refused
+ *   whole (memberlist cancels the merge the same way), answered with this member's own record only so the
+ *   other side learns why, and its other messages are ignored; news of it from third parties is dropped.
+ *   Each refusal is reported once per member and reason (a `refused` effect), not once per message.
  */
 import type { Rng } from '../env.js'
 import { ConfigError } from '../errors.js'
@@ -62,6 +67,17 @@ export interface MemberView {
 export type Effect =
   | { readonly type: 'send'; readonly to: string; readonly message: SwimMessage }
   | { readonly type: 'change'; readonly member: MemberView; readonly previous: MemberState | null }
+  /** A member was refused: `reason` from the compatibility check; `direct` when it came from the member
+   * itself (its push-pull), not from a third party's news. */
+  | { readonly type: 'refused'; readonly id: string; readonly meta: Meta; readonly reason: string; readonly direct: boolean }
+
+export interface SwimOptions {
+  /**
+   * Why a member publishing `meta` cannot join this member's mesh, or null when it can. Checked for every
+   * member before it enters the table and whenever its record is replaced. Default: every member can.
+   */
+  compatibility?: (meta: Meta) => string | null
+}
 
 export interface SwimStats {
   probes: number
@@ -74,6 +90,10 @@ export interface SwimStats {
   updatesDropped: number
   messagesReceived: number
   awareness: number
+  /** Members refused by the compatibility check: one per member and reason (what is logged). */
+  incompatible: number
+  /** Messages and updates ignored because they came from or told of a refused member. */
+  incompatibleIgnored: number
 }
 
 interface Probe {
@@ -92,10 +112,13 @@ const RELAYS_MAX = 1024
 /** A relay answers a ping-req with a nack after this fraction of the probe timeout, so that the nack
  * reaches the origin before its probe period ends (Lifeguard counts missing nacks against local health). */
 const NACK_FRACTION = 0.8
+/** Refused members remembered (so each is reported once, and its messages ignored); the oldest is forgotten
+ * first, and reported again if it comes back. */
+export const REFUSED_MAX = 1024
 
 export class Swim {
   readonly config: SwimConfig
-  readonly stats: SwimStats = { probes: 0, probesFailed: 0, indirectProbes: 0, suspicions: 0, refutations: 0, deaths: 0, updatesApplied: 0, updatesDropped: 0, messagesReceived: 0, awareness: 0 }
+  readonly stats: SwimStats = { probes: 0, probesFailed: 0, indirectProbes: 0, suspicions: 0, refutations: 0, deaths: 0, updatesApplied: 0, updatesDropped: 0, messagesReceived: 0, awareness: 0, incompatible: 0, incompatibleIgnored: 0 }
   private readonly members: MemberTable
   /** This member's own record (the table's `self`), at hand for the many reads of its id and incarnation. */
   private readonly self: Member
@@ -110,8 +133,12 @@ export class Swim {
   private nextGossipMs: number
   private nextPushPullMs: number
   private leaving = false
+  /** Refused members by id: why, and the highest incarnation refused (older news of it is stale). */
+  private readonly refused = new Map<string, { reason: string; incarnation: number }>()
+  private readonly compatibility: ((meta: Meta) => string | null) | undefined
 
-  constructor (id: string, meta: Meta, incarnation: number, config: SwimConfig, private readonly rng: Rng, nowMs: number) {
+  constructor (id: string, meta: Meta, incarnation: number, config: SwimConfig, private readonly rng: Rng, nowMs: number, options: SwimOptions = {}) {
+    this.compatibility = options.compatibility
     this.config = validateSwimConfig({ ...config })
     if (id.length === 0) throw new ConfigError('id', 'must not be empty')
     if (!Number.isInteger(incarnation) || incarnation < 0) throw new ConfigError('incarnation', `must be a non-negative integer, got ${incarnation}`)
@@ -149,6 +176,11 @@ export class Swim {
 
   list (): MemberView[] {
     return [...this.members.values()].map(m => viewOf(m)).sort((a, b) => (a.id < b.id ? -1 : 1))
+  }
+
+  /** Why member `id` was refused, if it was (and is still remembered). */
+  refusal (id: string): string | undefined {
+    return this.refused.get(id)?.reason
   }
 
   /** The earliest time at which `tick` has something to do (it may be called earlier or more often). */
@@ -312,7 +344,7 @@ export class Swim {
   private pick (count: number, accept: (m: Member) => boolean): string[] {
     if (count <= 0) return []
     const candidates: string[] = []
-    for (const m of this.members.values()) if (m !== this.self && accept(m)) candidates.push(m.id)
+    for (const m of this.members.values()) if (m !== this.self && accept(m) && !this.refused.has(m.id)) candidates.push(m.id)
     if (candidates.length <= count) return this.shuffle(candidates)
     // Partial Fisher-Yates: O(count) random draws.
     for (let i = 0; i < count; i++) {
@@ -341,7 +373,9 @@ export class Swim {
     this.stats.messagesReceived++
     const effects: Effect[] = []
     const updates = message.type === 'push-pull' ? message.members : message.updates
+    if (this.compatibility !== undefined && from !== this.self.id && this.refuseSender(from, message, nowMs, effects)) return effects
     for (const u of updates) {
+      if (this.compatibility !== undefined && u.id !== this.self.id && this.refuseUpdate(u, nowMs, effects)) continue
       const outcome = this.members.apply(u, nowMs, effects)
       // Others' news about us: refuted, unless we are leaving anyway.
       if (outcome === 'refute' && !this.leaving) this.refute(u.incarnation)
@@ -381,6 +415,71 @@ export class Swim {
         break
     }
     return effects
+  }
+
+  /**
+   * Whether a message must be ignored because its sender is refused. A push-pull carries the sender's own
+   * record, which decides afresh (a member restarted with agreeing settings is readmitted); a refused one
+   * is answered, unless it is itself an answer, with this member's own record only, so the sender can
+   * report why. Any other message from a refused member is ignored whole.
+   */
+  private refuseSender (from: string, message: SwimMessage, nowMs: number, effects: Effect[]): boolean {
+    const own = message.type === 'push-pull' ? message.members.find(u => u.id === from && (u.state === 'alive' || u.state === 'suspect')) : undefined
+    if (own === undefined) {
+      if (!this.refused.has(from)) return false
+      this.stats.incompatibleIgnored++
+      return true
+    }
+    const reason = this.compatibility!(own.meta)
+    if (reason === null) {
+      this.refused.delete(from)
+      return false
+    }
+    this.recordRefusal(own, reason, true, nowMs, effects)
+    this.stats.incompatibleIgnored++
+    if (message.type === 'push-pull' && !message.reply && !this.leaving) {
+      effects.push({ type: 'send', to: from, message: { type: 'push-pull', join: false, reply: true, members: [updateOf(this.self)] } })
+    }
+    return true
+  }
+
+  /**
+   * Whether an update must be dropped because it would admit (or replace the record of) a member that fails
+   * the compatibility check. Only news that would be applied is checked: about an unknown member, or at a
+   * higher incarnation; departures always pass (they only take a member out). A member this one knew that
+   * comes back refused (restarted with other settings) is marked left here and not announced: it is out of
+   * the ring at once, and every other member of this build refuses it on its own.
+   */
+  private refuseUpdate (u: Update, nowMs: number, effects: Effect[]): boolean {
+    if (u.state === 'dead' || u.state === 'left') return false
+    const m = this.members.get(u.id)
+    const refusedAt = this.refused.get(u.id)
+    if (m !== undefined && u.incarnation <= m.incarnation && refusedAt === undefined) return false
+    if (refusedAt !== undefined && u.incarnation <= refusedAt.incarnation) {
+      this.stats.incompatibleIgnored++
+      return true
+    }
+    const reason = this.compatibility!(u.meta)
+    if (reason === null) {
+      this.refused.delete(u.id)
+      return false
+    }
+    this.recordRefusal(u, reason, false, nowMs, effects)
+    this.stats.incompatibleIgnored++
+    return true
+  }
+
+  /** Remembers a refusal, reports it if it is news, and takes a member this one knew out of the ring. */
+  private recordRefusal (u: Update, reason: string, direct: boolean, nowMs: number, effects: Effect[]): void {
+    const m = this.members.get(u.id)
+    if (m !== undefined && (m.state === 'alive' || m.state === 'suspect')) this.members.setState(m, 'left', nowMs, effects)
+    const previous = this.refused.get(u.id)
+    this.refused.delete(u.id) // re-inserted last: the map forgets the longest-refused first
+    this.refused.set(u.id, { reason, incarnation: Math.max(u.incarnation, previous?.incarnation ?? 0) })
+    if (this.refused.size > REFUSED_MAX) this.refused.delete(this.refused.keys().next().value!)
+    if (previous?.reason === reason) return
+    this.stats.incompatible++
+    effects.push({ type: 'refused', id: u.id, meta: u.meta, reason, direct })
   }
 
   private refute (incarnation: number): void {

@@ -5,6 +5,15 @@
  */
 import type { RingHash } from './ring.js'
 
+/**
+ * The name and version of how keys and tokens become ring positions: the 64-bit hash (xxHash64, seed 0, of
+ * the key's or token's UTF-8 string, src/adapters/hash-xxhash.ts), its top 53 bits as the position
+ * (`positionFromHash64`), tokens named `memberId#index`, and SEGMENT_COUNT fixed segments (ring.ts).
+ * Members publish it and a member with another is refused (src/core/agreement.ts): two peers that map keys
+ * differently would disagree on every preference list. Change the name whenever any of those changes.
+ */
+export const RING_HASH_SCHEME = 'xxh64-top53/1'
+
 export function positionFromHash64 (h: bigint): number {
   return Number(BigInt.asUintN(64, h) >> 11n)
 }
