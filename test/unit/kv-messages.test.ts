@@ -29,7 +29,9 @@ const requests: KvRequest[] = [
   { type: 'pull', keys: ['a', 'b'] },
   { type: 'reap', key: 'k', state },
   { type: 'info' },
-  { type: 'services' }
+  { type: 'services' },
+  { type: 'list', prefix: 'user/', after: 'user/ü', limit: 1000 },
+  { type: 'list', prefix: '', after: '', limit: 1 }
 ]
 
 const replies: KvReply[] = [
@@ -42,7 +44,9 @@ const replies: KvReply[] = [
   { type: 'digests', segments: [3], keys: ['x'], hashes: [1, 2], truncated: true },
   { type: 'entries', entries: [{ key: 'k', ttlMs: 0, state }] },
   { type: 'error', code: 'ERR_QUORUM', message: 'nope', acked: 1, required: 2 },
-  { type: 'info', json: '{"keys":3}' }
+  { type: 'info', json: '{"keys":3}' },
+  { type: 'keys', keys: [{ key: 'a', state }, { key: 'b', state }], more: true },
+  { type: 'keys', keys: [], more: false }
 ]
 
 describe('kv wire messages', () => {
