@@ -93,4 +93,12 @@ describe('kv wire messages', () => {
     ]
     for (const s of bad) expect(() => decodeMessage(encodeRequest(w, 1, { type: 'reap', key: 'k', state: s }), LIMITS)).toThrow(DecodeError)
   })
+
+  it('decodes a request of a type it does not know (a newer peer\'s) as unsupported, with its id', () => {
+    // Whatever its body: the frame delimits the message.
+    const newer = new Writer().u8(1).varint(77).u8(200).string('a body this version cannot read').finish().slice()
+    expect(decodeMessage(newer, LIMITS)).toEqual({ kind: 'unsupported', id: 77, type: 200 })
+    // An unknown reply type answers one of our own requests: still malformed.
+    expect(() => decodeMessage(new Writer().u8(2).varint(1).u8(200).finish().slice(), LIMITS)).toThrow(DecodeError)
+  })
 })

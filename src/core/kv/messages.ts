@@ -93,6 +93,8 @@ export const INFO_BYTES_MAX = 4 * 1024 * 1024
 export type Decoded =
   | { readonly kind: 'request'; readonly id: number; readonly request: KvRequest }
   | { readonly kind: 'reply'; readonly id: number; readonly reply: KvReply }
+  /** A request of a type this version does not know (from a newer peer): answer it ERR_UNSUPPORTED. */
+  | { readonly kind: 'unsupported'; readonly id: number; readonly type: number }
 
 function writeEntries (w: Writer, entries: readonly Entry[]): void {
   w.varint(entries.length)
@@ -291,7 +293,10 @@ export function decodeMessage (bytes: Uint8Array, limits: WireLimits): Decoded {
   const t = r.u8()
   if (kind === KIND_REQUEST) {
     const type = REQUEST_TYPES[t]
-    if (type === undefined) throw new DecodeError('kv message', `unknown request type ${t}`)
+    // Not malformed, just newer than this peer: the frame delimits the message, so its body can be left
+    // unread and the request refused with a typed error, instead of resetting a stream that other requests
+    // share (a peer before this rule did reset it).
+    if (type === undefined) return { kind: 'unsupported', id, type: t }
     const request = decodeRequestBody(r, type, limits)
     r.end()
     return { kind: 'request', id, request }
