@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { Writer } from '../../src/core/codec.js'
 import { ConfigError, DecodeError, InvalidCursorError } from '../../src/core/errors.js'
 import { SeededRng } from '../../src/core/env.js'
-import { type ListPage, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, decodeCursor, encodeCursor, mergePages, parseList, withoutValues } from '../../src/core/kv/listing.js'
+import { type ListPage, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, checkPage, decodeCursor, encodeCursor, mergePages, parseList, withoutValues } from '../../src/core/kv/listing.js'
 import { type KvReply, decodeMessage, encodeReply, encodeRequest } from '../../src/core/kv/messages.js'
 import { FOLD_MIN, OrderedKeys } from '../../src/core/replication/key-order.js'
 import { EMPTY_STATE, type KeyState, update } from '../../src/core/version/dvv.js'
@@ -108,8 +108,14 @@ describe('merging replicas\' pages', () => {
     expect(mergePages([], 5)).toEqual({ keys: [], scannedTo: null, done: true })
   })
 
-  it('refuses a page that claims more after nothing', () => {
+  it('refuses a page that claims more after nothing, or holds keys it was not asked for', () => {
     expect(() => mergePages([page([], true)], 5)).toThrow(DecodeError)
+    const query = { prefix: 'a/', after: 'a/1', limit: 10 }
+    expect(() => { checkPage(page([['a/2', live()], ['a/3', live()]]), query) }).not.toThrow()
+    expect(() => { checkPage(page([]), query) }).not.toThrow()
+    for (const keys of [['a/1', 'a/2'], ['a/0'], ['a/2', 'b/1'], ['0', 'a/2']]) {
+      expect(() => { checkPage(page(keys.map(k => [k, live()])), query) }, keys.join()).toThrow(DecodeError)
+    }
   })
 
   it('strips values but keeps dots and tombstones', () => {

@@ -171,6 +171,19 @@ export function mergePages (pages: readonly ListPage[], limit: number): { keys: 
 }
 
 /**
+ * A replica's page holds only keys the request asked for. The decoder checked they ascend; since the keys
+ * under a prefix are one contiguous run, checking the first and the last covers the rest.
+ */
+export function checkPage (page: ListPage, query: ListQuery): void {
+  const first = page.keys[0]
+  const last = page.keys[page.keys.length - 1]
+  if (first === undefined || last === undefined) return
+  if (first.key <= query.after || !first.key.startsWith(query.prefix) || !last.key.startsWith(query.prefix)) {
+    throw new DecodeError('listing page', 'keys outside the range asked for')
+  }
+}
+
+/**
  * One page of the listing: this peer's keys only (`local`), or every up ring member's, merged. Members that
  * fail are reported and not asked again in a later round of the same page.
  */
@@ -196,6 +209,7 @@ export function * listKeys (s: ReplicaState, options: ListOptions): Flow<ListRes
         // On the sync channel: pages are bulk replies that must not hold up puts and gets on the kv stream.
         const reply = (yield request(id, 'sync', { type: 'list', ...ask })) as KvReply
         if (reply.type !== 'keys') throw replyError(id, reply, 'get')
+        checkPage(reply, ask)
         pages.push(reply)
         answered.add(id)
       } catch (error) {
