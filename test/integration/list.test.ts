@@ -3,7 +3,8 @@
  * 250 keys under one prefix and 100 under another written through different peers, 40 of the first
  * deleted. Listed page by page through HTTP with a small limit, the union is exactly the live keys under the
  * prefix; `local=1` lists what one peer holds (checked against the key's placement); bad input gets 400 with
- * a code; and `node node/kv.js ls PREFIX` prints the same keys, following cursors or one page at a time.
+ * a code; `node node/kv.js ls PREFIX` prints the same keys, following cursors or one page at a time; and with
+ * a peer SIGKILLed the listing stays complete and names it while it is still counted up.
  */
 import { spawn } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -170,5 +171,17 @@ describe('key listing (real processes)', () => {
     const refused = await kvCli(['ls', 'alpha/', '--peer', peers[0]!.http, '--cursor', '%%'])
     expect(refused.code).toBe(4)
     expect(refused.stderr).toMatch(/^400: invalid listing cursor/)
+  })
+
+  it('with a peer SIGKILLed, still lists every key (N=2: another replica holds it) and names the peer until it is known dead', async () => {
+    const victim = peers[3]!
+    victim.proc.kill('SIGKILL')
+    await victim.exited
+    // At once: the others still count it up (SWIM has not confirmed its death), so it is asked and fails;
+    // on a slow machine it may already be out of the ring. Either way the page is complete and says so.
+    const { body } = await getJson(peers[0]!, '/kv?prefix=alpha%2F&limit=1000')
+    expect(body.keys).toEqual(liveUnder('alpha/'))
+    if (body.membersAsked === 4) expect(body.membersFailed).toEqual([victim.id])
+    else expect(body).toMatchObject({ membersAsked: 3, membersFailed: [] })
   })
 })
