@@ -7,7 +7,7 @@ import { ConfigError, DecodeError, InvalidCursorError } from '../../src/core/err
 import { SeededRng } from '../../src/core/env.js'
 import { type ListPage, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, checkPage, decodeCursor, encodeCursor, mergePages, parseList, withoutValues } from '../../src/core/kv/listing.js'
 import { type KvReply, decodeMessage, encodeReply, encodeRequest } from '../../src/core/kv/messages.js'
-import { FOLD_MIN, OrderedKeys } from '../../src/core/replication/key-order.js'
+import { DROP_MIN, FOLD_MIN, OrderedKeys } from '../../src/core/replication/key-order.js'
 import { EMPTY_STATE, type KeyState, update } from '../../src/core/version/dvv.js'
 
 const LIMITS = { keyBytesMax: 1024, valueBytesMax: 1024 * 1024 }
@@ -51,6 +51,24 @@ describe('ordered keys (a replica\'s listing index)', () => {
     expect(pagesChecked).toBeGreaterThan(200)
     // About 0.6 changes a step: the side array was folded in several times.
     expect(8_000 * 0.6 / FOLD_MIN).toBeGreaterThan(3)
+  })
+
+  it('drops its order when more keys came and went than it holds since the last page, and rebuilds it when listed', () => {
+    const held = new Set(Array.from({ length: 100 }, (_, i) => `k${i}`))
+    const ordered = new OrderedKeys(() => held.values(), key => held.has(key))
+    expect(ordered.built).toBe(false)
+    expect(ordered.page('', '', 3).keys).toEqual(['k0', 'k1', 'k10'])
+    expect(ordered.built).toBe(true)
+    // Short-lived keys churning after one listing: no trail of them is kept.
+    for (let i = 0; i < DROP_MIN; i++) {
+      held.add(`t${i}`)
+      ordered.note(`t${i}`, undefined, EMPTY_STATE)
+      held.delete(`t${i}`)
+      ordered.note(`t${i}`, EMPTY_STATE, undefined)
+    }
+    expect(ordered.built).toBe(false)
+    held.add('a')
+    expect(ordered.page('', '', 2)).toEqual({ keys: ['a', 'k0'], more: true })
   })
 
   it('pages through every key under a prefix with cursors, none twice, none missed', () => {
