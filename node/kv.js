@@ -4,12 +4,23 @@ import * as fs from 'node:fs'
 import { parseArgs } from 'node:util'
 
 const HELP = `usage: node node/kv.js <get|put|del|placement> KEY [VALUE] [options]
+       node node/kv.js ls [PREFIX] [--limit <n>] [--cursor <c>] [--one-page] [--local] [--json]
 
   get KEY            print the value to stdout (exit 1 if missing; exit 3 and JSON if there are siblings)
   put KEY [VALUE]    write VALUE (or --file PATH, or stdin when neither is given)
   del KEY            delete (write a tombstone); without --context it reads the key first and deletes
                      with that read's context, so every value the read saw is replaced
   placement KEY      print the key's preference list and each replica's version (JSON)
+  ls [PREFIX]        print the keys under PREFIX (all keys without it), one per line, in order, merged
+                     across the mesh (GET /kv?prefix=): follows the listing's cursor page after page to
+                     the end, with progress on stderr past the first 10 pages; exit 6 if some member did
+                     not answer (its name on stderr: keys only it holds may be missing)
+
+  --limit <n>        ls: keys per page, 1 to 1000 (default 1000; the peer's default is 100)
+  --cursor <c>       ls: start after this cursor (printed by --one-page)
+  --one-page         ls: print one page only, then "cursor: <c>" on stderr if more follow
+  --local            ls: only the keys the peer itself holds
+  --json             ls: print each key as a JSON string (for keys with newlines or other odd bytes)
 
   --peer <url>       the peer's HTTP address (default $MESHKV_PEER or http://127.0.0.1:7000)
   --context <c>      causal context from an earlier get: the write replaces what that read saw
@@ -29,7 +40,7 @@ listens beyond loopback) needs it on every request: set MESHKV_HTTP_TOKEN and it
 "Authorization: Bearer <token>" (never on the command line, where ps and shell history would show it).
 
 Exit codes: 0 ok, 1 not found, 2 usage, 3 siblings (get), 4 the peer refused or failed (message on stderr),
-5 the peer could not be reached.`
+5 the peer could not be reached, 6 a listing may be incomplete (ls: a member did not answer).`
 
 function usage (message) {
   console.error(`${message}\n\n${HELP}`)
@@ -52,6 +63,11 @@ try {
       lww: { type: 'boolean' },
       ttl: { type: 'string' },
       'timeout-ms': { type: 'string' },
+      limit: { type: 'string' },
+      cursor: { type: 'string' },
+      'one-page': { type: 'boolean' },
+      local: { type: 'boolean' },
+      json: { type: 'boolean' },
       help: { type: 'boolean' }
     }
   })
@@ -65,12 +81,63 @@ if (opts.help) {
 }
 const [command, key, value, ...rest] = positionals
 if (command === undefined) usage('missing command')
-if (!['get', 'put', 'del', 'delete', 'placement'].includes(command)) usage(`unknown command ${JSON.stringify(command)}`)
+const base = (opts.peer ?? process.env.MESHKV_PEER ?? 'http://127.0.0.1:7000').replace(/\/+$/, '')
+const timeoutMs = Number(opts['timeout-ms'] ?? 30000)
+if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage('--timeout-ms must be a positive integer')
+const token = process.env.MESHKV_HTTP_TOKEN
+const auth = token !== undefined && token !== '' ? { authorization: `Bearer ${token}` } : {}
+if (command === 'ls') await list(key ?? '')
+
+/** `ls`: pages of GET /kv?prefix= until the cursor is null (or one page with --one-page). */
+async function list (prefix) {
+  if (value !== undefined || rest.length > 0) usage(`unexpected argument ${JSON.stringify(value ?? rest[0])}`)
+  const limit = opts.limit ?? '1000'
+  if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 1000) usage('--limit must be an integer from 1 to 1000')
+  let cursor = opts.cursor ?? null
+  const failed = new Set()
+  let pages = 0
+  let keys = 0
+  for (;;) {
+    const query = new URLSearchParams({ prefix, limit })
+    if (cursor !== null) query.set('cursor', cursor)
+    if (opts.local) query.set('local', '1')
+    let res
+    try {
+      res = await fetch(`${base}/kv?${query}`, { headers: auth, signal: AbortSignal.timeout(timeoutMs) })
+    } catch (error) {
+      console.error(`cannot reach ${base}: ${error.cause?.message ?? error.message}`)
+      process.exit(5)
+    }
+    const text = await res.text()
+    let page
+    try { page = JSON.parse(text) } catch { page = null }
+    if (res.status !== 200 || page === null) {
+      console.error(`${res.status}: ${page?.error ?? text}`.trimEnd())
+      process.exit(4)
+    }
+    const out = page.keys.map(k => (opts.json ? JSON.stringify(k) : k) + '\n').join('')
+    // Wait for stdout to drain: a long listing piped into a slow reader must not pile up in memory.
+    if (out !== '' && !process.stdout.write(out)) await new Promise(resolve => process.stdout.once('drain', resolve))
+    for (const id of page.membersFailed) failed.add(id)
+    pages++
+    keys += page.keys.length
+    cursor = page.cursor
+    if (cursor === null || opts['one-page']) break
+    if (pages % 10 === 0) console.error(`listed ${keys} keys in ${pages} pages...`)
+  }
+  if (opts['one-page'] && cursor !== null) console.error(`cursor: ${cursor}`)
+  if (pages > 10) console.error(`listed ${keys} keys in ${pages} pages`)
+  if (failed.size > 0) console.error(`incomplete: ${failed.size} member(s) did not answer, keys only they hold may be missing: ${[...failed].join(', ')}`)
+  // Everything written reaches the reader before the exit.
+  await new Promise(resolve => process.stdout.write('', resolve))
+  process.exit(failed.size > 0 ? 6 : 0)
+}
+
+if (!['get', 'put', 'del', 'delete', 'placement', 'ls'].includes(command)) usage(`unknown command ${JSON.stringify(command)}`)
 if (key === undefined || key === '') usage('missing KEY')
 if (rest.length > 0 || (value !== undefined && command !== 'put')) usage(`unexpected argument ${JSON.stringify(rest[0] ?? value)}`)
 if (value !== undefined && opts.file !== undefined) usage('give VALUE or --file, not both')
 
-const base = (opts.peer ?? process.env.MESHKV_PEER ?? 'http://127.0.0.1:7000').replace(/\/+$/, '')
 const query = new URLSearchParams()
 for (const name of ['r', 'w', 'dw', 'ttl']) if (opts[name] !== undefined) query.set(name, opts[name])
 if (opts.strict) query.set('strict', '1')
@@ -79,11 +146,7 @@ const qs = query.size > 0 ? `?${query}` : ''
 const url = `${base}/kv/${encodeURIComponent(key)}${command === 'placement' ? '/placement' : ''}${qs}`
 const headers = opts.context === undefined ? {} : { 'x-meshkv-context': opts.context }
 const isDelete = command === 'del' || command === 'delete'
-const token = process.env.MESHKV_HTTP_TOKEN
-const auth = token !== undefined && token !== '' ? { authorization: `Bearer ${token}` } : {}
 Object.assign(headers, auth)
-const timeoutMs = Number(opts['timeout-ms'] ?? 30000)
-if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage('--timeout-ms must be a positive integer')
 
 async function readStdin () {
   const chunks = []

@@ -11,7 +11,7 @@
  */
 import { base64urlDecode } from './core/codec.js'
 import {
-  AbortError, ClosedError, ConfigError, DecodeError, InvalidContextError, InvalidKeyError, LeavingError, MeshkvError,
+  AbortError, ClosedError, ConfigError, DecodeError, InvalidContextError, InvalidCursorError, InvalidKeyError, LeavingError, MeshkvError,
   NoDurableReplicaError, OverloadedError, QuorumError, SiblingLimitError, StoreFullError, TimeoutError, UnreachableError, ValueTooLargeError
 } from './core/errors.js'
 
@@ -110,6 +110,7 @@ export function errorFromReply (status: number, body: ErrorBody, op: 'get' | 'pu
     case 'ERR_INVALID_KEY': error = new InvalidKeyError(message); break
     case 'ERR_INVALID_CONTEXT': error = new InvalidContextError(message); break
     case 'ERR_CONFIG': error = new ConfigError('request', message); break
+    case 'ERR_INVALID_CURSOR': error = new InvalidCursorError(message); break
     case 'ERR_DECODE': error = new DecodeError('request', message); break
     case 'ERR_VALUE_TOO_LARGE':
     case 'ERR_RECORD_TOO_LARGE': error = new ValueTooLargeError(0, 0); break
@@ -199,6 +200,21 @@ export class MeshkvClient {
 
   async delete (key: string, options: Omit<ClientWriteOptions, 'ttlMs'> = {}): Promise<ClientPutResult> {
     return await this.write('DELETE', key, undefined, options)
+  }
+
+  /**
+   * A page of live keys under `prefix` (GET /kv?prefix=), merged across the mesh (`local`: this peer's own):
+   * pass `cursor` back for the next page until it is null; `membersFailed` names members that did not
+   * answer (keys only they hold may be missing). `limit` 1..1000, default 100.
+   */
+  async list (options: { prefix?: string; limit?: number; cursor?: string | null; local?: boolean; signal?: AbortSignal } = {}): Promise<{ keys: string[]; cursor: string | null; membersAsked: number; membersFailed: string[] }> {
+    checkInt('limit', options.limit, 1, 1000)
+    const params = new URLSearchParams({ prefix: options.prefix ?? '' })
+    if (options.limit !== undefined) params.set('limit', String(options.limit))
+    if (options.cursor !== undefined && options.cursor !== null && options.cursor !== '') params.set('cursor', options.cursor)
+    if (options.local === true) params.set('local', '1')
+    const res = await this.request('GET', `/kv?${params.toString()}`, 'get', options.signal)
+    return await res.json() as Awaited<ReturnType<MeshkvClient['list']>>
   }
 
   /** The key's ring position, preference list and each replica's version (GET /kv/<key>/placement). */

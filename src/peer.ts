@@ -17,7 +17,7 @@ import type { Emitter } from './core/emitter.js'
 import { type Clock, type Logger, type Rng, silentLogger } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
 import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, serviceKey } from './core/kv/heartbeat.js'
-import type { GetResult, OpObserver, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
+import type { GetResult, ListOptions, ListResult, OpObserver, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
 import type { PeerInfo } from './services/peer-info.js'
 import { type SwimConfig, browserSwimConfig, defaultSwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
@@ -112,6 +112,13 @@ export interface Peer {
   put(key: string, value: Uint8Array | string, options?: WriteOptions): Promise<PutResult>
   /** Writes a tombstone with quorum W. */
   delete(key: string, options?: Omit<WriteOptions, 'ttlMs'>): Promise<PutResult>
+  /**
+   * A page of keys under `prefix` (default all), ascending, at most `limit` (default 100, at most 1000),
+   * after `cursor` (the previous page's; null at the end): every up member's keys merged, deleted and
+   * expired keys left out, members that did not answer in `membersFailed`; `local: true` lists only this
+   * peer's keys. README "Listing keys" has the guarantees.
+   */
+  list(options?: ListOptions): Promise<ListResult>
   /** The key's ring position, preference list and each replica's state. */
   placement(key: string, options?: { signal?: AbortSignal }): Promise<Placement>
   /**
@@ -299,6 +306,7 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
     put: async (key, value, opts) => await kv.put(key, typeof value === 'string' ? new TextEncoder().encode(value) : value, opts),
     delete: async (key, opts) => await kv.delete(key, opts),
     placement: async (key, opts) => await kv.placement(key, opts?.signal),
+    list: async opts => await kv.list(opts),
     info: async (id, opts) => await store.peerInfo(id, opts?.signal),
     heartbeat: async (serviceId, opts = {}) => {
       const key = serviceKey(serviceId)

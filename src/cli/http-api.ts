@@ -21,6 +21,10 @@
  *   GET /services[?local=1]       heartbeat services of the mesh (or this peer's records): state, last beat,
  *                                 replica, metadata
  *   GET /watch?prefix=<p>         Server-Sent Events: put, delete, expired, revived for keys under <p>
+ *
+ *   GET /kv?prefix=<p>&limit=<n>&cursor=<c>[&local=1]   a page of keys under <p> (limit 1..1000, default
+ *                     100), merged across the mesh (or this peer's own with local=1): JSON {keys, cursor,
+ *                     membersAsked, membersFailed}; pass `cursor` back for the next page until it is null.
  *   GET /metrics                  Prometheus text format (metrics.ts; README "Metrics")
  *
  * Before any route, the guard (http-guard.ts) refuses a foreign Host (403 ERR_FORBIDDEN_HOST), a foreign
@@ -34,6 +38,7 @@ import * as path from 'node:path'
 import { base64urlEncode } from '../core/codec.js'
 import { errorMessage, MeshkvError, NoDurableReplicaError, QuorumError, RemoteError } from '../core/errors.js'
 import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
+import { LIST_LIMIT_MAX } from '../core/kv/listing.js'
 import { HEARTBEAT_META_BYTES_MAX, HEARTBEAT_TTL_MS_DEFAULT, HEARTBEAT_TTL_MS_MIN, type Meta } from '../core/kv/heartbeat.js'
 import type { MeshPeer as Peer } from '../peer.js'
 import { WATCH_TOPIC } from '../services/watch.js'
@@ -61,6 +66,7 @@ class HttpError extends Error {
 const STATUS_BY_CODE: Record<string, number> = {
   ERR_INVALID_KEY: 400,
   ERR_INVALID_CONTEXT: 400,
+  ERR_INVALID_CURSOR: 400,
   ERR_CONFIG: 400,
   ERR_DECODE: 400,
   ERR_VALUE_TOO_LARGE: 413,
@@ -246,6 +252,8 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       if (parts[1] === 'kv') return await kvRoute(req, res, query, parts, json)
       if (parts.length === 3) return await heartbeatRoute(req, res, query, parts[2]!, json)
     }
+    // Key listing: checked after the hot routes above, so they pay nothing for it.
+    if (target === '/kv' || target.startsWith('/kv?')) return await listRoute(req, splitTarget(target).query, json)
     let url: URL
     try {
       url = new URL(target, 'http://localhost')
@@ -346,6 +354,17 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       return
     }
     json(405, { error: 'method not allowed: use GET, PUT or DELETE', code: 'ERR_METHOD' }, { allow: 'GET, HEAD, PUT, DELETE' })
+  }
+
+  async function listRoute (req: http.IncomingMessage, query: Query, json: (status: number, body: unknown) => void): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed: GET /kv?prefix=<p>&limit=<n>&cursor=<c>' })
+    const local = flag(query, 'local') === true
+    const limit = option(query, 'limit', 1, LIST_LIMIT_MAX)
+    const prefix = query.get('prefix') ?? ''
+    const cursor = query.get('cursor')
+    // A page waits at most for its rounds of requests (kv/listing.ts), each bounded by the request timeout.
+    const result = await peer.list({ prefix, local, ...(limit === undefined ? {} : { limit }), ...(cursor === null ? {} : { cursor }), signal: AbortSignal.timeout(60_000) })
+    json(200, { peer: peer.id, scope: local ? 'local' : 'mesh', prefix, keys: result.keys, cursor: result.cursor, membersAsked: result.membersAsked, membersFailed: result.membersFailed })
   }
 
   async function heartbeatRoute (req: http.IncomingMessage, res: http.ServerResponse, query: Query, encoded: string, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {

@@ -122,7 +122,9 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --help                      this text
 
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
-GET /kv/<key>/placement, PUT /heartbeat/<service>?ttl=<ms>, GET /services, GET /watch?prefix=<p> (SSE),
+GET /kv/<key>/placement, GET /kv?prefix=<p>&limit=<1..1000, default 100>&cursor=<c>[&local=1] (a page of
+keys, mesh-wide or this peer's; follow "cursor" until null), PUT /heartbeat/<service>?ttl=<ms>,
+GET /services, GET /watch?prefix=<p> (SSE),
 GET /ring, GET /members, GET /stats, GET /metrics (Prometheus text format), GET /health, GET /api/info,
 GET / (dashboard). Writes are PUT and
 DELETE; a POST (debug routes only) needs Content-Type application/json or application/octet-stream.

@@ -49,6 +49,15 @@ export class InvalidContextError extends MeshkvError {
   }
 }
 
+/** A listing's cursor is not one a listing returned (not base64url of a UTF-8 key within the key limit, or
+ * not under the listing's prefix). */
+export class InvalidCursorError extends MeshkvError {
+  readonly code = 'ERR_INVALID_CURSOR'
+  constructor (readonly reason: string) {
+    super(`invalid listing cursor: ${reason}`)
+  }
+}
+
 /**
  * A local write would leave a key with more siblings than `siblingsMax`. The write is refused (nothing is
  * dropped); the client must read the key and write back a resolved value with the context it got.

@@ -10,7 +10,9 @@
  * arrive on the stream it opens to us and we reply there. In a private mesh both sides run the mesh-key
  * handshake (swim-service.ts) before anything else.
  *
- * Bounds: frames and messages have a maximum size (a peer exceeding it gets its stream reset); at most
+ * A request of a type this version does not know (a newer peer's) is answered with an ERR_UNSUPPORTED error
+ * reply; the stream stays up. Bounds: frames and messages have a maximum size (a peer exceeding it gets its
+ * stream reset); at most
  * `inFlightMax` requests wait per peer and direction (more fail with OverloadedError, or an ERR_OVERLOADED
  * reply); every request has a deadline (TimeoutError). A dial that fails is retried once, since
  * node-datachannel fails about one WebRTC dial in 10-25.
@@ -172,6 +174,8 @@ class Link {
             this.pending.delete(message.id)
             this.rpc.stats.replies++
             p.resolve(message.reply)
+          } else if (message.kind === 'unsupported') {
+            this.push(encodeReply(this.writer, message.id, { type: 'error', code: 'ERR_UNSUPPORTED', message: `request type ${message.type} is unknown to this peer (an older version)`, acked: 0, required: 0 }))
           } else {
             this.serve(message.id, message.request)
           }

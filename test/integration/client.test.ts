@@ -3,7 +3,7 @@
  * retry policy with a scripted fetch (which replies, how often, how long it waits, when it stops).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, HttpResponseError, InvalidKeyError, MeshkvClient, QuorumError, TimeoutError, UnreachableError, ValueTooLargeError, AbortError } from '../../src/client.js'
+import { ConfigError, HttpResponseError, InvalidCursorError, InvalidKeyError, MeshkvClient, QuorumError, TimeoutError, UnreachableError, ValueTooLargeError, AbortError } from '../../src/client.js'
 import { type PeerProcess, peerGroup } from '../helpers/peers.js'
 
 const group = peerGroup('meshkv-client-', ['--n', '2', '--r', '1', '--w', '1'])
@@ -24,6 +24,8 @@ describe('meshkv/client against a peer', () => {
     const { context, acks } = await client.put('c:1', 'resolved', { context: both.context })
     expect(acks).toBe(1)
     expect(await client.getText('c:1')).toBe('resolved')
+    expect(await client.list({ prefix: 'c:' })).toMatchObject({ keys: ['c:1'], cursor: null, membersFailed: [] })
+    await expect(client.list({ prefix: 'c:', cursor: '%%%' })).rejects.toBeInstanceOf(InvalidCursorError)
     await client.delete('c:1', { context })
     expect(await client.get('c:1')).toMatchObject({ values: [], deleted: true })
     expect(await client.getText('c:never')).toBeNull()

@@ -1,7 +1,8 @@
 /**
  * Hostile input on the KV protocol: a real peer process gets garbage, a forged count and an oversized frame
  * on /meshkv/kv/1.0.0 from a libp2p node in the test. Each stream is reset and counted; the peer keeps
- * serving.
+ * serving. A request of a type it does not know (a newer peer's) gets a typed error reply instead, on a
+ * stream that stays up.
  */
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -14,6 +15,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { afterAll, describe, expect, it } from 'vitest'
 import '../../src/polyfills.js'
 import { createMeshLibp2p } from '../../src/services/mesh-node.js'
+import { Writer } from '../../src/core/codec.js'
+import { decodeMessage, encodeFrame, encodeRequest, splitFrame } from '../../src/core/kv/messages.js'
 import { KV_PROTOCOL } from '../../src/services/kv-service.js'
 import { type PeerProcess, startPeer, waitUntil } from '../helpers/peers.js'
 
@@ -56,6 +59,28 @@ describe('kv protocol under hostile input', () => {
       const one = await fetch(`${target.http}/kv/w1?w=1`, { method: 'PUT', body: 'yes' })
       expect(one.status).toBe(204)
       expect(await (await fetch(`${target.http}/kv/w1?r=1`)).text()).toBe('yes')
+    } finally {
+      await node.stop()
+    }
+  }, 120_000)
+
+  it('answers a request type it does not know with ERR_UNSUPPORTED and keeps the stream for the next request', async () => {
+    target ??= await startPeer(['--bootstrap', '--data-dir', path.join(root, 't'), '--http', '0', '--webrtc-bind', '127.0.0.1', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    const node = await createMeshLibp2p({ privateKey: await generateKeyPair('Ed25519'), listen: [], extraTransports: [tcp()] })
+    try {
+      await node.dial(multiaddr(target.tcp))
+      const lp = lpStream(await node.dialProtocol(peerIdFromString(target.id), KV_PROTOCOL))
+      // A newer peer's request (type 200, a body this version cannot read), then a known one on the same stream.
+      const newer = new Writer().u8(1).varint(7).u8(200).string('from the future').finish().slice()
+      await lp.write(encodeFrame(new Writer(), [newer]).slice())
+      await lp.write(encodeFrame(new Writer(), [encodeRequest(new Writer(), 8, { type: 'read', key: 'k' })]).slice())
+      const replies = []
+      while (replies.length < 2) {
+        const frame = (await lp.read({ signal: AbortSignal.timeout(20_000) })).subarray()
+        for (const m of splitFrame(frame, 1 << 24)) replies.push(decodeMessage(m, { keyBytesMax: 1024, valueBytesMax: 1 << 20 }))
+      }
+      expect(replies[0]).toMatchObject({ kind: 'reply', id: 7, reply: { type: 'error', code: 'ERR_UNSUPPORTED' } })
+      expect(replies[1]).toMatchObject({ kind: 'reply', id: 8, reply: { type: 'state', state: null } })
     } finally {
       await node.stop()
     }

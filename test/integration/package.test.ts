@@ -58,7 +58,7 @@ describe('the npm package', () => {
     const blocks = readmeBlocks()
     // The storage engine, the library peer, the HTTP client.
     expect(blocks.length).toBeGreaterThanOrEqual(3)
-    const expected: Record<string, RegExp> = { engine: /^ada l\.$/m, peer: /^ada$/m, client: /^hello$[\s\S]*^3 true$[\s\S]*^true$/m }
+    const expected: Record<string, RegExp> = { engine: /^ada l\.$/m, peer: /^ada$\n^\[ 'user:1' \]$/m, client: /^hello$[\s\S]*^3 true$[\s\S]*^true$[\s\S]*^true true$/m }
     const seen = new Set<string>()
     for (const [i, block] of blocks.entries()) {
       const file = path.join(app, `readme-${i}.mjs`)

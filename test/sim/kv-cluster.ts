@@ -7,6 +7,7 @@
  * the test calls them, so runs are deterministic.
  */
 import type { KvConfig } from '../../src/core/kv/config.js'
+import type { ListOptions, ListResult } from '../../src/core/kv/listing.js'
 import type { KvReply, KvRequest } from '../../src/core/kv/messages.js'
 import type { Ring } from '../../src/core/ring/ring.js'
 import type { Call } from '../../src/core/replication/replication.js'
@@ -36,6 +37,7 @@ export class ScenarioKv {
   placement (key: string): Promise<{ replicas: ReplicaView[] }> { return this.call({ type: 'placement', key }) }
   handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void): Promise<{ delivered: number; failed: number }> { return this.call({ type: 'hand-off-all', ring: ringWithout, progress }) }
   ask (to: string, request: KvRequest): Promise<KvReply> { return this.call({ type: 'ask', to, request }) }
+  list (options: ListOptions = {}): Promise<ListResult> { return this.call({ type: 'list', options }) }
   handle (from: string, request: KvRequest): Promise<KvReply> { return this.sim.run(this.node.kv.handle(from, request)) }
   /** One TTL sweep turn, and what it starts runs to the end. */
   async sweep (): Promise<void> {

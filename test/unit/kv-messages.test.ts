@@ -29,7 +29,9 @@ const requests: KvRequest[] = [
   { type: 'pull', keys: ['a', 'b'] },
   { type: 'reap', key: 'k', state },
   { type: 'info' },
-  { type: 'services' }
+  { type: 'services' },
+  { type: 'list', prefix: 'user/', after: 'user/ü', limit: 1000 },
+  { type: 'list', prefix: '', after: '', limit: 1 }
 ]
 
 const replies: KvReply[] = [
@@ -42,7 +44,9 @@ const replies: KvReply[] = [
   { type: 'digests', segments: [3], keys: ['x'], hashes: [1, 2], truncated: true },
   { type: 'entries', entries: [{ key: 'k', ttlMs: 0, state }] },
   { type: 'error', code: 'ERR_QUORUM', message: 'nope', acked: 1, required: 2 },
-  { type: 'info', json: '{"keys":3}' }
+  { type: 'info', json: '{"keys":3}' },
+  { type: 'keys', keys: [{ key: 'a', state }, { key: 'b', state }], more: true },
+  { type: 'keys', keys: [], more: false }
 ]
 
 describe('kv wire messages', () => {
@@ -88,5 +92,13 @@ describe('kv wire messages', () => {
       { vv: ['a', 3] as VersionVector, siblings: [{ id: 'a', n: 2, value: null, wall: 0, logical: 0, lww: false }, { id: 'a', n: 1, value: null, wall: 0, logical: 0, lww: false }], lwwFloor: null }
     ]
     for (const s of bad) expect(() => decodeMessage(encodeRequest(w, 1, { type: 'reap', key: 'k', state: s }), LIMITS)).toThrow(DecodeError)
+  })
+
+  it('decodes a request of a type it does not know (a newer peer\'s) as unsupported, with its id', () => {
+    // Whatever its body: the frame delimits the message.
+    const newer = new Writer().u8(1).varint(77).u8(200).string('a body this version cannot read').finish().slice()
+    expect(decodeMessage(newer, LIMITS)).toEqual({ kind: 'unsupported', id: 77, type: 200 })
+    // An unknown reply type answers one of our own requests: still malformed.
+    expect(() => decodeMessage(new Writer().u8(2).varint(1).u8(200).finish().slice(), LIMITS)).toThrow(DecodeError)
   })
 })

@@ -44,6 +44,11 @@ export type KvRequest =
   | { readonly type: 'info' }
   /** The heartbeat services this replica holds (a JSON reply, of type 'info'). */
   | { readonly type: 'services' }
+  /**
+   * Listing: up to `limit` keys this replica holds that start with `prefix` and sort after `after` ('' from
+   * the start), tombstones included, with their states stripped of values (kv/listing.ts).
+   */
+  | { readonly type: 'list'; readonly prefix: string; readonly after: string; readonly limit: number }
 
 export type KvReply =
   | { readonly type: 'ok' }
@@ -56,6 +61,18 @@ export type KvReply =
   | { readonly type: 'entries'; readonly entries: readonly Entry[] }
   | { readonly type: 'error'; readonly code: string; readonly message: string; readonly acked: number; readonly required: number }
   | { readonly type: 'info'; readonly json: string }
+  /** A listing page: keys ascending with their states (values emptied); `more` if further keys follow. */
+  | { readonly type: 'keys'; readonly keys: readonly ListedKey[]; readonly more: boolean }
+
+/** A key in a listing page, with its state on that replica (every value replaced by an empty one). */
+export interface ListedKey {
+  readonly key: string
+  readonly state: KeyState
+}
+
+/** Most keys one listing page carries (requests asking for more are refused; replies with more are
+ * malformed). The HTTP and library bound on `limit` (kv/listing.ts LIST_LIMIT_MAX) is this. */
+export const LIST_PAGE_KEYS_MAX = 1000
 
 export interface WireLimits {
   keyBytesMax: number
@@ -65,8 +82,9 @@ export interface WireLimits {
 const KIND_REQUEST = 1
 const KIND_REPLY = 2
 
-const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info', 'services'] as const
-const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info'] as const
+// New types go at the end: a type's number is its index, and must mean the same on every version.
+const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info', 'services', 'list'] as const
+const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info', 'keys'] as const
 const SEGMENTS_MAX = 1024
 const ERROR_TEXT_MAX = 4096
 /** The largest JSON reply (peer figures, or a replica's list of heartbeat services). */
@@ -75,6 +93,8 @@ export const INFO_BYTES_MAX = 4 * 1024 * 1024
 export type Decoded =
   | { readonly kind: 'request'; readonly id: number; readonly request: KvRequest }
   | { readonly kind: 'reply'; readonly id: number; readonly reply: KvReply }
+  /** A request of a type this version does not know (from a newer peer): answer it ERR_UNSUPPORTED. */
+  | { readonly kind: 'unsupported'; readonly id: number; readonly type: number }
 
 function writeEntries (w: Writer, entries: readonly Entry[]): void {
   w.varint(entries.length)
@@ -160,6 +180,7 @@ export function encodeRequest (w: Writer, id: number, req: KvRequest): Uint8Arra
     case 'reap': writeState(w.string(req.key), req.state); break
     case 'info': break
     case 'services': break
+    case 'list': w.string(req.prefix).string(req.after).varint(req.limit); break
   }
   return w.finish().slice()
 }
@@ -181,6 +202,11 @@ export function encodeReply (w: Writer, id: number, reply: KvReply): Uint8Array 
     case 'entries': writeEntries(w, reply.entries); break
     case 'error': w.string(reply.code.slice(0, 64)).string(reply.message.slice(0, 1000)).varint(reply.acked).varint(reply.required); break
     case 'info': w.string(reply.json.length * 3 > INFO_BYTES_MAX ? '{}' : reply.json); break
+    case 'keys':
+      w.varint(reply.keys.length)
+      for (const k of reply.keys) writeState(w.string(k.key), k.state)
+      w.u8(reply.more ? 1 : 0)
+      break
   }
   return w.finish().slice()
 }
@@ -213,6 +239,13 @@ function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limit
     case 'reap': return { type, key: r.string(limits.keyBytesMax), state: readState(r, limits.valueBytesMax) }
     case 'info': return { type }
     case 'services': return { type }
+    case 'list': {
+      const prefix = r.string(limits.keyBytesMax)
+      const after = r.string(limits.keyBytesMax)
+      const limit = r.varint()
+      if (limit < 1 || limit > LIST_PAGE_KEYS_MAX) throw new DecodeError('kv message', `list limit ${limit} outside [1, ${LIST_PAGE_KEYS_MAX}]`)
+      return { type, prefix, after, limit }
+    }
   }
 }
 
@@ -233,6 +266,23 @@ function decodeReplyBody (r: Reader, type: typeof REPLY_TYPES[number], limits: W
     case 'entries': return { type, entries: readEntries(r, limits) }
     case 'error': return { type, code: r.string(ERROR_TEXT_MAX), message: r.string(ERROR_TEXT_MAX), acked: r.varint(), required: r.varint() }
     case 'info': return { type, json: r.string(INFO_BYTES_MAX) }
+    case 'keys': {
+      const count = r.count()
+      if (count > LIST_PAGE_KEYS_MAX) throw new DecodeError('kv message', `${count} listed keys exceed ${LIST_PAGE_KEYS_MAX}`)
+      const keys: ListedKey[] = []
+      let previous = ''
+      for (let i = 0; i < count; i++) {
+        const key = r.string(limits.keyBytesMax)
+        // Strictly ascending: the merge relies on it (kv/listing.ts).
+        if (i > 0 && key <= previous) throw new DecodeError('kv message', 'listed keys not in ascending order')
+        previous = key
+        keys.push({ key, state: readState(r, limits.valueBytesMax) })
+      }
+      const more = r.u8() === 1
+      // More to come after nothing: the merge could not tell where this replica's page ends.
+      if (more && count === 0) throw new DecodeError('kv message', 'an empty listing page cannot have more')
+      return { type, keys, more }
+    }
   }
 }
 
@@ -243,7 +293,10 @@ export function decodeMessage (bytes: Uint8Array, limits: WireLimits): Decoded {
   const t = r.u8()
   if (kind === KIND_REQUEST) {
     const type = REQUEST_TYPES[t]
-    if (type === undefined) throw new DecodeError('kv message', `unknown request type ${t}`)
+    // Not malformed, just newer than this peer: the frame delimits the message, so its body can be left
+    // unread and the request refused with a typed error, instead of resetting a stream that other requests
+    // share (a peer before this rule did reset it).
+    if (type === undefined) return { kind: 'unsupported', id, type: t }
     const request = decodeRequestBody(r, type, limits)
     r.end()
     return { kind: 'request', id, request }

@@ -18,12 +18,14 @@ import type { ServiceView } from './heartbeat.js'
 import type { KvReply, KvRequest } from './messages.js'
 import { type BackgroundPeriods, type Call, Replication } from '../replication/replication.js'
 import type { ReplicationOptions } from '../replication/replica-state.js'
+import type { ListOptions, ListResult } from './listing.js'
 import { localServices } from './services.js'
 import type { GetResult, KvEvents, KvStats, PutResult, ReadOptions, ReplicaView, SyncResult, WriteOptions } from '../replication/types.js'
 
 export type { Channel } from '../replication/flow.js'
 export type { ChangeEvent, GetResult, KvEvents, KvStats, PutResult, ReadOptions, ReplicaView, SiblingView, SyncResult, WriteOptions } from '../replication/types.js'
 export { replyError } from '../replication/replica-state.js'
+export type { ListOptions, ListResult } from './listing.js'
 export { byId } from './services.js'
 
 export interface KvTransport {
@@ -131,6 +133,14 @@ export class KvNode {
   /** Every heartbeat service in the mesh, merged from every up member's records. */
   meshServices (signal?: AbortSignal): Promise<{ services: ServiceView[]; asked: number; failed: number }> {
     return this.start({ type: 'services' }, signal)
+  }
+
+  /**
+   * A page of keys under `options.prefix`, after `options.cursor`: every up member's keys merged (deleted
+   * keys left out), or this peer's own with `local` (kv/listing.ts says what a listing promises).
+   */
+  list (options: ListOptions = {}): Promise<ListResult> {
+    return this.start({ type: 'list', options }, options.signal)
   }
 
   /** Sends one request to a peer and resolves with its raw reply (dashboards ask for figures this way). */

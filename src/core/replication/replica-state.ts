@@ -16,6 +16,7 @@ import type { KeyState } from '../version/dvv.js'
 import type { VersionVector } from '../version/vv.js'
 import { type Channel, type Flow, type Runtime, persist, request } from './flow.js'
 import { KeyIndex } from './key-index.js'
+import { OrderedKeys } from './key-order.js'
 import { Latencies } from './latency.js'
 import type { KvStats } from './types.js'
 
@@ -48,6 +49,8 @@ export class ReplicaState {
   readonly digests: Digests
   /** Hints, tombstones, heartbeat keys, keys by segment and the hash tree, kept by the engine's changes. */
   readonly index: KeyIndex
+  /** The keys held here in order, for listings (built by the first one; kept by the engine's changes). */
+  readonly ordered: OrderedKeys
   readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0, hedged: 0 }
   ring: Ring
   isUpNow: (id: string) => boolean = () => true
@@ -65,6 +68,7 @@ export class ReplicaState {
     this.ring = ring
     this.index = new KeyIndex(this.id, this.config.n, this.digests, ring)
     this.index.rebuild(ring, this.engine.entries())
+    this.ordered = new OrderedKeys(() => this.engine.keys(), key => this.engine.state(key) !== undefined)
     this.latencies = new Latencies({ multiplier: this.config.hedgeMultiplier, minMs: this.config.hedgeMinMs, maxMs: this.config.hedgeMaxMs })
     rt.observe = this.latencies.record
   }

@@ -7,9 +7,10 @@
  * reply (typed by code) and is counted, so a bad request never disturbs the replica. A state leaves this
  * replica only once it is durable here.
  */
-import { LeavingError, QuorumError } from '../errors.js'
+import { ConfigError, LeavingError, QuorumError } from '../errors.js'
 import type { Entry, KvReply, KvRequest } from '../kv/messages.js'
 import { servicesJson } from '../kv/heartbeat.js'
+import { LIST_LIMIT_MAX, localPage } from '../kv/listing.js'
 import { localServices } from '../kv/services.js'
 import type { AntiEntropy } from './anti-entropy.js'
 import { coordinateRead, coordinateWrite } from './coordinator.js'
@@ -84,6 +85,12 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   },
   * services (s) {
     return { type: 'info', json: servicesJson(localServices(s)) }
+  },
+  list (s, _ae, _from, request) {
+    // Bounded by the decoder too (limit, prefix and cursor lengths); states go out only once durable here.
+    if (request.limit > LIST_LIMIT_MAX) throw new ConfigError('limit', `must be at most ${LIST_LIMIT_MAX}`)
+    const page = localPage(s, request)
+    return durable({ type: 'keys', keys: page.keys, more: page.more })
   },
   * reap (s, _ae, _from, request) {
     if (s.engine.reap(request.key, request.state)) s.counters.reaped++

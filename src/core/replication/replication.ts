@@ -12,6 +12,7 @@
  * changes (key-index.ts), so no code path keeps it in step by hand.
  */
 import { errorMessage } from '../errors.js'
+import { type ListOptions, listKeys } from '../kv/listing.js'
 import { meshServices } from '../kv/services.js'
 import type { KvRequest } from '../kv/messages.js'
 import type { Ring } from '../ring/ring.js'
@@ -38,6 +39,8 @@ export type Call =
   | { readonly type: 'hand-off-all'; readonly ring: Ring; readonly progress: (done: number, total: number) => void }
   /** Every heartbeat service in the mesh. */
   | { readonly type: 'services' }
+  /** A page of keys: the mesh's, merged, or this peer's own (`options.local`). */
+  | { readonly type: 'list'; readonly options: ListOptions }
   /** A request to one peer, answered with its raw reply (dashboards ask peers for their figures). */
   | { readonly type: 'ask'; readonly to: string; readonly request: KvRequest }
 
@@ -78,7 +81,10 @@ export class Replication {
     this.antiEntropy = new AntiEntropy(s)
     this.handoff = new Handoff(s)
     const engine = options.engine
-    engine.onChange = (key, prior, state) => { s.index.note(key, prior, state) }
+    engine.onChange = (key, prior, state) => {
+      s.index.note(key, prior, state)
+      s.ordered.note(key, prior, state)
+    }
     // An expiry is a write by this replica: its other replicas get it once durable.
     engine.events.on('expired', e => { this.spawn(publishExpiry(s, e.key, e.state, e.expired), `publishing the expiry of ${e.key}`) })
     engine.onExpiring = (key, state) => { this.spawn(checkExpiry(s, key, state), `the expiry check of ${key}`) }
@@ -137,7 +143,7 @@ export class Replication {
 
   /**
    * Stops an operation started with call(op, ...) that is still running as a flow (a handoff, an
-   * anti-entropy round, a leave's handoff, a placement or services lookup): `reason` is thrown into it, so
+   * anti-entropy round, a leave's handoff, a placement, services or listing lookup): `reason` is thrown into it, so
    * it sends nothing more and completes with that error. Puts, gets and deletes run to their end.
    */
   cancel (op: unknown, reason: Error, nowMs: number): Effect[] {
@@ -154,6 +160,7 @@ export class Replication {
       case 'sync': return this.antiEntropy.round(call.peer)
       case 'hand-off-all': return this.handoff.handOffAll(call.ring, call.progress)
       case 'services': return meshServices(s)
+      case 'list': return listKeys(s, call.options)
       case 'ask': return exchange(call.to, 'kv', call.request)
     }
   }
