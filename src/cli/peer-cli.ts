@@ -22,8 +22,8 @@ import { loadOrCreateKey, nextIncarnation } from '../adapters/node-identity.js'
 import { consoleLogger, systemClock } from '../adapters/node-env.js'
 import { cryptoRng } from '../adapters/random.js'
 import { FileWal } from '../adapters/wal-file.js'
-import { type Durability, defaultStorageConfig } from '../core/config.js'
-import { errorMessage, IncompatiblePeerError, MeshkvError } from '../core/errors.js'
+import { type Durability, type StorageConfig, defaultStorageConfig, validateStorageConfig } from '../core/config.js'
+import { ConfigError, errorMessage, IncompatiblePeerError, MeshkvError } from '../core/errors.js'
 import { type KvConfig, N_MAX, defaultKvConfig, validateKvConfig } from '../core/kv/config.js'
 import { type SwimConfig, defaultSwimConfig, validateSwimConfig } from '../core/membership/config.js'
 import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
@@ -34,6 +34,7 @@ import { debugRoute } from './debug-api.js'
 import { httpHandler } from './http-api.js'
 import { HTTP_NAMES_MAX, HttpExposureError, HttpGuard, checkHttpExposure, checkHttpToken, parseCorsOrigin, parseHttpName } from './http-guard.js'
 import { PeerMetrics, counterFrom } from './metrics.js'
+import { CONFIG_FILE_BYTES_MAX, SettingsError, type Value, cliSwimDefaults, describeSettings, flagOptions, kebab, renderToml, resolveSettings, settingsTable } from './settings.js'
 
 const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
 
@@ -119,6 +120,10 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               /meshkv/debug/1.0.0 protocol through which other debug peers act on this
                               one, and /meshkv/echo/1.0.0 (benchmark baseline); never in production;
                               refused (the peer does not start) with a non-loopback --http-host
+  --config <file.toml>        read settings from this TOML file (or MESHKV_CONFIG); every flag and every
+                              storage, replication and SWIM option has a key (listed below); flags win
+                              over the environment, which wins over the file
+  --print-config              print the effective configuration as TOML (secrets redacted) and exit
   --help                      this text
 
 HTTP: GET/PUT/DELETE /kv/<key> (context in the X-Meshkv-Context header; 300 with JSON siblings),
@@ -155,13 +160,6 @@ class UsageError extends Error {
   override name = 'UsageError'
 }
 
-function int (name: string, value: string | undefined, min: number, max: number): number | undefined {
-  if (value === undefined) return undefined
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(value)}`)
-  return n
-}
-
 function readKnownPeers (file: string): Multiaddr[] {
   try {
     const list = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown
@@ -173,19 +171,24 @@ function readKnownPeers (file: string): Multiaddr[] {
 }
 
 export async function main (argv: string[]): Promise<void> {
-  let args: ReturnType<typeof parse>
+  let config: CliConfig
   try {
-    args = parse(argv)
+    config = configure(argv, process.env)
   } catch (error) {
-    console.error(`${errorMessage(error)}\n\n${HELP}`)
+    if (error instanceof HelpRequested) {
+      console.log(`${HELP}\n\n${settingsHelp()}`)
+      return
+    }
+    const usage = error instanceof UsageError || error instanceof SettingsError || error instanceof TypeError
+    console.error(`${errorMessage(error)}\n\n${usage ? 'run with --help for usage' : ''}`.trimEnd())
     process.exit(2)
   }
-  if (args.help) {
-    console.log(HELP)
+  if (config.printConfig) {
+    process.stdout.write(renderToml(settingsTable(shownDefaults()), effectiveSettings(config)))
     return
   }
   try {
-    await run(args)
+    await run(config)
   } catch (error) {
     if (error instanceof UsageError) {
       console.error(`${error.message}\n\nrun with --help for usage`)
@@ -200,51 +203,186 @@ export async function main (argv: string[]): Promise<void> {
   }
 }
 
-function parse (argv: string[]) {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      bootstrap: { type: 'boolean' },
-      join: { type: 'string', multiple: true },
-      listen: { type: 'string', multiple: true },
-      http: { type: 'string' },
-      'http-host': { type: 'string' },
-      'http-token': { type: 'string' },
-      'http-token-file': { type: 'string' },
-      'http-name': { type: 'string', multiple: true },
-      'http-cors': { type: 'string', multiple: true },
-      'data-dir': { type: 'string' },
-      'mesh-key': { type: 'string' },
-      vnodes: { type: 'string' },
-      'relay-reservations': { type: 'string' },
-      'no-relay': { type: 'boolean' },
-      'ice-server': { type: 'string', multiple: true },
-      'webrtc-bind': { type: 'string' },
-      'probe-interval-ms': { type: 'string' },
-      'probe-timeout-ms': { type: 'string' },
-      'suspicion-mult': { type: 'string' },
-      'gossip-interval-ms': { type: 'string' },
-      'push-pull-interval-ms': { type: 'string' },
-      n: { type: 'string' },
-      r: { type: 'string' },
-      w: { type: 'string' },
-      'strict-quorum': { type: 'boolean' },
-      location: { type: 'string' },
-      'min-durable': { type: 'string' },
-      'durable-acks': { type: 'string' },
-      'hedge-multiplier': { type: 'string' },
-      durability: { type: 'string' },
-      'sync-interval-ms': { type: 'string' },
-      'tombstone-grace-ms': { type: 'string' },
-      'sweep-period-ms': { type: 'string' },
-      'memory-max-mb': { type: 'string' },
-      'debug-api': { type: 'boolean' },
-      help: { type: 'boolean' }
-    },
-    strict: true,
-    allowPositionals: false
+class HelpRequested extends Error {}
+
+function shownDefaults (): { memoryMaxMb: number; relayReservations: number } {
+  return { memoryMaxMb: memoryMaxMbDefault(), relayReservations: RELAY_RESERVATIONS_DEFAULT }
+}
+
+/** The --help section generated from the settings table: every key, its default and its meaning. */
+function settingsHelp (): string {
+  return `Configuration: every setting below can also come from a TOML file (--config <file>, keys as listed;
+kv.*, storage.* and swim.* in tables [kv], [storage], [swim]) or from the environment (MESHKV_ and the key
+in upper snake case: MESHKV_HTTP_HOST, MESHKV_KV_N, MESHKV_STORAGE_VALUE_BYTES_MAX; lists comma-separated).
+Precedence: flags, then the environment, then the file, then the defaults. --print-config prints the
+effective configuration as TOML (secrets redacted) and exits.
+
+${describeSettings(settingsTable(shownDefaults()))}`
+}
+
+/** Everything a Node peer is started with, resolved from flags, environment, file and defaults. */
+export interface CliConfig {
+  printConfig: boolean
+  /** Where each explicitly set value came from (--n, MESHKV_KV_N, meshkv.toml kv.n). */
+  where: ReadonlyMap<string, string>
+  bootstrap: boolean
+  dataDir: string
+  vnodes: number
+  relay: boolean
+  reservations: number
+  httpPort: number | null
+  httpHost: string
+  httpSecurity: { token: string | undefined; tokenFile: string | undefined; names: string[]; cors: string[] }
+  meshKey: string | undefined
+  listen: string[]
+  join: Multiaddr[]
+  iceServers: string[]
+  webrtcBind: string | undefined
+  location: string
+  debugApi: boolean
+  swim: SwimConfig
+  kv: KvConfig
+  storage: StorageConfig
+  memoryMaxMb: number
+}
+
+/**
+ * Resolves the command line, the environment and the config file (settings.ts) into a CliConfig, checking
+ * every value and naming the key and where it came from when one is wrong. Reads nothing but the config
+ * and token files; starts nothing.
+ */
+export function configure (argv: string[], env: Record<string, string | undefined>): CliConfig {
+  const table = settingsTable(shownDefaults())
+  let flags: Record<string, unknown>
+  try {
+    ({ values: flags } = parseArgs({ args: argv, options: flagOptions(table), strict: true, allowPositionals: false }))
+  } catch (error) {
+    throw new UsageError(errorMessage(error))
+  }
+  if (flags.help === true) throw new HelpRequested()
+  const configFile = (flags.config as string | undefined) ?? (env.MESHKV_CONFIG === '' ? undefined : env.MESHKV_CONFIG)
+  let file: { name: string; text: string } | undefined
+  if (configFile !== undefined) {
+    try {
+      const size = fs.statSync(configFile).size
+      if (size > CONFIG_FILE_BYTES_MAX) throw new Error(`larger than ${CONFIG_FILE_BYTES_MAX} bytes`)
+      file = { name: configFile, text: fs.readFileSync(configFile, 'utf8') }
+    } catch (error) {
+      throw new UsageError(`--config ${configFile}: ${errorMessage(error)}`)
+    }
+  }
+  const values = resolveSettings({ table, flags, env, ...(file === undefined ? {} : { file }) })
+  const where = new Map([...values].map(([key, v]) => [key, v.where]))
+  const get = <T>(key: string): T | undefined => values.get(key)?.value as T | undefined
+  const named = (key: string): string => where.get(key) ?? key
+  const fail = (key: string, message: string): never => { throw new UsageError(`${named(key)}: ${message}`) }
+
+  const bootstrap = get<boolean>('bootstrap') ?? false
+  const relay = !(get<boolean>('no-relay') ?? false)
+  if (!relay && values.has('relay-reservations')) throw new UsageError(`${named('relay-reservations')} and ${named('no-relay')} contradict each other`)
+  const httpRaw = get<string>('http')
+  let httpPort: number | null
+  if (httpRaw === 'off') httpPort = null
+  else if (httpRaw === undefined) httpPort = bootstrap ? 7000 : 0
+  else {
+    httpPort = Number(httpRaw)
+    if (!/^\d+$/.test(httpRaw) || httpPort > 65535) fail('http', `must be a port in [0, 65535] or off, got ${JSON.stringify(httpRaw)}`)
+  }
+  const httpHost = get<string>('http-host') ?? '127.0.0.1'
+  const meshKey = get<string>('mesh-key')
+  if (meshKey === '') fail('mesh-key', 'must not be empty (omit it for an open mesh)')
+  const join = (get<string[]>('join') ?? []).map(a => {
+    try { return multiaddr(a) } catch { return fail('join', `${JSON.stringify(a)} is not a multiaddr (expected e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo...)`) }
   })
-  return values
+  const location = get<string>('location') ?? os.hostname()
+  if (location === '' || location.length > LOCATION_CHARS_MAX) fail('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(location)}`)
+  const debugApi = get<boolean>('debug-api') ?? false
+
+  // The configs of the core: defaults, then every key set; the core's validation names the field, which is
+  // mapped back to its key and where its value came from.
+  const section = <T extends object>(name: string, defaults: T): T => {
+    const out: Record<string, unknown> = { ...defaults as Record<string, unknown> }
+    for (const field of Object.keys(defaults)) {
+      const v = get(`${name}.${kebab(field)}`)
+      if (v !== undefined) out[field] = v
+    }
+    return out as T
+  }
+  const validated = <T>(name: string, check: () => T): T => {
+    try {
+      return check()
+    } catch (error) {
+      if (error instanceof ConfigError) throw new UsageError(`${named(`${name}.${kebab(error.field)}`)}: ${error.reason}`)
+      throw error
+    }
+  }
+  const swim = section('swim', cliSwimDefaults())
+  if (!values.has('swim.probe-timeout-ms')) swim.probeTimeoutMs = Math.min(swim.probeTimeoutMs, swim.probeIntervalMs)
+  validated('swim', () => validateSwimConfig(swim))
+  const kv = section('kv', defaultKvConfig())
+  if (!values.has('kv.r')) kv.r = Math.min(kv.r, kv.n)
+  if (!values.has('kv.w')) kv.w = Math.min(kv.w, kv.n)
+  validated('kv', () => validateKvConfig(kv))
+  const heapMb = Math.floor(v8.getHeapStatistics().heap_size_limit / 1024 / 1024)
+  const memoryMaxMb = get<number>('storage.memory-max-mb') ?? memoryMaxMbDefault()
+  if (memoryMaxMb > heapMb) fail('storage.memory-max-mb', `must be at most the heap limit, ${heapMb} MB (raise it with node --max-old-space-size), got ${memoryMaxMb}`)
+  const storage = section('storage', { ...defaultStorageConfig(), memoryBytesMax: memoryMaxMb * 1024 * 1024 })
+  validated('storage', () => validateStorageConfig(storage))
+
+  const config: CliConfig = {
+    printConfig: flags['print-config'] === true,
+    where,
+    bootstrap,
+    dataDir: path.resolve(get<string>('data-dir') ?? 'meshkv-data'),
+    vnodes: get<number>('vnodes') ?? DEFAULT_VNODES,
+    relay,
+    reservations: get<number>('relay-reservations') ?? RELAY_RESERVATIONS_DEFAULT,
+    httpPort,
+    httpHost,
+    httpSecurity: { token: undefined, tokenFile: get<string>('http-token-file'), names: [], cors: [] },
+    meshKey,
+    listen: get<string[]>('listen') ?? (bootstrap ? ['/ip4/127.0.0.1/tcp/4001', '/ip4/127.0.0.1/tcp/4002/ws'] : ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']),
+    join,
+    iceServers: get<string[]>('ice-server') ?? [],
+    webrtcBind: get<string>('webrtc-bind'),
+    location,
+    debugApi,
+    swim,
+    kv,
+    storage,
+    memoryMaxMb
+  }
+  config.httpSecurity = httpOptions(values, config)
+  return config
+}
+
+/** Every setting's effective value, by key, for --print-config (the token file's contents are not read into it). */
+function effectiveSettings (c: CliConfig): Map<string, unknown> {
+  const out = new Map<string, unknown>([
+    ['bootstrap', c.bootstrap],
+    ['join', c.join.map(String)],
+    ['listen', c.listen],
+    ['http', c.httpPort === null ? 'off' : String(c.httpPort)],
+    ['http-host', c.httpHost],
+    ['http-token', c.httpSecurity.token],
+    ['http-token-file', c.httpSecurity.tokenFile],
+    ['http-name', c.httpSecurity.names],
+    ['http-cors', c.httpSecurity.cors],
+    ['data-dir', c.dataDir],
+    ['mesh-key', c.meshKey],
+    ['location', c.location],
+    ['vnodes', c.vnodes],
+    ['relay-reservations', c.reservations],
+    ['no-relay', !c.relay],
+    ['ice-server', c.iceServers],
+    ['webrtc-bind', c.webrtcBind],
+    ['debug-api', c.debugApi]
+  ])
+  for (const [name, config] of [['kv', c.kv], ['storage', c.storage], ['swim', c.swim]] as const) {
+    for (const [field, value] of Object.entries(config)) if (field !== 'memoryBytesMax') out.set(`${name}.${kebab(field)}`, value)
+  }
+  out.set('storage.memory-max-mb', c.memoryMaxMb)
+  return out
 }
 
 /**
@@ -252,92 +390,44 @@ function parse (argv: string[]) {
  * MESHKV_HTTP_TOKEN), the extra Host names and the CORS origins; a non-loopback host without a token, or
  * with --debug-api, stops the start (http-guard.ts, checkHttpExposure).
  */
-function httpOptions (args: ReturnType<typeof parse>, host: string): { token: string | undefined; names: string[]; cors: string[] } {
+function httpOptions (values: ReadonlyMap<string, Value>, c: CliConfig): CliConfig['httpSecurity'] {
   try {
-    if (args['http-token'] !== undefined && args['http-token-file'] !== undefined) throw new UsageError('give --http-token or --http-token-file, not both')
+    const tokenValue = values.get('http-token')
+    const tokenFile = values.get('http-token-file')
+    // The token file wins over a token from the environment; a token and a file given both otherwise clash.
+    if (tokenValue !== undefined && tokenFile !== undefined && tokenValue.source !== 'env') throw new UsageError(`give ${tokenValue.where} or ${tokenFile.where}, not both`)
     let token: string | undefined
-    if (args['http-token'] !== undefined) token = checkHttpToken(args['http-token'], '--http-token')
-    else if (args['http-token-file'] !== undefined) token = checkHttpToken(readTokenFile(args['http-token-file']), `--http-token-file ${args['http-token-file']}`)
-    else if (process.env.MESHKV_HTTP_TOKEN !== undefined && process.env.MESHKV_HTTP_TOKEN !== '') token = checkHttpToken(process.env.MESHKV_HTTP_TOKEN, 'MESHKV_HTTP_TOKEN')
-    const names = (args['http-name'] ?? []).map(parseHttpName)
-    const cors = [...new Set((args['http-cors'] ?? []).map(parseCorsOrigin))]
+    if (tokenFile !== undefined) token = checkHttpToken(readTokenFile(tokenFile.value as string, tokenFile.where), `${tokenFile.where} ${tokenFile.value as string}`)
+    else if (tokenValue !== undefined) token = checkHttpToken(tokenValue.value as string, tokenValue.where)
+    const names = ((values.get('http-name')?.value as string[] | undefined) ?? []).map(parseHttpName)
+    const cors = [...new Set(((values.get('http-cors')?.value as string[] | undefined) ?? []).map(parseCorsOrigin))]
     if (names.length > HTTP_NAMES_MAX || cors.length > HTTP_NAMES_MAX) throw new UsageError(`at most ${HTTP_NAMES_MAX} --http-name and ${HTTP_NAMES_MAX} --http-cors values`)
-    if (args.http !== 'off') checkHttpExposure({ host, token, debugApi: args['debug-api'] === true })
-    return { token, names, cors }
+    if (c.httpPort !== null) checkHttpExposure({ host: c.httpHost, token, debugApi: c.debugApi })
+    return { token, tokenFile: tokenFile?.value as string | undefined, names, cors }
   } catch (error) {
     if (error instanceof HttpExposureError) throw new UsageError(error.message)
     throw error
   }
 }
 
-function readTokenFile (file: string): string {
+function readTokenFile (file: string, where: string): string {
   let text: string
   try {
     text = fs.readFileSync(file, 'utf8')
     // Like ssh with its keys: a token others on this machine can read is not a secret.
-    if ((fs.statSync(file).mode & 0o077) !== 0) console.error(`warning: --http-token-file ${file} is readable by other users (chmod 600 it)`)
+    if ((fs.statSync(file).mode & 0o077) !== 0) console.error(`warning: ${where} ${file} is readable by other users (chmod 600 it)`)
   } catch (error) {
-    throw new UsageError(`--http-token-file ${file}: ${errorMessage(error)}`)
+    throw new UsageError(`${where} ${file}: ${errorMessage(error)}`)
   }
   return text.replace(/\r?\n$/, '')
 }
 
-async function run (args: ReturnType<typeof parse>): Promise<void> {
+async function run (config: CliConfig): Promise<void> {
   const log = consoleLogger('meshkv')
-  const bootstrap = args.bootstrap === true
-  const dataDir = path.resolve(args['data-dir'] ?? 'meshkv-data')
-  const vnodes = int('vnodes', args.vnodes, 1, VNODES_MAX) ?? DEFAULT_VNODES
-  const reservations = int('relay-reservations', args['relay-reservations'], 1, 10_000) ?? RELAY_RESERVATIONS_DEFAULT
-  const relay = args['no-relay'] !== true
-  if (!relay && args['relay-reservations'] !== undefined) throw new UsageError('--relay-reservations and --no-relay contradict each other')
-  const httpPort = args.http === 'off' ? null : int('http', args.http, 0, 65535) ?? (bootstrap ? 7000 : 0)
-  const httpHost = args['http-host'] ?? '127.0.0.1'
-  const httpSecurity = httpOptions(args, httpHost)
-  if (args['mesh-key'] === '') throw new UsageError('--mesh-key must not be empty (omit it for an open mesh)')
-  const meshKey = args['mesh-key'] ?? (process.env.MESHKV_MESH_KEY !== undefined && process.env.MESHKV_MESH_KEY !== '' ? process.env.MESHKV_MESH_KEY : undefined)
-  const listen = args.listen ?? (bootstrap ? ['/ip4/127.0.0.1/tcp/4001', '/ip4/127.0.0.1/tcp/4002/ws'] : ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'])
-  const joinAddrs = (args.join ?? []).map(a => {
-    try { return multiaddr(a) } catch { throw new UsageError(`--join ${JSON.stringify(a)} is not a multiaddr (expected e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo...)`) }
-  })
-  const swim: SwimConfig = { ...defaultSwimConfig() }
-  swim.probeIntervalMs = int('probe-interval-ms', args['probe-interval-ms'], 10, 600_000) ?? swim.probeIntervalMs
-  swim.probeTimeoutMs = int('probe-timeout-ms', args['probe-timeout-ms'], 1, 600_000) ?? Math.min(swim.probeTimeoutMs, swim.probeIntervalMs)
-  swim.suspicionMult = int('suspicion-mult', args['suspicion-mult'], 1, 100) ?? swim.suspicionMult
-  swim.gossipIntervalMs = int('gossip-interval-ms', args['gossip-interval-ms'], 1, 600_000) ?? swim.gossipIntervalMs
-  swim.pushPullIntervalMs = int('push-pull-interval-ms', args['push-pull-interval-ms'], 10, 86_400_000) ?? swim.pushPullIntervalMs
-  swim.metaBytesMax = 2048
-  try {
-    validateSwimConfig(swim)
-  } catch (error) {
-    throw new UsageError(errorMessage(error))
-  }
-
-  const kv: KvConfig = { ...defaultKvConfig() }
-  kv.n = int('n', args.n, 1, N_MAX) ?? kv.n
-  kv.r = int('r', args.r, 1, N_MAX) ?? Math.min(kv.r, kv.n)
-  kv.w = int('w', args.w, 1, N_MAX) ?? Math.min(kv.w, kv.n)
-  kv.strictQuorum = args['strict-quorum'] === true
-  kv.minDurable = int('min-durable', args['min-durable'], 0, N_MAX) ?? kv.minDurable
-  kv.durableAcks = int('durable-acks', args['durable-acks'], 0, N_MAX) ?? kv.durableAcks
-  if (args['hedge-multiplier'] !== undefined) {
-    const x = Number(args['hedge-multiplier'])
-    if (args['hedge-multiplier'].trim() === '' || !Number.isFinite(x) || x < 0 || x > 100) throw new UsageError(`--hedge-multiplier must be a number in [0, 100], got ${JSON.stringify(args['hedge-multiplier'])}`)
-    kv.hedgeMultiplier = x
-  }
-  const location = args.location ?? os.hostname()
-  if (location === '' || location.length > LOCATION_CHARS_MAX) throw new UsageError(`--location must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(location)}`)
-  kv.syncIntervalMs = int('sync-interval-ms', args['sync-interval-ms'], 1, 86_400_000) ?? kv.syncIntervalMs
-  kv.tombstoneGraceMs = int('tombstone-grace-ms', args['tombstone-grace-ms'], 0, Number.MAX_SAFE_INTEGER) ?? kv.tombstoneGraceMs
-  try {
-    validateKvConfig(kv)
-  } catch (error) {
-    throw new UsageError(errorMessage(error))
-  }
-  const durability = (args.durability ?? defaultStorageConfig().durability) as Durability
-  if (durability !== 'sync' && durability !== 'async') throw new UsageError(`--durability must be sync or async, got ${JSON.stringify(args.durability)}`)
-  const sweepPeriodMs = int('sweep-period-ms', args['sweep-period-ms'], 10, 3_600_000) ?? defaultStorageConfig().sweepPeriodMs
+  const { bootstrap, dataDir, vnodes, relay, reservations, httpPort, httpHost, httpSecurity, meshKey, listen, swim, kv, location, memoryMaxMb } = config
+  const joinAddrs = config.join
   const heapMb = Math.floor(v8.getHeapStatistics().heap_size_limit / 1024 / 1024)
-  const memoryMaxMb = int('memory-max-mb', args['memory-max-mb'], 1, heapMb) ?? memoryMaxMbDefault()
+  const durability: Durability = config.storage.durability
   const blocked = new Set<string>()
 
   fs.mkdirSync(dataDir, { recursive: true })
@@ -373,8 +463,8 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     listen,
     extraTransports: [tcp()],
     ...(relay ? { relayServer: { maxReservations: reservations } } : {}),
-    ...(args['ice-server'] === undefined ? {} : { iceServers: args['ice-server'].map(urls => ({ urls })) }),
-    ...(args['webrtc-bind'] === undefined ? {} : { webrtcBindAddress: args['webrtc-bind'] }),
+    ...(config.iceServers.length === 0 ? {} : { iceServers: config.iceServers.map(urls => ({ urls })) }),
+    ...(config.webrtcBind === undefined ? {} : { webrtcBindAddress: config.webrtcBind }),
     swim,
     incarnation,
     vnodes,
@@ -387,9 +477,9 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
     log,
     wal: new FileWal(path.join(dataDir, 'wal'), { observeSyncMs: metrics.observeSyncMs }),
     observeOp: metrics.observeOp,
-    storage: { durability, sweepPeriodMs, memoryBytesMax: memoryMaxMb * 1024 * 1024 },
+    storage: config.storage,
     kv,
-    ...(args['debug-api'] === true ? { blocked } : {})
+    ...(config.debugApi ? { blocked } : {})
   })
 
   metrics.attach(peer, relay ? { relayReservationsMax: reservations } : {})
@@ -399,7 +489,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
   }
 
   let debug: DebugService | null = null
-  if (args['debug-api'] === true) {
+  if (config.debugApi) {
     const hangUp = async (target: string): Promise<void> => { try { await peer.libp2p.hangUp(peerIdFromString(target)) } catch { /* not connected */ } }
     debug = new DebugService(peer.libp2p, id => peer.membership.isUp(id) || peer.members().some(m => m.id === id && m.state !== 'left'), {
       block: async target => { blocked.add(target); await hangUp(target); return [...blocked] },
@@ -439,7 +529,7 @@ async function run (args: ReturnType<typeof parse>): Promise<void> {
       info,
       metrics,
       guard,
-      ...(args['debug-api'] === true
+      ...(config.debugApi
         ? {
             extra: async (req, url, send) => await debugRoute(peer, debug!, req, url, send)
           }

@@ -12,6 +12,7 @@ import { parse as parseToml, stringify as stringifyToml } from 'smol-toml'
 import { type StorageConfig, defaultStorageConfig } from '../core/config.js'
 import { type KvConfig, defaultKvConfig } from '../core/kv/config.js'
 import { type SwimConfig, defaultSwimConfig } from '../core/membership/config.js'
+import { DEFAULT_VNODES, VNODES_MAX } from '../core/ring/ring.js'
 
 export type SettingType = 'bool' | 'int' | 'number' | 'string' | 'list'
 
@@ -36,8 +37,8 @@ export interface Setting {
 /** A configuration file larger than this is refused (it is a handful of lines). */
 export const CONFIG_FILE_BYTES_MAX = 1024 * 1024
 
-const kebab = (s: string): string => s.replace(/[A-Z]/g, c => `-${c.toLowerCase()}`)
-const camel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+/** camelCase to kebab-case: a config field's name as a key (`valueBytesMax` -> `value-bytes-max`). */
+export const kebab = (s: string): string => s.replace(/[A-Z]/g, c => `-${c.toLowerCase()}`)
 const MAX = Number.MAX_SAFE_INTEGER
 
 function top (key: string, type: SettingType, shownDefault: string, help: string, extra: Partial<Setting> = {}): Setting {
@@ -125,18 +126,22 @@ function fromDefaults<T extends object> (table: string, defaults: T, help: Recor
   })
 }
 
-/** Every setting. `heapMb` and `hostname` only shape the defaults shown. */
+/** Every setting of a Node peer; `shown` only shapes the defaults --help and --print-config show. */
 export function settingsTable (shown: { memoryMaxMb: number; relayReservations: number }): Setting[] {
   return [
     top('bootstrap', 'bool', 'false', 'start a mesh (default listen 127.0.0.1 tcp/4001 and tcp/4002/ws, --http 7000)'),
     top('join', 'list', '[]', 'multiaddrs of members to join through'),
     top('listen', 'list', '127.0.0.1, free TCP and WebSocket ports', 'listen multiaddrs'),
     top('http', 'string', '7000 with --bootstrap, else 0', 'HTTP API and dashboard port (0: a free one; off: none)'),
-    top('http-host', 'string', '127.0.0.1', 'interface for HTTP (0.0.0.0 exposes it)'),
+    top('http-host', 'string', '127.0.0.1', 'interface for HTTP (0.0.0.0 exposes it; then a token is required)'),
+    top('http-token', 'string', 'none', 'bearer token every API request must carry (16..4096 printable characters)', { secret: true }),
+    top('http-token-file', 'string', 'none', 'read the token from this file (wins over MESHKV_HTTP_TOKEN)'),
+    top('http-name', 'list', '[]', 'extra names the Host header may carry (host or host:port)'),
+    top('http-cors', 'list', '[]', 'origins allowed to call the API from a browser (CORS)'),
     top('data-dir', 'string', './meshkv-data', 'identity key, incarnation, known peers and the log'),
     top('mesh-key', 'string', 'none (open mesh)', 'secret that makes the mesh private', { secret: true }),
     top('location', 'string', 'the host name', 'this peer\'s failure domain, zone/rack/host'),
-    top('vnodes', 'int', '256', 'ring tokens this peer owns', { min: 1, max: 4096 }),
+    top('vnodes', 'int', String(DEFAULT_VNODES), 'ring tokens this peer owns', { min: 1, max: VNODES_MAX }),
     top('relay-reservations', 'int', String(shown.relayReservations), 'browser tabs this peer\'s circuit relay serves at once', { min: 1, max: 10_000 }),
     top('no-relay', 'bool', 'false', 'run no circuit relay'),
     top('ice-server', 'list', '[]', 'STUN/TURN servers for WebRTC across NATs'),
@@ -177,6 +182,8 @@ function check (setting: Setting, raw: unknown, where: string): unknown {
       return n
     }
     case 'string':
+      // A port or a name that is a number, written without quotes in the file.
+      if (typeof raw === 'number' && Number.isInteger(raw)) raw = String(raw)
       if (typeof raw !== 'string') return fail('must be a string')
       if (setting.choices !== undefined && !setting.choices.includes(raw)) fail(`must be one of ${setting.choices.join(', ')}`)
       return raw
@@ -206,10 +213,28 @@ function flatten (doc: Record<string, unknown>, known: Map<string, Setting>, fil
   return out
 }
 
+/** Keys a mistyped one was probably meant as: the same name in another table, or its camelCase spelling, or
+ * within two edits in the same table. */
 function suggest (key: string, known: Map<string, Setting>): string {
   const last = key.split('.').pop()!
-  const near = [...known.keys()].filter(k => k.split('.').pop() === last || k.split('.').pop() === kebab(camel(last)))
-  return near.length > 0 ? ` (did you mean ${near.join(' or ')}?)` : ''
+  const table = key.includes('.') ? key.split('.')[0] : undefined
+  const near = [...known.keys()].filter(k => {
+    const [kTable, kLast] = k.includes('.') ? k.split('.') as [string, string] : [undefined, k]
+    if (kLast === last || kLast === kebab(last)) return true
+    return kTable === table && editDistance(kLast, last) <= 2
+  })
+  return near.length > 0 ? ` (did you mean ${near.slice(0, 3).join(' or ')}?)` : ''
+}
+
+function editDistance (a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 2) return 3
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = row
+  }
+  return prev[b.length]!
 }
 
 export interface ResolveInput {
@@ -280,7 +305,10 @@ export function renderToml (table: readonly Setting[], effective: ReadonlyMap<st
   return stringifyToml(doc) + '\n'
 }
 
-/** One line per setting, for --help: file key, flag, environment variable, default, meaning. */
+/** One line per setting, for --help: file key (and its flag where the names differ), meaning, default. */
 export function describeSettings (table: readonly Setting[]): string {
-  return table.map(s => `  ${s.key.padEnd(34)} ${s.shownDefault.length > 28 ? '' : s.shownDefault.padEnd(12)}${s.shownDefault.length > 28 ? `default ${s.shownDefault}; ` : ' '}${s.help}`).join('\n')
+  return table.map(s => {
+    const name = s.flag === undefined || s.flag === s.key ? s.key : `${s.key} (--${s.flag})`
+    return `  ${name.padEnd(36)} ${s.help} (default ${s.shownDefault})`
+  }).join('\n')
 }
