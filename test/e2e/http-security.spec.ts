@@ -10,7 +10,7 @@
  */
 import { expect, test } from '@playwright/test'
 import { peerGroup } from '../helpers/peers.js'
-import { type MeshWindow, tabId } from '../helpers/tabs.js'
+import { type MeshWindow, recordedPage, tabId } from '../helpers/tabs.js'
 
 const TOKEN = 'meshkv-e2e-http-token-5b1d8e04c7'
 const swimFlags = ['--probe-interval-ms', '500', '--probe-timeout-ms', '300', '--gossip-interval-ms', '100']
@@ -53,12 +53,7 @@ test('the dashboard of a peer with an HTTP token takes it from #token= or asks f
   const peer = await group.start('token', ['--bootstrap', '--debug-api', '--http-token', TOKEN])
   expect((await fetch(`${peer.http}/api/info`)).status).toBe(401)
 
-  const context = await browser.newContext()
-  const page = await context.newPage()
-  const urls: string[] = []
-  const consoleLines: string[] = []
-  page.on('request', r => { urls.push(r.url()) })
-  page.on('console', m => { consoleLines.push(m.text()) })
+  const { context, page, urls, consoleLines } = await recordedPage(browser)
   await page.goto(`${peer.http}/?mode=client#token=${encodeURIComponent(TOKEN)}`)
   await tabId(page)
   // /api/info answered (it said the peer runs the debug API), and the panel's POST is accepted.

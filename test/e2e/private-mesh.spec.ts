@@ -9,7 +9,7 @@
  */
 import { expect, test, type Page } from '@playwright/test'
 import { members, peerGroup, waitUntil } from '../helpers/peers.js'
-import { type MeshWindow, tabId } from '../helpers/tabs.js'
+import { type MeshWindow, recordedPage, tabId } from '../helpers/tabs.js'
 
 const KEY = 'meshkv-e2e-private-7f3a9c51d2'
 const swimFlags = ['--probe-interval-ms', '500', '--probe-timeout-ms', '300', '--gossip-interval-ms', '100']
@@ -53,12 +53,7 @@ test('a tab joins a private mesh with the key from the fragment, a wrong key is 
   expect(boot.output.join('\n')).toContain('mesh: private')
 
   // The right key, in the fragment.
-  const context = await browser.newContext()
-  const page = await context.newPage()
-  const urls: string[] = []
-  const consoleLines: string[] = []
-  page.on('request', r => { urls.push(r.url()) })
-  page.on('console', m => { consoleLines.push(m.text()) })
+  const { context, page, urls, consoleLines } = await recordedPage(browser)
   await page.goto(`${boot.http}/#key=${encodeURIComponent(KEY)}`)
   const id = await tabId(page)
   await waitUntil(async () => (await members(node)).some(m => m.id === id && m.state === 'alive'), 60_000, 'the keyed tab is alive at the second Node peer')

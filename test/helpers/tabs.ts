@@ -1,7 +1,7 @@
 /**
  * Browser tabs in e2e tests: the page publishes its peer as `window.meshkv` (web/main.ts) once it has one.
  */
-import type { Page } from '@playwright/test'
+import type { Browser, BrowserContext, Page } from '@playwright/test'
 import type { MeshPeer as Peer } from '../../src/peer.js'
 
 export interface MeshWindow { meshkv: { peer: Peer } }
@@ -28,4 +28,18 @@ export async function openDialOnlyTab (page: Page, http: string): Promise<string
     }
     throw new Error('no /p2p-circuit/webrtc address within 30 s')
   })
+}
+
+/**
+ * A page in a new browser context that records every URL it requests and every console line it prints:
+ * for tests that prove a secret (a mesh key, an HTTP token) never appears in either.
+ */
+export async function recordedPage (browser: Browser): Promise<{ context: BrowserContext; page: Page; urls: string[]; consoleLines: string[] }> {
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  const urls: string[] = []
+  const consoleLines: string[] = []
+  page.on('request', r => { urls.push(r.url()) })
+  page.on('console', m => { consoleLines.push(m.text()) })
+  return { context, page, urls, consoleLines }
 }
