@@ -198,15 +198,16 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       // Bad input is the client's problem: a clear status and message, never a crashed peer.
       const { status, body } = errorBody(error)
       if (status !== 413) { json(status, body); return }
-      // A refused upload: answer, then stop reading it. The socket closes once the answer is out, and a
-      // client still sending reads the 413 rather than a reset (UPLOAD_DRAIN_BYTES_MAX of the rest is read
-      // and dropped meanwhile, at most UPLOAD_DRAIN_MS).
-      json(status, body, { connection: 'close' })
+      // A refused upload: answer at once, and read the rest of the body into nothing so the client, still
+      // sending, gets the 413 instead of a reset connection (closing the socket under an upload resets it),
+      // and the connection stays usable. Bounded: past UPLOAD_DRAIN_BYTES_MAX or UPLOAD_DRAIN_MS the
+      // connection is destroyed.
+      json(status, body)
       let drained = 0
-      const stop = (): void => { clearTimeout(timer); req.destroy() }
-      const timer = setTimeout(stop, UPLOAD_DRAIN_MS)
-      req.on('data', (chunk: Buffer) => { drained += chunk.length; if (drained > UPLOAD_DRAIN_BYTES_MAX) stop() })
-      req.on('end', stop)
+      const timer = setTimeout(() => { req.destroy() }, UPLOAD_DRAIN_MS)
+      req.on('data', (chunk: Buffer) => { drained += chunk.length; if (drained > UPLOAD_DRAIN_BYTES_MAX) { clearTimeout(timer); req.destroy() } })
+      req.on('end', () => { clearTimeout(timer) })
+      req.on('close', () => { clearTimeout(timer) })
       req.resume()
     }
     const refuse = (refusal: HttpRefusal): void => {
