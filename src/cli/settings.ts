@@ -178,7 +178,7 @@ function check (setting: Setting, raw: unknown, where: string): unknown {
     case 'number': {
       const n = typeof raw === 'number' ? raw : typeof raw === 'bigint' ? Number(raw) : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN
       if (!Number.isFinite(n) || (setting.type === 'int' && !Number.isInteger(n))) fail(setting.type === 'int' ? 'must be an integer' : 'must be a number')
-      if ((setting.min !== undefined && n < setting.min) || (setting.max !== undefined && n > setting.max)) fail(`must be in [${setting.min ?? '-inf'}, ${setting.max === MAX ? 'inf' : setting.max ?? 'inf'}]`)
+      if ((setting.min !== undefined && n < setting.min) || (setting.max !== undefined && n > setting.max)) fail(setting.max === undefined || setting.max === MAX ? `must be at least ${setting.min ?? 0}` : `must be in [${setting.min ?? 0}, ${setting.max}]`)
       return n
     }
     case 'string':

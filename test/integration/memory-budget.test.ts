@@ -44,6 +44,6 @@ describe('memory budget', () => {
   }, 120_000)
 
   it('refuses a budget outside [1, heap limit] with a usage error', async () => {
-    await expect(group.start('bad', ['--bootstrap', '--memory-max-mb', '0'])).rejects.toThrow(/--memory-max-mb must be an integer in \[1, \d+\]/)
+    await expect(group.start('bad', ['--bootstrap', '--memory-max-mb', '0'])).rejects.toThrow(/--memory-max-mb: must be at least 1, got "0"/)
   })
 })
