@@ -197,6 +197,8 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     const fail = (error: unknown): void => {
       // Bad input is the client's problem: a clear status and message, never a crashed peer.
       const { status, body } = errorBody(error)
+      // Refused by admission control (or a full queue to a replica): try again in a second.
+      if (body.code === 'ERR_OVERLOADED') { json(status, body, { 'retry-after': '1' }); return }
       if (status !== 413) { json(status, body); return }
       // A refused upload: answer at once, and read the rest of the body into nothing so the client, still
       // sending, gets the 413 instead of a reset connection (closing the socket under an upload resets it),

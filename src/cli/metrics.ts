@@ -227,6 +227,7 @@ export class PeerMetrics {
     counterFrom(r, 'meshkv_replica_errors_total', 'Requests from other peers this replica answered with an error (other than a quorum it could not reach)', () => kv().badRequests)
 
     // Storage.
+    gaugeFrom(r, 'meshkv_client_ops_in_flight', 'Client operations (gets, puts, deletes, heartbeats) in flight at this peer, against kv.admit-ops-max', () => peer.store.kv.admission.inFlight)
     gaugeFrom(r, 'meshkv_keys', 'Keys held by this replica (tombstones included)', () => engine.size)
     counterFrom(r, 'meshkv_keys_expired_total', 'Keys (heartbeats) this replica\'s TTL sweep expired', () => engine.expiredCount)
     gaugeFrom(r, 'meshkv_wal_bytes', 'Write-ahead log on disk: the last snapshot and the segments after it', () => engine.walStats().bytes)
@@ -257,7 +258,7 @@ export class PeerMetrics {
     counterFrom(r, 'meshkv_bad_messages_total', 'Malformed messages received (the sender\'s stream is reset or the message dropped), by protocol', () => ({
       kv: rpc.badMessages, sync: sync.badMessages, swim: swimIo.badMessages, watch: watch.badMessages, discovery: peer.discovery.dropped
     }), 'protocol')
-    counterFrom(r, 'meshkv_overload_refusals_total', 'Requests refused because too many were in flight or queued for a peer (ERR_OVERLOADED), by protocol', () => ({ kv: rpc.overloaded, sync: sync.overloaded }), 'protocol')
+    counterFrom(r, 'meshkv_overload_refusals_total', 'Requests refused because too many were in flight or queued (ERR_OVERLOADED), by protocol; client: this peer\'s admission control of client operations and heartbeats', () => ({ kv: rpc.overloaded, sync: sync.overloaded, client: peer.store.kv.admission.refused }), 'protocol')
     counterFrom(r, 'meshkv_refused_peers_total', 'Peers refused at the private mesh\'s handshake (wrong or missing mesh key), by protocol', () => ({ kv: rpc.refusedPeers, sync: sync.refusedPeers, swim: swimIo.refusedPeers }), 'protocol')
     counterFrom(r, 'meshkv_rpc_requests_total', 'Requests this peer sent to other peers, by protocol', () => ({ kv: rpc.requests, sync: sync.requests }), 'protocol')
     counterFrom(r, 'meshkv_rpc_timeouts_total', 'Requests to other peers that got no reply in time, by protocol', () => ({ kv: rpc.timeouts, sync: sync.timeouts }), 'protocol')

@@ -64,7 +64,9 @@ const KV_HELP: Record<keyof KvConfig, string> = {
   notFoundOk: 'a not-found counts toward R at once (faster misses; a fresh replica can hide a value)',
   hedgeMultiplier: 'a replica silent for this times its p99 round trip gets a stand-in (0: off)',
   hedgeMinMs: 'lower bound of that wait',
-  hedgeMaxMs: 'upper bound of that wait'
+  hedgeMaxMs: 'upper bound of that wait',
+  admitOpsMax: 'client operations in flight at this peer before new ones get 503 ERR_OVERLOADED',
+  admitBeatsMax: 'heartbeats in flight at this peer before new ones get 503 ERR_OVERLOADED'
 }
 const KV_FLAGS: Partial<Record<keyof KvConfig, string>> = { n: 'n', r: 'r', w: 'w', strictQuorum: 'strict-quorum', minDurable: 'min-durable', durableAcks: 'durable-acks', hedgeMultiplier: 'hedge-multiplier', syncIntervalMs: 'sync-interval-ms', tombstoneGraceMs: 'tombstone-grace-ms' }
 

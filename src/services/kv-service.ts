@@ -156,8 +156,8 @@ export class KvService {
     return Ring.build(ringMembersOf(this.swim.members()).filter(m => m.id !== this.kv.id), this.init.ringHash, { minDurable: this.init.config.minDurable })
   }
 
-  stats (): { kv: KvNode['stats']; rpc: RpcStats; sync: RpcStats } {
-    return { kv: this.kv.stats, rpc: this.kvRpc.stats, sync: this.syncRpc.stats }
+  stats (): { kv: KvNode['stats']; admission: KvNode['admission']; rpc: RpcStats; sync: RpcStats } {
+    return { kv: this.kv.stats, admission: this.kv.admission, rpc: this.kvRpc.stats, sync: this.syncRpc.stats }
   }
 
   async stop (): Promise<void> {

@@ -59,6 +59,15 @@ export interface KvConfig {
    * p99 of all replicas' round trips stands in for its own. */
   hedgeMinMs: number
   hedgeMaxMs: number
+  /**
+   * Admission control: client operations (gets, puts, deletes, heartbeats) this peer has in flight at once,
+   * coordinated or forwarded. Past it a new one fails at once with OverloadedError (HTTP 503 ERR_OVERLOADED
+   * with Retry-After) instead of queueing behind the others until it is too late to matter. Default 4096.
+   */
+  admitOpsMax: number
+  /** Of those, heartbeats: past it a beat is refused the same way, so a flood of beats cannot starve other
+   * operations and a beat is never queued until it arrives after its service expired. Default 1024. */
+  admitBeatsMax: number
 }
 
 export function defaultKvConfig (): KvConfig {
@@ -81,7 +90,9 @@ export function defaultKvConfig (): KvConfig {
     notFoundOk: false,
     hedgeMultiplier: 4,
     hedgeMinMs: 50,
-    hedgeMaxMs: 250
+    hedgeMaxMs: 250,
+    admitOpsMax: 4096,
+    admitBeatsMax: 1024
   }
 }
 
@@ -107,5 +118,7 @@ export function validateKvConfig (c: KvConfig): KvConfig {
   if (typeof c.hedgeMultiplier !== 'number' || !Number.isFinite(c.hedgeMultiplier) || c.hedgeMultiplier < 0 || c.hedgeMultiplier > 100) throw new ConfigError('hedgeMultiplier', `must be a number in [0, 100], got ${String(c.hedgeMultiplier)}`)
   integer('hedgeMinMs', c.hedgeMinMs, 1, 3_600_000)
   integer('hedgeMaxMs', c.hedgeMaxMs, c.hedgeMinMs, 3_600_000)
+  integer('admitOpsMax', c.admitOpsMax, 1, 1_000_000)
+  integer('admitBeatsMax', c.admitBeatsMax, 1, c.admitOpsMax)
   return c
 }

@@ -11,7 +11,7 @@
 import { raceAbort, throwIfAborted } from '../abort.js'
 import { Emitter } from '../emitter.js'
 import type { Clock } from '../env.js'
-import { AbortError, errorMessage } from '../errors.js'
+import { AbortError, OverloadedError, errorMessage } from '../errors.js'
 import type { Ring } from '../ring/ring.js'
 import type { Effect, PersistToken } from '../replication/flow.js'
 import type { ServiceView } from './heartbeat.js'
@@ -67,6 +67,9 @@ export class KvNode {
   private readonly clock: Clock
   private readonly observeOp: OpObserver | undefined
   private readonly elapsedMs: () => number
+  private inFlight = 0
+  private beatsInFlight = 0
+  private refused = 0
 
   constructor (ring: Ring, private readonly options: KvNodeOptions) {
     this.transport = options.transport
@@ -84,24 +87,29 @@ export class KvNode {
   setMembership (ring: Ring, isUp: (id: string) => boolean): void { this.machine.setMembership(ring, isUp) }
   beginLeaving (): void { this.machine.beginLeaving() }
 
+  /** Admission control's figures: client operations and heartbeats in flight now, and those refused. */
+  get admission (): { inFlight: number; beatsInFlight: number; refused: number } {
+    return { inFlight: this.inFlight, beatsInFlight: this.beatsInFlight, refused: this.refused }
+  }
+
   put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
     if (!(value instanceof Uint8Array)) return Promise.reject(new TypeError('value must be a Uint8Array'))
     // A copy: the stored value must not change if the caller reuses its buffer.
-    return this.timed('put', this.start({ type: 'put', key, value: new Uint8Array(value), options }, options.signal))
+    return this.timed('put', () => this.start({ type: 'put', key, value: new Uint8Array(value), options }, options.signal))
   }
 
   /** A heartbeat's write (a put of its record, built fresh by peer.ts, so not copied): the same as put,
    * observed as op 'heartbeat'. */
   putHeartbeat (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
-    return this.timed('heartbeat', this.start({ type: 'put', key, value, options }, options.signal))
+    return this.timed('heartbeat', () => this.start({ type: 'put', key, value, options }, options.signal))
   }
 
   delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {
-    return this.timed('delete', this.start({ type: 'delete', key, options }, options.signal))
+    return this.timed('delete', () => this.start({ type: 'delete', key, options }, options.signal))
   }
 
   get (key: string, options: ReadOptions = {}): Promise<GetResult> {
-    return this.timed('get', this.start({ type: 'get', key, options }, options.signal))
+    return this.timed('get', () => this.start({ type: 'get', key, options }, options.signal))
   }
 
   /** The key's preference list with each replica's state, for inspection (`GET /kv/:key/placement`). */
@@ -184,18 +192,44 @@ export class KvNode {
     return raceAbort(done, signal)
   }
 
-  private timed<T extends PutResult | GetResult> (name: ClientOp, op: Promise<T>): Promise<T> {
+  /**
+   * A client operation: admitted (or refused with OverloadedError, see KvConfig.admitOpsMax), counted while
+   * in flight, and observed when it settles.
+   */
+  private timed<T extends PutResult | GetResult> (name: ClientOp, start: () => Promise<T>): Promise<T> {
+    const config = this.options.config
+    const beat = name === 'heartbeat'
+    let refusal: OverloadedError | null = null
+    if (this.inFlight >= config.admitOpsMax) refusal = new OverloadedError(`peer ${this.id}: client operations in flight`, config.admitOpsMax)
+    else if (beat && this.beatsInFlight >= config.admitBeatsMax) refusal = new OverloadedError(`peer ${this.id}: heartbeats in flight`, config.admitBeatsMax)
     const observe = this.observeOp
-    if (observe === undefined) return op
-    const start = this.elapsedMs()
+    if (refusal !== null) {
+      this.refused++
+      observe?.(name, 0, refusal, undefined)
+      return Promise.reject(refusal)
+    }
+    this.inFlight++
+    if (beat) this.beatsInFlight++
+    const began = observe === undefined ? 0 : this.elapsedMs()
+    const op = start()
     op.then(
       result => {
+        this.settled(beat)
+        if (observe === undefined) return
         const found = name === 'get' ? (result as GetResult).values.length : 0
-        observe(name, this.elapsedMs() - start, null, found > 0 ? found : undefined)
+        observe(name, this.elapsedMs() - began, null, found > 0 ? found : undefined)
       },
-      (error: unknown) => { observe(name, this.elapsedMs() - start, error instanceof Error ? error : new Error(errorMessage(error)), undefined) }
+      (error: unknown) => {
+        this.settled(beat)
+        observe?.(name, this.elapsedMs() - began, error instanceof Error ? error : new Error(errorMessage(error)), undefined)
+      }
     )
     return op
+  }
+
+  private settled (beat: boolean): void {
+    this.inFlight--
+    if (beat) this.beatsInFlight--
   }
 
   private perform (effects: readonly Effect[]): void {

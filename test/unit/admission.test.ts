@@ -1,0 +1,56 @@
+/**
+ * KvNode's admission control: client operations and heartbeats in flight are bounded (KvConfig.admitOpsMax,
+ * admitBeatsMax); past a bound a new one fails at once with OverloadedError, is counted and observed, and
+ * room comes back as operations settle.
+ */
+import { describe, expect, it } from 'vitest'
+import { loadHash64, loadRingHash } from '../../src/adapters/hash-xxhash.js'
+import { ManualClock, silentLogger } from '../../src/core/env.js'
+import { OverloadedError } from '../../src/core/errors.js'
+import { defaultKvConfig } from '../../src/core/kv/config.js'
+import { type ClientOp, KvNode } from '../../src/core/kv/node.js'
+import type { KvReply } from '../../src/core/kv/messages.js'
+import { Ring } from '../../src/core/ring/ring.js'
+import { StorageEngine } from '../../src/core/storage/engine.js'
+
+describe('admission control', () => {
+  it('refuses heartbeats and operations past their bounds at once, and admits again as they settle', async () => {
+    const clock = new ManualClock(1_000_000)
+    const engine = await StorageEngine.open({ replicaId: 'a', clock })
+    // Two members, W=2: every write waits for 'b', which answers only when the test lets it.
+    const pending: Array<() => void> = []
+    const observed: Array<[ClientOp, string | null]> = []
+    const config = { ...defaultKvConfig(), n: 2, r: 1, w: 2, minDurable: 0, durableAcks: 0, admitOpsMax: 6, admitBeatsMax: 3 }
+    const ring = Ring.build([{ id: 'a', vnodes: 8 }, { id: 'b', vnodes: 8 }], await loadRingHash(), { minDurable: 0 })
+    const node = new KvNode(ring, {
+      engine,
+      config,
+      hash64: await loadHash64(),
+      log: silentLogger,
+      clock,
+      transport: { request: async () => await new Promise<KvReply>((resolve) => { pending.push(() => { resolve({ type: 'ack' } as unknown as KvReply) }) }) },
+      observeOp: (op, _ms, error) => { observed.push([op, error === null ? null : error.name]) }
+    })
+    node.setMembership(ring, () => true)
+    const beat = (i: number): Promise<unknown> => node.putHeartbeat(`heartbeat/s${i}`, new Uint8Array([i]), { lww: true, ttlMs: 60_000 }).catch((e: unknown) => e)
+    const beats = [beat(0), beat(1), beat(2)]
+    expect(node.admission).toMatchObject({ inFlight: 3, beatsInFlight: 3, refused: 0 })
+    // A fourth beat is refused at once, without waiting for anything.
+    const refused = await beat(3)
+    expect(refused).toBeInstanceOf(OverloadedError)
+    expect(refused).toMatchObject({ code: 'ERR_OVERLOADED', limit: 3 })
+    expect(observed).toContainEqual(['heartbeat', 'OverloadedError'])
+    // Other operations still have room, up to admitOpsMax in all.
+    const puts = [0, 1, 2].map(i => node.put(`k${i}`, new Uint8Array([i])).catch((e: unknown) => e))
+    expect(node.admission.inFlight).toBe(6)
+    expect(await node.put('k9', new Uint8Array([9])).catch((e: unknown) => e)).toMatchObject({ code: 'ERR_OVERLOADED', limit: 6 })
+    expect(node.admission.refused).toBe(2)
+    for (const release of pending.splice(0)) release()
+    await Promise.all([...beats, ...puts])
+    expect(node.admission).toMatchObject({ inFlight: 0, beatsInFlight: 0, refused: 2 })
+    // Room again.
+    const again = beat(4)
+    for (const release of pending.splice(0)) release()
+    expect(await again).not.toBeInstanceOf(OverloadedError)
+  })
+})
