@@ -54,6 +54,9 @@ async function fanOut (peer: Peer, debug: DebugService, jobs: Job[]): Promise<{ 
   return { done, failed }
 }
 
+/** Longest event-loop stall `POST /debug/stall?ms=` makes. */
+export const STALL_MS_MAX = 60_000
+
 export async function debugRoute (peer: Peer, debug: DebugService, req: http.IncomingMessage, url: URL, send: Send): Promise<boolean> {
   if (!url.pathname.startsWith('/debug/')) return false
   if (req.method !== 'POST') { send(405, { error: 'debug routes take POST', code: 'ERR_METHOD' }); return true }
@@ -88,7 +91,18 @@ export async function debugRoute (peer: Peer, debug: DebugService, req: http.Inc
       send(200, { partitioned: target, blockedBy: result.done, targetBlocked: cut.done, failed: [...result.failed, ...cut.failed] })
       return true
     }
-    if (url.pathname === '/debug/heal') {
+    if (url.pathname === '/debug/stall') {
+      // Blocks this peer's event loop, as an overloaded or paused process would (tests of the failure
+      // detector's own health): nothing else runs here until it ends. At most STALL_MS_MAX.
+      const raw = url.searchParams.get('ms') ?? ''
+      const ms = Number(raw)
+      if (!/^\d+$/.test(raw) || ms < 1 || ms > STALL_MS_MAX) throw new DebugError(`ms=<1..${STALL_MS_MAX}> required, got ${JSON.stringify(raw)}`)
+      const until = performance.now() + ms
+      while (performance.now() < until) { /* busy: the stall is the point */ }
+      send(200, { stalledMs: ms })
+      return true
+    }
+        if (url.pathname === '/debug/heal') {
       await debug.perform({ op: 'heal' })
       const result = await fanOut(peer, debug, debugMembers(peer).map(id => ({ id, request: { op: 'heal' }, label: id })))
       send(200, { healed: [peer.id, ...result.done], failed: result.failed })

@@ -284,7 +284,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       const local = flag(url.searchParams, 'local') === true
       const result = local ? { services: peer.services(), asked: 1, failed: 0 } : await peer.meshServices({ signal: AbortSignal.timeout(10_000) })
       const services = result.services
-      return json(200, { peer: peer.id, scope: local ? 'local' : 'mesh', membersAsked: result.asked, membersFailed: result.failed, alive: services.filter(x => x.state === 'alive').length, expired: services.filter(x => x.state === 'expired').length, services })
+      return json(200, { peer: peer.id, scope: local ? 'local' : 'mesh', detector: peer.store.kv.detector, membersAsked: result.asked, membersFailed: result.failed, alive: services.filter(x => x.state === 'alive').length, expired: services.filter(x => x.state === 'expired').length, services })
     }
     return serveStatic(url, res, json)
   }

@@ -132,7 +132,10 @@ export class KvService {
   private schedule (): void {
     if (!this.running) return
     const waitMs = Math.min(this.tickMaxMs, Math.max(TICK_MIN_MS, this.kv.nextWakeMs() - this.init.clock.nowMs()))
+    const dueMs = this.init.clock.nowMs() + waitMs
     this.timer = setTimeout(() => {
+      // How late this timer fired is the event loop's delay: the failure detector's own health.
+      this.kv.noteLoopDelay(this.init.clock.nowMs() - dueMs)
       try {
         this.kv.tick()
       } catch (error) {

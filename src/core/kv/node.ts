@@ -19,6 +19,7 @@ import type { KvReply, KvRequest } from './messages.js'
 import { type BackgroundPeriods, type Call, Replication } from '../replication/replication.js'
 import type { ReplicationOptions } from '../replication/replica-state.js'
 import type { ListOptions, ListResult } from './listing.js'
+import { type DetectorState, HEALTH_LOOP_DELAY_MS, HEALTH_OLDEST_OP_MS } from '../replication/health.js'
 import { localServices } from './services.js'
 import type { GetResult, KvEvents, KvStats, PutResult, ReadOptions, ReplicaView, SyncResult, WriteOptions } from '../replication/types.js'
 
@@ -70,6 +71,8 @@ export class KvNode {
   private inFlight = 0
   private beatsInFlight = 0
   private refused = 0
+  /** Start times (host clock) of the client operations in flight, oldest first (insertion order). */
+  private readonly started = new Map<object, number>()
 
   constructor (ring: Ring, private readonly options: KvNodeOptions) {
     this.transport = options.transport
@@ -165,7 +168,15 @@ export class KvNode {
   }
 
   /** Runs the machine's timeouts and due background turns. */
-  tick (): void { this.perform(this.machine.tick(this.clock.nowMs())) }
+  tick (): void {
+    const now = this.clock.nowMs()
+    // The oldest client operation still in flight: one stuck this long means this peer is behind.
+    for (const startedMs of this.started.values()) {
+      this.machine.health.note('oldest client operation', now - startedMs, HEALTH_OLDEST_OP_MS, now)
+      break
+    }
+    this.perform(this.machine.tick(now))
+  }
 
   /** When tick() next has work, by this node's clock. */
   nextWakeMs (): number { return this.machine.nextWakeMs() }
@@ -210,26 +221,37 @@ export class KvNode {
     }
     this.inFlight++
     if (beat) this.beatsInFlight++
+    const token = {}
+    this.started.set(token, this.clock.nowMs())
     const began = observe === undefined ? 0 : this.elapsedMs()
     const op = start()
     op.then(
       result => {
-        this.settled(beat)
+        this.settled(beat, token)
         if (observe === undefined) return
         const found = name === 'get' ? (result as GetResult).values.length : 0
         observe(name, this.elapsedMs() - began, null, found > 0 ? found : undefined)
       },
       (error: unknown) => {
-        this.settled(beat)
+        this.settled(beat, token)
         observe?.(name, this.elapsedMs() - began, error instanceof Error ? error : new Error(errorMessage(error)), undefined)
       }
     )
     return op
   }
 
-  private settled (beat: boolean): void {
+  private settled (beat: boolean, token: object): void {
     this.inFlight--
     if (beat) this.beatsInFlight--
+    this.started.delete(token)
+  }
+
+  /** The failure detector's health here (DetectorHealth): healthy, or degraded with the reason. */
+  get detector (): DetectorState { return this.machine.health.state(this.clock.nowMs()) }
+
+  /** The host's event loop ran `lateMs` late (a timer's lateness): a signal of this peer's own health. */
+  noteLoopDelay (lateMs: number): void {
+    this.machine.health.note('event-loop delay', lateMs, HEALTH_LOOP_DELAY_MS, this.clock.nowMs())
   }
 
   private perform (effects: readonly Effect[]): void {

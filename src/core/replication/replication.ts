@@ -21,6 +21,7 @@ import { placement, read, write } from './coordinator.js'
 import { checkExpiry, publishExpiry } from './expiry.js'
 import { type Effect, type Flow, type Message, type PersistToken, Runtime, exchange } from './flow.js'
 import { Handoff } from './handoff.js'
+import { DetectorHealth, HEALTH_SWEEP_LAG_PERIODS } from './health.js'
 import { serve } from './replica.js'
 import { ReplicaState, type ReplicationOptions } from './replica-state.js'
 import type { KvStats, ReadOptions, WriteOptions } from './types.js'
@@ -69,6 +70,8 @@ export class Replication {
   private readonly antiEntropy: AntiEntropy
   private readonly handoff: Handoff
   private readonly loops: Loop[]
+  /** The failure detector's own health: while degraded, TTL sweeps are stretched (health.ts). */
+  readonly health = new DetectorHealth()
   /** How to cancel each operation running as a flow (client puts, gets and deletes are not cancellable). */
   private readonly cancellers = new Map<unknown, (reason: Error) => void>()
 
@@ -94,7 +97,7 @@ export class Replication {
       : [
           loop('handoff', background.handoffMs, () => this.handoff.turn()),
           loop('anti-entropy', background.syncMs, () => this.antiEntropy.round()),
-          loop('sweep', background.sweepMs, () => { engine.sweep(); return null })
+          loop('sweep', background.sweepMs, () => { engine.sweep({ takeCredit: this.health.takeCredit(this.rt.nowMs) }); return null })
         ]
   }
 
@@ -191,6 +194,8 @@ export class Replication {
     this.rt.expire()
     for (const loop of this.loops) {
       if (loop.running || loop.dueMs > nowMs) continue
+      // A sweep that runs late: this replica is too slow to take beats in time (DetectorHealth).
+      if (loop.name === 'sweep') this.health.note('sweep lag', nowMs - loop.dueMs, HEALTH_SWEEP_LAG_PERIODS * loop.periodMs, nowMs)
       let flow: Flow<unknown> | null
       try {
         flow = loop.turn()
@@ -212,7 +217,7 @@ export class Replication {
   /** One turn of the storage engine's TTL sweep now (tick() runs it every sweep period). */
   sweep (nowMs: number): Effect[] {
     this.rt.nowMs = nowMs
-    this.state.engine.sweep()
+    this.state.engine.sweep({ takeCredit: this.health.takeCredit(nowMs) })
     return this.rt.take()
   }
 

@@ -370,9 +370,9 @@ export class StorageEngine {
    * so the expiry is replicated and versioned like any write (a stale copy of the old value cannot bring it
    * back, and a later write revives the key), and `expired` is emitted. Call every `sweepPeriodMs`.
    */
-  sweep (): ExpiredEvent[] {
+  sweep (options: { takeCredit?: boolean } = {}): ExpiredEvent[] {
     this.checkOpen()
-    return this.ttls.sweep()
+    return this.ttls.sweep(options.takeCredit ?? true)
   }
 
   /** The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep. */

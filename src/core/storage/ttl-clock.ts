@@ -90,10 +90,13 @@ export class TtlClock {
 
   /**
    * One turn of the clock (StorageEngine.sweep): every TTL key loses a credit; a key with none left is handed
-   * to the engine's `onExpiring` if the owner set one, or else expired here. Returns what expired.
+   * to the engine's `onExpiring` if the owner set one, or else expired here. Returns what expired. With
+   * `takeCredit` false the turn is held back: nothing changes.
    */
-  sweep (): ExpiredEvent[] {
+  sweep (takeCredit = true): ExpiredEvent[] {
     const expired: ExpiredEvent[] = []
+    // A held-back turn (a degraded detector stretching its TTLs): no key loses a credit, none expires.
+    if (!takeCredit) return expired
     for (const [key, ttl] of this.ttls) {
       if (ttl.credit > 0) { ttl.credit--; continue }
       const state = this.engine.state(key)!
