@@ -71,7 +71,7 @@ export class KvNode {
   private inFlight = 0
   private beatsInFlight = 0
   private refused = 0
-  /** Start times (host clock) of the client operations in flight, oldest first (insertion order). */
+  /** Start times (host clock) of the writes and heartbeats in flight, oldest first (insertion order). */
   private readonly started = new Map<object, number>()
 
   constructor (ring: Ring, private readonly options: KvNodeOptions) {
@@ -170,7 +170,7 @@ export class KvNode {
   /** Runs the machine's timeouts and due background turns. */
   tick (): void {
     const now = this.clock.nowMs()
-    // The oldest client operation still in flight: one stuck this long means this peer is behind.
+    // The oldest write still in flight: one stuck this long (past its stand-ins) means this peer is behind.
     for (const startedMs of this.started.values()) {
       this.machine.health.note('oldest client operation', now - startedMs, HEALTH_OLDEST_OP_MS, now)
       break
@@ -221,8 +221,10 @@ export class KvNode {
     }
     this.inFlight++
     if (beat) this.beatsInFlight++
+    // Writes and beats only: a get of a missing key waits for every replica, a silent one until its request
+    // times out, which says nothing of this peer's health; a write gets stand-ins within a few hundred ms.
     const token = {}
-    this.started.set(token, this.clock.nowMs())
+    if (name !== 'get') this.started.set(token, this.clock.nowMs())
     const began = observe === undefined ? 0 : this.elapsedMs()
     const op = start()
     op.then(

@@ -12,7 +12,8 @@
 
 /** Event-loop delay (a timer's lateness) past which the detector is degraded. */
 export const HEALTH_LOOP_DELAY_MS = 500
-/** A client operation in flight at this peer for longer than this makes the detector degraded. */
+/** A write or heartbeat in flight at this peer for longer than this makes the detector degraded (gets are
+ * left out: a get of a missing key waits for a silent replica's timeout, which is not this peer's slowness). */
 export const HEALTH_OLDEST_OP_MS = 3000
 /** A TTL sweep that runs this many sweep periods late makes the detector degraded. */
 export const HEALTH_SWEEP_LAG_PERIODS = 2
