@@ -569,9 +569,10 @@ async function run (config: CliConfig): Promise<void> {
   console.log(meshKey === undefined
     ? 'mesh: open — no --mesh-key, so any peer that can reach this one may join'
     : 'mesh: private — peers must prove knowledge of the mesh key')
-  console.log(`data: ${dataDir} (${peer.engine.size} keys recovered${peer.engine.recovery === null ? '' : `, ${peer.engine.recovery.records} log records replayed, ${peer.engine.recovery.superseded} superseded`})`)
   console.log(`memory: store budget ${memoryMaxMb} MB (${Math.round(peer.engine.stats().memoryBytes / 1024 / 1024)} MB held), heap limit ${heapMb} MB`)
   console.log(`replication: N=${kv.n} R=${kv.r} W=${kv.w}${kv.strictQuorum ? ' strict' : ' sloppy'} quorum, ${durability} durability`)
+  // Last of the start-up lines: scripts and tests take it as "started".
+  console.log(`data: ${dataDir} (${peer.engine.size} keys recovered${peer.engine.recovery === null ? '' : `, ${peer.engine.recovery.records} log records replayed, ${peer.engine.recovery.superseded} superseded`})`)
 
   let leaving = false
   const shutdown = (signal: string): void => {
