@@ -413,3 +413,22 @@ describe('storage engine: memory budget', () => {
     await reopened.close()
   })
 })
+
+describe('storage engine: memory budget and expiry', () => {
+  it('still expires TTL keys (heartbeats) and takes deletes when the store is past its budget', async () => {
+    const clock = new ManualClock(1_000)
+    const e = await engine(new MemoryVolume(), { clock, memoryBytesMax: 8 * 1024, sweepPeriodMs: 1000, expiredValue: () => new Uint8Array(200) })
+    await e.put('svc', new Uint8Array(10), { ttlMs: 1000 })
+    // A merge from another replica takes the store past its budget (merges may, up to the margin).
+    await e.merge('big', update(EMPTY_STATE, [], { value: new Uint8Array(8 * 1024), ts: { wall: 1000, logical: 0 }, lww: false }, 'replica-b'))
+    expect(e.stats().memoryBytes).toBeGreaterThan(8 * 1024)
+    await expect(e.put('more', new Uint8Array(10))).rejects.toBeInstanceOf(StoreFullError)
+    // The expiry record is larger than the beat it replaces; it is written anyway.
+    let expired = 0
+    for (let i = 0; i < 4 && expired === 0; i++) expired += e.sweep().length
+    expect(expired).toBe(1)
+    // A delete of a key this replica never held (a new, small tombstone) passes too.
+    await e.delete('never-held')
+    await e.close()
+  })
+})

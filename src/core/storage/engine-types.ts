@@ -48,6 +48,9 @@ export interface WriteOptions {
   ttlMs?: number
   durability?: Durability
   signal?: AbortSignal
+  /** Not counted against `memoryBytesMax` (the TTL clock's expiry writes: a full store must still expire
+   * its keys). */
+  unbudgeted?: boolean
 }
 
 export interface WriteResult {

@@ -293,8 +293,10 @@ export class StorageEngine {
     if (options.contextTs !== undefined && options.contextTs !== null) this.hlc.observe(options.contextTs)
     const state = update(current, options.context ?? EMPTY_VV, { value, ts: this.hlc.now(), lww: options.lww === true }, this.replicaId, this.dotFloor)
     if (state.siblings.length > this.config.siblingsMax) throw new SiblingLimitError(key, state.siblings.length, this.config.siblingsMax)
-    // Deletes and writes that shrink a key always pass: they are how a full store makes room.
-    this.checkRoom(key, this.map.get(key), state, this.config.memoryBytesMax === 0 ? Infinity : this.config.memoryBytesMax, 'write')
+    // Deletes pass (they are how a full store makes room; a tombstone can still grow a key by a version
+    // vector entry, or arrive for a key not held here), as do expiries; a write that shrinks a key passes
+    // by checkRoom's own rule.
+    if (value !== null && options.unbudgeted !== true) this.checkRoom(key, this.map.get(key), state, this.config.memoryBytesMax === 0 ? Infinity : this.config.memoryBytesMax, 'write')
     const shareable = this.leaseDot(vvGet(state.vv, this.replicaId))
     const done = this.commit(key, state, ttlMs, options.durability, options.signal)
     this.warnSiblings(key, state)

@@ -137,7 +137,7 @@ export class TtlClock {
     try {
       // Logged without waiting for durability: if it is lost in a crash the key comes back with fresh
       // credits and expires again within two sweeps. No TTL on it, so it leaves the TTL map.
-      written = this.engine.writeLocal(key, value, { context: state.vv, contextTs: newestTs(state) ?? null, lww: true, durability: 'async' }).state
+      written = this.engine.writeLocal(key, value, { context: state.vv, contextTs: newestTs(state) ?? null, lww: true, durability: 'async', unbudgeted: true }).state
       if (value !== null) this.ttls.delete(key)
     } catch (error) {
       this.log.error(`expiring ${JSON.stringify(key)} failed; retrying at the next sweep`, error)
