@@ -19,7 +19,7 @@ import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/conf
 import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, serviceKey } from './core/kv/heartbeat.js'
 import type { GetResult, ListOptions, ListResult, OpObserver, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
 import type { PeerInfo } from './services/peer-info.js'
-import { type SwimConfig, browserSwimConfig, defaultSwimConfig } from './core/membership/config.js'
+import { type SwimConfig, browserSwimConfig, defaultSwimConfig, validateSwimConfig } from './core/membership/config.js'
 import type { MemberView } from './core/membership/swim.js'
 import { RING_HASH_SCHEME } from './core/ring/hash.js'
 import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES, type Ring } from './core/ring/ring.js'
@@ -173,6 +173,14 @@ export interface MeshPeer extends Peer {
  */
 export type CreatePeerOptions = Partial<Omit<PeerOptions, 'swim'>> & { swim?: Partial<SwimConfig> }
 
+/** The SWIM profile of `kind` with `swim`'s fields over it; an unset probe timeout is kept within the probe
+ * interval (as the CLI does), so setting only a shorter interval is valid. */
+function swimFrom (kind: 'node' | 'browser', swim: Partial<SwimConfig> | undefined): SwimConfig {
+  const config = { ...(kind === 'node' ? defaultSwimConfig() : browserSwimConfig()), metaBytesMax: 2048, ...swim }
+  if (swim?.probeTimeoutMs === undefined) config.probeTimeoutMs = Math.min(config.probeTimeoutMs, config.probeIntervalMs)
+  return config
+}
+
 /** Builds full PeerOptions from CreatePeerOptions (the defaults documented there). */
 export async function peerOptionsFrom (options: CreatePeerOptions): Promise<PeerOptions> {
   const kind = options.kind ?? (typeof (globalThis as { document?: unknown }).document === 'undefined' ? 'node' : 'browser')
@@ -186,7 +194,7 @@ export async function peerOptionsFrom (options: CreatePeerOptions): Promise<Peer
     durable,
     privateKey,
     listen: options.listen ?? (kind === 'node' ? ['/ip4/127.0.0.1/tcp/0/ws'] : ['/webrtc']),
-    swim: { ...(kind === 'node' ? defaultSwimConfig() : browserSwimConfig()), metaBytesMax: 2048, ...swim },
+    swim: swimFrom(kind, swim),
     incarnation: options.incarnation ?? clock.nowMs(),
     vnodes: options.vnodes ?? (durable ? DEFAULT_VNODES : DEFAULT_VOLATILE_VNODES),
     location: options.location ?? peerIdFromPrivateKey(privateKey).toString(),
@@ -207,7 +215,10 @@ export async function createPeer (options: CreatePeerOptions = {}): Promise<Peer
 
 /** createPeer with every option given, returning the peer with its internals (this package's CLI, page and tests). */
 export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
+  // Every option is checked before anything listens: a bad one must not leave sockets open.
   const kvConfig = validateKvConfig({ ...defaultKvConfig(), ...options.kv })
+  validateSwimConfig({ ...options.swim })
+  if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
   const [ringHash, hash64] = await Promise.all([loadRingHash(), loadHash64()])
   const libp2p = await createMeshLibp2p(options)
   // After a WebRTC upgrade the relayed (limited) connection it was signalled over stays open next to the
@@ -219,7 +230,6 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
       if (c !== direct && c.limits !== undefined) void c.close().catch(() => {})
     }
   })
-  if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
   // What every member of the mesh must share; published, and checked against every member's (src/core/agreement.ts).
   const agreement: MeshAgreement = { proto: PROTOCOL_VERSION, protoMin: PROTOCOL_VERSION_MIN, n: kvConfig.n, minDurable: kvConfig.minDurable, durableAcks: kvConfig.durableAcks, ringScheme: RING_HASH_SCHEME }
   const meta: Record<string, string | number> = { kind: options.kind, vnodes: options.vnodes, ...agreementMeta(agreement), location: options.location, durability: options.durable ? 'durable' : 'volatile' }
