@@ -135,6 +135,7 @@ async function list (prefix) {
 
 if (!['get', 'put', 'del', 'delete', 'placement', 'ls'].includes(command)) usage(`unknown command ${JSON.stringify(command)}`)
 if (key === undefined || key === '') usage('missing KEY')
+if (key === '.' || key === '..') usage(`the key ${JSON.stringify(key)} cannot be addressed over HTTP (URL parsing resolves it away); use the library`)
 if (rest.length > 0 || (value !== undefined && command !== 'put')) usage(`unexpected argument ${JSON.stringify(rest[0] ?? value)}`)
 if (value !== undefined && opts.file !== undefined) usage('give VALUE or --file, not both')
 
@@ -172,6 +173,10 @@ async function send (method, headers, body) {
 if (isDelete && opts.context === undefined) {
   const read = await send('GET', auth)
   await read.arrayBuffer()
+  if (![200, 300, 404].includes(read.status)) {
+    console.error(`${read.status}: could not read the key's context before deleting it; nothing deleted`)
+    process.exit(4)
+  }
   const context = read.headers.get('x-meshkv-context')
   if (context !== null) headers['x-meshkv-context'] = context
 }

@@ -31,7 +31,8 @@ export interface ClientOptions {
   url?: string
   /** Bearer token, for a peer whose HTTP API requires one. */
   token?: string
-  /** Retries after a 503 or an unreachable peer (0..10, default 3). Other errors are never retried. */
+  /** Retries after a 503 or an unreachable peer (0..10, default 3); a put or delete only after a refusal that
+   * stored nothing (ERR_OVERLOADED, ERR_LEAVING, connection refused). Other errors are never retried. */
   retries?: number
   /** Time limit of each attempt in ms (default 30000). */
   timeoutMs?: number
@@ -135,6 +136,16 @@ function checkInt (name: string, value: number | undefined, min: number, max: nu
   if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) throw new ConfigError(name, `must be an integer in [${min}, ${max}], got ${String(value)}`)
 }
 
+/**
+ * A key as one URL path segment, percent-encoded. `.` and `..` cannot be one: URL parsing resolves them away
+ * (`%2E` included), so a request for them would reach another path; they are refused (use the library).
+ */
+export function encodeKey (key: string): string {
+  if (typeof key !== 'string' || key === '') throw new InvalidKeyError('must be a non-empty string')
+  if (key === '.' || key === '..') throw new InvalidKeyError(`${JSON.stringify(key)} cannot be addressed over HTTP (URL parsing resolves it away); use the library`)
+  return encodeURIComponent(key)
+}
+
 const isAborted = (signal: AbortSignal | undefined): boolean => signal?.aborted === true
 
 const sleep = (ms: number, signal: AbortSignal | undefined): Promise<void> => new Promise((resolve, reject) => {
@@ -219,7 +230,7 @@ export class MeshkvClient {
 
   /** The key's ring position, preference list and each replica's version (GET /kv/<key>/placement). */
   async placement (key: string, options: { signal?: AbortSignal } = {}): Promise<unknown> {
-    const res = await this.request('GET', `/kv/${encodeURIComponent(key)}/placement`, 'get', options.signal)
+    const res = await this.request('GET', `/kv/${encodeKey(key)}/placement`, 'get', options.signal)
     return await res.json()
   }
 
@@ -227,7 +238,7 @@ export class MeshkvClient {
   async heartbeat (serviceId: string, options: { ttlMs?: number; meta?: unknown; signal?: AbortSignal } = {}): Promise<{ acks: number }> {
     const query = options.ttlMs === undefined ? '' : `?ttl=${options.ttlMs}`
     const body = options.meta === undefined ? undefined : new TextEncoder().encode(JSON.stringify(options.meta))
-    const res = await this.request('PUT', `/heartbeat/${encodeURIComponent(serviceId)}${query}`, 'put', options.signal, body)
+    const res = await this.request('PUT', `/heartbeat/${encodeKey(serviceId)}${query}`, 'put', options.signal, body)
     return { acks: Number(res.headers.get('x-meshkv-acks') ?? 0) }
   }
 
@@ -254,24 +265,26 @@ export class MeshkvClient {
   }
 
   private kvPath (key: string, query: Record<string, number | boolean | undefined>): string {
-    if (typeof key !== 'string' || key === '') throw new InvalidKeyError('must be a non-empty string')
     const params = new URLSearchParams()
     for (const [name, value] of Object.entries(query)) {
       if (value === undefined || value === false) continue
       params.set(name, value === true ? '1' : String(value))
     }
     const qs = params.toString()
-    return `/kv/${encodeURIComponent(key)}${qs === '' ? '' : `?${qs}`}`
+    return `/kv/${encodeKey(key)}${qs === '' ? '' : `?${qs}`}`
   }
 
   /**
-   * One request, retried after a 503 or an unreachable peer with exponential backoff and full jitter
+   * One request, retried after a 503 or an unreachable peer (a put or delete only after a refusal that stored
+   * nothing: ERR_OVERLOADED, ERR_LEAVING, a refused connection) with exponential backoff and full jitter
    * (CLIENT_RETRY_BASE_MS doubling up to CLIENT_RETRY_MAX_MS, or the server's Retry-After up to
    * CLIENT_RETRY_AFTER_MAX_MS), at most `retries` times. Resolves with any 2xx, 300 or 404 (for GET)
    * response; anything else becomes the typed error.
    */
   private async request (method: string, path: string, op: 'get' | 'put' | 'delete', signal: AbortSignal | undefined, body?: Uint8Array, headers: Record<string, string> = {}): Promise<Response> {
     const url = this.url + path
+    // Reads, and heartbeats (a beat is a last-writer-wins record: a repeat changes nothing), are safe to retry.
+    const idempotent = method === 'GET' || path.startsWith('/heartbeat/')
     const allHeaders: Record<string, string> = { ...headers }
     if (this.token !== undefined) allHeaders.authorization = `Bearer ${this.token}`
     if (body !== undefined) allHeaders['content-type'] = 'application/octet-stream'
@@ -285,7 +298,10 @@ export class MeshkvClient {
         if (isAborted(signal)) throw new AbortError(signal?.reason)
         const reason = error instanceof Error ? ((error.cause as Error | undefined)?.message ?? error.message) : String(error)
         const unreachable = attemptSignal.aborted ? new TimeoutError(this.url, this.timeoutMs) : new UnreachableError(this.url, reason)
-        if (attempt >= this.retries) throw unreachable
+        // A write is retried only when it surely never arrived (the connection was refused): one that timed
+        // out or broke midway may have been stored, and a retry would add a second sibling.
+        const refused = ((error as { cause?: { code?: string } }).cause?.code) === 'ECONNREFUSED'
+        if (attempt >= this.retries || (!idempotent && !refused)) throw unreachable
         await sleep(this.backoff(attempt, null), signal)
         continue
       }
@@ -294,7 +310,10 @@ export class MeshkvClient {
       let parsed: ErrorBody = {}
       try { parsed = JSON.parse(text) as ErrorBody } catch { parsed = { error: text.trim() === '' ? `HTTP ${res.status}` : text.trim() } }
       const error = errorFromReply(res.status, parsed, op, this.url)
-      if (res.status !== 503 || attempt >= this.retries) throw error
+      // A write is retried only after a refusal that stored nothing: admission control (ERR_OVERLOADED) or a
+      // peer on its way out (ERR_LEAVING). A quorum or timeout error may have left it on some replicas.
+      const retryable = res.status === 503 && (idempotent || parsed.code === 'ERR_OVERLOADED' || parsed.code === 'ERR_LEAVING')
+      if (!retryable || attempt >= this.retries) throw error
       await sleep(this.backoff(attempt, res.headers.get('retry-after')), signal)
     }
   }

@@ -29,6 +29,9 @@ describe('meshkv/client against a peer', () => {
     await client.delete('c:1', { context })
     expect(await client.get('c:1')).toMatchObject({ values: [], deleted: true })
     expect(await client.getText('c:never')).toBeNull()
+    // Keys that are dot segments cannot be a URL path segment (URL parsing resolves them away, %2E too):
+    // refused, rather than sent to another path.
+    for (const key of ['.', '..']) await expect(client.put(key, 'x')).rejects.toThrow(/cannot be addressed over HTTP/)
     expect((await client.get('c:never')).deleted).toBe(false)
   })
 
@@ -82,6 +85,21 @@ describe('meshkv/client retries', () => {
     expect(error).toMatchObject({ code: 'ERR_OVERLOADED', message: 'overloaded' })
     expect(s.calls.length).toBe(2)
     expect(s.calls[1]! - s.calls[0]!).toBeGreaterThanOrEqual(150)
+  })
+
+  it('never retries a put that may have been stored (a quorum error, a timeout), and does retry a read', async () => {
+    const quorum = (): Response => new Response(JSON.stringify({ error: 'reached 1 of 2', code: 'ERR_QUORUM', acked: 1, required: 2 }), { status: 503 })
+    const s = scripted([quorum, quorum])
+    await expect(new MeshkvClient({ fetch: s.fetch }).put('k', 'v')).rejects.toBeInstanceOf(QuorumError)
+    expect(s.calls.length).toBe(1)
+    const r = scripted([quorum, () => new Response('v', { status: 200 })])
+    expect(await new MeshkvClient({ fetch: r.fetch }).getText('k')).toBe('v')
+    expect(r.calls.length).toBe(2)
+    const hang: typeof fetch = async (_url, init) => await new Promise((_resolve, reject) => { init?.signal?.addEventListener('abort', () => { reject(init.signal!.reason) }) })
+    let calls = 0
+    const counting: typeof fetch = async (url, init) => { calls++; return await hang(url, init) }
+    await expect(new MeshkvClient({ fetch: counting, timeoutMs: 50 }).put('k', 'v')).rejects.toBeInstanceOf(TimeoutError)
+    expect(calls).toBe(1)
   })
 
   it('never retries other errors', async () => {
