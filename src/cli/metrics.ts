@@ -228,7 +228,7 @@ export class PeerMetrics {
 
     // Storage.
     gaugeFrom(r, 'meshkv_client_ops_in_flight', 'Client operations (gets, puts, deletes, heartbeats) in flight at this peer, against kv.admit-ops-max', () => peer.store.kv.admission.inFlight)
-    gaugeFrom(r, 'meshkv_detector_degraded', 'Whether this peer\'s failure detector is degraded (1): its own event loop, client operations or sweeps are late, so its TTLs run slower', () => peer.store.kv.detector.state === 'degraded' ? 1 : 0)
+    gaugeFrom(r, 'meshkv_detector_degraded', 'Whether this peer\'s failure detector is degraded (1): its own event loop, log syncs or sweeps are late, so its TTLs run slower', () => peer.store.kv.detector.state === 'degraded' ? 1 : 0)
     counterFrom(r, 'meshkv_detector_held_sweeps_total', 'TTL sweeps held back (no credit taken) while the detector was degraded', () => peer.store.kv.detector.heldSweeps)
     gaugeFrom(r, 'meshkv_keys', 'Keys held by this replica (tombstones included)', () => engine.size)
     counterFrom(r, 'meshkv_keys_expired_total', 'Keys (heartbeats) this replica\'s TTL sweep expired', () => engine.expiredCount)

@@ -169,7 +169,8 @@ export function envName (key: string): string {
 }
 
 function check (setting: Setting, raw: unknown, where: string): unknown {
-  const fail = (what: string): never => { throw new SettingsError(`${where}: ${what}, got ${JSON.stringify(raw)}`) }
+  // A secret's value is never repeated in a message (it would land in a terminal or a log).
+  const fail = (what: string): never => { throw new SettingsError(`${where}: ${what}, got ${setting.secret === true ? '<redacted>' : JSON.stringify(raw)}`) }
   switch (setting.type) {
     case 'bool':
       if (typeof raw === 'boolean') return raw

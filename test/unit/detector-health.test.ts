@@ -24,7 +24,7 @@ describe('detector health', () => {
   it('takes a credit every sweep while healthy and every DETECTOR_STRETCH-th while degraded', () => {
     const h = new DetectorHealth()
     expect([1, 2, 3].map(t => h.takeCredit(t))).toEqual([true, true, true])
-    h.note('oldest client operation', 10_000, 3000, 10)
+    h.note('log sync', 10_000, 2000, 10)
     const taken = Array.from({ length: 4 * DETECTOR_STRETCH }, (_, i) => h.takeCredit(10 + i)).filter(Boolean).length
     expect(taken).toBe(4)
     expect(h.state(20).heldSweeps).toBe(4 * (DETECTOR_STRETCH - 1))

@@ -83,6 +83,8 @@ describe('settings', () => {
     bad(['--bootstrap', '--no-relay', '--relay-reservations', '4'], {}, /--relay-reservations and --no-relay contradict each other/)
     bad(['--bootstrap', '--memory-max-mb', '99999999'], {}, /--memory-max-mb: must be at most the heap limit/)
     bad(['--bootstrap', '--frobnicate'], {}, /Unknown option '--frobnicate'/)
+    // A secret of the wrong type is refused without repeating it.
+    expect(() => configure(['--config', file('mesh-key = ["s3cret-value"]\n')], {})).toThrow(/mesh-key: must be a string, got <redacted>$/)
   })
 
   it('prints the effective configuration as TOML with secrets redacted, and parses back', () => {

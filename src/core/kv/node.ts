@@ -19,7 +19,7 @@ import type { KvReply, KvRequest } from './messages.js'
 import { type BackgroundPeriods, type Call, Replication } from '../replication/replication.js'
 import type { ReplicationOptions } from '../replication/replica-state.js'
 import type { ListOptions, ListResult } from './listing.js'
-import { type DetectorState, HEALTH_LOOP_DELAY_MS, HEALTH_OLDEST_OP_MS } from '../replication/health.js'
+import { type DetectorState, HEALTH_LOG_SYNC_MS, HEALTH_LOOP_DELAY_MS } from '../replication/health.js'
 import { localServices } from './services.js'
 import type { GetResult, KvEvents, KvStats, PutResult, ReadOptions, ReplicaView, SyncResult, WriteOptions } from '../replication/types.js'
 
@@ -71,8 +71,8 @@ export class KvNode {
   private inFlight = 0
   private beatsInFlight = 0
   private refused = 0
-  /** Start times (host clock) of the writes and heartbeats in flight, oldest first (insertion order). */
-  private readonly started = new Map<object, number>()
+  /** Start times (host clock) of this peer's own log syncs still pending, oldest first (insertion order). */
+  private readonly syncing = new Map<object, number>()
 
   constructor (ring: Ring, private readonly options: KvNodeOptions) {
     this.transport = options.transport
@@ -170,9 +170,10 @@ export class KvNode {
   /** Runs the machine's timeouts and due background turns. */
   tick (): void {
     const now = this.clock.nowMs()
-    // The oldest write still in flight: one stuck this long (past its stand-ins) means this peer is behind.
-    for (const startedMs of this.started.values()) {
-      this.machine.health.note('oldest client operation', now - startedMs, HEALTH_OLDEST_OP_MS, now)
+    // This peer's own log, if a sync has been pending this long: its disk is behind, and every write and
+    // beat it takes waits in that queue (a wait for another peer is not counted: it says nothing of this one).
+    for (const startedMs of this.syncing.values()) {
+      this.machine.health.note('log sync', now - startedMs, HEALTH_LOG_SYNC_MS, now)
       break
     }
     this.perform(this.machine.tick(now))
@@ -221,31 +222,26 @@ export class KvNode {
     }
     this.inFlight++
     if (beat) this.beatsInFlight++
-    // Writes and beats only: a get of a missing key waits for every replica, a silent one until its request
-    // times out, which says nothing of this peer's health; a write gets stand-ins within a few hundred ms.
-    const token = {}
-    if (name !== 'get') this.started.set(token, this.clock.nowMs())
     const began = observe === undefined ? 0 : this.elapsedMs()
     const op = start()
     op.then(
       result => {
-        this.settled(beat, token)
+        this.settled(beat)
         if (observe === undefined) return
         const found = name === 'get' ? (result as GetResult).values.length : 0
         observe(name, this.elapsedMs() - began, null, found > 0 ? found : undefined)
       },
       (error: unknown) => {
-        this.settled(beat, token)
+        this.settled(beat)
         observe?.(name, this.elapsedMs() - began, error instanceof Error ? error : new Error(errorMessage(error)), undefined)
       }
     )
     return op
   }
 
-  private settled (beat: boolean, token: object): void {
+  private settled (beat: boolean): void {
     this.inFlight--
     if (beat) this.beatsInFlight--
-    this.started.delete(token)
   }
 
   /** The failure detector's health here (DetectorHealth): healthy, or degraded with the reason. */
@@ -294,7 +290,15 @@ export class KvNode {
         }
         this.perform(next)
       }
-      this.options.engine.durable().then(() => { settle(undefined) }, (error: unknown) => { settle(error instanceof Error ? error : new Error(errorMessage(error))) })
+      const token = {}
+      const startedMs = this.clock.nowMs()
+      this.syncing.set(token, startedMs)
+      const synced = (): void => {
+        this.syncing.delete(token)
+        const now = this.clock.nowMs()
+        this.machine.health.note('log sync', now - startedMs, HEALTH_LOG_SYNC_MS, now)
+      }
+      this.options.engine.durable().then(() => { synced(); settle(undefined) }, (error: unknown) => { synced(); settle(error instanceof Error ? error : new Error(errorMessage(error))) })
     }
   }
 }

@@ -12,9 +12,9 @@
 
 /** Event-loop delay (a timer's lateness) past which the detector is degraded. */
 export const HEALTH_LOOP_DELAY_MS = 500
-/** A write or heartbeat in flight at this peer for longer than this makes the detector degraded (gets are
- * left out: a get of a missing key waits for a silent replica's timeout, which is not this peer's slowness). */
-export const HEALTH_OLDEST_OP_MS = 3000
+/** A sync of this peer's own log pending (or taking) longer than this makes the detector degraded: its disk
+ * is behind, and every write and beat it takes waits for it. */
+export const HEALTH_LOG_SYNC_MS = 2000
 /** A TTL sweep that runs this many sweep periods late makes the detector degraded. */
 export const HEALTH_SWEEP_LAG_PERIODS = 2
 /** How long every signal must stay under its threshold before the detector is healthy again. */
@@ -44,7 +44,7 @@ export class DetectorHealth {
   private heldSweeps = 0
 
   /** A figure of one signal at `nowMs`: past its threshold, the detector is degraded for a while. */
-  note (what: 'event-loop delay' | 'oldest client operation' | 'sweep lag', valueMs: number, thresholdMs: number, nowMs: number): void {
+  note (what: 'event-loop delay' | 'log sync' | 'sweep lag', valueMs: number, thresholdMs: number, nowMs: number): void {
     if (!(valueMs > thresholdMs)) return
     if (!this.degraded(nowMs)) {
       this.sinceMs = nowMs
