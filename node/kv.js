@@ -101,13 +101,7 @@ async function list (prefix) {
     const query = new URLSearchParams({ prefix, limit })
     if (cursor !== null) query.set('cursor', cursor)
     if (opts.local) query.set('local', '1')
-    let res
-    try {
-      res = await fetch(`${base}/kv?${query}`, { headers: auth, signal: AbortSignal.timeout(timeoutMs) })
-    } catch (error) {
-      console.error(`cannot reach ${base}: ${error.cause?.message ?? error.message}`)
-      process.exit(5)
-    }
+    const res = await send(`${base}/kv?${query}`, 'GET', auth)
     const text = await res.text()
     let page
     try { page = JSON.parse(text) } catch { page = null }
@@ -159,9 +153,10 @@ let body
 if (command === 'put') body = value !== undefined ? Buffer.from(value, 'utf8') : opts.file !== undefined ? fs.readFileSync(opts.file) : await readStdin()
 const method = { get: 'GET', placement: 'GET', put: 'PUT', del: 'DELETE', delete: 'DELETE' }[command]
 
-async function send (method, headers, body) {
+/** One request to the peer; exits 5 if it cannot be reached. */
+async function send (target, method, headers, body) {
   try {
-    return await fetch(url, { method, headers, body, signal: AbortSignal.timeout(timeoutMs) })
+    return await fetch(target, { method, headers, body, signal: AbortSignal.timeout(timeoutMs) })
   } catch (error) {
     console.error(`cannot reach ${base}: ${error.cause?.message ?? error.message}`)
     process.exit(5)
@@ -171,7 +166,7 @@ async function send (method, headers, body) {
 // A delete without a context would add a tombstone next to the values instead of replacing them (a
 // concurrent write): read the context first.
 if (isDelete && opts.context === undefined) {
-  const read = await send('GET', auth)
+  const read = await send(url, 'GET', auth)
   await read.arrayBuffer()
   if (![200, 300, 404].includes(read.status)) {
     console.error(`${read.status}: could not read the key's context before deleting it; nothing deleted`)
@@ -180,7 +175,7 @@ if (isDelete && opts.context === undefined) {
   const context = read.headers.get('x-meshkv-context')
   if (context !== null) headers['x-meshkv-context'] = context
 }
-const res = await send(method, headers, body)
+const res = await send(url, method, headers, body)
 const context = res.headers.get('x-meshkv-context')
 if (opts['show-context'] && context !== null) console.error(`context: ${context}`)
 const bytes = Buffer.from(await res.arrayBuffer())

@@ -10,6 +10,7 @@
  *   await client.put('user:1', 'ada l.', { context: read.context })
  */
 import { base64urlDecode } from './core/codec.js'
+import { integer } from './core/config.js'
 import {
   AbortError, ClosedError, ConfigError, DecodeError, InvalidContextError, InvalidCursorError, InvalidKeyError, LeavingError, MeshkvError,
   NoDurableReplicaError, OverloadedError, QuorumError, SiblingLimitError, StoreFullError, TimeoutError, UnreachableError, ValueTooLargeError
@@ -132,8 +133,9 @@ export function errorFromReply (status: number, body: ErrorBody, op: 'get' | 'pu
   return error
 }
 
+/** An optional integer option: absent, or within [min, max] (ConfigError naming it otherwise). */
 function checkInt (name: string, value: number | undefined, min: number, max: number): void {
-  if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) throw new ConfigError(name, `must be an integer in [${min}, ${max}], got ${String(value)}`)
+  if (value !== undefined) integer(name, value, min, max)
 }
 
 /**

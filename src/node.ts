@@ -5,9 +5,9 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import * as v8 from 'node:v8'
 import { tcp } from '@libp2p/tcp'
 import { lockDirectory } from './adapters/dir-lock.js'
+import { storeBudgetDefaultBytes } from './adapters/node-env.js'
 import { loadOrCreateKey, nextIncarnation } from './adapters/node-identity.js'
 import { FileWal } from './adapters/wal-file.js'
 import { type CreatePeerOptions, type Peer, createMeshPeer, peerOptionsFrom } from './peer.js'
@@ -61,7 +61,7 @@ export async function createPeer (options: NodePeerOptions = {}): Promise<Peer> 
       location: os.hostname(),
       ...rest,
       // The CLI's default budget: half of V8's heap limit (see --memory-max-mb).
-      storage: { memoryBytesMax: Math.floor(v8.getHeapStatistics().heap_size_limit / 2), ...options.storage },
+      storage: { memoryBytesMax: storeBudgetDefaultBytes(), ...options.storage },
       ...fromDir,
       extraTransports: [...nodeTransports(), ...(options.extraTransports ?? [])]
     }))

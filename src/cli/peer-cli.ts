@@ -11,7 +11,6 @@ import * as fs from 'node:fs'
 import * as http from 'node:http'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import * as v8 from 'node:v8'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { tcp } from '@libp2p/tcp'
@@ -19,7 +18,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { lockDirectory } from '../adapters/dir-lock.js'
 import { loadOrCreateKey, nextIncarnation } from '../adapters/node-identity.js'
-import { consoleLogger, systemClock } from '../adapters/node-env.js'
+import { consoleLogger, heapLimitBytes, storeBudgetDefaultBytes, systemClock } from '../adapters/node-env.js'
 import { cryptoRng } from '../adapters/random.js'
 import { FileWal } from '../adapters/wal-file.js'
 import { type Durability, type StorageConfig, defaultStorageConfig, validateStorageConfig } from '../core/config.js'
@@ -35,6 +34,9 @@ import { httpHandler } from './http-api.js'
 import { HTTP_NAMES_MAX, HttpExposureError, HttpGuard, checkHttpExposure, checkHttpToken, parseCorsOrigin, parseHttpName } from './http-guard.js'
 import { PeerMetrics, counterFrom } from './metrics.js'
 import { CONFIG_FILE_BYTES_MAX, SettingsError, type Value, cliSwimDefaults, describeSettings, flagOptions, kebab, renderToml, resolveSettings, settingsTable } from './settings.js'
+
+/** Bytes in a MiB (declared before HELP, which shows the default memory budget). */
+const MIB = 1024 * 1024
 
 const HELP = `usage: node node/peer.js (--bootstrap | --join <multiaddr> ...) [options]
 
@@ -148,10 +150,14 @@ export const ECHO_PROTOCOL = '/meshkv/echo/1.0.0'
  * exits; keys not handed off by then are restored on their new owners by anti-entropy from other replicas. */
 const SHUTDOWN_TIMEOUT_MS = 60_000
 
-/** Half of V8's heap limit in MiB: the store's default budget, leaving the rest to everything else a peer
- * keeps (streams, queues, the replication index's garbage). */
+/** The store's default budget in MiB (storeBudgetDefaultBytes: half of V8's heap limit). */
 export function memoryMaxMbDefault (): number {
-  return Math.floor(v8.getHeapStatistics().heap_size_limit / 2 / 1024 / 1024)
+  return Math.floor(storeBudgetDefaultBytes() / MIB)
+}
+
+/** V8's heap limit in MiB: the most --memory-max-mb may be. */
+function heapLimitMb (): number {
+  return Math.floor(heapLimitBytes() / MIB)
 }
 
 /** Reservations (tabs) a Node peer's circuit relay holds at once unless --relay-reservations says otherwise. */
@@ -324,10 +330,10 @@ export function configure (argv: string[], env: Record<string, string | undefine
   if (!values.has('kv.r')) kv.r = Math.min(kv.r, kv.n)
   if (!values.has('kv.w')) kv.w = Math.min(kv.w, kv.n)
   validated('kv', () => validateKvConfig(kv))
-  const heapMb = Math.floor(v8.getHeapStatistics().heap_size_limit / 1024 / 1024)
+  const heapMb = heapLimitMb()
   const memoryMaxMb = get<number>('storage.memory-max-mb') ?? memoryMaxMbDefault()
   if (memoryMaxMb > heapMb) fail('storage.memory-max-mb', `must be at most the heap limit, ${heapMb} MB (raise it with node --max-old-space-size), got ${memoryMaxMb}`)
-  const storage = section('storage', { ...defaultStorageConfig(), memoryBytesMax: memoryMaxMb * 1024 * 1024 })
+  const storage = section('storage', { ...defaultStorageConfig(), memoryBytesMax: memoryMaxMb * MIB })
   validated('storage', () => validateStorageConfig(storage))
 
   const config: CliConfig = {
@@ -427,7 +433,6 @@ async function run (config: CliConfig): Promise<void> {
   const log = consoleLogger('meshkv')
   const { bootstrap, dataDir, vnodes, relay, reservations, httpPort, httpHost, httpSecurity, meshKey, listen, swim, kv, location, memoryMaxMb } = config
   const joinAddrs = config.join
-  const heapMb = Math.floor(v8.getHeapStatistics().heap_size_limit / 1024 / 1024)
   const durability: Durability = config.storage.durability
   const blocked = new Set<string>()
 
@@ -569,7 +574,7 @@ async function run (config: CliConfig): Promise<void> {
   console.log(meshKey === undefined
     ? 'mesh: open — no --mesh-key, so any peer that can reach this one may join'
     : 'mesh: private — peers must prove knowledge of the mesh key')
-  console.log(`memory: store budget ${memoryMaxMb} MB (${Math.round(peer.engine.stats().memoryBytes / 1024 / 1024)} MB held), heap limit ${heapMb} MB`)
+  console.log(`memory: store budget ${memoryMaxMb} MB (${Math.round(peer.engine.memoryBytes / MIB)} MB held), heap limit ${heapLimitMb()} MB`)
   console.log(`replication: N=${kv.n} R=${kv.r} W=${kv.w}${kv.strictQuorum ? ' strict' : ' sloppy'} quorum, ${durability} durability`)
   // Last of the start-up lines: scripts and tests take it as "started".
   console.log(`data: ${dataDir} (${peer.engine.size} keys recovered${peer.engine.recovery === null ? '' : `, ${peer.engine.recovery.records} log records replayed, ${peer.engine.recovery.superseded} superseded`})`)

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { ConfigError, createPeer } from '../../src/index.js'
+import { waitUntil } from '../helpers/peers.js'
 
 const servers = (): number => process.getActiveResourcesInfo().filter(r => r === 'TCPServerWrap').length
 
@@ -23,7 +24,6 @@ describe('createPeer', () => {
     expect(peer.members().map(m => m.id)).toEqual([peer.id])
     await peer.stop()
     // The WebSocket server closes a moment after stop() resolves.
-    for (let i = 0; i < 100 && servers() !== before; i++) await new Promise(resolve => setTimeout(resolve, 50))
-    expect(servers()).toBe(before)
+    await waitUntil(() => Promise.resolve(servers() === before), 5000, 'the peer\'s servers closed')
   })
 })

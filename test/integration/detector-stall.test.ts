@@ -95,7 +95,7 @@ describe('failure detector under a stalled replica', () => {
       }, 60_000, 'the stopped services detected')
       // Only the stopped ones ever expired, on any replica (their events follow within a batch or two).
       const keys = stopped.map(id => `heartbeat/${id}`).sort()
-      await waitUntil(async () => await Promise.resolve(keys.every(k => expired.includes(k))), 30_000, 'the expired events of the stopped services')
+      await waitUntil(() => Promise.resolve(keys.every(k => expired.includes(k))), 30_000, 'the expired events of the stopped services')
       expect([...new Set(expired)].sort()).toEqual(keys)
       expect(refusedOrFailed).toBe(0)
     } finally {

@@ -9,7 +9,7 @@ import * as path from 'node:path'
 import { parse as parseToml } from 'smol-toml'
 import { describe, expect, it } from 'vitest'
 import { configure } from '../../src/cli/peer-cli.js'
-import { envName, renderToml, resolveSettings, settingsTable } from '../../src/cli/settings.js'
+import { envName, kebab, renderToml, resolveSettings, settingsTable } from '../../src/cli/settings.js'
 import { defaultStorageConfig } from '../../src/core/config.js'
 import { defaultKvConfig } from '../../src/core/kv/config.js'
 import { defaultSwimConfig } from '../../src/core/membership/config.js'
@@ -22,7 +22,6 @@ function file (text: string): string {
   fs.writeFileSync(name, text)
   return name
 }
-const kebab = (s: string): string => s.replace(/[A-Z]/g, c => `-${c.toLowerCase()}`)
 
 describe('settings', () => {
   it('has a key for every replication, storage and SWIM option, and a flag for every key that had one', () => {
