@@ -15,6 +15,7 @@ import type { StorageEngine } from '../storage/engine.js'
 import type { KeyState } from '../version/dvv.js'
 import type { VersionVector } from '../version/vv.js'
 import { type Channel, type Flow, type Runtime, persist, request } from './flow.js'
+import { DetectorHealth } from './health.js'
 import { KeyIndex } from './key-index.js'
 import { OrderedKeys } from './key-order.js'
 import { Latencies } from './latency.js'
@@ -58,6 +59,11 @@ export class ReplicaState {
   leaving = false
   /** Each peer's round trips, for hedged requests. */
   readonly latencies: Latencies
+  /**
+   * The failure detector's own health: while degraded, TTL sweeps are stretched (health.ts), and this
+   * replica's answer to another's expiry check says so (expiry.ts).
+   */
+  readonly health = new DetectorHealth()
 
   constructor (ring: Ring, readonly rt: Runtime, readonly options: ReplicationOptions) {
     this.engine = options.engine
