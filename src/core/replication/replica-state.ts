@@ -52,7 +52,7 @@ export class ReplicaState {
   readonly index: KeyIndex
   /** The keys held here in order, for listings (built by the first one; kept by the engine's changes). */
   readonly ordered: OrderedKeys
-  readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0, hedged: 0 }
+  readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0, hedged: 0, expiryPostponedDegraded: 0 }
   ring: Ring
   isUpNow: (id: string) => boolean = () => true
   /** Refuses writes (a graceful leave has begun). */
