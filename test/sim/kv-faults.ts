@@ -245,7 +245,7 @@ export class FaultSim {
   /** Partition: node id -> side; nodes on different sides cannot talk. */
   side = new Map<string, number>()
   faults: Faults
-  readonly stats = { events: 0, messages: 0, lost: 0, duplicated: 0, crashes: 0, diskLosses: 0, handlerErrors: 0 }
+  readonly stats = { events: 0, messages: 0, lost: 0, duplicated: 0, crashes: 0, diskLosses: 0, handlerErrors: 0, unsupported: 0 }
   private readonly queue: Event[] = []
   private readonly writer = new Writer(1024)
   private ringNow: Ring | null = null
@@ -259,6 +259,11 @@ export class FaultSim {
   readonly silent = new Set<string>()
   /** Extra delay (ms) of every request sent to a node: a replica that is slow but answers. */
   readonly slow = new Map<string, number>()
+  /**
+   * Nodes that run an older version, with the request types it does not know: each answers those with an
+   * ERR_UNSUPPORTED error reply, as rpc.ts does for a type its decoder does not know (a mixed-version mesh).
+   */
+  readonly older = new Map<string, ReadonlySet<KvRequest['type']>>()
   /** Members in the ring (joined and not left). */
   private readonly members: string[] = []
 
@@ -423,7 +428,13 @@ export class FaultSim {
         this.stats.messages++
         const decoded = decodeMessage(bytes, LIMITS)
         if (decoded.kind !== 'request') throw new Error('codec returned a reply for a request')
-        this.nodes.get(to)!.kv.accept(from, host.incarnation, rid, decoded.request)
+        const target = this.nodes.get(to)!
+        if (this.older.get(to)?.has(decoded.request.type) === true) {
+          this.stats.unsupported++
+          this.answer(target.kv, from, host.incarnation, rid, { type: 'error', code: 'ERR_UNSUPPORTED', message: `request type ${decoded.request.type} is unknown to this peer (an older version)`, acked: 0, required: 0 })
+          return
+        }
+        target.kv.accept(from, host.incarnation, rid, decoded.request)
       })
     }
   }

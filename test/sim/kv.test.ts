@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError, InvalidContextError, InvalidKeyError, QuorumError, ValueTooLargeError } from '../../src/core/errors.js'
+import { HEALTH_LOOP_DELAY_MS, HEALTH_RECOVERY_MS } from '../../src/core/replication/health.js'
 import { Ring } from '../../src/core/ring/ring.js'
 import { encodeContext } from '../../src/core/version/context.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
@@ -23,6 +24,11 @@ async function converge (sim: KvSim, done: () => boolean, max: number): Promise<
     if (done()) return round
   }
   throw new Error(`not converged after ${max} rounds`)
+}
+
+/** `id`'s own failure detector goes degraded now (its event loop stalled 3 s), for HEALTH_RECOVERY_MS. */
+function degrade (sim: KvSim, id: string): void {
+  sim.faults.nodes.get(id)!.kv.machine.health.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, sim.clock.nowMs())
 }
 
 /** Every key is held, with identical states, by all of its primaries. */
@@ -275,6 +281,77 @@ describe('kv: TTL expiry across replicas', () => {
     }
     expect(expired.length).toBeGreaterThanOrEqual(1)
     for (const n of [a!, b!, c!]) expect(n.engine.get(key)!.deleted).toBe(true)
+  })
+
+  it('expiry needs agreement: with its only other up replica degraded a replica postpones, and expires once that one is healthy again', async () => {
+    const sim = await KvSim.create(ids(3))
+    const key = 'heartbeat/agree'
+    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
+    const expired: string[] = []
+    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
+    sim.setUp(c!.id, false)
+    degrade(sim, b!.id)
+    expect(await b!.kv.handle(a!.id, { type: 'expiry-check', key })).toMatchObject({ type: 'expiry-state', degraded: true, ttlMs: 3000 })
+    // 3 credits at a 1000 ms sweep, then due at every sweep: b cannot confirm the expiry, so a waits.
+    for (let i = 0; i < 8; i++) await a!.kv.sweep()
+    expect(expired).toEqual([])
+    expect(a!.engine.get(key)!.deleted).toBe(false)
+    expect(a!.kv.stats.expiryPostponedDegraded).toBe(5)
+    // b's signals stayed under their thresholds: HEALTH_RECOVERY_MS later it is healthy, and a's next sweep expires the key.
+    sim.clock.advance(HEALTH_RECOVERY_MS)
+    await a!.kv.sweep()
+    expect(expired).toEqual([a!.id])
+    expect(a!.kv.stats.expiryPostponedDegraded).toBe(5)
+    for (const n of [a!, b!]) expect(n.engine.get(key)!.deleted).toBe(true)
+  })
+
+  it('a newer beat from a degraded replica still refreshes the key; once it runs out, that replica cannot confirm the expiry alone', async () => {
+    const sim = await KvSim.create(ids(3))
+    const key = 'heartbeat/degraded-newer'
+    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
+    const expired: string[] = []
+    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    await a!.kv.put(key, enc('beat 1'), { lww: true, ttlMs: 3000, w: 3 })
+    sim.setUp(a!.id, false)
+    sim.clock.advance(2000)
+    await b!.kv.put(key, enc('beat 2'), { lww: true, ttlMs: 3000 })
+    sim.setUp(a!.id, true)
+    sim.setUp(c!.id, false)
+    degrade(sim, b!.id)
+    for (let i = 0; i < 5; i++) await a!.kv.sweep()
+    expect(a!.engine.get(key)!.values.map(s => dec(s.value!))).toEqual(['beat 2'])
+    expect(a!.kv.stats.expiryPostponedDegraded).toBe(0)
+    // Nobody beats any more: beat 2's credits run out too, and b is still degraded.
+    for (let i = 0; i < 5; i++) await a!.kv.sweep()
+    expect(a!.kv.stats.expiryPostponedDegraded).toBeGreaterThan(0)
+    expect(a!.engine.get(key)!.deleted).toBe(false)
+    expect(expired).toEqual([])
+  })
+
+  it('an older replica answers the expiry check ERR_UNSUPPORTED: it is read instead, its newer beat merged, and it counts as healthy', async () => {
+    const sim = await KvSim.create(ids(3))
+    const key = 'heartbeat/mixed'
+    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
+    sim.faults.older.set(b!.id, new Set(['expiry-check']))
+    const expired: string[] = []
+    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    await a!.kv.put(key, enc('beat 1'), { lww: true, ttlMs: 3000, w: 3 })
+    sim.setUp(a!.id, false)
+    sim.clock.advance(2000)
+    await b!.kv.put(key, enc('beat 2'), { lww: true, ttlMs: 3000 })
+    sim.setUp(a!.id, true)
+    sim.setUp(c!.id, false)
+    // Degraded, but an older peer cannot say so: it is taken as healthy, as every replica was before.
+    degrade(sim, b!.id)
+    for (let i = 0; i < 5; i++) await a!.kv.sweep()
+    expect(sim.faults.stats.unsupported).toBe(1)
+    expect(a!.engine.get(key)!.values.map(s => dec(s.value!))).toEqual(['beat 2'])
+    expect(expired).toEqual([])
+    for (let i = 0; i < 5 && expired.length === 0; i++) await a!.kv.sweep()
+    expect(sim.faults.stats.unsupported).toBe(2)
+    expect(expired).toEqual([a!.id])
+    expect(a!.kv.stats.expiryPostponedDegraded).toBe(0)
   })
 
   it('read repair carries the TTL of the newest write, so an expiry does not pick up a stale TTL', async () => {

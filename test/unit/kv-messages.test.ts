@@ -31,7 +31,8 @@ const requests: KvRequest[] = [
   { type: 'info' },
   { type: 'services' },
   { type: 'list', prefix: 'user/', after: 'user/ü', limit: 1000 },
-  { type: 'list', prefix: '', after: '', limit: 1 }
+  { type: 'list', prefix: '', after: '', limit: 1 },
+  { type: 'expiry-check', key: 'heartbeat/ü' }
 ]
 
 const replies: KvReply[] = [
@@ -46,7 +47,10 @@ const replies: KvReply[] = [
   { type: 'error', code: 'ERR_QUORUM', message: 'nope', acked: 1, required: 2 },
   { type: 'info', json: '{"keys":3}' },
   { type: 'keys', keys: [{ key: 'a', state }, { key: 'b', state }], more: true },
-  { type: 'keys', keys: [], more: false }
+  { type: 'keys', keys: [], more: false },
+  { type: 'expiry-state', state, ttlMs: 3000, degraded: true },
+  { type: 'expiry-state', state, ttlMs: 0, degraded: false },
+  { type: 'expiry-state', state: null, ttlMs: 0, degraded: false }
 ]
 
 describe('kv wire messages', () => {
@@ -92,6 +96,27 @@ describe('kv wire messages', () => {
       { vv: ['a', 3] as VersionVector, siblings: [{ id: 'a', n: 2, value: null, wall: 0, logical: 0, lww: false }, { id: 'a', n: 1, value: null, wall: 0, logical: 0, lww: false }], lwwFloor: null }
     ]
     for (const s of bad) expect(() => decodeMessage(encodeRequest(w, 1, { type: 'reap', key: 'k', state: s }), LIMITS)).toThrow(DecodeError)
+  })
+
+  it('bounds the expiry check and its answer: key length, flags 0 or 1, no TTL without a state, truncations', () => {
+    expect(() => decodeMessage(encodeRequest(w, 1, { type: 'expiry-check', key: 'k'.repeat(2000) }), LIMITS)).toThrow(/exceeds 1024/)
+    const answer = (reply: KvReply): Uint8Array => encodeReply(w, 1, reply)
+    for (const reply of replies.filter(r => r.type === 'expiry-state')) {
+      const bytes = answer(reply)
+      for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeMessage(bytes.subarray(0, cut), LIMITS)).toThrow(DecodeError)
+      // A trailing byte (a field a later version might add) is malformed too: decoders end with r.end().
+      expect(() => decodeMessage(Uint8Array.of(...bytes, 0), LIMITS)).toThrow(DecodeError)
+    }
+    // By hand: the header (kind, id, type) of an encoded answer, then presence flag, [state], ttlMs, degraded flag.
+    const header = answer({ type: 'expiry-state', state: null, ttlMs: 0, degraded: false }).subarray(0, 3)
+    const raw = (...body: number[]): Uint8Array => Uint8Array.of(...header, ...body)
+    expect(decodeMessage(raw(0, 0, 1), LIMITS)).toEqual({ kind: 'reply', id: 1, reply: { type: 'expiry-state', state: null, ttlMs: 0, degraded: true } })
+    expect(() => decodeMessage(raw(0, 0, 2), LIMITS)).toThrow(/degraded flag 2/)
+    expect(() => decodeMessage(raw(2, 0, 0), LIMITS)).toThrow(/state flag 2/)
+    expect(() => decodeMessage(raw(0, 5, 0), LIMITS)).toThrow(/TTL for a key/)
+    // The state inside is bounded as every state is (value size).
+    const big = answer({ type: 'expiry-state', state: { ...state, siblings: [{ ...state.siblings[0]!, value: new Uint8Array(100) }, state.siblings[1]!] }, ttlMs: 1, degraded: false })
+    expect(() => decodeMessage(big, { keyBytesMax: 10, valueBytesMax: 50 })).toThrow(DecodeError)
   })
 
   it('decodes a request of a type it does not know (a newer peer\'s) as unsupported, with its id', () => {

@@ -49,6 +49,12 @@ export type KvRequest =
    * the start), tombstones included, with their states stripped of values (kv/listing.ts).
    */
   | { readonly type: 'list'; readonly prefix: string; readonly after: string; readonly limit: number }
+  /**
+   * Before an expiry: this replica's state of the key, its TTL and whether its failure detector is degraded
+   * (replication/expiry.ts). Answered with 'expiry-state'; a peer older than this type answers
+   * ERR_UNSUPPORTED, and the asker falls back to 'read'.
+   */
+  | { readonly type: 'expiry-check'; readonly key: string }
 
 export type KvReply =
   | { readonly type: 'ok' }
@@ -63,6 +69,8 @@ export type KvReply =
   | { readonly type: 'info'; readonly json: string }
   /** A listing page: keys ascending with their states (values emptied); `more` if further keys follow. */
   | { readonly type: 'keys'; readonly keys: readonly ListedKey[]; readonly more: boolean }
+  /** The answer to 'expiry-check': what 'state' carries, and whether the replica's detector is degraded. */
+  | { readonly type: 'expiry-state'; readonly state: KeyState | null; readonly ttlMs: number; readonly degraded: boolean }
 
 /** A key in a listing page, with its state on that replica (every value replaced by an empty one). */
 export interface ListedKey {
@@ -83,8 +91,8 @@ const KIND_REQUEST = 1
 const KIND_REPLY = 2
 
 // New types go at the end: a type's number is its index, and must mean the same on every version.
-const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info', 'services', 'list'] as const
-const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info', 'keys'] as const
+const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info', 'services', 'list', 'expiry-check'] as const
+const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info', 'keys', 'expiry-state'] as const
 const SEGMENTS_MAX = 1024
 const ERROR_TEXT_MAX = 4096
 /** The largest JSON reply (peer figures, or a replica's list of heartbeat services). */
@@ -181,6 +189,7 @@ export function encodeRequest (w: Writer, id: number, req: KvRequest): Uint8Arra
     case 'info': break
     case 'services': break
     case 'list': w.string(req.prefix).string(req.after).varint(req.limit); break
+    case 'expiry-check': w.string(req.key); break
   }
   return w.finish().slice()
 }
@@ -206,6 +215,11 @@ export function encodeReply (w: Writer, id: number, reply: KvReply): Uint8Array 
       w.varint(reply.keys.length)
       for (const k of reply.keys) writeState(w.string(k.key), k.state)
       w.u8(reply.more ? 1 : 0)
+      break
+    case 'expiry-state':
+      if (reply.state === null) w.u8(0)
+      else writeState(w.u8(1), reply.state)
+      w.varint(reply.ttlMs).u8(reply.degraded ? 1 : 0)
       break
   }
   return w.finish().slice()
@@ -246,6 +260,7 @@ function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limit
       if (limit < 1 || limit > LIST_PAGE_KEYS_MAX) throw new DecodeError('kv message', `list limit ${limit} outside [1, ${LIST_PAGE_KEYS_MAX}]`)
       return { type, prefix, after, limit }
     }
+    case 'expiry-check': return { type, key: r.string(limits.keyBytesMax) }
   }
 }
 
@@ -282,6 +297,18 @@ function decodeReplyBody (r: Reader, type: typeof REPLY_TYPES[number], limits: W
       // More to come after nothing: the merge could not tell where this replica's page ends.
       if (more && count === 0) throw new DecodeError('kv message', 'an empty listing page cannot have more')
       return { type, keys, more }
+    }
+    case 'expiry-state': {
+      // Strict where 'state' is lenient (a newer type has no old encoders to stay compatible with): the
+      // presence and degraded flags are 0 or 1, and a key held nowhere has no TTL.
+      const present = r.u8()
+      if (present > 1) throw new DecodeError('kv message', `state flag ${present} is not 0 or 1`)
+      const state = present === 1 ? readState(r, limits.valueBytesMax) : null
+      const ttlMs = r.varint()
+      if (state === null && ttlMs !== 0) throw new DecodeError('kv message', 'a TTL for a key the replica does not hold')
+      const degraded = r.u8()
+      if (degraded > 1) throw new DecodeError('kv message', `degraded flag ${degraded} is not 0 or 1`)
+      return { type, state, ttlMs, degraded: degraded === 1 }
     }
   }
 }

@@ -1,10 +1,23 @@
 /**
  * TTL expiry across replicas (KnucklesDB's failure detector on a replicated store). The storage engine's
  * sweep finds a key whose credits ran out and hands it here before expiring it: a replica that was down or
- * restarting may have missed newer beats, so it first asks the key's other up replicas and merges anything
- * newer (which refreshes the key). Only if none is newer does it expire the key — a write with a new dot —
- * and send the expiry to the other replicas once it is durable (handoff and anti-entropy cover any that miss
- * it).
+ * restarting may have missed newer beats, so it first asks the key's other up replicas (an 'expiry-check')
+ * and merges anything newer (which refreshes the key). Only if none is newer does it expire the key — a
+ * write with a new dot — and send the expiry to the other replicas once it is durable (handoff and
+ * anti-entropy cover any that miss it).
+ *
+ * Expiry needs agreement (Lifeguard's local health awareness, across replicas): each answer also says whether
+ * that replica's own failure detector is degraded (health.ts). A newer state from any replica, healthy or
+ * degraded, is merged: a newer beat always refreshes. But the key expires only if at least one other up
+ * replica that answered is healthy, or if there is no other up replica at all (a lone replica decides
+ * alone). If every replica that answered is degraded, the expiry waits for the next sweep
+ * (`expiryPostponedDegraded` counts it), so a sick replica's view never wins alone. If none answered, it
+ * waits too, as before. A replica that is itself degraded already stretches its own sweeps (health.ts).
+ * The trade-off: detection is delayed, not lost — a degraded replica is healthy again HEALTH_RECOVERY_MS
+ * after its signals recover, so the postponement lasts only while the others stay sick. A peer older than
+ * 'expiry-check' answers ERR_UNSUPPORTED: it is asked with a plain 'read' instead and counts as healthy, as
+ * every replica did before, so a mixed-version mesh keeps expiring. An error reply counts as before
+ * (askExpiry).
  */
 import { errorMessage } from '../errors.js'
 import type { Entry, KvReply } from '../kv/messages.js'
@@ -12,14 +25,42 @@ import { type KeyState, newestTs, stateEquals, sync } from '../version/dvv.js'
 import { type Flow, all, persist, request } from './flow.js'
 import type { ReplicaState } from './replica-state.js'
 
+/** One replica's answer to an expiry check. */
+interface ExpiryView {
+  readonly state: KeyState | null
+  readonly ttlMs: number
+  readonly degraded: boolean
+}
+
+/** An answer that carries no view of the key (an error reply). */
+const NO_VIEW: ExpiryView = { state: null, ttlMs: 0, degraded: false }
+
+/**
+ * Asks `id` for its state of `key` and its detector's health; throws if no answer came (unreachable, timed
+ * out). A peer that predates 'expiry-check' is asked with 'read', and counts as healthy. An error reply
+ * (ERR_OVERLOADED, a state too large for a message) counts as it always did: answered, with nothing newer
+ * and not degraded. Counting it as no answer would hold off, for as long as that replica stays up, the
+ * expiry of a key whose state it can never send.
+ */
+function * askExpiry (s: ReplicaState, id: string, key: string): Flow<ExpiryView> {
+  let reply = (yield request(id, 'kv', { type: 'expiry-check', key })) as KvReply
+  if (reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED') reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
+  if (reply.type === 'expiry-state') return reply
+  if (reply.type === 'state') return { state: reply.state, ttlMs: reply.ttlMs, degraded: false }
+  s.log.debug(`${id} answered the expiry check of ${key} with ${reply.type === 'error' ? reply.code : reply.type}`)
+  return NO_VIEW
+}
+
 /** Decides whether to expire `key`, whose TTL ran out here in `state`. */
 export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): Flow<void> {
   const others = s.primariesOf(key).filter(id => id !== s.id && s.isUp(id))
   const newer: Entry[] = []
+  let healthy = 0
   const answered = yield * all(others.map(function * (id): Flow<void> {
-    const reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
-    if (reply.type !== 'state' || reply.state === null) return
-    if (!stateEquals(sync(state, reply.state), state)) newer.push({ key, ttlMs: reply.ttlMs, state: reply.state })
+    const view = yield * askExpiry(s, id, key)
+    if (!view.degraded) healthy++
+    // Merged whoever sent it: a degraded replica's newer beat is still a beat.
+    if (view.state !== null && !stateEquals(sync(state, view.state), state)) newer.push({ key, ttlMs: view.ttlMs, state: view.state })
   }))
   if (others.length > 0 && answered === 0) {
     // Cut off from every other replica SWIM still lists as up: they may have the beats. Try again at the
@@ -35,6 +76,14 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     }
     // A merge that changed the state refreshed its credits; if it did not, expire at once.
     if (s.engine.state(key) !== state) return
+  }
+  if (others.length > 0 && healthy === 0) {
+    // Every replica that answered is degraded: none can vouch that the beats really stopped (they may be
+    // receiving them late). Try again at the next sweep; degradation ends HEALTH_RECOVERY_MS after its
+    // signals recover, so the expiry is delayed, not lost.
+    s.counters.expiryPostponedDegraded++
+    s.engine.postponeExpiry(key)
+    return
   }
   s.engine.expire(key, state)
 }

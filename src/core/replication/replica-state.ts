@@ -15,6 +15,7 @@ import type { StorageEngine } from '../storage/engine.js'
 import type { KeyState } from '../version/dvv.js'
 import type { VersionVector } from '../version/vv.js'
 import { type Channel, type Flow, type Runtime, persist, request } from './flow.js'
+import { DetectorHealth } from './health.js'
 import { KeyIndex } from './key-index.js'
 import { OrderedKeys } from './key-order.js'
 import { Latencies } from './latency.js'
@@ -51,13 +52,18 @@ export class ReplicaState {
   readonly index: KeyIndex
   /** The keys held here in order, for listings (built by the first one; kept by the engine's changes). */
   readonly ordered: OrderedKeys
-  readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0, hedged: 0 }
+  readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0, hedged: 0, expiryPostponedDegraded: 0 }
   ring: Ring
   isUpNow: (id: string) => boolean = () => true
   /** Refuses writes (a graceful leave has begun). */
   leaving = false
   /** Each peer's round trips, for hedged requests. */
   readonly latencies: Latencies
+  /**
+   * The failure detector's own health: while degraded, TTL sweeps are stretched (health.ts), and this
+   * replica's answer to another's expiry check says so (expiry.ts).
+   */
+  readonly health = new DetectorHealth()
 
   constructor (ring: Ring, readonly rt: Runtime, readonly options: ReplicationOptions) {
     this.engine = options.engine

@@ -92,6 +92,13 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
     const page = localPage(s, request)
     return durable({ type: 'keys', keys: page.keys, more: page.more })
   },
+  'expiry-check' (s, _ae, _from, request) {
+    // What 'read' answers, and whether this replica's own failure detector is degraded now: the asker
+    // expires the key only if a healthy replica agrees (expiry.ts).
+    s.engine.checkKey(request.key)
+    const state = s.engine.state(request.key)
+    return durable({ type: 'expiry-state', state: state ?? null, ttlMs: state === undefined ? 0 : s.engine.ttl(request.key), degraded: s.health.degraded(s.nowMs) })
+  },
   * reap (s, _ae, _from, request) {
     if (s.engine.reap(request.key, request.state)) s.counters.reaped++
     return { type: 'ok' }

@@ -21,7 +21,7 @@ import { placement, read, write } from './coordinator.js'
 import { checkExpiry, publishExpiry } from './expiry.js'
 import { type Effect, type Flow, type Message, type PersistToken, Runtime, exchange } from './flow.js'
 import { Handoff } from './handoff.js'
-import { DetectorHealth, HEALTH_SWEEP_LAG_PERIODS } from './health.js'
+import { type DetectorHealth, HEALTH_SWEEP_LAG_PERIODS } from './health.js'
 import { serve } from './replica.js'
 import { ReplicaState, type ReplicationOptions } from './replica-state.js'
 import type { KvStats, ReadOptions, WriteOptions } from './types.js'
@@ -70,8 +70,8 @@ export class Replication {
   private readonly antiEntropy: AntiEntropy
   private readonly handoff: Handoff
   private readonly loops: Loop[]
-  /** The failure detector's own health: while degraded, TTL sweeps are stretched (health.ts). */
-  readonly health = new DetectorHealth()
+  /** The failure detector's own health (ReplicaState.health): the host reports its signals here. */
+  readonly health: DetectorHealth
   /** How to cancel each operation running as a flow (client puts, gets and deletes are not cancellable). */
   private readonly cancellers = new Map<unknown, (reason: Error) => void>()
 
@@ -81,6 +81,7 @@ export class Replication {
     this.rt.nowMs = nowMs
     const s = this.state = new ReplicaState(ring, this.rt, options)
     this.id = s.id
+    this.health = s.health
     this.antiEntropy = new AntiEntropy(s)
     this.handoff = new Handoff(s)
     const engine = options.engine

@@ -92,6 +92,11 @@ export interface KvStats {
   badRequests: number
   /** Requests also sent to a stand-in because a replica was slow or failed (hedged requests). */
   hedged: number
+  /**
+   * Expiries put off to the next sweep because every other replica of the key that answered the expiry
+   * check was itself degraded (expiry.ts): a sick replica's view never expires a key alone.
+   */
+  expiryPostponedDegraded: number
 }
 
 /** A change this peer made: a write it coordinated, or an expiry by its TTL sweep. */
