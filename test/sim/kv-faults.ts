@@ -264,6 +264,8 @@ export class FaultSim {
    * ERR_UNSUPPORTED error reply, as rpc.ts does for a type its decoder does not know (a mixed-version mesh).
    */
   readonly older = new Map<string, ReadonlySet<KvRequest['type']>>()
+  /** Nodes that refuse the given request types as overloaded (an ERR_OVERLOADED reply, as admission control sends). */
+  readonly overloaded = new Map<string, ReadonlySet<KvRequest['type']>>()
   /** Members in the ring (joined and not left). */
   private readonly members: string[] = []
 
@@ -432,6 +434,10 @@ export class FaultSim {
         if (this.older.get(to)?.has(decoded.request.type) === true) {
           this.stats.unsupported++
           this.answer(target.kv, from, host.incarnation, rid, { type: 'error', code: 'ERR_UNSUPPORTED', message: `request type ${decoded.request.type} is unknown to this peer (an older version)`, acked: 0, required: 0 })
+          return
+        }
+        if (this.overloaded.get(to)?.has(decoded.request.type) === true) {
+          this.answer(target.kv, from, host.incarnation, rid, { type: 'error', code: 'ERR_OVERLOADED', message: 'refused: overloaded', acked: 0, required: 0 })
           return
         }
         target.kv.accept(from, host.incarnation, rid, decoded.request)

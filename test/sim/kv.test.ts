@@ -329,6 +329,23 @@ describe('kv: TTL expiry across replicas', () => {
     expect(expired).toEqual([])
   })
 
+  it('a replica that refuses the expiry check as overloaded cannot confirm an expiry: it waits until that one answers', async () => {
+    const sim = await KvSim.create(ids(3))
+    const key = 'heartbeat/overloaded'
+    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
+    const expired: string[] = []
+    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
+    sim.setUp(c!.id, false)
+    sim.faults.overloaded.set(b!.id, new Set(['expiry-check']))
+    for (let i = 0; i < 8; i++) await a!.kv.sweep()
+    expect(expired).toEqual([])
+    expect(a!.kv.stats.expiryPostponedDegraded).toBe(5)
+    sim.faults.overloaded.delete(b!.id)
+    await a!.kv.sweep()
+    expect(expired).toEqual([a!.id])
+  })
+
   it('an older replica answers the expiry check ERR_UNSUPPORTED: it is read instead, its newer beat merged, and it counts as healthy', async () => {
     const sim = await KvSim.create(ids(3))
     const key = 'heartbeat/mixed'

@@ -16,8 +16,8 @@
  * The trade-off: detection is delayed, not lost — a degraded replica is healthy again HEALTH_RECOVERY_MS
  * after its signals recover, so the postponement lasts only while the others stay sick. A peer older than
  * 'expiry-check' answers ERR_UNSUPPORTED: it is asked with a plain 'read' instead and counts as healthy, as
- * every replica did before, so a mixed-version mesh keeps expiring. An error reply counts as before
- * (askExpiry).
+ * every replica did before, so a mixed-version mesh keeps expiring. A replica that refuses the check as
+ * overloaded (ERR_OVERLOADED) counts as degraded; another error reply counts as before (askExpiry).
  */
 import { errorMessage } from '../errors.js'
 import type { Entry, KvReply } from '../kv/messages.js'
@@ -34,12 +34,14 @@ interface ExpiryView {
 
 /** An answer that carries no view of the key (an error reply). */
 const NO_VIEW: ExpiryView = { state: null, ttlMs: 0, degraded: false }
+/** An ERR_OVERLOADED reply: no view, and counted as degraded. */
+const OVERLOADED: ExpiryView = { state: null, ttlMs: 0, degraded: true }
 
 /**
  * Asks `id` for its state of `key` and its detector's health; throws if no answer came (unreachable, timed
- * out). A peer that predates 'expiry-check' is asked with 'read', and counts as healthy. An error reply
- * (ERR_OVERLOADED, a state too large for a message) counts as it always did: answered, with nothing newer
- * and not degraded. Counting it as no answer would hold off, for as long as that replica stays up, the
+ * out). A peer that predates 'expiry-check' is asked with 'read', and counts as healthy. ERR_OVERLOADED
+ * counts as degraded. Another error reply (a state too large for a message) counts as it always did:
+ * answered, with nothing newer and not degraded. Counting it as no answer would hold off, for as long as that replica stays up, the
  * expiry of a key whose state it can never send.
  */
 function * askExpiry (s: ReplicaState, id: string, key: string): Flow<ExpiryView> {
@@ -47,6 +49,10 @@ function * askExpiry (s: ReplicaState, id: string, key: string): Flow<ExpiryView
   if (reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED') reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
   if (reply.type === 'expiry-state') return reply
   if (reply.type === 'state') return { state: reply.state, ttlMs: reply.ttlMs, degraded: false }
+  // Refused for overload: that replica is behind on its own work (it may not have taken the newest beats
+  // yet), so its answer vouches for nothing, as a degraded one's does not. Overload passes (admission
+  // control), so this too delays the expiry rather than losing it.
+  if (reply.type === 'error' && reply.code === 'ERR_OVERLOADED') return OVERLOADED
   s.log.debug(`${id} answered the expiry check of ${key} with ${reply.type === 'error' ? reply.code : reply.type}`)
   return NO_VIEW
 }
