@@ -53,4 +53,31 @@ describe('admission control', () => {
     for (const release of pending.splice(0)) release()
     expect(await again).not.toBeInstanceOf(OverloadedError)
   })
+
+  it('an operation whose caller gave up (its signal aborted) holds its slot until the peer has finished it', async () => {
+    const clock = new ManualClock(1_000_000)
+    const engine = await StorageEngine.open({ replicaId: 'a', clock })
+    const pending: Array<() => void> = []
+    const config = { ...defaultKvConfig(), n: 2, r: 1, w: 2, minDurable: 0, durableAcks: 0, admitOpsMax: 1, admitBeatsMax: 1 }
+    const ring = Ring.build([{ id: 'a', vnodes: 8 }, { id: 'b', vnodes: 8 }], await loadRingHash(), { minDurable: 0 })
+    const node = new KvNode(ring, {
+      engine,
+      config,
+      hash64: await loadHash64(),
+      log: silentLogger,
+      clock,
+      transport: { request: async () => await new Promise<KvReply>((resolve) => { pending.push(() => { resolve({ type: 'ack' } as unknown as KvReply) }) }) }
+    })
+    node.setMembership(ring, () => true)
+    const controller = new AbortController()
+    const put = node.put('k', new Uint8Array([1]), { signal: controller.signal }).catch((e: unknown) => e)
+    controller.abort(new Error('the caller gave up'))
+    expect(await put).toMatchObject({ name: 'AbortError' })
+    // The write still runs (a put is not cancellable): its slot is not free until it ends.
+    expect(node.admission.inFlight).toBe(1)
+    expect(await node.put('k2', new Uint8Array([2])).catch((e: unknown) => e)).toBeInstanceOf(OverloadedError)
+    for (const release of pending.splice(0)) release()
+    await new Promise(resolve => setTimeout(resolve, 0))
+    expect(node.admission.inFlight).toBe(0)
+  })
 })

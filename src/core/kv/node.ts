@@ -58,7 +58,12 @@ export type OpObserver = (op: ClientOp, latencyMs: number, error: Error | null, 
 interface Settle {
   resolve: (value: never) => void
   reject: (error: Error) => void
+  /** Told when the machine completes the operation (admission and observation, see timed()). */
+  settled: Settled | undefined
 }
+
+/** How a client operation ended: its error (null on success) and its value. */
+type Settled = (error: Error | null, value: unknown) => void
 
 export class KvNode {
   readonly id: string
@@ -98,21 +103,21 @@ export class KvNode {
   put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
     if (!(value instanceof Uint8Array)) return Promise.reject(new TypeError('value must be a Uint8Array'))
     // A copy: the stored value must not change if the caller reuses its buffer.
-    return this.timed('put', () => this.start({ type: 'put', key, value: new Uint8Array(value), options }, options.signal))
+    return this.timed('put', settled => this.start({ type: 'put', key, value: new Uint8Array(value), options }, options.signal, settled))
   }
 
   /** A heartbeat's write (a put of its record, built fresh by peer.ts, so not copied): the same as put,
    * observed as op 'heartbeat'. */
   putHeartbeat (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
-    return this.timed('heartbeat', () => this.start({ type: 'put', key, value, options }, options.signal))
+    return this.timed('heartbeat', settled => this.start({ type: 'put', key, value, options }, options.signal, settled))
   }
 
   delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {
-    return this.timed('delete', () => this.start({ type: 'delete', key, options }, options.signal))
+    return this.timed('delete', settled => this.start({ type: 'delete', key, options }, options.signal, settled))
   }
 
   get (key: string, options: ReadOptions = {}): Promise<GetResult> {
-    return this.timed('get', () => this.start({ type: 'get', key, options }, options.signal))
+    return this.timed('get', settled => this.start({ type: 'get', key, options }, options.signal, settled))
   }
 
   /** The key's preference list with each replica's state, for inspection (`GET /kv/:key/placement`). */
@@ -182,16 +187,17 @@ export class KvNode {
   /** When tick() next has work, by this node's clock. */
   nextWakeMs (): number { return this.machine.nextWakeMs() }
 
-  private start<T> (call: Call, signal: AbortSignal | undefined): Promise<T> {
+  private start<T> (call: Call, signal: AbortSignal | undefined, settled?: Settled): Promise<T> {
     try {
       throwIfAborted(signal)
     } catch (error) {
+      settled?.(error as Error, undefined)
       return Promise.reject(error)
     }
     // The complete effect hands the settle functions back: no table of operations.
     let op: Settle | undefined
     const done = new Promise<T>((resolve, reject) => {
-      op = { resolve: resolve as (value: never) => void, reject }
+      op = { resolve: resolve as (value: never) => void, reject, settled }
       this.perform(this.machine.call(op, call, this.clock.nowMs()))
     })
     if (signal === undefined) return done
@@ -206,9 +212,10 @@ export class KvNode {
 
   /**
    * A client operation: admitted (or refused with OverloadedError, see KvConfig.admitOpsMax), counted while
-   * in flight, and observed when it settles.
+   * in flight — until the machine completes it, also when the caller's signal gave up on it earlier — and
+   * observed when it completes. Counted from the complete effect, so admission adds no promise per operation.
    */
-  private timed<T extends PutResult | GetResult> (name: ClientOp, start: () => Promise<T>): Promise<T> {
+  private timed<T extends PutResult | GetResult> (name: ClientOp, start: (settled: Settled) => Promise<T>): Promise<T> {
     const config = this.options.config
     const beat = name === 'heartbeat'
     let refusal: OverloadedError | null = null
@@ -223,25 +230,14 @@ export class KvNode {
     this.inFlight++
     if (beat) this.beatsInFlight++
     const began = observe === undefined ? 0 : this.elapsedMs()
-    const op = start()
-    op.then(
-      result => {
-        this.settled(beat)
-        if (observe === undefined) return
-        const found = name === 'get' ? (result as GetResult).values.length : 0
-        observe(name, this.elapsedMs() - began, null, found > 0 ? found : undefined)
-      },
-      (error: unknown) => {
-        this.settled(beat)
-        observe?.(name, this.elapsedMs() - began, error instanceof Error ? error : new Error(errorMessage(error)), undefined)
-      }
-    )
-    return op
-  }
-
-  private settled (beat: boolean): void {
-    this.inFlight--
-    if (beat) this.beatsInFlight--
+    return start((error, value) => {
+      this.inFlight--
+      if (beat) this.beatsInFlight--
+      if (observe === undefined) return
+      if (error !== null) { observe(name, this.elapsedMs() - began, error instanceof Error ? error : new Error(errorMessage(error)), undefined); return }
+      const found = name === 'get' ? (value as GetResult).values.length : 0
+      observe(name, this.elapsedMs() - began, null, found > 0 ? found : undefined)
+    })
   }
 
   /** The failure detector's health here (DetectorHealth): healthy, or degraded with the reason. */
@@ -268,6 +264,13 @@ export class KvNode {
         case 'persist': (tokens ??= []).push(effect.token); break
         case 'complete': {
           const settle = effect.op as Settle
+          if (settle.settled !== undefined) {
+            try {
+              settle.settled(effect.ok ? null : effect.value as Error, effect.value)
+            } catch (error) {
+              this.options.log.error('an operation observer threw', error)
+            }
+          }
           if (effect.ok) settle.resolve(effect.value as never)
           else settle.reject(effect.value as Error)
           break
