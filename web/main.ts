@@ -132,7 +132,8 @@ async function main (): Promise<void> {
     rng: { next: Math.random },
     log,
     // A full replica: its share of the ring persists in this origin's IndexedDB, one database per identity.
-    ...(replica ? { wal: new IndexedDbWal(`meshkv-wal-${peerIdFromPrivateKey(identity.privateKey).toString()}`) } : {})
+    // A volatile tab commits 'relaxed' (no disk flush per commit): its copy never counts as a durable ack.
+    ...(replica ? { wal: new IndexedDbWal(`meshkv-wal-${peerIdFromPrivateKey(identity.privateKey).toString()}`, { durability: durable ? 'strict' : 'relaxed' }) } : {})
   })
   const addrs = entry.addrs.map(a => multiaddr(a))
   const keeper = new RelayKeeper(peer.libp2p, peer.membership, {

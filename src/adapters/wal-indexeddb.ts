@@ -7,9 +7,10 @@
  *   [2, snapshot] -> chunk count    the marker that makes snapshot complete (written last)
  *
  * A group commit is one readwrite transaction holding every byte appended since the previous one, opened
- * with `durability: 'strict'` (Chromium defaults to 'relaxed', which may lose committed transactions on a
- * power cut); a transaction's `complete` event is the durability point. Appends made with `async` durability
- * are committed at the end of the current task.
+ * with `durability: 'strict'` by default (Chromium defaults to 'relaxed', which may lose committed
+ * transactions on a power cut); a transaction's `complete` event is the durability point. A volatile tab
+ * (web/main.ts) asks for 'relaxed': its copy never counts as a durable acknowledgement, so it need not pay a
+ * disk flush per commit. Appends made with `async` durability are committed at the end of the current task.
  */
 import { promisifyRequest } from 'idb-keyval'
 import type { WalAdapter, WalListing } from '../core/storage/wal-adapter.js'
@@ -25,6 +26,12 @@ export interface IndexedDbWalOptions {
   indexedDB?: IDBFactory
   /** Bytes buffered before a commit starts at once rather than at the end of the task. Default 1 MiB. */
   bufferBytesMax?: number
+  /**
+   * The commit's IndexedDB durability hint: 'strict' (the default) flushes to the disk before a commit
+   * completes; 'relaxed' completes once the browser has the data (it survives the tab closing or crashing,
+   * not a power cut or an OS crash).
+   */
+  durability?: 'strict' | 'relaxed'
 }
 
 /** Reading a segment or snapshot: chunks in the first request, at most in any, and bytes aimed at per request. */
@@ -47,6 +54,7 @@ export class IndexedDbWal implements WalAdapter {
   private db: IDBDatabase | null = null
   private readonly factory: IDBFactory
   private readonly bufferBytesMax: number
+  private readonly durability: 'strict' | 'relaxed'
   private segment = -1
   private nextChunk = 0
   /** Chunks sealed (a segment ended) but not yet committed. */
@@ -61,6 +69,8 @@ export class IndexedDbWal implements WalAdapter {
     this.location = `indexeddb:${name}`
     this.factory = options.indexedDB ?? indexedDB
     this.bufferBytesMax = options.bufferBytesMax ?? 1024 * 1024
+    this.durability = options.durability ?? 'strict'
+    if (this.durability !== 'strict' && this.durability !== 'relaxed') throw new TypeError(`durability must be 'strict' or 'relaxed', got ${String(this.durability)}`)
   }
 
   private get store (): IDBDatabase {
@@ -69,7 +79,7 @@ export class IndexedDbWal implements WalAdapter {
   }
 
   private tx (mode: IDBTransactionMode): { tx: IDBTransaction; store: IDBObjectStore; done: Promise<void> } {
-    const tx = this.store.transaction(STORE, mode, { durability: mode === 'readwrite' ? 'strict' : 'default' })
+    const tx = this.store.transaction(STORE, mode, { durability: mode === 'readwrite' ? this.durability : 'default' })
     const done = new Promise<void>((resolve, reject) => {
       tx.oncomplete = () => { resolve() }
       tx.onerror = () => { reject(tx.error ?? new Error('IndexedDB transaction failed')) }

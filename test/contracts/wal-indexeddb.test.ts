@@ -1,6 +1,7 @@
 // IndexedDB in Node through fake-indexeddb (a spec-complete in-memory implementation); the same contract runs
 // in a real Chromium in the browser tests of a later issue.
 import { IDBFactory, IDBKeyRange } from 'fake-indexeddb'
+import { describe, expect, it } from 'vitest'
 import { IndexedDbWal } from '../../src/adapters/wal-indexeddb.js'
 import { runWalContract } from './wal-contract.js'
 
@@ -8,7 +9,8 @@ Object.assign(globalThis, { IDBKeyRange })
 
 let counter = 0
 
-runWalContract('indexeddb', async () => {
+// Both commit modes: 'strict' (the default, durable tabs) and 'relaxed' (volatile tabs, web/main.ts).
+for (const durability of ['strict', 'relaxed'] as const) runWalContract(`indexeddb (${durability})`, async () => {
   const factory = new IDBFactory()
   const name = `meshkv-contract-${counter++}`
   const raw = async <T>(mode: IDBTransactionMode, fn: (store: IDBObjectStore) => IDBRequest<T> | undefined): Promise<T | undefined> => {
@@ -28,7 +30,7 @@ runWalContract('indexeddb', async () => {
     return result
   }
   return {
-    make: () => new IndexedDbWal(name, { indexedDB: factory }),
+    make: () => new IndexedDbWal(name, { indexedDB: factory, durability }),
     readRaw: async id => {
       const chunks = (await raw('readonly', s => s.getAll(IDBKeyRange.bound([0, id], [0, id, Infinity])) as IDBRequest<Uint8Array[]>)) ?? []
       const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
@@ -41,4 +43,10 @@ runWalContract('indexeddb', async () => {
     },
     dispose: async () => {}
   }
+})
+
+describe('IndexedDbWal options', () => {
+  it('refuses a durability other than strict or relaxed', () => {
+    expect(() => new IndexedDbWal('x', { indexedDB: new IDBFactory(), durability: 'default' as 'strict' })).toThrow(/durability must be 'strict' or 'relaxed'/)
+  })
 })
