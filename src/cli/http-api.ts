@@ -277,7 +277,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, relay: m.meta.relay, addrs: m.meta.addrs })))
     }
     if (url.pathname === '/ring') return json(200, ringView(peer, flag(url.searchParams, 'tokens') ?? true))
-    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length }, http: guard.stats() })
+    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length, publishing: peer.watcher.publishing }, http: guard.stats() })
     if (url.pathname === '/api/info') return json(200, options.info())
     if (url.pathname === '/services') {
       // Mesh-wide by default (every up member's records, merged); ?local=1 for this peer's own records.

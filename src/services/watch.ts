@@ -10,6 +10,13 @@
  *   (beyond that the oldest are dropped and counted).
  * - A peer subscribes to the topic once it has a watcher, and publishes a batch only if some peer
  *   subscribes: a mesh nobody watches pays nothing for the feed.
+ * - A peer all of whose watchers watch heartbeats (a prefix under `heartbeat/`, as every dashboard does)
+ *   also subscribes to the marker topic `meshkv/watch/1/beats-only`, on which nothing is published. A
+ *   write to any other key is published only while some subscriber of the feed is not on the marker (or
+ *   is a peer from before the marker, which never subscribes to it): a mesh watched only by dashboards
+ *   carries heartbeat events alone, and its tabs stop receiving, verifying and forwarding an event per
+ *   write. Which peers subscribe where is refreshed every second, as is whether anyone subscribes at all,
+ *   so a new watcher of other keys may miss what is written in its first second.
  * - Messages are accepted only from members (gossipsub signs them, so `from` is authenticated) and are
  *   validated; bad ones are dropped and counted.
  * - Several replicas may expire one key at about the same time: each peer passes on one `expired` per key
@@ -18,13 +25,15 @@
  * - A batch stays under BATCH_BYTES_MAX, below what receivers accept.
  */
 import type { Logger } from '../core/env.js'
-import { isExpiredService, isHeartbeatKey } from '../core/kv/heartbeat.js'
+import { HEARTBEAT_PREFIX, isExpiredService, isHeartbeatKey } from '../core/kv/heartbeat.js'
 import type { ChangeEvent, KvNode } from '../core/kv/node.js'
 import { newestTs } from '../core/version/dvv.js'
 import type { MeshLibp2p } from './mesh-node.js'
 import { errorMessage } from '../core/errors.js'
 
 export const WATCH_TOPIC = 'meshkv/watch/1'
+/** Subscribed (never published on) by a peer whose watchers all watch heartbeat keys. */
+export const BEATS_ONLY_TOPIC = 'meshkv/watch/1/beats-only'
 export const BATCH_MS = 100
 export const BATCH_EVENTS_MAX = 500
 export const QUEUE_MAX = 10_000
@@ -70,7 +79,10 @@ export class WatchService {
   private offChange: (() => void) | null = null
   private running = false
   private subscribed = false
+  private beatsOnly = false
+  /** Whether some other peer subscribes to the feed, and whether one of those wants more than heartbeats. */
   private remoteWatchers = false
+  private remoteGeneral = false
   private subscribersTimer: ReturnType<typeof setInterval> | null = null
 
   constructor (private readonly node: MeshLibp2p, private readonly kv: KvNode, private readonly isMember: (id: string) => boolean, private readonly log: Logger) {}
@@ -80,13 +92,13 @@ export class WatchService {
     this.node.services.pubsub.addEventListener('message', this.onMessage)
     // Whether any other peer subscribes, refreshed every second: with no watcher anywhere a write costs the
     // feed one comparison.
-    this.subscribersTimer = setInterval(() => { this.remoteWatchers = this.node.services.pubsub.getSubscribers(WATCH_TOPIC).length > 0 }, 1000)
+    this.subscribersTimer = setInterval(() => { this.refreshRemote() }, 1000)
     this.offChange = this.kv.events.on('change', change => {
       if (this.watchers.size === 0 && !this.remoteWatchers) return
       const event = classify(change)
       if (event === null) return
       this.deliver(event)
-      if (!this.remoteWatchers) return
+      if (!this.remoteWatchers || (!this.remoteGeneral && !isHeartbeatKey(event.key))) return
       if (this.queue.length >= QUEUE_MAX) { this.queue.shift(); this.stats.dropped++ }
       this.queue.push(event)
       this.timer ??= setTimeout(() => { this.timer = null; this.flush() }, BATCH_MS)
@@ -103,8 +115,42 @@ export class WatchService {
     const pubsub = this.node.services.pubsub
     pubsub.removeEventListener('message', this.onMessage)
     if (this.subscribed) pubsub.unsubscribe(WATCH_TOPIC)
+    if (this.beatsOnly) pubsub.unsubscribe(BEATS_ONLY_TOPIC)
     this.subscribed = false
+    this.beatsOnly = false
     this.watchers.clear()
+  }
+
+  /** What a change here is published for now: every event, heartbeat events only, or nothing (no other peer watches). */
+  get publishing (): 'all' | 'heartbeats' | 'none' {
+    return !this.remoteWatchers ? 'none' : this.remoteGeneral ? 'all' : 'heartbeats'
+  }
+
+  /** Who else watches: anyone (on the feed), and anyone who wants more than heartbeats (not on the marker). */
+  private refreshRemote (): void {
+    const pubsub = this.node.services.pubsub
+    const all = pubsub.getSubscribers(WATCH_TOPIC)
+    this.remoteWatchers = all.length > 0
+    if (!this.remoteWatchers) { this.remoteGeneral = false; return }
+    const beatsOnly = new Set(pubsub.getSubscribers(BEATS_ONLY_TOPIC).map(p => p.toString()))
+    this.remoteGeneral = all.some(p => !beatsOnly.has(p.toString()))
+  }
+
+  /** Subscribes to the feed while there is a watcher, and to the marker while every watcher watches beats. */
+  private updateSubscriptions (): void {
+    if (!this.running) return
+    const pubsub = this.node.services.pubsub
+    if (!this.subscribed && this.watchers.size > 0) {
+      pubsub.subscribe(WATCH_TOPIC)
+      this.subscribed = true
+    }
+    // With no watcher left the subscriptions stay as they were (the feed is never left before stop()).
+    if (this.watchers.size === 0) return
+    let beatsOnly = true
+    for (const w of this.watchers) if (!w.prefix.startsWith(HEARTBEAT_PREFIX)) { beatsOnly = false; break }
+    if (beatsOnly && !this.beatsOnly) pubsub.subscribe(BEATS_ONLY_TOPIC)
+    else if (!beatsOnly && this.beatsOnly) pubsub.unsubscribe(BEATS_ONLY_TOPIC)
+    this.beatsOnly = beatsOnly
   }
 
   /** Calls `callback` for every event on a key starting with `prefix` ('' for all); returns the unsubscribe. */
@@ -116,11 +162,10 @@ export class WatchService {
     if (this.watchers.size >= WATCHERS_MAX) throw new RangeError(`more than ${WATCHERS_MAX} watchers on this peer`)
     const watcher = { prefix, callback }
     this.watchers.add(watcher)
-    if (!this.subscribed && this.running) {
-      this.node.services.pubsub.subscribe(WATCH_TOPIC)
-      this.subscribed = true
+    this.updateSubscriptions()
+    return () => {
+      if (this.watchers.delete(watcher)) this.updateSubscriptions()
     }
-    return () => { this.watchers.delete(watcher) }
   }
 
   private flush (): void {

@@ -3,6 +3,7 @@
  * its HTTP API, and wait for conditions with a bound (never for a fixed delay).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import * as http from 'node:http'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -87,4 +88,28 @@ export function peerGroup (prefix: string, flags: string[]): { root: string; sta
       fs.rmSync(root, { recursive: true, force: true })
     }
   }
+}
+
+/** A change event as GET /watch streams it (Server-Sent Events). */
+export interface WatchedEvent { type: string; key: string; replica: string; wall: number }
+
+/** Collects the Server-Sent Events of GET /watch?prefix= on `p` until closed. */
+export function watchEvents (p: PeerProcess, prefix: string): { events: WatchedEvent[]; close: () => void } {
+  const events: WatchedEvent[] = []
+  const req = http.get(`${p.http}/watch?prefix=${encodeURIComponent(prefix)}`, res => {
+    let buffer = ''
+    res.setEncoding('utf8')
+    res.on('data', (chunk: string) => {
+      buffer += chunk
+      let end: number
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end)
+        buffer = buffer.slice(end + 2)
+        const data = block.split('\n').find(line => line.startsWith('data: '))
+        if (data !== undefined) events.push(JSON.parse(data.slice(6)) as WatchedEvent)
+      }
+    })
+  })
+  req.on('error', () => {})
+  return { events, close: () => { req.destroy() } }
 }

@@ -8,9 +8,8 @@
  * - The other fifteen keep beating while a replica is SIGKILLed and restarted from its directory: none of
  *   them is ever expired, on any peer or in the event stream.
  */
-import * as http from 'node:http'
 import { afterAll, describe, expect, it } from 'vitest'
-import { type PeerProcess, members, peerGroup, waitUntil } from '../helpers/peers.js'
+import { type PeerProcess, members, peerGroup, waitUntil, watchEvents } from '../helpers/peers.js'
 
 const SWEEP_MS = 200
 const TTL_MS = 1000
@@ -19,33 +18,11 @@ const group = peerGroup('meshkv-heartbeat-', ['--probe-interval-ms', '300', '--p
 afterAll(group.stopAll)
 
 interface Service { id: string; state: 'alive' | 'expired'; lastBeat: number; replica: string }
-interface Event { type: string; key: string; replica: string; wall: number }
 
 async function services (p: PeerProcess): Promise<Map<string, Service>> {
   const res = await fetch(`${p.http}/services?local=1`, { signal: AbortSignal.timeout(10_000) })
   const body = await res.json() as { services: Service[] }
   return new Map(body.services.map(s => [s.id, s]))
-}
-
-/** Collects the Server-Sent Events of GET /watch?prefix= until closed. */
-function watch (p: PeerProcess, prefix: string): { events: Event[]; close: () => void } {
-  const events: Event[] = []
-  const req = http.get(`${p.http}/watch?prefix=${encodeURIComponent(prefix)}`, res => {
-    let buffer = ''
-    res.setEncoding('utf8')
-    res.on('data', (chunk: string) => {
-      buffer += chunk
-      let end: number
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, end)
-        buffer = buffer.slice(end + 2)
-        const data = block.split('\n').find(line => line.startsWith('data: '))
-        if (data !== undefined) events.push(JSON.parse(data.slice(6)) as Event)
-      }
-    })
-  })
-  req.on('error', () => {})
-  return { events, close: () => { req.destroy() } }
 }
 
 describe('heartbeat services (real processes)', () => {
@@ -57,7 +34,7 @@ describe('heartbeat services (real processes)', () => {
       for (const p of [a, b, c]) if ((await members(p)).filter(m => m.state === 'alive').length !== 3) return false
       return true
     }, 30_000, 'three peers alive')
-    const watcher = watch(c, 'heartbeat/')
+    const watcher = watchEvents(c, 'heartbeat/')
     const ids = Array.from({ length: 20 }, (_, i) => `svc-${i}`)
     const beating = new Set(ids)
     const lastAck = new Map<string, number>()
