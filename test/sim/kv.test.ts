@@ -6,7 +6,7 @@ import { encodeContext } from '../../src/core/version/context.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
 import type { VersionVector } from '../../src/core/version/vv.js'
 import { type PeerInfo, peerInfo } from '../../src/services/peer-info.js'
-import { KvSim } from './kv-cluster.js'
+import { KvSim, type SimNode } from './kv-cluster.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const dec = (b: Uint8Array): string => new TextDecoder().decode(b)
@@ -27,6 +27,15 @@ async function converge (sim: KvSim, done: () => boolean, max: number): Promise<
 }
 
 /** `id`'s own failure detector goes degraded now (its event loop stalled 3 s), for HEALTH_RECOVERY_MS. */
+/** A fresh 3-member simulator and the three replicas of `key`, each reporting its expiries of it into `expired`. */
+async function replicasOf (key: string): Promise<{ sim: KvSim; a: SimNode; b: SimNode; c: SimNode; expired: string[] }> {
+  const sim = await KvSim.create(ids(3))
+  const [a, b, c] = sim.primaries(key).map(id => sim.node(id)) as [SimNode, SimNode, SimNode]
+  const expired: string[] = []
+  for (const n of [a, b, c]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+  return { sim, a, b, c, expired }
+}
+
 function degrade (sim: KvSim, id: string): void {
   sim.faults.nodes.get(id)!.kv.machine.health.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, sim.clock.nowMs())
 }
@@ -257,11 +266,8 @@ describe('kv: peer info for dashboards', () => {
 
 describe('kv: TTL expiry across replicas', () => {
   it('a replica that missed newer beats asks the others before expiring, and an expiry reaches every replica', async () => {
-    const sim = await KvSim.create(ids(3))
     const key = 'heartbeat/svc'
-    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
-    const expired: string[] = []
-    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    const { sim, a, b, c, expired } = await replicasOf(key)
     await a!.kv.put(key, enc('beat 1'), { lww: true, ttlMs: 3000, w: 3 })
     sim.setUp(c!.id, false)
     sim.clock.advance(2000)
@@ -284,11 +290,8 @@ describe('kv: TTL expiry across replicas', () => {
   })
 
   it('expiry needs agreement: with its only other up replica degraded a replica postpones, and expires once that one is healthy again', async () => {
-    const sim = await KvSim.create(ids(3))
     const key = 'heartbeat/agree'
-    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
-    const expired: string[] = []
-    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    const { sim, a, b, c, expired } = await replicasOf(key)
     await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
     sim.setUp(c!.id, false)
     degrade(sim, b!.id)
@@ -307,11 +310,8 @@ describe('kv: TTL expiry across replicas', () => {
   })
 
   it('a newer beat from a degraded replica still refreshes the key; once it runs out, that replica cannot confirm the expiry alone', async () => {
-    const sim = await KvSim.create(ids(3))
     const key = 'heartbeat/degraded-newer'
-    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
-    const expired: string[] = []
-    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    const { sim, a, b, c, expired } = await replicasOf(key)
     await a!.kv.put(key, enc('beat 1'), { lww: true, ttlMs: 3000, w: 3 })
     sim.setUp(a!.id, false)
     sim.clock.advance(2000)
@@ -330,11 +330,8 @@ describe('kv: TTL expiry across replicas', () => {
   })
 
   it('a replica that refuses the expiry check as overloaded cannot confirm an expiry: it waits until that one answers', async () => {
-    const sim = await KvSim.create(ids(3))
     const key = 'heartbeat/overloaded'
-    const [a, b, c] = sim.primaries(key).map(id => sim.node(id))
-    const expired: string[] = []
-    for (const n of [a!, b!, c!]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+    const { sim, a, b, c, expired } = await replicasOf(key)
     await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
     sim.setUp(c!.id, false)
     sim.faults.overloaded.set(b!.id, new Set(['expiry-check']))

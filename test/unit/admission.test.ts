@@ -8,30 +8,38 @@ import { loadHash64, loadRingHash } from '../../src/adapters/hash-xxhash.js'
 import { ManualClock, silentLogger } from '../../src/core/env.js'
 import { OverloadedError } from '../../src/core/errors.js'
 import { defaultKvConfig } from '../../src/core/kv/config.js'
-import { type ClientOp, KvNode } from '../../src/core/kv/node.js'
+import { type ClientOp, KvNode, type OpObserver } from '../../src/core/kv/node.js'
 import type { KvReply } from '../../src/core/kv/messages.js'
 import { Ring } from '../../src/core/ring/ring.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
 
+/**
+ * Peer 'a' of a two-member mesh with W=2, admitting `opsMax` operations and `beatsMax` heartbeats: every
+ * write waits for 'b', which answers only when the test calls the functions in `pending`.
+ */
+async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserver): Promise<{ node: KvNode; pending: Array<() => void> }> {
+  const clock = new ManualClock(1_000_000)
+  const engine = await StorageEngine.open({ replicaId: 'a', clock })
+  const pending: Array<() => void> = []
+  const config = { ...defaultKvConfig(), n: 2, r: 1, w: 2, minDurable: 0, durableAcks: 0, admitOpsMax: opsMax, admitBeatsMax: beatsMax }
+  const ring = Ring.build([{ id: 'a', vnodes: 8 }, { id: 'b', vnodes: 8 }], await loadRingHash(), { minDurable: 0 })
+  const node = new KvNode(ring, {
+    engine,
+    config,
+    hash64: await loadHash64(),
+    log: silentLogger,
+    clock,
+    transport: { request: async () => await new Promise<KvReply>((resolve) => { pending.push(() => { resolve({ type: 'ack' } as unknown as KvReply) }) }) },
+    ...(observeOp === undefined ? {} : { observeOp })
+  })
+  node.setMembership(ring, () => true)
+  return { node, pending }
+}
+
 describe('admission control', () => {
   it('refuses heartbeats and operations past their bounds at once, and admits again as they settle', async () => {
-    const clock = new ManualClock(1_000_000)
-    const engine = await StorageEngine.open({ replicaId: 'a', clock })
-    // Two members, W=2: every write waits for 'b', which answers only when the test lets it.
-    const pending: Array<() => void> = []
     const observed: Array<[ClientOp, string | null]> = []
-    const config = { ...defaultKvConfig(), n: 2, r: 1, w: 2, minDurable: 0, durableAcks: 0, admitOpsMax: 6, admitBeatsMax: 3 }
-    const ring = Ring.build([{ id: 'a', vnodes: 8 }, { id: 'b', vnodes: 8 }], await loadRingHash(), { minDurable: 0 })
-    const node = new KvNode(ring, {
-      engine,
-      config,
-      hash64: await loadHash64(),
-      log: silentLogger,
-      clock,
-      transport: { request: async () => await new Promise<KvReply>((resolve) => { pending.push(() => { resolve({ type: 'ack' } as unknown as KvReply) }) }) },
-      observeOp: (op, _ms, error) => { observed.push([op, error === null ? null : error.name]) }
-    })
-    node.setMembership(ring, () => true)
+    const { node, pending } = await heldNode(6, 3, (op, _ms, error) => { observed.push([op, error === null ? null : error.name]) })
     const beat = (i: number): Promise<unknown> => node.putHeartbeat(`heartbeat/s${i}`, new Uint8Array([i]), { lww: true, ttlMs: 60_000 }).catch((e: unknown) => e)
     const beats = [beat(0), beat(1), beat(2)]
     expect(node.admission).toMatchObject({ inFlight: 3, beatsInFlight: 3, refused: 0 })
@@ -55,20 +63,7 @@ describe('admission control', () => {
   })
 
   it('an operation whose caller gave up (its signal aborted) holds its slot until the peer has finished it', async () => {
-    const clock = new ManualClock(1_000_000)
-    const engine = await StorageEngine.open({ replicaId: 'a', clock })
-    const pending: Array<() => void> = []
-    const config = { ...defaultKvConfig(), n: 2, r: 1, w: 2, minDurable: 0, durableAcks: 0, admitOpsMax: 1, admitBeatsMax: 1 }
-    const ring = Ring.build([{ id: 'a', vnodes: 8 }, { id: 'b', vnodes: 8 }], await loadRingHash(), { minDurable: 0 })
-    const node = new KvNode(ring, {
-      engine,
-      config,
-      hash64: await loadHash64(),
-      log: silentLogger,
-      clock,
-      transport: { request: async () => await new Promise<KvReply>((resolve) => { pending.push(() => { resolve({ type: 'ack' } as unknown as KvReply) }) }) }
-    })
-    node.setMembership(ring, () => true)
+    const { node, pending } = await heldNode(1, 1)
     const controller = new AbortController()
     const put = node.put('k', new Uint8Array([1]), { signal: controller.signal }).catch((e: unknown) => e)
     controller.abort(new Error('the caller gave up'))
