@@ -7,7 +7,11 @@
  * (and on every completion) issues what is due through `peer.heartbeat` on the in-process peer, at most
  * `--in-flight` at once. A beat issued more than LATE_MS after it was due is late; when the backlog exceeds one
  * whole interval the older beats are skipped (a service sends its newest beat, not a queue of old ones), and a
- * service whose previous beat is still unanswered skips the next — both counted, never hidden.
+ * service whose previous beat is still unanswered skips the next — both counted, never hidden. A beat the
+ * peer's admission control refuses (OverloadedError: HTTP 503 ERR_OVERLOADED with Retry-After) is retried by
+ * its service after the Retry-After the HTTP API sends (OVERLOADED_RETRY_AFTER_S), as meshkv/client does; the
+ * service's regular beats that fall due meanwhile are skipped (`skippedRetrying`), and a stopped service
+ * retries nothing after it stopped.
  *
  *   beats.ops                acknowledged beats per second over the run, against the scheduled rate (met:
  *                            at least 99% of it and no beat skipped), with the in-process peer's fdatasyncs
@@ -15,8 +19,9 @@
  *                            beats.late: beats issued more than LATE_MS after due (target 0)
  *   false.expirations        `expired` events (the in-process peer's watch on 'heartbeat/') for services not
  *                            stopped, split into `starved` (no acknowledged beat for a whole TTL: the load
- *                            generator fell behind) and `early` (the store expired a service that had beaten
- *                            within its TTL); plus non-stopped services each peer lists expired at the end
+ *                            generator fell behind, or its beats were refused) and `early` (the store expired
+ *                            a service that had beaten within its TTL); plus non-stopped services each peer
+ *                            lists expired at the end
  *   detection.detected       stopped services whose expiry the watch saw; detection.delay.p50/.p99/.max:
  *                            the expired event's arrival minus (last acknowledged beat + TTL), against the
  *                            bound of two sweep periods; detection.listed: each peer's own records (GET
@@ -32,19 +37,50 @@
  * (stderr, every --progress-ms) shows the last window's beat rate and latency maximum, late and skipped beats,
  * the watch's alive/expired counts and the event-loop stall maximum, and says when this peer compacted its log.
  *
+ * `--find-capacity` searches for the knee instead: the largest service count the mesh tracks for
+ * `--probe-seconds` (60) with every beat sustained (the 99% rule, nothing skipped), zero false expirations and
+ * every stopped service detected within two sweeps. Each probe is one such run in a fresh mesh; the count
+ * doubles from `--start-services` (1,000) while probes pass, halves while they fail, then bisects until the
+ * smallest failure is within max(`--resolution` (250), 5%) of the largest pass, at most `--probe-max` (8)
+ * probes (bench/capacity.ts). A line per probe on stderr, and per probe on stdout:
+ *
+ *   capacity.probe           the count, pass, why it failed, beats/s against scheduled, false expirations,
+ *                            stopped detected within the bound, CPU-ms per beat summed over the three peers
+ *                            (the benchmark process's share includes the load generator), resident memory
+ *   capacity.knee            the largest passing count (below the smallest failing one) and its CPU-ms per beat
+ *
+ * Then one overload run at twice the knee (or `--overload=<services>` alone, for `--seconds`): the same run,
+ * but each service is its own client — no in-flight bound of the generator's (unless `--in-flight=` is given),
+ * so only the peer's admission control (kv.admit-beats-max, default 1024 beats in flight) bounds what it
+ * takes. Its lines carry `run: "overload"`; detection is judged against the stretched bound (bench/capacity.ts
+ * detectionBoundMs: a degraded detector takes a TTL credit every DETECTOR_STRETCH-th sweep), and it adds
+ *
+ *   overload.refused         beats refused (ERR_OVERLOADED, HTTP 503 + Retry-After), the retries, and the
+ *                            peer's own refusal counter as a cross-check
+ *   detector                 each peer's degraded episodes, held sweeps and expiries postponed because every
+ *                            other replica was degraded
+ *   overload                 the verdict: refusals seen, 0 false expirations, every stopped service detected
+ *                            within the stretched bound
+ *
  * Flags take `--name=value` (bench/run.ts reads bare words as suite names): --services=10000 --seconds=60
  * --interval-ms=1000 --ttl-ms=3000 --sweep-ms=1000 --in-flight=256 --stop=100 --progress-ms=5000; --quick is
- * 2,000 services for 15 s. Nothing here fails the run on a missed target: each figure says whether it met it.
+ * 2,000 services for 15 s; --find-capacity with --probe-seconds=60 --probe-max=8 --start-services=1000
+ * --resolution=250; --overload=<services>. Nothing here fails the run on a missed target: each figure says
+ * whether it met it.
  */
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { OVERLOADED_RETRY_AFTER_S } from '../src/cli/http-api.js'
+import { OverloadedError } from '../src/core/errors.js'
 import type { ServiceView } from '../src/core/kv/heartbeat.js'
+import { DETECTOR_STRETCH, type DetectorState } from '../src/core/replication/health.js'
 import { WATCH_TOPIC } from '../src/services/watch.js'
+import { PROBE_GRAIN, type Probe, bracket, detectionBoundMs, nextProbe } from './capacity.js'
 import { type Mesh, getJson, rssOf, waitUntil, withMesh } from './mesh.js'
 import { cpuSecondsOf } from './proc.js'
-import { emit, progress } from './report.js'
+import { type Result, emit, progress } from './report.js'
 
 const SUITE = 'heartbeat'
 /** A beat issued later than this after its due time is late. */
@@ -55,12 +91,20 @@ const WARMUP_KEYS = 256
 const FSYNC_PROBE_MS = 1000
 /** How long in-flight beats may take to settle once the run is over (a request times out after 10 s). */
 const DRAIN_TIMEOUT_MS = 15_000
-/** Slack on top of TTL + two sweeps before the stopped services must all have been seen expiring. */
+/** Slack on top of TTL + the detection bound before the stopped services must all have been seen expiring. */
 const DETECTION_SLACK_MS = 1000
 const SUBSCRIBERS_TIMEOUT_MS = 15_000
 /** /services of 10,000 services is about 2 MB of JSON. */
 const SERVICES_FETCH_TIMEOUT_MS = 30_000
 const MB = 1024 * 1024
+/** How long a service waits before it retries a refused beat: the Retry-After the HTTP API sends. */
+const RETRY_AFTER_MS = OVERLOADED_RETRY_AFTER_S * 1000
+/** The capacity search's resolution as a share of the largest passing count (or --resolution, the larger). */
+const RESOLUTION_SHARE = 0.05
+/** The overload run's load, in multiples of the knee. */
+const OVERLOAD_FACTOR = 2
+/** KnucklesDB's claim, about 3,000 services per replica: the floor issue 16 sets for a 3-peer mesh's knee. */
+const KNEE_FLOOR_SERVICES = 3000
 
 interface Options {
   services: number
@@ -71,29 +115,124 @@ interface Options {
   inFlight: number
   stop: number
   progressMs: number
+  probeSeconds: number
+  probeMax: number
+  startServices: number
+  resolution: number
+  /** Services of an overload run on its own (--overload=); 0: none. */
+  overload: number
+  findCapacity: boolean
+  /** Whether --in-flight was given (the overload run has no generator bound otherwise). */
+  inFlightSet: boolean
+}
+
+type NumericOption = { [K in keyof Options]: Options[K] extends number ? K : never }[keyof Options]
+
+/** One measured run: what `measure` needs. */
+interface RunOptions {
+  services: number
+  seconds: number
+  intervalMs: number
+  ttlMs: number
+  sweepMs: number
+  inFlight: number
+  stop: number
+  progressMs: number
+  /** An overload run: detection is judged against the stretched bound, and refusals are reported. */
+  overload: boolean
+}
+
+/** How long after (its last acknowledged beat + TTL) a stopped service must be seen expiring. */
+function boundOf (r: RunOptions): number {
+  return r.overload ? detectionBoundMs(r.ttlMs, r.sweepMs, DETECTOR_STRETCH) : 2 * r.sweepMs
+}
+
+/** The shortest run (s) in which the stopped services expire, within the bound and 1 s, before it ends, twice over. */
+function secondsMin (r: Omit<RunOptions, 'seconds'>): number {
+  return Math.ceil(2 * (r.ttlMs + boundOf({ ...r, seconds: 0 }) + DETECTION_SLACK_MS) / 1000)
+}
+
+function checkRun (r: RunOptions, flag: string): void {
+  if (r.services < 1 || r.stop > r.services) throw new Error(`need 1 <= --stop (${r.stop}) <= services (${r.services})`)
+  // The stopped services must have expired (TTL + the bound) with a second to spare before the run ends.
+  const min = secondsMin(r)
+  if (r.seconds < min) throw new Error(`${flag}=${r.seconds} is too short: the run needs at least ${min} s (twice TTL + ${r.overload ? 'the stretched bound' : '2 sweeps'} + 1 s)`)
 }
 
 function parseFlags (flags: string[]): Options {
   const quick = flags.includes('--quick')
-  const o: Options = { services: quick ? 2000 : 10_000, seconds: quick ? 15 : 60, intervalMs: 1000, ttlMs: 3000, sweepMs: 1000, inFlight: 256, stop: 100, progressMs: 5000 }
-  const names: Record<string, keyof Options> = { services: 'services', seconds: 'seconds', 'interval-ms': 'intervalMs', 'ttl-ms': 'ttlMs', 'sweep-ms': 'sweepMs', 'in-flight': 'inFlight', stop: 'stop', 'progress-ms': 'progressMs' }
+  const o: Options = {
+    services: quick ? 2000 : 10_000,
+    seconds: quick ? 15 : 60,
+    intervalMs: 1000,
+    ttlMs: 3000,
+    sweepMs: 1000,
+    inFlight: 256,
+    stop: 100,
+    progressMs: 5000,
+    probeSeconds: 60,
+    probeMax: 8,
+    startServices: 1000,
+    resolution: 250,
+    overload: 0,
+    findCapacity: flags.includes('--find-capacity'),
+    inFlightSet: false
+  }
+  const names: Record<string, NumericOption> = {
+    services: 'services',
+    seconds: 'seconds',
+    'interval-ms': 'intervalMs',
+    'ttl-ms': 'ttlMs',
+    'sweep-ms': 'sweepMs',
+    'in-flight': 'inFlight',
+    stop: 'stop',
+    'progress-ms': 'progressMs',
+    'probe-seconds': 'probeSeconds',
+    'probe-max': 'probeMax',
+    'start-services': 'startServices',
+    resolution: 'resolution',
+    overload: 'overload'
+  }
   for (const flag of flags) {
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(flag)
-    if (m === null || m[1] === 'quick') continue
+    if (m === null || m[1] === 'quick' || m[1] === 'find-capacity') continue
     const field = names[m[1]!]
     if (field === undefined) continue // another suite's flag
     const value = Number(m[2])
     if (m[2] === undefined || !Number.isInteger(value) || value < 0) throw new Error(`--${m[1]} takes a whole number as --${m[1]}=<n> (bench/run.ts reads bare words as suite names), got ${JSON.stringify(flag)}`)
     o[field] = value
+    if (field === 'inFlight') o.inFlightSet = true
   }
-  if (o.services < 1 || o.stop > o.services) throw new Error(`need 1 <= --stop (${o.stop}) <= --services (${o.services})`)
   if (o.intervalMs < 10 || o.inFlight < 1 || o.progressMs < 100) throw new Error('--interval-ms must be at least 10, --in-flight at least 1, --progress-ms at least 100')
   if (o.ttlMs < 100 || o.ttlMs <= o.intervalMs) throw new Error(`--ttl-ms (${o.ttlMs}) must be at least 100 and longer than --interval-ms (${o.intervalMs})`)
   if (o.sweepMs < 10) throw new Error('--sweep-ms must be at least 10 (the peers\' lower bound)')
-  // The stopped services must have expired (TTL + 2 sweeps) with a second to spare before the run ends.
-  const needMs = o.ttlMs + 2 * o.sweepMs + DETECTION_SLACK_MS
-  if (o.seconds * 1000 < 2 * needMs) throw new Error(`--seconds=${o.seconds} is too short: the run needs at least ${Math.ceil(2 * needMs / 1000)} s (twice TTL + 2 sweeps + 1 s)`)
+  if (o.findCapacity) {
+    if (o.probeMax < 1) throw new Error('--probe-max must be at least 1')
+    if (o.startServices < 2 * o.stop) throw new Error(`--start-services (${o.startServices}) must be at least twice --stop (${o.stop})`)
+    checkRun(probeOptions(o, o.startServices), '--probe-seconds')
+  } else if (o.overload > 0) {
+    checkRun(overloadOptions(o, o.overload, o.seconds), '--seconds')
+  } else {
+    checkRun(singleOptions(o), '--seconds')
+  }
   return o
+}
+
+function base (o: Options): Omit<RunOptions, 'services' | 'seconds' | 'overload'> {
+  return { intervalMs: o.intervalMs, ttlMs: o.ttlMs, sweepMs: o.sweepMs, inFlight: o.inFlight, stop: o.stop, progressMs: o.progressMs }
+}
+
+function singleOptions (o: Options): RunOptions {
+  return { ...base(o), services: o.services, seconds: o.seconds, overload: false }
+}
+
+function probeOptions (o: Options, services: number): RunOptions {
+  return { ...base(o), services, seconds: o.probeSeconds, overload: false }
+}
+
+/** Each service its own client: unless --in-flight says otherwise, only admission control bounds what is in flight. */
+function overloadOptions (o: Options, services: number, seconds: number): RunOptions {
+  return { ...base(o), services, seconds, inFlight: o.inFlightSet ? o.inFlight : services, overload: true }
 }
 
 function percentile (sorted: Float32Array | Float64Array, p: number): number {
@@ -101,6 +240,26 @@ function percentile (sorted: Float32Array | Float64Array, p: number): number {
 }
 
 const round1 = (v: number): number => Math.round(v * 10) / 10
+const round3 = (v: number): number => Math.round(v * 1000) / 1000
+/** `f(v)`, or null for a figure that is missing. */
+const orNull = (v: number | null | undefined, f: (v: number) => number): number | null => v === null || v === undefined ? null : f(v)
+
+/** Samples in a Float32Array that grows by doubling (retries make the number of issues open-ended). */
+class Samples {
+  private buf: Float32Array
+  length = 0
+  constructor (capacity: number) { this.buf = new Float32Array(Math.max(16, capacity)) }
+  push (v: number): void {
+    if (this.length === this.buf.length) {
+      const grown = new Float32Array(this.buf.length * 2)
+      grown.set(this.buf)
+      this.buf = grown
+    }
+    this.buf[this.length++] = v
+  }
+
+  sorted (): Float32Array { return this.buf.subarray(0, this.length).sort() }
+}
 
 function cpuSnapshot (mesh: Mesh): Array<number | null> {
   const own = process.cpuUsage()
@@ -139,28 +298,195 @@ function fdatasyncProbe (ms: number): { syncs: number; p50Ms: number; p99Ms: num
   }
 }
 
-interface PeerStats { storage: { keys: number; walBytesSinceSnapshot: number; walSnapshotBytes: number; walSyncs: number; expired: number }; kv: { syncRounds: number; syncRepairs: number; readRepairs: number; quorumFailures: number }; rpc: { requests: number; timeouts: number; overloaded: number }; sync: { requests: number } }
+interface PeerStats { storage: { keys: number; walBytesSinceSnapshot: number; walSnapshotBytes: number; walSyncs: number; expired: number }; kv: { syncRounds: number; syncRepairs: number; readRepairs: number; quorumFailures: number; expiryPostponedDegraded: number }; rpc: { requests: number; timeouts: number; overloaded: number }; sync: { requests: number } }
+
+/** What a probe and the overload verdict need from one run; `lines` are the run's full results. */
+interface RunSummary {
+  services: number
+  seconds: number
+  beatsPerS: number
+  scheduledPerS: number
+  /** The 99% rule: acknowledged at least 99% of the scheduled rate, and no beat skipped. */
+  sustained: boolean
+  skipped: number
+  late: number
+  errors: number
+  refused: number
+  retries: number
+  /** False `expired` events, and non-stopped services the peers list expired at the end (summed). */
+  falseExpirations: number
+  listedFalse: number
+  starved: number
+  early: number
+  stop: number
+  detected: number
+  withinBound: number
+  boundMs: number
+  delayMaxMs: number | null
+  /** CPU-ms per acknowledged beat, summed over the three peers (the benchmark process includes the generator). */
+  cpuMsPerBeat: number | null
+  /** Cores the three peers used together over the run. */
+  cores: number | null
+  rssMb: Record<string, number>
+  loopDelayMaxMs: number
+  loadAvg1: [number, number]
+}
+
+interface RunResult {
+  readonly lines: Result[]
+  readonly summary: RunSummary
+}
+
+/** Why a probe failed, empty if it passed: beats sustained, no false expiration, every stopped service in bound. */
+function failures (s: RunSummary): string[] {
+  const why: string[] = []
+  if (!s.sustained) why.push(`beats not sustained (${Math.round(s.beatsPerS)}/s of ${Math.round(s.scheduledPerS)}/s, ${s.skipped} skipped)`)
+  if (s.falseExpirations + s.listedFalse > 0) why.push(`${s.falseExpirations} false expirations (${s.starved} starved, ${s.early} early), ${s.listedFalse} listed expired`)
+  if (s.withinBound < s.stop) why.push(`${s.withinBound}/${s.stop} stopped detected within ${s.boundMs} ms (${s.detected} at all)`)
+  return why
+}
 
 export async function run (flags: string[]): Promise<void> {
   const o = parseFlags(flags)
-  const slotMs = o.intervalMs / o.services
-  const runMs = o.seconds * 1000
+  if (o.findCapacity) {
+    await findCapacity(o)
+  } else if (o.overload > 0) {
+    const r = await measure(overloadOptions(o, o.overload, o.seconds))
+    emitOverload(r, null)
+  } else {
+    for (const line of (await measure(singleOptions(o))).lines) emit(line)
+  }
+}
+
+/** The knee search (see the module comment), then the overload run at twice the knee. */
+async function findCapacity (o: Options): Promise<void> {
+  const plan = { startServices: o.startServices, resolutionServices: o.resolution, resolutionShare: RESOLUTION_SHARE, probesMax: o.probeMax, servicesMin: Math.max(PROBE_GRAIN, 2 * o.stop) }
+  const probes: Array<Probe & { summary: RunSummary | null }> = []
+  progress(`capacity search: probes of ${o.probeSeconds} s, each in a fresh mesh, from ${o.startServices} services; at most ${o.probeMax} probes, to within max(${o.resolution}, ${RESOLUTION_SHARE * 100}%)`)
+  for (let services = nextProbe(probes, plan); services !== null; services = nextProbe(probes, plan)) {
+    const k = probes.length + 1
+    progress(`probe ${k}/${o.probeMax}: ${services} services for ${o.probeSeconds} s`)
+    let summary: RunSummary | null = null
+    let why: string[]
+    try {
+      summary = (await measure(probeOptions(o, services))).summary
+      why = failures(summary)
+    } catch (error) {
+      // A run that could not finish (in-flight beats that never settled) failed at this load; it is reported.
+      why = [`run failed: ${error instanceof Error ? error.message : String(error)}`]
+    }
+    const pass = why.length === 0
+    probes.push({ services, pass, summary })
+    progress(`probe ${k}: ${services} services ${pass ? 'PASS' : `FAIL: ${why.join('; ')}`}${summary === null ? '' : `; ${Math.round(summary.beatsPerS)} beats/s, ${summary.cpuMsPerBeat === null ? '?' : round3(summary.cpuMsPerBeat)} CPU-ms/beat on ${summary.cores === null ? '?' : round1(summary.cores)} cores, detection max ${summary.delayMaxMs === null ? '-' : Math.round(summary.delayMaxMs)} ms, load ${summary.loadAvg1.join(' -> ')}`}`)
+    emit({
+      suite: SUITE,
+      metric: 'capacity.probe',
+      value: services,
+      unit: 'services',
+      probe: k,
+      pass,
+      ...(pass ? {} : { why }),
+      seconds: o.probeSeconds,
+      ...(summary === null
+        ? {}
+        : {
+            beatsPerS: Math.round(summary.beatsPerS),
+            scheduledPerS: Math.round(summary.scheduledPerS),
+            skipped: summary.skipped,
+            lateBeats: summary.late,
+            errors: summary.errors,
+            falseExpirations: summary.falseExpirations,
+            listedExpiredNotStopped: summary.listedFalse,
+            detected: summary.detected,
+            withinBound: summary.withinBound,
+            of: summary.stop,
+            boundMs: summary.boundMs,
+            detectionMaxMs: orNull(summary.delayMaxMs, Math.round),
+            cpuMsPerBeat: orNull(summary.cpuMsPerBeat, round3),
+            cores: orNull(summary.cores, round1),
+            rssMb: summary.rssMb,
+            loopDelayMaxMs: Math.round(summary.loopDelayMaxMs),
+            loadAvg1: summary.loadAvg1
+          })
+    })
+  }
+  const { passed, failed, inconsistent } = bracket(probes)
+  const at = probes.find(p => p.pass && p.services === passed)?.summary ?? null
+  emit({
+    suite: SUITE,
+    metric: 'capacity.knee',
+    value: passed ?? 0,
+    unit: 'services',
+    note: `the largest count that passed below the smallest that failed; each beating every ${o.intervalMs} ms, TTL ${o.ttlMs} ms, for ${o.probeSeconds} s`,
+    cpuMsPerBeat: orNull(at?.cpuMsPerBeat, round3),
+    cpuNote: 'CPU-ms per acknowledged beat summed over the three peers; the benchmark process\'s share includes the load generator and the watch',
+    beatsPerS: orNull(at?.beatsPerS, Math.round),
+    cores: orNull(at?.cores, round1),
+    rssMb: at?.rssMb ?? null,
+    failedAt: failed,
+    ...(inconsistent.length === 0 ? {} : { passedAboveFailure: inconsistent }),
+    probes: probes.length,
+    probesMax: o.probeMax,
+    target: KNEE_FLOOR_SERVICES,
+    met: passed !== null && passed >= KNEE_FLOOR_SERVICES
+  })
+  if (passed === null) {
+    progress('no probe passed: no overload run')
+    return
+  }
+  const services = OVERLOAD_FACTOR * passed
+  const seconds = Math.max(o.probeSeconds, secondsMin(overloadOptions(o, services, 0)))
+  if (seconds > o.probeSeconds) progress(`the overload run takes ${seconds} s (the stretched bound needs it), not --probe-seconds=${o.probeSeconds}`)
+  progress(`overload: ${services} services (${OVERLOAD_FACTOR}x the knee) for ${seconds} s`)
+  emitOverload(await measure(overloadOptions(o, services, seconds)), passed)
+}
+
+/** The overload run's lines, tagged, and its verdict. */
+function emitOverload (r: RunResult, knee: number | null): void {
+  for (const line of r.lines) emit({ ...line, run: 'overload' })
+  const s = r.summary
+  const falseTotal = s.falseExpirations + s.listedFalse
+  emit({
+    suite: SUITE,
+    metric: 'overload',
+    value: s.services,
+    unit: 'services',
+    run: 'overload',
+    ...(knee === null ? {} : { knee, factor: OVERLOAD_FACTOR }),
+    refused: s.refused,
+    falseExpirations: s.falseExpirations,
+    listedExpiredNotStopped: s.listedFalse,
+    detected: s.detected,
+    withinStretchedBound: s.withinBound,
+    of: s.stop,
+    stretchedBoundMs: s.boundMs,
+    detectionMaxMs: orNull(s.delayMaxMs, Math.round),
+    met: s.refused > 0 && falseTotal === 0 && s.withinBound === s.stop,
+    note: 'met: beats refused by admission control, 0 false expirations, every stopped service detected within the stretched bound'
+  })
+}
+
+/** One measured run in a fresh mesh (see the module comment); returns its result lines and its summary. */
+async function measure (r: RunOptions): Promise<RunResult> {
+  const lines: Result[] = []
+  const slotMs = r.intervalMs / r.services
+  const runMs = r.seconds * 1000
   const totalSlots = Math.floor(runMs / slotMs)
-  // About two thirds in, but early enough that TTL + two sweeps (+ slack) fit before the end.
-  const stopAtMs = Math.min(Math.round(runMs * 2 / 3), runMs - (o.ttlMs + 2 * o.sweepMs + DETECTION_SLACK_MS))
+  const boundMs = boundOf(r)
+  // About two thirds in, but early enough that TTL + the bound (+ slack) fit before the end.
+  const stopAtMs = Math.min(Math.round(runMs * 2 / 3), runMs - (r.ttlMs + boundMs + DETECTION_SLACK_MS))
   const stopSlot = Math.ceil(stopAtMs / slotMs)
-  const boundMs = 2 * o.sweepMs
-  const ids = Array.from({ length: o.services }, (_, i) => `svc-${String(i).padStart(6, '0')}`)
+  const ids = Array.from({ length: r.services }, (_, i) => `svc-${String(i).padStart(6, '0')}`)
   const indexOf = new Map(ids.map((id, i) => [id, i]))
   // The stopped services, spread over the id space.
-  const stopped = new Uint8Array(o.services)
+  const stopped = new Uint8Array(r.services)
   const stoppedList: number[] = []
-  for (let k = 0; k < o.stop; k++) { const s = Math.floor(k * o.services / o.stop); stopped[s] = 1; stoppedList.push(s) }
+  for (let k = 0; k < r.stop; k++) { const s = Math.floor(k * r.services / r.stop); stopped[s] = 1; stoppedList.push(s) }
 
   const disk = fdatasyncProbe(FSYNC_PROBE_MS)
   progress(`fdatasync on this disk now: p50 ${round1(disk.p50Ms * 1000) / 1000} ms, p99 ${round1(disk.p99Ms * 1000) / 1000} ms (${disk.syncs} in ${FSYNC_PROBE_MS} ms)`)
 
-  await withMesh({ name: SUITE, storage: { durability: 'sync', sweepPeriodMs: o.sweepMs }, childArgs: ['--sweep-period-ms', String(o.sweepMs)] }, async mesh => {
+  return await withMesh({ name: SUITE, storage: { durability: 'sync', sweepPeriodMs: r.sweepMs }, childArgs: ['--sweep-period-ms', String(r.sweepMs)] }, async mesh => {
     const self = mesh.peer
     // The watch must receive the children's publications. A peer subscribes to the feed once it has a
     // watcher, and a child publishes only when it sees a subscriber: watch now, then wait until both
@@ -184,45 +510,58 @@ export async function run (flags: string[]): Promise<void> {
     let t0 = 0
     let stopAtPerf = Number.POSITIVE_INFINITY
     let beatsEndPerf = Number.POSITIVE_INFINITY
-    const lastAck = new Float64Array(o.services).fill(Number.NaN)
+    const lastAck = new Float64Array(r.services).fill(Number.NaN)
     // Wall-clock (Date.now) issue and acknowledgement times of each service's last two acknowledged beats,
     // to tell an early expiry from a starved one by the expiry's own timestamp (see falseKind).
-    const ackWall = new Float64Array(o.services).fill(Number.NaN)
-    const ackIssueWall = new Float64Array(o.services).fill(Number.NaN)
-    const prevAckWall = new Float64Array(o.services).fill(Number.NaN)
-    const prevAckIssueWall = new Float64Array(o.services).fill(Number.NaN)
-    const busy = new Uint8Array(o.services)
-    const lateness = new Float32Array(totalSlots)
-    const latency = new Float32Array(totalSlots)
+    const ackWall = new Float64Array(r.services).fill(Number.NaN)
+    const ackIssueWall = new Float64Array(r.services).fill(Number.NaN)
+    const prevAckWall = new Float64Array(r.services).fill(Number.NaN)
+    const prevAckIssueWall = new Float64Array(r.services).fill(Number.NaN)
+    /** 0: free; IN_FLIGHT: its beat is unanswered; RETRYING: refused, waiting for Retry-After before it retries. */
+    const busy = new Uint8Array(r.services)
+    const IN_FLIGHT = 1
+    const RETRYING = 2
+    // Refused beats waiting for their retry, in the order they are due (Retry-After is the same for all).
+    const retryService: number[] = []
+    const retryDue: number[] = []
+    let retryHead = 0
+    const refusedSinceAck = new Uint32Array(r.services)
+    const lateness = new Samples(totalSlots)
+    const latency = new Samples(totalSlots)
     let next = 0
     let inFlight = 0
     let issued = 0
     let acked = 0
     let errors = 0
+    let refused = 0
+    let retries = 0
     let firstError: string | undefined
     let late = 0
     let skippedBehind = 0
     let skippedBusy = 0
+    let skippedRetrying = 0
     let scheduled = 0
     let issuing = true
     let windowLatencyMaxMs = 0
+    let windowRefused = 0
     let expiredBeforeStop = 0
+    const refusedAtPeerBefore = self.store.kv.admission.refused
 
     // ---- what the watch saw
-    const detectedAt = new Float64Array(o.services).fill(Number.NaN)
-    const detectedBy: string[] = new Array<string>(o.services)
+    const detectedAt = new Float64Array(r.services).fill(Number.NaN)
+    const detectedBy: string[] = new Array<string>(r.services)
     const expiredNow = new Set<number>()
-    const falseEvents: Array<{ service: string; kind: 'early' | 'starved'; gapMs: number; replica: string; atMs: number }> = []
+    const falseEvents: Array<{ service: string; kind: 'early' | 'starved'; gapMs: number; replica: string; atMs: number; refusedSinceAck: number }> = []
     /**
      * Whether an expiry of a beating service was the store's fault: 'early' if the expiry was written (its
      * `wall`) less than a TTL after the issue of the service's last beat acknowledged before it — no replica
      * may expire a key sooner than a TTL after a write it holds; 'starved' if the load generator had not had a
-     * beat acknowledged for a whole TTL (it fell behind). gapMs is that span.
+     * beat acknowledged for a whole TTL (it fell behind, or its beats were refused). gapMs is that span.
      */
     const falseKind = (s: number, wall: number): { kind: 'early' | 'starved'; gapMs: number } => {
       const issueWall = ackWall[s]! <= wall ? ackIssueWall[s]! : prevAckWall[s]! <= wall ? prevAckIssueWall[s]! : Number.NaN
       const gapMs = wall - issueWall
-      return { kind: gapMs < o.ttlMs ? 'early' : 'starved', gapMs }
+      return { kind: gapMs < r.ttlMs ? 'early' : 'starved', gapMs }
     }
     let puts = 0
     let revived = 0
@@ -235,9 +574,9 @@ export async function run (flags: string[]): Promise<void> {
         expiredNow.add(s)
         if (stopped[s] === 1 && t >= stopAtPerf) {
           if (Number.isNaN(detectedAt[s]!)) { detectedAt[s] = t; detectedBy[s] = event.replica }
-        } else if (t < beatsEndPerf || Number.isNaN(lastAck[s]!) || t < lastAck[s]! + o.ttlMs) {
+        } else if (t < beatsEndPerf || Number.isNaN(lastAck[s]!) || t < lastAck[s]! + r.ttlMs) {
           // Still beating (or its last acknowledged beat is within the TTL): not a stopped service.
-          falseEvents.push({ service: ids[s]!, ...falseKind(s, event.wall), replica: event.replica, atMs: t - t0 })
+          falseEvents.push({ service: ids[s]!, ...falseKind(s, event.wall), replica: event.replica, atMs: t - t0, refusedSinceAck: refusedSinceAck[s]! })
         }
       } else if (event.type === 'revived') {
         revived++
@@ -257,56 +596,89 @@ export async function run (flags: string[]): Promise<void> {
       }
     }
 
-    const issue = (j: number, s: number, now: number): void => {
+    /** Issues service `s`'s beat, due at `dueAt`. */
+    const issue = (s: number, dueAt: number, now: number): void => {
       const issuedWall = Date.now()
-      const wait = now - (t0 + j * slotMs)
-      lateness[issued] = wait
+      const wait = now - dueAt
+      lateness.push(wait)
       if (wait > LATE_MS) late++
       issued++
       inFlight++
-      busy[s] = 1
+      busy[s] = IN_FLIGHT
       // No signal: an abort listener per beat costs the client measurable time on this event loop (the
       // peer's), and on SIGINT the mesh's cleanup stops the peer, which fails whatever is in flight.
-      self.heartbeat(ids[s]!, { ttlMs: o.ttlMs }).then(() => {
+      self.heartbeat(ids[s]!, { ttlMs: r.ttlMs }).then(() => {
         const t = performance.now()
         lastAck[s] = t
         prevAckWall[s] = ackWall[s]!
         prevAckIssueWall[s] = ackIssueWall[s]!
         ackWall[s] = Date.now()
         ackIssueWall[s] = issuedWall
-        latency[acked++] = t - now
+        refusedSinceAck[s] = 0
+        latency.push(t - now)
+        acked++
         if (t - now > windowLatencyMaxMs) windowLatencyMaxMs = t - now
-      }, recordError).finally(() => {
-        inFlight--
         busy[s] = 0
-        if (inFlight === o.inFlight - 1) pump()
+      }, (error: unknown) => {
+        if (error instanceof OverloadedError && issuing) {
+          // Admission control refused it (HTTP: 503 with Retry-After): the service retries after that.
+          refused++
+          windowRefused++
+          refusedSinceAck[s]!++
+          busy[s] = RETRYING
+          retryService.push(s)
+          retryDue.push(performance.now() + RETRY_AFTER_MS)
+        } else {
+          if (error instanceof OverloadedError) refused++
+          else recordError(error)
+          busy[s] = 0
+        }
+      }).finally(() => {
+        inFlight--
+        if (inFlight === r.inFlight - 1) pump()
       })
     }
 
-    /** Issues every beat that is due, up to the in-flight bound. */
+    /** Issues the retries and the beats that are due, up to the in-flight bound. */
     const pump = (): void => {
       if (!issuing) return
       const now = performance.now()
+      const stopAt = t0 + stopSlot * slotMs
+      while (retryHead < retryDue.length && retryDue[retryHead]! <= now && inFlight < r.inFlight) {
+        const s = retryService[retryHead]!
+        const dueAt = retryDue[retryHead]!
+        retryHead++
+        // A stopped service retries nothing after it stopped.
+        if (stopped[s] === 1 && dueAt >= stopAt) { busy[s] = 0; continue }
+        retries++
+        issue(s, dueAt, now)
+      }
+      if (retryHead > 4096 && retryHead * 2 > retryDue.length) {
+        retryService.splice(0, retryHead)
+        retryDue.splice(0, retryHead)
+        retryHead = 0
+      }
       const dueEnd = Math.min(totalSlots, Math.floor((now - t0) / slotMs) + 1)
       // More than one whole interval behind: each service sends only its newest due beat.
-      const keepFrom = dueEnd - o.services
-      for (; next < keepFrom; next++) if (stopped[next % o.services] === 0 || next < stopSlot) { skippedBehind++; scheduled++ }
-      while (next < dueEnd && inFlight < o.inFlight) {
+      const keepFrom = dueEnd - r.services
+      for (; next < keepFrom; next++) if (stopped[next % r.services] === 0 || next < stopSlot) { skippedBehind++; scheduled++ }
+      while (next < dueEnd && inFlight < r.inFlight) {
         const j = next++
-        const s = j % o.services
+        const s = j % r.services
         if (stopped[s] === 1 && j >= stopSlot) continue
         scheduled++
-        if (busy[s] === 1) { skippedBusy++; continue }
-        issue(j, s, now)
+        if (busy[s] === IN_FLIGHT) { skippedBusy++; continue }
+        if (busy[s] === RETRYING) { skippedRetrying++; continue }
+        issue(s, t0 + j * slotMs, now)
       }
       if (stopAtPerf === Number.POSITIVE_INFINITY && next >= stopSlot) {
-        stopAtPerf = t0 + stopSlot * slotMs
+        stopAtPerf = stopAt
         // Only when the generator was starving services: one already expired sends no new expired event.
         expiredBeforeStop = stoppedList.filter(x => expiredNow.has(x)).length
       }
     }
 
-    progress(`${o.services} services beating every ${o.intervalMs} ms for ${o.seconds} s (TTL ${o.ttlMs} ms, sweep ${o.sweepMs} ms, at most ${o.inFlight} in flight); ${o.stop} stop at ${round1(stopAtMs / 1000)} s`)
+    progress(`${r.services} services beating every ${r.intervalMs} ms for ${r.seconds} s (TTL ${r.ttlMs} ms, sweep ${r.sweepMs} ms, at most ${r.inFlight} in flight${r.overload ? `, admission control at ${self.store.config.admitBeatsMax} beats` : ''}); ${r.stop} stop at ${round1(stopAtMs / 1000)} s`)
     const delay = monitorEventLoopDelay({ resolution: 10 })
     const windowDelay = monitorEventLoopDelay({ resolution: 10 })
     // Each log's size as the run starts (the warm-up's puts are in it).
@@ -334,11 +706,14 @@ export async function run (flags: string[]): Promise<void> {
       const snapshotBytes = self.engine.stats().walSnapshotBytes
       const compacted = snapshotBytes !== lastSnapshotBytes ? ' (this peer compacted its log)' : ''
       lastSnapshotBytes = snapshotBytes
-      const known = o.services - lastAck.reduce((n, v) => Number.isNaN(v) ? n + 1 : n, 0)
-      progress(`t=${Math.round((now - t0) / 1000)}s ${Math.round(rate)} beats/s (last ${o.progressMs / 1000} s), acked ${acked}, in flight ${inFlight}, late ${late}, skipped ${skippedBehind + skippedBusy}, errors ${errors}; watch: alive ${known - expiredNow.size}, expired ${expiredNow.size} (false ${falseEvents.length}, stopped detected ${stoppedList.filter(s => !Number.isNaN(detectedAt[s]!)).length}/${o.stop}); beat latency max ${Math.round(windowLatencyMaxMs)} ms, loop delay max ${round1(windowDelay.max / 1e6)} ms${compacted}`)
+      const known = r.services - lastAck.reduce((n, v) => Number.isNaN(v) ? n + 1 : n, 0)
+      const detector = self.store.kv.detector
+      const overload = r.overload || refused > 0 ? `; refused ${windowRefused} (last ${r.progressMs / 1000} s), ${refused} in all, this peer's detector ${detector.state}${detector.reason === null ? '' : ` (${detector.reason})`}` : ''
+      progress(`t=${Math.round((now - t0) / 1000)}s ${Math.round(rate)} beats/s (last ${r.progressMs / 1000} s), acked ${acked}, in flight ${inFlight}, late ${late}, skipped ${skippedBehind + skippedBusy + skippedRetrying}, errors ${errors}; watch: alive ${known - expiredNow.size}, expired ${expiredNow.size} (false ${falseEvents.length}, stopped detected ${stoppedList.filter(s => !Number.isNaN(detectedAt[s]!)).length}/${r.stop}); beat latency max ${Math.round(windowLatencyMaxMs)} ms, loop delay max ${round1(windowDelay.max / 1e6)} ms${compacted}${overload}`)
       windowLatencyMaxMs = 0
+      windowRefused = 0
       windowDelay.reset()
-    }, o.progressMs)
+    }, r.progressMs)
     try {
       // The scheduler: a 1 ms timer plus a pump whenever a slot frees up; ends by itself at the run's end.
       await new Promise<void>((resolve, reject) => {
@@ -357,7 +732,7 @@ export async function run (flags: string[]): Promise<void> {
       })
       issuing = false
       // Beats due but never issued (the scheduler was behind at the end) were skipped.
-      for (; next < totalSlots; next++) if (stopped[next % o.services] === 0 || next < stopSlot) { skippedBehind++; scheduled++ }
+      for (; next < totalSlots; next++) if (stopped[next % r.services] === 0 || next < stopSlot) { skippedBehind++; scheduled++ }
       await waitUntil(async () => inFlight === 0, DRAIN_TIMEOUT_MS, 'in-flight beats settle')
       beatsEndPerf = performance.now()
     } finally {
@@ -370,17 +745,19 @@ export async function run (flags: string[]): Promise<void> {
     const cpuAfter = cpuSnapshot(mesh)
     const loadAfter = os.loadavg()[0]!
     const syncs = self.engine.stats().walSyncs - syncsBefore
+    const refusedAtPeer = self.store.kv.admission.refused - refusedAtPeerBefore
 
     // ---- the end state on every peer, at once: beating services last beat under a second ago, so none of
     // them may be listed expired yet (their TTL is longer than the interval).
-    const listings: Array<{ peer: string; services: ServiceView[]; atMs: number }> = []
-    listings.push({ peer: 'bench', services: self.services(), atMs: performance.now() - beatsEndPerf })
+    const listings: Array<{ peer: string; services: ServiceView[]; atMs: number; detector: DetectorState }> = []
+    listings.push({ peer: 'bench', services: self.services(), atMs: performance.now() - beatsEndPerf, detector: self.store.kv.detector })
     for (const c of mesh.children) {
-      const reply = await getJson<{ services: ServiceView[] }>(`${c.http}/services?local=1`, SERVICES_FETCH_TIMEOUT_MS)
-      listings.push({ peer: c.name, services: reply.services, atMs: performance.now() - beatsEndPerf })
+      const reply = await getJson<{ services: ServiceView[]; detector: DetectorState }>(`${c.http}/services?local=1`, SERVICES_FETCH_TIMEOUT_MS)
+      listings.push({ peer: c.name, services: reply.services, atMs: performance.now() - beatsEndPerf, detector: reply.detector })
     }
-    // Any stopped service not seen expiring yet gets until TTL + two sweeps (+ slack) after its last beat.
-    const detectionDeadline = stopAtPerf + o.ttlMs + 2 * o.sweepMs + DETECTION_SLACK_MS
+    // Any stopped service not seen expiring yet gets until TTL + the bound (+ slack) after its last beat.
+    const lastStoppedAck = stoppedList.reduce((m, s) => Number.isNaN(lastAck[s]!) ? m : Math.max(m, lastAck[s]!), stopAtPerf)
+    const detectionDeadline = lastStoppedAck + r.ttlMs + boundMs + DETECTION_SLACK_MS
     const undetected = (): number => stoppedList.filter(s => Number.isNaN(detectedAt[s]!)).length
     if (undetected() > 0 && performance.now() < detectionDeadline) {
       await waitUntil(async () => undetected() === 0, Math.max(0, detectionDeadline - performance.now()), 'stopped services detected').catch(() => {})
@@ -391,25 +768,30 @@ export async function run (flags: string[]): Promise<void> {
     // ---- beats
     const ackRate = acked / (beatMs / 1000)
     const scheduledRate = scheduled / (runMs / 1000)
-    const lat = latency.subarray(0, acked).sort()
-    const wait = lateness.subarray(0, issued).sort()
-    emit({
+    const lat = latency.sorted()
+    const wait = lateness.sorted()
+    const sustained = ackRate >= 0.99 * scheduledRate && skippedBehind + skippedBusy + skippedRetrying === 0
+    const refusals = r.overload || refused > 0
+      ? { refused, retries, skippedRetrying, retryAfterMs: RETRY_AFTER_MS, admitBeatsMax: self.store.config.admitBeatsMax, refusedAtPeer }
+      : {}
+    lines.push({
       suite: SUITE,
       metric: 'beats.ops',
       value: ackRate,
       unit: 'beats/s',
       target: scheduledRate,
       // Sustained: (nearly) every scheduled beat acknowledged, none skipped. Late beats are reported apart.
-      met: ackRate >= 0.99 * scheduledRate && skippedBehind + skippedBusy === 0,
-      services: o.services,
-      intervalMs: o.intervalMs,
-      seconds: o.seconds,
-      inFlightMax: o.inFlight,
+      met: sustained,
+      services: r.services,
+      intervalMs: r.intervalMs,
+      seconds: r.seconds,
+      inFlightMax: r.inFlight,
       scheduled,
       issued,
       acked,
       errors,
       ...(firstError === undefined ? {} : { firstError }),
+      ...refusals,
       lateBeats: late,
       lateMs: LATE_MS,
       skippedBehind,
@@ -421,33 +803,35 @@ export async function run (flags: string[]): Promise<void> {
       // Other work on the machine skews every figure here: the 1-minute load average before and after.
       loadAvg1: [round1(loadBefore), round1(loadAfter)]
     })
-    emit({ suite: SUITE, metric: 'beat.latency.p50', value: percentile(lat, 0.5), unit: 'ms' })
-    emit({ suite: SUITE, metric: 'beat.latency.p99', value: percentile(lat, 0.99), unit: 'ms', maxMs: round1(lat.length === 0 ? NaN : lat[lat.length - 1]!) })
-    emit({ suite: SUITE, metric: 'beat.lateness.p99', value: percentile(wait, 0.99), unit: 'ms', note: 'issue time minus due time' })
-    emit({ suite: SUITE, metric: 'beat.lateness.max', value: wait.length === 0 ? NaN : wait[wait.length - 1]!, unit: 'ms' })
-    emit({ suite: SUITE, metric: 'beats.late', value: late, unit: 'beats', lateMs: LATE_MS, share: issued === 0 ? null : Math.round(late / issued * 1e5) / 1e5, target: 0, met: late === 0, note: `issued more than ${LATE_MS} ms after due: the in-flight bound was reached or the event loop was held up` })
+    lines.push({ suite: SUITE, metric: 'beat.latency.p50', value: percentile(lat, 0.5), unit: 'ms' })
+    lines.push({ suite: SUITE, metric: 'beat.latency.p99', value: percentile(lat, 0.99), unit: 'ms', maxMs: round1(lat.length === 0 ? NaN : lat[lat.length - 1]!) })
+    lines.push({ suite: SUITE, metric: 'beat.lateness.p99', value: percentile(wait, 0.99), unit: 'ms', note: 'issue time minus due time' })
+    lines.push({ suite: SUITE, metric: 'beat.lateness.max', value: wait.length === 0 ? NaN : wait[wait.length - 1]!, unit: 'ms' })
+    lines.push({ suite: SUITE, metric: 'beats.late', value: late, unit: 'beats', lateMs: LATE_MS, share: issued === 0 ? null : Math.round(late / issued * 1e5) / 1e5, target: 0, met: late === 0, note: `issued more than ${LATE_MS} ms after due: the in-flight bound was reached or the event loop was held up` })
 
     // ---- false expirations
     const early = falseEvents.filter(e => e.kind === 'early').length
     const listedFalse = listings.map(l => ({ peer: l.peer, checkedMsAfterRun: Math.round(l.atMs), expired: l.services.filter(v => v.state === 'expired' && stopped[indexOf.get(v.id) ?? -1] !== 1).length }))
-    emit({
+    const listedFalseTotal = listedFalse.reduce((n, l) => n + l.expired, 0)
+    lines.push({
       suite: SUITE,
       metric: 'false.expirations',
       value: falseEvents.length,
       unit: 'events',
       target: 0,
-      met: falseEvents.length === 0 && listedFalse.every(l => l.expired === 0),
+      met: falseEvents.length === 0 && listedFalseTotal === 0,
       early,
       starved: falseEvents.length - early,
+      ...(refused === 0 ? {} : { starvedRefused: falseEvents.filter(e => e.kind === 'starved' && e.refusedSinceAck > 0).length }),
       revived,
       watchPuts: puts,
       watchOtherEvents: otherEvents,
       listedExpiredNotStopped: listedFalse,
-      ...(falseEvents.length === 0 ? {} : { first: [...falseEvents.filter(e => e.kind === 'early').slice(0, 3), ...falseEvents.filter(e => e.kind === 'starved').slice(0, 3)].map(e => ({ ...e, gapMs: Math.round(e.gapMs), atMs: Math.round(e.atMs) })) })
+      ...(falseEvents.length === 0 ? {} : { first: [...falseEvents.filter(e => e.kind === 'early').slice(0, 3), ...falseEvents.filter(e => e.kind === 'starved').slice(0, 3)].map(e => ({ service: e.service, kind: e.kind, gapMs: Math.round(e.gapMs), replica: e.replica, atMs: Math.round(e.atMs), ...(refused === 0 ? {} : { refusedSinceAck: e.refusedSinceAck }) })) })
     })
 
     // ---- detection of the stopped services
-    const delays = Float64Array.from(stoppedList.filter(s => !Number.isNaN(detectedAt[s]!)).map(s => detectedAt[s]! - (lastAck[s]! + o.ttlMs))).sort()
+    const delays = Float64Array.from(stoppedList.filter(s => !Number.isNaN(detectedAt[s]!)).map(s => detectedAt[s]! - (lastAck[s]! + r.ttlMs))).sort()
     const withinBound = delays.filter(d => d <= boundMs).length
     const byReplica: Record<string, number> = {}
     for (const s of stoppedList) {
@@ -456,25 +840,30 @@ export async function run (flags: string[]): Promise<void> {
       const name = by === self.id ? 'bench' : mesh.children.find(c => c.id === by)?.name ?? by
       byReplica[name] = (byReplica[name] ?? 0) + 1
     }
-    const detectedMet = delays.length === o.stop && withinBound === o.stop
-    emit({ suite: SUITE, metric: 'detection.detected', value: delays.length, unit: 'services', of: o.stop, met: delays.length === o.stop, stoppedAtS: round1(stopAtMs / 1000), expiredBy: byReplica, ...(expiredBeforeStop === 0 ? {} : { expiredBeforeStop }) })
-    emit({ suite: SUITE, metric: 'detection.delay.p50', value: percentile(delays, 0.5), unit: 'ms', bound: boundMs, note: 'expired event at the in-process watch minus (last acknowledged beat + TTL)' })
-    emit({ suite: SUITE, metric: 'detection.delay.p99', value: percentile(delays, 0.99), unit: 'ms', bound: boundMs })
-    emit({ suite: SUITE, metric: 'detection.delay.max', value: delays.length === 0 ? NaN : delays[delays.length - 1]!, unit: 'ms', bound: boundMs, withinBound, met: detectedMet, minMs: delays.length === 0 ? null : round1(delays[0]!) })
+    const detectedMet = delays.length === r.stop && withinBound === r.stop
+    // The overload run states its stretched bound and the rule it comes from.
+    const bound = r.overload
+      ? { bound: boundMs, boundKind: 'stretched', boundRule: `a degraded detector takes a TTL credit every ${DETECTOR_STRETCH}th sweep: at most ${DETECTOR_STRETCH} x (ceil(TTL/sweep) + 1) sweeps after the last beat, ${boundMs} ms past the TTL; late sweeps and expiry checks postponed while every other replica is degraded come on top` }
+      : { bound: boundMs }
+    const detectedAfterRun = stoppedList.filter(s => detectedAt[s]! > beatsEndPerf).length
+    lines.push({ suite: SUITE, metric: 'detection.detected', value: delays.length, unit: 'services', of: r.stop, met: delays.length === r.stop, stoppedAtS: round1(stopAtMs / 1000), expiredBy: byReplica, ...(expiredBeforeStop === 0 ? {} : { expiredBeforeStop }), ...(r.overload ? { detectedAfterLoadEnded: detectedAfterRun } : {}) })
+    lines.push({ suite: SUITE, metric: 'detection.delay.p50', value: percentile(delays, 0.5), unit: 'ms', ...bound, note: 'expired event at the in-process watch minus (last acknowledged beat + TTL)' })
+    lines.push({ suite: SUITE, metric: 'detection.delay.p99', value: percentile(delays, 0.99), unit: 'ms', ...bound })
+    lines.push({ suite: SUITE, metric: 'detection.delay.max', value: delays.length === 0 ? NaN : delays[delays.length - 1]!, unit: 'ms', ...bound, withinBound, met: detectedMet, minMs: delays.length === 0 ? null : round1(delays[0]!) })
     for (const l of listings) {
       const states = new Map(l.services.map(v => [v.id, v.state]))
       const listed = stoppedList.filter(s => states.get(ids[s]!) === 'expired').length
-      emit({
+      lines.push({
         suite: SUITE,
         metric: 'detection.listed',
         value: listed,
         unit: 'services',
-        of: o.stop,
-        met: listed === o.stop,
+        of: r.stop,
+        met: listed === r.stop,
         peer: l.peer,
         alive: l.services.filter(v => v.state === 'alive').length,
         expired: l.services.filter(v => v.state === 'expired').length,
-        missing: o.services - states.size
+        missing: r.services - states.size
       })
     }
 
@@ -487,7 +876,7 @@ export async function run (flags: string[]): Promise<void> {
     const logs = peers.map(({ peer, stats }) => ({ peer, sinceSnapshot: stats.storage.walBytesSinceSnapshot, snapshot: stats.storage.walSnapshotBytes, keys: stats.storage.keys, walSyncs: stats.storage.walSyncs }))
     for (const l of logs) {
       const bytes = l.sinceSnapshot + l.snapshot
-      emit({
+      lines.push({
         suite: SUITE,
         metric: 'wal.bytes',
         value: bytes,
@@ -500,7 +889,7 @@ export async function run (flags: string[]): Promise<void> {
         keys: l.keys,
         beatsWritten,
         bytesPerBeat: round1(bytes / Math.max(1, beatsWritten)),
-        bytesPerService: Math.round(bytes / o.services),
+        bytesPerService: Math.round(bytes / r.services),
         snapshotBytesPerKey: l.snapshot === 0 || l.keys === 0 ? null : round1(l.snapshot / l.keys),
         walSyncs: l.walSyncs,
         walBytesAtStart: walBytesAtStart.get(l.peer)
@@ -510,7 +899,7 @@ export async function run (flags: string[]): Promise<void> {
     // Work besides the beats, which competes with them: expiries this replica's sweep wrote, and anti-entropy
     // (with every key rewritten each second, the replicas' hash trees always differ by the beats in flight).
     for (const { peer, stats } of peers) {
-      emit({
+      lines.push({
         suite: SUITE,
         metric: 'replica.expiries',
         value: stats.storage.expired,
@@ -528,17 +917,80 @@ export async function run (flags: string[]): Promise<void> {
     }
 
     // ---- resources
-    for (const r of await rssOf(mesh)) {
-      emit({ suite: SUITE, metric: 'memory.rss', value: r.rssMb, unit: 'MB', peer: r.peer, heapUsedMb: round1(r.heapUsedMb), ...(r.peer === 'bench' ? { note: 'includes the load generator and the tsx loader' } : {}) })
+    const rss = await rssOf(mesh)
+    for (const row of rss) {
+      lines.push({ suite: SUITE, metric: 'memory.rss', value: row.rssMb, unit: 'MB', peer: row.peer, heapUsedMb: round1(row.heapUsedMb), ...(row.peer === 'bench' ? { note: 'includes the load generator and the tsx loader' } : {}) })
     }
     const names = ['bench', ...mesh.children.map(c => c.name)]
-    names.forEach((name, i) => {
+    // Summed over the three peers; null if one's could not be read.
+    let cpuSeconds: number | null = 0
+    for (const [i, name] of names.entries()) {
       const before = cpuBefore[i]
       const after = cpuAfter[i]
-      if (before === null || before === undefined || after === null || after === undefined) return
-      emit({ suite: SUITE, metric: 'cpu', value: (after - before) / (beatMs / 1000) * 100, unit: '% of one core', peer: name, cpuSeconds: round1(after - before), cores: os.availableParallelism() })
-    })
-    emit({ suite: SUITE, metric: 'loop.delay.max', value: delay.max / 1e6, unit: 'ms', p99Ms: round1(delay.percentile(99) / 1e6), meanMs: round1(delay.mean / 1e6), note: 'this process (client and in-process peer) during the run' })
-    emit({ suite: SUITE, metric: 'disk.fdatasync.p50', value: disk.p50Ms, unit: 'ms', p99Ms: round1(disk.p99Ms * 1000) / 1000, syncs: disk.syncs, note: 'probe before the run: 4 KiB write + fdatasync in a preallocated file; each beat waits for two in sequence' })
+      if (before === null || before === undefined || after === null || after === undefined) { cpuSeconds = null; continue }
+      if (cpuSeconds !== null) cpuSeconds += after - before
+      lines.push({ suite: SUITE, metric: 'cpu', value: (after - before) / (beatMs / 1000) * 100, unit: '% of one core', peer: name, cpuSeconds: round1(after - before), cores: os.availableParallelism() })
+    }
+    lines.push({ suite: SUITE, metric: 'loop.delay.max', value: delay.max / 1e6, unit: 'ms', p99Ms: round1(delay.percentile(99) / 1e6), meanMs: round1(delay.mean / 1e6), note: 'this process (client and in-process peer) during the run' })
+    lines.push({ suite: SUITE, metric: 'disk.fdatasync.p50', value: disk.p50Ms, unit: 'ms', p99Ms: round1(disk.p99Ms * 1000) / 1000, syncs: disk.syncs, note: 'probe before the run: 4 KiB write + fdatasync in a preallocated file; each beat waits for two in sequence' })
+
+    // ---- the overload run's own lines: the refusals, and what each detector did about the load
+    if (r.overload) {
+      lines.push({
+        suite: SUITE,
+        metric: 'overload.refused',
+        value: refused,
+        unit: 'beats',
+        note: `refused by the in-process peer's admission control (OverloadedError; over HTTP 503 ERR_OVERLOADED with Retry-After: ${OVERLOADED_RETRY_AFTER_S}); each retried by its service after ${RETRY_AFTER_MS} ms`,
+        retries,
+        skippedRetrying,
+        refusedAtPeer,
+        admitBeatsMax: self.store.config.admitBeatsMax,
+        issued,
+        share: issued === 0 ? null : round3(refused / issued)
+      })
+      for (const l of listings) {
+        const stats = peers.find(p => p.peer === l.peer)?.stats
+        lines.push({
+          suite: SUITE,
+          metric: 'detector',
+          value: l.detector.episodes,
+          unit: 'degraded episodes',
+          peer: l.peer,
+          heldSweeps: l.detector.heldSweeps,
+          stateAtEnd: l.detector.state,
+          ...(l.detector.reason === null ? {} : { reason: l.detector.reason }),
+          expiryPostponedDegraded: stats?.kv.expiryPostponedDegraded ?? null
+        })
+      }
+    }
+
+    const summary: RunSummary = {
+      services: r.services,
+      seconds: r.seconds,
+      beatsPerS: ackRate,
+      scheduledPerS: scheduledRate,
+      sustained,
+      skipped: skippedBehind + skippedBusy + skippedRetrying,
+      late,
+      errors,
+      refused,
+      retries,
+      falseExpirations: falseEvents.length,
+      listedFalse: listedFalseTotal,
+      starved: falseEvents.length - early,
+      early,
+      stop: r.stop,
+      detected: delays.length,
+      withinBound,
+      boundMs,
+      delayMaxMs: delays.length === 0 ? null : delays[delays.length - 1]!,
+      cpuMsPerBeat: cpuSeconds === null || acked === 0 ? null : cpuSeconds * 1000 / acked,
+      cores: cpuSeconds === null ? null : cpuSeconds / (beatMs / 1000),
+      rssMb: Object.fromEntries(rss.map(row => [row.peer, Math.round(row.rssMb)])),
+      loopDelayMaxMs: delay.max / 1e6,
+      loadAvg1: [round1(loadBefore), round1(loadAfter)]
+    }
+    return { lines, summary }
   })
 }

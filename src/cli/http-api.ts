@@ -184,6 +184,9 @@ export const SSE_CLIENTS_MAX = 64
 export const UPLOAD_DRAIN_BYTES_MAX = 64 * 1024 * 1024
 export const UPLOAD_DRAIN_MS = 10_000
 export const SSE_BUFFER_BYTES_MAX = 1024 * 1024
+/** Retry-After of a 503 ERR_OVERLOADED (admission control, a full queue to a replica), in seconds; the
+ * heartbeat benchmark's services wait this long before they retry a refused beat, as meshkv/client does. */
+export const OVERLOADED_RETRY_AFTER_S = 1
 
 export function httpHandler (options: HttpApiOptions): http.RequestListener {
   const { peer, guard } = options
@@ -197,8 +200,8 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     const fail = (error: unknown): void => {
       // Bad input is the client's problem: a clear status and message, never a crashed peer.
       const { status, body } = errorBody(error)
-      // Refused by admission control (or a full queue to a replica): try again in a second.
-      if (body.code === 'ERR_OVERLOADED') { json(status, body, { 'retry-after': '1' }); return }
+      // Refused by admission control (or a full queue to a replica): try again after OVERLOADED_RETRY_AFTER_S.
+      if (body.code === 'ERR_OVERLOADED') { json(status, body, { 'retry-after': String(OVERLOADED_RETRY_AFTER_S) }); return }
       if (status !== 413) { json(status, body); return }
       // A refused upload: answer at once, and read the rest of the body into nothing so the client, still
       // sending, gets the 413 instead of a reset connection (closing the socket under an upload resets it),

@@ -1,0 +1,91 @@
+/**
+ * The pure parts of the heartbeat suite's capacity search (bench/heartbeat.ts `--find-capacity`): which
+ * service count to probe next given the probes so far, where the knee lies, and how late a stopped service
+ * may be detected while a replica's failure detector is degraded (the stretched bound). No I/O and no clock
+ * here, so the search is table-tested (test/unit/capacity-search.test.ts) without running a mesh.
+ */
+
+/** One measured probe: a service count and whether the mesh tracked it (see heartbeat.ts `passes`). */
+export interface Probe {
+  readonly services: number
+  readonly pass: boolean
+}
+
+export interface SearchPlan {
+  /** The first count probed. */
+  readonly startServices: number
+  /** The search stops once the failing count is within max(this, resolutionShare of the passing one) of it. */
+  readonly resolutionServices: number
+  readonly resolutionShare: number
+  /** At most this many probes in all. */
+  readonly probesMax: number
+  /** Below this no probe is made (the stopped services must be a small part of the count). */
+  readonly servicesMin: number
+}
+
+/** Probed counts are rounded to this many services. */
+export const PROBE_GRAIN = 50
+
+/**
+ * Where the probes put the knee: `failed` is the smallest count that failed, `passed` the largest count
+ * below it that passed (null if none yet). A pass above a failure is noise on a shared machine or a
+ * threshold the load sits on: it is listed in `inconsistent`, never taken as the knee.
+ */
+export function bracket (probes: readonly Probe[]): { passed: number | null; failed: number | null; inconsistent: number[] } {
+  const fails = probes.filter(p => !p.pass).map(p => p.services)
+  const failed = fails.length === 0 ? null : Math.min(...fails)
+  const below = probes.filter(p => p.pass && (failed === null || p.services < failed)).map(p => p.services)
+  const passed = below.length === 0 ? null : Math.max(...below)
+  const inconsistent = probes.filter(p => p.pass && failed !== null && p.services >= failed).map(p => p.services)
+  return { passed, failed, inconsistent }
+}
+
+/**
+ * The next count to probe, or null when the search is over: double from the start while probes pass, halve
+ * while they fail, then bisect between the largest pass and the smallest failure until they are within the
+ * resolution; never more than `probesMax` probes, never a count probed before, never below `servicesMin`.
+ */
+export function nextProbe (probes: readonly Probe[], plan: SearchPlan): number | null {
+  if (probes.length >= plan.probesMax) return null
+  if (probes.length === 0) return Math.max(plan.servicesMin, plan.startServices)
+  const { passed, failed } = bracket(probes)
+  const tried = new Set(probes.map(p => p.services))
+  let next: number
+  if (failed === null) {
+    next = 2 * passed!
+  } else if (passed === null) {
+    next = grain(failed / 2)
+    if (next < plan.servicesMin) return null
+  } else {
+    if (failed - passed <= Math.max(plan.resolutionServices, plan.resolutionShare * passed)) return null
+    next = grain((passed + failed) / 2)
+    if (next <= passed || next >= failed) return null
+  }
+  return tried.has(next) ? null : next
+}
+
+function grain (services: number): number {
+  return Math.max(PROBE_GRAIN, Math.round(services / PROBE_GRAIN) * PROBE_GRAIN)
+}
+
+/**
+ * The latest a stopped service's expiry may come, in ms past (its last write + its TTL), when every sweep
+ * runs on time and `stretch` is how many sweeps take one TTL credit (src/core/storage/ttl-clock.ts,
+ * src/core/replication/health.ts). A write gives the key c = ceil(ttl / sweep) credits, and it expires at
+ * the (c + 1)-th sweep after the write that takes a credit. Healthy, every sweep takes one; degraded, one in
+ * every `stretch` consecutive sweeps does (a healthy sweep takes one too and restarts the count), so that is
+ * at most the stretch·(c + 1)-th sweep after the write, and the first sweep comes within one period of it:
+ * the expiry comes at most stretch·(c + 1)·sweep after the write. With stretch 1 that is within two sweeps
+ * past the TTL for any TTL (since c·sweep < TTL + sweep; one sweep when the TTL is a multiple of it), the
+ * bound the TTL clock documents; with DETECTOR_STRETCH (4), a 3 s TTL and a 1 s sweep it is 13 s past the
+ * TTL (16 s after the last beat).
+ *
+ * Not included, since neither has a bound of its own: a sweep that itself runs late (past
+ * HEALTH_SWEEP_LAG_PERIODS it makes the detector degraded), and the expiry check's postponement while
+ * every other replica that answers is degraded or refuses it as overloaded (src/core/replication/expiry.ts:
+ * the key is offered again at each later sweep until one of them is healthy).
+ */
+export function detectionBoundMs (ttlMs: number, sweepPeriodMs: number, stretch: number): number {
+  const credits = Math.max(1, Math.ceil(ttlMs / sweepPeriodMs))
+  return stretch * (credits + 1) * sweepPeriodMs - ttlMs
+}

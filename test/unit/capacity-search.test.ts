@@ -1,0 +1,102 @@
+/**
+ * The heartbeat benchmark's capacity search (bench/capacity.ts): it brackets the knee of a mesh whose probes
+ * pass up to a true capacity, within the resolution or the probe budget, never probing a count twice; and
+ * the stretched detection bound it states is the worst case of the real TTL clock under a degraded detector.
+ */
+import { describe, expect, it } from 'vitest'
+import { type Probe, type SearchPlan, bracket, detectionBoundMs, nextProbe } from '../../bench/capacity.js'
+import { ManualClock } from '../../src/core/env.js'
+import { DETECTOR_STRETCH, DetectorHealth, HEALTH_LOOP_DELAY_MS } from '../../src/core/replication/health.js'
+import { StorageEngine } from '../../src/core/storage/engine.js'
+
+const PLAN: SearchPlan = { startServices: 1000, resolutionServices: 250, resolutionShare: 0.05, probesMax: 8, servicesMin: 200 }
+
+/** Runs the search against a mesh that passes exactly the counts up to `capacity`. */
+function search (capacity: number, plan = PLAN): Probe[] {
+  const probes: Probe[] = []
+  for (let n = nextProbe(probes, plan); n !== null; n = nextProbe(probes, plan)) probes.push({ services: n, pass: n <= capacity })
+  return probes
+}
+
+describe('capacity search', () => {
+  for (const capacity of [3000, 5200, 700, 1000]) {
+    it(`brackets a knee of ${capacity} services within max(250, 5%) in at most 8 probes`, () => {
+      const probes = search(capacity)
+      const { passed, failed, inconsistent } = bracket(probes)
+      expect(probes.length).toBeLessThanOrEqual(PLAN.probesMax)
+      expect(new Set(probes.map(p => p.services)).size).toBe(probes.length)
+      expect(passed).not.toBeNull()
+      expect(passed!).toBeLessThanOrEqual(capacity)
+      expect(failed!).toBeGreaterThan(capacity)
+      expect(failed! - passed!).toBeLessThanOrEqual(Math.max(250, 0.05 * passed!))
+      expect(inconsistent).toEqual([])
+    })
+  }
+
+  it('doubles from the start while probes pass: 1000, 2000, 4000, 8000 then bisects', () => {
+    expect(search(5200).slice(0, 5).map(p => p.services)).toEqual([1000, 2000, 4000, 8000, 6000])
+  })
+
+  it('stops at the probe budget with the bracket so far', () => {
+    const probes = search(10_000_000)
+    expect(probes.map(p => p.services)).toEqual([1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000])
+    expect(bracket(probes)).toEqual({ passed: 128000, failed: null, inconsistent: [] })
+  })
+
+  it('gives up below the smallest count it may probe', () => {
+    const probes = search(100)
+    expect(probes.map(p => p.services)).toEqual([1000, 500, 250])
+    expect(bracket(probes).passed).toBeNull()
+  })
+
+  it('takes the largest pass below the smallest failure, and lists a pass above it as inconsistent', () => {
+    const probes: Probe[] = [{ services: 1000, pass: true }, { services: 2000, pass: false }, { services: 1500, pass: true }, { services: 4000, pass: true }]
+    expect(bracket(probes)).toEqual({ passed: 1500, failed: 2000, inconsistent: [4000] })
+    expect(nextProbe(probes, PLAN)).toBe(1750)
+  })
+})
+
+describe('stretched detection bound', () => {
+  /**
+   * The latest expiry, past the TTL, of a key written 1 ms after a sweep, over every phase of the degraded
+   * detector's sweep count, with sweeps every `sweepMs` on a manual clock.
+   */
+  async function worstDelayMs (ttlMs: number, sweepMs: number, degraded: boolean): Promise<number> {
+    let worst = -Infinity
+    for (let phase = 0; phase < DETECTOR_STRETCH; phase++) {
+      const clock = new ManualClock(0)
+      const engine = await StorageEngine.open({ replicaId: 'a', clock, sweepPeriodMs: sweepMs })
+      const health = new DetectorHealth()
+      const sweep = (): void => {
+        if (degraded) health.note('event-loop delay', 10 * HEALTH_LOOP_DELAY_MS, HEALTH_LOOP_DELAY_MS, clock.nowMs())
+        engine.sweep({ takeCredit: health.takeCredit(clock.nowMs()) })
+      }
+      for (let i = 0; i < phase; i++) { clock.advance(sweepMs); sweep() }
+      clock.advance(1)
+      const writtenMs = clock.nowMs()
+      await engine.put('svc', new Uint8Array([1]), { ttlMs })
+      clock.advance(sweepMs - 1)
+      for (let i = 0; !engine.get('svc')!.deleted; i++) {
+        expect(i).toBeLessThan(1000)
+        sweep()
+        if (!engine.get('svc')!.deleted) clock.advance(sweepMs)
+      }
+      worst = Math.max(worst, clock.nowMs() - writtenMs - ttlMs)
+    }
+    return worst
+  }
+
+  for (const [ttlMs, sweepMs] of [[3000, 1000], [2500, 1000], [1000, 1000], [500, 1000], [3000, 700]] as const) {
+    it(`is the TTL clock's worst case, ${ttlMs} ms TTL and ${sweepMs} ms sweep, healthy and degraded`, async () => {
+      // Written 1 ms after a sweep: the worst case comes within that 1 ms of the bound.
+      expect(await worstDelayMs(ttlMs, sweepMs, false)).toBe(detectionBoundMs(ttlMs, sweepMs, 1) - 1)
+      expect(await worstDelayMs(ttlMs, sweepMs, true)).toBe(detectionBoundMs(ttlMs, sweepMs, DETECTOR_STRETCH) - 1)
+      expect(detectionBoundMs(ttlMs, sweepMs, 1)).toBeLessThanOrEqual(2 * sweepMs)
+    })
+  }
+
+  it('is 13 s past a 3 s TTL with 1 s sweeps stretched 4 times', () => {
+    expect(DETECTOR_STRETCH).toBe(4)
+    expect(detectionBoundMs(3000, 1000, DETECTOR_STRETCH)).toBe(13_000)
+  })
+})
