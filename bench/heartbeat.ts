@@ -106,15 +106,8 @@ const OVERLOAD_FACTOR = 2
 /** KnucklesDB's claim, about 3,000 services per replica: the floor issue 16 sets for a 3-peer mesh's knee. */
 const KNEE_FLOOR_SERVICES = 3000
 
-interface Options {
-  services: number
-  seconds: number
-  intervalMs: number
-  ttlMs: number
-  sweepMs: number
-  inFlight: number
-  stop: number
-  progressMs: number
+/** The flags: one run's options, and the capacity search's. */
+interface Options extends Omit<RunOptions, 'overload'> {
   probeSeconds: number
   probeMax: number
   startServices: number
