@@ -102,7 +102,7 @@ export async function debugRoute (peer: Peer, debug: DebugService, req: http.Inc
       send(200, { stalledMs: ms })
       return true
     }
-        if (url.pathname === '/debug/heal') {
+    if (url.pathname === '/debug/heal') {
       await debug.perform({ op: 'heal' })
       const result = await fanOut(peer, debug, debugMembers(peer).map(id => ({ id, request: { op: 'heal' }, label: id })))
       send(200, { healed: [peer.id, ...result.done], failed: result.failed })

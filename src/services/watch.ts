@@ -153,10 +153,10 @@ export class WatchService {
     this.beatsOnly = beatsOnly
   }
 
-  /** Calls `callback` for every event on a key starting with `prefix` ('' for all); returns the unsubscribe. */
   /** Local watchers now (watch() callbacks, among them the HTTP API's event streams). */
   get watching (): number { return this.watchers.size }
 
+  /** Calls `callback` for every event on a key starting with `prefix` ('' for all); returns the unsubscribe. */
   watch (prefix: string, callback: (event: WatchEvent) => void): () => void {
     if (typeof prefix !== 'string') throw new TypeError('prefix must be a string')
     if (this.watchers.size >= WATCHERS_MAX) throw new RangeError(`more than ${WATCHERS_MAX} watchers on this peer`)

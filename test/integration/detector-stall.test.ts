@@ -64,12 +64,14 @@ describe('failure detector under a stalled replica', () => {
     const expired = await watchExpired(b, stop.signal)
     let beating = Array.from({ length: SERVICES }, (_, i) => `svc-${i}`)
     let refusedOrFailed = 0
+    let rounds = 0
     // Beats through b and c only, once a second, until the test ends.
     const beater = (async () => {
       while (!stop.signal.aborted) {
         const started = performance.now()
         const round = beating
         await Promise.all(round.map((id, i) => request(i % 2 === 0 ? b : c, 'PUT', `/heartbeat/${id}?ttl=${TTL_MS}`).then(r => { if (r.status !== 204) refusedOrFailed++ }, () => { refusedOrFailed++ })))
+        rounds++
         await new Promise(resolve => setTimeout(resolve, Math.max(0, 1000 - (performance.now() - started))))
       }
     })()
@@ -84,8 +86,9 @@ describe('failure detector under a stalled replica', () => {
       expect(during.detector.reason).toMatch(/event-loop delay|sweep lag|log sync/)
       expect(await (await fetch(`${a.http}/metrics`)).text()).toMatch(/^meshkv_detector_degraded 1$/m)
 
-      // Several TTLs of beats after the stall, then some services stop.
-      await new Promise(resolve => setTimeout(resolve, 2 * TTL_MS))
+      // Two TTLs' worth of beat rounds after the stall, with a healthy again, then some services stop.
+      const roundsAtStall = rounds
+      await waitUntil(async () => rounds - roundsAtStall >= 2 * TTL_MS / 1000 && (JSON.parse((await request(a, 'GET', '/services?local=1')).body) as { detector: { state: string } }).detector.state === 'healthy', 60_000, 'two TTLs of beats after the stall, and a healthy again')
       expect(expired).toEqual([])
       const stopped = beating.slice(0, STOPPED)
       beating = beating.slice(STOPPED)

@@ -63,7 +63,10 @@ describe('admission control', () => {
   })
 
   it('an operation whose caller gave up (its signal aborted) holds its slot until the peer has finished it', async () => {
-    const { node, pending } = await heldNode(1, 1)
+    let finished!: () => void
+    const ended = new Promise<void>(resolve => { finished = resolve })
+    // The aborted put's own end, as the peer observes it (a refused put is observed too, with OverloadedError).
+    const { node, pending } = await heldNode(1, 1, (op, _ms, error) => { if (op === 'put' && !(error instanceof OverloadedError)) finished() })
     const controller = new AbortController()
     const put = node.put('k', new Uint8Array([1]), { signal: controller.signal }).catch((e: unknown) => e)
     controller.abort(new Error('the caller gave up'))
@@ -72,7 +75,7 @@ describe('admission control', () => {
     expect(node.admission.inFlight).toBe(1)
     expect(await node.put('k2', new Uint8Array([2])).catch((e: unknown) => e)).toBeInstanceOf(OverloadedError)
     for (const release of pending.splice(0)) release()
-    await new Promise(resolve => setTimeout(resolve, 0))
+    await ended
     expect(node.admission.inFlight).toBe(0)
   })
 })

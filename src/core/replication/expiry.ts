@@ -41,8 +41,8 @@ const OVERLOADED: ExpiryView = { state: null, ttlMs: 0, degraded: true }
  * Asks `id` for its state of `key` and its detector's health; throws if no answer came (unreachable, timed
  * out). A peer that predates 'expiry-check' is asked with 'read', and counts as healthy. ERR_OVERLOADED
  * counts as degraded. Another error reply (a state too large for a message) counts as it always did:
- * answered, with nothing newer and not degraded. Counting it as no answer would hold off, for as long as that replica stays up, the
- * expiry of a key whose state it can never send.
+ * answered, with nothing newer and not degraded. Counting it as no answer would hold off, for as long as
+ * that replica stays up, the expiry of a key whose state it can never send.
  */
 function * askExpiry (s: ReplicaState, id: string, key: string): Flow<ExpiryView> {
   let reply = (yield request(id, 'kv', { type: 'expiry-check', key })) as KvReply

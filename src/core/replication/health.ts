@@ -1,6 +1,6 @@
 /**
  * The failure detector's own health (Lifeguard's local health awareness, applied to the TTL sweep): a replica
- * that is itself slow — its event loop stalled, client operations stuck in flight, its sweeps running late —
+ * that is itself slow — its event loop stalled, its own log syncs pending, its sweeps running late —
  * receives beats late, and would expire services that are still beating. While it notices that, it calls
  * itself degraded and stretches its TTL credits instead: a sweep takes a credit only every
  * DETECTOR_STRETCH-th time, so a service's TTL runs DETECTOR_STRETCH times slower here, never more. Once every
