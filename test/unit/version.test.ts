@@ -57,6 +57,15 @@ describe('version vectors', () => {
       expect(vvCompare(b, a)).toBe({ before: 'after', after: 'before', equal: 'equal', concurrent: 'concurrent' }[order])
     }))
   })
+
+  it('merge returns the vector that already knows everything, and otherwise a new one', () => {
+    fc.assert(fc.property(vvArb, vvArb, (a, b) => {
+      const m = vvMerge(a, b)
+      if (vvDescends(b, a)) expect(m).toBe(b)
+      else if (vvDescends(a, b)) expect(m).toBe(a)
+      else expect(m !== a && m !== b).toBe(true)
+    }))
+  })
 })
 
 describe('dotted version vector sets', () => {

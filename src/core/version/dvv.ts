@@ -81,10 +81,19 @@ function maxFloor (a: LwwFloor | null, b: LwwFloor | null): LwwFloor | null {
   return compareWrites(a, b) >= 0 ? a : b
 }
 
-/** Drops siblings ordered below the last-writer-wins floor. */
-function aboveFloor (siblings: Sibling[], floor: LwwFloor | null): Sibling[] {
-  if (floor === null) return siblings
-  return siblings.filter(s => compareWrites(s, floor) >= 0)
+/**
+ * Drops siblings ordered below the last-writer-wins floor, into an array of exactly the survivors: the store
+ * keeps one per key, and a pushed-to or filtered array keeps spare slots (about 130 bytes for one sibling).
+ * `exact` says `siblings` already is such an array (it is then returned as is when nothing is dropped).
+ */
+function aboveFloor (siblings: Sibling[], floor: LwwFloor | null, exact: boolean): Sibling[] {
+  let kept = siblings.length
+  if (floor !== null) for (const s of siblings) if (compareWrites(s, floor) < 0) kept--
+  if (exact && kept === siblings.length) return siblings
+  const out = new Array<Sibling>(kept)
+  let o = 0
+  for (const s of siblings) if (floor === null || compareWrites(s, floor) >= 0) out[o++] = s
+  return out
 }
 
 /**
@@ -107,7 +116,7 @@ export function update (local: KeyState, context: VersionVector, write: Write, r
   // sibling is superseded and need not even be read (under write load they are usually out of cache).
   if (context === local.vv || vvDescends(context, local.vv)) {
     const lwwFloor = write.lww ? maxFloor(local.lwwFloor, { id: replicaId, n, wall: sibling.wall, logical: sibling.logical }) : local.lwwFloor
-    return { vv: vvSet(base, replicaId, n), siblings: aboveFloor([sibling], lwwFloor), lwwFloor }
+    return { vv: vvSet(base, replicaId, n), siblings: aboveFloor([sibling], lwwFloor, true), lwwFloor }
   }
   // Exact-size arrays: a pushed-to array reserves 17 slots, and the store keeps one per key.
   const current = local.siblings
@@ -124,7 +133,7 @@ export function update (local: KeyState, context: VersionVector, write: Write, r
   }
   if (!placed) kept[o] = sibling
   const lwwFloor = write.lww ? maxFloor(local.lwwFloor, { id: replicaId, n, wall: sibling.wall, logical: sibling.logical }) : local.lwwFloor
-  return { vv: vvSet(base, replicaId, n), siblings: aboveFloor(kept, lwwFloor), lwwFloor }
+  return { vv: vvSet(base, replicaId, n), siblings: aboveFloor(kept, lwwFloor, true), lwwFloor }
 }
 
 /** Merges two replicas' states of one key (commutative, associative, idempotent). */
@@ -148,7 +157,7 @@ export function sync (a: KeyState, b: KeyState): KeyState {
     }
   }
   const lwwFloor = maxFloor(a.lwwFloor, b.lwwFloor)
-  return { vv: vvMerge(a.vv, b.vv), siblings: aboveFloor(out, lwwFloor), lwwFloor }
+  return { vv: vvMerge(a.vv, b.vv), siblings: aboveFloor(out, lwwFloor, false), lwwFloor }
 }
 
 /** The causal context a client gets with a read and hands back with its next write. */

@@ -46,10 +46,16 @@ export function vvSet (vv: VersionVector, replicaId: string, counter: number): V
   return out as VersionVector
 }
 
-/** Pointwise maximum: the vector that knows everything either knows. */
+/**
+ * Pointwise maximum: the vector that knows everything either knows. When one already does (a replica
+ * taking a newer write of a key it holds: the common case), it is that one, with nothing allocated; a new
+ * vector is exactly its size (a pushed-to array keeps spare slots, and the store keeps a vector per key).
+ */
 export function vvMerge (a: VersionVector, b: VersionVector): VersionVector {
   if (a.length === 0 || a === b) return b
   if (b.length === 0) return a
+  if (a.length <= b.length && vvDescends(b, a)) return b
+  if (a.length >= b.length && vvDescends(a, b)) return a
   const out: Array<string | number> = []
   let i = 0
   let j = 0
@@ -63,7 +69,7 @@ export function vvMerge (a: VersionVector, b: VersionVector): VersionVector {
   }
   while (i < a.length) out.push(a[i++]!)
   while (j < b.length) out.push(b[j++]!)
-  return out as VersionVector
+  return out.slice() as VersionVector
 }
 
 /** How `a` relates to `b` causally. */
