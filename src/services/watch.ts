@@ -64,6 +64,11 @@ export function classify (change: ChangeEvent): WatchEvent | null {
   if (change.type === 'expired') return { type: 'expired', ...base, beat: (change.prior === undefined ? undefined : newestTs(change.prior)?.wall) ?? 0 }
   if (change.type !== 'put') return { type: change.type, ...base }
   if (!isHeartbeatKey(change.key)) return { type: 'put', ...base }
+  // A beat that refreshes a record holding the same bytes (beats without metadata share one array): the
+  // prior was alive, as the new one is. No JSON to parse on the path every beat takes.
+  const before = change.prior?.siblings
+  const after = change.state.siblings
+  if (before?.length === 1 && after.length === 1 && before[0]!.value !== null && before[0]!.value === after[0]!.value) return null
   if (isExpiredService(change.key, change.prior)) return { type: 'revived', ...base }
   if (change.prior === undefined || change.prior.siblings.every(s => s.value === null)) return { type: 'put', ...base }
   return null

@@ -1,7 +1,8 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { Writer } from '../../src/core/codec.js'
+import { Writer, utf8Encode } from '../../src/core/codec.js'
 import { DecodeError } from '../../src/core/errors.js'
+import { beatRecord } from '../../src/core/kv/heartbeat.js'
 import { type KvReply, type KvRequest, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../../src/core/kv/messages.js'
 import type { KeyState } from '../../src/core/version/dvv.js'
 import type { VersionVector } from '../../src/core/version/vv.js'
@@ -125,5 +126,36 @@ describe('kv wire messages', () => {
     expect(decodeMessage(newer, LIMITS)).toEqual({ kind: 'unsupported', id: 77, type: 200 })
     // An unknown reply type answers one of our own requests: still malformed.
     expect(() => decodeMessage(new Writer().u8(2).varint(1).u8(200).finish().slice(), LIMITS)).toThrow(DecodeError)
+  })
+
+  it('shares one copy of a small value repeated across heartbeat records, and only there', () => {
+    const beat = (id: number): KeyState => ({ vv: ['a', id] as VersionVector, siblings: [{ id: 'a', n: id, value: utf8Encode('{"state":"alive","ttlMs":3000,"meta":null}'), wall: 1_700_000_000_000 + id, logical: 0, lww: true }], lwwFloor: { id: 'a', n: id, wall: 1_700_000_000_000 + id, logical: 0 } })
+    const merge = (keys: string[]): ReadonlyArray<{ key: string; state: KeyState }> => {
+      const message = decodeMessage(encodeRequest(w, 1, { type: 'merge', entries: keys.map((key, i) => ({ key, ttlMs: 3000, state: beat(i + 1) })) }).slice(), LIMITS)
+      if (message.kind !== 'request' || message.request.type !== 'merge') throw new Error('not a merge')
+      return message.request.entries
+    }
+    const value = (e: { state: KeyState }): Uint8Array | null => e.state.siblings[0]!.value
+    const beats = merge(['heartbeat/a', 'heartbeat/b'])
+    const again = merge(['heartbeat/c'])
+    expect(value(beats[0]!)).toBe(value(beats[1]!))
+    expect(value(again[0]!)).toBe(value(beats[0]!))
+    expect(value(beats[0]!)).toEqual(utf8Encode('{"state":"alive","ttlMs":3000,"meta":null}'))
+    // Other keys' values are handed out by get(): each state keeps its own copy.
+    const plain = merge(['user/a', 'user/b'])
+    expect(value(plain[0]!)).not.toBe(value(plain[1]!))
+    expect(value(plain[0]!)).toEqual(value(plain[1]!))
+    // A different heartbeat value is its own copy.
+    const other = decodeMessage(encodeRequest(w, 2, { type: 'merge', entries: [{ key: 'heartbeat/d', ttlMs: 3000, state: { ...beat(1), siblings: [{ ...beat(1).siblings[0]!, value: utf8Encode('{"state":"alive","ttlMs":5000,"meta":null}') }] } }] }).slice(), LIMITS)
+    if (other.kind !== 'request' || other.request.type !== 'merge') throw new Error('not a merge')
+    expect(value(other.request.entries[0]!)).not.toBe(value(beats[0]!))
+    expect(new TextDecoder().decode(value(other.request.entries[0]!)!)).toContain('5000')
+  })
+
+  it('builds one shared record per TTL for beats without metadata, and a fresh one with metadata', () => {
+    expect(beatRecord(3000, null, 60_000)).toBe(beatRecord(3000, null, 60_000))
+    expect(beatRecord(3000, null, 60_000)).not.toBe(beatRecord(4000, null, 60_000))
+    expect(beatRecord(3000, { zone: 'a' }, 60_000)).not.toBe(beatRecord(3000, { zone: 'a' }, 60_000))
+    expect(JSON.parse(new TextDecoder().decode(beatRecord(3000, null, 60_000)))).toEqual({ state: 'alive', ttlMs: 3000, meta: null })
   })
 })

@@ -47,8 +47,24 @@ export function isHeartbeatKey (key: string): boolean {
   return key.startsWith(HEARTBEAT_PREFIX)
 }
 
+/** Records without metadata, by TTL: shared by every beat of every service with that TTL (at most PLAIN_RECORDS_MAX TTLs). */
+const plainRecords = new Map<number, Uint8Array>()
+const PLAIN_RECORDS_MAX = 64
+
+/**
+ * A beat's record. Without metadata (the common case) it is one shared, never mutated Uint8Array per TTL:
+ * the stored states of all such services point at it (see readState's `share` for the replicas' side).
+ */
 export function beatRecord (ttlMs: number, meta: Meta, ttlMsMax: number): Uint8Array {
   if (!Number.isInteger(ttlMs) || ttlMs < HEARTBEAT_TTL_MS_MIN || ttlMs > ttlMsMax) throw new ConfigError('ttlMs', `must be an integer in [${HEARTBEAT_TTL_MS_MIN}, ${ttlMsMax}], got ${String(ttlMs)}`)
+  if (meta === null) {
+    let record = plainRecords.get(ttlMs)
+    if (record === undefined) {
+      record = utf8Encode(JSON.stringify({ state: 'alive', ttlMs, meta: null }))
+      if (plainRecords.size < PLAIN_RECORDS_MAX) plainRecords.set(ttlMs, record)
+    }
+    return record
+  }
   const json = JSON.stringify({ state: 'alive', ttlMs, meta })
   if (json === undefined || utf8Length(json) > HEARTBEAT_META_BYTES_MAX + 64) throw new ConfigError('meta', `must be JSON of at most ${HEARTBEAT_META_BYTES_MAX} bytes`)
   return utf8Encode(json)

@@ -12,6 +12,7 @@
 import { Reader, Writer } from '../codec.js'
 import { DecodeError } from '../errors.js'
 import { readState, writeState } from '../storage/records.js'
+import { isHeartbeatKey } from './heartbeat.js'
 import { CONTEXT_ENTRIES_MAX, REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import type { KeyState } from '../version/dvv.js'
 import type { Hlc } from '../version/hlc.js'
@@ -115,7 +116,8 @@ function readEntries (r: Reader, limits: WireLimits): Entry[] {
   for (let i = 0; i < count; i++) {
     const key = r.string(limits.keyBytesMax)
     const ttlMs = r.varint()
-    entries.push({ key, ttlMs, state: readState(r, limits.valueBytesMax) })
+    // Heartbeat records repeat: their states share one copy of each value (readState's `share`).
+    entries.push({ key, ttlMs, state: readState(r, limits.valueBytesMax, false, isHeartbeatKey(key)) })
   }
   return entries
 }

@@ -208,13 +208,41 @@ function readId (r: Reader): string {
 }
 
 /**
- * Reads a key state written by writeState. Values are copied out of the buffer. Counts are bounded by the
+ * Small values decoded most recently, for `readState(..., share)`: the records of heartbeat keys repeat (a
+ * service's every beat carries the same few dozen bytes, and most services the same ones), so a state can
+ * point at one shared copy instead of holding its own Uint8Array (about 340 bytes of heap each, for 42
+ * bytes of value). Small and fixed: entries are replaced round-robin.
+ */
+const RECENT_VALUES = 4
+export const SHARED_VALUE_BYTES_MAX = 128
+const recentValues: Uint8Array[] = []
+let recentValueNext = 0
+
+function readSharedValue (r: Reader, valueBytesMax: number): Uint8Array {
+  for (const v of recentValues) {
+    if (r.peekBytesEqual(v)) {
+      r.skipBytes(valueBytesMax)
+      return v
+    }
+  }
+  const value = r.bytesCopy(valueBytesMax)
+  if (value.length <= SHARED_VALUE_BYTES_MAX) {
+    if (recentValues.length < RECENT_VALUES) recentValues.push(value)
+    else { recentValues[recentValueNext] = value; recentValueNext = (recentValueNext + 1) % RECENT_VALUES }
+  }
+  return value
+}
+
+/**
+ * Reads a key state written by writeState. Values are copied out of the buffer; with `share`, a small value
+ * equal to one decoded just before is that same (never mutated) Uint8Array instead (readSharedValue): only
+ * for keys whose values nobody hands out to be changed in place, the heartbeat records. Counts are bounded by the
  * bytes left (each entry takes at least one byte), so a forged count cannot allocate more than the input.
  * `trusted` skips the canonical-form checks (sorted ids, dots within the history) for states this replica
  * wrote itself under a checksum that just verified, as recovery reads them: they were checked when they
  * were made. Bounds are checked either way.
  */
-export function readState (r: Reader, valueBytesMax: number, trusted = false): KeyState {
+export function readState (r: Reader, valueBytesMax: number, trusted = false, share = false): KeyState {
   const vvCount = r.count()
   if (vvCount > VV_ENTRIES_MAX) throw new DecodeError('key state', `${vvCount} version vector entries exceed ${VV_ENTRIES_MAX}`)
   const vv = new Array<string | number>(vvCount * 2)
@@ -238,7 +266,7 @@ export function readState (r: Reader, valueBytesMax: number, trusted = false): K
     const logical = r.varint()
     // A copy of exactly the value: a view (or a Node Buffer's slice(), which is a view too) would keep the
     // whole received frame or log chunk alive for as long as the value is stored.
-    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : r.bytesCopy(valueBytesMax)
+    const value = (flags & FLAG_TOMBSTONE) !== 0 ? null : share ? readSharedValue(r, valueBytesMax) : r.bytesCopy(valueBytesMax)
     const prev = i > 0 ? siblings[i - 1] : undefined
     // Siblings strictly ascending by dot, each within the history.
     if (!trusted && ((prev !== undefined && (id < prev.id || (id === prev.id && n <= prev.n))) || !vvCovers(vv as VersionVector, id, n))) throw new DecodeError('key state', 'siblings not in canonical form')
