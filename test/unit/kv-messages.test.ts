@@ -4,6 +4,7 @@ import { Writer, utf8Encode } from '../../src/core/codec.js'
 import { DecodeError } from '../../src/core/errors.js'
 import { beatRecord } from '../../src/core/kv/heartbeat.js'
 import { type KvReply, type KvRequest, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../../src/core/kv/messages.js'
+import { toResult } from '../../src/core/replication/coordinator.js'
 import type { KeyState } from '../../src/core/version/dvv.js'
 import type { VersionVector } from '../../src/core/version/vv.js'
 
@@ -150,6 +151,17 @@ describe('kv wire messages', () => {
     if (other.kind !== 'request' || other.request.type !== 'merge') throw new Error('not a merge')
     expect(value(other.request.entries[0]!)).not.toBe(value(beats[0]!))
     expect(new TextDecoder().decode(value(other.request.entries[0]!)!)).toContain('5000')
+  })
+
+  it('hands a caller of get a copy of a shared heartbeat record, and other keys their own value', () => {
+    const shared = beatRecord(3000, null, 60_000)
+    const at: KeyState = { vv: ['a', 1] as VersionVector, siblings: [{ id: 'a', n: 1, value: shared, wall: 1, logical: 0, lww: true }], lwwFloor: null }
+    const beat = toResult('heartbeat/s', at, 1)
+    expect(beat.values[0]).not.toBe(shared)
+    expect(beat.values[0]).toEqual(shared)
+    beat.values[0]![0] = 0
+    expect(new TextDecoder().decode(beatRecord(3000, null, 60_000))).toBe('{"state":"alive","ttlMs":3000,"meta":null}')
+    expect(toResult('user/k', at, 1).values[0]).toBe(shared)
   })
 
   it('builds one shared record per TTL for beats without metadata, and a fresh one with metadata', () => {
