@@ -30,6 +30,14 @@
  *   wal.bytes                each peer's log (snapshot + segments after it) with bytes per beat and per service
  *   replica.expiries         expiries each peer's sweep wrote, with its anti-entropy and RPC counters
  *   memory.rss, cpu          each peer at the end, and its CPU time over the run (% of one core)
+ *   memory.per.service       each child's resident memory at the end minus before the first beat, both
+ *                            measured once full GCs released what they freed (POST /debug/gc), per service
+ *                            (target: at most 2 KiB; the benchmark process is reported, not judged)
+ *   put.baseline             the same run's general write (`--baseline-seconds`, 15; 0 skips it): plain
+ *                            quorum puts of fresh keys, values as long as a beat record, open-loop at the
+ *                            beats' rate, in a fresh mesh of its own before the beats' mesh
+ *   cpu.per.beat             CPU-ms per acknowledged beat summed over the three peers, against the baseline's
+ *                            CPU-ms per put (target: at most 0.5x)
  *   loop.delay.max           this process's longest event-loop stall during the run (p99 alongside)
  *   disk.fdatasync.p50       this disk's fdatasync latency, probed just before the mesh starts
  *
@@ -63,8 +71,9 @@
  *                            within the stretched bound
  *
  * Flags take `--name=value` (bench/run.ts reads bare words as suite names): --services=10000 --seconds=60
- * --interval-ms=1000 --ttl-ms=3000 --sweep-ms=1000 --in-flight=256 --stop=100 --progress-ms=5000; --quick is
- * 2,000 services for 15 s; --find-capacity with --probe-seconds=60 --probe-max=8 --start-services=1000
+ * --interval-ms=1000 --ttl-ms=3000 --sweep-ms=1000 --in-flight=256 --stop=100 --progress-ms=5000
+ * --baseline-seconds=15; --quick is 2,000 services for 15 s (and a 5 s baseline); the capacity probes and the
+ * overload run measure no baseline; --find-capacity with --probe-seconds=60 --probe-max=8 --start-services=1000
  * --resolution=250; --overload=<services>. Nothing here fails the run on a missed target: each figure says
  * whether it met it.
  */
@@ -78,7 +87,7 @@ import type { ServiceView } from '../src/core/kv/heartbeat.js'
 import { DETECTOR_STRETCH, type DetectorState } from '../src/core/replication/health.js'
 import { WATCH_TOPIC } from '../src/services/watch.js'
 import { PROBE_GRAIN, type Probe, bracket, detectionBoundMs, nextProbe } from './capacity.js'
-import { type Mesh, getJson, rssOf, waitUntil, withMesh } from './mesh.js'
+import { type Mesh, getJson, rssOf, settledRssOf, waitUntil, withMesh } from './mesh.js'
 import { cpuSecondsOf } from './proc.js'
 import { type Result, emit, progress } from './report.js'
 
@@ -133,6 +142,8 @@ interface RunOptions {
   progressMs: number
   /** An overload run: detection is judged against the stretched bound, and refusals are reported. */
   overload: boolean
+  /** Seconds of general quorum puts at the beats' rate before the beats (0: none): the CPU baseline. */
+  baselineSeconds: number
 }
 
 /** How long after (its last acknowledged beat + TTL) a stopped service must be seen expiring. */
@@ -163,6 +174,7 @@ function parseFlags (flags: string[]): Options {
     inFlight: 256,
     stop: 100,
     progressMs: 5000,
+    baselineSeconds: quick ? 5 : 15,
     probeSeconds: 60,
     probeMax: 8,
     startServices: 1000,
@@ -180,6 +192,7 @@ function parseFlags (flags: string[]): Options {
     'in-flight': 'inFlight',
     stop: 'stop',
     'progress-ms': 'progressMs',
+    'baseline-seconds': 'baselineSeconds',
     'probe-seconds': 'probeSeconds',
     'probe-max': 'probeMax',
     'start-services': 'startServices',
@@ -211,21 +224,21 @@ function parseFlags (flags: string[]): Options {
   return o
 }
 
-function base (o: Options): Omit<RunOptions, 'services' | 'seconds' | 'overload'> {
+function base (o: Options): Omit<RunOptions, 'services' | 'seconds' | 'overload' | 'baselineSeconds'> {
   return { intervalMs: o.intervalMs, ttlMs: o.ttlMs, sweepMs: o.sweepMs, inFlight: o.inFlight, stop: o.stop, progressMs: o.progressMs }
 }
 
 function singleOptions (o: Options): RunOptions {
-  return { ...base(o), services: o.services, seconds: o.seconds, overload: false }
+  return { ...base(o), services: o.services, seconds: o.seconds, overload: false, baselineSeconds: o.baselineSeconds }
 }
 
 function probeOptions (o: Options, services: number): RunOptions {
-  return { ...base(o), services, seconds: o.probeSeconds, overload: false }
+  return { ...base(o), services, seconds: o.probeSeconds, overload: false, baselineSeconds: 0 }
 }
 
 /** Each service its own client: unless --in-flight says otherwise, only admission control bounds what is in flight. */
 function overloadOptions (o: Options, services: number, seconds: number): RunOptions {
-  return { ...base(o), services, seconds, inFlight: o.inFlightSet ? o.inFlight : services, overload: true }
+  return { ...base(o), services, seconds, inFlight: o.inFlightSet ? o.inFlight : services, overload: true, baselineSeconds: 0 }
 }
 
 function percentile (sorted: Float32Array | Float64Array, p: number): number {
@@ -347,7 +360,10 @@ export async function run (flags: string[]): Promise<void> {
     const r = await measure(overloadOptions(o, o.overload, o.seconds))
     emitOverload(r, null)
   } else {
-    for (const line of (await measure(singleOptions(o))).lines) emit(line)
+    const r = singleOptions(o)
+    // The baseline in a mesh of its own, so that its keys and its load are not in the beats' memory figures.
+    const baseline = r.baselineSeconds > 0 ? await withMesh(meshOptions(r), async mesh => await putBaseline(mesh, r)) : null
+    for (const line of (await measure(r, baseline)).lines) emit(line)
   }
 }
 
@@ -459,8 +475,119 @@ function emitOverload (r: RunResult, knee: number | null): void {
   })
 }
 
-/** One measured run in a fresh mesh (see the module comment); returns its result lines and its summary. */
-async function measure (r: RunOptions): Promise<RunResult> {
+/**
+ * Warm-up, not measured: the write path (RPC streams, the logs, the JIT) on keys outside 'heartbeat/'.
+ * Without lww, rewrites without a context would pile up siblings.
+ */
+async function warmUp (mesh: Mesh): Promise<void> {
+  progress(`warm-up: ${WARMUP_MS} ms of last-writer-wins puts to ${WARMUP_KEYS} keys, 64 in flight`)
+  const warmupEnd = performance.now() + WARMUP_MS
+  let warmupKey = 0
+  await Promise.all(Array.from({ length: 64 }, async () => {
+    while (performance.now() < warmupEnd && !mesh.signal.aborted) await mesh.peer.put(`bench-warmup/${warmupKey++ % WARMUP_KEYS}`, new Uint8Array(64), { lww: true }).catch(() => {})
+  }))
+}
+
+/** Bytes of a beat record with no metadata and a TTL of 3 s: `{"state":"alive","ttlMs":3000,"meta":null}`. */
+const BEAT_VALUE_BYTES = 42
+
+/**
+ * The same run's general write: plain (not last-writer-wins) quorum puts of fresh keys as long as a
+ * service's key, with values the size of a beat record, open-loop at the beats' rate and in-flight bound, for
+ * `r.baselineSeconds` (the same write `bench kv` measures). Returns its line and the CPU-ms per put summed
+ * over the three peers, which a beat's is judged against (issue 16: at most half).
+ */
+async function putBaseline (mesh: Mesh, r: RunOptions): Promise<{ line: Result; cpuMsPerPut: number | null }> {
+  const self = mesh.peer
+  const slotMs = r.intervalMs / r.services
+  const runMs = r.baselineSeconds * 1000
+  const totalSlots = Math.floor(runMs / slotMs)
+  const value = new Uint8Array(BEAT_VALUE_BYTES).fill(0x61)
+  await warmUp(mesh)
+  progress(`baseline: ${r.baselineSeconds} s of plain quorum puts of fresh keys at the beats' rate (${Math.round(r.services * 1000 / r.intervalMs)}/s, at most ${r.inFlight} in flight)`)
+  let next = 0
+  let inFlight = 0
+  let acked = 0
+  let errors = 0
+  let skipped = 0
+  let firstError: string | undefined
+  const latency = new Samples(totalSlots)
+  const cpuBefore = cpuSnapshot(mesh)
+  const t0 = performance.now()
+  const pump = (): void => {
+    const now = performance.now()
+    const dueEnd = Math.min(totalSlots, Math.floor((now - t0) / slotMs) + 1)
+    // Puts more than one interval overdue are skipped, as beats are.
+    for (; next < dueEnd - r.services; next++) skipped++
+    while (next < dueEnd && inFlight < r.inFlight) {
+      const j = next++
+      const at = performance.now()
+      inFlight++
+      // Same length as a service's key ('heartbeat/svc-000000').
+      self.put(`bench-put/${String(j).padStart(10, '0')}`, value).then(() => {
+        acked++
+        latency.push(performance.now() - at)
+      }, (error: unknown) => {
+        errors++
+        firstError ??= error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+      }).finally(() => {
+        inFlight--
+        if (inFlight === r.inFlight - 1) pump()
+      })
+    }
+  }
+  await new Promise<void>((resolve, reject) => {
+    const tick = (): void => {
+      if (mesh.signal.aborted) { reject(mesh.signal.reason); return }
+      pump()
+      if (next >= totalSlots) { resolve(); return }
+      setTimeout(tick, 1)
+    }
+    tick()
+  })
+  await waitUntil(async () => inFlight === 0, DRAIN_TIMEOUT_MS, 'in-flight baseline puts settle')
+  const ms = performance.now() - t0
+  const cpuAfter = cpuSnapshot(mesh)
+  let cpuSeconds: number | null = 0
+  for (const [i, before] of cpuBefore.entries()) {
+    const after = cpuAfter[i]
+    if (before === null || after === null || after === undefined || cpuSeconds === null) cpuSeconds = null
+    else cpuSeconds += after - before
+  }
+  if (firstError !== undefined) progress(`baseline put failed: ${firstError}`)
+  const cpuMsPerPut = cpuSeconds === null || acked === 0 ? null : cpuSeconds * 1000 / acked
+  const sorted = latency.sorted()
+  progress(`baseline: ${Math.round(acked / (ms / 1000))} puts/s, ${cpuMsPerPut === null ? '?' : round3(cpuMsPerPut)} CPU-ms per put over the three peers`)
+  return {
+    cpuMsPerPut,
+    line: {
+      suite: SUITE,
+      metric: 'put.baseline',
+      value: Math.round(acked / (ms / 1000)),
+      unit: 'puts/s',
+      scheduledPerS: Math.round(r.services * 1000 / r.intervalMs),
+      seconds: r.baselineSeconds,
+      acked,
+      errors,
+      skipped,
+      p50Ms: round3(percentile(sorted, 0.5)),
+      p99Ms: round3(percentile(sorted, 0.99)),
+      cpuMsPerPut: orNull(cpuMsPerPut, round3),
+      note: 'plain quorum puts of fresh keys, values the size of a beat record, at the beats\' rate; CPU summed over the three peers (the benchmark process\'s includes the load generator)'
+    }
+  }
+}
+
+/** The benchmark mesh of a run: sync durability, every peer sweeping TTLs every `r.sweepMs`. */
+function meshOptions (r: RunOptions): Parameters<typeof withMesh>[0] {
+  return { name: SUITE, storage: { durability: 'sync', sweepPeriodMs: r.sweepMs }, childArgs: ['--sweep-period-ms', String(r.sweepMs), '--debug-api'] }
+}
+
+/**
+ * One measured run in a fresh mesh (see the module comment); returns its result lines and its summary.
+ * `baseline`, measured before in a mesh of its own, adds its line and the ratio of CPU per beat to it.
+ */
+async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: number | null } | null = null): Promise<RunResult> {
   const lines: Result[] = []
   const slotMs = r.intervalMs / r.services
   const runMs = r.seconds * 1000
@@ -479,7 +606,7 @@ async function measure (r: RunOptions): Promise<RunResult> {
   const disk = fdatasyncProbe(FSYNC_PROBE_MS)
   progress(`fdatasync on this disk now: p50 ${round1(disk.p50Ms * 1000) / 1000} ms, p99 ${round1(disk.p99Ms * 1000) / 1000} ms (${disk.syncs} in ${FSYNC_PROBE_MS} ms)`)
 
-  return await withMesh({ name: SUITE, storage: { durability: 'sync', sweepPeriodMs: r.sweepMs }, childArgs: ['--sweep-period-ms', String(r.sweepMs)] }, async mesh => {
+  return await withMesh(meshOptions(r), async mesh => {
     const self = mesh.peer
     // The watch must receive the children's publications. A peer subscribes to the feed once it has a
     // watcher, and a child publishes only when it sees a subscriber: watch now, then wait until both
@@ -490,14 +617,10 @@ async function measure (r: RunOptions): Promise<RunResult> {
       return true
     }, SUBSCRIBERS_TIMEOUT_MS, `both children see this peer subscribed to ${WATCH_TOPIC}`)
 
-    // Warm-up, not measured: the write path (RPC streams, the logs, the JIT) on keys outside 'heartbeat/'.
-    // Without lww, rewrites without a context would pile up siblings.
-    progress(`warm-up: ${WARMUP_MS} ms of last-writer-wins puts to ${WARMUP_KEYS} keys, 64 in flight`)
-    const warmupEnd = performance.now() + WARMUP_MS
-    let warmupKey = 0
-    await Promise.all(Array.from({ length: 64 }, async () => {
-      while (performance.now() < warmupEnd && !mesh.signal.aborted) await self.put(`bench-warmup/${warmupKey++ % WARMUP_KEYS}`, new Uint8Array(64), { lww: true }).catch(() => {})
-    }))
+    await warmUp(mesh)
+    if (baseline !== null) lines.push(baseline.line)
+    // Each peer's resident memory before the services exist, after a full GC: what they add is judged per service.
+    const rssBefore = await settledRssOf(mesh)
 
     // ---- state of the load generator
     let t0 = 0
@@ -914,6 +1037,15 @@ async function measure (r: RunOptions): Promise<RunResult> {
     for (const row of rss) {
       lines.push({ suite: SUITE, metric: 'memory.rss', value: row.rssMb, unit: 'MB', peer: row.peer, heapUsedMb: round1(row.heapUsedMb), ...(row.peer === 'bench' ? { note: 'includes the load generator and the tsx loader' } : {}) })
     }
+    for (const row of await settledRssOf(mesh)) {
+      const before = rssBefore.find(b => b.peer === row.peer)
+      if (before === undefined) continue
+      const perService = (row.rssMb - before.rssMb) * 1024 / r.services
+      // The benchmark process also holds the load generator's per-service state, and what the baseline's
+      // mesh left behind in it: only the children are plain peers.
+      const plain = row.peer !== 'bench'
+      lines.push({ suite: SUITE, metric: 'memory.per.service', value: Math.round(perService * 100) / 100, unit: 'KiB', peer: row.peer, rssBeforeMb: round1(before.rssMb), rssAfterMb: round1(row.rssMb), heapBeforeMb: round1(before.heapUsedMb), heapAfterMb: round1(row.heapUsedMb), externalBeforeMb: orNull(before.externalMb, round1), externalAfterMb: orNull(row.externalMb, round1), ...(plain ? { target: 2, met: perService <= 2 } : { target: null, met: null }), note: plain ? 'resident memory at the end minus before the first beat, each once full GCs released what they freed (POST /debug/gc), per service (every peer holds every service: N=3)' : 'not judged: this process also holds the load generator, and the baseline mesh ran in it' })
+    }
     const names = ['bench', ...mesh.children.map(c => c.name)]
     // Summed over the three peers; null if one's could not be read.
     let cpuSeconds: number | null = 0
@@ -923,6 +1055,11 @@ async function measure (r: RunOptions): Promise<RunResult> {
       if (before === null || before === undefined || after === null || after === undefined) { cpuSeconds = null; continue }
       if (cpuSeconds !== null) cpuSeconds += after - before
       lines.push({ suite: SUITE, metric: 'cpu', value: (after - before) / (beatMs / 1000) * 100, unit: '% of one core', peer: name, cpuSeconds: round1(after - before), cores: os.availableParallelism() })
+    }
+    const cpuMsPerBeat = cpuSeconds === null || acked === 0 ? null : cpuSeconds * 1000 / acked
+    if (baseline !== null) {
+      const ratio = cpuMsPerBeat === null || baseline.cpuMsPerPut === null ? null : cpuMsPerBeat / baseline.cpuMsPerPut
+      lines.push({ suite: SUITE, metric: 'cpu.per.beat', value: orNull(cpuMsPerBeat, round3) ?? NaN, unit: 'CPU-ms', ...(baseline.cpuMsPerPut === null ? {} : { baseline: round3(baseline.cpuMsPerPut) }), baselineMetric: 'put.baseline', ...(ratio === null ? {} : { ratio: round3(ratio) }), target: 0.5, met: ratio !== null && ratio <= 0.5, note: 'summed over the three peers per acknowledged beat, against the same run\'s general quorum put at the same rate' })
     }
     lines.push({ suite: SUITE, metric: 'loop.delay.max', value: delay.max / 1e6, unit: 'ms', p99Ms: round1(delay.percentile(99) / 1e6), meanMs: round1(delay.mean / 1e6), note: 'this process (client and in-process peer) during the run' })
     lines.push({ suite: SUITE, metric: 'disk.fdatasync.p50', value: disk.p50Ms, unit: 'ms', p99Ms: round1(disk.p99Ms * 1000) / 1000, syncs: disk.syncs, note: 'probe before the run: 4 KiB write + fdatasync in a preallocated file; each beat waits for two in sequence' })
@@ -978,7 +1115,7 @@ async function measure (r: RunOptions): Promise<RunResult> {
       withinBound,
       boundMs,
       delayMaxMs: delays.length === 0 ? null : delays[delays.length - 1]!,
-      cpuMsPerBeat: cpuSeconds === null || acked === 0 ? null : cpuSeconds * 1000 / acked,
+      cpuMsPerBeat,
       cores: cpuSeconds === null ? null : cpuSeconds / (beatMs / 1000),
       rssMb: Object.fromEntries(rss.map(row => [row.peer, Math.round(row.rssMb)])),
       loopDelayMaxMs: delay.max / 1e6,

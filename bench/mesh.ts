@@ -18,6 +18,7 @@ import { tcp } from '@libp2p/tcp'
 import { consoleLogger, systemClock } from '../src/adapters/node-env.js'
 import { cryptoRng } from '../src/adapters/random.js'
 import { FileWal } from '../src/adapters/wal-file.js'
+import { settledMemory } from '../src/cli/debug-api.js'
 import type { StorageConfig } from '../src/core/config.js'
 import type { Logger } from '../src/core/env.js'
 import { type KvConfig, defaultKvConfig } from '../src/core/kv/config.js'
@@ -121,7 +122,23 @@ function quietLogger (): Logger {
   return { debug: log.debug, info: () => {}, warn: log.warn, error: log.error }
 }
 
-export interface RssRow { peer: string; id: string; rssMb: number; heapUsedMb: number }
+export interface RssRow { peer: string; id: string; rssMb: number; heapUsedMb: number; externalMb?: number }
+
+/**
+ * Each peer's resident memory and heap once full garbage collections released what they freed: this
+ * process's own, the children's from `POST /debug/gc` (the children must run with `--debug-api`).
+ */
+export async function settledRssOf (mesh: Mesh): Promise<RssRow[]> {
+  const own = await settledMemory()
+  const out: RssRow[] = [{ peer: 'bench', id: mesh.peer.id, rssMb: own.rss / MB, heapUsedMb: own.heapUsed / MB, externalMb: own.external / MB }]
+  for (const c of mesh.children) {
+    const res = await fetch(`${c.http}/debug/gc`, { method: 'POST', headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(30_000) })
+    if (!res.ok) throw new Error(`POST ${c.http}/debug/gc: ${res.status} (does the child run with --debug-api?)`)
+    const m = await res.json() as { rss: number; heapUsed: number; external: number }
+    out.push({ peer: c.name, id: c.id, rssMb: m.rss / MB, heapUsedMb: m.heapUsed / MB, externalMb: m.external / MB })
+  }
+  return out
+}
 
 /** Each peer's resident memory and heap: this process's own, the children's from `GET /api/info`. */
 export async function rssOf (mesh: Mesh): Promise<RssRow[]> {

@@ -14,12 +14,19 @@
  *                                                      blocks every member that does not; a tab target
  *                                                      keeps its links to other tabs
  *   /debug/heal                                        every debug member unblocks everyone, this one first
+ *   /debug/stall?ms=<n>                                blocks this peer's event loop for n ms (at most 60 s)
+ *   /debug/gc                                          full garbage collections, then this process's memory
+ *                                                      (rss, heapTotal, heapUsed, external, arrayBuffers;
+ *                                                      bytes) once V8 released the freed pages
+ *                                                      (settledMemory): what benchmarks measure memory by
  *
  * A partition or heal answers with the members that did it and those that could not be reached. The peer
  * serving the page cannot partition itself: it could not reach the others to heal them. A heal reaches a
  * partitioned debug peer because it never blocks the debug members (they block it, and unblock first).
  */
 import type * as http from 'node:http'
+import * as v8 from 'node:v8'
+import * as vm from 'node:vm'
 import { errorMessage } from '../core/errors.js'
 import type { MeshPeer as Peer } from '../peer.js'
 import { DebugError, type DebugReply, type DebugRequest, type DebugService, parseDebugRequest } from '../services/debug.js'
@@ -52,6 +59,43 @@ async function fanOut (peer: Peer, debug: DebugService, jobs: Job[]): Promise<{ 
     }
   }))
   return { done, failed }
+}
+
+type GcFunction = () => void
+let gcFunction: GcFunction | null = null
+
+/**
+ * A full, synchronous garbage collection, so that a memory figure taken after it holds live data only.
+ * Uses `gc` if the process was started with --expose-gc; otherwise exposes it at run time (the V8 flag,
+ * then a fresh context's global) once. (Node 20's V8 takes no options here that help: its "last-resort"
+ * flavour left more of a loaded peer's heap in use, not less.)
+ */
+export function fullGc (): void {
+  if (gcFunction === null) {
+    const exposed = (globalThis as { gc?: GcFunction }).gc
+    if (typeof exposed === 'function') {
+      gcFunction = exposed
+    } else {
+      v8.setFlagsFromString('--expose-gc')
+      gcFunction = vm.runInNewContext('gc') as GcFunction
+    }
+  }
+  gcFunction()
+}
+
+/** How long V8 gets after a collection to hand the pages it freed back to the OS (it does so in a task). */
+const RELEASE_WAIT_MS = 200
+
+/**
+ * This process's memory holding live data only: a full collection, a pause for V8 to release the freed
+ * pages (resident memory falls only then), and the same again. Takes about half a second.
+ */
+export async function settledMemory (): Promise<NodeJS.MemoryUsage> {
+  for (let i = 0; i < 2; i++) {
+    fullGc()
+    await new Promise(resolve => setTimeout(resolve, RELEASE_WAIT_MS))
+  }
+  return process.memoryUsage()
 }
 
 /** Longest event-loop stall `POST /debug/stall?ms=` makes. */
@@ -100,6 +144,11 @@ export async function debugRoute (peer: Peer, debug: DebugService, req: http.Inc
       const until = performance.now() + ms
       while (performance.now() < until) { /* busy: the stall is the point */ }
       send(200, { stalledMs: ms })
+      return true
+    }
+    if (url.pathname === '/debug/gc') {
+      const { rss, heapTotal, heapUsed, external, arrayBuffers } = await settledMemory()
+      send(200, { rss, heapTotal, heapUsed, external, arrayBuffers })
       return true
     }
     if (url.pathname === '/debug/heal') {

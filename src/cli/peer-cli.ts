@@ -119,7 +119,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --debug-api                 enable the chaos panel on the dashboard and its HTTP routes (POST
                               /debug/block?peer=<id>, /debug/unblock?peer=<id>, /debug/partition?peer=<id>,
                               /debug/heal, /debug/members/<id>/<block|unblock|heal|leave|kill>, /debug/stall?ms=<n>: block this
-                              peer's event loop n ms, at most 60000), the
+                              peer's event loop n ms, at most 60000, /debug/gc: full garbage collections, then this
+                              process's memory figures), the
                               /meshkv/debug/1.0.0 protocol through which other debug peers act on this
                               one, and /meshkv/echo/1.0.0 (benchmark baseline); never in production;
                               refused (the peer does not start) with a non-loopback --http-host

@@ -141,6 +141,13 @@ describe('HTTP API without a token (loopback): Origin, Host, POST and CORS', () 
     expect(await value()).toBe('original')
     // The debug routes take a JSON POST.
     expect((await request(port, 'POST', '/debug/heal', { 'content-type': 'application/json' }, '{}')).status).toBe(200)
+    // A full collection, then this process's memory: what the heartbeat benchmark measures per service by.
+    const gc = await request(port, 'POST', '/debug/gc', { 'content-type': 'application/json' }, '{}')
+    expect(gc.status).toBe(200)
+    const memory = gc.json() as Record<string, number>
+    for (const field of ['rss', 'heapTotal', 'heapUsed', 'external', 'arrayBuffers']) expect(memory[field]).toBeGreaterThanOrEqual(0)
+    expect(memory.rss).toBeGreaterThan(memory.heapUsed!)
+    await refused(await request(port, 'GET', '/debug/gc'), 405, 'ERR_METHOD', 'GET /debug/gc')
   })
 
   it('takes writes from its own origin (by address or localhost) and from clients without an Origin', async () => {
