@@ -16,7 +16,8 @@
  * The trade-off: detection is delayed, not lost — a degraded replica is healthy again HEALTH_RECOVERY_MS
  * after its signals recover, so the postponement lasts only while the others stay sick. A peer older than
  * 'expiry-check' answers ERR_UNSUPPORTED: it is asked with a plain 'read' instead and counts as healthy, as
- * every replica did before, so a mixed-version mesh keeps expiring. A replica that refuses the check as
+ * every replica did before, so a mixed-version mesh keeps expiring (and is read at once for the next ten
+ * minutes: older-peers.ts). A replica that refuses the check as
  * overloaded (ERR_OVERLOADED) counts as degraded; another error reply counts as before (askExpiry).
  */
 import { errorMessage } from '../errors.js'
@@ -45,8 +46,12 @@ const OVERLOADED: ExpiryView = { state: null, ttlMs: 0, degraded: true }
  * that replica stays up, the expiry of a key whose state it can never send.
  */
 function * askExpiry (s: ReplicaState, id: string, key: string): Flow<ExpiryView> {
-  let reply = (yield request(id, 'kv', { type: 'expiry-check', key })) as KvReply
-  if (reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED') reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
+  // A peer known to be older is read at once (OlderPeers), not asked first.
+  let reply = s.olderPeers.has(id, s.nowMs) ? null : (yield request(id, 'kv', { type: 'expiry-check', key })) as KvReply
+  if (reply === null || (reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED')) {
+    if (reply !== null) s.olderPeers.note(id, s.nowMs)
+    reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
+  }
   if (reply.type === 'expiry-state') return reply
   if (reply.type === 'state') return { state: reply.state, ttlMs: reply.ttlMs, degraded: false }
   // Refused for overload: that replica is behind on its own work (it may not have taken the newest beats

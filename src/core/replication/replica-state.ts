@@ -16,6 +16,7 @@ import type { KeyState } from '../version/dvv.js'
 import type { VersionVector } from '../version/vv.js'
 import { type Channel, type Flow, type Runtime, persist, request } from './flow.js'
 import { DetectorHealth } from './health.js'
+import { OlderPeers } from './older-peers.js'
 import { KeyIndex } from './key-index.js'
 import { OrderedKeys } from './key-order.js'
 import { Latencies } from './latency.js'
@@ -64,6 +65,8 @@ export class ReplicaState {
    * replica's answer to another's expiry check says so (expiry.ts).
    */
   readonly health = new DetectorHealth()
+  /** Peers that answered an expiry check ERR_UNSUPPORTED (an older version): asked with 'read' at once. */
+  readonly olderPeers = new OlderPeers()
 
   constructor (ring: Ring, readonly rt: Runtime, readonly options: ReplicationOptions) {
     this.engine = options.engine
