@@ -31,7 +31,7 @@
  *   replica.expiries         expiries each peer's sweep wrote, with its anti-entropy and RPC counters
  *   memory.rss, cpu          each peer at the end, and its CPU time over the run (% of one core)
  *   memory.per.service       each child's resident memory at the end minus before the first beat, both
- *                            measured once full GCs released what they freed (POST /debug/gc), per service
+ *                            measured after two full GCs and pauses (POST /debug/gc), per service
  *                            (target: at most 2 KiB; the benchmark process is reported, not judged)
  *   put.baseline             the same run's general write (`--baseline-seconds`, 15; 0 skips it): plain
  *                            quorum puts of fresh keys, values as long as a beat record, open-loop at the
@@ -1044,7 +1044,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       // The benchmark process also holds the load generator's per-service state, and what the baseline's
       // mesh left behind in it: only the children are plain peers.
       const plain = row.peer !== 'bench'
-      lines.push({ suite: SUITE, metric: 'memory.per.service', value: Math.round(perService * 100) / 100, unit: 'KiB', peer: row.peer, rssBeforeMb: round1(before.rssMb), rssAfterMb: round1(row.rssMb), heapBeforeMb: round1(before.heapUsedMb), heapAfterMb: round1(row.heapUsedMb), externalBeforeMb: orNull(before.externalMb, round1), externalAfterMb: orNull(row.externalMb, round1), ...(plain ? { target: 2, met: perService <= 2 } : { target: null, met: null }), note: plain ? 'resident memory at the end minus before the first beat, each once full GCs released what they freed (POST /debug/gc), per service (every peer holds every service: N=3)' : 'not judged: this process also holds the load generator, and the baseline mesh ran in it' })
+      lines.push({ suite: SUITE, metric: 'memory.per.service', value: Math.round(perService * 100) / 100, unit: 'KiB', peer: row.peer, rssBeforeMb: round1(before.rssMb), rssAfterMb: round1(row.rssMb), heapBeforeMb: round1(before.heapUsedMb), heapAfterMb: round1(row.heapUsedMb), externalBeforeMb: orNull(before.externalMb, round1), externalAfterMb: orNull(row.externalMb, round1), ...(plain ? { target: 2, met: perService <= 2 } : { target: null, met: null }), note: plain ? 'resident memory at the end minus before the first beat, each after two full GCs and pauses for V8 to return freed pages (POST /debug/gc), per service (every peer holds every service: N=3; every beat coordinated by the benchmark process)' : 'not judged: this process also holds the load generator, and the baseline mesh ran in it' })
     }
     const names = ['bench', ...mesh.children.map(c => c.name)]
     // Summed over the three peers; null if one's could not be read.

@@ -16,7 +16,7 @@ import { ConfigError, errorMessage } from './core/errors.js'
 import type { Emitter } from './core/emitter.js'
 import { type Clock, type Logger, type Rng, silentLogger } from './core/env.js'
 import { type KvConfig, defaultKvConfig, validateKvConfig } from './core/kv/config.js'
-import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, expiredRecord, serviceKey } from './core/kv/heartbeat.js'
+import { HEARTBEAT_TTL_MS_DEFAULT, type Meta, type ServiceView, beatRecord, detached, expiredRecord, serviceKey } from './core/kv/heartbeat.js'
 import type { GetResult, ListOptions, ListResult, OpObserver, PutResult, ReadOptions, WriteOptions } from './core/kv/node.js'
 import type { PeerInfo } from './services/peer-info.js'
 import { type SwimConfig, browserSwimConfig, defaultSwimConfig, validateSwimConfig } from './core/membership/config.js'
@@ -332,7 +332,11 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
       if (event === 'member') return membership.events.on('change', listener as (e: PeerEvents['member']) => void)
       if (event === 'joined') return membership.events.on('joined', listener as (e: PeerEvents['joined']) => void)
       if (event === 'incompatible') return membership.events.on('incompatible', listener as (e: PeerEvents['incompatible']) => void)
-      if (event === 'expired') return engine.events.on('expired', listener as (e: PeerEvents['expired']) => void)
+      if (event === 'expired') {
+        // The states are the store's own: handed out detached (a heartbeat record's bytes are shared).
+        const expired = listener as (e: PeerEvents['expired']) => void
+        return engine.events.on('expired', e => { expired({ key: e.key, state: detached(e.key, e.state), expired: detached(e.key, e.expired) }) })
+      }
       return engine.events.on('warning', listener as (e: PeerEvents['warning']) => void)
     },
     join: async (addrs, opts) => { await membership.join(addrs.map(toMultiaddr), opts) },

@@ -15,10 +15,11 @@
  *                                                      keeps its links to other tabs
  *   /debug/heal                                        every debug member unblocks everyone, this one first
  *   /debug/stall?ms=<n>                                blocks this peer's event loop for n ms (at most 60 s)
- *   /debug/gc                                          full garbage collections, then this process's memory
- *                                                      (rss, heapTotal, heapUsed, external, arrayBuffers;
- *                                                      bytes) once V8 released the freed pages
- *                                                      (settledMemory): what benchmarks measure memory by
+ *   /debug/gc                                          two full garbage collections, each followed by a
+ *                                                      200 ms pause in which V8 returns freed pages, then
+ *                                                      this process's memory (rss, heapTotal, heapUsed,
+ *                                                      external, arrayBuffers; bytes): settledMemory, what
+ *                                                      benchmarks measure memory by
  *
  * A partition or heal answers with the members that did it and those that could not be reached. The peer
  * serving the page cannot partition itself: it could not reach the others to heal them. A heal reaches a
@@ -87,8 +88,9 @@ export function fullGc (): void {
 const RELEASE_WAIT_MS = 200
 
 /**
- * This process's memory holding live data only: a full collection, a pause for V8 to release the freed
- * pages (resident memory falls only then), and the same again. Takes about half a second.
+ * This process's memory with as little garbage as it can: a full collection, a pause in which V8 usually
+ * returns the pages it freed to the OS (it does so in a task, so resident memory falls only then; nothing
+ * checks that it did), and the same again. Takes about half a second.
  */
 export async function settledMemory (): Promise<NodeJS.MemoryUsage> {
   for (let i = 0; i < 2; i++) {

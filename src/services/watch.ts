@@ -64,8 +64,9 @@ export function classify (change: ChangeEvent): WatchEvent | null {
   if (change.type === 'expired') return { type: 'expired', ...base, beat: (change.prior === undefined ? undefined : newestTs(change.prior)?.wall) ?? 0 }
   if (change.type !== 'put') return { type: change.type, ...base }
   if (!isHeartbeatKey(change.key)) return { type: 'put', ...base }
-  // A beat that refreshes a record holding the same bytes (beats without metadata share one array): the
-  // prior was alive, as the new one is. No JSON to parse on the path every beat takes.
+  // A write of the very bytes the key held (beats without metadata share one array): a refresh, whatever
+  // the record says (an alive record stays alive; an expired one written again is no revival). No JSON to
+  // parse on the path every beat takes.
   const before = change.prior?.siblings
   const after = change.state.siblings
   if (before?.length === 1 && after.length === 1 && before[0]!.value !== null && before[0]!.value === after[0]!.value) return null

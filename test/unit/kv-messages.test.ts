@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { Writer, utf8Encode } from '../../src/core/codec.js'
 import { DecodeError } from '../../src/core/errors.js'
-import { beatRecord } from '../../src/core/kv/heartbeat.js'
+import { beatRecord, detached } from '../../src/core/kv/heartbeat.js'
 import { type KvReply, type KvRequest, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../../src/core/kv/messages.js'
 import { toResult } from '../../src/core/replication/coordinator.js'
 import type { KeyState } from '../../src/core/version/dvv.js'
@@ -162,6 +162,22 @@ describe('kv wire messages', () => {
     beat.values[0]![0] = 0
     expect(new TextDecoder().decode(beatRecord(3000, null, 60_000))).toBe('{"state":"alive","ttlMs":3000,"meta":null}')
     expect(toResult('user/k', at, 1).values[0]).toBe(shared)
+  })
+
+  it('shares a forwarded heartbeat put\'s value too, and detaches heartbeat states handed out of the store', () => {
+    const put = (key: string): Uint8Array | null => {
+      const m = decodeMessage(encodeRequest(w, 3, { type: 'put', key, value: utf8Encode('{"state":"alive","ttlMs":3000,"meta":null}'), context: [] as VersionVector, ts: null, lww: true, ttlMs: 3000, w: 2, dw: 1, strict: false }).slice(), LIMITS)
+      if (m.kind !== 'request' || m.request.type !== 'put') throw new Error('not a put')
+      return m.request.value
+    }
+    expect(put('heartbeat/x')).toBe(put('heartbeat/y'))
+    expect(put('user/x')).not.toBe(put('user/y'))
+    const shared = beatRecord(3000, null, 60_000)
+    const at: KeyState = { vv: ['a', 1] as VersionVector, siblings: [{ id: 'a', n: 1, value: shared, wall: 1, logical: 0, lww: true }, { id: 'b', n: 1, value: null, wall: 0, logical: 0, lww: false }], lwwFloor: null }
+    const out = detached('heartbeat/s', at)
+    expect(out).toEqual(at)
+    expect(out.siblings[0]!.value).not.toBe(shared)
+    expect(detached('user/s', at)).toBe(at)
   })
 
   it('builds one shared record per TTL for beats without metadata, and a fresh one with metadata', () => {

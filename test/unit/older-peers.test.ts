@@ -23,5 +23,8 @@ describe('peers known to be older', () => {
     older.note('extra', OLDER_PEERS_MAX + 2)
     expect(older.has('p1', OLDER_PEERS_MAX + 2)).toBe(true)
     expect(older.has('p2', OLDER_PEERS_MAX + 2)).toBe(false)
+    older.clear()
+    expect(older.has('p1', OLDER_PEERS_MAX + 2)).toBe(false)
+    expect(older.size).toBe(0)
   })
 })

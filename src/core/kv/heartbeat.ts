@@ -105,6 +105,16 @@ export function expiredRecord (key: string, state: KeyState): Uint8Array | null 
   return utf8Encode(JSON.stringify({ state: 'expired', ttlMs: service.ttlMs, meta: service.meta, lastBeat: service.lastBeat, replica: service.replica }))
 }
 
+/**
+ * The state as it may be handed to code outside the store: a heartbeat key's values are copied, since its
+ * stored bytes are shared with other services' records (beatRecord, readState's `share`) and a caller could
+ * change them in place. Other keys' states are returned as they are.
+ */
+export function detached (key: string, state: KeyState): KeyState {
+  if (!isHeartbeatKey(key)) return state
+  return { ...state, siblings: state.siblings.map(s => (s.value === null ? s : { ...s, value: s.value.slice() })) }
+}
+
 /** Whether a state is an expired heartbeat record. */
 export function isExpiredService (key: string, state: KeyState | undefined): boolean {
   return state !== undefined && serviceOf(key, state)?.state === 'expired'

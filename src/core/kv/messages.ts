@@ -11,7 +11,7 @@
  */
 import { Reader, Writer } from '../codec.js'
 import { DecodeError } from '../errors.js'
-import { readState, writeState } from '../storage/records.js'
+import { readSharedValue, readState, writeState } from '../storage/records.js'
 import { isHeartbeatKey } from './heartbeat.js'
 import { CONTEXT_ENTRIES_MAX, REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import type { KeyState } from '../version/dvv.js'
@@ -238,7 +238,8 @@ function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limit
     case 'put': {
       const key = r.string(limits.keyBytesMax)
       const flags = r.u8()
-      const value = (flags & 1) !== 0 ? null : r.bytesCopy(limits.valueBytesMax) // a copy, not a view (records.ts)
+      // A copy, not a view (records.ts); a heartbeat record shares an equal one decoded just before.
+      const value = (flags & 1) !== 0 ? null : isHeartbeatKey(key) ? readSharedValue(r, limits.valueBytesMax) : r.bytesCopy(limits.valueBytesMax)
       const context = readVv(r)
       const ts = (flags & 8) !== 0 ? { wall: r.varint(), logical: r.varint() } : null
       return { type, key, value, context, ts, lww: (flags & 2) !== 0, strict: (flags & 4) !== 0, ttlMs: r.varint(), w: r.varint(), dw: r.varint() }

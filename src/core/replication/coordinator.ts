@@ -21,7 +21,7 @@
  *   replica dead. A stand-in may get its own; at most N stand-ins per operation.
  */
 import { LeavingError, NoDurableReplicaError, QuorumError, UnreachableError, ValueTooLargeError, errorMessage } from '../errors.js'
-import { isHeartbeatKey } from '../kv/heartbeat.js'
+import { detached, isHeartbeatKey } from '../kv/heartbeat.js'
 import type { Entry, KvReply, KvRequest } from '../kv/messages.js'
 import { type PreferenceEntry, segmentOf } from '../ring/ring.js'
 import { decodeContext, encodeContext } from '../version/context.js'
@@ -444,7 +444,10 @@ export function * placement (s: ReplicaState, key: string): Flow<{ position: num
   })
   yield * all(replicas.map(function * (base, i): Flow<void> {
     let view: ReplicaView
-    if (base.id === s.id) view = { ...base, state: s.engine.state(key) ?? null }
+    if (base.id === s.id) {
+      const state = s.engine.state(key)
+      view = { ...base, state: state === undefined ? null : detached(key, state) }
+    }
     else if (!base.up) view = { ...base, error: 'down' }
     else {
       try {

@@ -16,8 +16,8 @@
  * The trade-off: detection is delayed, not lost — a degraded replica is healthy again HEALTH_RECOVERY_MS
  * after its signals recover, so the postponement lasts only while the others stay sick. A peer older than
  * 'expiry-check' answers ERR_UNSUPPORTED: it is asked with a plain 'read' instead and counts as healthy, as
- * every replica did before, so a mixed-version mesh keeps expiring (and is read at once for the next ten
- * minutes: older-peers.ts). A replica that refuses the check as
+ * every replica did before, so a mixed-version mesh keeps expiring (and is read at once until the membership
+ * changes, for a minute at most: older-peers.ts). A replica that refuses the check as
  * overloaded (ERR_OVERLOADED) counts as degraded; another error reply counts as before (askExpiry).
  */
 import { errorMessage } from '../errors.js'

@@ -111,6 +111,8 @@ export class Replication {
   setMembership (ring: Ring, isUp: (id: string) => boolean): void {
     const s = this.state
     s.isUpNow = isUp
+    // A member that went down and came back (a restart: an upgrade keeps its id) is asked anew.
+    s.olderPeers.clear()
     if (ring === s.ring) return
     s.ring = ring
     s.index.rebuild(ring, s.engine.entries())

@@ -218,7 +218,7 @@ export const SHARED_VALUE_BYTES_MAX = 128
 const recentValues: Uint8Array[] = []
 let recentValueNext = 0
 
-function readSharedValue (r: Reader, valueBytesMax: number): Uint8Array {
+export function readSharedValue (r: Reader, valueBytesMax: number): Uint8Array {
   for (const v of recentValues) {
     if (r.peekBytesEqual(v)) {
       r.skipBytes(valueBytesMax)
@@ -236,7 +236,9 @@ function readSharedValue (r: Reader, valueBytesMax: number): Uint8Array {
 /**
  * Reads a key state written by writeState. Values are copied out of the buffer; with `share`, a small value
  * equal to one decoded just before is that same (never mutated) Uint8Array instead (readSharedValue): only
- * for keys whose values nobody hands out to be changed in place, the heartbeat records. Counts are bounded by the
+ * for the heartbeat records, whose values the peer copies before it hands them out (get(), placement, the
+ * expired event: heartbeat.ts `detached`). Recovery does not share: after a restart each state holds its
+ * own copy until the service's next beat replaces it. Counts are bounded by the
  * bytes left (each entry takes at least one byte), so a forged count cannot allocate more than the input.
  * `trusted` skips the canonical-form checks (sorted ids, dots within the history) for states this replica
  * wrote itself under a checksum that just verified, as recovery reads them: they were checked when they

@@ -5,7 +5,8 @@
  * vectors are equal arrays and every operation is one linear merge. Flat rather than an array of pairs
  * because a store holds one vector per key: a pair is two more heap objects per entry, and V8's young
  * generation fills with them under write load (the benchmark measured 2x fewer puts per second with
- * pairs). Vectors are immutable: operations return new arrays; use `vvEntries` to read one as pairs.
+ * pairs). Vectors are immutable: operations return new arrays (or one of their inputs, when it already is the
+ * result: vvMerge); use `vvEntries` to read one as pairs.
  *
  * Keyed by replica, not by client (Dynamo §4.4; Riak's dvvset): a key is written through at most its
  * replicas and fallbacks, so a vector stays about N entries long however many clients write.
