@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError, InvalidContextError, InvalidKeyError, QuorumError, ValueTooLargeError } from '../../src/core/errors.js'
-import { HEALTH_LOOP_DELAY_MS, HEALTH_RECOVERY_MS } from '../../src/core/replication/health.js'
+import { DETECTOR_STRETCH, HEALTH_LOOP_DELAY_MS, HEALTH_RECOVERY_MS } from '../../src/core/replication/health.js'
 import { Ring } from '../../src/core/ring/ring.js'
 import { encodeContext } from '../../src/core/version/context.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
@@ -296,16 +296,23 @@ describe('kv: TTL expiry across replicas', () => {
     sim.setUp(c!.id, false)
     degrade(sim, b!.id)
     expect(await b!.kv.handle(a!.id, { type: 'expiry-check', key })).toMatchObject({ type: 'expiry-state', degraded: true, ttlMs: 3000 })
-    // 3 credits at a 1000 ms sweep, then due at every sweep: b cannot confirm the expiry, so a waits.
-    for (let i = 0; i < 8; i++) await a!.kv.sweep()
+    // 3 credits at a 1000 ms sweep, then due: b cannot confirm the expiry, so a waits, without asking again
+    // until DETECTOR_STRETCH TTLs after the beat, and at every sweep from then on while b stays degraded.
+    const sweep = async (): Promise<void> => { sim.clock.advance(1000); await a!.kv.sweep(); await sim.settle() }
+    for (let i = 0; i < 8; i++) { degrade(sim, b!.id); await sweep() }
     expect(expired).toEqual([])
     expect(a!.engine.get(key)!.deleted).toBe(false)
-    expect(a!.kv.stats.expiryPostponedDegraded).toBe(5)
-    // b's signals stayed under their thresholds: HEALTH_RECOVERY_MS later it is healthy, and a's next sweep expires the key.
-    sim.clock.advance(HEALTH_RECOVERY_MS)
-    await a!.kv.sweep()
+    expect(a!.kv.stats.expiryPostponedDegraded).toBe(1)
+    for (let i = 0; i < 8; i++) { degrade(sim, b!.id); await sweep() }
+    expect(expired).toEqual([])
+    expect(a!.kv.stats.expiryPostponedDegraded).toBeGreaterThan(1)
+    // b's signals stay under their thresholds from now on: HEALTH_RECOVERY_MS later it is healthy, and a's
+    // next sweep expires the key.
+    const postponed = a!.kv.stats.expiryPostponedDegraded
+    sim.clock.advance(HEALTH_RECOVERY_MS - 1000)
+    await sweep()
     expect(expired).toEqual([a!.id])
-    expect(a!.kv.stats.expiryPostponedDegraded).toBe(5)
+    expect(a!.kv.stats.expiryPostponedDegraded).toBe(postponed)
     for (const n of [a!, b!]) expect(n.engine.get(key)!.deleted).toBe(true)
   })
 
@@ -335,12 +342,51 @@ describe('kv: TTL expiry across replicas', () => {
     await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
     sim.setUp(c!.id, false)
     sim.faults.overloaded.set(b!.id, new Set(['expiry-check']))
-    for (let i = 0; i < 8; i++) await a!.kv.sweep()
+    // Past DETECTOR_STRETCH TTLs after the beat, still held: the only other replica cannot vouch for it.
+    const sweep = async (): Promise<void> => { sim.clock.advance(1000); await a!.kv.sweep(); await sim.settle() }
+    for (let i = 0; i < 16; i++) await sweep()
     expect(expired).toEqual([])
-    expect(a!.kv.stats.expiryPostponedDegraded).toBe(5)
+    expect(a!.kv.stats.expiryPostponedDegraded).toBeGreaterThan(1)
     sim.faults.overloaded.delete(b!.id)
-    await a!.kv.sweep()
+    await sweep()
     expect(expired).toEqual([a!.id])
+  })
+
+  it('with one other replica degraded and one healthy, a replica waits DETECTOR_STRETCH TTLs after the last beat, then expires on the healthy answer', async () => {
+    const key = 'heartbeat/one-degraded'
+    const { sim, a, b, expired } = await replicasOf(key)
+    await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
+    const beatAt = sim.clock.nowMs()
+    degrade(sim, b!.id)
+    const deadline = beatAt + DETECTOR_STRETCH * 3000
+    while (expired.length === 0 && sim.clock.nowMs() < deadline + 5000) {
+      sim.clock.advance(1000)
+      // b stays degraded throughout (a stall every few seconds).
+      degrade(sim, b!.id)
+      await a!.kv.sweep()
+      await sim.settle()
+    }
+    expect(expired).toEqual([a!.id])
+    // Not before the stretched bound, and within a sweep or two after it.
+    expect(sim.clock.nowMs()).toBeGreaterThanOrEqual(deadline)
+    expect(sim.clock.nowMs()).toBeLessThanOrEqual(deadline + 2000)
+    expect(a!.kv.stats.expiryPostponedDegraded).toBe(1)
+  })
+
+  it('a replica that SWIM lists up but that does not answer the expiry check holds the expiry as a degraded one does', async () => {
+    const key = 'heartbeat/silent'
+    const { sim, a, b, expired } = await replicasOf(key)
+    await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
+    const beatAt = sim.clock.nowMs()
+    sim.faults.silent.add(b!.id)
+    while (expired.length === 0 && sim.clock.nowMs() < beatAt + DETECTOR_STRETCH * 3000 + 30_000) {
+      // A second of simulated time, ticks included (the request to b times out in them), then a sweep.
+      const until = sim.clock.nowMs() + 1000
+      while (sim.clock.nowMs() < until) await sim.faults.step()
+      await a!.kv.sweep()
+    }
+    expect(expired).toEqual([a!.id])
+    expect(sim.clock.nowMs()).toBeGreaterThanOrEqual(beatAt + DETECTOR_STRETCH * 3000)
   })
 
   it('an older replica answers the expiry check ERR_UNSUPPORTED: it is read instead (and at once the next time), its newer beat merged, and it counts as healthy', async () => {

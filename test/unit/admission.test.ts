@@ -17,7 +17,7 @@ import { StorageEngine } from '../../src/core/storage/engine.js'
  * Peer 'a' of a two-member mesh with W=2, admitting `opsMax` operations and `beatsMax` heartbeats: every
  * write waits for 'b', which answers only when the test calls the functions in `pending`.
  */
-async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserver): Promise<{ node: KvNode; pending: Array<() => void> }> {
+async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserver): Promise<{ node: KvNode; pending: Array<() => void>; clock: ManualClock }> {
   const clock = new ManualClock(1_000_000)
   const engine = await StorageEngine.open({ replicaId: 'a', clock })
   const pending: Array<() => void> = []
@@ -33,7 +33,7 @@ async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserve
     ...(observeOp === undefined ? {} : { observeOp })
   })
   node.setMembership(ring, () => true)
-  return { node, pending }
+  return { node, pending, clock }
 }
 
 describe('admission control', () => {
@@ -77,5 +77,40 @@ describe('admission control', () => {
     for (const release of pending.splice(0)) release()
     await ended
     expect(node.admission.inFlight).toBe(0)
+  })
+
+  it('past the beats\' bound, a beat whose service is a TTL past its last beat (or expired) goes in a lane of its own, and a refusal makes the detector degraded', async () => {
+    const { node, pending, clock } = await heldNode(100, 1)
+    const beat = (id: string): Promise<unknown> => node.putHeartbeat(`heartbeat/${id}`, new Uint8Array([1]), { lww: true, ttlMs: 3000 }).catch((e: unknown) => e)
+    // Two services with a record each.
+    for (const id of ['old', 'old2', 'fresh']) {
+      const first = beat(id)
+      for (const release of pending.splice(0)) release()
+      await first
+    }
+    expect(node.detector.state).toBe('healthy')
+    clock.advance(2000)
+    const fresh = beat('fresh')
+    for (const release of pending.splice(0)) release()
+    await fresh
+    clock.advance(1000)
+    // The lane is full: a beat of a service without a record, or beaten 1 s ago, is refused.
+    const filler = beat('new')
+    expect(await beat('fresh')).toBeInstanceOf(OverloadedError)
+    expect(node.detector).toMatchObject({ state: 'degraded', reason: expect.stringMatching(/refusing work/) })
+    // 'old' last beat 3 s ago, a whole TTL: its beat is taken past the bound, in the urgent lane.
+    const urgent = beat('old')
+    expect(node.admission).toMatchObject({ beatsInFlight: 2, urgentInFlight: 1, urgentAdmitted: 1 })
+    // That lane is bounded too (as many as the beats' bound): another urgent beat waits its turn.
+    expect(await beat('old2')).toBeInstanceOf(OverloadedError)
+    for (const release of pending.splice(0)) release()
+    expect(await urgent).not.toBeInstanceOf(OverloadedError)
+    await filler
+    expect(node.admission).toMatchObject({ beatsInFlight: 0, urgentInFlight: 0, urgentAdmitted: 1, refused: 2 })
+    // Room again in both lanes.
+    const again = beat('old2')
+    expect(node.admission).toMatchObject({ beatsInFlight: 1, urgentInFlight: 0 })
+    for (const release of pending.splice(0)) release()
+    expect(await again).not.toBeInstanceOf(OverloadedError)
   })
 })

@@ -14,7 +14,8 @@ import type { Clock } from '../env.js'
 import { AbortError, OverloadedError, errorMessage } from '../errors.js'
 import type { Ring } from '../ring/ring.js'
 import type { Effect, PersistToken } from '../replication/flow.js'
-import type { ServiceView } from './heartbeat.js'
+import { type ServiceView, isExpiredService } from './heartbeat.js'
+import { newestTs } from '../version/dvv.js'
 import type { KvReply, KvRequest } from './messages.js'
 import { type BackgroundPeriods, type Call, Replication } from '../replication/replication.js'
 import type { ReplicationOptions } from '../replication/replica-state.js'
@@ -75,6 +76,9 @@ export class KvNode {
   private readonly elapsedMs: () => number
   private inFlight = 0
   private beatsInFlight = 0
+  /** Of those, beats admitted past admitBeatsMax because their service was about to expire here (urgent). */
+  private urgentInFlight = 0
+  private urgentAdmitted = 0
   private refused = 0
   /** Start times (host clock) of this peer's own log syncs still pending, oldest first (insertion order). */
   private readonly syncing = new Map<object, number>()
@@ -95,9 +99,12 @@ export class KvNode {
   setMembership (ring: Ring, isUp: (id: string) => boolean): void { this.machine.setMembership(ring, isUp) }
   beginLeaving (): void { this.machine.beginLeaving() }
 
-  /** Admission control's figures: client operations and heartbeats in flight now, and those refused. */
-  get admission (): { inFlight: number; beatsInFlight: number; refused: number } {
-    return { inFlight: this.inFlight, beatsInFlight: this.beatsInFlight, refused: this.refused }
+  /**
+   * Admission control's figures: client operations and heartbeats in flight now (urgentInFlight: beats in
+   * the lane of services about to expire), operations refused, and urgent beats admitted past the bound.
+   */
+  get admission (): { inFlight: number; beatsInFlight: number; urgentInFlight: number; refused: number; urgentAdmitted: number } {
+    return { inFlight: this.inFlight, beatsInFlight: this.beatsInFlight, urgentInFlight: this.urgentInFlight, refused: this.refused, urgentAdmitted: this.urgentAdmitted }
   }
 
   put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
@@ -109,7 +116,23 @@ export class KvNode {
   /** A heartbeat's write (a put of its record, built fresh by peer.ts, so not copied): the same as put,
    * observed as op 'heartbeat'. */
   putHeartbeat (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
-    return this.timed('heartbeat', settled => this.start({ type: 'put', key, value, options }, options.signal, settled))
+    return this.timed('heartbeat', settled => this.start({ type: 'put', key, value, options }, options.signal, settled), () => this.beatIsUrgent(key))
+  }
+
+  /**
+   * Whether a beat must not wait for the next one (asked only when the beats' lane is full): its service's
+   * last beat here is a TTL old or more, so its replicas hold its expiry only while some replica is degraded
+   * (expiry.ts, at most DETECTOR_STRETCH TTLs), or it already expired (the beat revives it). Refusing such
+   * a beat is what turns an overloaded detector into false deaths; refusing the others costs little, since
+   * their services were refreshed within the TTL and retry after Retry-After.
+   */
+  private beatIsUrgent (key: string): boolean {
+    const engine = this.options.engine
+    const state = engine.state(key)
+    if (state === undefined) return false
+    const ttlMs = engine.ttl(key)
+    if (ttlMs === 0) return isExpiredService(key, state)
+    return this.clock.nowMs() - (newestTs(state)?.wall ?? 0) >= ttlMs
   }
 
   delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {
@@ -215,24 +238,34 @@ export class KvNode {
    * in flight — until the machine completes it, also when the caller's signal gave up on it earlier — and
    * observed when it completes. Counted from the complete effect, so admission adds no promise per operation.
    */
-  private timed<T extends PutResult | GetResult> (name: ClientOp, start: (settled: Settled) => Promise<T>): Promise<T> {
+  private timed<T extends PutResult | GetResult> (name: ClientOp, start: (settled: Settled) => Promise<T>, urgent?: () => boolean): Promise<T> {
     const config = this.options.config
     const beat = name === 'heartbeat'
     let refusal: OverloadedError | null = null
+    // A beat past the beats' bound still goes in its own lane (as many again) if its service is about to
+    // expire here: see beatIsUrgent.
+    let lane: 'normal' | 'urgent' = 'normal'
     if (this.inFlight >= config.admitOpsMax) refusal = new OverloadedError(`peer ${this.id}: client operations in flight`, config.admitOpsMax)
-    else if (beat && this.beatsInFlight >= config.admitBeatsMax) refusal = new OverloadedError(`peer ${this.id}: heartbeats in flight`, config.admitBeatsMax)
+    else if (beat && this.beatsInFlight - this.urgentInFlight >= config.admitBeatsMax) {
+      if (this.urgentInFlight < config.admitBeatsMax && urgent?.() === true) lane = 'urgent'
+      else refusal = new OverloadedError(`peer ${this.id}: heartbeats in flight`, config.admitBeatsMax)
+    }
     const observe = this.observeOp
     if (refusal !== null) {
       this.refused++
+      // A peer that turns work away is behind: its detector says so (expiry.ts waits for it).
+      this.machine.health.noteOverload(this.clock.nowMs(), refusal.message)
       observe?.(name, 0, refusal, undefined)
       return Promise.reject(refusal)
     }
     this.inFlight++
     if (beat) this.beatsInFlight++
+    if (lane === 'urgent') { this.urgentInFlight++; this.urgentAdmitted++ }
     const began = observe === undefined ? 0 : this.elapsedMs()
     return start((error, value) => {
       this.inFlight--
       if (beat) this.beatsInFlight--
+      if (lane === 'urgent') this.urgentInFlight--
       if (observe === undefined) return
       if (error !== null) { observe(name, this.elapsedMs() - began, error instanceof Error ? error : new Error(errorMessage(error)), undefined); return }
       const found = name === 'get' ? (value as GetResult).values.length : 0

@@ -8,13 +8,16 @@
  *
  * Expiry needs agreement (Lifeguard's local health awareness, across replicas): each answer also says whether
  * that replica's own failure detector is degraded (health.ts). A newer state from any replica, healthy or
- * degraded, is merged: a newer beat always refreshes. But the key expires only if at least one other up
- * replica that answered is healthy, or if there is no other up replica at all (a lone replica decides
- * alone). If every replica that answered is degraded, the expiry waits for the next sweep
- * (`expiryPostponedDegraded` counts it), so a sick replica's view never wins alone. If none answered, it
- * waits too, as before. A replica that is itself degraded already stretches its own sweeps (health.ts).
- * The trade-off: detection is delayed, not lost — a degraded replica is healthy again HEALTH_RECOVERY_MS
- * after its signals recover, so the postponement lasts only while the others stay sick. A peer older than
+ * degraded, is merged: a newer beat always refreshes. The key expires at once only if every other up
+ * replica answered and is healthy (or there is no other up replica: a lone replica decides alone). If one
+ * is degraded or did not answer — it may be taking the beats late, or turning them away under admission
+ * control, as an overloaded coordinator does — the key waits until DETECTOR_STRETCH TTLs after its last
+ * beat, with credits for that long so it is not asked about at every sweep; from then on one healthy answer
+ * is enough. If every replica that answered is degraded, or none answered, it waits at every sweep
+ * (`expiryPostponedDegraded` counts each wait), so a sick replica's view never wins alone. A replica that is
+ * itself degraded already stretches its own sweeps (health.ts). The trade-off: detection is delayed, not
+ * lost — at most DETECTOR_STRETCH TTLs after the last beat while one replica is sick, and while all the
+ * others are, until one is healthy again (HEALTH_RECOVERY_MS after its signals recover). A peer older than
  * 'expiry-check' answers ERR_UNSUPPORTED: it is asked with a plain 'read' instead and counts as healthy, as
  * every replica did before, so a mixed-version mesh keeps expiring (and is read at once until the membership
  * changes, for a minute at most: older-peers.ts). A replica that refuses the check as
@@ -24,6 +27,7 @@ import { errorMessage } from '../errors.js'
 import type { Entry, KvReply } from '../kv/messages.js'
 import { type KeyState, newestTs, stateEquals, sync } from '../version/dvv.js'
 import { type Flow, all, persist, request } from './flow.js'
+import { DETECTOR_STRETCH } from './health.js'
 import type { ReplicaState } from './replica-state.js'
 
 /** One replica's answer to an expiry check. */
@@ -67,9 +71,11 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
   const others = s.primariesOf(key).filter(id => id !== s.id && s.isUp(id))
   const newer: Entry[] = []
   let healthy = 0
+  let degraded = 0
   const answered = yield * all(others.map(function * (id): Flow<void> {
     const view = yield * askExpiry(s, id, key)
-    if (!view.degraded) healthy++
+    if (view.degraded) degraded++
+    else healthy++
     // Merged whoever sent it: a degraded replica's newer beat is still a beat.
     if (view.state !== null && !stateEquals(sync(state, view.state), state)) newer.push({ key, ttlMs: view.ttlMs, state: view.state })
   }))
@@ -88,13 +94,21 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     // A merge that changed the state refreshed its credits; if it did not, expire at once.
     if (s.engine.state(key) !== state) return
   }
-  if (others.length > 0 && healthy === 0) {
-    // Every replica that answered is degraded: none can vouch that the beats really stopped (they may be
-    // receiving them late). Try again at the next sweep; degradation ends HEALTH_RECOVERY_MS after its
-    // signals recover, so the expiry is delayed, not lost.
-    s.counters.expiryPostponedDegraded++
-    s.engine.postponeExpiry(key)
-    return
+  if (degraded > 0 || answered < others.length) {
+    // Some replica is degraded or did not answer (an overloaded peer's answer comes too late): it may be
+    // receiving the beats late, or turning them away (admission control), so the beats may not have stopped.
+    // Until DETECTOR_STRETCH TTLs after the last beat the key waits, without asking again before then; past
+    // that, one healthy answer is enough.
+    const last = newestTs(state)?.wall ?? 0
+    const sweepMs = s.engine.config.sweepPeriodMs
+    const untilMs = last + DETECTOR_STRETCH * s.engine.ttl(key)
+    if (s.nowMs < untilMs || healthy === 0) {
+      // Every replica that answered degraded: none can vouch that the beats stopped; asked at every sweep
+      // from the bound on (degradation ends HEALTH_RECOVERY_MS after its signals recover), delayed, not lost.
+      s.counters.expiryPostponedDegraded++
+      s.engine.postponeExpiry(key, Math.max(0, Math.ceil((untilMs - s.nowMs) / sweepMs) - 1))
+      return
+    }
   }
   s.engine.expire(key, state)
 }

@@ -1,7 +1,8 @@
 /**
  * The failure detector's own health (Lifeguard's local health awareness, applied to the TTL sweep): a replica
- * that is itself slow — its event loop stalled, its own log syncs pending, its sweeps running late —
- * receives beats late, and would expire services that are still beating. While it notices that, it calls
+ * that is itself slow — its event loop stalled, its own log syncs pending, its sweeps running late, or its
+ * admission control turning work away — receives beats late or not at all, and would expire services that
+ * are still beating. While it notices that, it calls
  * itself degraded and stretches its TTL credits instead: a sweep takes a credit only every
  * DETECTOR_STRETCH-th time, so a service's TTL runs DETECTOR_STRETCH times slower here, never more. Once every
  * signal has been back under its threshold for HEALTH_RECOVERY_MS it is healthy again, and keys expire by the
@@ -52,6 +53,19 @@ export class DetectorHealth {
     }
     this.badUntilMs = nowMs + HEALTH_RECOVERY_MS
     this.reason = `${what} ${Math.round(valueMs)} ms (threshold ${thresholdMs} ms)`
+  }
+
+  /**
+   * This peer refused a client operation or a beat (admission control): it cannot take what the mesh sends
+   * it, so it cannot vouch that a service whose beats it turned away has stopped. Degraded, as by any signal.
+   */
+  noteOverload (nowMs: number, detail: string): void {
+    if (!this.degraded(nowMs)) {
+      this.sinceMs = nowMs
+      this.episodes++
+    }
+    this.badUntilMs = nowMs + HEALTH_RECOVERY_MS
+    this.reason = `refusing work (${detail})`
   }
 
   degraded (nowMs: number): boolean {

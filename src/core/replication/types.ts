@@ -93,8 +93,8 @@ export interface KvStats {
   /** Requests also sent to a stand-in because a replica was slow or failed (hedged requests). */
   hedged: number
   /**
-   * Expiries put off to the next sweep because every other replica of the key that answered the expiry
-   * check was itself degraded (expiry.ts): a sick replica's view never expires a key alone.
+   * Expiries put off because another replica of the key was degraded or did not answer the expiry check
+   * (until DETECTOR_STRETCH TTLs after the last beat), or every one that answered was (expiry.ts).
    */
   expiryPostponedDegraded: number
 }

@@ -377,9 +377,12 @@ export class StorageEngine {
     return this.ttls.sweep(options.takeCredit ?? true)
   }
 
-  /** The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep. */
-  postponeExpiry (key: string): void {
-    this.ttls.postpone(key)
+  /**
+   * The owner could not decide on a key handed to `onExpiring` yet: offer it again once `credits` more
+   * sweeps have taken theirs (0: at the next sweep).
+   */
+  postponeExpiry (key: string, credits = 0): void {
+    this.ttls.postpone(key, credits)
   }
 
   /**

@@ -115,9 +115,12 @@ export class TtlClock {
   }
 
   /** The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep. */
-  postpone (key: string): void {
+  postpone (key: string, credits = 0): void {
     const ttl = this.ttls.get(key)
-    if (ttl !== undefined) ttl.pending = false
+    if (ttl !== undefined) {
+      ttl.pending = false
+      ttl.credit = Math.max(0, Math.floor(credits))
+    }
   }
 
   /**
