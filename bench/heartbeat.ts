@@ -63,8 +63,9 @@
  * takes. Its lines carry `run: "overload"`; detection is judged against the stretched bound (bench/capacity.ts
  * detectionBoundMs: a degraded detector takes a TTL credit every DETECTOR_STRETCH-th sweep), and it adds
  *
- *   overload.refused         beats refused (ERR_OVERLOADED, HTTP 503 + Retry-After), the retries, and the
- *                            peer's own refusal counter as a cross-check
+ *   overload.refused         beats refused (ERR_OVERLOADED, HTTP 503 + Retry-After), the retries, the
+ *                            peer's own refusal counter as a cross-check, and the beats it took past its
+ *                            bound in the lane of services a TTL past their last beat (urgentAdmitted)
  *   detector                 each peer's degraded episodes, held sweeps and expiries postponed because every
  *                            other replica was degraded
  *   overload                 the verdict: refusals seen, 0 false expirations, every stopped service detected
@@ -1075,6 +1076,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
         retries,
         skippedRetrying,
         refusedAtPeer,
+        urgentAdmitted: self.store.kv.admission.urgentAdmitted,
         admitBeatsMax: self.store.config.admitBeatsMax,
         issued,
         share: issued === 0 ? null : round3(refused / issued)
