@@ -80,10 +80,12 @@ function grain (services: number): number {
  * bound the TTL clock documents; with DETECTOR_STRETCH (4), a 3 s TTL and a 1 s sweep it is 13 s past the
  * TTL (16 s after the last beat).
  *
- * Not included, since neither has a bound of its own: a sweep that itself runs late (past
- * HEALTH_SWEEP_LAG_PERIODS it makes the detector degraded), and the expiry check's postponement while
- * every other replica that answers is degraded or refuses it as overloaded (src/core/replication/expiry.ts:
- * the key is offered again at each later sweep until one of them is healthy).
+ * The expiry check's hold while another replica is degraded or silent ends DETECTOR_STRETCH TTLs after the
+ * last beat (src/core/replication/expiry.ts), within this bound but for the check's round trip. Not
+ * included, since neither has a bound of its own: a sweep that itself runs late (past
+ * HEALTH_SWEEP_LAG_PERIODS it makes the detector degraded), and the wait while every other replica that
+ * answers is degraded or refuses the check as overloaded (the key is offered again at each later sweep
+ * until one of them is healthy).
  */
 export function detectionBoundMs (ttlMs: number, sweepPeriodMs: number, stretch: number): number {
   const credits = Math.max(1, Math.ceil(ttlMs / sweepPeriodMs))

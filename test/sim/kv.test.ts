@@ -387,6 +387,8 @@ describe('kv: TTL expiry across replicas', () => {
     }
     expect(expired).toEqual([a!.id])
     expect(sim.clock.nowMs()).toBeGreaterThanOrEqual(beatAt + DETECTOR_STRETCH * 3000)
+    // Within two sweeps after the hold, and the request timeout of the check that finds it over.
+    expect(sim.clock.nowMs()).toBeLessThanOrEqual(beatAt + DETECTOR_STRETCH * 3000 + 2000 + sim.faults.config.requestTimeoutMs)
   })
 
   it('an older replica answers the expiry check ERR_UNSUPPORTED: it is read instead (and at once the next time), its newer beat merged, and it counts as healthy', async () => {

@@ -74,15 +74,17 @@ describe('admission control', () => {
     // The write still runs (a put is not cancellable): its slot is not free until it ends.
     expect(node.admission.inFlight).toBe(1)
     expect(await node.put('k2', new Uint8Array([2])).catch((e: unknown) => e)).toBeInstanceOf(OverloadedError)
+    // A refused put says nothing of the beats: the detector stays healthy.
+    expect(node.detector.state).toBe('healthy')
     for (const release of pending.splice(0)) release()
     await ended
     expect(node.admission.inFlight).toBe(0)
   })
 
-  it('past the beats\' bound, a beat whose service is a TTL past its last beat (or expired) goes in a lane of its own, and a refusal makes the detector degraded', async () => {
+  it('past the beats\' bound, a beat whose service is a TTL past its last beat goes in a lane of its own, and a refused beat makes the detector degraded', async () => {
     const { node, pending, clock } = await heldNode(100, 1)
     const beat = (id: string): Promise<unknown> => node.putHeartbeat(`heartbeat/${id}`, new Uint8Array([1]), { lww: true, ttlMs: 3000 }).catch((e: unknown) => e)
-    // Two services with a record each.
+    // Three services with a record each.
     for (const id of ['old', 'old2', 'fresh']) {
       const first = beat(id)
       for (const release of pending.splice(0)) release()
@@ -97,7 +99,7 @@ describe('admission control', () => {
     // The lane is full: a beat of a service without a record, or beaten 1 s ago, is refused.
     const filler = beat('new')
     expect(await beat('fresh')).toBeInstanceOf(OverloadedError)
-    expect(node.detector).toMatchObject({ state: 'degraded', reason: expect.stringMatching(/refusing work/) })
+    expect(node.detector).toMatchObject({ state: 'degraded', reason: expect.stringMatching(/refusing beats/) })
     // 'old' last beat 3 s ago, a whole TTL: its beat is taken past the bound, in the urgent lane.
     const urgent = beat('old')
     expect(node.admission).toMatchObject({ beatsInFlight: 2, urgentInFlight: 1, urgentAdmitted: 1 })

@@ -119,6 +119,39 @@ describe('storage engine', () => {
     await again.close()
   })
 
+  it('an owner\'s postponement never undoes a write made meanwhile, and a hold keeps the key from the owner until its end', async () => {
+    const clock = new ManualClock(1_000)
+    const e = await engine(null, { sweepPeriodMs: 1000, clock })
+    const offered: string[] = []
+    e.onExpiring = key => { offered.push(key) }
+    const sweep = (): void => { clock.advance(1000); e.sweep() }
+    await e.put('svc/a', bytes('beat 1'), { ttlMs: 2000, lww: true })
+    for (let i = 0; i < 3; i++) sweep()
+    expect(offered).toEqual(['svc/a'])
+    // A beat lands while the owner is still deciding: its fresh credits stand whatever the owner says after.
+    await e.put('svc/a', bytes('beat 2'), { ttlMs: 2000, lww: true })
+    e.postponeExpiry('svc/a')
+    sweep()
+    sweep()
+    expect(offered).toEqual(['svc/a'])
+    sweep()
+    expect(offered).toEqual(['svc/a', 'svc/a'])
+    // Held until 5 s from now: not offered before, offered at the first sweep from then on.
+    e.postponeExpiry('svc/a', clock.nowMs() + 5000)
+    expect(e.expiryHeldUntil('svc/a')).toBe(clock.nowMs() + 5000)
+    for (let i = 0; i < 4; i++) sweep()
+    expect(offered).toHaveLength(2)
+    sweep()
+    expect(offered).toHaveLength(3)
+    // A write ends the hold: the key gets its full credits and no hold.
+    await e.put('svc/a', bytes('beat 3'), { ttlMs: 2000, lww: true })
+    expect(e.expiryHeldUntil('svc/a')).toBe(0)
+    e.postponeExpiry('svc/a', clock.nowMs() + 60_000) // stale: the write came first
+    expect(e.expiryHeldUntil('svc/a')).toBe(0)
+    for (let i = 0; i < 3; i++) sweep()
+    expect(offered).toHaveLength(4)
+  })
+
   it('a write without TTL makes a TTL key permanent', async () => {
     const e = await engine(null, { sweepPeriodMs: 100 })
     await e.put('k', bytes('1'), { ttlMs: 100 })

@@ -132,7 +132,8 @@ export class KvNode {
     if (state === undefined) return false
     const ttlMs = engine.ttl(key)
     if (ttlMs === 0) return isExpiredService(key, state)
-    return this.clock.nowMs() - (newestTs(state)?.wall ?? 0) >= ttlMs
+    // On the hybrid logical clock that stamped the beat: skew between the peers' clocks cancels out.
+    return engine.hlc.now().wall - (newestTs(state)?.wall ?? 0) >= ttlMs
   }
 
   delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {
@@ -253,8 +254,9 @@ export class KvNode {
     const observe = this.observeOp
     if (refusal !== null) {
       this.refused++
-      // A peer that turns work away is behind: its detector says so (expiry.ts waits for it).
-      this.machine.health.noteOverload(this.clock.nowMs(), refusal.message)
+      // A peer that turns beats away cannot vouch that their services stopped: its detector says so
+      // (expiry.ts holds expiries for it). Other refusals say nothing of the beats.
+      if (beat) this.machine.health.noteOverload(this.clock.nowMs(), refusal.message)
       observe?.(name, 0, refusal, undefined)
       return Promise.reject(refusal)
     }

@@ -11,13 +11,17 @@
  * degraded, is merged: a newer beat always refreshes. The key expires at once only if every other up
  * replica answered and is healthy (or there is no other up replica: a lone replica decides alone). If one
  * is degraded or did not answer — it may be taking the beats late, or turning them away under admission
- * control, as an overloaded coordinator does — the key waits until DETECTOR_STRETCH TTLs after its last
- * beat, with credits for that long so it is not asked about at every sweep; from then on one healthy answer
- * is enough. If every replica that answered is degraded, or none answered, it waits at every sweep
- * (`expiryPostponedDegraded` counts each wait), so a sick replica's view never wins alone. A replica that is
+ * control, as an overloaded coordinator does — the key is held until DETECTOR_STRETCH TTLs after its last
+ * beat, not offered again before then (a write ends the hold); from then on one healthy answer
+ * is enough. If every replica that answered is degraded, it waits at every sweep from then on, so a sick
+ * replica's view never wins alone (`expiryPostponedDegraded` counts each hold and each wait). If none
+ * answered, it waits at every sweep too, uncounted: cut off, it decides alone once SWIM declares them dead. A replica that is
  * itself degraded already stretches its own sweeps (health.ts). The trade-off: detection is delayed, not
- * lost — at most DETECTOR_STRETCH TTLs after the last beat while one replica is sick, and while all the
- * others are, until one is healthy again (HEALTH_RECOVERY_MS after its signals recover). A peer older than
+ * lost — DETECTOR_STRETCH TTLs after the last beat plus a sweep and the check's round trip while one
+ * replica is sick (up to DETECTOR_STRETCH sweeps more if this replica is itself degraded: its held-back
+ * sweeps offer nothing), and while all the others are, until one is healthy again (HEALTH_RECOVERY_MS after
+ * its signals recover). The hold is only as good as the replicas' view: a coordinator that is not one of the
+ * key's replicas refuses beats unseen by them, which hold nothing on its account. A peer older than
  * 'expiry-check' answers ERR_UNSUPPORTED: it is asked with a plain 'read' instead and counts as healthy, as
  * every replica did before, so a mixed-version mesh keeps expiring (and is read at once until the membership
  * changes, for a minute at most: older-peers.ts). A replica that refuses the check as
@@ -79,6 +83,8 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     // Merged whoever sent it: a degraded replica's newer beat is still a beat.
     if (view.state !== null && !stateEquals(sync(state, view.state), state)) newer.push({ key, ttlMs: view.ttlMs, state: view.state })
   }))
+  // A write while the others were asked refreshed the key here (fresh credits): nothing left to decide.
+  if (s.engine.state(key) !== state) return
   if (others.length > 0 && answered === 0) {
     // Cut off from every other replica SWIM still lists as up: they may have the beats. Try again at the
     // next sweep; once SWIM declares them dead this replica decides alone.
@@ -97,16 +103,16 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
   if (degraded > 0 || answered < others.length) {
     // Some replica is degraded or did not answer (an overloaded peer's answer comes too late): it may be
     // receiving the beats late, or turning them away (admission control), so the beats may not have stopped.
-    // Until DETECTOR_STRETCH TTLs after the last beat the key waits, without asking again before then; past
-    // that, one healthy answer is enough.
-    const last = newestTs(state)?.wall ?? 0
-    const sweepMs = s.engine.config.sweepPeriodMs
-    const untilMs = last + DETECTOR_STRETCH * s.engine.ttl(key)
-    if (s.nowMs < untilMs || healthy === 0) {
-      // Every replica that answered degraded: none can vouch that the beats stopped; asked at every sweep
-      // from the bound on (degradation ends HEALTH_RECOVERY_MS after its signals recover), delayed, not lost.
+    // The key is held until DETECTOR_STRETCH TTLs after its last beat (not offered again before then);
+    // past that, one healthy answer is enough. Time is read on the hybrid logical clock that stamped the
+    // beat, so skew between the peers' clocks cancels out; the hold itself runs on this engine's clock.
+    const nowHlc = s.engine.hlc.now().wall
+    const untilHlc = (newestTs(state)?.wall ?? 0) + DETECTOR_STRETCH * s.engine.ttl(key)
+    if (nowHlc < untilHlc || healthy === 0) {
+      // Past the hold with every replica that answered degraded: none can vouch that the beats stopped;
+      // offered at every sweep (degradation ends HEALTH_RECOVERY_MS after its signals recover), delayed, not lost.
       s.counters.expiryPostponedDegraded++
-      s.engine.postponeExpiry(key, Math.max(0, Math.ceil((untilMs - s.nowMs) / sweepMs) - 1))
+      s.engine.postponeExpiry(key, nowHlc < untilHlc ? s.nowMs + (untilHlc - nowHlc) : 0)
       return
     }
   }

@@ -56,8 +56,8 @@ export class DetectorHealth {
   }
 
   /**
-   * This peer refused a client operation or a beat (admission control): it cannot take what the mesh sends
-   * it, so it cannot vouch that a service whose beats it turned away has stopped. Degraded, as by any signal.
+   * This peer refused a beat (admission control): it cannot take what the mesh sends it, so it cannot vouch
+   * that a service whose beats it turned away has stopped. Degraded, as by any signal.
    */
   noteOverload (nowMs: number, detail: string): void {
     if (!this.degraded(nowMs)) {
@@ -65,7 +65,7 @@ export class DetectorHealth {
       this.episodes++
     }
     this.badUntilMs = nowMs + HEALTH_RECOVERY_MS
-    this.reason = `refusing work (${detail})`
+    this.reason = `refusing beats (${detail})`
   }
 
   degraded (nowMs: number): boolean {

@@ -374,16 +374,19 @@ export class StorageEngine {
    */
   sweep (options: { takeCredit?: boolean } = {}): ExpiredEvent[] {
     this.checkOpen()
-    return this.ttls.sweep(options.takeCredit ?? true)
+    return this.ttls.sweep(options.takeCredit ?? true, this.clock.nowMs())
   }
 
   /**
-   * The owner could not decide on a key handed to `onExpiring` yet: offer it again once `credits` more
-   * sweeps have taken theirs (0: at the next sweep).
+   * The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep, or
+   * with `untilMs` (this engine's clock) at the first sweep from then on. A write since it was offered wins.
    */
-  postponeExpiry (key: string, credits = 0): void {
-    this.ttls.postpone(key, credits)
+  postponeExpiry (key: string, untilMs = 0): void {
+    this.ttls.postpone(key, untilMs)
   }
+
+  /** Until when a key's expiry was held (postponeExpiry with `untilMs`) since its last write; 0 if not. */
+  expiryHeldUntil (key: string): number { return this.ttls.heldUntil(key) }
 
   /**
    * Expires a TTL key now if its state is still `expected` (a write since refreshed it): writes the expiry

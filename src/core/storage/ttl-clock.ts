@@ -41,6 +41,8 @@ interface Ttl {
   credit: number
   /** Handed to `onExpiring`, waiting for its verdict (expire() or a refreshing write). */
   pending: boolean
+  /** Not offered to `onExpiring` again before this (the clock's ms; 0: no hold): see hold(). */
+  holdUntilMs: number
 }
 
 export class TtlClock {
@@ -77,8 +79,8 @@ export class TtlClock {
   set (key: string, ttlMs: number): void {
     if (ttlMs > 0) {
       const ttl = this.ttls.get(key)
-      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false })
-      else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs); ttl.pending = false }
+      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false, holdUntilMs: 0 })
+      else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs); ttl.pending = false; ttl.holdUntilMs = 0 }
     } else if (this.ttls.size > 0) {
       this.ttls.delete(key)
     }
@@ -93,12 +95,13 @@ export class TtlClock {
    * to the engine's `onExpiring` if the owner set one, or else expired here. Returns what expired. With
    * `takeCredit` false the turn is held back: nothing changes.
    */
-  sweep (takeCredit = true): ExpiredEvent[] {
+  sweep (takeCredit: boolean, nowMs: number): ExpiredEvent[] {
     const expired: ExpiredEvent[] = []
     // A held-back turn (a degraded detector stretching its TTLs): no key loses a credit, none expires.
     if (!takeCredit) return expired
     for (const [key, ttl] of this.ttls) {
       if (ttl.credit > 0) { ttl.credit--; continue }
+      if (ttl.holdUntilMs > nowMs) continue
       const state = this.engine.state(key)!
       if (this.engine.onExpiring !== undefined) {
         // The owner checks first (a replicated store asks the other replicas for newer writes).
@@ -114,13 +117,21 @@ export class TtlClock {
     return expired
   }
 
-  /** The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep. */
-  postpone (key: string, credits = 0): void {
+  /**
+   * The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep, or,
+   * with `untilMs`, at the first sweep from then on (a hold, ended by any write). Nothing happens if a write
+   * refreshed the key meanwhile (it is no longer pending): its new credits stand.
+   */
+  postpone (key: string, untilMs = 0): void {
     const ttl = this.ttls.get(key)
-    if (ttl !== undefined) {
-      ttl.pending = false
-      ttl.credit = Math.max(0, Math.floor(credits))
-    }
+    if (ttl === undefined || !ttl.pending) return
+    ttl.pending = false
+    if (untilMs > 0) ttl.holdUntilMs = untilMs
+  }
+
+  /** Whether a key was held (postpone with `untilMs`) since it was last written, and until when; 0 if not. */
+  heldUntil (key: string): number {
+    return this.ttls.get(key)?.holdUntilMs ?? 0
   }
 
   /**
