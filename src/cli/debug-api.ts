@@ -71,7 +71,7 @@ let gcFunction: GcFunction | null = null
  * then a fresh context's global) once. (Node 20's V8 takes no options here that help: its "last-resort"
  * flavour left more of a loaded peer's heap in use, not less.)
  */
-export function fullGc (): void {
+function fullGc (): void {
   if (gcFunction === null) {
     const exposed = (globalThis as { gc?: GcFunction }).gc
     if (typeof exposed === 'function') {

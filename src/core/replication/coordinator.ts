@@ -21,7 +21,7 @@
  *   replica dead. A stand-in may get its own; at most N stand-ins per operation.
  */
 import { LeavingError, NoDurableReplicaError, QuorumError, UnreachableError, ValueTooLargeError, errorMessage } from '../errors.js'
-import { detached, isHeartbeatKey } from '../kv/heartbeat.js'
+import { detached } from '../kv/heartbeat.js'
 import type { Entry, KvReply, KvRequest } from '../kv/messages.js'
 import { type PreferenceEntry, segmentOf } from '../ring/ring.js'
 import { decodeContext, encodeContext } from '../version/context.js'
@@ -465,11 +465,9 @@ export function * placement (s: ReplicaState, key: string): Flow<{ position: num
 
 export function toResult (key: string, state: KeyState | null, replies: number): GetResult {
   if (state === null) return { key, values: [], siblings: [], context: '', deleted: false, replies }
-  const live = valuesOf(state)
-  // Heartbeat records share their bytes between keys (beatRecord, readState's `share`): the caller gets a
-  // copy it may change. Other values are the key's own.
-  const shared = isHeartbeatKey(key)
-  const siblings = live.map(s => ({ value: shared ? s.value!.slice() : s.value!, wall: s.wall, logical: s.logical, replica: s.id, counter: s.n }))
+  // Heartbeat records share their bytes between keys: the caller gets a copy it may change (detached).
+  const live = valuesOf(detached(key, state))
+  const siblings = live.map(s => ({ value: s.value!, wall: s.wall, logical: s.logical, replica: s.id, counter: s.n }))
   return {
     key,
     values: siblings.map(s => s.value),

@@ -47,12 +47,7 @@ export class DetectorHealth {
   /** A figure of one signal at `nowMs`: past its threshold, the detector is degraded for a while. */
   note (what: 'event-loop delay' | 'log sync' | 'sweep lag', valueMs: number, thresholdMs: number, nowMs: number): void {
     if (!(valueMs > thresholdMs)) return
-    if (!this.degraded(nowMs)) {
-      this.sinceMs = nowMs
-      this.episodes++
-    }
-    this.badUntilMs = nowMs + HEALTH_RECOVERY_MS
-    this.reason = `${what} ${Math.round(valueMs)} ms (threshold ${thresholdMs} ms)`
+    this.degrade(nowMs, `${what} ${Math.round(valueMs)} ms (threshold ${thresholdMs} ms)`)
   }
 
   /**
@@ -60,12 +55,17 @@ export class DetectorHealth {
    * that a service whose beats it turned away has stopped. Degraded, as by any signal.
    */
   noteOverload (nowMs: number, detail: string): void {
+    this.degrade(nowMs, `refusing beats (${detail})`)
+  }
+
+  /** Degraded from `nowMs` until HEALTH_RECOVERY_MS after it, for `reason` (a new episode if it was healthy). */
+  private degrade (nowMs: number, reason: string): void {
     if (!this.degraded(nowMs)) {
       this.sinceMs = nowMs
       this.episodes++
     }
     this.badUntilMs = nowMs + HEALTH_RECOVERY_MS
-    this.reason = `refusing beats (${detail})`
+    this.reason = reason
   }
 
   degraded (nowMs: number): boolean {

@@ -55,8 +55,9 @@ export function vvSet (vv: VersionVector, replicaId: string, counter: number): V
 export function vvMerge (a: VersionVector, b: VersionVector): VersionVector {
   if (a.length === 0 || a === b) return b
   if (b.length === 0) return a
-  if (a.length <= b.length && vvDescends(b, a)) return b
-  if (a.length >= b.length && vvDescends(a, b)) return a
+  const order = vvCompare(a, b)
+  if (order === 'before' || order === 'equal') return b
+  if (order === 'after') return a
   const out: Array<string | number> = []
   let i = 0
   let j = 0
