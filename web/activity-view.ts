@@ -1,19 +1,24 @@
 /**
  * Activity: every 2 s this tab asks a few up members for their figures (the info request, timed for the
- * latency column), ACTIVITY_SAMPLE_MAX per period in turn, so a tab's cost does not grow with the mesh:
- * each member's figures are at most ceil(n / ACTIVITY_SAMPLE_MAX) periods old. It plots, for the last 60
- * samples, operations per second and quorum latency across the mesh, read repairs, hints pending and
- * delivered, and anti-entropy repairs: each member's rates come from its own last two samples, summed. A
- * hidden tab samples nothing and draws nothing (main.ts).
+ * latency column), at most ACTIVITY_SAMPLE_MAX per period in turn, so a tab's cost does not grow with the
+ * mesh. A member whose figures stay the same is asked less and less often, down to once every
+ * ACTIVITY_IDLE_GAP_MAX_MS, and any change puts it back to every period (sampling.ts): an idle mesh costs each
+ * tab a few requests a minute. It plots, for the last 60 samples, operations per second and quorum latency
+ * across the mesh, read repairs, hints pending and delivered, and anti-entropy repairs: each member's rates
+ * come from its own last two samples, summed. The charts are redrawn only when a figure changed. A hidden tab
+ * samples nothing and draws nothing (main.ts).
  */
 import type { PeerInfo } from '../src/services/peer-info.js'
 import type { MeshPeer as Peer } from '../src/peer.js'
 import { $, el, svg } from './dom.js'
 import type { MemberFigures } from './ring-view.js'
+import { SampleSchedule } from './sampling.js'
 
 export const ACTIVITY_PERIOD_MS = 2000
 /** Members asked per period (besides this tab, whose figures need no request). */
 export const ACTIVITY_SAMPLE_MAX = 3
+/** Longest gap between two requests to a member whose figures do not change (an idle one). */
+export const ACTIVITY_IDLE_GAP_MAX_MS = 30_000
 const POINTS = 60
 
 interface Series { label: string; unit: string; values: number[] }
@@ -27,8 +32,10 @@ interface Sampled {
 
 export class ActivityView {
   private readonly sampled = new Map<string, Sampled>()
-  private cursor = 0
+  private readonly schedule = new SampleSchedule({ periodMs: ACTIVITY_PERIOD_MS, perPeriod: ACTIVITY_SAMPLE_MAX, idleGapMaxMs: ACTIVITY_IDLE_GAP_MAX_MS })
   private samples = 0
+  /** What the charts last showed, so an unchanged picture is not rebuilt. */
+  private drawn = ''
   private readonly series: Series[] = [
     { label: 'operations', unit: '/s', values: [] },
     { label: 'latency p50', unit: 'ms', values: [] },
@@ -41,25 +48,27 @@ export class ActivityView {
 
   constructor (private readonly peer: Peer, private readonly figures: Map<string, MemberFigures>, private readonly onFigures: () => void) {}
 
-  /** The members to ask this period: this tab, and the next ACTIVITY_SAMPLE_MAX others in turn. */
-  private nextBatch (): string[] {
-    const up = this.peer.members().filter(m => m.state === 'alive' || m.state === 'suspect').map(m => m.id).filter(id => id !== this.peer.id).sort()
-    for (const id of [...this.sampled.keys()]) if (id !== this.peer.id && !up.includes(id)) { this.sampled.delete(id); this.figures.delete(id) }
-    const batch = [this.peer.id]
-    for (let i = 0; i < Math.min(ACTIVITY_SAMPLE_MAX, up.length); i++) batch.push(up[(this.cursor + i) % up.length]!)
-    this.cursor = up.length === 0 ? 0 : (this.cursor + ACTIVITY_SAMPLE_MAX) % up.length
-    return batch
+  /** The members to ask this period: this tab, and those of the others that are due (sampling.ts). */
+  private nextBatch (nowMs: number): string[] {
+    const up = this.peer.members().filter(m => m.state === 'alive' || m.state === 'suspect').map(m => m.id).filter(id => id !== this.peer.id)
+    const current = new Set(up)
+    for (const id of [...this.sampled.keys()]) if (id !== this.peer.id && !current.has(id)) { this.sampled.delete(id); this.figures.delete(id) }
+    return [this.peer.id, ...this.schedule.next(up, nowMs)]
   }
 
   /** One sample: asks this period's members (in parallel, 1.5 s limit each) and updates the charts. */
   async sample (): Promise<void> {
-    await Promise.all(this.nextBatch().map(async id => {
+    await Promise.all(this.nextBatch(performance.now()).map(async id => {
       const start = performance.now()
       try {
         const info = await this.peer.info(id, { signal: AbortSignal.timeout(1500) })
         const now = performance.now()
         this.figures.set(id, { keys: info.keys, walBytes: info.walBytes, rttMs: now - start })
         const before = this.sampled.get(id)
+        const changed = before === undefined || !sameFigures(before.info, info)
+        if (id === this.peer.id) {
+          if (changed) this.schedule.busy(now)
+        } else this.schedule.answered(id, now, changed)
         const rate = (value: number, old: number | undefined): number => before === undefined || old === undefined ? 0 : Math.max(0, (value - old) * 1000 / (now - before.at))
         this.sampled.set(id, {
           at: now,
@@ -72,7 +81,8 @@ export class ActivityView {
           }
         })
       } catch {
-        // Unanswered this time: its last figures stand until it answers or leaves.
+        // Unanswered this time: its last figures stand until it answers or leaves; asked again next period.
+        if (id !== this.peer.id) this.schedule.unanswered(id, performance.now())
       }
     }))
     this.onFigures()
@@ -96,6 +106,9 @@ export class ActivityView {
   }
 
   private draw (): void {
+    const picture = this.series.map(s => s.values.join(',')).join(';')
+    if (picture === this.drawn) return
+    this.drawn = picture
     const charts = this.series.map(s => {
       const max = Math.max(1, ...s.values)
       const points = s.values.map((v, i) => `${(i * 120 / (POINTS - 1)).toFixed(1)},${(28 - v / max * 26).toFixed(1)}`).join(' ')
@@ -108,6 +121,13 @@ export class ActivityView {
     })
     $('activity').replaceChildren(...charts)
   }
+}
+
+/** Whether two answers of one member carry the same figures (what the charts and the ring show). */
+function sameFigures (a: PeerInfo, b: PeerInfo): boolean {
+  return a.ops === b.ops && a.keys === b.keys && a.walBytes === b.walBytes && a.latency.samples === b.latency.samples &&
+    a.stats.readRepairs === b.stats.readRepairs && a.stats.handedOff === b.stats.handedOff &&
+    a.stats.syncRepairs === b.stats.syncRepairs && a.stats.hintsPending === b.stats.hintsPending
 }
 
 function sum<T> (items: T[], f: (item: T) => number): number {

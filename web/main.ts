@@ -204,7 +204,7 @@ async function main (): Promise<void> {
   setTimeout(tick, ACTIVITY_PERIOD_MS)
   const servicesTick = (): void => {
     if (!visible()) { setTimeout(servicesTick, SERVICES_PERIOD_MS); return }
-    void services.render().finally(() => { setTimeout(servicesTick, SERVICES_PERIOD_MS) })
+    void services.render().finally(() => { setTimeout(servicesTick, services.periodMs()) })
   }
   setTimeout(servicesTick, ACTIVITY_PERIOD_MS)
   document.addEventListener('visibilitychange', () => { if (visible()) { ringView.render(); void services.render() } })

@@ -6,14 +6,18 @@ import type { MeshPeer as Peer } from '../src/peer.js'
 import { $, el, shortId } from './dom.js'
 
 const EVENTS_MAX = 200
-/** How often the list is refreshed without a heartbeat event (each refresh asks every up member once). */
+/** How often the list is refreshed without a heartbeat event while it shows services (each refresh asks every
+ * up member once), and while it shows none: services appear through the change feed at once, so in a mesh
+ * without any, the refresh is only a safety net and need not ask every member every 10 s. */
 export const SERVICES_PERIOD_MS = 10_000
+export const SERVICES_IDLE_PERIOD_MS = 60_000
 const SERVICES_SHOWN = 500
 
 export class ServicesView {
   private off: (() => void) | null = null
   private renderQueued = false
   private rendering = false
+  private shown = 0
 
   constructor (private readonly peer: Peer) {
     $('watch-form').addEventListener('submit', event => { event.preventDefault(); this.watch(($('watch-prefix') as HTMLInputElement).value) })
@@ -36,6 +40,11 @@ export class ServicesView {
     })
   }
 
+  /** When to refresh next without an event: every SERVICES_PERIOD_MS while services are listed, else less often. */
+  periodMs (): number {
+    return this.shown > 0 ? SERVICES_PERIOD_MS : SERVICES_IDLE_PERIOD_MS
+  }
+
   /** Asks every up member for its records (one request each) and shows the merged list. */
   async render (): Promise<void> {
     if (this.rendering) return
@@ -50,6 +59,7 @@ export class ServicesView {
       this.rendering = false
     }
     const services = result.services
+    this.shown = services.length
     const alive = services.filter(s => s.state === 'alive').length
     $('services-summary').textContent = services.length === 0
       ? 'none yet: services write PUT /heartbeat/<id>?ttl=<ms>'
