@@ -156,6 +156,7 @@ class Link {
     }
     return new Promise<KvReply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadline: Date.now() + timeoutMs })
+      this.rpc.armExpiry()
       this.rpc.stats.requests++
       this.push(message)
     })
@@ -236,6 +237,9 @@ class Link {
   }
 }
 
+/** How often the deadlines of waiting requests are checked. */
+const EXPIRY_CHECK_MS = 500
+
 export class RpcEndpoint {
   readonly stats = emptyRpcStats()
   stopping = false
@@ -256,11 +260,26 @@ export class RpcEndpoint {
       maxOutboundStreams: RPC_STREAMS_MAX,
       runOnLimitedConnection: true
     })
-    // Deadlines are checked twice a second: a request fails at most 0.5 s after its time limit.
+  }
+
+  /** Whether the deadline check runs (only while some request waits). */
+  get checkingDeadlines (): boolean { return this.timer !== null }
+
+  /**
+   * Deadlines are checked twice a second while any request waits: a request fails at most 0.5 s after its time
+   * limit. The check stops when nothing waits (an idle peer, a tab above all, wakes for nothing).
+   */
+  armExpiry (): void {
+    if (this.timer !== null || this.stopping) return
     this.timer = setInterval(() => {
       const now = Date.now()
-      for (const link of this.links) link.expire(now)
-    }, 500)
+      let waiting = false
+      for (const link of this.links) {
+        link.expire(now)
+        if (link.pending.size > 0) waiting = true
+      }
+      if (!waiting && this.timer !== null) { clearInterval(this.timer); this.timer = null }
+    }, EXPIRY_CHECK_MS)
   }
 
   async stop (): Promise<void> {
