@@ -15,8 +15,10 @@
  *   write to any other key is published only while some subscriber of the feed is not on the marker (or
  *   is a peer from before the marker, which never subscribes to it): a mesh watched only by dashboards
  *   carries heartbeat events alone, and its tabs stop receiving, verifying and forwarding an event per
- *   write. Which peers subscribe where is refreshed every second, as is whether anyone subscribes at all,
- *   so a new watcher of other keys may miss what is written in its first second.
+ *   write. Which peers subscribe where, and whether anyone subscribes at all, is read again at every
+ *   subscription change gossipsub reports (as soon as a peer's subscription reaches this one), and every
+ *   SUBSCRIBERS_REFRESH_MS for peers that went away without unsubscribing (until then this peer publishes
+ *   for nobody, which costs only the message).
  * - Messages are accepted only from members (gossipsub signs them, so `from` is authenticated) and are
  *   validated; bad ones are dropped and counted.
  * - Several replicas may expire one key at about the same time: each peer passes on one `expired` per key
@@ -42,6 +44,8 @@ export const BATCH_BYTES_MAX = 192 * 1024
 export const DEDUP_KEYS_MAX = 65_536
 /** Local watchers per peer. */
 export const WATCHERS_MAX = 1024
+/** How often the subscribers are read again besides at subscription changes (for peers gone without a word). */
+export const SUBSCRIBERS_REFRESH_MS = 10_000
 
 export interface WatchEvent {
   readonly type: 'put' | 'delete' | 'expired' | 'revived'
@@ -96,9 +100,10 @@ export class WatchService {
   start (): void {
     this.running = true
     this.node.services.pubsub.addEventListener('message', this.onMessage)
-    // Whether any other peer subscribes, refreshed every second: with no watcher anywhere a write costs the
-    // feed one comparison.
-    this.subscribersTimer = setInterval(() => { this.refreshRemote() }, 1000)
+    // Whether any other peer subscribes: with no watcher anywhere a write costs the feed one comparison.
+    this.node.services.pubsub.addEventListener('subscription-change', this.refreshRemote)
+    this.subscribersTimer = setInterval(this.refreshRemote, SUBSCRIBERS_REFRESH_MS)
+    this.refreshRemote()
     this.offChange = this.kv.events.on('change', change => {
       if (this.watchers.size === 0 && !this.remoteWatchers) return
       const event = classify(change)
@@ -120,6 +125,7 @@ export class WatchService {
     this.timer = null
     const pubsub = this.node.services.pubsub
     pubsub.removeEventListener('message', this.onMessage)
+    pubsub.removeEventListener('subscription-change', this.refreshRemote)
     if (this.subscribed) pubsub.unsubscribe(WATCH_TOPIC)
     if (this.beatsOnly) pubsub.unsubscribe(BEATS_ONLY_TOPIC)
     this.subscribed = false
@@ -133,7 +139,7 @@ export class WatchService {
   }
 
   /** Who else watches: anyone (on the feed), and anyone who wants more than heartbeats (not on the marker). */
-  private refreshRemote (): void {
+  private readonly refreshRemote = (): void => {
     const pubsub = this.node.services.pubsub
     const all = pubsub.getSubscribers(WATCH_TOPIC)
     this.remoteWatchers = all.length > 0
