@@ -106,7 +106,9 @@ export class ActivityView {
   }
 
   private draw (): void {
-    const picture = this.series.map(s => s.values.join(',')).join(';')
+    // A series whose samples are all one value draws as a flat line however many there are: in an idle mesh
+    // nothing is redrawn (the line's length catches up at the next change).
+    const picture = this.series.map(s => s.values.every(v => v === s.values[0]) ? `flat ${s.values[0] ?? ''}` : s.values.join(',')).join(';')
     if (picture === this.drawn) return
     this.drawn = picture
     const charts = this.series.map(s => {

@@ -131,16 +131,20 @@ export class RingView {
         this.rows.set(m.id, tr)
       }
       const figures = this.figures.get(m.id)
-      tr.dataset.state = m.state
-      ;(tr.cells[0]!.firstChild as HTMLElement).style.background = colourOf(m.id, this.sortedIds)
+      // Assigned only when different: an idle tab redraws this table every sample and must not restyle it.
+      if (tr.dataset.state !== m.state) tr.dataset.state = m.state
+      const swatch = tr.cells[0]!.firstChild as HTMLElement
+      const colour = colourOf(m.id, this.sortedIds)
+      if (swatch.dataset.colour !== colour) { swatch.dataset.colour = colour; swatch.style.background = colour }
       const cells = [String(m.meta.kind ?? '?'), whereText(m), m.state, String(m.incarnation),
         ownership.has(m.id) ? `${(100 * ownership.get(m.id)!).toFixed(1)}%` : '—',
         String(this.segmentsOwned.get(m.id) ?? 0),
         figures === undefined || m.state === 'dead' || m.state === 'left' ? '' : String(figures.keys),
         new Date(m.sinceMs).toLocaleTimeString()]
       cells.forEach((text, i) => { const td = tr.cells[i + 2]!; if (td.textContent !== text) td.textContent = text })
-      tr.cells[3]!.title = `location ${String(m.meta.location ?? m.id)}`
-      tr.cells[4]!.className = `state ${m.state}`
+      const title = `location ${String(m.meta.location ?? m.id)}`
+      if (tr.cells[3]!.title !== title) tr.cells[3]!.title = title
+      if (tr.cells[4]!.className !== `state ${m.state}`) tr.cells[4]!.className = `state ${m.state}`
       return tr
     })
     for (const [id, tr] of this.rows) if (!rows.includes(tr)) this.rows.delete(id)
@@ -159,7 +163,7 @@ export class RingView {
   private drawTooltip (members: MemberView[]): void {
     const tip = $('ring-tooltip')
     const m = members.find(x => x.id === this.hovered)
-    if (m === undefined) { tip.hidden = true; return }
+    if (m === undefined) { if (!tip.hidden) tip.hidden = true; return }
     const f = this.figures.get(m.id)
     tip.hidden = false
     tip.replaceChildren(
