@@ -13,13 +13,14 @@
  *   idle.cpu.per_tab.warmup  the same over the first MEASURE_S seconds of the warm-up (no target): a page's
  *                            first minute costs more while V8 compiles its hot code on the renderer's thread
  *                            pool, new WebRTC connections settle and discovery answers the joins; measured
- *                            here, it is about 0.01-0.02 cores per tab above the idle figure
+ *                            here with 8 tabs, 0.054-0.064 cores per tab against 0.022-0.028 idle
  *   idle.cpu.node            the two Node peers' CPU over the idle measurement, in cores
  *   idle.non_alive           state changes to anything but alive seen during the idle window (after the
  *                            warm-up), by the Node peers (their log lines) and by every tab (its member
  *                            events); target 0
- *   idle.non_alive.warmup    the same during the warm-up (no target): a tab first probing a member it has no
- *                            connection to yet dials it through a relay within the probe timeout
+ *   idle.non_alive.warmup    the same during the warm-up (no target); the likely cause of those seen (not
+ *                            proven): a tab's first probe of a member it has no connection to yet waits
+ *                            for a WebRTC dial through a relay, which can outlast the probe timeout
  *
  * Flags take `--name=value`: --tabs=2,8 --seconds=60 --warmup=60; --quick is 2 and 4 tabs, 20 s each.
  * Progress on stderr. Nothing fails the run on a missed target: each figure says whether it met it. Needs
