@@ -57,6 +57,14 @@ const CONTENT_TYPES: Record<string, string> = {
   '.png': 'image/png'
 }
 
+/**
+ * How long a browser may keep a dashboard file: the build's /assets/ carry a hash of their content in their
+ * names (Vite), so a kept copy never goes stale; the page and the service worker are asked for again.
+ */
+export function staticCaching (pathname: string): string {
+  return pathname.startsWith('/assets/') ? 'public, max-age=31536000, immutable' : 'no-cache'
+}
+
 class HttpError extends Error {
   constructor (readonly status: number, message: string, readonly extra: Record<string, unknown> = {}) {
     super(message)
@@ -190,6 +198,8 @@ export const OVERLOADED_RETRY_AFTER_S = 1
 
 export function httpHandler (options: HttpApiOptions): http.RequestListener {
   const { peer, guard } = options
+  /** Dashboard files answered (`/stats` http.files): all of them, and those under /assets/. */
+  const files = { served: 0, assets: 0 }
   let streams = 0
   return (req, res) => {
     const json = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
@@ -280,7 +290,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, relay: m.meta.relay, addrs: m.meta.addrs })))
     }
     if (url.pathname === '/ring') return json(200, ringView(peer, flag(url.searchParams, 'tokens') ?? true))
-    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length, publishing: peer.watcher.publishing }, http: guard.stats() })
+    if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length, publishing: peer.watcher.publishing }, http: { ...guard.stats(), files: { ...files } } })
     if (url.pathname === '/api/info') return json(200, options.info())
     if (url.pathname === '/services') {
       // Mesh-wide by default (every up member's records, merged); ?local=1 for this peer's own records.
@@ -433,7 +443,9 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (file === null) return json(404, { error: 'not found', code: 'ERR_NOT_FOUND' })
     fs.readFile(file, (error, body) => {
       if (error !== null) return json(404, { error: 'not found', code: 'ERR_NOT_FOUND', path: url.pathname })
-      res.writeHead(200, { 'content-type': CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream' })
+      files.served++
+      if (url.pathname.startsWith('/assets/')) files.assets++
+      res.writeHead(200, { 'content-type': CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': staticCaching(url.pathname) })
       res.end(body)
     })
   }

@@ -208,6 +208,13 @@ describe('HTTP API with a token', () => {
     const page = await request(port, 'GET', '/')
     expect(page.status).toBe(200)
     expect(page.headers['content-type']).toMatch(/text\/html/)
+    // The page is asked for again each time; its hashed assets are kept by the browser for good.
+    expect(page.headers['cache-control']).toBe('no-cache')
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(page.body.toString())?.[1]
+    expect(asset, 'the page names its script under /assets/').toBeDefined()
+    const script = await request(port, 'GET', asset!)
+    expect(script.status).toBe(200)
+    expect(script.headers['cache-control']).toBe('public, max-age=31536000, immutable')
     expect((await request(port, 'GET', '/sw.js')).status).toBe(200)
     // The token does not open the door to a foreign Origin.
     expect((await request(port, 'PUT', '/kv/t', { ...auth, origin: EVIL }, 'evil')).status).toBe(403)

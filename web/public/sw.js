@@ -1,8 +1,9 @@
 /**
  * The dashboard's service worker: keeps the page (index.html and its /assets/) so that a tab reloads, and
- * rejoins the mesh through another Node peer, when the peer that served it is gone. Network first: a
- * reachable server always wins and refreshes the copy; the cache answers only when the server cannot be
- * reached. Only the page itself is kept, never API answers (/api/info, /kv/...). At most SHELL_ENTRIES_MAX
+ * rejoins the mesh through another Node peer, when the peer that served it is gone. The page itself is
+ * network first: a reachable server always wins and refreshes the copy; the cache answers only when the
+ * server cannot be reached. Its /assets/ are cache first: their names change with their content, so a kept
+ * one is never stale. Only the page itself is kept, never API answers (/api/info, /kv/...). At most SHELL_ENTRIES_MAX
  * entries: the oldest assets of earlier builds go first.
  */
 const CACHE = 'meshkv-shell-v1'
@@ -47,6 +48,13 @@ self.addEventListener('fetch', event => {
   const key = navigation ? '/' : url.pathname
   event.respondWith((async () => {
     const cache = await caches.open(CACHE)
+    // A built asset's name carries a hash of its content (Vite), so a kept copy is that very file: it is
+    // served without asking the server. A tab then opens without fetching and storing the script again, and
+    // Chromium reuses the code it compiled from it last time.
+    if (!navigation) {
+      const kept = await cache.match(key)
+      if (kept !== undefined) return kept
+    }
     try {
       const res = await fetch(request)
       if (res.ok) {
