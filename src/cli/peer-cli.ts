@@ -82,6 +82,9 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
   --min-durable <n>           durable members (Node peers, not tabs) among each key's N replicas
                               (default ${defaultKvConfig().minDurable}, capped by how many there are); the same on every
                               peer, refused like a different --n
+  --leave-grace-ms <ms>       a tab that announced its leave is down at once but keeps its ring tokens
+                              this long (fallbacks hold its share), so a reload or the page opened
+                              again moves no range (default ${defaultKvConfig().leaveGraceMs}; 0: it leaves the ring at once)
   --durable-acks <n>          durable replicas that must have made a write durable before it is
                               acknowledged, besides W (default ${defaultKvConfig().durableAcks}; a request may raise it with ?dw=);
                               with none up, writes fail with 503 ERR_NO_DURABLE_REPLICA; the same on

@@ -60,6 +60,7 @@ const KV_HELP: Record<keyof KvConfig, string> = {
   syncKeysPerRound: 'keys one anti-entropy round compares and repairs',
   tombstoneGraceMs: 'age before a fully replicated tombstone is reaped',
   minDurable: 'durable members among each key\'s N replicas; the same on every peer',
+  leaveGraceMs: 'a tab that left keeps its ring tokens this long (down; fallbacks hold its share), so a reload moves nothing; 0: leaves at once',
   durableAcks: 'durable replicas among a write\'s acknowledgements, besides W',
   notFoundOk: 'a not-found counts toward R at once (faster misses; a fresh replica can hide a value)',
   hedgeMultiplier: 'a replica silent for this times its p99 round trip gets a stand-in (0: off)',
@@ -68,7 +69,7 @@ const KV_HELP: Record<keyof KvConfig, string> = {
   admitOpsMax: 'client operations in flight at this peer before new ones get 503 ERR_OVERLOADED',
   admitBeatsMax: 'heartbeats in flight at this peer before new ones get 503 ERR_OVERLOADED'
 }
-const KV_FLAGS: Partial<Record<keyof KvConfig, string>> = { n: 'n', r: 'r', w: 'w', strictQuorum: 'strict-quorum', minDurable: 'min-durable', durableAcks: 'durable-acks', hedgeMultiplier: 'hedge-multiplier', syncIntervalMs: 'sync-interval-ms', tombstoneGraceMs: 'tombstone-grace-ms' }
+const KV_FLAGS: Partial<Record<keyof KvConfig, string>> = { n: 'n', r: 'r', w: 'w', strictQuorum: 'strict-quorum', minDurable: 'min-durable', leaveGraceMs: 'leave-grace-ms', durableAcks: 'durable-acks', hedgeMultiplier: 'hedge-multiplier', syncIntervalMs: 'sync-interval-ms', tombstoneGraceMs: 'tombstone-grace-ms' }
 
 /** Storage options, as in StorageConfig, except the memory budget in MiB (memory-max-mb). */
 const STORAGE_HELP: Record<Exclude<keyof StorageConfig, 'memoryBytesMax'>, string> = {

@@ -41,18 +41,38 @@ export interface KvServiceInit {
 /**
  * Members that own ring tokens: everyone not gone, with vnodes > 0 (client-only members publish 0), with
  * their location and durability class (a member that publishes none is durable, at a location of its own).
- * A member that announced its leave (a tab's `pagehide`) is out of every preference list at once.
+ * A member that announced its leave is down at once (out of every preference list: fallbacks take its
+ * share). A durable one leaves the ring at once too; a volatile one (a tab's `pagehide`) keeps its tokens
+ * for `leaveGraceMs` after the leave (by `nowMs`, the clock membership runs on), so a reload, or the
+ * browser opening the page again, comes back to the ring it left and nothing moves. A dead member keeps
+ * its tokens until membership forgets it.
  */
-export function ringMembersOf (members: readonly MemberView[]): RingMember[] {
+export function ringMembersOf (members: readonly MemberView[], nowMs: number, leaveGraceMs: number): RingMember[] {
   const out: RingMember[] = []
   for (const m of members) {
-    if (m.state === 'left') continue
+    if (m.state === 'left' && !inLeaveGrace(m, nowMs, leaveGraceMs)) continue
     const vnodes = typeof m.meta.vnodes === 'number' ? m.meta.vnodes : DEFAULT_VNODES
     if (vnodes <= 0) continue
     const location = typeof m.meta.location === 'string' && m.meta.location !== '' ? m.meta.location : m.id
     out.push({ id: m.id, vnodes, location, durable: m.meta.durability !== 'volatile' })
   }
   return out.sort(byId)
+}
+
+/** A volatile member that left less than `leaveGraceMs` ago. */
+function inLeaveGrace (m: MemberView, nowMs: number, leaveGraceMs: number): boolean {
+  return m.state === 'left' && m.meta.durability === 'volatile' && nowMs - m.sinceMs < leaveGraceMs
+}
+
+/** When the first leave grace still running ends (ms by the same clock), or null if none runs. */
+export function leaveGraceEndsMs (members: readonly MemberView[], nowMs: number, leaveGraceMs: number): number | null {
+  let first: number | null = null
+  for (const m of members) {
+    if (!inLeaveGrace(m, nowMs, leaveGraceMs)) continue
+    const ends = m.sinceMs + leaveGraceMs
+    if (first === null || ends < first) first = ends
+  }
+  return first
 }
 
 export class KvService {
@@ -67,10 +87,12 @@ export class KvService {
   private readonly tickMaxMs: number
   private offChange: (() => void) | null = null
   private refreshQueued = false
+  /** Refreshes the ring when a leave grace ends (at most one timer). */
+  private graceTimer: ReturnType<typeof setTimeout> | null = null
   private readonly isUp = (id: string): boolean => this.swim.isUp(id)
 
   constructor (private readonly node: MeshLibp2p, private readonly swim: SwimService, private readonly init: KvServiceInit) {
-    const ring = Ring.build(ringMembersOf(swim.members()), init.ringHash, { minDurable: init.config.minDurable })
+    const ring = Ring.build(ringMembersOf(swim.members(), init.clock.nowMs(), init.config.leaveGraceMs), init.ringHash, { minDurable: init.config.minDurable })
     const handler = async (from: string, request: KvRequest): Promise<KvReply> => await this.kv.handle(from, request)
     const limits = { keyBytesMax: init.engine.config.keyBytesMax, valueBytesMax: init.engine.config.valueBytesMax }
     const rpc = (protocol: string): RpcEndpoint => new RpcEndpoint(node, {
@@ -147,7 +169,13 @@ export class KvService {
 
   /** The ring from the current members (rebuilt only when its members change) and who is up. */
   private refresh (): void {
-    const members = ringMembersOf(this.swim.members())
+    const nowMs = this.init.clock.nowMs()
+    const all = this.swim.members()
+    const members = ringMembersOf(all, nowMs, this.init.config.leaveGraceMs)
+    // A tab's leave grace ends with no membership change to say so: the ring is refreshed then.
+    const graceEnds = leaveGraceEndsMs(all, nowMs, this.init.config.leaveGraceMs)
+    if (this.graceTimer !== null) clearTimeout(this.graceTimer)
+    this.graceTimer = graceEnds === null || !this.running ? null : setTimeout(() => { this.graceTimer = null; this.refresh() }, graceEnds - nowMs + 1)
     const signature = members.map(m => `${m.id}/${m.vnodes}/${m.durable === false ? 'v' : 'd'}/${m.location ?? ''}`).join(',')
     const ring = signature === this.ringSignature ? this.kv.ring : Ring.build(members, this.init.ringHash, { minDurable: this.init.config.minDurable })
     this.ringSignature = signature
@@ -156,7 +184,7 @@ export class KvService {
 
   /** The ring as it will be once this peer has left. */
   ringWithoutSelf (): Ring {
-    return Ring.build(ringMembersOf(this.swim.members()).filter(m => m.id !== this.kv.id), this.init.ringHash, { minDurable: this.init.config.minDurable })
+    return Ring.build(ringMembersOf(this.swim.members(), this.init.clock.nowMs(), this.init.config.leaveGraceMs).filter(m => m.id !== this.kv.id), this.init.ringHash, { minDurable: this.init.config.minDurable })
   }
 
   stats (): { kv: KvNode['stats']; admission: KvNode['admission']; rpc: RpcStats; sync: RpcStats } {
@@ -166,6 +194,8 @@ export class KvService {
   async stop (): Promise<void> {
     this.running = false
     if (this.timer !== null) clearTimeout(this.timer)
+    if (this.graceTimer !== null) clearTimeout(this.graceTimer)
+    this.graceTimer = null
     this.offChange?.()
     await this.kvRpc.stop()
     await this.syncRpc.stop()

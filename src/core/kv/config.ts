@@ -41,6 +41,11 @@ export interface KvConfig {
   /** Durable members (Node peers) among every key's N primaries, capped by how many the ring has. Default 1.
    * Placement: must be the same on every peer of a mesh. */
   minDurable: number
+  /** A volatile member (a tab) that announced its leave is down at once but keeps its ring tokens this long:
+   * fallbacks hold its share meanwhile (hinted handoff), and a reload, or the same browser opening the page
+   * again, finds the ring as it left it, so no range moves twice. Once it ends the member leaves the ring and
+   * its ranges move to their new owners. Durable members leave the ring at once. Default 30 s; 0: at once. */
+  leaveGraceMs: number
   /** Durable replicas that must have made a write durable before it is acknowledged, in addition to W; a
    * request may raise it (`dw`) but not lower it. Must be the same on every peer of a mesh (a replica
    * refuses a forwarded write's `dw` below its own). Default 1: tabs alone never acknowledge a write. 0 lets a
@@ -86,6 +91,7 @@ export function defaultKvConfig (): KvConfig {
     syncKeysPerRound: 8192,
     tombstoneGraceMs: 3_600_000,
     minDurable: 1,
+    leaveGraceMs: 30_000,
     durableAcks: 1,
     notFoundOk: false,
     hedgeMultiplier: 4,
@@ -113,6 +119,7 @@ export function validateKvConfig (c: KvConfig): KvConfig {
   integer('syncKeysPerRound', c.syncKeysPerRound, 1, 10_000_000)
   integer('tombstoneGraceMs', c.tombstoneGraceMs, 0, Number.MAX_SAFE_INTEGER)
   integer('minDurable', c.minDurable, 0, c.n)
+  integer('leaveGraceMs', c.leaveGraceMs, 0, 86_400_000)
   integer('durableAcks', c.durableAcks, 0, c.n)
   if (typeof c.notFoundOk !== 'boolean') throw new ConfigError('notFoundOk', 'must be a boolean')
   if (typeof c.hedgeMultiplier !== 'number' || !Number.isFinite(c.hedgeMultiplier) || c.hedgeMultiplier < 0 || c.hedgeMultiplier > 100) throw new ConfigError('hedgeMultiplier', `must be a number in [0, 100], got ${String(c.hedgeMultiplier)}`)
