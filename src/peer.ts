@@ -139,7 +139,9 @@ export interface Peer {
   /** Joins through members' multiaddrs (objects or strings), retrying with backoff until one answers or
    * `signal` aborts. */
   join(addrs: Array<Multiaddr | string>, options?: Parameters<SwimService['join']>[1]): Promise<void>
-  /** Leaves gracefully: announces it, hands every key to its next owners, then stops. */
+  /** Leaves gracefully: announces it, hands every key to its next owners, then stops. A volatile member
+   * (a tab) whose ring tokens the mesh keeps for its leave grace (`kv.leaveGraceMs`) hands off only the keys
+   * it holds for others. */
   leave(options?: LeaveOptions): Promise<{ delivered: number; failed: number }>
   /** Stops without announcing (others will detect it as failed). */
   stop(): Promise<void>
@@ -344,12 +346,17 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
       let result = { delivered: 0, failed: 0 }
       if (!stopped) {
         // The next owners are computed before leaving; once the leave is announced nobody sends this peer
-        // new writes, and everything it holds goes to them.
-        const next = store.ringWithoutSelf()
+        // new writes, and everything it holds goes to them. A tab (volatile) keeps its ring tokens for the
+        // mesh's leave grace instead: the others hold what it misses as hints, and a reload brings it back to
+        // the same ring, so it sends away only the keys it holds for others. If it does not come back, its
+        // ranges' new owners are filled by anti-entropy from the other replicas once the grace ends (a
+        // durable one holds every acknowledged write).
+        const inGrace = !options.durable && kvConfig.leaveGraceMs > 0
+        const next = inGrace ? kv.ring : store.ringWithoutSelf()
         kv.beginLeaving()
         await membership.leave()
         try {
-          result = await kv.handOffAll(next, opts.progress ?? (() => {}), opts.signal)
+          result = await kv.handOffAll(next, opts.progress ?? (() => {}), opts.signal, inGrace)
         } catch (error) {
           options.log.error('handoff before leaving failed', error)
         }

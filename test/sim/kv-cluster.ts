@@ -35,7 +35,7 @@ export class ScenarioKv {
   handoff (): Promise<{ delivered: number; dropped: number; reaped: number }> { return this.sim.run(this.node.kv.handoff()) }
   syncRound (peer?: string): Promise<SyncResult | null> { return this.sim.run(this.node.kv.syncRound(peer)) }
   placement (key: string): Promise<{ replicas: ReplicaView[] }> { return this.call({ type: 'placement', key }) }
-  handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void): Promise<{ delivered: number; failed: number }> { return this.call({ type: 'hand-off-all', ring: ringWithout, progress }) }
+  handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void, hintsOnly = false): Promise<{ delivered: number; failed: number }> { return this.call({ type: 'hand-off-all', ring: ringWithout, progress, hintsOnly }) }
   ask (to: string, request: KvRequest): Promise<KvReply> { return this.call({ type: 'ask', to, request }) }
   list (options: ListOptions = {}): Promise<ListResult> { return this.call({ type: 'list', options }) }
   handle (from: string, request: KvRequest): Promise<KvReply> { return this.sim.run(this.node.kv.handle(from, request)) }

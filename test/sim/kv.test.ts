@@ -228,6 +228,24 @@ describe('kv: anti-entropy, partitions, membership changes', () => {
     expect(replicated(sim, keys)).toBe(true)
   })
 
+  it('a member leaving within its leave grace hands off only the keys it holds for others', async () => {
+    const sim = await KvSim.create(ids(5))
+    const key = 'hinted'
+    const [p0, , p2] = sim.primaries(key)
+    sim.setUp(p2!, false)
+    await sim.node(p0!).kv.put(key, enc('v'), { w: 3 })
+    const fallback = [...sim.holders(key).keys()].find(id => !sim.primaries(key).includes(id))!
+    // The fallback also holds keys of its own.
+    const own = Array.from({ length: 200 }, (_, i) => `own-${i}`).filter(k => sim.primaries(k).includes(fallback))
+    for (const k of own) await sim.node(fallback).kv.put(k, enc(k), { w: 3 })
+    expect(own.length).toBeGreaterThan(20)
+    expect(sim.node(fallback).kv.stats.hintsPending).toBe(1)
+    // The others keep it in the ring: the hint goes to the key's up primaries (p0 and p1), nothing else moves.
+    const result = await sim.node(fallback).kv.handOffAll(sim.ring(), () => {}, true)
+    expect(result).toEqual({ delivered: 2, failed: 0 })
+    for (const k of own) expect(sim.holders(k).has(fallback)).toBe(true)
+  })
+
   it('a deleted key is reaped after the grace period and never comes back', async () => {
     const sim = await KvSim.create(ids(4), { tombstoneGraceMs: 60_000 })
     const key = 'gone'

@@ -161,10 +161,11 @@ export class KvNode {
 
   /**
    * Before a graceful leave: refuses writes from now on, and sends every key to its primaries in
-   * `ringWithout`; resolves when they acknowledged. Keys with no such primary up count as failed.
+   * `ringWithout`; resolves when they acknowledged. Keys with no such primary up count as failed. With
+   * `hintsOnly` (a tab the others keep in the ring for its leave grace) only the keys held for others go.
    */
-  handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void, signal?: AbortSignal): Promise<{ delivered: number; failed: number }> {
-    return this.start({ type: 'hand-off-all', ring: ringWithout, progress }, signal)
+  handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void, signal?: AbortSignal, hintsOnly = false): Promise<{ delivered: number; failed: number }> {
+    return this.start({ type: 'hand-off-all', ring: ringWithout, progress, hintsOnly }, signal)
   }
 
   /** The heartbeat services this replica holds records of, sorted by id. */

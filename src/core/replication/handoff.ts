@@ -7,7 +7,8 @@
  *   has acknowledged it durably — one mechanism for both.
  * - A tombstone is reaped by the key's first primary once every primary is up and holds the identical
  *   tombstone and the newest write is older than the grace period, so nothing deleted comes back.
- * - A leaving peer refuses writes, then sends every key it holds to its primaries in the ring without it.
+ * - A leaving peer refuses writes, then sends every key it holds to its primaries in the ring without it; a
+ *   tab whose ring tokens the others keep for its leave grace sends only the keys it holds for others.
  */
 import { errorMessage } from '../errors.js'
 import type { Entry, KvReply } from '../kv/messages.js'
@@ -132,12 +133,15 @@ export class Handoff {
    * this handoff), and every key it holds goes to its primaries in the ring without this peer; returns when
    * they acknowledged. Keys with no such primary up count as failed.
    */
-  * handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void): Flow<{ delivered: number; failed: number }> {
+  * handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void, hintsOnly = false): Flow<{ delivered: number; failed: number }> {
     const s = this.s
     s.leaving = true
     const batches = new Map<string, Entry[]>()
     let failed = 0
-    for (const [key, state] of s.engine.entries()) {
+    // Hints only (a tab whose tokens the others keep for its leave grace): the keys held here for others,
+    // to their primaries in `ringWithout` (then the current ring); its own ranges stay with it.
+    const entries: Iterable<[string, KeyState]> = hintsOnly ? this.heldForOthers() : s.engine.entries()
+    for (const [key, state] of entries) {
       const entry = s.entry(key, state)
       let targets = 0
       for (const id of ringWithout.primaries(ringWithout.position(key), s.config.n)) {
@@ -158,5 +162,13 @@ export class Handoff {
     }))
     s.counters.handedOff += delivered
     return { delivered, failed }
+  }
+
+  /** The keys held here whose primaries do not include this peer, with their states. */
+  private * heldForOthers (): Generator<[string, KeyState]> {
+    for (const key of [...this.s.index.foreign]) {
+      const state = this.s.engine.state(key)
+      if (state !== undefined) yield [key, state]
+    }
   }
 }

@@ -37,7 +37,7 @@ export type Call =
   /** One anti-entropy round, with `peer` or the next one. */
   | { readonly type: 'sync'; readonly peer?: string }
   /** A graceful leave's handoff of everything to the owners in `ring` (the ring without this peer). */
-  | { readonly type: 'hand-off-all'; readonly ring: Ring; readonly progress: (done: number, total: number) => void }
+  | { readonly type: 'hand-off-all'; readonly ring: Ring; readonly progress: (done: number, total: number) => void; readonly hintsOnly?: boolean }
   /** Every heartbeat service in the mesh. */
   | { readonly type: 'services' }
   /** A page of keys: the mesh's, merged, or this peer's own (`options.local`). */
@@ -164,7 +164,7 @@ export class Replication {
       case 'placement': return placement(s, call.key)
       case 'handoff': return this.handoff.turn()
       case 'sync': return this.antiEntropy.round(call.peer)
-      case 'hand-off-all': return this.handoff.handOffAll(call.ring, call.progress)
+      case 'hand-off-all': return this.handoff.handOffAll(call.ring, call.progress, call.hintsOnly === true)
       case 'services': return meshServices(s)
       case 'list': return listKeys(s, call.options)
       case 'ask': return exchange(call.to, 'kv', call.request)
