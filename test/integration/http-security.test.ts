@@ -181,9 +181,9 @@ describe('HTTP API without a token (loopback): Origin, Host, POST and CORS', () 
   })
 
   it('counts every refusal by code in /stats', async () => {
-    const stats = (await request(port, 'GET', '/stats')).json() as { http: { refusals: Record<string, number>; token: boolean; cors: string[] } }
+    const stats = (await request(port, 'GET', '/stats')).json() as { http: { refusals: Record<string, number>; token: boolean; cors: string[]; files: { served: number; assets: number } } }
     // Counted above: origin 3 + 1 + 4 * 2 + 1 (upload) + 1 (preflight); host 3 * 3; form POST 3 * 2 + 1.
-    expect(stats.http).toEqual({ refusals: { ERR_FORBIDDEN_ORIGIN: 14, ERR_FORBIDDEN_HOST: 9, ERR_FORM_POST: 7, ERR_UNAUTHORIZED: 0 }, token: false, cors: [ALLOWED] })
+    expect(stats.http).toEqual({ refusals: { ERR_FORBIDDEN_ORIGIN: 14, ERR_FORBIDDEN_HOST: 9, ERR_FORM_POST: 7, ERR_UNAUTHORIZED: 0 }, token: false, cors: [ALLOWED], files: { served: expect.any(Number), assets: expect.any(Number) } })
   })
 })
 
