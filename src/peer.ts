@@ -346,17 +346,15 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
       let result = { delivered: 0, failed: 0 }
       if (!stopped) {
         // The next owners are computed before leaving; once the leave is announced nobody sends this peer
-        // new writes, and everything it holds goes to them. A tab (volatile) keeps its ring tokens for the
-        // mesh's leave grace instead: the others hold what it misses as hints, and a reload brings it back to
-        // the same ring, so it sends away only the keys it holds for others. If it does not come back, its
-        // ranges' new owners are filled by anti-entropy from the other replicas once the grace ends (a
-        // durable one holds every acknowledged write).
-        const inGrace = !options.durable && kvConfig.leaveGraceMs > 0
-        const next = inGrace ? kv.ring : store.ringWithoutSelf()
+        // new writes, and what it holds goes to them. A tab (volatile) keeps its ring tokens for the mesh's
+        // leave grace instead and sends only the keys it holds for others (KvService.leaveHandoff): if it
+        // does not come back, its ranges' new owners are filled by anti-entropy from the other replicas once
+        // the grace ends (a durable one holds every acknowledged write).
+        const next = store.leaveHandoff()
         kv.beginLeaving()
         await membership.leave()
         try {
-          result = await kv.handOffAll(next, opts.progress ?? (() => {}), opts.signal, inGrace)
+          result = await kv.handOffAll(next.ring, opts.progress ?? (() => {}), opts.signal, next.hintsOnly)
         } catch (error) {
           options.log.error('handoff before leaving failed', error)
         }

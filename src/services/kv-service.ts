@@ -182,9 +182,15 @@ export class KvService {
     this.kv.setMembership(ring, this.isUp)
   }
 
-  /** The ring as it will be once this peer has left. */
-  ringWithoutSelf (): Ring {
-    return Ring.build(ringMembersOf(this.swim.members(), this.init.clock.nowMs(), this.init.config.leaveGraceMs).filter(m => m.id !== this.kv.id), this.init.ringHash, { minDurable: this.init.config.minDurable })
+  /**
+   * Where a graceful leave sends what this peer holds: everything, to its owners in the ring as it will be
+   * without this peer; or, for a volatile member the others keep in the ring for the leave grace, only the
+   * keys it holds for others, by the current ring (its own ranges would come straight back on a reload).
+   */
+  leaveHandoff (): { ring: Ring; hintsOnly: boolean } {
+    const ring = this.kv.ring
+    if (ring.member(this.kv.id)?.durable === false && this.init.config.leaveGraceMs > 0) return { ring, hintsOnly: true }
+    return { ring: Ring.build(ringMembersOf(this.swim.members(), this.init.clock.nowMs(), this.init.config.leaveGraceMs).filter(m => m.id !== this.kv.id), this.init.ringHash, { minDurable: this.init.config.minDurable }), hintsOnly: false }
   }
 
   stats (): { kv: KvNode['stats']; admission: KvNode['admission']; rpc: RpcStats; sync: RpcStats } {

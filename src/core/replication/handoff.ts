@@ -166,7 +166,8 @@ export class Handoff {
 
   /** The keys held here whose primaries do not include this peer, with their states. */
   private * heldForOthers (): Generator<[string, KeyState]> {
-    for (const key of [...this.s.index.foreign]) {
+    // Consumed within one synchronous loop (handOffAll), so the set does not change underneath.
+    for (const key of this.s.index.foreign) {
       const state = this.s.engine.state(key)
       if (state !== undefined) yield [key, state]
     }
