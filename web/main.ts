@@ -24,6 +24,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { claimTabIdentity } from '../src/adapters/browser-identity.js'
 import { RelayKeeper, type RelayStatus } from '../src/services/relays.js'
 import { IndexedDbWal } from '../src/adapters/wal-indexeddb.js'
+import { tabLink, tabLinkAddress } from '../src/adapters/tab-link.js'
 import { browserSwimConfig } from '../src/core/membership/config.js'
 import type { MemberView } from '../src/core/membership/swim.js'
 import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES } from '../src/core/ring/ring.js'
@@ -53,7 +54,13 @@ function browserProfile (): string {
     id = crypto.randomUUID()
     localStorage.setItem(PROFILE_KEY, id)
   }
-  return `browser/${id}`
+  return id
+}
+
+/** Tabs of this browser reach each other through it (src/adapters/tab-link.ts) unless `?tab-link=off`,
+ * which leaves them WebRTC, as tabs of different browsers (tests of WebRTC itself). */
+function tabLinkWanted (): boolean {
+  return new URLSearchParams(location.search).get('tab-link') !== 'off'
 }
 
 /** Durable only when asked for (?durable=1) and the browser promises not to evict this origin's storage. */
@@ -113,11 +120,15 @@ async function main (): Promise<void> {
   const identity = await claimTabIdentity()
   const replica = mode() === 'replica'
   const durable = replica && await durableStorage()
+  const profile = browserProfile()
+  const linked = tabLinkWanted()
   const peer = await createMeshPeer({
     kind: 'browser',
     privateKey: identity.privateKey,
     // Relay reservations (/p2p-circuit addresses) are the RelayKeeper's: two relays, failing over.
-    listen: ['/webrtc'],
+    // Tabs of this browser: the tab link, through the browser itself.
+    listen: ['/webrtc', ...(linked ? [tabLinkAddress(profile)] : [])],
+    ...(linked ? { extraTransports: [tabLink({ profile })] } : {}),
     connectionPingIntervalMs: TAB_PING_INTERVAL_MS,
     swim: { ...browserSwimConfig(), metaBytesMax: 2048 },
     incarnation: identity.incarnation,
@@ -125,7 +136,7 @@ async function main (): Promise<void> {
     ...(entry.settings === null ? {} : { kv: { ...entry.settings, r: Math.min(2, entry.settings.n), w: Math.min(2, entry.settings.n) } }),
     // A client-only member owns no ring tokens, so it holds no keys; it still coordinates requests.
     vnodes: replica ? (durable ? DEFAULT_VNODES : DEFAULT_VOLATILE_VNODES) : 0,
-    location: browserProfile(),
+    location: `browser/${profile}`,
     durable,
     ...(meshKey === null ? {} : { meshKey }),
     clock: { nowMs: () => Date.now() },

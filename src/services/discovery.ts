@@ -91,7 +91,8 @@ export class Discovery {
   }
 
   private addrs (): string[] {
-    return this.node.getMultiaddrs().map(String).slice(0, ADDRS_MAX)
+    // Not a tab link address (/memory/...): only tabs of the same browser use it, and they find each other.
+    return this.node.getMultiaddrs().map(String).filter(a => !a.startsWith('/memory/')).slice(0, ADDRS_MAX)
   }
 
   private readonly announce = (): void => {

@@ -14,7 +14,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
-import type { PrivateKey } from '@libp2p/interface'
+import type { PrivateKey, Transport } from '@libp2p/interface'
 import { webRTC } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { createLibp2p } from 'libp2p'
@@ -24,7 +24,7 @@ export interface MeshNodeOptions {
   /** Addresses to listen on. Node: e.g. /ip4/127.0.0.1/tcp/0 and .../ws; browsers: ['/p2p-circuit', '/webrtc']. */
   listen: string[]
   /** Transports only some platforms have (Node: tcp()). */
-  extraTransports?: Array<ReturnType<typeof webSockets>>
+  extraTransports?: Array<(components: any) => Transport> // eslint-disable-line @typescript-eslint/no-explicit-any -- libp2p passes each factory its own components
   /** Run the circuit-relay server (bootstrap peers), sized for this many reservations (tabs). */
   relayServer?: { maxReservations: number }
   /**

@@ -174,7 +174,8 @@ export class SwimService {
     let out = ''
     const rank = (s: string): number => (s.includes('/webrtc') ? 0 : 2) + (s.includes('/ws') ? 0 : 1)
     for (const s of this.node.getMultiaddrs().map(String).sort((a, b) => rank(a) - rank(b))) {
-      if (out.length + s.length + 1 > ADDRS_META_BYTES_MAX) continue
+      // A tab link address (/memory/...) is only for tabs of the same browser, which find each other anyway.
+      if (out.length + s.length + 1 > ADDRS_META_BYTES_MAX || s.startsWith('/memory/')) continue
       out = out === '' ? s : `${out} ${s}`
     }
     return out

@@ -1,7 +1,9 @@
 /**
  * Browser tabs in the mesh, in a real Chromium: two tabs join through the bootstrap that served them,
  * every tab and Node peer lists everyone alive, tabs reach each other over direct WebRTC (the relay only
- * carried the signalling), and a reloaded tab keeps its identity.
+ * carried the signalling), and a reloaded tab keeps its identity. Tab b runs without the tab link
+ * (`?tab-link=off`), as a tab of another browser would: tabs of one browser connect through the browser
+ * (test/e2e/tab-link.spec.ts).
  */
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -38,7 +40,7 @@ test('two tabs and two Node peers see each other alive; tabs talk over direct We
   const b = await context.newPage()
   for (const page of [a, b]) page.on('pageerror', error => { console.error('page error:', error) })
   await a.goto(boot.http)
-  await b.goto(boot.http)
+  await b.goto(`${boot.http}/?tab-link=off`)
   const idA = await tabId(a)
   const idB = await tabId(b)
   expect(idA).not.toBe(idB)

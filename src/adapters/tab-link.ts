@@ -1,0 +1,424 @@
+/**
+ * The tab link: a libp2p transport between tabs of one browser profile (one origin), through the browser
+ * itself instead of WebRTC. Tabs of one browser share a machine, a process tree and a failure domain; a
+ * WebRTC connection between them still costs a relayed signalling connection through a Node relay (its own
+ * noise handshake on both tabs and the relay), ICE, DTLS, SCTP, a second noise handshake and a data channel
+ * per stream. Measured on a 2-core machine, each tab-to-tab connection a reloaded tab re-made cost
+ * 0.6-0.9 CPU-seconds over the machine: most of what a reload costs the mesh (README, Churn).
+ *
+ * How it works:
+ * - Every tab listens on `/memory/meshkv-tabs.<profile>` (the profile id of web/main.ts, kept in the
+ *   origin's storage). The tabs of that profile put each other's address in their peer stores when they
+ *   learn of each other; SWIM metadata and discovery leave it out. Only a tab of the same profile dials it
+ *   (`dialFilter`); any other peer that sees it (identify) has no transport for it and skips it.
+ * - Presence: each tab instance holds a Web Lock named after its peer id and a random nonce for its
+ *   lifetime. A starting tab lists the tabs already here from the locks held (before it dials anyone), then
+ *   says `hello` on a BroadcastChannel of the profile; the others answer `here`, and a stopping tab says
+ *   `bye`. Every tab queues a request for each other tab's lock: the browser grants it the moment that tab is
+ *   gone, closed or crashed, and its links are reset at once. A tab that is not present is not dialled
+ *   (`dialFilter`), so libp2p goes on to the peer's next address (WebRTC).
+ * - A connection is a BroadcastChannel of its own (a random name only its two tabs open), carrying the
+ *   muxer's bytes (yamux) in order. There is no encryption: the two tabs are the same origin in the same
+ *   browser, which already share storage and could read each other's keys; the remote peer id is the one
+ *   its presence announced. Connection gating (the debug API's partitions) still applies.
+ *
+ * Bounds: at most TAB_LINK_PEERS_MAX tabs are tracked; control messages are checked and malformed ones
+ * counted and dropped; a dial waits at most DIAL_ACCEPT_TIMEOUT_MS for the other tab's accept. There is no
+ * read backpressure (as for WebSockets): the muxer's windows bound what is in flight.
+ */
+import { ConnectionFailedError, serviceCapabilities, transportSymbol } from '@libp2p/interface'
+import type { ComponentLogger, Connection, CreateListenerOptions, DialTransportOptions, Listener, ListenerEvents, Logger, PeerId, PeerStore, Transport, Upgrader } from '@libp2p/interface'
+import { TypedEventEmitter } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { AbstractMultiaddrConnection } from '@libp2p/utils'
+import type { SendResult } from '@libp2p/utils'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+
+/** The memory address value every tab of a profile listens on: `meshkv-tabs.<profile>`. */
+export const TAB_LINK_ADDRESS_PREFIX = 'meshkv-tabs.'
+/** Tabs of this profile tracked at once (a browser opening more gets WebRTC to the rest). */
+export const TAB_LINK_PEERS_MAX = 256
+/** How long a dial waits for the other tab to accept. */
+export const DIAL_ACCEPT_TIMEOUT_MS = 5000
+const MEMORY_CODE = 777
+const P2P_CODE = 421
+
+/** The peer id a multiaddr ends in, if any. */
+function peerIdOf (ma: Multiaddr): string | null {
+  return ma.getComponents().findLast(c => c.code === P2P_CODE)?.value ?? null
+}
+const CHANNEL_PREFIX = 'meshkv-tab-link/'
+const ALIVE_LOCK_PREFIX = 'meshkv-tab-link-alive/'
+
+export interface TabLinkInit {
+  /** This browser profile's id: letters, digits and dashes (web/main.ts's profile UUID). */
+  profile: string
+}
+
+export interface TabLinkComponents { peerId: PeerId, peerStore: PeerStore, logger: ComponentLogger }
+
+export interface TabLinkStats {
+  /** Tabs of this profile present now. */
+  present: number
+  /** Connections made (dialled and accepted) and reset because the other tab went away. */
+  dialled: number
+  accepted: number
+  resetGone: number
+  /** Control messages dropped as malformed or not meant for this tab. */
+  dropped: number
+}
+
+type Control =
+  | { t: 'hello' | 'here' | 'bye', id: string, nonce: string }
+  | { t: 'dial', link: string, from: string, fromNonce: string, to: string, toNonce: string }
+
+type LinkMessage = { t: 'accept' } | { t: 'close' } | { t: 'reset' }
+
+function isControl (m: unknown): m is Control {
+  if (typeof m !== 'object' || m === null) return false
+  const c = m as Record<string, unknown>
+  if (c.t === 'hello' || c.t === 'here' || c.t === 'bye') return typeof c.id === 'string' && typeof c.nonce === 'string' && c.id.length < 128 && c.nonce.length < 64
+  if (c.t === 'dial') return ['link', 'from', 'fromNonce', 'to', 'toNonce'].every(k => typeof c[k] === 'string' && (c[k] as string).length < 128)
+  return false
+}
+
+/** One connection's bytes over its own BroadcastChannel. */
+class TabLinkConnection extends AbstractMultiaddrConnection {
+  readonly remoteNonce: string
+  private readonly channel: BroadcastChannel
+  private readonly onGone: (c: TabLinkConnection) => void
+  private acceptResolve: (() => void) | null = null
+
+  constructor (init: { channel: BroadcastChannel, remoteAddr: Multiaddr, direction: 'inbound' | 'outbound', log: Logger, remoteNonce: string, onGone: (c: TabLinkConnection) => void }) {
+    super({ remoteAddr: init.remoteAddr, direction: init.direction, log: init.log })
+    this.channel = init.channel
+    this.remoteNonce = init.remoteNonce
+    this.onGone = init.onGone
+    this.channel.onmessage = (event: MessageEvent) => {
+      const data: unknown = event.data
+      if (data instanceof Uint8Array) { this.onData(data); return }
+      const m = data as Partial<LinkMessage> | null
+      if (m?.t === 'accept') { this.acceptResolve?.(); this.acceptResolve = null } else if (m?.t === 'close') { this.end(); this.onTransportClosed() } else if (m?.t === 'reset') { this.end(); this.onRemoteReset() }
+    }
+    this.addEventListener('close', () => { this.end() }, { once: true })
+  }
+
+  /** Resolves when the other tab accepts; rejects on `signal` or after DIAL_ACCEPT_TIMEOUT_MS. */
+  async accepted (signal: AbortSignal): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { done(new ConnectionFailedError(`the tab did not accept within ${DIAL_ACCEPT_TIMEOUT_MS} ms`)) }, DIAL_ACCEPT_TIMEOUT_MS)
+      const onAbort = (): void => { done(signal.reason instanceof Error ? signal.reason : new Error('dial aborted')) }
+      const done = (error?: Error): void => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', onAbort)
+        this.acceptResolve = null
+        if (error === undefined) resolve(); else reject(error)
+      }
+      this.acceptResolve = () => { done() }
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  accept (): void {
+    this.post({ t: 'accept' })
+  }
+
+  /** The other tab is gone (its lock was released, or it said bye): reset at once. */
+  gone (): void {
+    if (this.status === 'closed') return
+    this.end()
+    this.onRemoteReset()
+  }
+
+  sendData (data: Parameters<AbstractMultiaddrConnection['sendData']>[0]): SendResult {
+    // One message per write: the muxer hands over a frame's header and body as separate chunks.
+    this.post(data.subarray())
+    return { sentBytes: data.byteLength, canSendMore: true }
+  }
+
+  sendReset (): void {
+    this.post({ t: 'reset' })
+    this.end()
+  }
+
+  async sendClose (): Promise<void> {
+    this.post({ t: 'close' })
+    this.end()
+  }
+
+  sendPause (): void {} // read backpressure is not supported (the muxer's windows bound what is in flight)
+  sendResume (): void {}
+
+  private closed = false
+  private post (message: Uint8Array | LinkMessage): void {
+    if (this.closed) return
+    try { this.channel.postMessage(message) } catch (error) { this.log.error('tab link post failed - %e', error) }
+  }
+
+  private end (): void {
+    if (this.closed) return
+    this.closed = true
+    this.channel.onmessage = null
+    this.channel.close()
+    this.onGone(this)
+  }
+}
+
+/** Presence of this profile's tabs, and the connections between them. One per transport (per peer). */
+class TabLinkHub {
+  readonly nonce = crypto.randomUUID()
+  readonly stats: TabLinkStats = { present: 0, dialled: 0, accepted: 0, resetGone: 0, dropped: 0 }
+  private readonly present = new Map<string, { nonce: string, watch: AbortController }>()
+  private readonly links = new Set<TabLinkConnection>()
+  /** Peer store writes of present tabs' addresses, awaited before the first dial. */
+  private recording: Array<Promise<unknown>> = []
+  private readonly control: BroadcastChannel
+  private readonly lifetime = new AbortController()
+  private releaseAlive: (() => void) | null = null
+  private stopped = false
+
+  constructor (private readonly profile: string, private readonly self: string, private readonly peerStore: PeerStore, private readonly log: Logger, private readonly onInbound: (c: TabLinkConnection, remote: PeerId) => void) {
+    this.control = new BroadcastChannel(`${CHANNEL_PREFIX}${profile}`)
+    this.control.onmessage = (event: MessageEvent) => { this.onControl(event.data) }
+  }
+
+  /** The lock this tab instance holds while it lives: its peer id and nonce, so others can list tabs. */
+  private aliveLock (id: string, nonce: string): string {
+    return `${ALIVE_LOCK_PREFIX}${this.profile}/${id}/${nonce}`
+  }
+
+  async start (): Promise<void> {
+    // Held until this hub stops or the page goes away; the others' queued requests for it are granted then.
+    await new Promise<void>(resolve => {
+      void navigator.locks.request(this.aliveLock(this.self, this.nonce), async () => {
+        resolve()
+        await new Promise<void>(release => { this.releaseAlive = release })
+      })
+    })
+    // The tabs already here, from the locks they hold: known before this peer dials anyone (a hello's answers
+    // would come later, after the first dials had gone out over WebRTC).
+    const prefix = `${ALIVE_LOCK_PREFIX}${this.profile}/`
+    for (const lock of (await navigator.locks.query()).held ?? []) {
+      const parts = lock.name?.startsWith(prefix) === true ? lock.name.slice(prefix.length).split('/') : []
+      if (parts.length === 2 && parts[0] !== this.self) this.seen(parts[0]!, parts[1]!)
+    }
+    await Promise.all(this.recording)
+    this.control.postMessage({ t: 'hello', id: this.self, nonce: this.nonce } satisfies Control)
+  }
+
+  stop (): void {
+    if (this.stopped) return
+    this.stopped = true
+    try { this.control.postMessage({ t: 'bye', id: this.self, nonce: this.nonce } satisfies Control) } catch {}
+    this.control.onmessage = null
+    this.control.close()
+    this.lifetime.abort()
+    for (const p of this.present.values()) p.watch.abort()
+    this.present.clear()
+    for (const link of [...this.links]) link.gone()
+    this.releaseAlive?.()
+  }
+
+  isPresent (id: string): boolean {
+    return this.present.has(id)
+  }
+
+  async dial (remote: PeerId, remoteAddr: Multiaddr, signal: AbortSignal): Promise<TabLinkConnection> {
+    const id = remote.toString()
+    const entry = this.present.get(id)
+    if (entry === undefined || this.stopped) throw new ConnectionFailedError(`no tab ${id} in this browser`)
+    const link = crypto.randomUUID()
+    const connection = this.track(new TabLinkConnection({
+      channel: new BroadcastChannel(`${CHANNEL_PREFIX}${this.profile}/${link}`),
+      remoteAddr,
+      direction: 'outbound',
+      log: this.log.newScope(`outbound:${link.slice(0, 8)}`),
+      remoteNonce: entry.nonce,
+      onGone: c => { this.links.delete(c) }
+    }))
+    const accepted = connection.accepted(signal)
+    this.control.postMessage({ t: 'dial', link, from: this.self, fromNonce: this.nonce, to: id, toNonce: entry.nonce } satisfies Control)
+    try {
+      await accepted
+    } catch (error) {
+      connection.abort(error instanceof Error ? error : new Error(String(error)))
+      throw error
+    }
+    this.stats.dialled++
+    return connection
+  }
+
+  private track (c: TabLinkConnection): TabLinkConnection {
+    this.links.add(c)
+    return c
+  }
+
+  private onControl (data: unknown): void {
+    if (this.stopped) return
+    if (!isControl(data)) { this.stats.dropped++; return }
+    if (data.t === 'dial') {
+      if (data.to !== this.self) return // another tab's
+      if (data.toNonce !== this.nonce) { this.stats.dropped++; return } // meant for an earlier instance of this peer
+      this.seen(data.from, data.fromNonce)
+      let remote: PeerId
+      try { remote = peerIdFromString(data.from) } catch { this.stats.dropped++; return }
+      const connection = this.track(new TabLinkConnection({
+        channel: new BroadcastChannel(`${CHANNEL_PREFIX}${this.profile}/${data.link}`),
+        remoteAddr: multiaddr(`/memory/${TAB_LINK_ADDRESS_PREFIX}${this.profile}/p2p/${data.from}`),
+        direction: 'inbound',
+        log: this.log.newScope(`inbound:${data.link.slice(0, 8)}`),
+        remoteNonce: data.fromNonce,
+        onGone: c => { this.links.delete(c) }
+      }))
+      connection.accept()
+      this.stats.accepted++
+      this.onInbound(connection, remote)
+      return
+    }
+    if (data.id === this.self) return
+    if (data.t === 'bye') { this.forget(data.id, data.nonce); return }
+    const isNew = this.seen(data.id, data.nonce)
+    if (data.t === 'hello' && isNew) this.control.postMessage({ t: 'here', id: this.self, nonce: this.nonce } satisfies Control)
+  }
+
+  /** Records that tab `id` runs as `nonce`; true if that is news. */
+  private seen (id: string, nonce: string): boolean {
+    const known = this.present.get(id)
+    if (known?.nonce === nonce) return false
+    if (known !== undefined) this.forget(id, known.nonce) // the same peer reloaded: its old links are dead
+    if (this.present.size >= TAB_LINK_PEERS_MAX) { this.stats.dropped++; return false }
+    let peer: PeerId
+    try { peer = peerIdFromString(id) } catch { this.stats.dropped++; return false }
+    const watch = new AbortController()
+    this.present.set(id, { nonce, watch })
+    this.stats.present = this.present.size
+    // Its tab link address goes into the peer store: no other peer announces it (SWIM metadata and discovery
+    // leave /memory/ addresses out), and libp2p dials only addresses it knows.
+    const recorded = this.peerStore.merge(peer, { multiaddrs: [multiaddr(`/memory/${TAB_LINK_ADDRESS_PREFIX}${this.profile}/p2p/${id}`)] }).catch(() => {})
+    this.recording.push(recorded)
+    void recorded.then(() => { this.recording = this.recording.filter(r => r !== recorded) })
+    // Granted only once that tab instance is gone (closed, crashed, navigated away): released at once.
+    navigator.locks.request(this.aliveLock(id, nonce), { signal: watch.signal }, () => { this.forget(id, nonce) }).catch(() => {})
+    return true
+  }
+
+  private forget (id: string, nonce: string): void {
+    const known = this.present.get(id)
+    if (known?.nonce === nonce) {
+      known.watch.abort()
+      this.present.delete(id)
+      this.stats.present = this.present.size
+    }
+    for (const link of [...this.links]) {
+      if (link.remoteNonce === nonce) { this.stats.resetGone++; link.gone() }
+    }
+  }
+}
+
+class TabLinkListener extends TypedEventEmitter<ListenerEvents> implements Listener {
+  private addr: Multiaddr | null = null
+
+  constructor (private readonly transport: TabLinkTransport, private readonly upgrader: Upgrader) {
+    super()
+  }
+
+  async listen (ma: Multiaddr): Promise<void> {
+    await this.transport.startHub((connection, remote) => {
+      this.upgrader.upgradeInbound(connection, { skipEncryption: true, remotePeer: remote, signal: AbortSignal.timeout(DIAL_ACCEPT_TIMEOUT_MS * 2) })
+        .catch((error: unknown) => { connection.abort(error instanceof Error ? error : new Error(String(error))) })
+    })
+    this.addr = ma
+    queueMicrotask(() => { this.safeDispatchEvent('listening') })
+  }
+
+  getAddrs (): Multiaddr[] {
+    return this.addr === null ? [] : [this.addr]
+  }
+
+  updateAnnounceAddrs (): void {}
+
+  async close (): Promise<void> {
+    this.transport.stopHub()
+    this.addr = null
+    queueMicrotask(() => { this.safeDispatchEvent('close') })
+  }
+}
+
+/** The address every tab of `profile` listens on. */
+export function tabLinkAddress (profile: string): string {
+  return `/memory/${TAB_LINK_ADDRESS_PREFIX}${profile}`
+}
+
+export class TabLinkTransport implements Transport {
+  readonly [transportSymbol] = true
+  readonly [Symbol.toStringTag] = 'meshkv/tab-link'
+  readonly [serviceCapabilities]: string[] = ['@libp2p/transport']
+  private hub: TabLinkHub | null = null
+  private readonly value: string
+  private readonly log: Logger
+
+  constructor (private readonly components: TabLinkComponents, init: TabLinkInit) {
+    if (!/^[A-Za-z0-9-]{1,64}$/.test(init.profile)) throw new TypeError(`tab link profile must be 1-64 letters, digits or dashes, got ${JSON.stringify(init.profile)}`)
+    this.value = `${TAB_LINK_ADDRESS_PREFIX}${init.profile}`
+    this.log = components.logger.forComponent('meshkv:tab-link')
+  }
+
+  /** Presence and connection counts (undefined before listening). */
+  stats (): TabLinkStats | undefined {
+    return this.hub?.stats
+  }
+
+  async startHub (onInbound: (c: TabLinkConnection, remote: PeerId) => void): Promise<void> {
+    if (this.hub !== null) return
+    const hub = new TabLinkHub(this.value.slice(TAB_LINK_ADDRESS_PREFIX.length), this.components.peerId.toString(), this.components.peerStore, this.log, onInbound)
+    this.hub = hub
+    await hub.start()
+  }
+
+  stopHub (): void {
+    this.hub?.stop()
+    this.hub = null
+  }
+
+  async dial (ma: Multiaddr, options: DialTransportOptions): Promise<Connection> {
+    options.signal.throwIfAborted()
+    const id = peerIdOf(ma)
+    if (id === null) throw new ConnectionFailedError(`${ma.toString()} names no peer`)
+    if (this.hub === null) throw new ConnectionFailedError('the tab link is not listening')
+    const remote = peerIdFromString(id)
+    const maConn = await this.hub.dial(remote, ma, options.signal)
+    try {
+      return await options.upgrader.upgradeOutbound(maConn, { ...options, skipEncryption: true, remotePeer: remote })
+    } catch (error) {
+      maConn.abort(error instanceof Error ? error : new Error(String(error)))
+      throw error
+    }
+  }
+
+  createListener (options: CreateListenerOptions): Listener {
+    return new TabLinkListener(this, options.upgrader)
+  }
+
+  private ours (ma: Multiaddr): boolean {
+    const first = ma.getComponents()[0]
+    return first?.code === MEMORY_CODE && first.value === this.value
+  }
+
+  listenFilter (multiaddrs: Multiaddr[]): Multiaddr[] {
+    return multiaddrs.filter(ma => this.ours(ma) && peerIdOf(ma) === null)
+  }
+
+  /** Only this profile's address of a tab that is here now: any other fails over to WebRTC at once. */
+  dialFilter (multiaddrs: Multiaddr[]): Multiaddr[] {
+    return multiaddrs.filter(ma => {
+      if (!this.ours(ma)) return false
+      const id = peerIdOf(ma)
+      return id !== null && (this.hub?.isPresent(id) ?? false)
+    })
+  }
+}
+
+/** The tab link for libp2p's `transports`; `profile` is this browser profile's id. */
+export function tabLink (init: TabLinkInit): (components: TabLinkComponents) => TabLinkTransport {
+  return components => new TabLinkTransport(components, init)
+}
