@@ -24,7 +24,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { claimTabIdentity } from '../src/adapters/browser-identity.js'
 import { RelayKeeper, type RelayStatus } from '../src/services/relays.js'
 import { IndexedDbWal } from '../src/adapters/wal-indexeddb.js'
-import { tabLink, tabLinkAddress } from '../src/adapters/tab-link.js'
+import { type TabLinkTransport, tabLink, tabLinkAddress } from '../src/adapters/tab-link.js'
 import { browserSwimConfig } from '../src/core/membership/config.js'
 import type { MemberView } from '../src/core/membership/swim.js'
 import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES } from '../src/core/ring/ring.js'
@@ -122,13 +122,14 @@ async function main (): Promise<void> {
   const durable = replica && await durableStorage()
   const profile = browserProfile()
   const linked = tabLinkWanted()
+  let link: TabLinkTransport | undefined
   const peer = await createMeshPeer({
     kind: 'browser',
     privateKey: identity.privateKey,
     // Relay reservations (/p2p-circuit addresses) are the RelayKeeper's: two relays, failing over.
     // Tabs of this browser: the tab link, through the browser itself.
     listen: ['/webrtc', ...(linked ? [tabLinkAddress(profile)] : [])],
-    ...(linked ? { extraTransports: [tabLink({ profile })] } : {}),
+    ...(linked ? { extraTransports: [components => (link = tabLink({ profile })(components))] } : {}),
     connectionPingIntervalMs: TAB_PING_INTERVAL_MS,
     swim: { ...browserSwimConfig(), metaBytesMax: 2048 },
     incarnation: identity.incarnation,
@@ -173,7 +174,7 @@ async function main (): Promise<void> {
   // write, and the other replicas' anti-entropy restores the rest on the key's next owner.
   addEventListener('pagehide', () => { keeper.stop(); void peer.leave() })
   // For tests and the curious (devtools): the peer, and multiaddr() to build addresses to dial.
-  ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr, relays: keeper, entry: entry.source }
+  ;(window as unknown as { meshkv: unknown }).meshkv = { peer, slot: identity.slot, multiaddr, relays: keeper, entry: entry.source, tabLink: () => link?.stats() }
   $('self').textContent = `this tab: ${peer.id} (slot ${identity.slot}, incarnation ${identity.incarnation}, ${durable ? 'durable' : 'volatile'}, ${peer.engine.size} keys from IndexedDB)`
   const modeBox = $('mode-replica') as HTMLInputElement
   modeBox.checked = replica

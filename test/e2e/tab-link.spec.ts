@@ -69,6 +69,15 @@ test('tabs of one browser connect over the tab link, tabs of another over WebRTC
   expect(await tabId(b)).toBe(idB)
   await waitUntil(async () => { const now = await linkIds(); return now.length > 0 && now.every(x => !before.includes(x)) && (await connectionsTo(a, idB)).every(k => k === 'link') }, 30_000, 'tab a is linked to the reloaded tab b, and no longer to the old page')
   expect(await connectionsTo(a, idB)).toEqual(['link'])
+  const stats = async (): Promise<{ present: number, resetGone: number, dropped: number }> => a.evaluate(() => (window as unknown as { meshkv: { tabLink: () => { present: number, resetGone: number, dropped: number } } }).meshkv.tabLink())
+  expect((await stats()).resetGone).toBeGreaterThan(0) // the old page's links, reset when its lock went
+  expect((await stats()).present).toBe(1)
+
+  // A malformed control message from a page of the origin is dropped and counted, nothing else.
+  const droppedBefore = (await stats()).dropped
+  await b.evaluate(() => { new BroadcastChannel(`meshkv-tab-link/${localStorage.getItem('meshkv-profile') ?? ''}`).postMessage({ t: 'dial', link: 5 }) })
+  await waitUntil(async () => (await stats()).dropped > droppedBefore, 10_000, 'tab a counts the malformed control message')
+  expect(await connectionsTo(a, idB)).toEqual(['link'])
 
   // A tab closed without its leave (as in a crash: no pagehide handler runs the leave): unlinked within
   // seconds, long before SWIM's suspicion of it would end (its dead declaration takes tens of seconds).
