@@ -32,7 +32,7 @@ import { TypedEventEmitter } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { AbstractMultiaddrConnection } from '@libp2p/utils'
 import type { SendResult } from '@libp2p/utils'
-import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { CODE_MEMORY, CODE_P2P, type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 
 /** The memory address value every tab of a profile listens on: `meshkv-tabs.<profile>`. */
 export const TAB_LINK_ADDRESS_PREFIX = 'meshkv-tabs.'
@@ -40,15 +40,23 @@ export const TAB_LINK_ADDRESS_PREFIX = 'meshkv-tabs.'
 export const TAB_LINK_PEERS_MAX = 256
 /** How long a dial waits for the other tab to accept. */
 export const DIAL_ACCEPT_TIMEOUT_MS = 5000
-const MEMORY_CODE = 777
-const P2P_CODE = 421
+const CHANNEL_PREFIX = 'meshkv-tab-link/'
+const ALIVE_LOCK_PREFIX = 'meshkv-tab-link-alive/'
 
 /** The peer id a multiaddr ends in, if any. */
 function peerIdOf (ma: Multiaddr): string | null {
-  return ma.getComponents().findLast(c => c.code === P2P_CODE)?.value ?? null
+  return ma.getComponents().findLast(c => c.code === CODE_P2P)?.value ?? null
 }
-const CHANNEL_PREFIX = 'meshkv-tab-link/'
-const ALIVE_LOCK_PREFIX = 'meshkv-tab-link-alive/'
+
+/** The address every tab of `profile` listens on. */
+export function tabLinkAddress (profile: string): string {
+  return `/memory/${TAB_LINK_ADDRESS_PREFIX}${profile}`
+}
+
+/** Whether `addr` is a tab link address: only for tabs of one browser, so never announced to the mesh. */
+export function isTabLinkAddress (addr: string): boolean {
+  return addr.startsWith(`/memory/${TAB_LINK_ADDRESS_PREFIX}`)
+}
 
 export interface TabLinkInit {
   /** This browser profile's id: letters, digits and dashes (web/main.ts's profile UUID). */
@@ -167,13 +175,10 @@ class TabLinkConnection extends AbstractMultiaddrConnection {
 /** Presence of this profile's tabs, and the connections between them. One per transport (per peer). */
 class TabLinkHub {
   readonly nonce = crypto.randomUUID()
-  readonly stats: TabLinkStats = { present: 0, dialled: 0, accepted: 0, resetGone: 0, dropped: 0 }
+  readonly counts: Omit<TabLinkStats, 'present'> = { dialled: 0, accepted: 0, resetGone: 0, dropped: 0 }
   private readonly present = new Map<string, { nonce: string, watch: AbortController }>()
   private readonly links = new Set<TabLinkConnection>()
-  /** Peer store writes of present tabs' addresses, awaited before the first dial. */
-  private recording: Array<Promise<unknown>> = []
   private readonly control: BroadcastChannel
-  private readonly lifetime = new AbortController()
   private releaseAlive: (() => void) | null = null
   private stopped = false
 
@@ -197,12 +202,14 @@ class TabLinkHub {
     })
     // The tabs already here, from the locks they hold: known before this peer dials anyone (a hello's answers
     // would come later, after the first dials had gone out over WebRTC).
+    // Their addresses must be in the peer store by then too.
     const prefix = `${ALIVE_LOCK_PREFIX}${this.profile}/`
+    const recorded: Array<Promise<void>> = []
     for (const lock of (await navigator.locks.query()).held ?? []) {
       const parts = lock.name?.startsWith(prefix) === true ? lock.name.slice(prefix.length).split('/') : []
-      if (parts.length === 2 && parts[0] !== this.self) this.seen(parts[0]!, parts[1]!)
+      if (parts.length === 2 && parts[0] !== this.self) recorded.push(this.seen(parts[0]!, parts[1]!) ?? Promise.resolve())
     }
-    await Promise.all(this.recording)
+    await Promise.all(recorded)
     this.control.postMessage({ t: 'hello', id: this.self, nonce: this.nonce } satisfies Control)
   }
 
@@ -212,11 +219,19 @@ class TabLinkHub {
     try { this.control.postMessage({ t: 'bye', id: this.self, nonce: this.nonce } satisfies Control) } catch {}
     this.control.onmessage = null
     this.control.close()
-    this.lifetime.abort()
     for (const p of this.present.values()) p.watch.abort()
     this.present.clear()
     for (const link of [...this.links]) link.gone()
     this.releaseAlive?.()
+  }
+
+  get stats (): TabLinkStats {
+    return { present: this.present.size, ...this.counts }
+  }
+
+  /** Where tab `id` of this profile is dialled. */
+  private addressOf (id: string): Multiaddr {
+    return multiaddr(`${tabLinkAddress(this.profile)}/p2p/${id}`)
   }
 
   isPresent (id: string): boolean {
@@ -244,7 +259,7 @@ class TabLinkHub {
       connection.abort(error instanceof Error ? error : new Error(String(error)))
       throw error
     }
-    this.stats.dialled++
+    this.counts.dialled++
     return connection
   }
 
@@ -255,51 +270,50 @@ class TabLinkHub {
 
   private onControl (data: unknown): void {
     if (this.stopped) return
-    if (!isControl(data)) { this.stats.dropped++; return }
+    if (!isControl(data)) { this.counts.dropped++; return }
     if (data.t === 'dial') {
       if (data.to !== this.self) return // another tab's
-      if (data.toNonce !== this.nonce) { this.stats.dropped++; return } // meant for an earlier instance of this peer
-      this.seen(data.from, data.fromNonce)
+      if (data.toNonce !== this.nonce) { this.counts.dropped++; return } // meant for an earlier instance of this peer
       let remote: PeerId
-      try { remote = peerIdFromString(data.from) } catch { this.stats.dropped++; return }
+      try { remote = peerIdFromString(data.from) } catch { this.counts.dropped++; return }
+      void this.seen(data.from, data.fromNonce)
       const connection = this.track(new TabLinkConnection({
         channel: new BroadcastChannel(`${CHANNEL_PREFIX}${this.profile}/${data.link}`),
-        remoteAddr: multiaddr(`/memory/${TAB_LINK_ADDRESS_PREFIX}${this.profile}/p2p/${data.from}`),
+        remoteAddr: this.addressOf(data.from),
         direction: 'inbound',
         log: this.log.newScope(`inbound:${data.link.slice(0, 8)}`),
         remoteNonce: data.fromNonce,
         onGone: c => { this.links.delete(c) }
       }))
       connection.accept()
-      this.stats.accepted++
+      this.counts.accepted++
       this.onInbound(connection, remote)
       return
     }
     if (data.id === this.self) return
     if (data.t === 'bye') { this.forget(data.id, data.nonce); return }
-    const isNew = this.seen(data.id, data.nonce)
+    const isNew = this.seen(data.id, data.nonce) !== null
     if (data.t === 'hello' && isNew) this.control.postMessage({ t: 'here', id: this.self, nonce: this.nonce } satisfies Control)
   }
 
-  /** Records that tab `id` runs as `nonce`; true if that is news. */
-  private seen (id: string, nonce: string): boolean {
+  /**
+   * Records that tab `id` runs as `nonce`. If that is news, returns the write of its address to the peer
+   * store (no other peer announces it: SWIM metadata and discovery leave tab link addresses out, and libp2p
+   * dials only addresses it knows); else null.
+   */
+  private seen (id: string, nonce: string): Promise<void> | null {
     const known = this.present.get(id)
-    if (known?.nonce === nonce) return false
+    if (known?.nonce === nonce) return null
     if (known !== undefined) this.forget(id, known.nonce) // the same peer reloaded: its old links are dead
-    if (this.present.size >= TAB_LINK_PEERS_MAX) { this.stats.dropped++; return false }
+    if (this.present.size >= TAB_LINK_PEERS_MAX) { this.counts.dropped++; return null }
     let peer: PeerId
-    try { peer = peerIdFromString(id) } catch { this.stats.dropped++; return false }
+    try { peer = peerIdFromString(id) } catch { this.counts.dropped++; return null }
     const watch = new AbortController()
     this.present.set(id, { nonce, watch })
-    this.stats.present = this.present.size
-    // Its tab link address goes into the peer store: no other peer announces it (SWIM metadata and discovery
-    // leave /memory/ addresses out), and libp2p dials only addresses it knows.
-    const recorded = this.peerStore.merge(peer, { multiaddrs: [multiaddr(`/memory/${TAB_LINK_ADDRESS_PREFIX}${this.profile}/p2p/${id}`)] }).catch(() => {})
-    this.recording.push(recorded)
-    void recorded.then(() => { this.recording = this.recording.filter(r => r !== recorded) })
+    const recorded = this.peerStore.merge(peer, { multiaddrs: [this.addressOf(id)] }).then(() => {}, () => {})
     // Granted only once that tab instance is gone (closed, crashed, navigated away): released at once.
     navigator.locks.request(this.aliveLock(id, nonce), { signal: watch.signal }, () => { this.forget(id, nonce) }).catch(() => {})
-    return true
+    return recorded
   }
 
   private forget (id: string, nonce: string): void {
@@ -307,16 +321,17 @@ class TabLinkHub {
     if (known?.nonce === nonce) {
       known.watch.abort()
       this.present.delete(id)
-      this.stats.present = this.present.size
     }
     for (const link of [...this.links]) {
-      if (link.remoteNonce === nonce) { this.stats.resetGone++; link.gone() }
+      if (link.remoteNonce === nonce) { this.counts.resetGone++; link.gone() }
     }
   }
 }
 
 class TabLinkListener extends TypedEventEmitter<ListenerEvents> implements Listener {
   private addr: Multiaddr | null = null
+  /** Aborts inbound upgrades still running when the listener closes (the upgrader adds its own timeout). */
+  private readonly shutdown = new AbortController()
 
   constructor (private readonly transport: TabLinkTransport, private readonly upgrader: Upgrader) {
     super()
@@ -324,7 +339,7 @@ class TabLinkListener extends TypedEventEmitter<ListenerEvents> implements Liste
 
   async listen (ma: Multiaddr): Promise<void> {
     await this.transport.startHub((connection, remote) => {
-      this.upgrader.upgradeInbound(connection, { skipEncryption: true, remotePeer: remote, signal: AbortSignal.timeout(DIAL_ACCEPT_TIMEOUT_MS * 2) })
+      this.upgrader.upgradeInbound(connection, { skipEncryption: true, remotePeer: remote, signal: this.shutdown.signal })
         .catch((error: unknown) => { connection.abort(error instanceof Error ? error : new Error(String(error))) })
     })
     this.addr = ma
@@ -339,14 +354,10 @@ class TabLinkListener extends TypedEventEmitter<ListenerEvents> implements Liste
 
   async close (): Promise<void> {
     this.transport.stopHub()
+    this.shutdown.abort()
     this.addr = null
     queueMicrotask(() => { this.safeDispatchEvent('close') })
   }
-}
-
-/** The address every tab of `profile` listens on. */
-export function tabLinkAddress (profile: string): string {
-  return `/memory/${TAB_LINK_ADDRESS_PREFIX}${profile}`
 }
 
 export class TabLinkTransport implements Transport {
@@ -354,12 +365,12 @@ export class TabLinkTransport implements Transport {
   readonly [Symbol.toStringTag] = 'meshkv/tab-link'
   readonly [serviceCapabilities]: string[] = ['@libp2p/transport']
   private hub: TabLinkHub | null = null
-  private readonly value: string
+  private readonly profile: string
   private readonly log: Logger
 
   constructor (private readonly components: TabLinkComponents, init: TabLinkInit) {
     if (!/^[A-Za-z0-9-]{1,64}$/.test(init.profile)) throw new TypeError(`tab link profile must be 1-64 letters, digits or dashes, got ${JSON.stringify(init.profile)}`)
-    this.value = `${TAB_LINK_ADDRESS_PREFIX}${init.profile}`
+    this.profile = init.profile
     this.log = components.logger.forComponent('meshkv:tab-link')
   }
 
@@ -370,7 +381,7 @@ export class TabLinkTransport implements Transport {
 
   async startHub (onInbound: (c: TabLinkConnection, remote: PeerId) => void): Promise<void> {
     if (this.hub !== null) return
-    const hub = new TabLinkHub(this.value.slice(TAB_LINK_ADDRESS_PREFIX.length), this.components.peerId.toString(), this.components.peerStore, this.log, onInbound)
+    const hub = new TabLinkHub(this.profile, this.components.peerId.toString(), this.components.peerStore, this.log, onInbound)
     this.hub = hub
     await hub.start()
   }
@@ -401,7 +412,7 @@ export class TabLinkTransport implements Transport {
 
   private ours (ma: Multiaddr): boolean {
     const first = ma.getComponents()[0]
-    return first?.code === MEMORY_CODE && first.value === this.value
+    return first?.code === CODE_MEMORY && first.value === `${TAB_LINK_ADDRESS_PREFIX}${this.profile}`
   }
 
   listenFilter (multiaddrs: Multiaddr[]): Multiaddr[] {

@@ -13,6 +13,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../core/env.js'
 import type { MeshLibp2p } from './mesh-node.js'
+import { isTabLinkAddress } from '../adapters/tab-link.js'
 import { errorMessage } from '../core/errors.js'
 
 export const DISCOVERY_TOPIC = 'meshkv/discovery/1'
@@ -92,7 +93,7 @@ export class Discovery {
 
   private addrs (): string[] {
     // Not a tab link address (/memory/...): only tabs of the same browser use it, and they find each other.
-    return this.node.getMultiaddrs().map(String).filter(a => !a.startsWith('/memory/')).slice(0, ADDRS_MAX)
+    return this.node.getMultiaddrs().map(String).filter(a => !isTabLinkAddress(a)).slice(0, ADDRS_MAX)
   }
 
   private readonly announce = (): void => {

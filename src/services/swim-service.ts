@@ -33,6 +33,7 @@ import type { SwimConfig } from '../core/membership/config.js'
 import { type Effect, type MemberState, type MemberView, type Meta, Swim, type SwimMessage } from '../core/membership/swim.js'
 import { SWIM_MESSAGE_BYTES_MAX, decodeSwim, encodeSwim } from '../core/protocol/swim-codec.js'
 import type { MeshLibp2p } from './mesh-node.js'
+import { isTabLinkAddress } from '../adapters/tab-link.js'
 
 export const SWIM_PROTOCOL = '/meshkv/swim/1.0.0'
 /** Messages queued for one member while its stream opens; beyond this the oldest are dropped. */
@@ -175,7 +176,7 @@ export class SwimService {
     const rank = (s: string): number => (s.includes('/webrtc') ? 0 : 2) + (s.includes('/ws') ? 0 : 1)
     for (const s of this.node.getMultiaddrs().map(String).sort((a, b) => rank(a) - rank(b))) {
       // A tab link address (/memory/...) is only for tabs of the same browser, which find each other anyway.
-      if (out.length + s.length + 1 > ADDRS_META_BYTES_MAX || s.startsWith('/memory/')) continue
+      if (out.length + s.length + 1 > ADDRS_META_BYTES_MAX || isTabLinkAddress(s)) continue
       out = out === '' ? s : `${out} ${s}`
     }
     return out
