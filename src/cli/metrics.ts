@@ -217,6 +217,7 @@ export class PeerMetrics {
     counterFrom(r, 'meshkv_forwarded_requests_total', 'Client operations this peer forwarded to a replica of the key to coordinate', () => kv().forwarded)
     counterFrom(r, 'meshkv_quorum_failures_total', 'Operations coordinated or forwarded here that did not reach their quorum (R, W or durable acks)', () => kv().quorumFailures)
     counterFrom(r, 'meshkv_hedged_requests_total', 'Replica requests also sent to a stand-in because a replica was slow or failed', () => kv().hedged)
+    counterFrom(r, 'meshkv_heartbeat_refreshes_total', 'Heartbeats that only refreshed their service\'s record (no write), counted on every replica that took one', () => kv().refreshes)
     counterFrom(r, 'meshkv_read_repairs_total', 'Replicas sent the merged state after a read found them behind (read repair)', () => kv().readRepairs)
     gaugeFrom(r, 'meshkv_hints_pending', 'Keys this peer holds for other primaries (sloppy-quorum hints, ranges that moved), waiting for handoff', () => kv().hintsPending)
     counterFrom(r, 'meshkv_handoff_delivered_total', 'Key copies this peer delivered to their primaries: hints, moved ranges and a leave\'s handoff', () => kv().handedOff)

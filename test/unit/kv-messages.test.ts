@@ -34,7 +34,9 @@ const requests: KvRequest[] = [
   { type: 'services' },
   { type: 'list', prefix: 'user/', after: 'user/ü', limit: 1000 },
   { type: 'list', prefix: '', after: '', limit: 1 },
-  { type: 'expiry-check', key: 'heartbeat/ü' }
+  { type: 'expiry-check', key: 'heartbeat/ü' },
+  { type: 'refresh', key: 'heartbeat/ü', digest: [0xffffffff, 0], ts: { wall: 1_700_000_000_123, logical: 4 }, ttlMs: 3000 },
+  { type: 'beat-check', key: 'heartbeat/svc' }
 ]
 
 const replies: KvReply[] = [
@@ -52,7 +54,11 @@ const replies: KvReply[] = [
   { type: 'keys', keys: [], more: false },
   { type: 'expiry-state', state, ttlMs: 3000, degraded: true },
   { type: 'expiry-state', state, ttlMs: 0, degraded: false },
-  { type: 'expiry-state', state: null, ttlMs: 0, degraded: false }
+  { type: 'expiry-state', state: null, ttlMs: 0, degraded: false },
+  { type: 'stale' },
+  { type: 'beat-state', state, ttlMs: 3000, degraded: false, refreshedWall: 1_700_000_000_999 },
+  { type: 'beat-state', state, ttlMs: 3000, degraded: true, refreshedWall: 0 },
+  { type: 'beat-state', state: null, ttlMs: 0, degraded: false, refreshedWall: 0 }
 ]
 
 describe('kv wire messages', () => {
@@ -119,6 +125,24 @@ describe('kv wire messages', () => {
     // The state inside is bounded as every state is (value size).
     const big = answer({ type: 'expiry-state', state: { ...state, siblings: [{ ...state.siblings[0]!, value: new Uint8Array(100) }, state.siblings[1]!] }, ttlMs: 1, degraded: false })
     expect(() => decodeMessage(big, { keyBytesMax: 10, valueBytesMax: 50 })).toThrow(DecodeError)
+  })
+
+  it('bounds a refresh and the beat check\'s answer: digest halves of 32 bits, a TTL, no refresh without one, truncations', () => {
+    const refresh = { type: 'refresh', key: 'heartbeat/a', digest: [1, 2], ts: { wall: 5, logical: 0 }, ttlMs: 3000 } as const
+    expect(() => decodeMessage(encodeRequest(w, 1, { ...refresh, key: 'k'.repeat(2000) }), LIMITS)).toThrow(/exceeds 1024/)
+    expect(() => decodeMessage(encodeRequest(w, 1, { ...refresh, digest: [2 ** 32, 0] }), LIMITS)).toThrow(/32 bits/)
+    expect(() => decodeMessage(encodeRequest(w, 1, { ...refresh, ttlMs: 0 }), LIMITS)).toThrow(/without a TTL/)
+    for (const message of [encodeRequest(w, 1, refresh), ...replies.filter(r => r.type === 'beat-state' || r.type === 'stale').map(r => encodeReply(w, 1, r))]) {
+      const bytes = message.slice()
+      for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeMessage(bytes.subarray(0, cut), LIMITS)).toThrow(DecodeError)
+      expect(() => decodeMessage(Uint8Array.of(...bytes, 0), LIMITS)).toThrow(DecodeError)
+    }
+    // By hand: the header, then presence flag, [state], ttlMs, degraded flag, refreshed wall.
+    const header = encodeReply(w, 1, { type: 'beat-state', state: null, ttlMs: 0, degraded: false, refreshedWall: 0 }).subarray(0, 3).slice()
+    const raw = (...body: number[]): Uint8Array => Uint8Array.of(...header, ...body)
+    expect(decodeMessage(raw(0, 0, 1, 0), LIMITS)).toEqual({ kind: 'reply', id: 1, reply: { type: 'beat-state', state: null, ttlMs: 0, degraded: true, refreshedWall: 0 } })
+    expect(() => decodeMessage(raw(0, 0, 0, 7), LIMITS)).toThrow(/refresh of a key without a TTL/)
+    expect(() => decodeMessage(raw(0, 0, 3, 0), LIMITS)).toThrow(/degraded flag 3/)
   })
 
   it('decodes a request of a type it does not know (a newer peer\'s) as unsupported, with its id', () => {

@@ -30,7 +30,8 @@ export interface ServiceView {
   readonly state: 'alive' | 'expired'
   /** Wall-clock ms of the last beat (by the coordinator's hybrid logical clock). */
   readonly lastBeat: number
-  /** The peer that took the last beat (its coordinator). */
+  /** The peer that took the last beat that wrote the record (its coordinator); a beat that only refreshed
+   * the record (replication/refresh.ts) moves `lastBeat` on, not this. */
   readonly replica: string
   readonly ttlMs: number
   readonly meta: Meta
@@ -82,8 +83,12 @@ function parse (bytes: Uint8Array): BeatRecord | null {
   }
 }
 
-/** The service a heartbeat key's state describes, or null if it holds no heartbeat record. */
-export function serviceOf (key: string, state: KeyState): ServiceView | null {
+/**
+ * The service a heartbeat key's state describes, or null if it holds no heartbeat record. `refreshedWall`:
+ * the wall-clock ms of a refresh this replica took since the record was written (replication/refresh.ts),
+ * which is then the alive service's last beat.
+ */
+export function serviceOf (key: string, state: KeyState, refreshedWall = 0): ServiceView | null {
   if (!isHeartbeatKey(key)) return null
   const live = valuesOf(state)
   const newest = live[live.length - 1]
@@ -94,12 +99,12 @@ export function serviceOf (key: string, state: KeyState): ServiceView | null {
   if (record === null) return null
   const id = key.slice(HEARTBEAT_PREFIX.length)
   if (record.state === 'expired') return { id, state: 'expired', lastBeat: record.lastBeat ?? 0, replica: record.replica ?? '', ttlMs: record.ttlMs, meta: record.meta }
-  return { id, state: 'alive', lastBeat: latest.wall, replica: latest.id, ttlMs: record.ttlMs, meta: record.meta }
+  return { id, state: 'alive', lastBeat: Math.max(latest.wall, refreshedWall), replica: latest.id, ttlMs: record.ttlMs, meta: record.meta }
 }
 
 /** What an expiring heartbeat key becomes (the engine's `expiredValue`); other keys become tombstones. */
-export function expiredRecord (key: string, state: KeyState): Uint8Array | null | 'keep' {
-  const service = serviceOf(key, state)
+export function expiredRecord (key: string, state: KeyState, refreshedWall = 0): Uint8Array | null | 'keep' {
+  const service = serviceOf(key, state, refreshedWall)
   if (service?.state === 'expired') return 'keep'
   if (service === null) return null
   return utf8Encode(JSON.stringify({ state: 'expired', ttlMs: service.ttlMs, meta: service.meta, lastBeat: service.lastBeat, replica: service.replica }))

@@ -56,6 +56,16 @@ export type KvRequest =
    * ERR_UNSUPPORTED, and the asker falls back to 'read'.
    */
   | { readonly type: 'expiry-check'; readonly key: string }
+  /**
+   * A heartbeat that only refreshes its record (replication/refresh.ts): if you hold `key` in exactly the
+   * version whose anti-entropy digest (kv/digest.ts) is `digest` ([hi, lo]), with TTL `ttlMs`, give it full
+   * credits again, as of the coordinator's timestamp `ts`. Answered 'ok', or 'stale' if you hold another
+   * version (the coordinator then sends the state itself). A peer older than this type answers
+   * ERR_UNSUPPORTED, and gets the state too.
+   */
+  | { readonly type: 'refresh'; readonly key: string; readonly digest: readonly [number, number]; readonly ts: Hlc; readonly ttlMs: number }
+  /** 'expiry-check', answered with 'beat-state': also when this replica last took a refresh of the key. */
+  | { readonly type: 'beat-check'; readonly key: string }
 
 export type KvReply =
   | { readonly type: 'ok' }
@@ -72,6 +82,11 @@ export type KvReply =
   | { readonly type: 'keys'; readonly keys: readonly ListedKey[]; readonly more: boolean }
   /** The answer to 'expiry-check': what 'state' carries, and whether the replica's detector is degraded. */
   | { readonly type: 'expiry-state'; readonly state: KeyState | null; readonly ttlMs: number; readonly degraded: boolean }
+  /** The answer to 'refresh' from a replica that holds another version of the key (or none). */
+  | { readonly type: 'stale' }
+  /** The answer to 'beat-check': what 'expiry-state' carries, and the wall-clock ms of the newest refresh the
+   * replica took since the key was written (0: none). */
+  | { readonly type: 'beat-state'; readonly state: KeyState | null; readonly ttlMs: number; readonly degraded: boolean; readonly refreshedWall: number }
 
 /** A key in a listing page, with its state on that replica (every value replaced by an empty one). */
 export interface ListedKey {
@@ -92,8 +107,8 @@ const KIND_REQUEST = 1
 const KIND_REPLY = 2
 
 // New types go at the end: a type's number is its index, and must mean the same on every version.
-const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info', 'services', 'list', 'expiry-check'] as const
-const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info', 'keys', 'expiry-state'] as const
+const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info', 'services', 'list', 'expiry-check', 'refresh', 'beat-check'] as const
+const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info', 'keys', 'expiry-state', 'stale', 'beat-state'] as const
 const SEGMENTS_MAX = 1024
 const ERROR_TEXT_MAX = 4096
 /** The largest JSON reply (peer figures, or a replica's list of heartbeat services). */
@@ -192,6 +207,8 @@ export function encodeRequest (w: Writer, id: number, req: KvRequest): Uint8Arra
     case 'services': break
     case 'list': w.string(req.prefix).string(req.after).varint(req.limit); break
     case 'expiry-check': w.string(req.key); break
+    case 'refresh': w.string(req.key).varint(req.digest[0]).varint(req.digest[1]).varint(req.ts.wall).varint(req.ts.logical).varint(req.ttlMs); break
+    case 'beat-check': w.string(req.key); break
   }
   return w.finish().slice()
 }
@@ -219,10 +236,13 @@ export function encodeReply (w: Writer, id: number, reply: KvReply): Uint8Array 
       w.u8(reply.more ? 1 : 0)
       break
     case 'expiry-state':
+    case 'beat-state':
       if (reply.state === null) w.u8(0)
       else writeState(w.u8(1), reply.state)
       w.varint(reply.ttlMs).u8(reply.degraded ? 1 : 0)
+      if (reply.type === 'beat-state') w.varint(reply.refreshedWall)
       break
+    case 'stale': break
   }
   return w.finish().slice()
 }
@@ -264,6 +284,16 @@ function decodeRequestBody (r: Reader, type: typeof REQUEST_TYPES[number], limit
       return { type, prefix, after, limit }
     }
     case 'expiry-check': return { type, key: r.string(limits.keyBytesMax) }
+    case 'refresh': {
+      const key = r.string(limits.keyBytesMax)
+      const digest = [r.varint(), r.varint()] as const
+      if (digest[0] > 0xffffffff || digest[1] > 0xffffffff) throw new DecodeError('kv message', 'a digest half over 32 bits')
+      const ts = { wall: r.varint(), logical: r.varint() }
+      const ttlMs = r.varint()
+      if (ttlMs === 0) throw new DecodeError('kv message', 'a refresh of a key without a TTL')
+      return { type, key, digest, ts, ttlMs }
+    }
+    case 'beat-check': return { type, key: r.string(limits.keyBytesMax) }
   }
 }
 
@@ -301,9 +331,10 @@ function decodeReplyBody (r: Reader, type: typeof REPLY_TYPES[number], limits: W
       if (more && count === 0) throw new DecodeError('kv message', 'an empty listing page cannot have more')
       return { type, keys, more }
     }
-    case 'expiry-state': {
+    case 'expiry-state':
+    case 'beat-state': {
       // Strict where 'state' is lenient (a newer type has no old encoders to stay compatible with): the
-      // presence and degraded flags are 0 or 1, and a key held nowhere has no TTL.
+      // presence and degraded flags are 0 or 1, and a key held nowhere has no TTL nor refresh.
       const present = r.u8()
       if (present > 1) throw new DecodeError('kv message', `state flag ${present} is not 0 or 1`)
       const state = present === 1 ? readState(r, limits.valueBytesMax) : null
@@ -311,8 +342,12 @@ function decodeReplyBody (r: Reader, type: typeof REPLY_TYPES[number], limits: W
       if (state === null && ttlMs !== 0) throw new DecodeError('kv message', 'a TTL for a key the replica does not hold')
       const degraded = r.u8()
       if (degraded > 1) throw new DecodeError('kv message', `degraded flag ${degraded} is not 0 or 1`)
-      return { type, state, ttlMs, degraded: degraded === 1 }
+      if (type === 'expiry-state') return { type, state, ttlMs, degraded: degraded === 1 }
+      const refreshedWall = r.varint()
+      if (refreshedWall !== 0 && ttlMs === 0) throw new DecodeError('kv message', 'a refresh of a key without a TTL')
+      return { type, state, ttlMs, degraded: degraded === 1, refreshedWall }
     }
+    case 'stale': return { type }
   }
 }
 

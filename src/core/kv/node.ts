@@ -133,7 +133,7 @@ export class KvNode {
     const ttlMs = engine.ttl(key)
     if (ttlMs === 0) return isExpiredService(key, state)
     // On the hybrid logical clock that stamped the beat: skew between the peers' clocks cancels out.
-    return engine.hlc.now().wall - (newestTs(state)?.wall ?? 0) >= ttlMs
+    return engine.hlc.now().wall - Math.max(newestTs(state)?.wall ?? 0, engine.refreshedWall(key)) >= ttlMs
   }
 
   delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {

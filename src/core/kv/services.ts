@@ -20,7 +20,7 @@ export function localServices (s: ReplicaState): ServiceView[] {
   const out: ServiceView[] = []
   for (const key of s.index.heartbeats) {
     const state = s.engine.state(key)
-    const service = state === undefined ? null : serviceOf(key, state)
+    const service = state === undefined ? null : serviceOf(key, state, s.engine.refreshedWall(key))
     if (service !== null) out.push(service)
   }
   return out.sort(byId)

@@ -29,6 +29,7 @@ import { type KeyState, newestTs, stateEquals, sync, valuesOf } from '../version
 import { type Hlc, compareHlc } from '../version/hlc.js'
 import { EMPTY_VV, type VersionVector } from '../version/vv.js'
 import { type Flow, all, request } from './flow.js'
+import { isStale, refreshable } from './refresh.js'
 import { type ReplicaState, replyError } from './replica-state.js'
 import type { GetResult, Held, PutResult, ReadOptions, ReplicaView, WriteOptions } from './types.js'
 
@@ -87,6 +88,8 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
   }
   let before: KeyState | undefined
   let local: { state: KeyState; shareable: boolean }
+  // A heartbeat that only says its service is still alive: a refresh, not a write (refresh.ts).
+  let refresh: Hlc | null = null
   try {
     if (s.leaving) throw new LeavingError(s.id)
     // A request's dw above the durable members placement gives the key: more durable members hold it too
@@ -99,8 +102,17 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
     }
     if (durableTargets < dw) throw new NoDurableReplicaError(op, 0, dw, durableTargets, [durableTargets === 0 ? 'no durable member (Node peer) is up' : `only ${durableTargets} durable members are up`])
     before = s.engine.state(key)
-    // Logged now, made durable by the persist below (which shares the group commit with every other write).
-    local = s.engine.writeLocal(key, value, { context, contextTs: ts, lww: options.lww, durability: 'async', ...(value === null ? {} : { ttlMs: options.ttlMs }) })
+    refresh = refreshable(s, key, before, value, context, ts, options, targets)
+    if (refresh !== null) {
+      // Full credits here, nothing logged; the state (and so the entry sent to a replica that turns out to
+      // hold another version) is the one held.
+      s.engine.refresh(key, before!, options.ttlMs!, refresh)
+      s.counters.refreshes++
+      local = { state: before!, shareable: true }
+    } else {
+      // Logged now, made durable by the persist below (which shares the group commit with every other write).
+      local = s.engine.writeLocal(key, value, { context, contextTs: ts, lww: options.lww, durability: 'async', ...(value === null ? {} : { ttlMs: options.ttlMs }) })
+    }
   } catch (error) {
     if (error instanceof NoDurableReplicaError) s.counters.quorumFailures++
     done(false, error as Error)
@@ -115,7 +127,8 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
       done(false, value as Error)
       return
     }
-    s.rt.emit({ type: 'change', event: { type: op, key, replica: s.id, wall: newestTs(local.state)?.wall ?? s.nowMs, prior: before, state: local.state } })
+    // A refresh changed nothing: no event (the change feed never reported refreshes anyway).
+    if (refresh === null) s.rt.emit({ type: 'change', event: { type: op, key, replica: s.id, wall: newestTs(local.state)?.wall ?? s.nowMs, prior: before, state: local.state } })
     done(true, { state: local.state, acks: value as number })
   })
   const selfDurable = ring.isDurable(s.id)
@@ -133,8 +146,10 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
   // reuse a dot; see the README.)
   const replicate = (): void => {
     const merge: KvRequest = { type: 'merge', entries: [entry] }
+    // A refresh goes to the replicas that should hold the key; a stand-in (a fallback) gets the state.
+    const refreshing: KvRequest | null = refresh === null ? null : { type: 'refresh', key, digest: s.digests.of(key, local.state), ts: refresh, ttlMs: entry.ttlMs }
     let standIns = 0
-    const sendTo = (id: string, mayHedge: boolean): void => {
+    const sendTo = (id: string, mayHedge: boolean, request: KvRequest = merge): void => {
       const durable = ring.isDurable(id)
       quorum.add(durable)
       let hedged = !mayHedge
@@ -154,10 +169,17 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
         sendTo(next, true)
       }
       const after = mayHedge ? s.latencies.hedgeAfterMs(id) : undefined
-      s.rt.send(id, 'kv', merge, (ok, reply) => {
+      s.rt.send(id, 'kv', request, (ok, reply) => {
         if (ok && (reply as KvReply).type === 'ok') {
           holding.push(id)
           quorum.ok(durable)
+          return
+        }
+        // A replica that holds another version of the key (it missed a write, or it is new to the key), or
+        // one older than refreshes: the state itself, the ack of which counts instead.
+        if (request !== merge && ok && isStale(reply as KvReply)) {
+          if ((reply as KvReply).type === 'error') s.noRefresh.note(id, s.nowMs)
+          sendAgain(id, durable)
           return
         }
         // A replica that failed or refused gets its stand-in at once (before its failure counts).
@@ -165,9 +187,20 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
         quorum.no(durable, errorMessage(ok ? replyError(id, reply as KvReply, op) : reply))
       }, after === undefined ? undefined : { afterMs: after, fire: hedge })
     }
+    // The state to a replica that answered a refresh 'stale': counted as the same request (added once).
+    const sendAgain = (id: string, durable: boolean): void => {
+      s.rt.send(id, 'kv', merge, (ok, reply) => {
+        if (ok && (reply as KvReply).type === 'ok') {
+          holding.push(id)
+          quorum.ok(durable)
+          return
+        }
+        quorum.no(durable, errorMessage(ok ? replyError(id, reply as KvReply, op) : reply))
+      })
+    }
     // Strict quorum: primaries only, so no stand-ins; nor with hedging off.
     const hedging = options.strict !== true && s.config.hedgeMultiplier > 0
-    for (const id of targets) sendTo(id, hedging)
+    for (const id of targets) sendTo(id, hedging, refreshing ?? merge)
   }
   const shared = local.shareable
   if (shared) replicate()

@@ -1,10 +1,12 @@
 /**
  * TTL expiry across replicas (KnucklesDB's failure detector on a replicated store). The storage engine's
  * sweep finds a key whose credits ran out and hands it here before expiring it: a replica that was down or
- * restarting may have missed newer beats, so it first asks the key's other up replicas (an 'expiry-check')
- * and merges anything newer (which refreshes the key). Only if none is newer does it expire the key — a
- * write with a new dot — and send the expiry to the other replicas once it is durable (handoff and
- * anti-entropy cover any that miss it).
+ * restarting may have missed newer beats, so it first asks the key's other up replicas (a 'beat-check')
+ * and merges anything newer (which refreshes the key). A beat that only refreshed the key (refresh.ts)
+ * changed no version, so each answer also says when that replica last took a refresh of the key: one
+ * within the TTL gives the key here the credits left of it instead. Only if there is neither does it
+ * expire the key — a write with a new dot — and send the expiry to the other replicas once it is durable
+ * (handoff and anti-entropy cover any that miss it).
  *
  * Expiry needs agreement (Lifeguard's local health awareness, across replicas): each answer also says whether
  * that replica's own failure detector is degraded (health.ts). A newer state from any replica, healthy or
@@ -22,9 +24,10 @@
  * sweeps offer nothing), and while all the others are, until one is healthy again (HEALTH_RECOVERY_MS after
  * its signals recover). The hold is only as good as the replicas' view: a coordinator that is not one of the
  * key's replicas refuses beats unseen by them, which hold nothing on its account. A peer older than
- * 'expiry-check' answers ERR_UNSUPPORTED: it is asked with a plain 'read' instead and counts as healthy, as
- * every replica did before, so a mixed-version mesh keeps expiring (and is read at once until the membership
- * changes, for a minute at most: older-peers.ts). A replica that refuses the check as
+ * 'beat-check' answers ERR_UNSUPPORTED and is asked 'expiry-check' (the check without refreshes); one older
+ * than that is asked with a plain 'read' and counts as healthy, as every replica did before, so a
+ * mixed-version mesh keeps expiring (each is asked its way at once until the membership changes, for a
+ * minute at most: older-peers.ts). A replica that refuses the check as
  * overloaded (ERR_OVERLOADED) counts as degraded; another error reply counts as before (askExpiry).
  */
 import { errorMessage } from '../errors.js'
@@ -39,12 +42,18 @@ interface ExpiryView {
   readonly state: KeyState | null
   readonly ttlMs: number
   readonly degraded: boolean
+  /** Wall-clock ms of the newest refresh that replica took of the key (refresh.ts); 0: none, or not said. */
+  readonly refreshedWall: number
 }
 
 /** An answer that carries no view of the key (an error reply). */
-const NO_VIEW: ExpiryView = { state: null, ttlMs: 0, degraded: false }
+const NO_VIEW: ExpiryView = { state: null, ttlMs: 0, degraded: false, refreshedWall: 0 }
 /** An ERR_OVERLOADED reply: no view, and counted as degraded. */
-const OVERLOADED: ExpiryView = { state: null, ttlMs: 0, degraded: true }
+const OVERLOADED: ExpiryView = { state: null, ttlMs: 0, degraded: true, refreshedWall: 0 }
+
+function unsupported (reply: KvReply): boolean {
+  return reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED'
+}
 
 /**
  * Asks `id` for its state of `key` and its detector's health; throws if no answer came (unreachable, timed
@@ -54,14 +63,19 @@ const OVERLOADED: ExpiryView = { state: null, ttlMs: 0, degraded: true }
  * that replica stays up, the expiry of a key whose state it can never send.
  */
 function * askExpiry (s: ReplicaState, id: string, key: string): Flow<ExpiryView> {
-  // A peer known to be older is read at once (OlderPeers), not asked first.
-  let reply = s.olderPeers.has(id, s.nowMs) ? null : (yield request(id, 'kv', { type: 'expiry-check', key })) as KvReply
-  if (reply === null || (reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED')) {
-    if (reply !== null) s.olderPeers.note(id, s.nowMs)
-    reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
+  // 'beat-check' first: it also says when that replica last took a refresh of the key. A peer known to be
+  // older than that (OlderPeers) is asked 'expiry-check' at once, and one older still is read at once.
+  const older = s.olderPeers.level(id, s.nowMs)
+  let reply = older > 0 ? null : (yield request(id, 'kv', { type: 'beat-check', key })) as KvReply
+  if (reply !== null && unsupported(reply)) s.olderPeers.note(id, s.nowMs, 1)
+  if (older < 2 && (reply === null || unsupported(reply))) {
+    reply = (yield request(id, 'kv', { type: 'expiry-check', key })) as KvReply
+    if (unsupported(reply)) s.olderPeers.note(id, s.nowMs, 2)
   }
-  if (reply.type === 'expiry-state') return reply
-  if (reply.type === 'state') return { state: reply.state, ttlMs: reply.ttlMs, degraded: false }
+  if (reply === null || unsupported(reply)) reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
+  if (reply.type === 'beat-state') return reply
+  if (reply.type === 'expiry-state') return { ...reply, refreshedWall: 0 }
+  if (reply.type === 'state') return { state: reply.state, ttlMs: reply.ttlMs, degraded: false, refreshedWall: 0 }
   // Refused for overload: that replica is behind on its own work (it may not have taken the newest beats
   // yet), so its answer vouches for nothing, as a degraded one's does not. Overload passes (admission
   // control), so this too delays the expiry rather than losing it.
@@ -76,15 +90,20 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
   const newer: Entry[] = []
   let healthy = 0
   let degraded = 0
+  const refreshedBefore = s.engine.refreshedWall(key)
+  // The newest refresh another replica took of the key, of whatever version it holds: a refresh is a beat of
+  // this service at that time (versions converge by the merges below and anti-entropy).
+  let refreshedElsewhere = 0
   const answered = yield * all(others.map(function * (id): Flow<void> {
     const view = yield * askExpiry(s, id, key)
     if (view.degraded) degraded++
     else healthy++
     // Merged whoever sent it: a degraded replica's newer beat is still a beat.
     if (view.state !== null && !stateEquals(sync(state, view.state), state)) newer.push({ key, ttlMs: view.ttlMs, state: view.state })
+    if (view.state !== null && view.refreshedWall > refreshedElsewhere) refreshedElsewhere = view.refreshedWall
   }))
-  // A write while the others were asked refreshed the key here (fresh credits): nothing left to decide.
-  if (s.engine.state(key) !== state) return
+  // A write or refresh while the others were asked gave the key fresh credits here: nothing left to decide.
+  if (s.engine.state(key) !== state || s.engine.refreshedWall(key) !== refreshedBefore) return
   if (others.length > 0 && answered === 0) {
     // Cut off from every other replica SWIM still lists as up: they may have the beats. Try again at the
     // next sweep; once SWIM declares them dead this replica decides alone.
@@ -97,8 +116,15 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     } catch (error) {
       s.log.debug(`merging newer states of ${key} before expiry failed: ${errorMessage(error)}`)
     }
-    // A merge that changed the state refreshed its credits; if it did not, expire at once.
+    // A merge that changed the state refreshed its credits.
     if (s.engine.state(key) !== state) return
+  }
+  // Another replica took a beat this one missed (a refresh sent while it was unreachable or overloaded): the
+  // service beat within its TTL. The key gets the credits left of that TTL, on the hybrid logical clock.
+  const ttlMs = s.engine.ttl(key)
+  if (refreshedElsewhere > 0) {
+    const leftMs = refreshedElsewhere + ttlMs - s.engine.hlc.now().wall
+    if (leftMs > 0 && s.engine.refresh(key, state, ttlMs, { wall: refreshedElsewhere, logical: 0 }, leftMs)) return
   }
   if (degraded > 0 || answered < others.length) {
     // Some replica is degraded or did not answer (an overloaded peer's answer comes too late): it may be
@@ -107,7 +133,8 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     // past that, one healthy answer is enough. Time is read on the hybrid logical clock that stamped the
     // beat, so skew between the peers' clocks cancels out; the hold itself runs on this engine's clock.
     const nowHlc = s.engine.hlc.now().wall
-    const untilHlc = (newestTs(state)?.wall ?? 0) + DETECTOR_STRETCH * s.engine.ttl(key)
+    const lastBeat = Math.max(newestTs(state)?.wall ?? 0, s.engine.refreshedWall(key), refreshedElsewhere)
+    const untilHlc = lastBeat + DETECTOR_STRETCH * ttlMs
     if (nowHlc < untilHlc || healthy === 0) {
       // Past the hold with every replica that answered degraded: none can vouch that the beats stopped;
       // offered at every sweep (degradation ends HEALTH_RECOVERY_MS after its signals recover), delayed, not lost.

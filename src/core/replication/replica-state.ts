@@ -53,7 +53,7 @@ export class ReplicaState {
   readonly index: KeyIndex
   /** The keys held here in order, for listings (built by the first one; kept by the engine's changes). */
   readonly ordered: OrderedKeys
-  readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0, hedged: 0, expiryPostponedDegraded: 0 }
+  readonly counters: Counters = { puts: 0, gets: 0, deletes: 0, forwarded: 0, quorumFailures: 0, readRepairs: 0, handedOff: 0, dropped: 0, syncRounds: 0, syncRepairs: 0, reaped: 0, badRequests: 0, hedged: 0, expiryPostponedDegraded: 0, refreshes: 0 }
   ring: Ring
   isUpNow: (id: string) => boolean = () => true
   /** Refuses writes (a graceful leave has begun). */
@@ -65,8 +65,13 @@ export class ReplicaState {
    * replica's answer to another's expiry check says so (expiry.ts).
    */
   readonly health = new DetectorHealth()
-  /** Peers that answered an expiry check ERR_UNSUPPORTED (an older version): asked with 'read' at once. */
+  /** Peers that answered an expiry check ERR_UNSUPPORTED (an older version): asked the older way at once. */
   readonly olderPeers = new OlderPeers()
+  /**
+   * Peers that answered a refresh ERR_UNSUPPORTED (refresh.ts): a beat to a key they replicate is written,
+   * not refreshed, while they are remembered (their credits are renewed only by writes).
+   */
+  readonly noRefresh = new OlderPeers()
 
   constructor (ring: Ring, readonly rt: Runtime, readonly options: ReplicationOptions) {
     this.engine = options.engine

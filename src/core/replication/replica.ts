@@ -26,6 +26,7 @@ function durable (reply: KvReply): Durable { return { durable: reply } }
 type Handler<T extends KvRequest['type']> = (s: ReplicaState, ae: AntiEntropy, from: string, request: Extract<KvRequest, { type: T }>) => Flow<KvReply> | Durable
 
 const OK: KvReply = { type: 'ok' }
+const STALE: KvReply = { type: 'stale' }
 
 const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   merge (s, _ae, _from, request) {
@@ -98,6 +99,25 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
     s.engine.checkKey(request.key)
     const state = s.engine.state(request.key)
     return durable({ type: 'expiry-state', state: state ?? null, ttlMs: state === undefined ? 0 : s.engine.ttl(request.key), degraded: s.health.degraded(s.nowMs) })
+  },
+  refresh (s, _ae, _from, request) {
+    // A leaving peer takes no more data, refreshes included: its copy is about to be handed off.
+    if (s.leaving) throw new LeavingError(s.id)
+    s.engine.checkKey(request.key)
+    const held = s.engine.state(request.key)
+    const digest = held === undefined ? null : s.digests.of(request.key, held)
+    if (digest === null || digest[0] !== request.digest[0] || digest[1] !== request.digest[1] || !s.engine.refresh(request.key, held!, request.ttlMs, request.ts)) return durable(STALE)
+    s.counters.refreshes++
+    // Answered once the version it refreshed is durable here (it may have been merged in this very turn).
+    return durable(OK)
+  },
+  'beat-check' (s, _ae, _from, request) {
+    // 'expiry-check', and when this replica last took a refresh of the key: a replica that missed the
+    // refreshes must not expire a service the others know is alive (expiry.ts).
+    s.engine.checkKey(request.key)
+    const state = s.engine.state(request.key)
+    const ttlMs = state === undefined ? 0 : s.engine.ttl(request.key)
+    return durable({ type: 'beat-state', state: state ?? null, ttlMs, degraded: s.health.degraded(s.nowMs), refreshedWall: ttlMs === 0 ? 0 : s.engine.refreshedWall(request.key) })
   },
   * reap (s, _ae, _from, request) {
     if (s.engine.reap(request.key, request.state)) s.counters.reaped++

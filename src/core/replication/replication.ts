@@ -113,6 +113,7 @@ export class Replication {
     s.isUpNow = isUp
     // A member that went down and came back (a restart: an upgrade keeps its id) is asked anew.
     s.olderPeers.clear()
+    s.noRefresh.clear()
     if (ring === s.ring) return
     s.ring = ring
     s.index.rebuild(ring, s.engine.entries())

@@ -97,6 +97,11 @@ export interface KvStats {
    * (until DETECTOR_STRETCH TTLs after the last beat), or every one that answered was (expiry.ts).
    */
   expiryPostponedDegraded: number
+  /**
+   * Heartbeats that only refreshed their service's record (replication/refresh.ts), each counted once on
+   * every replica that took it: by the coordinator, and by each replica that answered the refresh.
+   */
+  refreshes: number
 }
 
 /** A change this peer made: a write it coordinated, or an expiry by its TTL sweep. */

@@ -14,7 +14,7 @@ import { type Clock, type Logger, silentLogger } from '../env.js'
 import { ClosedError, ConfigError, InvalidKeyError, RecordTooLargeError, SiblingLimitError, StoreFullError, ValueTooLargeError } from '../errors.js'
 import { REPLICA_ID_BYTES_MAX } from '../version/context.js'
 import { type KeyState, EMPTY_STATE, isDeleted, newestTs, stateEquals, sync, update, valuesOf } from '../version/dvv.js'
-import { HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
+import { type Hlc, HybridClock, ZERO_HLC, compareHlc } from '../version/hlc.js'
 import { EMPTY_VV, vvGet } from '../version/vv.js'
 import { Compaction } from './compaction.js'
 import type { EngineEvents, EngineOptions, EngineStats, MergeResult, ReadResult, WalStats, WriteOptions, WriteResult } from './engine-types.js'
@@ -384,6 +384,22 @@ export class StorageEngine {
   postponeExpiry (key: string, untilMs = 0): void {
     this.ttls.postpone(key, untilMs)
   }
+
+  /**
+   * A refresh of a TTL key whose state here is still `expected`, with TTL `ttlMs` (a heartbeat that only says
+   * its service is alive, replication/refresh.ts): the key gets credits again, for `forMs` (default: its
+   * whole TTL, as a write would give it), with nothing logged and its state unchanged; `ts` is the beat's
+   * timestamp. False (nothing done) if the key changed or has another TTL.
+   */
+  refresh (key: string, expected: KeyState, ttlMs: number, ts: Hlc, forMs = ttlMs): boolean {
+    this.checkOpen()
+    if (ttlMs <= 0 || this.map.get(key) !== expected || this.ttls.ttlOf(key) !== ttlMs) return false
+    this.hlc.observe(ts)
+    return this.ttls.refresh(key, ts.wall, forMs)
+  }
+
+  /** Wall-clock ms (hybrid logical clock) of the key's newest refresh here; 0 if none since it was written. */
+  refreshedWall (key: string): number { return this.ttls.refreshedWall(key) }
 
   /** Until when a key's expiry was held (postponeExpiry with `untilMs`) since its last write; 0 if not. */
   expiryHeldUntil (key: string): number { return this.ttls.heldUntil(key) }

@@ -6,6 +6,11 @@
  * periods after that — with no clock read per key and no timer per key, which is what lets one peer track
  * thousands of heartbeating services. An expiry is a write through the engine (a last-writer-wins tombstone,
  * or the record `expiredValue` gives), so it is logged, versioned and replicated like any other.
+ *
+ * A refresh (`refresh`) gives a key full credits again without a write: a heartbeat that only says its
+ * service is still alive (replication/refresh.ts). The clock remembers the newest refresh's wall-clock time
+ * per key (`refreshedWall`), in memory only, like the credits themselves: a restarted replica gives every TTL
+ * key full credits from its recovery anyway.
  */
 import { ConfigError } from '../errors.js'
 import type { Logger } from '../env.js'
@@ -22,9 +27,10 @@ export interface ExpiryOptions {
   /**
    * What an expiring key becomes: a value to write in its place (last-writer-wins, no TTL), null for a
    * tombstone (the default: the key reads as deleted), or 'keep' if the state already is an expiry (then
-   * only its TTL is dropped). Heartbeat keys use it to keep an "expired" record.
+   * only its TTL is dropped). Heartbeat keys use it to keep an "expired" record. `refreshedWall` is the
+   * wall-clock ms of the key's newest refresh since it was written (0: none).
    */
-  expiredValue?: (key: string, state: KeyState) => Uint8Array | null | 'keep'
+  expiredValue?: (key: string, state: KeyState, refreshedWall: number) => Uint8Array | null | 'keep'
 }
 
 export interface ExpiredEvent {
@@ -43,6 +49,9 @@ interface Ttl {
   pending: boolean
   /** Not offered to `onExpiring` again before this (the clock's ms; 0: no hold): see hold(). */
   holdUntilMs: number
+  /** Wall-clock ms (hybrid logical clock) of the newest refresh; 0: none. Kept across writes (readers take
+   * the newer of this and the state's own timestamp). */
+  refreshedWall: number
 }
 
 export class TtlClock {
@@ -79,7 +88,7 @@ export class TtlClock {
   set (key: string, ttlMs: number): void {
     if (ttlMs > 0) {
       const ttl = this.ttls.get(key)
-      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false, holdUntilMs: 0 })
+      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false, holdUntilMs: 0, refreshedWall: 0 })
       else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs); ttl.pending = false; ttl.holdUntilMs = 0 }
     } else if (this.ttls.size > 0) {
       this.ttls.delete(key)
@@ -88,6 +97,25 @@ export class TtlClock {
 
   delete (key: string): void {
     this.ttls.delete(key)
+  }
+
+  /**
+   * A refresh of a TTL key (its state unchanged): credits for `forMs` again (a whole TTL, as a write gives,
+   * unless less is left of it), and `wallMs` remembered if it is the newest. False if the key has no TTL here.
+   */
+  refresh (key: string, wallMs: number, forMs = Infinity): boolean {
+    const ttl = this.ttls.get(key)
+    if (ttl === undefined) return false
+    ttl.credit = this.credits(Math.min(ttl.ttlMs, forMs))
+    ttl.pending = false
+    ttl.holdUntilMs = 0
+    if (wallMs > ttl.refreshedWall) ttl.refreshedWall = wallMs
+    return true
+  }
+
+  /** Wall-clock ms of the key's newest refresh here (0: none, or not a TTL key). */
+  refreshedWall (key: string): number {
+    return this.ttls.size === 0 ? 0 : this.ttls.get(key)?.refreshedWall ?? 0
   }
 
   /**
@@ -140,9 +168,13 @@ export class TtlClock {
    */
   expire (key: string, expected: KeyState): ExpiredEvent | null {
     const state = this.engine.state(key)
-    if (state !== expected || !this.ttls.has(key)) return null
+    const ttl = this.ttls.get(key)
+    if (state !== expected || ttl === undefined) return null
+    // Credits again with the state unchanged: refreshed since they ran out (while the owner checked the other
+    // replicas), so alive after all.
+    if (ttl.credit > 0) return null
     // Already final (a tombstone, or a record the caller says is already an expiry): only the TTL goes.
-    const value = isDeleted(state) ? 'keep' : this.expiredValue?.(key, state) ?? null
+    const value = isDeleted(state) ? 'keep' : this.expiredValue?.(key, state, ttl.refreshedWall) ?? null
     if (value === 'keep') {
       this.ttls.delete(key)
       return null
@@ -155,8 +187,7 @@ export class TtlClock {
       if (value !== null) this.ttls.delete(key)
     } catch (error) {
       this.log.error(`expiring ${JSON.stringify(key)} failed; retrying at the next sweep`, error)
-      const ttl = this.ttls.get(key)
-      if (ttl !== undefined) ttl.pending = false
+      ttl.pending = false
       return null
     }
     this.expired++
