@@ -73,7 +73,7 @@ describe('kv: heartbeats that only refresh', () => {
     expect(a.kv.stats.refreshes).toBe(10)
   })
 
-  it('a replica that missed the write answers the refresh stale and gets the state', async () => {
+  it('a replica that missed the write answers the refresh with what it holds, and the beat is written instead', async () => {
     const key = 'heartbeat/missed'
     const record = beatRecord(TTL_MS, null, 60_000)
     const { sim, a, c } = await replicasOf(key)
@@ -81,13 +81,39 @@ describe('kv: heartbeats that only refresh', () => {
     await a.kv.put(key, record, { ...BEAT, w: 2 })
     sim.setUp(c.id, true)
     expect(c.engine.state(key)).toBeUndefined()
+    const first = a.engine.state(key)
     const put = await a.kv.put(key, record, { ...BEAT, w: 3 })
     expect(put.acks).toBe(3)
     await sim.settle()
     expect(a.kv.stats.refreshes).toBe(1)
     expect(c.kv.stats.refreshes).toBe(0)
+    // Written: a new version, on every replica.
+    expect(a.engine.state(key)).not.toBe(first)
     expect(stateEquals(c.engine.state(key)!, a.engine.state(key)!)).toBe(true)
     expect(c.engine.ttl(key)).toBe(TTL_MS)
+  })
+
+  it('a replica holding a newer version (an expiry the coordinator missed) gets the beat written over it: the service is revived at once', async () => {
+    const key = 'heartbeat/newer'
+    const record = beatRecord(TTL_MS, null, 60_000)
+    const { sim, a, b, c } = await replicasOf(key)
+    await a.kv.put(key, record, { ...BEAT, w: 3 })
+    await sim.settle()
+    // b writes something newer that a does not see (here a plain write of another record, as an expiry
+    // written while a was cut off would be).
+    sim.setUp(a.id, false)
+    sim.clock.advance(1000)
+    await b.kv.put(key, beatRecord(TTL_MS, { moved: true }, 60_000), { ...BEAT, w: 2 })
+    sim.setUp(a.id, true)
+    sim.clock.advance(1000)
+    const put = await a.kv.put(key, record, { ...BEAT, w: 3 })
+    expect(put.acks).toBe(3)
+    await sim.settle()
+    // The beat is the newest write everywhere, its record the one a beat carried.
+    for (const n of [a, b, c]) {
+      expect(stateEquals(n.engine.state(key)!, a.engine.state(key)!)).toBe(true)
+      expect((await servicesOf(n))[0]).toMatchObject({ state: 'alive', meta: null })
+    }
   })
 
   it('another beat record, a record written REFRESH_REWRITE_MS ago, or a context makes the beat a write', async () => {
@@ -149,7 +175,7 @@ describe('kv: heartbeats that only refresh', () => {
     expect(expired.length).toBeGreaterThanOrEqual(1)
   })
 
-  it('a replica older than refreshes (ERR_UNSUPPORTED) gets the state, and later beats are writes while it is remembered', async () => {
+  it('a replica older than refreshes (ERR_UNSUPPORTED) gets the beat written, and later beats are writes while it is remembered', async () => {
     const key = 'heartbeat/older'
     const record = beatRecord(TTL_MS, null, 60_000)
     const { sim, a, b } = await replicasOf(key)
@@ -157,11 +183,16 @@ describe('kv: heartbeats that only refresh', () => {
     await a.kv.put(key, record, { ...BEAT, w: 3 })
     await sim.settle()
     const unsupported = sim.faults.stats.unsupported
+    const first = a.engine.state(key)
     const put = await a.kv.put(key, record, { ...BEAT, w: 3 })
     expect(put.acks).toBe(3)
     expect(sim.faults.stats.unsupported).toBe(unsupported + 1)
     expect(a.kv.stats.refreshes).toBe(1)
+    // Written after all: b's credits are renewed by the write, as before refreshes existed.
     const written = a.engine.state(key)
+    expect(written).not.toBe(first)
+    await sim.settle()
+    expect(stateEquals(b.engine.state(key)!, written!)).toBe(true)
     sim.clock.advance(1000)
     await a.kv.put(key, record, { ...BEAT, w: 3 })
     await sim.settle()

@@ -55,7 +55,6 @@ const replies: KvReply[] = [
   { type: 'expiry-state', state, ttlMs: 3000, degraded: true },
   { type: 'expiry-state', state, ttlMs: 0, degraded: false },
   { type: 'expiry-state', state: null, ttlMs: 0, degraded: false },
-  { type: 'stale' },
   { type: 'beat-state', state, ttlMs: 3000, degraded: false, refreshedWall: 1_700_000_000_999 },
   { type: 'beat-state', state, ttlMs: 3000, degraded: true, refreshedWall: 0 },
   { type: 'beat-state', state: null, ttlMs: 0, degraded: false, refreshedWall: 0 }
@@ -127,12 +126,12 @@ describe('kv wire messages', () => {
     expect(() => decodeMessage(big, { keyBytesMax: 10, valueBytesMax: 50 })).toThrow(DecodeError)
   })
 
-  it('bounds a refresh and the beat check\'s answer: digest halves of 32 bits, a TTL, no refresh without one, truncations', () => {
+  it('bounds a refresh and the beat check\'s answer: digest halves of 32 bits, a TTL, no refresh time without one, truncations', () => {
     const refresh = { type: 'refresh', key: 'heartbeat/a', digest: [1, 2], ts: { wall: 5, logical: 0 }, ttlMs: 3000 } as const
     expect(() => decodeMessage(encodeRequest(w, 1, { ...refresh, key: 'k'.repeat(2000) }), LIMITS)).toThrow(/exceeds 1024/)
     expect(() => decodeMessage(encodeRequest(w, 1, { ...refresh, digest: [2 ** 32, 0] }), LIMITS)).toThrow(/32 bits/)
     expect(() => decodeMessage(encodeRequest(w, 1, { ...refresh, ttlMs: 0 }), LIMITS)).toThrow(/without a TTL/)
-    for (const message of [encodeRequest(w, 1, refresh), ...replies.filter(r => r.type === 'beat-state' || r.type === 'stale').map(r => encodeReply(w, 1, r))]) {
+    for (const message of [encodeRequest(w, 1, refresh), ...replies.filter(r => r.type === 'beat-state').map(r => encodeReply(w, 1, r))]) {
       const bytes = message.slice()
       for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeMessage(bytes.subarray(0, cut), LIMITS)).toThrow(DecodeError)
       expect(() => decodeMessage(Uint8Array.of(...bytes, 0), LIMITS)).toThrow(DecodeError)

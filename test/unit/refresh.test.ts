@@ -35,7 +35,7 @@ describe('refresh at the engine', () => {
     await engine.close()
   })
 
-  it('refuses another state, another TTL or a key without one', async () => {
+  it('refuses another state, another TTL, a key without one, and a timestamp from too far ahead', async () => {
     const { engine } = await engineWithBeat()
     const state = engine.state(KEY)!
     const ts = { wall: 1_000_500, logical: 0 }
@@ -45,6 +45,8 @@ describe('refresh at the engine', () => {
     await engine.put('plain', Uint8Array.of(1))
     expect(engine.refresh('plain', engine.state('plain')!, 3000, ts)).toBe(false)
     expect(engine.refresh('absent', state, 3000, ts)).toBe(false)
+    // A timestamp further ahead than the clock accepts (60 s of drift) refreshes nothing.
+    expect(engine.refresh(KEY, state, 3000, { wall: 1_000_000 + 61_000, logical: 0 })).toBe(false)
     expect(engine.refreshedWall(KEY)).toBe(0)
     await engine.close()
   })

@@ -59,9 +59,9 @@ export type KvRequest =
   /**
    * A heartbeat that only refreshes its record (replication/refresh.ts): if you hold `key` in exactly the
    * version whose anti-entropy digest (kv/digest.ts) is `digest` ([hi, lo]), with TTL `ttlMs`, give it full
-   * credits again, as of the coordinator's timestamp `ts`. Answered 'ok', or 'stale' if you hold another
-   * version (the coordinator then sends the state itself). A peer older than this type answers
-   * ERR_UNSUPPORTED, and gets the state too.
+   * credits again, as of the coordinator's timestamp `ts`. Answered 'ok', or, if you did not refresh it (you
+   * hold another version, or none), with 'state': what you hold, and the coordinator writes the beat
+   * instead. A peer older than this type answers ERR_UNSUPPORTED, and the beat is written too.
    */
   | { readonly type: 'refresh'; readonly key: string; readonly digest: readonly [number, number]; readonly ts: Hlc; readonly ttlMs: number }
   /** 'expiry-check', answered with 'beat-state': also when this replica last took a refresh of the key. */
@@ -82,10 +82,8 @@ export type KvReply =
   | { readonly type: 'keys'; readonly keys: readonly ListedKey[]; readonly more: boolean }
   /** The answer to 'expiry-check': what 'state' carries, and whether the replica's detector is degraded. */
   | { readonly type: 'expiry-state'; readonly state: KeyState | null; readonly ttlMs: number; readonly degraded: boolean }
-  /** The answer to 'refresh' from a replica that holds another version of the key (or none). */
-  | { readonly type: 'stale' }
   /** The answer to 'beat-check': what 'expiry-state' carries, and the wall-clock ms of the newest refresh the
-   * replica took since the key was written (0: none). */
+   * replica took while the key had its TTL (0: none). */
   | { readonly type: 'beat-state'; readonly state: KeyState | null; readonly ttlMs: number; readonly degraded: boolean; readonly refreshedWall: number }
 
 /** A key in a listing page, with its state on that replica (every value replaced by an empty one). */
@@ -108,7 +106,7 @@ const KIND_REPLY = 2
 
 // New types go at the end: a type's number is its index, and must mean the same on every version.
 const REQUEST_TYPES = ['merge', 'read', 'put', 'get', 'sync-root', 'sync-leaves', 'pull', 'reap', 'info', 'services', 'list', 'expiry-check', 'refresh', 'beat-check'] as const
-const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info', 'keys', 'expiry-state', 'stale', 'beat-state'] as const
+const REPLY_TYPES = ['ok', 'state', 'put', 'get', 'sync-root', 'digests', 'entries', 'error', 'info', 'keys', 'expiry-state', 'beat-state'] as const
 const SEGMENTS_MAX = 1024
 const ERROR_TEXT_MAX = 4096
 /** The largest JSON reply (peer figures, or a replica's list of heartbeat services). */
@@ -242,7 +240,6 @@ export function encodeReply (w: Writer, id: number, reply: KvReply): Uint8Array 
       w.varint(reply.ttlMs).u8(reply.degraded ? 1 : 0)
       if (reply.type === 'beat-state') w.varint(reply.refreshedWall)
       break
-    case 'stale': break
   }
   return w.finish().slice()
 }
@@ -347,7 +344,6 @@ function decodeReplyBody (r: Reader, type: typeof REPLY_TYPES[number], limits: W
       if (refreshedWall !== 0 && ttlMs === 0) throw new DecodeError('kv message', 'a refresh of a key without a TTL')
       return { type, state, ttlMs, degraded: degraded === 1, refreshedWall }
     }
-    case 'stale': return { type }
   }
 }
 

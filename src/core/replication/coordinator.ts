@@ -29,7 +29,7 @@ import { type KeyState, newestTs, stateEquals, sync, valuesOf } from '../version
 import { type Hlc, compareHlc } from '../version/hlc.js'
 import { EMPTY_VV, type VersionVector } from '../version/vv.js'
 import { type Flow, all, request } from './flow.js'
-import { isStale, refreshable } from './refresh.js'
+import { notRefreshed, refreshable } from './refresh.js'
 import { type ReplicaState, replyError } from './replica-state.js'
 import type { GetResult, Held, PutResult, ReadOptions, ReplicaView, WriteOptions } from './types.js'
 
@@ -76,7 +76,7 @@ export function write (s: ReplicaState, key: string, value: Uint8Array | null, o
  * through `done`, at once if the write cannot start (this peer is leaving, too few durable replicas are up,
  * or the engine refused it).
  */
-export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array | null, context: VersionVector, ts: Hlc | null, pref: readonly PreferenceEntry[], w: number, dw: number, options: { lww?: boolean; ttlMs?: number; strict?: boolean }, done: Done<{ state: KeyState; acks: number }>): void {
+export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array | null, context: VersionVector, ts: Hlc | null, pref: readonly PreferenceEntry[], w: number, dw: number, options: { lww?: boolean; ttlMs?: number; strict?: boolean; noRefresh?: boolean }, done: Done<{ state: KeyState; acks: number }>): void {
   const op = value === null ? 'delete' : 'put'
   const ring = s.ring
   const isUp = (id: string): boolean => s.isUp(id)
@@ -102,7 +102,7 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
     }
     if (durableTargets < dw) throw new NoDurableReplicaError(op, 0, dw, durableTargets, [durableTargets === 0 ? 'no durable member (Node peer) is up' : `only ${durableTargets} durable members are up`])
     before = s.engine.state(key)
-    refresh = refreshable(s, key, before, value, context, ts, options, targets)
+    refresh = options.noRefresh === true ? null : refreshable(s, key, before, value, context, ts, options, targets)
     if (refresh !== null) {
       // Full credits here, nothing logged; the state (and so the entry sent to a replica that turns out to
       // hold another version) is the one held.
@@ -119,9 +119,12 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
     return
   }
   const entry: Entry = { key, ttlMs: s.engine.ttl(key), state: local.state }
+  // A refresh that some replica did not take is written instead (below): from then on the write reports.
+  let written = false
   const quorum = new WriteQuorum(w, dw, (acked, durableAcked, total, durableTotal, reasons) => acked >= w
     ? new NoDurableReplicaError(op, durableAcked, dw, durableTotal, reasons)
     : new QuorumError(op, acked, w, total, reasons), (ok, value) => {
+    if (written) return
     if (!ok) {
       if (value instanceof QuorumError || value instanceof NoDurableReplicaError) s.counters.quorumFailures++
       done(false, value as Error)
@@ -175,11 +178,15 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
           quorum.ok(durable)
           return
         }
-        // A replica that holds another version of the key (it missed a write, or it is new to the key), or
-        // one older than refreshes: the state itself, the ack of which counts instead.
-        if (request !== merge && ok && isStale(reply as KvReply)) {
-          if ((reply as KvReply).type === 'error') s.noRefresh.note(id, s.nowMs)
-          sendAgain(id, durable)
+        // A replica that did not take the refresh — it holds another version of the key (it missed a write,
+        // or holds a newer one, say an expiry), or none, or predates refreshes — would not have its credits
+        // renewed by this beat: the beat is written instead, as beats always were. Its state first, so that
+        // the write's timestamp is newer than anything it holds.
+        if (request !== merge && ok && notRefreshed(reply as KvReply)) {
+          const r = reply as KvReply
+          if (r.type === 'error') s.noRefresh.note(id, s.nowMs)
+          writeInstead(r.type === 'state' ? r.state : null, r.type === 'state' ? r.ttlMs : 0)
+          quorum.no(durable, `${id} did not take the refresh`)
           return
         }
         // A replica that failed or refused gets its stand-in at once (before its failure counts).
@@ -187,20 +194,26 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
         quorum.no(durable, errorMessage(ok ? replyError(id, reply as KvReply, op) : reply))
       }, after === undefined ? undefined : { afterMs: after, fire: hedge })
     }
-    // The state to a replica that answered a refresh 'stale': counted as the same request (added once).
-    const sendAgain = (id: string, durable: boolean): void => {
-      s.rt.send(id, 'kv', merge, (ok, reply) => {
-        if (ok && (reply as KvReply).type === 'ok') {
-          holding.push(id)
-          quorum.ok(durable)
-          return
-        }
-        quorum.no(durable, errorMessage(ok ? replyError(id, reply as KvReply, op) : reply))
-      })
-    }
     // Strict quorum: primaries only, so no stand-ins; nor with hedging off.
     const hedging = options.strict !== true && s.config.hedgeMultiplier > 0
     for (const id of targets) sendTo(id, hedging, refreshing ?? merge)
+  }
+  // The beat written after all (once): a write with its own dot to every replica, which reports the outcome
+  // unless the refresh already did (then it runs on, so that the replica behind gets it).
+  const writeInstead = (held: KeyState | null, heldTtlMs: number): void => {
+    if (written) return
+    written = true
+    if (held !== null) {
+      try {
+        s.engine.mergeNow(key, held, heldTtlMs)
+      } catch (error) {
+        s.log.debug(`merging a replica's state of ${key} before writing a beat failed: ${errorMessage(error)}`)
+      }
+    }
+    const decided = quorum.decided
+    coordinateWrite(s, key, value, context, ts, s.preference(key, options.strict), w, dw, { ...options, noRefresh: true }, (ok, result) => {
+      if (!decided) done(ok, result)
+    })
   }
   const shared = local.shareable
   if (shared) replicate()

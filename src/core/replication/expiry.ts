@@ -100,7 +100,8 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     else healthy++
     // Merged whoever sent it: a degraded replica's newer beat is still a beat.
     if (view.state !== null && !stateEquals(sync(state, view.state), state)) newer.push({ key, ttlMs: view.ttlMs, state: view.state })
-    if (view.state !== null && view.refreshedWall > refreshedElsewhere) refreshedElsewhere = view.refreshedWall
+    // A time further ahead than this clock accepts (a peer with a wrong clock) is no evidence.
+    if (view.state !== null && view.refreshedWall > refreshedElsewhere && view.refreshedWall <= s.engine.hlc.acceptLimitMs()) refreshedElsewhere = view.refreshedWall
   }))
   // A write or refresh while the others were asked gave the key fresh credits here: nothing left to decide.
   if (s.engine.state(key) !== state || s.engine.refreshedWall(key) !== refreshedBefore) return

@@ -10,22 +10,32 @@
  *   refreshes);
  * - the other replicas get a 'refresh' request (the key, the 64-bit anti-entropy digest of that version,
  *   kv/digest.ts, the beat's hybrid-logical timestamp and the TTL) instead of the state: a replica that
- *   holds exactly that version
- *   with that TTL refreshes it likewise and answers 'ok' once that version is durable there; one that holds
- *   another version (it missed a write, or is a fallback new to the key) answers 'stale', and a peer older
- *   than refreshes ERR_UNSUPPORTED: either then gets the state itself, and its answer counts instead (a
- *   peer that answered ERR_UNSUPPORTED is remembered, ReplicaState.noRefresh, and beats to keys it
- *   replicates are written, not refreshed, meanwhile: only writes renew its credits);
+ *   holds exactly that version with that TTL refreshes it likewise and answers 'ok' once that version is
+ *   durable there;
+ * - a replica that does not refresh it — it holds another version (it missed a write, or holds a newer one,
+ *   say an expiry the coordinator missed), or none (a fallback), or a timestamp too far ahead — answers with
+ *   the state it holds, and a peer older than refreshes answers ERR_UNSUPPORTED: the coordinator then
+ *   merges that state and writes the beat after all (a new dot, to every replica, newer than anything held),
+ *   and that write reports the beat's outcome unless the refresh's quorum already had; a peer that answered
+ *   ERR_UNSUPPORTED is remembered (ReplicaState.noRefresh) and beats to keys it replicates are written
+ *   meanwhile, since only writes renew its credits;
  * - W and the durable acknowledgements count as for a write: an acknowledged refresh means W replicas,
  *   `dw` of them durable, hold the service's record durably and gave it a full TTL from the beat.
  *
  * What a refresh is not: it is not logged, so a restarted replica does not know it happened. That costs
  * nothing the TTL clock needs (recovery gives every TTL key full credits from the restart), and each replica
- * remembers its newest refresh per key in memory (`refreshedWall`), which the services listing shows as the
- * last beat and which the expiry check asks the other replicas for ('beat-check', expiry.ts): a replica that
- * missed the refreshes does not expire a service that the others saw beat within its TTL. To keep the record's
- * own timestamp (the last beat a restarted replica knows of, and `replica` in the listing) from growing old,
- * a beat whose record was written REFRESH_REWRITE_MS or more ago is written again as usual.
+ * remembers the newest refresh it knows of per key in memory (`refreshedWall`: taken itself, or learnt in an
+ * expiry check), which the services listing shows as the last beat and which the expiry check asks the other
+ * replicas for ('beat-check', expiry.ts): a replica that missed the refreshes does not expire a service that
+ * another saw beat within its TTL. To keep the record's own timestamp (the last beat a restarted replica
+ * knows of, and `replica` in the listing) from growing old, a beat whose record was written
+ * REFRESH_REWRITE_MS or more ago is written again as usual.
+ *
+ * The one case that evidence does not cover: a replica that missed the refreshes (cut off for a while) runs
+ * out of credits within one beat interval after every other replica that took them restarted (each lost its
+ * refresh times, and its recovered version is no newer). It then expires the service, and the next beat
+ * revives it (a `revived` event). With beats every second and a 3 s TTL that needs two faults within a
+ * second; when every beat was a write, the restarted replicas held a newer version instead.
  */
 import { isHeartbeatKey } from '../kv/heartbeat.js'
 import type { KvReply } from '../kv/messages.js'
@@ -65,8 +75,8 @@ export function refreshable (s: ReplicaState, key: string, held: KeyState | unde
   return now
 }
 
-/** A replica's answer to a refresh that asks for the state instead: another version held, or a peer that
- * predates refreshes. */
-export function isStale (reply: KvReply): boolean {
-  return reply.type === 'stale' || (reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED')
+/** A replica's answer to a refresh that did not refresh it: what it holds instead ('state'), or a peer that
+ * predates refreshes (ERR_UNSUPPORTED). The coordinator then writes the beat. */
+export function notRefreshed (reply: KvReply): boolean {
+  return reply.type === 'state' || (reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED')
 }

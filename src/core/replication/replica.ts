@@ -26,7 +26,6 @@ function durable (reply: KvReply): Durable { return { durable: reply } }
 type Handler<T extends KvRequest['type']> = (s: ReplicaState, ae: AntiEntropy, from: string, request: Extract<KvRequest, { type: T }>) => Flow<KvReply> | Durable
 
 const OK: KvReply = { type: 'ok' }
-const STALE: KvReply = { type: 'stale' }
 
 const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   merge (s, _ae, _from, request) {
@@ -106,7 +105,10 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
     s.engine.checkKey(request.key)
     const held = s.engine.state(request.key)
     const digest = held === undefined ? null : s.digests.of(request.key, held)
-    if (digest === null || digest[0] !== request.digest[0] || digest[1] !== request.digest[1] || !s.engine.refresh(request.key, held!, request.ttlMs, request.ts)) return durable(STALE)
+    if (digest === null || digest[0] !== request.digest[0] || digest[1] !== request.digest[1] || !s.engine.refresh(request.key, held!, request.ttlMs, request.ts)) {
+      // Not refreshed: what this replica holds instead, so that the coordinator writes the beat over it.
+      return durable({ type: 'state', state: held ?? null, ttlMs: held === undefined ? 0 : s.engine.ttl(request.key) })
+    }
     s.counters.refreshes++
     // Answered once the version it refreshed is durable here (it may have been merged in this very turn).
     return durable(OK)

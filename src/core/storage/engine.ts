@@ -394,11 +394,13 @@ export class StorageEngine {
   refresh (key: string, expected: KeyState, ttlMs: number, ts: Hlc, forMs = ttlMs): boolean {
     this.checkOpen()
     if (ttlMs <= 0 || this.map.get(key) !== expected || this.ttls.ttlOf(key) !== ttlMs) return false
-    this.hlc.observe(ts)
+    // A timestamp further ahead than the clock accepts (a peer with a wrong clock) refreshes nothing: kept,
+    // it would keep a stopped service alive until this clock caught up with it.
+    if (!this.hlc.observe(ts)) return false
     return this.ttls.refresh(key, ts.wall, forMs)
   }
 
-  /** Wall-clock ms (hybrid logical clock) of the key's newest refresh here; 0 if none since it was written. */
+  /** Wall-clock ms (hybrid logical clock) of the newest refresh the key took here while it had its TTL; 0 if none. */
   refreshedWall (key: string): number { return this.ttls.refreshedWall(key) }
 
   /** Until when a key's expiry was held (postponeExpiry with `untilMs`) since its last write; 0 if not. */

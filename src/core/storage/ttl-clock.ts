@@ -28,7 +28,7 @@ export interface ExpiryOptions {
    * What an expiring key becomes: a value to write in its place (last-writer-wins, no TTL), null for a
    * tombstone (the default: the key reads as deleted), or 'keep' if the state already is an expiry (then
    * only its TTL is dropped). Heartbeat keys use it to keep an "expired" record. `refreshedWall` is the
-   * wall-clock ms of the key's newest refresh since it was written (0: none).
+   * wall-clock ms of the newest refresh the key took while it had its TTL (0: none).
    */
   expiredValue?: (key: string, state: KeyState, refreshedWall: number) => Uint8Array | null | 'keep'
 }
