@@ -175,6 +175,24 @@ describe('kv: heartbeats that only refresh', () => {
     expect(expired.length).toBeGreaterThanOrEqual(1)
   })
 
+  it('a refresh target that does not answer within its hedge delay gets the beat written instead, with the write\'s stand-in', async () => {
+    const key = 'heartbeat/silent'
+    const record = beatRecord(TTL_MS, null, 60_000)
+    const sim = await KvSim.create(ids(4))
+    const [a, b, c] = sim.primaries(key).map(id => sim.node(id)) as [SimNode, SimNode, SimNode]
+    await a.kv.put(key, record, { ...BEAT, w: 3 })
+    await sim.settle()
+    const first = a.engine.state(key)
+    // b stays up for SWIM but answers nothing: W=3 needs an answer for it, so its hedge fires.
+    sim.faults.silent.add(b.id)
+    const put = await a.kv.put(key, record, { ...BEAT, w: 3 })
+    expect(put.acks).toBe(3)
+    // Written (a new version), which the stand-in and c hold: no ack came from a copy of the old version.
+    expect(a.engine.state(key)).not.toBe(first)
+    expect(stateEquals(c.engine.state(key)!, a.engine.state(key)!)).toBe(true)
+    expect(a.kv.stats.hedged).toBeGreaterThan(0)
+  })
+
   it('a replica older than refreshes (ERR_UNSUPPORTED) gets the beat written, and later beats are writes while it is remembered', async () => {
     const key = 'heartbeat/older'
     const record = beatRecord(TTL_MS, null, 60_000)

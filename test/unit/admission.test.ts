@@ -83,7 +83,10 @@ describe('admission control', () => {
 
   it('past the beats\' bound, a beat whose service is a TTL past its last beat goes in a lane of its own, and a refused beat makes the detector degraded', async () => {
     const { node, pending, clock } = await heldNode(100, 1)
-    const beat = (id: string): Promise<unknown> => node.putHeartbeat(`heartbeat/${id}`, new Uint8Array([1]), { lww: true, ttlMs: 3000 }).catch((e: unknown) => e)
+    // Each beat a record of its own, so each is a write (a repeated record would be a refresh, refresh.ts,
+    // whose failure here — this transport answers nothing a peer would — writes the beat in a second request).
+    let n = 0
+    const beat = (id: string): Promise<unknown> => node.putHeartbeat(`heartbeat/${id}`, new Uint8Array([n++]), { lww: true, ttlMs: 3000 }).catch((e: unknown) => e)
     // Three services with a record each.
     for (const id of ['old', 'old2', 'fresh']) {
       const first = beat(id)

@@ -60,8 +60,9 @@ export type KvRequest =
    * A heartbeat that only refreshes its record (replication/refresh.ts): if you hold `key` in exactly the
    * version whose anti-entropy digest (kv/digest.ts) is `digest` ([hi, lo]), with TTL `ttlMs`, give it full
    * credits again, as of the coordinator's timestamp `ts`. Answered 'ok', or, if you did not refresh it (you
-   * hold another version, or none), with 'state': what you hold, and the coordinator writes the beat
-   * instead. A peer older than this type answers ERR_UNSUPPORTED, and the beat is written too.
+   * hold another version, or none, or another TTL, or `ts` is beyond the clock drift you accept), with
+   * 'state': what you hold, and the coordinator writes the beat instead. A peer older than this type answers
+   * ERR_UNSUPPORTED, and the beat is written too.
    */
   | { readonly type: 'refresh'; readonly key: string; readonly digest: readonly [number, number]; readonly ts: Hlc; readonly ttlMs: number }
   /** 'expiry-check', answered with 'beat-state': also when this replica last took a refresh of the key. */

@@ -104,8 +104,8 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
     before = s.engine.state(key)
     refresh = options.noRefresh === true ? null : refreshable(s, key, before, value, context, ts, options, targets)
     if (refresh !== null) {
-      // Full credits here, nothing logged; the state (and so the entry sent to a replica that turns out to
-      // hold another version) is the one held.
+      // Full credits here, nothing logged; the state is the one held. A replica that does not take the
+      // refresh, or one too slow for it, gets the beat written instead (writeInstead below).
       s.engine.refresh(key, before!, options.ttlMs!, refresh)
       s.counters.refreshes++
       local = { state: before!, shareable: true }
@@ -149,7 +149,7 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
   // reuse a dot; see the README.)
   const replicate = (): void => {
     const merge: KvRequest = { type: 'merge', entries: [entry] }
-    // A refresh goes to the replicas that should hold the key; a stand-in (a fallback) gets the state.
+    // A refresh goes to the targets (primaries, or fallbacks for down ones, which answer with what they hold).
     const refreshing: KvRequest | null = refresh === null ? null : { type: 'refresh', key, digest: s.digests.of(key, local.state), ts: refresh, ttlMs: entry.ttlMs }
     let standIns = 0
     const sendTo = (id: string, mayHedge: boolean, request: KvRequest = merge): void => {
@@ -157,8 +157,11 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
       quorum.add(durable)
       let hedged = !mayHedge
       const hedge = (): void => {
-        if (hedged || quorum.decided || standIns >= s.config.n) return
+        if (hedged || quorum.decided || written || standIns >= s.config.n) return
         hedged = true
+        // A refresh target that failed or is slow: the beat is written instead, with the write's own
+        // stand-ins; a stand-in sent the held copy would ack a beat it holds no newer version of.
+        if (refreshing !== null) { writeInstead(null, 0); return }
         standIns++
         // A durable member first where one is left: it does not vanish with a browser, so its ack is the
         // one most likely to come, and the hint it keeps is durable.

@@ -13,12 +13,14 @@
  *   holds exactly that version with that TTL refreshes it likewise and answers 'ok' once that version is
  *   durable there;
  * - a replica that does not refresh it — it holds another version (it missed a write, or holds a newer one,
- *   say an expiry the coordinator missed), or none (a fallback), or a timestamp too far ahead — answers with
+ *   say an expiry the coordinator missed), or none (a fallback), or another TTL, or the timestamp is beyond
+ *   the clock drift it accepts — answers with
  *   the state it holds, and a peer older than refreshes answers ERR_UNSUPPORTED: the coordinator then
  *   merges that state and writes the beat after all (a new dot, to every replica, newer than anything held),
  *   and that write reports the beat's outcome unless the refresh's quorum already had; a peer that answered
  *   ERR_UNSUPPORTED is remembered (ReplicaState.noRefresh) and beats to keys it replicates are written
- *   meanwhile, since only writes renew its credits;
+ *   meanwhile, since only writes renew its credits; a refresh target that fails or is slower than its hedge
+ *   delay (latency.ts) gets the beat written too, with the write's own stand-ins;
  * - W and the durable acknowledgements count as for a write: an acknowledged refresh means W replicas,
  *   `dw` of them durable, hold the service's record durably and gave it a full TTL from the beat.
  *
