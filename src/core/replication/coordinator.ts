@@ -159,15 +159,17 @@ export function coordinateWrite (s: ReplicaState, key: string, value: Uint8Array
       const hedge = (): void => {
         if (hedged || quorum.decided || written || standIns >= s.config.n) return
         hedged = true
-        // A refresh target that failed or is slow: the beat is written instead, with the write's own
-        // stand-ins; a stand-in sent the held copy would ack a beat it holds no newer version of.
-        if (refreshing !== null) { writeInstead(null, 0); return }
         standIns++
         // A durable member first where one is left: it does not vanish with a browser, so its ack is the
         // one most likely to come, and the hint it keeps is durable.
         asked ??= new Set([s.id, ...targets])
         const next = ring.nextFallback(ring.position(key), s.config.n, asked, holding, isUp, { needDurable: s.config.n })
         if (next === undefined) return
+        // A refresh target that failed or is slow, with a stand-in to be had: the beat is written instead,
+        // with the write's own stand-ins (one sent the held copy would ack a beat it holds no newer version
+        // of). Without one, nothing is sent, as for a write: under overload a refresh that turned into a
+        // write at every slow answer would only add to the load.
+        if (refreshing !== null) { writeInstead(null, 0); return }
         s.counters.hedged++
         asked.add(next)
         // A stand-in may get its own (one that failed too, say another tab of a browser that quit), up to

@@ -20,7 +20,8 @@
  *   and that write reports the beat's outcome unless the refresh's quorum already had; a peer that answered
  *   ERR_UNSUPPORTED is remembered (ReplicaState.noRefresh) and beats to keys it replicates are written
  *   meanwhile, since only writes renew its credits; a refresh target that fails or is slower than its hedge
- *   delay (latency.ts) gets the beat written too, with the write's own stand-ins;
+ *   delay (latency.ts), when a stand-in could be asked, gets the beat written too, with the write's own
+ *   stand-ins (without one nothing more is sent, as for a write);
  * - W and the durable acknowledgements count as for a write: an acknowledged refresh means W replicas,
  *   `dw` of them durable, hold the service's record durably and gave it a full TTL from the beat.
  *
