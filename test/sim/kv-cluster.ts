@@ -122,3 +122,18 @@ export class KvSim {
 
   primaries (key: string): readonly string[] { return this.faults.primaries(key) }
 }
+
+/** Member ids peer-0 .. peer-(n-1). */
+export const simIds = (n: number): string[] => Array.from({ length: n }, (_, i) => `peer-${i}`)
+
+/**
+ * A 3-member simulated mesh and `key`'s three replicas in preference order, with the ids of the replicas
+ * that expired it, in the order they did (the TTL scenarios of kv.test.ts and refresh.test.ts).
+ */
+export async function replicasOf (key: string): Promise<{ sim: KvSim; a: SimNode; b: SimNode; c: SimNode; expired: string[] }> {
+  const sim = await KvSim.create(simIds(3))
+  const [a, b, c] = sim.primaries(key).map(id => sim.node(id)) as [SimNode, SimNode, SimNode]
+  const expired: string[] = []
+  for (const n of [a, b, c]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
+  return { sim, a, b, c, expired }
+}

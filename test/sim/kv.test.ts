@@ -6,7 +6,7 @@ import { encodeContext } from '../../src/core/version/context.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
 import type { VersionVector } from '../../src/core/version/vv.js'
 import { type PeerInfo, peerInfo } from '../../src/services/peer-info.js'
-import { KvSim, type SimNode } from './kv-cluster.js'
+import { KvSim, replicasOf } from './kv-cluster.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const dec = (b: Uint8Array): string => new TextDecoder().decode(b)
@@ -28,13 +28,6 @@ async function converge (sim: KvSim, done: () => boolean, max: number): Promise<
 
 /** `id`'s own failure detector goes degraded now (its event loop stalled 3 s), for HEALTH_RECOVERY_MS. */
 /** A fresh 3-member simulator and the three replicas of `key`, each reporting its expiries of it into `expired`. */
-async function replicasOf (key: string): Promise<{ sim: KvSim; a: SimNode; b: SimNode; c: SimNode; expired: string[] }> {
-  const sim = await KvSim.create(ids(3))
-  const [a, b, c] = sim.primaries(key).map(id => sim.node(id)) as [SimNode, SimNode, SimNode]
-  const expired: string[] = []
-  for (const n of [a, b, c]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
-  return { sim, a, b, c, expired }
-}
 
 function degrade (sim: KvSim, id: string): void {
   sim.faults.nodes.get(id)!.kv.machine.health.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, sim.clock.nowMs())

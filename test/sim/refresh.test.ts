@@ -5,19 +5,11 @@ import { describe, expect, it } from 'vitest'
 import { type ServiceView, beatRecord, parseServices } from '../../src/core/kv/heartbeat.js'
 import { REFRESH_REWRITE_MS } from '../../src/core/replication/refresh.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
-import { KvSim, type SimNode } from './kv-cluster.js'
+import { KvSim, type SimNode, replicasOf, simIds } from './kv-cluster.js'
 
-const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `peer-${i}`)
 const TTL_MS = 3000
 const BEAT = { lww: true, ttlMs: TTL_MS }
 
-async function replicasOf (key: string): Promise<{ sim: KvSim; a: SimNode; b: SimNode; c: SimNode; expired: string[] }> {
-  const sim = await KvSim.create(ids(3))
-  const [a, b, c] = sim.primaries(key).map(id => sim.node(id)) as [SimNode, SimNode, SimNode]
-  const expired: string[] = []
-  for (const n of [a, b, c]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
-  return { sim, a, b, c, expired }
-}
 
 /** The services a replica lists from its own records (its answer to a 'services' request). */
 async function servicesOf (n: SimNode): Promise<ServiceView[]> {
@@ -178,7 +170,7 @@ describe('kv: heartbeats that only refresh', () => {
   it('a refresh target that does not answer within its hedge delay gets the beat written instead, with the write\'s stand-in', async () => {
     const key = 'heartbeat/silent'
     const record = beatRecord(TTL_MS, null, 60_000)
-    const sim = await KvSim.create(ids(4))
+    const sim = await KvSim.create(simIds(4))
     const [a, b, c] = sim.primaries(key).map(id => sim.node(id)) as [SimNode, SimNode, SimNode]
     await a.kv.put(key, record, { ...BEAT, w: 3 })
     await sim.settle()
