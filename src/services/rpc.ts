@@ -24,7 +24,7 @@ import { raceAbort } from '../core/abort.js'
 import { Writer } from '../core/codec.js'
 import type { Logger } from '../core/env.js'
 import { DecodeError, errorMessage, OverloadedError, RecordTooLargeError, TimeoutError, UnreachableError } from '../core/errors.js'
-import { type KvReply, type KvRequest, type WireLimits, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../core/kv/messages.js'
+import { ERR_UNSUPPORTED, type KvReply, type KvRequest, type WireLimits, decodeMessage, encodeFrame, encodeReply, encodeRequest, splitFrame } from '../core/kv/messages.js'
 import { afterTurn } from '../adapters/next-turn.js'
 import type { MeshLibp2p } from './mesh-node.js'
 import { HANDSHAKE_TIMEOUT_MS } from './swim-service.js'
@@ -176,7 +176,7 @@ class Link {
             this.rpc.stats.replies++
             p.resolve(message.reply)
           } else if (message.kind === 'unsupported') {
-            this.push(encodeReply(this.writer, message.id, { type: 'error', code: 'ERR_UNSUPPORTED', message: `request type ${message.type} is unknown to this peer (an older version)`, acked: 0, required: 0 }))
+            this.push(encodeReply(this.writer, message.id, { type: 'error', code: ERR_UNSUPPORTED, message: `request type ${message.type} is unknown to this peer (an older version)`, acked: 0, required: 0 }))
           } else {
             this.serve(message.id, message.request)
           }

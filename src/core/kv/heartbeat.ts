@@ -85,8 +85,8 @@ function parse (bytes: Uint8Array): BeatRecord | null {
 
 /**
  * The service a heartbeat key's state describes, or null if it holds no heartbeat record. `refreshedWall`:
- * the wall-clock ms of a refresh this replica took since the record was written (replication/refresh.ts),
- * which is then the alive service's last beat.
+ * the wall-clock ms of the newest refresh this replica knows of (replication/refresh.ts); the alive
+ * service's last beat is the newer of it and the record's own timestamp.
  */
 export function serviceOf (key: string, state: KeyState, refreshedWall = 0): ServiceView | null {
   if (!isHeartbeatKey(key)) return null

@@ -113,6 +113,14 @@ const ERROR_TEXT_MAX = 4096
 /** The largest JSON reply (peer figures, or a replica's list of heartbeat services). */
 export const INFO_BYTES_MAX = 4 * 1024 * 1024
 
+/** The error code a peer answers a request type it does not know with (an older version). */
+export const ERR_UNSUPPORTED = 'ERR_UNSUPPORTED'
+
+/** Whether a reply is a peer's refusal of a request type it does not know. */
+export function isUnsupported (reply: KvReply): boolean {
+  return reply.type === 'error' && reply.code === ERR_UNSUPPORTED
+}
+
 export type Decoded =
   | { readonly kind: 'request'; readonly id: number; readonly request: KvRequest }
   | { readonly kind: 'reply'; readonly id: number; readonly reply: KvReply }

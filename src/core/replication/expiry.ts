@@ -31,7 +31,7 @@
  * overloaded (ERR_OVERLOADED) counts as degraded; another error reply counts as before (askExpiry).
  */
 import { errorMessage } from '../errors.js'
-import type { Entry, KvReply } from '../kv/messages.js'
+import { type Entry, type KvReply, isUnsupported } from '../kv/messages.js'
 import { type KeyState, newestTs, stateEquals, sync } from '../version/dvv.js'
 import { type Flow, all, persist, request } from './flow.js'
 import { DETECTOR_STRETCH } from './health.js'
@@ -51,10 +51,6 @@ const NO_VIEW: ExpiryView = { state: null, ttlMs: 0, degraded: false, refreshedW
 /** An ERR_OVERLOADED reply: no view, and counted as degraded. */
 const OVERLOADED: ExpiryView = { state: null, ttlMs: 0, degraded: true, refreshedWall: 0 }
 
-function unsupported (reply: KvReply): boolean {
-  return reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED'
-}
-
 /**
  * Asks `id` for its state of `key` and its detector's health; throws if no answer came (unreachable, timed
  * out). A peer that predates 'expiry-check' is asked with 'read', and counts as healthy. ERR_OVERLOADED
@@ -67,12 +63,12 @@ function * askExpiry (s: ReplicaState, id: string, key: string): Flow<ExpiryView
   // older than that (OlderPeers) is asked 'expiry-check' at once, and one older still is read at once.
   const older = s.olderPeers.level(id, s.nowMs)
   let reply = older > 0 ? null : (yield request(id, 'kv', { type: 'beat-check', key })) as KvReply
-  if (reply !== null && unsupported(reply)) s.olderPeers.note(id, s.nowMs, 1)
-  if (older < 2 && (reply === null || unsupported(reply))) {
+  if (reply !== null && isUnsupported(reply)) s.olderPeers.note(id, s.nowMs, 1)
+  if (older < 2 && (reply === null || isUnsupported(reply))) {
     reply = (yield request(id, 'kv', { type: 'expiry-check', key })) as KvReply
-    if (unsupported(reply)) s.olderPeers.note(id, s.nowMs, 2)
+    if (isUnsupported(reply)) s.olderPeers.note(id, s.nowMs, 2)
   }
-  if (reply === null || unsupported(reply)) reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
+  if (reply === null || isUnsupported(reply)) reply = (yield request(id, 'kv', { type: 'read', key })) as KvReply
   if (reply.type === 'beat-state') return reply
   if (reply.type === 'expiry-state') return { ...reply, refreshedWall: 0 }
   if (reply.type === 'state') return { state: reply.state, ttlMs: reply.ttlMs, degraded: false, refreshedWall: 0 }

@@ -1,8 +1,9 @@
 /**
  * Which peers run a version older than a request type: each answered it ERR_UNSUPPORTED, so the next one goes
  * straight to the fallback instead of costing a round trip more every time. How old is a level: the expiry
- * check asks 'beat-check', then (level 1) 'expiry-check', then (level 2) a plain 'read'. A peer keeps its id across an upgrade, and an upgraded peer must be asked again (the expiry check
- * carries its detector's health, which a read does not): every membership change forgets them all (a
+ * check asks 'beat-check', then (level 1) 'expiry-check', then (level 2) a plain 'read'. A peer keeps its
+ * id across an upgrade, and an upgraded peer must be asked again (the expiry check carries its detector's
+ * health, which a read does not): every membership change forgets them all (a
  * restarted peer goes down and comes back), and an entry lasts OLDER_PEER_MEMORY_MS at most. At most
  * OLDER_PEERS_MAX peers (the oldest remembered is forgotten first), so peers named by the network cannot
  * grow it.

@@ -41,7 +41,7 @@
  * second; when every beat was a write, the restarted replicas held a newer version instead.
  */
 import { isHeartbeatKey } from '../kv/heartbeat.js'
-import type { KvReply } from '../kv/messages.js'
+import { type KvReply, isUnsupported } from '../kv/messages.js'
 import { type KeyState, newestTs } from '../version/dvv.js'
 import type { Hlc } from '../version/hlc.js'
 import type { VersionVector } from '../version/vv.js'
@@ -81,5 +81,5 @@ export function refreshable (s: ReplicaState, key: string, held: KeyState | unde
 /** A replica's answer to a refresh that did not refresh it: what it holds instead ('state'), or a peer that
  * predates refreshes (ERR_UNSUPPORTED). The coordinator then writes the beat. */
 export function notRefreshed (reply: KvReply): boolean {
-  return reply.type === 'state' || (reply.type === 'error' && reply.code === 'ERR_UNSUPPORTED')
+  return reply.type === 'state' || isUnsupported(reply)
 }

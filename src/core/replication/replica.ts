@@ -27,6 +27,13 @@ type Handler<T extends KvRequest['type']> = (s: ReplicaState, ae: AntiEntropy, f
 
 const OK: KvReply = { type: 'ok' }
 
+/** What both expiry checks answer: the key's state here, its TTL, and whether this detector is degraded. */
+function expiryView (s: ReplicaState, key: string): { state: KeyState | null; ttlMs: number; degraded: boolean } {
+  s.engine.checkKey(key)
+  const state = s.engine.state(key)
+  return { state: state ?? null, ttlMs: state === undefined ? 0 : s.engine.ttl(key), degraded: s.health.degraded(s.nowMs) }
+}
+
 const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   merge (s, _ae, _from, request) {
     // A leaving peer takes no more data: what it acknowledged now might miss its final handoff.
@@ -95,9 +102,7 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   'expiry-check' (s, _ae, _from, request) {
     // What 'read' answers, and whether this replica's own failure detector is degraded now: the asker
     // expires the key only if a healthy replica agrees (expiry.ts).
-    s.engine.checkKey(request.key)
-    const state = s.engine.state(request.key)
-    return durable({ type: 'expiry-state', state: state ?? null, ttlMs: state === undefined ? 0 : s.engine.ttl(request.key), degraded: s.health.degraded(s.nowMs) })
+    return durable({ type: 'expiry-state', ...expiryView(s, request.key) })
   },
   refresh (s, _ae, _from, request) {
     // A leaving peer takes no more data, refreshes included: its copy is about to be handed off.
@@ -116,10 +121,8 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
   'beat-check' (s, _ae, _from, request) {
     // 'expiry-check', and when this replica last took a refresh of the key: a replica that missed the
     // refreshes must not expire a service the others know is alive (expiry.ts).
-    s.engine.checkKey(request.key)
-    const state = s.engine.state(request.key)
-    const ttlMs = state === undefined ? 0 : s.engine.ttl(request.key)
-    return durable({ type: 'beat-state', state: state ?? null, ttlMs, degraded: s.health.degraded(s.nowMs), refreshedWall: ttlMs === 0 ? 0 : s.engine.refreshedWall(request.key) })
+    const view = expiryView(s, request.key)
+    return durable({ type: 'beat-state', ...view, refreshedWall: view.ttlMs === 0 ? 0 : s.engine.refreshedWall(request.key) })
   },
   * reap (s, _ae, _from, request) {
     if (s.engine.reap(request.key, request.state)) s.counters.reaped++
