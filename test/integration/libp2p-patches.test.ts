@@ -7,7 +7,9 @@
  * - @chainsafe/libp2p-yamux: a receiver sends a window update only once half its window is consumed, not after
  *   every data frame; data beyond one window still flows.
  * - @libp2p/utils: LengthPrefixedDecoder (noise's framing) stops at an empty buffer instead of asking the length
- *   decoder, which throws a RangeError (with its stack trace) at the end of every chunk received.
+ *   decoder, which throws a RangeError (with its stack trace) at the end of every chunk received; and lpStream's
+ *   read (the RPC links' framing) decodes a varint length only once its last byte arrived, instead of throwing
+ *   and catching a RangeError for each earlier byte (every message of 128 bytes or more).
  */
 import '../../src/polyfills.js'
 import * as net from 'node:net'
@@ -15,7 +17,7 @@ import * as path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { defaultLogger } from '@libp2p/logger'
-import { LengthPrefixedDecoder, multiaddrConnectionPair } from '@libp2p/utils'
+import { LengthPrefixedDecoder, lpStream, multiaddrConnectionPair, streamPair } from '@libp2p/utils'
 import { pEvent } from 'p-event'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -127,5 +129,33 @@ describe('@libp2p/utils patch: no thrown RangeError per chunk decoded', () => {
     for (const m of decoder.decode(Uint8Array.of(2, 3))) out.push([...m.subarray()])
     expect(out).toEqual([[7, 8], [9], [1, 2, 3]])
     expect(emptyCalls).toBe(0)
+  })
+})
+
+describe('@libp2p/utils patch: lpStream reads a length without a thrown RangeError per byte', () => {
+  it('reads messages whose lengths take one to four bytes, constructing no RangeError', async () => {
+    const [outbound, inbound] = await streamPair()
+    const writer = lpStream(outbound)
+    const reader = lpStream(inbound)
+    const sizes = [0, 1, 127, 128, 300, 16_383, 16_384, 70_000, 2_100_000]
+    const Original = globalThis.RangeError
+    let constructed = 0
+    globalThis.RangeError = class extends Original { constructor (message?: string) { super(message); constructed++ } } as RangeErrorConstructor
+    try {
+      const read = (async () => { const got: number[] = []; for (const _ of sizes) got.push((await reader.read()).byteLength); return got })()
+      for (const n of sizes) await writer.write(new Uint8Array(n).fill(n % 251))
+      expect(await read).toEqual(sizes)
+    } finally {
+      globalThis.RangeError = Original
+    }
+    expect(constructed).toBe(0)
+  })
+
+  it('still refuses a length longer than maxDataLength allows', async () => {
+    const [outbound, inbound] = await streamPair()
+    const reader = lpStream(inbound, { maxDataLength: 100 })
+    const read = reader.read().then(() => null, (error: Error) => error.name)
+    await lpStream(outbound).write(new Uint8Array(200))
+    expect(await read).toBe('InvalidDataLengthLengthError')
   })
 })
