@@ -218,7 +218,8 @@ export async function createPeer (options: CreatePeerOptions = {}): Promise<Peer
 /** createPeer with every option given, returning the peer with its internals (this package's CLI, page and tests). */
 export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
   // Every option is checked before anything listens: a bad one must not leave sockets open.
-  const kvConfig = validateKvConfig({ ...defaultKvConfig(), ...options.kv })
+  // A tab sends refreshes at once: a hidden tab's timers fire at most once a second.
+  const kvConfig = validateKvConfig({ ...defaultKvConfig(), ...(options.kind === 'browser' ? { refreshCoalesceMs: 0 } : {}), ...options.kv })
   validateSwimConfig({ ...options.swim })
   if (typeof options.location !== 'string' || options.location === '' || options.location.length > LOCATION_CHARS_MAX) throw new ConfigError('location', `must be 1 to ${LOCATION_CHARS_MAX} characters, got ${JSON.stringify(options.location)}`)
   const [ringHash, hash64] = await Promise.all([loadRingHash(), loadHash64()])

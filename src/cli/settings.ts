@@ -67,7 +67,8 @@ const KV_HELP: Record<keyof KvConfig, string> = {
   hedgeMinMs: 'lower bound of that wait',
   hedgeMaxMs: 'upper bound of that wait',
   admitOpsMax: 'client operations in flight at this peer before new ones get 503 ERR_OVERLOADED',
-  admitBeatsMax: 'heartbeats in flight at this peer before new ones get 503 ERR_OVERLOADED'
+  admitBeatsMax: 'heartbeats in flight at this peer before new ones get 503 ERR_OVERLOADED',
+  refreshCoalesceMs: 'a heartbeat refresh waits this long for company in a frame to its replica (less CPU per beat; 0: none)'
 }
 const KV_FLAGS: Partial<Record<keyof KvConfig, string>> = { n: 'n', r: 'r', w: 'w', strictQuorum: 'strict-quorum', minDurable: 'min-durable', leaveGraceMs: 'leave-grace-ms', durableAcks: 'durable-acks', hedgeMultiplier: 'hedge-multiplier', syncIntervalMs: 'sync-interval-ms', tombstoneGraceMs: 'tombstone-grace-ms' }
 

@@ -102,6 +102,8 @@ export class KvService {
       requestTimeoutMs: init.config.requestTimeoutMs,
       inFlightMax: init.config.inFlightMax,
       handler,
+      // Refreshes wait up to kv.refresh-coalesce-ms for company: many beats' refreshes share a frame.
+      ...(init.config.refreshCoalesceMs === 0 ? {} : { deferMs: (request: KvRequest) => request.type === 'refresh' ? init.config.refreshCoalesceMs : 0 }),
       ...(init.handshake === undefined ? {} : { handshake: init.handshake }),
       log: init.log
     })

@@ -79,6 +79,14 @@ export interface RpcInit {
   requestTimeoutMs: number
   inFlightMax: number
   handler: (from: string, request: KvRequest) => Promise<KvReply>
+  /**
+   * How long a request of ours may wait for company before its frame goes out (0, the default: it goes at the
+   * end of the turn). A deferred request leaves with the next frame to that peer, whatever sends it, or after
+   * this many milliseconds, or as soon as a frame's worth of bytes is queued: KvService defers heartbeat
+   * refreshes (`kv.refresh-coalesce-ms`), which nobody waits for closely, so that a peer sends them to each
+   * replica a few frames a second instead of one frame per turn.
+   */
+  deferMs?: (request: KvRequest) => number
   /** The private mesh's handshake; undefined for an open mesh. */
   handshake?: Handshake
   log: Logger
@@ -101,10 +109,13 @@ class Link {
   private serving = 0
   private readonly writer = new Writer(1024)
   private readonly frameWriter = new Writer(64 * 1024)
+  /** The timer that sends deferred requests if no other frame takes them first. */
+  private deferTimer: ReturnType<typeof setTimeout> | null = null
 
   constructor (readonly peer: string, readonly stream: Stream, readonly lp: Lp, private readonly rpc: RpcEndpoint) {}
 
-  push (message: Uint8Array): void {
+  /** Queues `message` for the next frame; with `deferMs`, that frame may wait so long for more (RpcInit.deferMs). */
+  push (message: Uint8Array, deferMs = 0): void {
     if (this.closed) return
     this.queuedBytes += message.length
     if (this.queuedBytes > 2 * this.rpc.queueLimit) {
@@ -112,11 +123,21 @@ class Link {
       return
     }
     this.queue.push(message)
-    if (!this.writing) {
-      this.writing = true
-      // Everything produced in this turn (every callback of this I/O phase) joins the first frame.
-      afterTurn(() => { void this.flush() })
+    if (this.writing) return
+    if (deferMs > 0 && this.queuedBytes < FRAME_TARGET_BYTES) {
+      this.deferTimer ??= setTimeout(() => { this.deferTimer = null; this.sendSoon() }, deferMs)
+      return
     }
+    this.sendSoon()
+  }
+
+  /** Sends what is queued (the deferred requests too) at the end of this turn. */
+  private sendSoon (): void {
+    if (this.writing || this.closed || this.queue.length === 0) return
+    if (this.deferTimer !== null) { clearTimeout(this.deferTimer); this.deferTimer = null }
+    this.writing = true
+    // Everything produced in this turn (every callback of this I/O phase) joins the first frame.
+    afterTurn(() => { void this.flush() })
   }
 
   private async flush (): Promise<void> {
@@ -141,7 +162,7 @@ class Link {
     }
   }
 
-  request (request: KvRequest, timeoutMs: number): Promise<KvReply> {
+  request (request: KvRequest, timeoutMs: number, deferMs: number): Promise<KvReply> {
     if (this.closed) return Promise.reject(new UnreachableError(this.peer, 'stream closed'))
     if (this.pending.size >= this.rpc.init.inFlightMax) {
       this.rpc.stats.overloaded++
@@ -158,7 +179,7 @@ class Link {
       this.pending.set(id, { resolve, reject, deadline: Date.now() + timeoutMs })
       this.rpc.armExpiry()
       this.rpc.stats.requests++
-      this.push(message)
+      this.push(message, deferMs)
     })
   }
 
@@ -233,6 +254,7 @@ class Link {
     for (const p of this.pending.values()) p.reject(new UnreachableError(this.peer, `stream closed: ${reason}`))
     this.pending.clear()
     this.queue = []
+    if (this.deferTimer !== null) { clearTimeout(this.deferTimer); this.deferTimer = null }
     this.rpc.forget(this)
   }
 }
@@ -315,7 +337,7 @@ export class RpcEndpoint {
       if (retried) throw new UnreachableError(to, 'stream closed')
       return await this.request(to, request, signal, true)
     }
-    return await raceAbort(l.request(request, this.init.requestTimeoutMs), signal)
+    return await raceAbort(l.request(request, this.init.requestTimeoutMs, this.init.deferMs?.(request) ?? 0), signal)
   }
 
   private async open (to: string): Promise<Link> {
