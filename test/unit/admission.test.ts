@@ -47,6 +47,12 @@ describe('admission control', () => {
     const refused = await beat(3)
     expect(refused).toBeInstanceOf(OverloadedError)
     expect(refused).toMatchObject({ code: 'ERR_OVERLOADED', limit: 3 })
+    // Without a stack trace (an overloaded peer refuses tens of thousands a second), and the limit restored.
+    const stackLimit = (Error as { stackTraceLimit?: number }).stackTraceLimit
+    expect((refused as Error).stack).not.toMatch(/\n\s+at /)
+    expect(new OverloadedError('a test', 1)).toMatchObject({ name: 'OverloadedError', code: 'ERR_OVERLOADED', message: 'a test: more than 1 outstanding requests', what: 'a test', limit: 1 })
+    expect((Error as { stackTraceLimit?: number }).stackTraceLimit).toBe(stackLimit)
+    expect(new Error('other').stack).toMatch(/\n\s+at /)
     expect(observed).toContainEqual(['heartbeat', 'OverloadedError'])
     // Other operations still have room, up to admitOpsMax in all.
     const puts = [0, 1, 2].map(i => node.put(`k${i}`, new Uint8Array([i])).catch((e: unknown) => e))
