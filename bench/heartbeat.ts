@@ -23,8 +23,10 @@
  *                            a service that had beaten within its TTL); plus non-stopped services each peer
  *                            lists expired at the end
  *   detection.detected       stopped services whose expiry the watch saw; detection.delay.p50/.p99/.max:
- *                            the expired event's arrival minus (last acknowledged beat + TTL), against the
- *                            bound of two sweep periods; detection.listed: each peer's own records (GET
+ *                            the expired event's arrival minus (last beat + TTL), against the bound of two
+ *                            sweep periods, where the last beat is the last acknowledged one or a later
+ *                            refused one the peer took as a sign of life (admission.refusedRefreshed; the
+ *                            delay from the last acknowledgement alone is given beside it then); detection.listed: each peer's own records (GET
  *                            /services?local=1; the in-process peer's services()) list the stopped services
  *                            as expired
  *   wal.bytes                each peer's log (snapshot + segments after it) with bytes per beat and per service
@@ -65,7 +67,8 @@
  *
  *   overload.refused         beats refused (ERR_OVERLOADED, HTTP 503 + Retry-After), the retries, the
  *                            peer's own refusal counter as a cross-check, and the beats it took past its
- *                            bound in the lane of services a TTL past their last beat (urgentAdmitted)
+ *                            bound in the lane of services a TTL past their last beat (urgentAdmitted), and
+ *                            the refused beats that renewed their key at the peer all the same (refusedRefreshed)
  *   detector                 each peer's degraded episodes, held sweeps and expiries postponed because every
  *                            other replica was degraded
  *   overload                 the verdict: refusals seen, 0 false expirations, every stopped service detected
@@ -628,6 +631,11 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
     let stopAtPerf = Number.POSITIVE_INFINITY
     let beatsEndPerf = Number.POSITIVE_INFINITY
     const lastAck = new Float64Array(r.services).fill(Number.NaN)
+    // When the peer last took a refused beat of the service as a sign of life (it renewed the key all the
+    // same: admission.refusedRefreshed, counted synchronously in the refusing call). A stopped service's
+    // detection is timed from the later of this and its last acknowledgement: the last beat the detector had.
+    const lastNoted = new Float64Array(r.services).fill(Number.NaN)
+    const lastLife = (s: number): number => Number.isNaN(lastNoted[s]!) || lastNoted[s]! < lastAck[s]! ? lastAck[s]! : lastNoted[s]!
     // Wall-clock (Date.now) issue and acknowledgement times of each service's last two acknowledged beats,
     // to tell an early expiry from a starved one by the expiry's own timestamp (see falseKind).
     const ackWall = new Float64Array(r.services).fill(Number.NaN)
@@ -724,7 +732,10 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       busy[s] = IN_FLIGHT
       // No signal: an abort listener per beat costs the client measurable time on this event loop (the
       // peer's), and on SIGINT the mesh's cleanup stops the peer, which fails whatever is in flight.
-      self.heartbeat(ids[s]!, { ttlMs: r.ttlMs }).then(() => {
+      const notedBefore = self.store.kv.admission.refusedRefreshed
+      const beat = self.heartbeat(ids[s]!, { ttlMs: r.ttlMs })
+      if (self.store.kv.admission.refusedRefreshed !== notedBefore) lastNoted[s] = now
+      beat.then(() => {
         const t = performance.now()
         lastAck[s] = t
         prevAckWall[s] = ackWall[s]!
@@ -873,7 +884,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       listings.push({ peer: c.name, services: reply.services, atMs: performance.now() - beatsEndPerf, detector: reply.detector })
     }
     // Any stopped service not seen expiring yet gets until TTL + the bound (+ slack) after its last beat.
-    const lastStoppedAck = stoppedList.reduce((m, s) => Number.isNaN(lastAck[s]!) ? m : Math.max(m, lastAck[s]!), stopAtPerf)
+    const lastStoppedAck = stoppedList.reduce((m, s) => Number.isNaN(lastLife(s)) ? m : Math.max(m, lastLife(s)), stopAtPerf)
     const detectionDeadline = lastStoppedAck + r.ttlMs + boundMs + DETECTION_SLACK_MS
     const undetected = (): number => stoppedList.filter(s => Number.isNaN(detectedAt[s]!)).length
     if (undetected() > 0 && performance.now() < detectionDeadline) {
@@ -948,7 +959,10 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
     })
 
     // ---- detection of the stopped services
-    const delays = Float64Array.from(stoppedList.filter(s => !Number.isNaN(detectedAt[s]!)).map(s => detectedAt[s]! - (lastAck[s]! + r.ttlMs))).sort()
+    const delays = Float64Array.from(stoppedList.filter(s => !Number.isNaN(detectedAt[s]!)).map(s => detectedAt[s]! - (lastLife(s) + r.ttlMs))).sort()
+    // The same from the last acknowledged beat alone (differs only where refused beats renewed keys).
+    const delaysFromAck = Float64Array.from(stoppedList.filter(s => !Number.isNaN(detectedAt[s]!)).map(s => detectedAt[s]! - (lastAck[s]! + r.ttlMs))).sort()
+    const notedLater = stoppedList.filter(s => !Number.isNaN(lastNoted[s]!) && !(lastNoted[s]! < lastAck[s]!)).length
     const withinBound = delays.filter(d => d <= boundMs).length
     const byReplica: Record<string, number> = {}
     for (const s of stoppedList) {
@@ -964,9 +978,9 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       : { bound: boundMs }
     const detectedAfterRun = stoppedList.filter(s => detectedAt[s]! > beatsEndPerf).length
     lines.push({ suite: SUITE, metric: 'detection.detected', value: delays.length, unit: 'services', of: r.stop, met: delays.length === r.stop, stoppedAtS: round1(stopAtMs / 1000), expiredBy: byReplica, ...(expiredBeforeStop === 0 ? {} : { expiredBeforeStop }), ...(r.overload ? { detectedAfterLoadEnded: detectedAfterRun } : {}) })
-    lines.push({ suite: SUITE, metric: 'detection.delay.p50', value: percentile(delays, 0.5), unit: 'ms', ...bound, note: 'expired event at the in-process watch minus (last acknowledged beat + TTL)' })
+    lines.push({ suite: SUITE, metric: 'detection.delay.p50', value: percentile(delays, 0.5), unit: 'ms', ...bound, note: 'expired event at the in-process watch minus (last beat + TTL): its last acknowledged beat, or a later refused one that the peer took as a sign of life' })
     lines.push({ suite: SUITE, metric: 'detection.delay.p99', value: percentile(delays, 0.99), unit: 'ms', ...bound })
-    lines.push({ suite: SUITE, metric: 'detection.delay.max', value: delays.length === 0 ? NaN : delays[delays.length - 1]!, unit: 'ms', ...bound, withinBound, met: detectedMet, minMs: delays.length === 0 ? null : round1(delays[0]!) })
+    lines.push({ suite: SUITE, metric: 'detection.delay.max', value: delays.length === 0 ? NaN : delays[delays.length - 1]!, unit: 'ms', ...bound, withinBound, met: detectedMet, minMs: delays.length === 0 ? null : round1(delays[0]!), ...(notedLater === 0 ? {} : { lastBeatRefusedButNoted: notedLater, fromLastAckMaxMs: Math.round(delaysFromAck[delaysFromAck.length - 1]!), fromLastAckP50Ms: Math.round(percentile(delaysFromAck, 0.5)) }) })
     for (const l of listings) {
       const states = new Map(l.services.map(v => [v.id, v.state]))
       const listed = stoppedList.filter(s => states.get(ids[s]!) === 'expired').length
@@ -1077,6 +1091,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
         skippedRetrying,
         refusedAtPeer,
         urgentAdmitted: self.store.kv.admission.urgentAdmitted,
+        refusedRefreshed: self.store.kv.admission.refusedRefreshed,
         admitBeatsMax: self.store.config.admitBeatsMax,
         issued,
         share: issued === 0 ? null : round3(refused / issued)

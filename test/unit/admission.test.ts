@@ -17,7 +17,7 @@ import { StorageEngine } from '../../src/core/storage/engine.js'
  * Peer 'a' of a two-member mesh with W=2, admitting `opsMax` operations and `beatsMax` heartbeats: every
  * write waits for 'b', which answers only when the test calls the functions in `pending`.
  */
-async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserver): Promise<{ node: KvNode; pending: Array<() => void>; clock: ManualClock }> {
+async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserver): Promise<{ node: KvNode; pending: Array<() => void>; clock: ManualClock; engine: StorageEngine }> {
   const clock = new ManualClock(1_000_000)
   const engine = await StorageEngine.open({ replicaId: 'a', clock })
   const pending: Array<() => void> = []
@@ -33,7 +33,7 @@ async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserve
     ...(observeOp === undefined ? {} : { observeOp })
   })
   node.setMembership(ring, () => true)
-  return { node, pending, clock }
+  return { node, pending, clock, engine }
 }
 
 describe('admission control', () => {
@@ -123,5 +123,35 @@ describe('admission control', () => {
     expect(node.admission).toMatchObject({ beatsInFlight: 1, urgentInFlight: 0 })
     for (const release of pending.splice(0)) release()
     expect(await again).not.toBeInstanceOf(OverloadedError)
+  })
+
+  it('a beat refused for overload renews its key here when this peer holds it alive with the very record and TTL, and nothing else', async () => {
+    const { node, pending, clock, engine } = await heldNode(100, 1)
+    const record = new Uint8Array([1, 2, 3])
+    // The first beat is a write, held here (this transport's answers satisfy no quorum: it ends in an error).
+    const first = node.putHeartbeat('heartbeat/svc', record, { lww: true, ttlMs: 3000 }).catch(() => {})
+    for (const release of pending.splice(0)) release()
+    await first
+    const written = engine.state('heartbeat/svc')
+    expect(engine.refreshedWall('heartbeat/svc')).toBe(0)
+    clock.advance(2500)
+    // The beats' lane is full (a new service's first beat waits for 'b').
+    const filler = node.putHeartbeat('heartbeat/other', new Uint8Array([9]), { lww: true, ttlMs: 3000 })
+    const refuse = async (key: string, value: Uint8Array, ttlMs = 3000): Promise<unknown> => await node.putHeartbeat(key, value, { lww: true, ttlMs }).catch((e: unknown) => e)
+    // The same record again: refused all the same (no acknowledgement), but the key took it as a refresh here.
+    expect(await refuse('heartbeat/svc', new Uint8Array([1, 2, 3]))).toBeInstanceOf(OverloadedError)
+    expect(node.admission).toMatchObject({ refused: 1, refusedRefreshed: 1 })
+    expect(engine.refreshedWall('heartbeat/svc')).toBeGreaterThanOrEqual(1_002_500)
+    // Nothing was written or sent for it: the same state, and no request beyond the filler's.
+    expect(engine.state('heartbeat/svc')).toBe(written)
+    expect(pending.length).toBe(1)
+    // Another record, another TTL, a key this peer does not hold: refused and noted nowhere.
+    expect(await refuse('heartbeat/svc', new Uint8Array([7]))).toBeInstanceOf(OverloadedError)
+    expect(await refuse('heartbeat/svc', record, 6000)).toBeInstanceOf(OverloadedError)
+    expect(await refuse('heartbeat/ghost', record)).toBeInstanceOf(OverloadedError)
+    expect(node.admission).toMatchObject({ refused: 4, refusedRefreshed: 1 })
+    expect(engine.state('heartbeat/ghost')).toBeUndefined()
+    for (const release of pending.splice(0)) release()
+    await filler.catch(() => {})
   })
 })

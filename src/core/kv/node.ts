@@ -16,6 +16,7 @@ import type { Ring } from '../ring/ring.js'
 import type { Effect, PersistToken } from '../replication/flow.js'
 import { type ServiceView, isExpiredService } from './heartbeat.js'
 import { newestTs } from '../version/dvv.js'
+import { bytesEqual } from '../replication/refresh.js'
 import type { KvReply, KvRequest } from './messages.js'
 import { type BackgroundPeriods, type Call, Replication } from '../replication/replication.js'
 import type { ReplicationOptions } from '../replication/replica-state.js'
@@ -80,6 +81,8 @@ export class KvNode {
   private urgentInFlight = 0
   private urgentAdmitted = 0
   private refused = 0
+  /** Beats refused that renewed their key here all the same (refreshRefused). */
+  private refusedRefreshed = 0
   /** Start times (host clock) of this peer's own log syncs still pending, oldest first (insertion order). */
   private readonly syncing = new Map<object, number>()
 
@@ -103,8 +106,8 @@ export class KvNode {
    * Admission control's figures: client operations and heartbeats in flight now (urgentInFlight: beats in
    * the lane of services about to expire), operations refused, and urgent beats admitted past the bound.
    */
-  get admission (): { inFlight: number; beatsInFlight: number; urgentInFlight: number; refused: number; urgentAdmitted: number } {
-    return { inFlight: this.inFlight, beatsInFlight: this.beatsInFlight, urgentInFlight: this.urgentInFlight, refused: this.refused, urgentAdmitted: this.urgentAdmitted }
+  get admission (): { inFlight: number; beatsInFlight: number; urgentInFlight: number; refused: number; urgentAdmitted: number; refusedRefreshed: number } {
+    return { inFlight: this.inFlight, beatsInFlight: this.beatsInFlight, urgentInFlight: this.urgentInFlight, refused: this.refused, urgentAdmitted: this.urgentAdmitted, refusedRefreshed: this.refusedRefreshed }
   }
 
   put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
@@ -116,7 +119,30 @@ export class KvNode {
   /** A heartbeat's write (a put of its record, built fresh by peer.ts, so not copied): the same as put,
    * observed as op 'heartbeat'. */
   putHeartbeat (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
-    return this.timed('heartbeat', settled => this.start({ type: 'put', key, value, options }, options.signal, settled), () => this.beatIsUrgent(key))
+    return this.timed('heartbeat', settled => this.start({ type: 'put', key, value, options }, options.signal, settled), () => this.beatIsUrgent(key), () => { this.refreshRefused(key, value, options) })
+  }
+
+  /**
+   * A beat refused for overload still shows that its service is alive, and costs nothing more to note than
+   * the refusal: if this peer holds the key alive in one version with the beat's very record and TTL (what a
+   * refresh needs, refresh.ts), it renews the key's TTL credits and refresh time here, as a refresh does —
+   * no log record, no message, and no acknowledgement: the caller still gets ERR_OVERLOADED and retries
+   * after Retry-After. Its own sweep then does not expire the service, and the other replicas' expiry checks
+   * learn the time from it ('beat-check', expiry.ts) and keep the service for the rest of that TTL. So a
+   * service that goes on beating is not declared dead because this peer was too busy to take its beats
+   * (Lifeguard's point: a slow member must not accuse others). A peer that does not hold the key that way
+   * (not a replica of it, another version, an expired record) notes nothing; the beats' urgent lane
+   * (beatIsUrgent) is what keeps such a service.
+   */
+  private refreshRefused (key: string, value: Uint8Array, options: WriteOptions): void {
+    const ttlMs = options.ttlMs
+    if (ttlMs === undefined || options.lww !== true || options.context !== undefined) return
+    const engine = this.options.engine
+    const held = engine.state(key)
+    if (held === undefined || held.siblings.length !== 1) return
+    const stored = held.siblings[0]!.value
+    if (stored === null || !bytesEqual(stored, value)) return
+    if (engine.refresh(key, held, ttlMs, engine.hlc.now())) this.refusedRefreshed++
   }
 
   /**
@@ -240,7 +266,7 @@ export class KvNode {
    * in flight — until the machine completes it, also when the caller's signal gave up on it earlier — and
    * observed when it completes. Counted from the complete effect, so admission adds no promise per operation.
    */
-  private timed<T extends PutResult | GetResult> (name: ClientOp, start: (settled: Settled) => Promise<T>, urgent?: () => boolean): Promise<T> {
+  private timed<T extends PutResult | GetResult> (name: ClientOp, start: (settled: Settled) => Promise<T>, urgent?: () => boolean, refusedBeat?: () => void): Promise<T> {
     const config = this.options.config
     const beat = name === 'heartbeat'
     let refusal: OverloadedError | null = null
@@ -257,7 +283,10 @@ export class KvNode {
       this.refused++
       // A peer that turns beats away cannot vouch that their services stopped: its detector says so
       // (expiry.ts holds expiries for it). Other refusals say nothing of the beats.
-      if (beat) this.machine.health.noteOverload(this.clock.nowMs(), refusal.message)
+      if (beat) {
+        this.machine.health.noteOverload(this.clock.nowMs(), refusal.message)
+        refusedBeat?.()
+      }
       observe?.(name, 0, refusal, undefined)
       return Promise.reject(refusal)
     }

@@ -50,7 +50,7 @@ import type { ReplicaState } from './replica-state.js'
 /** A beat whose record was written this long ago (by its timestamp) or longer is written again. */
 export const REFRESH_REWRITE_MS = 60_000
 
-function bytesEqual (a: Uint8Array, b: Uint8Array): boolean {
+export function bytesEqual (a: Uint8Array, b: Uint8Array): boolean {
   if (a === b) return true
   if (a.length !== b.length) return false
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
