@@ -3,6 +3,7 @@
 // and that a replica that missed refreshes never expires a service the others saw beat.
 import { describe, expect, it } from 'vitest'
 import { type ServiceView, beatRecord, parseServices } from '../../src/core/kv/heartbeat.js'
+import { DETECTOR_STRETCH, HEALTH_LOOP_DELAY_MS } from '../../src/core/replication/health.js'
 import { REFRESH_REWRITE_MS } from '../../src/core/replication/refresh.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
 import { KvSim, type SimNode, replicasOf, simIds } from './kv-cluster.js'
@@ -156,6 +157,40 @@ describe('kv: heartbeats that only refresh', () => {
     expect((await servicesOf(c))[0]).toMatchObject({ state: 'alive', lastBeat: a.engine.refreshedWall(key) })
     // Without beats, the credits it took run out with the TTL of that last beat: it expires as usual.
     for (let i = 0; i < 6 && expired.length === 0; i++) {
+      sim.clock.advance(1000)
+      for (const n of [a, b, c]) await n.kv.sweep()
+      await sim.settle()
+    }
+    expect(expired.length).toBeGreaterThanOrEqual(1)
+  })
+
+  it('while another replica is degraded, a replica that learns of a refresh it missed holds the key DETECTOR_STRETCH TTLs from it, rather than asking again every few sweeps', async () => {
+    const key = 'heartbeat/held'
+    const { sim, a, b, c, expired } = await replicasOf(key)
+    await a.kv.put(key, RECORD, { ...BEAT, w: 3 })
+    await sim.settle()
+    sim.setUp(c.id, false)
+    for (let i = 0; i < 5; i++) {
+      sim.clock.advance(1000)
+      await a.kv.put(key, RECORD, { ...BEAT, w: 2 })
+      await sim.settle()
+      for (const n of [a, b]) await n.kv.sweep()
+    }
+    // a, the coordinator, is overloaded (an overloaded peer also notes the beats it refuses, KvNode.refreshRefused).
+    sim.faults.nodes.get(a.id)!.kv.machine.health.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, sim.clock.nowMs())
+    sim.setUp(c.id, true)
+    const lastRefresh = a.engine.refreshedWall(key)
+    for (let i = 0; i < 4 && c.engine.expiryHeldUntil(key) === 0; i++) {
+      await c.kv.sweep()
+      await sim.settle()
+    }
+    expect(expired).toEqual([])
+    // Held until DETECTOR_STRETCH TTLs after the refresh a took (on c's clock, which is the simulator's), not
+    // given the second or two left of that TTL, after which it would ask a and b again.
+    expect(c.engine.expiryHeldUntil(key)).toBeGreaterThanOrEqual(lastRefresh + DETECTOR_STRETCH * TTL_MS - 1000)
+    expect(c.kv.stats.expiryPostponedDegraded).toBeGreaterThanOrEqual(1)
+    // No more beats: once the hold is over and a is healthy again, the service expires.
+    for (let i = 0; i < 30 && expired.length === 0; i++) {
       sim.clock.advance(1000)
       for (const n of [a, b, c]) await n.kv.sweep()
       await sim.settle()

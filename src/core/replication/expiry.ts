@@ -116,14 +116,18 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     // A merge that changed the state refreshed its credits.
     if (s.engine.state(key) !== state) return
   }
-  // Another replica took a beat this one missed (a refresh sent while it was unreachable or overloaded): the
-  // service beat within its TTL. The key gets the credits left of that TTL, on the hybrid logical clock.
+  // Another replica took a beat this one missed (a refresh sent while it was unreachable or overloaded, or a
+  // beat it refused but noted, KvNode.refreshRefused): the service beat within its TTL. The key gets the
+  // credits left of that TTL, on the hybrid logical clock. While some replica is degraded or silent, the hold
+  // below covers it instead (4 TTLs from that beat): an overloaded peer noting refused beats would otherwise
+  // be asked again about every key every few seconds, adding load where there is least to spare.
   const ttlMs = s.engine.ttl(key)
-  if (refreshedElsewhere > 0) {
+  const unsure = degraded > 0 || answered < others.length
+  if (refreshedElsewhere > 0 && !unsure) {
     const leftMs = refreshedElsewhere + ttlMs - s.engine.hlc.now().wall
     if (leftMs > 0 && s.engine.refresh(key, state, ttlMs, { wall: refreshedElsewhere, logical: 0 }, leftMs)) return
   }
-  if (degraded > 0 || answered < others.length) {
+  if (unsure) {
     // Some replica is degraded or did not answer (an overloaded peer's answer comes too late): it may be
     // receiving the beats late, or turning them away (admission control), so the beats may not have stopped.
     // The key is held until DETECTOR_STRETCH TTLs after its last beat (not offered again before then);
