@@ -21,6 +21,26 @@ async function servicesOf (n: SimNode): Promise<ServiceView[]> {
   return parseServices(reply.json)
 }
 
+/**
+ * The replicas of `key` after a beat written to all three and five more that only refreshed it, one a second,
+ * while c was unreachable (still down on return): the refreshes c missed changed no version, so nothing
+ * anti-entropy or a read could show it is newer; its credits run out first.
+ */
+async function missedRefreshes (key: string): Promise<Awaited<ReturnType<typeof replicasOf>>> {
+  const cluster = await replicasOf(key)
+  const { sim, a, b, c } = cluster
+  await a.kv.put(key, RECORD, { ...BEAT, w: 3 })
+  await sim.settle()
+  sim.setUp(c.id, false)
+  for (let i = 0; i < 5; i++) {
+    sim.clock.advance(1000)
+    await a.kv.put(key, RECORD, { ...BEAT, w: 2 })
+    await sim.settle()
+    for (const n of [a, b]) await n.kv.sweep()
+  }
+  return cluster
+}
+
 describe('kv: heartbeats that only refresh', () => {
   it('a beat of the same record renews every replica\'s credits with nothing logged and no new version, and the service expires once beats stop', async () => {
     const key = 'heartbeat/svc'
@@ -135,18 +155,7 @@ describe('kv: heartbeats that only refresh', () => {
 
   it('a replica that missed the refreshes asks the others before expiring, and keeps the service they saw beat', async () => {
     const key = 'heartbeat/cut-off'
-    const { sim, a, b, c, expired } = await replicasOf(key)
-    await a.kv.put(key, RECORD, { ...BEAT, w: 3 })
-    await sim.settle()
-    // c is unreachable for five beats, then back: the refreshes it missed changed no version, so nothing
-    // anti-entropy or a read could show it is newer; its credits run out first.
-    sim.setUp(c.id, false)
-    for (let i = 0; i < 5; i++) {
-      sim.clock.advance(1000)
-      await a.kv.put(key, RECORD, { ...BEAT, w: 2 })
-      await sim.settle()
-      for (const n of [a, b]) await n.kv.sweep()
-    }
+    const { sim, a, b, c, expired } = await missedRefreshes(key)
     sim.setUp(c.id, true)
     for (let i = 0; i < 4; i++) {
       await c.kv.sweep()
@@ -166,16 +175,7 @@ describe('kv: heartbeats that only refresh', () => {
 
   it('while another replica is degraded, a replica that learns of a refresh it missed holds the key DETECTOR_STRETCH TTLs from it, rather than asking again every few sweeps', async () => {
     const key = 'heartbeat/held'
-    const { sim, a, b, c, expired } = await replicasOf(key)
-    await a.kv.put(key, RECORD, { ...BEAT, w: 3 })
-    await sim.settle()
-    sim.setUp(c.id, false)
-    for (let i = 0; i < 5; i++) {
-      sim.clock.advance(1000)
-      await a.kv.put(key, RECORD, { ...BEAT, w: 2 })
-      await sim.settle()
-      for (const n of [a, b]) await n.kv.sweep()
-    }
+    const { sim, a, b, c, expired } = await missedRefreshes(key)
     // a, the coordinator, is overloaded (an overloaded peer also notes the beats it refuses, KvNode.refreshRefused).
     sim.faults.nodes.get(a.id)!.kv.machine.health.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, sim.clock.nowMs())
     sim.setUp(c.id, true)
