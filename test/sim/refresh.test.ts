@@ -188,6 +188,9 @@ describe('kv: heartbeats that only refresh', () => {
     // Held until DETECTOR_STRETCH TTLs after the refresh a took (on c's clock, which is the simulator's), not
     // given the second or two left of that TTL, after which it would ask a and b again.
     expect(c.engine.expiryHeldUntil(key)).toBeGreaterThanOrEqual(lastRefresh + DETECTOR_STRETCH * TTL_MS - 1000)
+    // And c remembers that beat (without credits for it): were a's answer lost at the next check, the hold
+    // would still run from it.
+    expect(c.engine.lastAliveWall(key)).toBe(lastRefresh)
     expect(c.kv.stats.expiryPostponedDegraded).toBeGreaterThanOrEqual(1)
     // No more beats: once the hold is over and a is healthy again, the service expires.
     for (let i = 0; i < 30 && expired.length === 0; i++) {

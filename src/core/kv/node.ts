@@ -142,7 +142,9 @@ export class KvNode {
     if (held === undefined || held.siblings.length !== 1) return
     const stored = held.siblings[0]!.value
     if (stored === null || !bytesEqual(stored, value)) return
-    if (engine.refresh(key, held, ttlMs, engine.hlc.now())) this.refusedRefreshed++
+    // Its time is kept apart from the refreshes that got through (StorageEngine.noteAlive): beatIsUrgent must
+    // still let this service's beats in once none got through for a TTL, or only this peer would know it lives.
+    if (engine.noteAlive(key, held, ttlMs, engine.hlc.now(), true)) this.refusedRefreshed++
   }
 
   /**

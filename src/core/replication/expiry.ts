@@ -86,7 +86,7 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
   const newer: Entry[] = []
   let healthy = 0
   let degraded = 0
-  const refreshedBefore = s.engine.refreshedWall(key)
+  const refreshedBefore = s.engine.lastAliveWall(key)
   // The newest refresh another replica took of the key, of whatever version it holds: a refresh is a beat of
   // this service at that time (versions converge by the merges below and anti-entropy).
   let refreshedElsewhere = 0
@@ -100,7 +100,7 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     if (view.state !== null && view.refreshedWall > refreshedElsewhere && view.refreshedWall <= s.engine.hlc.acceptLimitMs()) refreshedElsewhere = view.refreshedWall
   }))
   // A write or refresh while the others were asked gave the key fresh credits here: nothing left to decide.
-  if (s.engine.state(key) !== state || s.engine.refreshedWall(key) !== refreshedBefore) return
+  if (s.engine.state(key) !== state || s.engine.lastAliveWall(key) !== refreshedBefore) return
   if (others.length > 0 && answered === 0) {
     // Cut off from every other replica SWIM still lists as up: they may have the beats. Try again at the
     // next sweep; once SWIM declares them dead this replica decides alone.
@@ -133,8 +133,11 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     // The key is held until DETECTOR_STRETCH TTLs after its last beat (not offered again before then);
     // past that, one healthy answer is enough. Time is read on the hybrid logical clock that stamped the
     // beat, so skew between the peers' clocks cancels out; the hold itself runs on this engine's clock.
+    // The beat learnt is remembered (no credits): should that replica's answer be lost next time, the hold
+    // still runs from it.
+    if (refreshedElsewhere > 0) s.engine.noteAlive(key, state, ttlMs, { wall: refreshedElsewhere, logical: 0 }, false)
     const nowHlc = s.engine.hlc.now().wall
-    const lastBeat = Math.max(newestTs(state)?.wall ?? 0, s.engine.refreshedWall(key), refreshedElsewhere)
+    const lastBeat = Math.max(newestTs(state)?.wall ?? 0, s.engine.lastAliveWall(key), refreshedElsewhere)
     const untilHlc = lastBeat + DETECTOR_STRETCH * ttlMs
     if (nowHlc < untilHlc || healthy === 0) {
       // Past the hold with every replica that answered degraded: none can vouch that the beats stopped;

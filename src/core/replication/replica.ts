@@ -122,7 +122,7 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
     // 'expiry-check', and when this replica last took a refresh of the key: a replica that missed the
     // refreshes must not expire a service the others know is alive (expiry.ts).
     const view = expiryView(s, request.key)
-    return durable({ type: 'beat-state', ...view, refreshedWall: view.ttlMs === 0 ? 0 : s.engine.refreshedWall(request.key) })
+    return durable({ type: 'beat-state', ...view, refreshedWall: view.ttlMs === 0 ? 0 : s.engine.lastAliveWall(request.key) })
   },
   * reap (s, _ae, _from, request) {
     if (s.engine.reap(request.key, request.state)) s.counters.reaped++

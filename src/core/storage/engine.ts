@@ -403,6 +403,21 @@ export class StorageEngine {
   /** Wall-clock ms (hybrid logical clock) of the newest refresh the key took here while it had its TTL; 0 if none. */
   refreshedWall (key: string): number { return this.ttls.refreshedWall(key) }
 
+  /**
+   * A sign of life of a TTL key's service at `ts` that is no refresh taken here, while its state here is still
+   * `expected` with TTL `ttlMs`: a beat this peer refused for overload (with `credit`: the key gets full
+   * credits, nothing logged), or a refresh another replica reported in an expiry check (without). Kept apart
+   * from refreshedWall (lastAliveWall reads both). False (nothing done) as for refresh(), or once closed.
+   */
+  noteAlive (key: string, expected: KeyState, ttlMs: number, ts: Hlc, credit: boolean): boolean {
+    if (this.closed || ttlMs <= 0 || this.map.get(key) !== expected || this.ttls.ttlOf(key) !== ttlMs) return false
+    if (!this.hlc.observe(ts)) return false
+    return this.ttls.noteAlive(key, ts.wall, credit)
+  }
+
+  /** The newest sign of life of the key here: its newest refresh, or a later noteAlive; 0 if none. */
+  lastAliveWall (key: string): number { return Math.max(this.ttls.refreshedWall(key), this.ttls.aliveWall(key)) }
+
   /** Until when a key's expiry was held (postponeExpiry with `untilMs`) since its last write; 0 if not. */
   expiryHeldUntil (key: string): number { return this.ttls.heldUntil(key) }
 

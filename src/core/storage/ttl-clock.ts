@@ -52,6 +52,9 @@ interface Ttl {
   /** Wall-clock ms (hybrid logical clock) of the newest refresh; 0: none. Kept across writes (readers take
    * the newer of this and the state's own timestamp). */
   refreshedWall: number
+  /** Wall-clock ms of the newest sign of life that was no refresh taken here (noteAlive): a beat this peer
+   * refused but noted, or one another replica reported while this one held the key; 0: none. */
+  aliveWall: number
 }
 
 export class TtlClock {
@@ -88,7 +91,7 @@ export class TtlClock {
   set (key: string, ttlMs: number): void {
     if (ttlMs > 0) {
       const ttl = this.ttls.get(key)
-      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false, holdUntilMs: 0, refreshedWall: 0 })
+      if (ttl === undefined) this.ttls.set(key, { ttlMs, credit: this.credits(ttlMs), pending: false, holdUntilMs: 0, refreshedWall: 0, aliveWall: 0 })
       else { ttl.ttlMs = ttlMs; ttl.credit = this.credits(ttlMs); ttl.pending = false; ttl.holdUntilMs = 0 }
     } else if (this.ttls.size > 0) {
       this.ttls.delete(key)
@@ -111,6 +114,28 @@ export class TtlClock {
     ttl.holdUntilMs = 0
     if (wallMs > ttl.refreshedWall) ttl.refreshedWall = wallMs
     return true
+  }
+
+  /**
+   * A sign of life of the key's service that is not a refresh this replica took (StorageEngine.noteAlive):
+   * kept apart from refreshedWall, which says when a beat last got through (the beats' urgent lane and the
+   * services listing read that). With `credit`, the key also gets full credits, as a refresh gives.
+   */
+  noteAlive (key: string, wallMs: number, credit: boolean): boolean {
+    const ttl = this.ttls.get(key)
+    if (ttl === undefined) return false
+    if (credit) {
+      ttl.credit = this.credits(ttl.ttlMs)
+      ttl.pending = false
+      ttl.holdUntilMs = 0
+    }
+    if (wallMs > ttl.aliveWall) ttl.aliveWall = wallMs
+    return true
+  }
+
+  /** Wall-clock ms of the key's newest sign of life noted here (noteAlive; 0: none, or not a TTL key). */
+  aliveWall (key: string): number {
+    return this.ttls.size === 0 ? 0 : this.ttls.get(key)?.aliveWall ?? 0
   }
 
   /** Wall-clock ms of the key's newest refresh here (0: none, or not a TTL key). */
