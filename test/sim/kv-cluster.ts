@@ -16,6 +16,7 @@ import type { Emitter } from '../../src/core/emitter.js'
 import type { StorageEngine } from '../../src/core/storage/engine.js'
 import type { KeyState } from '../../src/core/version/dvv.js'
 import type { OpLatencies } from '../../src/services/peer-info.js'
+import { HEALTH_LOOP_DELAY_MS } from '../../src/core/replication/health.js'
 import { type FaultNode, FaultSim, NO_FAULTS, type SimOptions } from './kv-faults.js'
 
 const VNODES = 64
@@ -136,4 +137,18 @@ export async function replicasOf (key: string): Promise<{ sim: KvSim; a: SimNode
   const expired: string[] = []
   for (const n of [a, b, c]) n.kv.events.on('change', e => { if (e.type === 'expired') expired.push(n.id) })
   return { sim, a, b, c, expired }
+}
+
+/** `id`'s own failure detector goes degraded now (its event loop stalled 3 s), for HEALTH_RECOVERY_MS. */
+export function degrade (sim: KvSim, id: string): void {
+  sim.faults.nodes.get(id)!.kv.machine.health.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, sim.clock.nowMs())
+}
+
+/** Advances the clock a second at a time, every node sweeping, until `expired` has an entry or `seconds` passed. */
+export async function sweepUntilExpired (sim: KvSim, nodes: readonly SimNode[], expired: readonly string[], seconds: number): Promise<void> {
+  for (let i = 0; i < seconds && expired.length === 0; i++) {
+    sim.clock.advance(1000)
+    for (const n of nodes) await n.kv.sweep()
+    await sim.settle()
+  }
 }

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError, InvalidContextError, InvalidKeyError, QuorumError, ValueTooLargeError } from '../../src/core/errors.js'
-import { DETECTOR_STRETCH, HEALTH_LOOP_DELAY_MS, HEALTH_RECOVERY_MS } from '../../src/core/replication/health.js'
+import { DETECTOR_STRETCH, HEALTH_RECOVERY_MS } from '../../src/core/replication/health.js'
 import { Ring } from '../../src/core/ring/ring.js'
 import { encodeContext } from '../../src/core/version/context.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
 import type { VersionVector } from '../../src/core/version/vv.js'
 import { type PeerInfo, peerInfo } from '../../src/services/peer-info.js'
-import { KvSim, replicasOf } from './kv-cluster.js'
+import { KvSim, degrade, replicasOf } from './kv-cluster.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const dec = (b: Uint8Array): string => new TextDecoder().decode(b)
@@ -24,13 +24,6 @@ async function converge (sim: KvSim, done: () => boolean, max: number): Promise<
     if (done()) return round
   }
   throw new Error(`not converged after ${max} rounds`)
-}
-
-/** `id`'s own failure detector goes degraded now (its event loop stalled 3 s), for HEALTH_RECOVERY_MS. */
-/** A fresh 3-member simulator and the three replicas of `key`, each reporting its expiries of it into `expired`. */
-
-function degrade (sim: KvSim, id: string): void {
-  sim.faults.nodes.get(id)!.kv.machine.health.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, sim.clock.nowMs())
 }
 
 /** Every key is held, with identical states, by all of its primaries. */

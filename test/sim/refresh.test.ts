@@ -3,10 +3,10 @@
 // and that a replica that missed refreshes never expires a service the others saw beat.
 import { describe, expect, it } from 'vitest'
 import { type ServiceView, beatRecord, parseServices } from '../../src/core/kv/heartbeat.js'
-import { DETECTOR_STRETCH, HEALTH_LOOP_DELAY_MS } from '../../src/core/replication/health.js'
+import { DETECTOR_STRETCH } from '../../src/core/replication/health.js'
 import { REFRESH_REWRITE_MS } from '../../src/core/replication/refresh.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
-import { KvSim, type SimNode, replicasOf, simIds } from './kv-cluster.js'
+import { KvSim, type SimNode, degrade, replicasOf, simIds, sweepUntilExpired } from './kv-cluster.js'
 
 const TTL_MS = 3000
 const BEAT = { lww: true, ttlMs: TTL_MS }
@@ -165,11 +165,7 @@ describe('kv: heartbeats that only refresh', () => {
     expect(c.engine.refreshedWall(key)).toBe(a.engine.refreshedWall(key))
     expect((await servicesOf(c))[0]).toMatchObject({ state: 'alive', lastBeat: a.engine.refreshedWall(key) })
     // Without beats, the credits it took run out with the TTL of that last beat: it expires as usual.
-    for (let i = 0; i < 6 && expired.length === 0; i++) {
-      sim.clock.advance(1000)
-      for (const n of [a, b, c]) await n.kv.sweep()
-      await sim.settle()
-    }
+    await sweepUntilExpired(sim, [a, b, c], expired, 6)
     expect(expired.length).toBeGreaterThanOrEqual(1)
   })
 
@@ -177,7 +173,7 @@ describe('kv: heartbeats that only refresh', () => {
     const key = 'heartbeat/held'
     const { sim, a, b, c, expired } = await missedRefreshes(key)
     // a, the coordinator, is overloaded (an overloaded peer also notes the beats it refuses, KvNode.refreshRefused).
-    sim.faults.nodes.get(a.id)!.kv.machine.health.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, sim.clock.nowMs())
+    degrade(sim, a.id)
     sim.setUp(c.id, true)
     const lastRefresh = a.engine.refreshedWall(key)
     for (let i = 0; i < 4 && c.engine.expiryHeldUntil(key) === 0; i++) {
@@ -193,11 +189,7 @@ describe('kv: heartbeats that only refresh', () => {
     expect(c.engine.lastAliveWall(key)).toBe(lastRefresh)
     expect(c.kv.stats.expiryPostponedDegraded).toBeGreaterThanOrEqual(1)
     // No more beats: once the hold is over and a is healthy again, the service expires.
-    for (let i = 0; i < 30 && expired.length === 0; i++) {
-      sim.clock.advance(1000)
-      for (const n of [a, b, c]) await n.kv.sweep()
-      await sim.settle()
-    }
+    await sweepUntilExpired(sim, [a, b, c], expired, 30)
     expect(expired.length).toBeGreaterThanOrEqual(1)
   })
 

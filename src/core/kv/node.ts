@@ -16,7 +16,7 @@ import type { Ring } from '../ring/ring.js'
 import type { Effect, PersistToken } from '../replication/flow.js'
 import { type ServiceView, isExpiredService } from './heartbeat.js'
 import { newestTs } from '../version/dvv.js'
-import { bytesEqual } from '../replication/refresh.js'
+import { holdsRecord } from '../replication/refresh.js'
 import type { KvReply, KvRequest } from './messages.js'
 import { type BackgroundPeriods, type Call, Replication } from '../replication/replication.js'
 import type { ReplicationOptions } from '../replication/replica-state.js'
@@ -125,9 +125,9 @@ export class KvNode {
   /**
    * A beat refused for overload still shows that its service is alive, and costs nothing more to note than
    * the refusal: if this peer holds the key alive in one version with the beat's very record and TTL (what a
-   * refresh needs, refresh.ts), it renews the key's TTL credits and refresh time here, as a refresh does —
-   * no log record, no message, and no acknowledgement: the caller still gets ERR_OVERLOADED and retries
-   * after Retry-After. Its own sweep then does not expire the service, and the other replicas' expiry checks
+   * refresh needs, refresh.ts), it renews the key's TTL credits here and notes the time apart from the
+   * refreshes that got through (StorageEngine.noteAlive) — no log record, no message, and no acknowledgement:
+   * the caller still gets ERR_OVERLOADED and retries after Retry-After. Its own sweep then does not expire the service, and the other replicas' expiry checks
    * learn the time from it ('beat-check', expiry.ts) and keep the service for the rest of that TTL. So a
    * service that goes on beating is not declared dead because this peer was too busy to take its beats
    * (Lifeguard's point: a slow member must not accuse others). A peer that does not hold the key that way
@@ -139,11 +139,9 @@ export class KvNode {
     if (ttlMs === undefined || options.lww !== true || options.context !== undefined) return
     const engine = this.options.engine
     const held = engine.state(key)
-    if (held === undefined || held.siblings.length !== 1) return
-    const stored = held.siblings[0]!.value
-    if (stored === null || !bytesEqual(stored, value)) return
-    // Its time is kept apart from the refreshes that got through (StorageEngine.noteAlive): beatIsUrgent must
-    // still let this service's beats in once none got through for a TTL, or only this peer would know it lives.
+    if (held === undefined || !holdsRecord(held, value)) return
+    // Apart from the refreshes that got through: beatIsUrgent must still let this service's beats in once none
+    // got through for a TTL, or only this peer would know it lives.
     if (engine.noteAlive(key, held, ttlMs, engine.hlc.now(), true)) this.refusedRefreshed++
   }
 

@@ -50,11 +50,18 @@ import type { ReplicaState } from './replica-state.js'
 /** A beat whose record was written this long ago (by its timestamp) or longer is written again. */
 export const REFRESH_REWRITE_MS = 60_000
 
-export function bytesEqual (a: Uint8Array, b: Uint8Array): boolean {
+function bytesEqual (a: Uint8Array, b: Uint8Array): boolean {
   if (a === b) return true
   if (a.length !== b.length) return false
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
   return true
+}
+
+/** Whether `held` is one version, alive (not deleted), of exactly the bytes `value`. */
+export function holdsRecord (held: KeyState, value: Uint8Array): boolean {
+  if (held.siblings.length !== 1) return false
+  const stored = held.siblings[0]!.value
+  return stored !== null && bytesEqual(stored, value)
 }
 
 /**
@@ -70,9 +77,7 @@ export function refreshable (s: ReplicaState, key: string, held: KeyState | unde
   if (s.noRefresh.size > 0 && targets.some(id => s.noRefresh.has(id, s.nowMs))) return null
   const ttlMs = options.ttlMs ?? 0
   if (ttlMs <= 0 || s.engine.ttl(key) !== ttlMs) return null
-  if (held.siblings.length !== 1) return null
-  const stored = held.siblings[0]!.value
-  if (stored === null || !bytesEqual(stored, value)) return null
+  if (!holdsRecord(held, value)) return null
   const now = s.engine.hlc.now()
   if (now.wall - (newestTs(held)?.wall ?? 0) >= REFRESH_REWRITE_MS) return null
   return now
