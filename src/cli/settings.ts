@@ -63,6 +63,7 @@ const KV_HELP: Record<keyof KvConfig, string> = {
   leaveGraceMs: 'a tab that left keeps its ring tokens this long (down; fallbacks hold its share), so a reload moves nothing; 0: leaves at once',
   durableAcks: 'durable replicas among a write\'s acknowledgements, besides W',
   notFoundOk: 'a not-found counts toward R at once (faster misses; a fresh replica can hide a value)',
+  readAll: 'a read asks all N replicas at once (read repair reaches each); false: R of them, the rest when one fails, is slow or all say not found',
   hedgeMultiplier: 'a replica silent for this times its p99 round trip gets a stand-in (0: off)',
   hedgeMinMs: 'lower bound of that wait',
   hedgeMaxMs: 'upper bound of that wait',

@@ -146,6 +146,82 @@ describe('kv: sloppy quorum, hinted handoff, read repair', () => {
   })
 })
 
+describe('kv: a read asks R replicas, the rest when needed', () => {
+  /** Requests sent while `fn` runs (reads, read repairs), and its result. */
+  async function requestsDuring<T> (sim: KvSim, fn: () => Promise<T>): Promise<{ reads: number; result: T }> {
+    const before = sim.faults.stats.messages
+    const result = await fn()
+    await sim.settle()
+    return { reads: sim.faults.stats.messages - before, result }
+  }
+
+  it('R=2 of 3 asks one other replica; kv.readAll asks both', async () => {
+    for (const readAll of [false, true]) {
+      const sim = await KvSim.create(ids(3), { readAll })
+      await sim.node('peer-0').kv.put('k', enc('v'), { w: 3 })
+      const { reads, result } = await requestsDuring(sim, async () => await sim.node('peer-0').kv.get('k'))
+      expect(result.values.map(dec)).toEqual(['v'])
+      expect(reads).toBe(readAll ? 2 : 1)
+    }
+  })
+
+  it('when the replicas asked all say not-found, the spare is asked and its value returned', async () => {
+    const sim = await KvSim.create(ids(3))
+    // Only the replica a read from peer-0 holds back has the key (as if the others missed the write).
+    const spare = sim.primaries('k').filter(id => id !== 'peer-0')[1]!
+    await sim.node(spare).engine.put('k', enc('only here'))
+    sim.refresh()
+    const { reads, result } = await requestsDuring(sim, async () => await sim.node('peer-0').kv.get('k'))
+    expect(result.values.map(dec)).toEqual(['only here'])
+    expect(reads).toBe(3) // two reads, then the read repair of the replica asked first (the coordinator's own is local)
+    for (const id of sim.primaries('k')) expect(sim.node(id).engine.get('k')?.values.map(v => dec(v.value!))).toEqual(['only here'])
+    // notFoundOk answers after R: the spare is not asked, so the key is not found.
+    const lenient = await KvSim.create(ids(3), { notFoundOk: true })
+    await lenient.node(spare).engine.put('k', enc('only here'))
+    lenient.refresh()
+    const miss = await requestsDuring(lenient, async () => await lenient.node('peer-0').kv.get('k'))
+    expect(miss.result.values).toEqual([])
+    expect(miss.reads).toBe(1)
+  })
+
+  it('durable replicas are asked before tabs', async () => {
+    const place = (id: string): { location: string; durable: boolean } => ({ location: id, durable: id.startsWith('d') })
+    const sim = await KvSim.create(['d0', 'd1', 'v0', 'v1'], {}, { placement: place })
+    // A key d0 coordinates whose other primaries are a tab and then, later in the list, a durable member.
+    const key = Array.from({ length: 500 }, (_, i) => `k${i}`).find(k => {
+      const p = sim.primaries(k)
+      const others = p.filter(id => id !== 'd0')
+      return p.includes('d0') && others[0]!.startsWith('v') && others[1]!.startsWith('d')
+    })!
+    expect(key).toBeDefined()
+    const tab = sim.primaries(key).filter(id => id !== 'd0')[0]!
+    await sim.node('d0').kv.put(key, enc('v'), { w: 3 })
+    sim.faults.overloaded.set(tab, new Set(['read'])) // asked first, it would fail the read over to another
+    const { reads, result } = await requestsDuring(sim, async () => await sim.node('d0').kv.get(key))
+    expect(result.values.map(dec)).toEqual(['v'])
+    expect(reads).toBe(1)
+    expect(sim.node('d0').kv.stats.hedged).toBe(0)
+  })
+
+  it('a replica asked that fails gets the spare, before any fallback; a strict read too', async () => {
+    for (const strict of [false, true]) {
+      const sim = await KvSim.create(ids(5))
+      const key = 'k'
+      const [first, spare] = sim.primaries(key).filter(id => id !== 'peer-0')
+      const coordinator = sim.primaries(key).includes('peer-0') ? 'peer-0' : sim.primaries(key)[0]!
+      const [asked, held] = coordinator === 'peer-0' ? [first!, spare!] : sim.primaries(key).filter(id => id !== coordinator) as [string, string]
+      await sim.node(coordinator).kv.put(key, enc('v'), { w: 3 })
+      sim.faults.overloaded.set(asked, new Set(['read']))
+      const { reads, result } = await requestsDuring(sim, async () => await sim.node(coordinator).kv.get(key, { strict }))
+      expect(result.values.map(dec)).toEqual(['v'])
+      expect(result.replies).toBe(2)
+      expect(reads).toBe(2) // the one refused, then the spare: no fallback was asked
+      expect(sim.holders(key).has(held)).toBe(true)
+      if (!strict) expect(sim.node(coordinator).kv.stats.hedged).toBe(1)
+    }
+  })
+})
+
 describe('kv: anti-entropy, partitions, membership changes', () => {
   it('anti-entropy repairs differences in both directions', async () => {
     const sim = await KvSim.create(ids(3))

@@ -55,6 +55,14 @@ export interface KvConfig {
    * a replica that lacks a key (a tab that just joined, a peer that lost its data) does not hide a value
    * another replica holds. Default false; true makes reads of missing keys return after R answers. */
   notFoundOk: boolean
+  /**
+   * Whom a read asks. false (the default): this replica and as many others as R needs, durable ones first;
+   * the rest of the N only when an asked one fails or is slow (instead of a stand-in) or when the answers
+   * cannot decide: every answer not-found (with notFoundOk false), or too few. Cassandra reads so; it spares
+   * a third of a 3-replica read's messages. Read repair then covers the replicas asked. true: every read asks
+   * all N at once (Dynamo, Riak), so read repair reaches every replica a read passes.
+   */
+  readAll: boolean
   /** A replica that has not answered after this multiple of its observed p99 round trip gets a hedge: the
    * request also goes to the next member of the preference list (so does one that failed). Default 4; 0
    * turns hedging off (and stand-ins for failed replicas). */
@@ -103,6 +111,7 @@ export function defaultKvConfig (): KvConfig {
     leaveGraceMs: 30_000,
     durableAcks: 1,
     notFoundOk: false,
+    readAll: false,
     hedgeMultiplier: 4,
     hedgeMinMs: 50,
     hedgeMaxMs: 250,
@@ -132,6 +141,7 @@ export function validateKvConfig (c: KvConfig): KvConfig {
   integer('leaveGraceMs', c.leaveGraceMs, 0, 86_400_000)
   integer('durableAcks', c.durableAcks, 0, c.n)
   if (typeof c.notFoundOk !== 'boolean') throw new ConfigError('notFoundOk', 'must be a boolean')
+  if (typeof c.readAll !== 'boolean') throw new ConfigError('readAll', 'must be a boolean')
   if (typeof c.hedgeMultiplier !== 'number' || !Number.isFinite(c.hedgeMultiplier) || c.hedgeMultiplier < 0 || c.hedgeMultiplier > 100) throw new ConfigError('hedgeMultiplier', `must be a number in [0, 100], got ${String(c.hedgeMultiplier)}`)
   integer('hedgeMinMs', c.hedgeMinMs, 1, 3_600_000)
   integer('hedgeMaxMs', c.hedgeMaxMs, c.hedgeMinMs, 3_600_000)

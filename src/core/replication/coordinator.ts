@@ -332,7 +332,12 @@ export function read (s: ReplicaState, key: string, options: ReadOptions, done: 
   })
 }
 
-/** Coordinates a read this peer is a replica of; read repair follows once every replica answered. */
+/**
+ * Coordinates a read this peer is a replica of; read repair follows once every replica asked has answered.
+ * It asks this replica and as many others as R needs, durable ones first; the rest of the preference list
+ * (the spares) only when an asked replica fails or is slow, or when the answers cannot decide (all
+ * not-found, or too few). `kv.readAll` asks them all at once.
+ */
 export function coordinateRead (s: ReplicaState, key: string, pref: readonly PreferenceEntry[], r: number, strict: boolean, done: Done<{ state: KeyState | null; replies: number }>): void {
   const answers = new Map<string, Held | null>()
   let merged: KeyState | null = null
@@ -355,8 +360,16 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
       return
     }
     done(true, { state: merged, replies: value as number })
-  }, () => { readRepair(s, key, answers, merged, ttlMs) })
+  }, () => { readRepair(s, key, answers, merged, ttlMs) }, () => expand())
   const read: KvRequest = { type: 'read', key }
+  const hedging = !strict && s.config.hedgeMultiplier > 0
+  const { first, spares } = readTargets(s, pref, r)
+  /** Asks every spare left; true if there was one (the quorum then waits for its answer). */
+  const expand = (): boolean => {
+    if (spares.length === 0) return false
+    for (const id of spares.splice(0)) ask(id, hedging)
+    return true
+  }
   // Who was asked, made on the first hedge only (most reads have none).
   let asked: Set<string> | null = null
   let standIns = 0
@@ -364,7 +377,15 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
     quorum.add()
     let hedged = !mayHedge
     const hedge = (): void => {
-      if (hedged || quorum.decided || standIns >= s.config.n) return
+      if (hedged || quorum.decided) return
+      if (spares.length > 0) {
+        // A replica of the key not asked yet stands in first.
+        hedged = true
+        s.counters.hedged++
+        ask(spares.shift()!, hedging)
+        return
+      }
+      if (standIns >= s.config.n) return
       hedged = true
       asked ??= new Set(pref.map(e => e.id))
       const next = s.ring.nextFallback(s.ring.position(key), s.config.n, asked, [...answers.keys()], id => s.isUp(id))
@@ -389,23 +410,38 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
       quorum.no(errorMessage(ok ? replyError(id, rep, 'get') : reply))
     }, after === undefined ? undefined : { afterMs: after, fire: hedge })
   }
-  for (const e of pref) {
-    const id = e.id
-    if (id === s.id) {
-      quorum.add()
-      const state = s.engine.state(key)
-      const held = state === undefined ? null : { state, ttlMs: s.engine.ttl(key) }
-      // A state leaves this replica only once durable here.
-      s.rt.afterPersist(error => {
-        if (error !== undefined) { quorum.no(errorMessage(error)); return }
-        take(id, held)
-        quorum.ok(held !== null)
-      })
-      continue
-    }
-    ask(id, !strict && s.config.hedgeMultiplier > 0)
+  if (pref.some(e => e.id === s.id)) {
+    quorum.add()
+    const state = s.engine.state(key)
+    const held = state === undefined ? null : { state, ttlMs: s.engine.ttl(key) }
+    // A state leaves this replica only once durable here.
+    s.rt.afterPersist(error => {
+      if (error !== undefined) { quorum.no(errorMessage(error)); return }
+      take(s.id, held)
+      quorum.ok(held !== null)
+    })
   }
+  for (const id of first) ask(id, hedging)
   quorum.start()
+}
+
+/**
+ * Whom a read asks at once (`first`) and who is kept back (`spares`): the other replicas in the preference
+ * list, durable ones first (a tab may be gone or slow) and otherwise in its order, as many as R needs besides
+ * this one; all of them with `readAll`.
+ */
+function readTargets (s: ReplicaState, pref: readonly PreferenceEntry[], r: number): { first: string[]; spares: string[] } {
+  const others: string[] = []
+  let self = 0
+  for (const e of pref) {
+    if (e.id === s.id) self = 1
+    else others.push(e.id)
+  }
+  const need = Math.max(0, r - self)
+  if (s.config.readAll || need >= others.length) return { first: others, spares: [] }
+  const durable = others.filter(id => s.ring.isDurable(id))
+  const ordered = durable.length === others.length ? others : [...durable, ...others.filter(id => !s.ring.isDurable(id))]
+  return { first: ordered.slice(0, need), spares: ordered.slice(need) }
 }
 
 /**
@@ -422,7 +458,8 @@ class ReadQuorum {
   private total = 0
   private readonly reasons: string[] = []
 
-  constructor (private readonly r: number, private readonly notFoundOk: boolean, private readonly fail: (acked: number, total: number, reasons: string[]) => Error, private readonly decide: Done<number>, private readonly settled: () => void) {}
+  /** `expand` asks the replicas held back, if any are left (true): called before answering not-found or failing. */
+  constructor (private readonly r: number, private readonly notFoundOk: boolean, private readonly fail: (acked: number, total: number, reasons: string[]) => Error, private readonly decide: Done<number>, private readonly settled: () => void, private readonly expand: () => boolean) {}
 
   add (): void { this.total++ }
 
@@ -443,8 +480,12 @@ class ReadQuorum {
   private check (): void {
     const ended = this.acked + this.failed === this.total
     if (!this.decided) {
-      if (this.acked >= this.r && (this.notFoundOk || this.found > 0 || ended)) this.verdict(true, this.acked)
-      else if (this.total - this.failed < this.r || ended) this.verdict(false, this.fail(this.acked, this.total, this.reasons))
+      const enough = this.acked >= this.r && (this.notFoundOk || this.found > 0 || ended)
+      const hopeless = !enough && (this.total - this.failed < this.r || ended)
+      // A not-found (unless notFoundOk) or a failure waits for the replicas held back, if any are left.
+      if (((enough && this.found === 0 && !this.notFoundOk) || hopeless) && this.expand()) return
+      if (enough) this.verdict(true, this.acked)
+      else if (hopeless) this.verdict(false, this.fail(this.acked, this.total, this.reasons))
     }
     if (ended && !this.complete) {
       this.complete = true
