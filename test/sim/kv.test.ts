@@ -203,6 +203,40 @@ describe('kv: a read asks R replicas, the rest when needed', () => {
     expect(sim.node('d0').kv.stats.hedged).toBe(0)
   })
 
+  it('a silent replica asked gets the spare after its hedge wait, in a strict read too; with hedging off all are asked', async () => {
+    for (const [config, options] of [[{}, {}], [{}, { strict: true }], [{ hedgeMultiplier: 0 }, {}]] as const) {
+      const sim = await KvSim.create(ids(3), { ...config, requestTimeoutMs: 10_000 })
+      await sim.node('peer-0').kv.put('k', enc('v'), { w: 3 })
+      sim.faults.silent.add(sim.primaries('k').filter(id => id !== 'peer-0')[0]!)
+      const t0 = sim.clock.nowMs()
+      const got = await sim.node('peer-0').kv.get('k', options)
+      expect(got.values.map(dec)).toEqual(['v'])
+      expect(sim.clock.nowMs() - t0, JSON.stringify({ config, options })).toBeLessThan(1000) // not the 10 s timeout
+    }
+  })
+
+  it('a tab primary is asked before a durable fallback (which holds only hints)', async () => {
+    const place = (id: string): { location: string; durable: boolean } => ({ location: id, durable: id.startsWith('d') })
+    const sim = await KvSim.create(['d0', 'd1', 'v0', 'v1', 'v2', 'v3'], {}, { placement: place })
+    // A key with d0 and two tabs as primaries and d1 not among them: with one tab down, d0's preference
+    // list is [tab, d0, d1 as the fallback] in some order.
+    const key = Array.from({ length: 500 }, (_, i) => `k${i}`).find(k => {
+      const p = sim.primaries(k)
+      return p.includes('d0') && !p.includes('d1') && p.filter(id => id.startsWith('v')).length === 2
+    })!
+    expect(key).toBeDefined()
+    const [tabUp, tabDown] = sim.primaries(key).filter(id => id.startsWith('v')) as [string, string]
+    sim.setUp(tabDown, false)
+    const placement = await sim.node('d0').kv.placement(key)
+    expect(placement.replicas.some(x => x.role === 'fallback' && x.up && x.id.startsWith('d'))).toBe(true)
+    // Concurrent writes: one only d0 holds, one only the tab primary holds.
+    await sim.node('d0').engine.put(key, enc('on d0'))
+    await sim.node(tabUp).engine.put(key, enc('on the tab'))
+    sim.refresh()
+    const got = await sim.node('d0').kv.get(key)
+    expect(got.values.map(dec).sort()).toEqual(['on d0', 'on the tab'])
+  })
+
   it('a replica asked that fails gets the spare, before any fallback; a strict read too', async () => {
     for (const strict of [false, true]) {
       const sim = await KvSim.create(ids(5))

@@ -56,11 +56,12 @@ export interface KvConfig {
    * another replica holds. Default false; true makes reads of missing keys return after R answers. */
   notFoundOk: boolean
   /**
-   * Whom a read asks. false (the default): this replica and as many others as R needs, durable ones first;
-   * the rest of the N only when an asked one fails or is slow (instead of a stand-in) or when the answers
-   * cannot decide: every answer not-found (with notFoundOk false), or too few. Cassandra reads so; it spares
-   * a third of a 3-replica read's messages. Read repair then covers the replicas asked. true: every read asks
-   * all N at once (Dynamo, Riak), so read repair reaches every replica a read passes.
+   * Whom a read asks. false (the default): this replica and as many others as R needs, primaries before
+   * fallbacks and durable ones first; the rest of the preference list only when an asked one fails or is
+   * slow (before any fallback stand-in; a strict read too) or when the answers cannot decide: every answer
+   * not-found (with notFoundOk false), or too few. Cassandra reads so; it spares a third of a 3-replica
+   * read's messages. Read repair then covers the replicas asked. true: every read asks all N at once
+   * (Dynamo, Riak), so read repair reaches every replica a read passes; hedgeMultiplier 0 does the same.
    */
   readAll: boolean
   /** A replica that has not answered after this multiple of its observed p99 round trip gets a hedge: the

@@ -6,8 +6,11 @@
  *   then sends the resulting state to the other N-1 replicas of the preference list, and answers after W of
  *   them (itself included) have made it durable. Fewer than W: QuorumError with the acked count, never
  *   success.
- * - get: the coordinator asks the N replicas and merges the first R answers; once the rest answer (or time
- *   out), any replica whose state was behind the merge gets it (read repair).
+ * - get: the coordinator asks R replicas (itself and as many others as R needs; primaries before fallbacks,
+ *   durable ones first) and merges the first R answers; the other replicas of the preference list stand in
+ *   for one that fails or is slow, and are all asked before a not-found or a failure is answered. Once those
+ *   asked answer (or time out), any whose state was behind the merge gets it (read repair). `readAll` asks
+ *   all N at once.
  * - durable acknowledgements: a write also needs `dw` (the mesh's `durableAcks`, default 1) of its acks
  *   from durable replicas (Node peers), so tabs alone never acknowledge it; with too few durable members up
  *   it fails at once with NoDurableReplicaError, before anything is written.
@@ -362,30 +365,41 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
     done(true, { state: merged, replies: value as number })
   }, () => { readRepair(s, key, answers, merged, ttlMs) }, () => expand())
   const read: KvRequest = { type: 'read', key }
-  const hedging = !strict && s.config.hedgeMultiplier > 0
   const { first, spares } = readTargets(s, pref, r)
-  /** Asks every spare left; true if there was one (the quorum then waits for its answer). */
+  /** The next spare still up, taken off the list; undefined when none is left. */
+  const nextSpare = (): string | undefined => {
+    while (spares.length > 0) {
+      const id = spares.shift()!
+      if (s.isUp(id)) return id
+    }
+    return undefined
+  }
+  /** Asks every spare left; true if it asked one (the quorum then waits for its answer). */
   const expand = (): boolean => {
-    if (spares.length === 0) return false
-    for (const id of spares.splice(0)) ask(id, hedging)
-    return true
+    let asked = false
+    for (let id = nextSpare(); id !== undefined; id = nextSpare()) { ask(id); asked = true }
+    return asked
   }
   // Who was asked, made on the first hedge only (most reads have none).
   let asked: Set<string> | null = null
   let standIns = 0
-  const ask = (id: string, mayHedge: boolean): void => {
+  // Hedging (a timer per request) needs hedgeMultiplier > 0 (then readTargets keeps spares); a stand-in that
+  // is not a replica of the key (a fallback) also needs a read that is not strict.
+  const timed = s.config.hedgeMultiplier > 0
+  const ask = (id: string): void => {
     quorum.add()
-    let hedged = !mayHedge
+    let hedged = false
     const hedge = (): void => {
       if (hedged || quorum.decided) return
-      if (spares.length > 0) {
-        // A replica of the key not asked yet stands in first.
+      const spare = nextSpare()
+      if (spare !== undefined) {
+        // A replica of the key not asked yet stands in first (a strict read's too: it is a primary).
         hedged = true
         s.counters.hedged++
-        ask(spares.shift()!, hedging)
+        ask(spare)
         return
       }
-      if (standIns >= s.config.n) return
+      if (strict || !timed || standIns >= s.config.n) return
       hedged = true
       asked ??= new Set(pref.map(e => e.id))
       const next = s.ring.nextFallback(s.ring.position(key), s.config.n, asked, [...answers.keys()], id => s.isUp(id))
@@ -395,9 +409,9 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
       asked.add(next)
       // A stand-in may get its own, up to N per read. The slow replica is still awaited: a stand-in's
       // not-found cannot stand for the answer of a replica that may hold the key.
-      ask(next, true)
+      ask(next)
     }
-    const after = mayHedge ? s.latencies.hedgeAfterMs(id) : undefined
+    const after = timed ? s.latencies.hedgeAfterMs(id) : undefined
     s.rt.send(id, 'kv', read, (ok, reply) => {
       const rep = reply as KvReply
       if (ok && rep.type === 'state') {
@@ -421,26 +435,27 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
       quorum.ok(held !== null)
     })
   }
-  for (const id of first) ask(id, hedging)
+  for (const id of first) ask(id)
   quorum.start()
 }
 
 /**
- * Whom a read asks at once (`first`) and who is kept back (`spares`): the other replicas in the preference
- * list, durable ones first (a tab may be gone or slow) and otherwise in its order, as many as R needs besides
- * this one; all of them with `readAll`.
+ * Whom a read asks at once (`first`) and who is kept back (`spares`): of the other members of the preference
+ * list, as many as R needs besides this one — primaries before fallbacks (a fallback holds only the hints
+ * written since a primary went down), durable ones first within each (a tab may be gone or slow), otherwise
+ * in the list's order. All of them with `readAll`, and with hedging off (nothing would notice a slow one).
  */
 function readTargets (s: ReplicaState, pref: readonly PreferenceEntry[], r: number): { first: string[]; spares: string[] } {
-  const others: string[] = []
+  const others: PreferenceEntry[] = []
   let self = 0
   for (const e of pref) {
     if (e.id === s.id) self = 1
-    else others.push(e.id)
+    else others.push(e)
   }
   const need = Math.max(0, r - self)
-  if (s.config.readAll || need >= others.length) return { first: others, spares: [] }
-  const durable = others.filter(id => s.ring.isDurable(id))
-  const ordered = durable.length === others.length ? others : [...durable, ...others.filter(id => !s.ring.isDurable(id))]
+  const rank = (e: PreferenceEntry): number => (e.role === 'primary' ? 0 : 2) + (s.ring.isDurable(e.id) ? 0 : 1)
+  const ordered = others.map((e, i) => ({ id: e.id, rank: rank(e), i })).sort((a, b) => a.rank - b.rank || a.i - b.i).map(x => x.id)
+  if (s.config.readAll || s.config.hedgeMultiplier === 0 || need >= ordered.length) return { first: ordered, spares: [] }
   return { first: ordered.slice(0, need), spares: ordered.slice(need) }
 }
 
