@@ -241,9 +241,8 @@ describe('kv: a read asks R replicas, the rest when needed', () => {
     for (const strict of [false, true]) {
       const sim = await KvSim.create(ids(5))
       const key = 'k'
-      const [first, spare] = sim.primaries(key).filter(id => id !== 'peer-0')
-      const coordinator = sim.primaries(key).includes('peer-0') ? 'peer-0' : sim.primaries(key)[0]!
-      const [asked, held] = coordinator === 'peer-0' ? [first!, spare!] : sim.primaries(key).filter(id => id !== coordinator) as [string, string]
+      // Every member durable: the coordinator asks the next primary first and holds back the last.
+      const [coordinator, asked, held] = sim.primaries(key) as [string, string, string]
       await sim.node(coordinator).kv.put(key, enc('v'), { w: 3 })
       sim.faults.overloaded.set(asked, new Set(['read']))
       const { reads, result } = await requestsDuring(sim, async () => await sim.node(coordinator).kv.get(key, { strict }))

@@ -365,7 +365,7 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
     done(true, { state: merged, replies: value as number })
   }, () => { readRepair(s, key, answers, merged, ttlMs) }, () => expand())
   const read: KvRequest = { type: 'read', key }
-  const { first, spares } = readTargets(s, pref, r)
+  const { self, first, spares } = readTargets(s, pref, r)
   /** The next spare still up, taken off the list; undefined when none is left. */
   const nextSpare = (): string | undefined => {
     while (spares.length > 0) {
@@ -424,7 +424,7 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
       quorum.no(errorMessage(ok ? replyError(id, rep, 'get') : reply))
     }, after === undefined ? undefined : { afterMs: after, fire: hedge })
   }
-  if (pref.some(e => e.id === s.id)) {
+  if (self) {
     quorum.add()
     const state = s.engine.state(key)
     const held = state === undefined ? null : { state, ttlMs: s.engine.ttl(key) }
@@ -445,18 +445,18 @@ export function coordinateRead (s: ReplicaState, key: string, pref: readonly Pre
  * written since a primary went down), durable ones first within each (a tab may be gone or slow), otherwise
  * in the list's order. All of them with `readAll`, and with hedging off (nothing would notice a slow one).
  */
-function readTargets (s: ReplicaState, pref: readonly PreferenceEntry[], r: number): { first: string[]; spares: string[] } {
-  const others: PreferenceEntry[] = []
-  let self = 0
-  for (const e of pref) {
-    if (e.id === s.id) self = 1
-    else others.push(e)
+function readTargets (s: ReplicaState, pref: readonly PreferenceEntry[], r: number): { self: boolean; first: string[]; spares: string[] } {
+  const self = pref.some(e => e.id === s.id)
+  const need = Math.max(0, r - (self ? 1 : 0))
+  if (s.config.readAll || s.config.hedgeMultiplier === 0 || need >= pref.length - (self ? 1 : 0)) {
+    // Everyone at once: the order does not matter.
+    return { self, first: pref.filter(e => e.id !== s.id).map(e => e.id), spares: [] }
   }
-  const need = Math.max(0, r - self)
+  // Four ranks (primary and durable first), each in the list's order; N is small, so a pass per rank.
   const rank = (e: PreferenceEntry): number => (e.role === 'primary' ? 0 : 2) + (s.ring.isDurable(e.id) ? 0 : 1)
-  const ordered = others.map((e, i) => ({ id: e.id, rank: rank(e), i })).sort((a, b) => a.rank - b.rank || a.i - b.i).map(x => x.id)
-  if (s.config.readAll || s.config.hedgeMultiplier === 0 || need >= ordered.length) return { first: ordered, spares: [] }
-  return { first: ordered.slice(0, need), spares: ordered.slice(need) }
+  const ordered: string[] = []
+  for (let k = 0; k < 4; k++) for (const e of pref) if (e.id !== s.id && rank(e) === k) ordered.push(e.id)
+  return { self, first: ordered.slice(0, need), spares: ordered.slice(need) }
 }
 
 /**
