@@ -17,17 +17,23 @@
  *   `bye`. Every tab queues a request for each other tab's lock: the browser grants it the moment that tab is
  *   gone, closed or crashed, and its links are reset at once. A tab that is not present is not dialled
  *   (`dialFilter`), so libp2p goes on to the peer's next address (WebRTC).
+ * - A tab of this profile reached some other way (a link dial that failed or timed out while that tab was
+ *   busy starting, or a WebRTC connection made before its presence was known) is moved onto the link: the
+ *   tab with the smaller peer id dials the link (at most LINK_UPGRADE_ATTEMPTS_MAX tries, LINK_UPGRADE_RETRY_MS
+ *   apart) and then closes the other connections, so the two tabs end with one connection, through the
+ *   browser.
  * - A connection is a BroadcastChannel of its own (a random name only its two tabs open), carrying the
  *   muxer's bytes (yamux) in order. There is no encryption: the two tabs are the same origin in the same
  *   browser, which already share storage and could read each other's keys; the remote peer id is the one
  *   its presence announced. Connection gating (the debug API's partitions) still applies.
  *
  * Bounds: at most TAB_LINK_PEERS_MAX tabs are tracked; control messages are checked and malformed ones
- * counted and dropped; a dial waits at most DIAL_ACCEPT_TIMEOUT_MS for the other tab's accept. There is no
+ * counted and dropped; a dial waits at most DIAL_ACCEPT_TIMEOUT_MS for the other tab's accept; a move onto
+ * the link is tried at most LINK_UPGRADE_ATTEMPTS_MAX times per tab instance. There is no
  * read backpressure (as for WebSockets): the muxer's windows bound what is in flight.
  */
 import { ConnectionFailedError, serviceCapabilities, transportSymbol } from '@libp2p/interface'
-import type { ComponentLogger, Connection, CreateListenerOptions, DialTransportOptions, Listener, ListenerEvents, Logger, PeerId, PeerStore, Transport, Upgrader } from '@libp2p/interface'
+import type { ComponentLogger, Connection, CreateListenerOptions, DialTransportOptions, Libp2pEvents, Listener, ListenerEvents, Logger, PeerId, PeerStore, Transport, TypedEventTarget, Upgrader } from '@libp2p/interface'
 import { TypedEventEmitter } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { AbstractMultiaddrConnection } from '@libp2p/utils'
@@ -40,6 +46,12 @@ export const TAB_LINK_ADDRESS_PREFIX = 'meshkv-tabs.'
 export const TAB_LINK_PEERS_MAX = 256
 /** How long a dial waits for the other tab to accept. */
 export const DIAL_ACCEPT_TIMEOUT_MS = 5000
+/** Tries to move a tab of this profile reached another way onto the link, per tab instance, and between them. */
+export const LINK_UPGRADE_ATTEMPTS_MAX = 5
+export const LINK_UPGRADE_RETRY_MS = 5000
+/** How long one such try may take (the dial, its accept and the upgrade), and closing the old connection. */
+export const LINK_UPGRADE_TIMEOUT_MS = 15_000
+export const LINK_UPGRADE_CLOSE_MS = 2000
 const CHANNEL_PREFIX = 'meshkv-tab-link/'
 const ALIVE_LOCK_PREFIX = 'meshkv-tab-link-alive/'
 
@@ -63,7 +75,13 @@ export interface TabLinkInit {
   profile: string
 }
 
-export interface TabLinkComponents { peerId: PeerId, peerStore: PeerStore, logger: ComponentLogger }
+/** What the transport needs of libp2p's connection manager: a peer's connections, and a forced dial. */
+export interface TabLinkConnectionManager {
+  getConnections: (peer?: PeerId) => Connection[]
+  openConnection: (peer: Multiaddr, options: { force: boolean, signal: AbortSignal }) => Promise<Connection>
+}
+
+export interface TabLinkComponents { peerId: PeerId, peerStore: PeerStore, logger: ComponentLogger, events: TypedEventTarget<Libp2pEvents>, connectionManager: TabLinkConnectionManager }
 
 export interface TabLinkStats {
   /** Tabs of this profile present now. */
@@ -72,6 +90,9 @@ export interface TabLinkStats {
   dialled: number
   accepted: number
   resetGone: number
+  /** Tabs of this profile reached another way and moved onto the link; tries that failed. */
+  upgraded: number
+  upgradeFailed: number
   /** Control messages dropped as malformed or not meant for this tab. */
   dropped: number
 }
@@ -175,14 +196,14 @@ class TabLinkConnection extends AbstractMultiaddrConnection {
 /** Presence of this profile's tabs, and the connections between them. One per transport (per peer). */
 class TabLinkHub {
   readonly nonce = crypto.randomUUID()
-  readonly counts: Omit<TabLinkStats, 'present'> = { dialled: 0, accepted: 0, resetGone: 0, dropped: 0 }
+  readonly counts: Omit<TabLinkStats, 'present'> = { dialled: 0, accepted: 0, resetGone: 0, upgraded: 0, upgradeFailed: 0, dropped: 0 }
   private readonly present = new Map<string, { nonce: string, watch: AbortController }>()
   private readonly links = new Set<TabLinkConnection>()
   private readonly control: BroadcastChannel
   private releaseAlive: (() => void) | null = null
   private stopped = false
 
-  constructor (private readonly profile: string, private readonly self: string, private readonly peerStore: PeerStore, private readonly log: Logger, private readonly onInbound: (c: TabLinkConnection, remote: PeerId) => void) {
+  constructor (private readonly profile: string, private readonly self: string, private readonly peerStore: PeerStore, private readonly log: Logger, private readonly onInbound: (c: TabLinkConnection, remote: PeerId) => void, private readonly onPresent: (id: string) => void) {
     this.control = new BroadcastChannel(`${CHANNEL_PREFIX}${profile}`)
     this.control.onmessage = (event: MessageEvent) => { this.onControl(event.data) }
   }
@@ -236,6 +257,11 @@ class TabLinkHub {
 
   isPresent (id: string): boolean {
     return this.present.has(id)
+  }
+
+  /** The nonce tab `id` runs as now, if it is present. */
+  nonceOf (id: string): string | undefined {
+    return this.present.get(id)?.nonce
   }
 
   async dial (remote: PeerId, remoteAddr: Multiaddr, signal: AbortSignal): Promise<TabLinkConnection> {
@@ -310,7 +336,7 @@ class TabLinkHub {
     try { peer = peerIdFromString(id) } catch { this.counts.dropped++; return null }
     const watch = new AbortController()
     this.present.set(id, { nonce, watch })
-    const recorded = this.peerStore.merge(peer, { multiaddrs: [this.addressOf(id)] }).then(() => {}, () => {})
+    const recorded = this.peerStore.merge(peer, { multiaddrs: [this.addressOf(id)] }).then(() => { this.onPresent(id) }, () => {})
     // Granted only once that tab instance is gone (closed, crashed, navigated away): released at once.
     navigator.locks.request(this.aliveLock(id, nonce), { signal: watch.signal }, () => { this.forget(id, nonce) }).catch(() => {})
     return recorded
@@ -381,14 +407,82 @@ export class TabLinkTransport implements Transport {
 
   async startHub (onInbound: (c: TabLinkConnection, remote: PeerId) => void): Promise<void> {
     if (this.hub !== null) return
-    const hub = new TabLinkHub(this.profile, this.components.peerId.toString(), this.components.peerStore, this.log, onInbound)
+    const hub = new TabLinkHub(this.profile, this.components.peerId.toString(), this.components.peerStore, this.log, onInbound, id => { this.keepLinked(id) })
     this.hub = hub
+    this.components.events.addEventListener('connection:open', this.onConnectionOpen)
     await hub.start()
   }
 
   stopHub (): void {
+    this.components.events.removeEventListener('connection:open', this.onConnectionOpen)
+    for (const u of this.upgrades.values()) clearTimeout(u.timer)
+    this.upgrades.clear()
     this.hub?.stop()
     this.hub = null
+  }
+
+  /** Per tab being moved onto the link: its instance (nonce), tries made, and the pending retry. */
+  private readonly upgrades = new Map<string, { nonce: string, attempts: number, running: boolean, timer?: ReturnType<typeof setTimeout> }>()
+
+  private readonly onConnectionOpen = (event: CustomEvent<Connection>): void => {
+    this.keepLinked(event.detail.remotePeer.toString())
+  }
+
+  /** Whether `c` is a full connection (not a relay's limited one) that does not go over the link. */
+  private static isOther (c: Connection): boolean {
+    return c.limits === undefined && !isTabLinkAddress(c.remoteAddr.toString())
+  }
+
+  /**
+   * If tab `id` of this profile is reached another way (see the header), moves it onto the link: only the tab
+   * with the smaller peer id acts, so the two never dial each other at once.
+   */
+  private keepLinked (id: string): void {
+    const hub = this.hub
+    const nonce = hub?.nonceOf(id)
+    if (hub === null || nonce === undefined || this.components.peerId.toString() >= id) return
+    const connections = this.components.connectionManager.getConnections(peerIdFromString(id)).filter(c => c.status === 'open')
+    if (!connections.some(TabLinkTransport.isOther)) return
+    let u = this.upgrades.get(id)
+    if (u === undefined || u.nonce !== nonce) {
+      if (u !== undefined) clearTimeout(u.timer)
+      if (this.upgrades.size >= TAB_LINK_PEERS_MAX) return
+      u = { nonce, attempts: 0, running: false }
+      this.upgrades.set(id, u)
+    }
+    if (u.running || u.timer !== undefined || u.attempts >= LINK_UPGRADE_ATTEMPTS_MAX) return
+    const linked = connections.find(c => !TabLinkTransport.isOther(c) && c.limits === undefined)
+    u.running = true
+    u.attempts++
+    const entry = u
+    void this.upgrade(id, linked).then(ok => {
+      entry.running = false
+      if (ok) { this.upgrades.delete(id); return }
+      if (this.upgrades.get(id) !== entry || entry.attempts >= LINK_UPGRADE_ATTEMPTS_MAX) return
+      entry.timer = setTimeout(() => { entry.timer = undefined; this.keepLinked(id) }, LINK_UPGRADE_RETRY_MS)
+    })
+  }
+
+  /** Dials tab `id` over the link unless `linked` already is, then closes its other connections. */
+  private async upgrade (id: string, linked: Connection | undefined): Promise<boolean> {
+    const peer = peerIdFromString(id)
+    try {
+      if (linked === undefined) {
+        const address = multiaddr(`${tabLinkAddress(this.profile)}/p2p/${id}`)
+        await this.components.connectionManager.openConnection(address, { force: true, signal: AbortSignal.timeout(LINK_UPGRADE_TIMEOUT_MS) })
+      }
+    } catch (error) {
+      if (this.hub !== null) this.hub.counts.upgradeFailed++
+      this.log('moving %s onto the tab link failed - %e', id, error)
+      return false
+    }
+    if (this.hub === null) return true
+    this.hub.counts.upgraded++
+    for (const c of this.components.connectionManager.getConnections(peer)) {
+      if (!TabLinkTransport.isOther(c)) continue
+      c.close({ signal: AbortSignal.timeout(LINK_UPGRADE_CLOSE_MS) }).catch((error: unknown) => { c.abort(error instanceof Error ? error : new Error(String(error))) })
+    }
+    return true
   }
 
   async dial (ma: Multiaddr, options: DialTransportOptions): Promise<Connection> {

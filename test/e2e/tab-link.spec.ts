@@ -1,6 +1,7 @@
 /**
  * The tab link (src/adapters/tab-link.ts), in a real Chromium: tabs of one browser connect through the
- * browser itself, not WebRTC; a tab of another browser still gets WebRTC; a tab that goes away (reload or
+ * browser itself, not WebRTC, and two of them connected over WebRTC anyway are moved onto the link; a tab of
+ * another browser still gets WebRTC; a tab that goes away (reload or
  * close) has its links reset by the browser's lock release, before SWIM would notice, and a reloaded tab is
  * linked again.
  */
@@ -11,6 +12,7 @@ import { type Page, expect, test } from '@playwright/test'
 import { type PeerProcess, startPeer, waitUntil } from '../helpers/peers.js'
 import { disableLeave } from '../helpers/tab-mesh.js'
 import { type MeshWindow, tabId } from '../helpers/tabs.js'
+import type { TabLinkStats } from '../../src/adapters/tab-link.js'
 
 let root: string
 let boot: PeerProcess
@@ -33,6 +35,22 @@ async function connectionsTo (page: Page, id: string): Promise<string[]> {
     .map(c => { const a = c.remoteAddr.toString(); return a.startsWith('/memory/meshkv-tabs.') ? 'link' : a.includes('/webrtc') ? 'webrtc' : a }), id)
 }
 
+async function linkStats (page: Page): Promise<TabLinkStats> {
+  return page.evaluate(() => (window as unknown as { meshkv: { tabLink: () => TabLinkStats } }).meshkv.tabLink())
+}
+
+/** What `page` knows of `id` (for a failure's message): its connections, addresses, member state, tab link counts. */
+async function linkState (page: Page, id: string): Promise<string> {
+  return page.evaluate(async target => {
+    const { peer, tabLink } = (window as unknown as { meshkv: MeshWindow['meshkv'] & { tabLink: () => unknown } }).meshkv
+    const conns = peer.libp2p.getConnections().filter(c => c.remotePeer.toString() === target)
+      .map(c => `${c.direction} ${c.remoteAddr.toString()}${c.limits === undefined ? '' : ' (limited)'}`)
+    const known = (await peer.libp2p.peerStore.all()).find(p => p.id.toString() === target)
+    const member = peer.members().find(m => m.id === target)
+    return JSON.stringify({ self: peer.id, conns, addrs: known?.addresses.map(a => a.multiaddr.toString()) ?? null, member: member?.state ?? null, tabLink: tabLink() })
+  }, id).catch((error: unknown) => `(no state: ${String(error)})`)
+}
+
 test('tabs of one browser connect over the tab link, tabs of another over WebRTC; a tab that goes away is unlinked at once', async ({ browser }) => {
   const context = await browser.newContext()
   const a = await context.newPage()
@@ -45,11 +63,30 @@ test('tabs of one browser connect over the tab link, tabs of another over WebRTC
 
   // One browser: the tab link, and no WebRTC connection between them.
   await waitUntil(async () => (await connectionsTo(a, idB)).includes('link'), 60_000, 'tab a has a tab link to tab b')
+    .catch(async (error: unknown) => { throw new Error(`${String(error)}; ${await linkState(a, idB)}; ${await linkState(b, idA)}`) })
   expect(await connectionsTo(a, idB)).toEqual(['link'])
   expect(await connectionsTo(b, idA)).toEqual(['link'])
   // Its address is not announced to other peers: SWIM metadata carries only the relayed WebRTC ones.
   const meta = await a.evaluate(() => (window as unknown as MeshWindow).meshkv.peer.members().map(m => String(m.meta.addrs ?? '')).join(' '))
   expect(meta).not.toContain('/memory/')
+
+  // Tabs of this browser connected over WebRTC anyway (as when a link dial timed out while the other tab was
+  // busy starting): the tab with the smaller peer id moves the other onto the link and closes the WebRTC one.
+  const [small, large, idSmall, idLarge] = idA < idB ? [a, b, idA, idB] : [b, a, idB, idA]
+  const upgradedBefore = (await linkStats(small)).upgraded
+  await large.evaluate(async target => {
+    const { peer, multiaddr } = (window as unknown as { meshkv: MeshWindow['meshkv'] & { multiaddr: (a: string) => Parameters<MeshWindow['meshkv']['peer']['libp2p']['dial']>[0] } }).meshkv
+    let addr: string | undefined
+    for (let i = 0; i < 300 && addr === undefined; i++) { // its relayed address, once it holds a reservation (30 s at most)
+      addr = (await peer.libp2p.peerStore.all()).find(p => p.id.toString() === target)?.addresses.map(a => a.multiaddr.toString()).find(x => x.endsWith('/p2p-circuit/webrtc'))
+      if (addr === undefined) await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    if (addr === undefined) throw new Error('no WebRTC address for the other tab')
+    for (const c of peer.libp2p.getConnections().filter(c => c.remotePeer.toString() === target)) await c.close()
+    await peer.libp2p.dial(multiaddr(`${addr}/p2p/${target}`), { force: true })
+  }, idSmall)
+  await waitUntil(async () => (await linkStats(small)).upgraded > upgradedBefore && (await connectionsTo(small, idLarge)).join() === 'link' && (await connectionsTo(large, idSmall)).join() === 'link', 30_000, 'the tabs are back on the tab link alone')
+    .catch(async (error: unknown) => { throw new Error(`${String(error)}; ${await linkState(small, idLarge)}; ${await linkState(large, idSmall)}`) })
 
   // Another browser (a context has its own storage, locks and channels): WebRTC.
   const other = await browser.newContext()
@@ -69,7 +106,7 @@ test('tabs of one browser connect over the tab link, tabs of another over WebRTC
   expect(await tabId(b)).toBe(idB)
   await waitUntil(async () => { const now = await linkIds(); return now.length > 0 && now.every(x => !before.includes(x)) && (await connectionsTo(a, idB)).every(k => k === 'link') }, 30_000, 'tab a is linked to the reloaded tab b, and no longer to the old page')
   expect(await connectionsTo(a, idB)).toEqual(['link'])
-  const stats = async (): Promise<{ present: number, resetGone: number, dropped: number }> => a.evaluate(() => (window as unknown as { meshkv: { tabLink: () => { present: number, resetGone: number, dropped: number } } }).meshkv.tabLink())
+  const stats = async (): Promise<TabLinkStats> => linkStats(a)
   expect((await stats()).resetGone).toBeGreaterThan(0) // the old page's links, reset when its lock went
   expect((await stats()).present).toBe(1)
 
