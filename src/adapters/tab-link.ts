@@ -20,8 +20,8 @@
  * - A tab of this profile reached some other way (a link dial that failed or timed out while that tab was
  *   busy starting, or a WebRTC connection made before its presence was known) is moved onto the link: the
  *   tab with the smaller peer id dials the link (at most LINK_UPGRADE_ATTEMPTS_MAX tries, LINK_UPGRADE_RETRY_MS
- *   apart) and then closes the other connections, so the two tabs end with one connection, through the
- *   browser.
+ *   apart), and each tab closes its other connections to a tab it is linked to, so the two end with one
+ *   connection, through the browser.
  * - A connection is a BroadcastChannel of its own (a random name only its two tabs open), carrying the
  *   muxer's bytes (yamux) in order. There is no encryption: the two tabs are the same origin in the same
  *   browser, which already share storage and could read each other's keys; the remote peer id is the one
@@ -90,9 +90,13 @@ export interface TabLinkStats {
   dialled: number
   accepted: number
   resetGone: number
-  /** Tabs of this profile reached another way and moved onto the link; tries that failed. */
+  /**
+   * Tabs of this profile reached another way: links dialled to move them onto it, tries that failed, and
+   * other connections closed because a link to that tab was up.
+   */
   upgraded: number
   upgradeFailed: number
+  otherClosed: number
   /** Control messages dropped as malformed or not meant for this tab. */
   dropped: number
 }
@@ -196,7 +200,7 @@ class TabLinkConnection extends AbstractMultiaddrConnection {
 /** Presence of this profile's tabs, and the connections between them. One per transport (per peer). */
 class TabLinkHub {
   readonly nonce = crypto.randomUUID()
-  readonly counts: Omit<TabLinkStats, 'present'> = { dialled: 0, accepted: 0, resetGone: 0, upgraded: 0, upgradeFailed: 0, dropped: 0 }
+  readonly counts: Omit<TabLinkStats, 'present'> = { dialled: 0, accepted: 0, resetGone: 0, upgraded: 0, upgradeFailed: 0, otherClosed: 0, dropped: 0 }
   private readonly present = new Map<string, { nonce: string, watch: AbortController }>()
   private readonly links = new Set<TabLinkConnection>()
   private readonly control: BroadcastChannel
@@ -434,43 +438,53 @@ export class TabLinkTransport implements Transport {
   }
 
   /**
-   * If tab `id` of this profile is reached another way (see the header), moves it onto the link: only the tab
-   * with the smaller peer id acts, so the two never dial each other at once.
+   * If tab `id` of this profile is reached another way (see the header), moves it onto the link: closes the
+   * other connections if linked already; else the tab with the smaller peer id dials the link, so the two
+   * never dial each other at once.
    */
   private keepLinked (id: string): void {
     const hub = this.hub
     const nonce = hub?.nonceOf(id)
-    if (hub === null || nonce === undefined || this.components.peerId.toString() >= id) return
+    if (nonce === undefined) { this.dropUpgrade(id); return } // not a tab of this browser, or gone
+    if (hub === null) return
     const connections = this.components.connectionManager.getConnections(peerIdFromString(id)).filter(c => c.status === 'open')
     if (!connections.some(TabLinkTransport.isOther)) return
+    // Linked already (either side may see this): the other connections go.
+    if (connections.some(c => c.limits === undefined && !TabLinkTransport.isOther(c))) { this.closeOthers(id); return }
+    if (this.components.peerId.toString() >= id) return // the other tab dials the link
     let u = this.upgrades.get(id)
     if (u === undefined || u.nonce !== nonce) {
-      if (u !== undefined) clearTimeout(u.timer)
+      this.dropUpgrade(id)
       if (this.upgrades.size >= TAB_LINK_PEERS_MAX) return
       u = { nonce, attempts: 0, running: false }
       this.upgrades.set(id, u)
     }
     if (u.running || u.timer !== undefined || u.attempts >= LINK_UPGRADE_ATTEMPTS_MAX) return
-    const linked = connections.find(c => !TabLinkTransport.isOther(c) && c.limits === undefined)
     u.running = true
     u.attempts++
     const entry = u
-    void this.upgrade(id, linked).then(ok => {
+    void this.upgrade(id).then(ok => {
       entry.running = false
-      if (ok) { this.upgrades.delete(id); return }
+      if (ok) { if (this.upgrades.get(id) === entry) this.upgrades.delete(id); return }
       if (this.upgrades.get(id) !== entry || entry.attempts >= LINK_UPGRADE_ATTEMPTS_MAX) return
       entry.timer = setTimeout(() => { entry.timer = undefined; this.keepLinked(id) }, LINK_UPGRADE_RETRY_MS)
     })
   }
 
-  /** Dials tab `id` over the link unless `linked` already is, then closes its other connections. */
-  private async upgrade (id: string, linked: Connection | undefined): Promise<boolean> {
-    const peer = peerIdFromString(id)
+  private dropUpgrade (id: string): void {
+    const u = this.upgrades.get(id)
+    if (u === undefined) return
+    clearTimeout(u.timer)
+    this.upgrades.delete(id)
+  }
+
+  /** Dials tab `id` over the link, then closes its other connections. */
+  private async upgrade (id: string): Promise<boolean> {
     try {
-      if (linked === undefined) {
-        const address = multiaddr(`${tabLinkAddress(this.profile)}/p2p/${id}`)
-        await this.components.connectionManager.openConnection(address, { force: true, signal: AbortSignal.timeout(LINK_UPGRADE_TIMEOUT_MS) })
-      }
+      const address = multiaddr(`${tabLinkAddress(this.profile)}/p2p/${id}`)
+      const c = await this.components.connectionManager.openConnection(address, { force: true, signal: AbortSignal.timeout(LINK_UPGRADE_TIMEOUT_MS) })
+      // A dial to that peer already under way (over WebRTC) takes this one in and answers for both.
+      if (!isTabLinkAddress(c.remoteAddr.toString())) throw new ConnectionFailedError(`another dial to ${id} answered, over ${c.remoteAddr.toString()}`)
     } catch (error) {
       if (this.hub !== null) this.hub.counts.upgradeFailed++
       this.log('moving %s onto the tab link failed - %e', id, error)
@@ -478,11 +492,17 @@ export class TabLinkTransport implements Transport {
     }
     if (this.hub === null) return true
     this.hub.counts.upgraded++
-    for (const c of this.components.connectionManager.getConnections(peer)) {
-      if (!TabLinkTransport.isOther(c)) continue
+    this.closeOthers(id)
+    return true
+  }
+
+  /** Closes the connections to tab `id` that are not the link (at most LINK_UPGRADE_CLOSE_MS, then aborted). */
+  private closeOthers (id: string): void {
+    for (const c of this.components.connectionManager.getConnections(peerIdFromString(id))) {
+      if (!TabLinkTransport.isOther(c) || c.status !== 'open') continue
+      if (this.hub !== null) this.hub.counts.otherClosed++
       c.close({ signal: AbortSignal.timeout(LINK_UPGRADE_CLOSE_MS) }).catch((error: unknown) => { c.abort(error instanceof Error ? error : new Error(String(error))) })
     }
-    return true
   }
 
   async dial (ma: Multiaddr, options: DialTransportOptions): Promise<Connection> {
