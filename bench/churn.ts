@@ -25,7 +25,11 @@
  *   churn.actions                 tabs replaced and reloaded, and actions that failed
  *
  * Each phase begins with WARMUP_MS of the same writes, not measured (their keys are verified with the rest).
- * Flags take `--name=value`: --seconds=60 --writers=8 --tabs=4 --period-ms=5000; --quick is 15 s per phase.
+ * `--rounds=K` (1 to ROUNDS_MAX) runs K steady-then-churn pairs, each churn phase against the steady phase just
+ * before it, and adds their median ratio (`writes.ops.ratio.median`): the machine's speed drifts by more than
+ * the churn costs, so a pair measured minutes apart can say little on its own.
+ * Flags take `--name=value`: --seconds=60 --writers=8 --tabs=4 --period-ms=5000 --rounds=1; --quick is 15 s
+ * per phase.
  * Progress (stderr) every 5 s: acknowledged and failed writes of the last window. Nothing here fails the run
  * on a missed target: each figure says whether it met it. The children and the browser are stopped on the
  * way out, also on SIGINT/SIGTERM. Needs `npm run build` (the children and the dashboard run from dist/).
@@ -45,13 +49,14 @@ const READ_CONCURRENCY = 64
 const PROGRESS_MS = 5000
 const WARMUP_MS = 5000
 const THROUGHPUT_RATIO_TARGET = 0.5
+const ROUNDS_MAX = 9
 
-interface Options { seconds: number; writers: number; tabs: number; periodMs: number }
+interface Options { seconds: number; writers: number; tabs: number; periodMs: number; rounds: number }
 
 function parseFlags (flags: string[]): Options {
   const quick = flags.includes('--quick')
-  const o: Options = { seconds: quick ? 15 : 60, writers: 8, tabs: 4, periodMs: 5000 }
-  const names: Record<string, keyof Options> = { seconds: 'seconds', writers: 'writers', tabs: 'tabs', 'period-ms': 'periodMs' }
+  const o: Options = { seconds: quick ? 15 : 60, writers: 8, tabs: 4, periodMs: 5000, rounds: 1 }
+  const names: Record<string, keyof Options> = { seconds: 'seconds', writers: 'writers', tabs: 'tabs', 'period-ms': 'periodMs', rounds: 'rounds' }
   for (const flag of flags) {
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(flag)
     if (m === null || m[1] === 'quick') continue
@@ -59,6 +64,7 @@ function parseFlags (flags: string[]): Options {
     if (name === undefined) throw new Error(`unknown flag ${flag}; known: --quick ${Object.keys(names).map(n => `--${n}=`).join(' ')}`)
     const n = Number(m[2])
     if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: expected a positive integer`)
+    if (name === 'rounds' && n > ROUNDS_MAX) throw new Error(`${flag}: at most ${ROUNDS_MAX} rounds`)
     o[name] = n
   }
   return o
@@ -69,10 +75,9 @@ interface PhaseResult { name: string; run: WriterRun; rate: number; p50: number;
 export async function run (flags: string[]): Promise<void> {
   if (!fs.existsSync('dist/src/cli/peer-cli.js') || !fs.existsSync('dist/web/index.html')) throw new Error('the peers and the dashboard run from dist/: run `npm run build` first')
   const o = parseFlags(flags)
-  progress(`${SUITE}: 2 Node peers, ${o.tabs} replica tabs in one browser context, ${o.writers} writers (W=2) for ${o.seconds} s per phase; churn: a tab replaced or reloaded every ${o.periodMs} ms`)
+  progress(`${SUITE}: 2 Node peers, ${o.tabs} replica tabs in one browser context, ${o.writers} writers (W=2) for ${o.seconds} s per phase; churn: a tab replaced or reloaded every ${o.periodMs} ms; ${o.rounds} round(s) of steady then churn`)
   const group = peerGroup('meshkv-bench-churn-', ['--listen', '/ip4/127.0.0.1/tcp/0/ws'])
   const controller = new AbortController()
-  const results = new Map<string, PhaseResult>()
   let browser: Browser | null = null
   let cleaning: Promise<void> | null = null
   const cleanup = async (): Promise<void> => {
@@ -87,16 +92,33 @@ export async function run (flags: string[]): Promise<void> {
     const launched = await launchChromium()
     browser = launched.browser
     progress(launched.description)
-    const steady = await phase(browser, group, o, 'steady', false, controller.signal)
-    const churn = await phase(browser, group, o, 'churn', true, controller.signal)
-    emit({ suite: SUITE, metric: 'writes.ops.ratio', value: churn.rate / steady.rate, unit: 'ratio', phase: 'churn/steady', target: THROUGHPUT_RATIO_TARGET, met: churn.rate / steady.rate >= THROUGHPUT_RATIO_TARGET })
-    progress(`throughput under churn: ${churn.rate.toFixed(1)}/s vs ${steady.rate.toFixed(1)}/s without (ratio ${(churn.rate / steady.rate).toFixed(2)}, target >= ${THROUGHPUT_RATIO_TARGET}); lost: ${steady.lostKeys} + ${churn.lostKeys} keys (target 0)`)
+    const ratios: number[] = []
+    let lost = 0
+    for (let round = 1; round <= o.rounds; round++) {
+      const suffix = o.rounds === 1 ? '' : `-${round}`
+      const steady = await phase(browser, group, o, `steady${suffix}`, null, controller.signal)
+      const churn = await phase(browser, group, o, `churn${suffix}`, steady, controller.signal)
+      const ratio = churn.rate / steady.rate
+      ratios.push(ratio)
+      lost += steady.lostKeys + churn.lostKeys
+      emit({ suite: SUITE, metric: 'writes.ops.ratio', value: ratio, unit: 'ratio', phase: 'churn/steady', ...(o.rounds === 1 ? {} : { round }), target: THROUGHPUT_RATIO_TARGET, met: ratio >= THROUGHPUT_RATIO_TARGET })
+      progress(`throughput under churn${o.rounds === 1 ? '' : ` (round ${round} of ${o.rounds})`}: ${churn.rate.toFixed(1)}/s vs ${steady.rate.toFixed(1)}/s without (ratio ${ratio.toFixed(2)}, target >= ${THROUGHPUT_RATIO_TARGET}); lost: ${steady.lostKeys} + ${churn.lostKeys} keys (target 0)`)
+    }
+    if (o.rounds > 1) {
+      const sorted = [...ratios].sort((x, y) => x - y)
+      const mid = Math.floor(sorted.length / 2)
+      const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+      emit({ suite: SUITE, metric: 'writes.ops.ratio.median', value: median, unit: 'ratio', phase: 'churn/steady', rounds: o.rounds, ratios: ratios.map(r => Math.round(r * 1000) / 1000), lostKeys: lost, target: THROUGHPUT_RATIO_TARGET, met: median >= THROUGHPUT_RATIO_TARGET })
+      progress(`throughput under churn over ${o.rounds} rounds: ratios ${ratios.map(r => r.toFixed(2)).join(', ')}, median ${median.toFixed(2)} (target >= ${THROUGHPUT_RATIO_TARGET}); lost: ${lost} keys (target 0)`)
+    }
   } finally {
     offInterrupt()
     await cleanup()
   }
 
-  async function phase (browser: Browser, group: ReturnType<typeof peerGroup>, o: Options, name: string, churning: boolean, signal: AbortSignal): Promise<PhaseResult> {
+  /** One phase in a fresh mesh: churning when it has the steady phase to compare with (`steady`). */
+  async function phase (browser: Browser, group: ReturnType<typeof peerGroup>, o: Options, name: string, steady: PhaseResult | null, signal: AbortSignal): Promise<PhaseResult> {
+    const churning = steady !== null
     progress(`phase ${name}: starting 2 Node peers and ${o.tabs} tabs`)
     const t0 = performance.now()
     const mesh = await startTabMesh(browser, group, name, o.tabs, CONVERGE_MS, line => { progress(`  ${line.split('\n')[0]}`) })
@@ -154,19 +176,16 @@ export async function run (flags: string[]): Promise<void> {
       if (check.wrongAnswers.length > 0) progress(`phase ${name}: WARNING: ${check.wrongAnswers.length} first-pass reads answered 404 or a wrong value for acknowledged keys: ${check.wrongAnswers.slice(0, 5).map(f => `${f.key} via ${f.peer.slice(-8)} r=${f.r}: ${f.status}`).join('; ')}`)
       if (check.remaining.length > 0) progress(`phase ${name}: keys that never read back:\n${await diagnose(peers, check.remaining)}`)
 
-      const extra = { phase: name, writers: o.writers, tabs: o.tabs, seconds: o.seconds, ...(churning ? { periodMs: o.periodMs } : {}) }
+      const extra = { phase: name.replace(/-\d+$/, ''), ...(o.rounds === 1 ? {} : { round: Number(/-(\d+)$/.exec(name)?.[1]) }), writers: o.writers, tabs: o.tabs, seconds: o.seconds, ...(churning ? { periodMs: o.periodMs } : {}) }
       emit({ suite: SUITE, metric: 'writes.acked', value: run.acked.size, unit: 'writes', attempted: run.attempted, warmupAcked: warmup.acked.size, warmupFailed: warmup.failures, ...extra })
-      const steadyRate = results.get('steady')
-      emit({ suite: SUITE, metric: 'writes.ops', value: rate, unit: 'ops/s', ...(steadyRate === undefined ? {} : { baseline: steadyRate.rate, baselineMetric: 'writes.ops (steady)', target: THROUGHPUT_RATIO_TARGET, met: rate / steadyRate.rate >= THROUGHPUT_RATIO_TARGET }), ...extra })
+      emit({ suite: SUITE, metric: 'writes.ops', value: rate, unit: 'ops/s', ...(steady === null ? {} : { baseline: steady.rate, baselineMetric: 'writes.ops (steady)', target: THROUGHPUT_RATIO_TARGET, met: rate / steady.rate >= THROUGHPUT_RATIO_TARGET }), ...extra })
       emit({ suite: SUITE, metric: 'writes.failed', value: failed, unit: 'writes', byCode: run.failures, ...extra })
-      emit({ suite: SUITE, metric: 'write.latency.p50', value: p50, unit: 'ms', ...(steadyRate === undefined ? {} : { baseline: steadyRate.p50, baselineMetric: 'write.latency.p50 (steady)' }), ...extra })
-      emit({ suite: SUITE, metric: 'write.latency.p99', value: p99, unit: 'ms', ...(steadyRate === undefined ? {} : { baseline: steadyRate.p99, baselineMetric: 'write.latency.p99 (steady)' }), ...extra })
+      emit({ suite: SUITE, metric: 'write.latency.p50', value: p50, unit: 'ms', ...(steady === null ? {} : { baseline: steady.p50, baselineMetric: 'write.latency.p50 (steady)' }), ...extra })
+      emit({ suite: SUITE, metric: 'write.latency.p99', value: p99, unit: 'ms', ...(steady === null ? {} : { baseline: steady.p99, baselineMetric: 'write.latency.p99 (steady)' }), ...extra })
       emit({ suite: SUITE, metric: 'writes.lost', value: lostKeys, unit: 'keys', target: 0, met: lostKeys === 0, reads: check.reads, firstPassFailedReads: check.firstPass.length, firstPassWrongAnswers: check.wrongAnswers.length, firstPass: summarize(check.firstPass), remaining: summarize(check.remaining), readPasses: check.passes, readMs: Math.round(check.ms), firstPassMs: Math.round(check.firstPassMs), firstPassReadP50Ms: Math.round(check.firstPassLatency.p50), firstPassReadMaxMs: Math.round(check.firstPassLatency.max), ...extra })
       if (churning) emit({ suite: SUITE, metric: 'churn.actions', value: actions.replaced + actions.reloaded, unit: 'actions', replaced: actions.replaced, reloaded: actions.reloaded, failed: actions.failed, ...extra })
       progress(`phase ${name}: lost ${lostKeys} keys; ${check.firstPass.length} of ${check.reads} reads failed on the first pass (${summarize(check.firstPass)}), ${check.remaining.length} still failing after ${check.passes} passes in ${(check.ms / 1000).toFixed(1)} s; phase took ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-      const result = { name, run, rate, p50, p99, lostKeys, firstPassFailed: check.firstPass.length, reads: check.reads }
-      results.set(name, result)
-      return result
+      return { name, run, rate, p50, p99, lostKeys, firstPassFailed: check.firstPass.length, reads: check.reads }
     } finally {
       await mesh.close()
     }

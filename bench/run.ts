@@ -27,7 +27,7 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     run: async args => { await (await import('./recovery.js')).run(args) }
   },
   churn: {
-    describe: '2 Node peers and 4 replica tabs in one headless Chromium (N=3 W=2): 8 HTTP writers for 60 s without and with tab churn (a tab replaced or reloaded every 5 s); writes/s (ratio churn/steady), failures by code, p50/p99, then the browser vanishes: acknowledged keys lost (--seconds= --writers= --tabs= --period-ms=)',
+    describe: '2 Node peers and 4 replica tabs in one headless Chromium (N=3 W=2): 8 HTTP writers for 60 s without and with tab churn (a tab replaced or reloaded every 5 s); writes/s (ratio churn/steady), failures by code, p50/p99, then the browser vanishes: acknowledged keys lost (--seconds= --writers= --tabs= --period-ms= --rounds=: K pairs of phases and their median ratio)',
     run: async args => { await (await import('./churn.js')).run(args) }
   },
   tabs: {
