@@ -14,6 +14,10 @@
  *   tcp.ops with its latencies, at 1 and 64 in flight: the floor under that floor, the same request/reply on
  *                            one raw TCP connection (no libp2p: no noise, no yamux) to a child process
  *                            that echoes the bytes back; the echo and puts carry it as `tcpOps`.
+ *   placement.plain.share / placement.rules.share   what placement (hash, preference list, primaries) costs
+ *                            per put, counted on all three replicas, as a share of one put's time at 64
+ *                            in flight (target at most 0.05), on this mesh's ring and on one where the
+ *                            location and durability rules apply (emitPlacement)
  *
  * The put rate at 64 in flight is printed with its floor (10,000 quorum puts/s) and whether it was met; the
  * memory figures with their targets. Nothing here fails the run on a missed floor or target. To explain a
@@ -29,6 +33,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
+import { loadRingHash } from '../src/adapters/hash-xxhash.js'
+import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES, Ring, type RingMember } from '../src/core/ring/ring.js'
 import { type RssRow, rssOf, withMesh } from './mesh.js'
 import { type LoopResult, closedLoop } from './loop.js'
 import { startListeningChild } from './proc.js'
@@ -188,6 +194,43 @@ function emitRss (metric: string, rows: RssRow[], target: number | undefined, ex
   }
 }
 
+/** Placement calls timed per ring, and the issue's bound on their share of a quorum put at 64 in flight. */
+const PLACEMENT_CALLS = 200_000
+const PLACEMENT_SHARE_TARGET = 0.05
+
+/**
+ * What placement costs a put: per key, the ring position (its hash), the preference list a coordinator
+ * builds and the cached primaries a replica looks up, timed over PLACEMENT_CALLS keys on two rings of
+ * DEFAULT_VNODES-token durable and DEFAULT_VOLATILE_VNODES-token volatile members: this suite's (three Node
+ * peers at one location: the plain walk) and the churn suite's (two Node peers on one host and four tabs of
+ * one browser, where both placement rules apply). Counted three times per put (every replica pays it once,
+ * none is free), as a share of the time one put takes at `putRate` puts/s, and against the echo's.
+ */
+async function emitPlacement (putRate: number, echoRate: number): Promise<void> {
+  const hash = await loadRingHash()
+  const node = (id: string, location: string): RingMember => ({ id: `node-${id}`, vnodes: DEFAULT_VNODES, location, durable: true })
+  const tab = (id: string): RingMember => ({ id: `tab-${id}`, vnodes: DEFAULT_VOLATILE_VNODES, location: 'browser/profile', durable: false })
+  const rings = {
+    plain: Ring.build([node('a', 'host'), node('b', 'host'), node('c', 'host')], hash, {}),
+    rules: Ring.build([node('a', 'host'), node('b', 'host'), tab('1'), tab('2'), tab('3'), tab('4')], hash, {})
+  }
+  for (const [name, ring] of Object.entries(rings)) {
+    const up = (): boolean => true
+    let sink = 0
+    const place = (i: number): void => {
+      const position = ring.position(`placement:${i}`)
+      sink += ring.preferenceList(position, 3, up).length + ring.primaries(position, 3).length
+    }
+    for (let i = 0; i < PLACEMENT_CALLS / 10; i++) place(i) // warm-up: optimised code, and the primaries cache filled
+    const t0 = process.hrtime.bigint()
+    for (let i = 0; i < PLACEMENT_CALLS; i++) place(i)
+    const nsPerKey = Number(process.hrtime.bigint() - t0) / PLACEMENT_CALLS
+    if (sink === 0) throw new Error('placement chose no replicas')
+    const share = 3 * nsPerKey * putRate / 1e9
+    emit({ suite: SUITE, metric: `placement.${name}.share`, value: Math.round(share * 10_000) / 10_000, unit: 'share of a put at 64 in flight', nsPerKey: Math.round(nsPerKey), members: ring.members.length, locations: ring.locationCount, putOps: Math.round(putRate), echoShare: Math.round(3 * nsPerKey * echoRate / 1e9 * 10_000) / 10_000, target: PLACEMENT_SHARE_TARGET, met: share <= PLACEMENT_SHARE_TARGET })
+  }
+}
+
 function emitLoop (metric: string, inFlight: number, r: LoopResult, baseline: LoopResult | undefined, extra: Record<string, unknown> = {}): void {
   const errors = r.errors > 0 ? { errors: r.errors, firstError: r.firstError } : {}
   emit({ suite: SUITE, metric: `${metric}.ops`, value: r.rate, unit: 'ops/s', inFlight, ops: r.ops, ...(baseline === undefined ? {} : { baseline: baseline.rate, baselineMetric: 'echo.ops (one libp2p stream)' }), ...extra, ...errors })
@@ -272,6 +315,7 @@ export async function run (flags: string[]): Promise<void> {
         emitLoop('echo', inFlight, base, undefined, { ...results.get('echo')!.extra, tcpOps })
         emitLoop('put', inFlight, put.r, base, { ...put.extra, tcpOps, ...(inFlight === 64 ? { floor: PUT_FLOOR_OPS, floorMet: put.r.rate >= PUT_FLOOR_OPS } : {}) })
         emitLoop('get', inFlight, results.get('get')!.r, base, { ...results.get('get')!.extra, tcpOps })
+        if (inFlight === 64) await emitPlacement(put.r.rate, base.rate)
       }
     } finally {
       tcpClient.close()
