@@ -19,8 +19,8 @@
  *   (`dialFilter`), so libp2p goes on to the peer's next address (WebRTC).
  * - A tab of this profile reached some other way (a link dial that failed or timed out while that tab was
  *   busy starting, or a WebRTC connection made before its presence was known) is moved onto the link: the
- *   tab with the smaller peer id dials the link (at most LINK_UPGRADE_ATTEMPTS_MAX tries, LINK_UPGRADE_RETRY_MS
- *   apart), and each tab closes its other connections to a tab it is linked to, so the two end with one
+ *   tab with the smaller peer id dials the link (after LINK_UPGRADE_ATTEMPTS_MAX failed tries in a row,
+ *   LINK_UPGRADE_RETRY_MS apart, it gives up on that tab instance), and each tab closes its other connections to a tab it is linked to, so the two end with one
  *   connection, through the browser.
  * - A connection is a BroadcastChannel of its own (a random name only its two tabs open), carrying the
  *   muxer's bytes (yamux) in order. There is no encryption: the two tabs are the same origin in the same
@@ -29,7 +29,7 @@
  *
  * Bounds: at most TAB_LINK_PEERS_MAX tabs are tracked; control messages are checked and malformed ones
  * counted and dropped; a dial waits at most DIAL_ACCEPT_TIMEOUT_MS for the other tab's accept; a move onto
- * the link is tried at most LINK_UPGRADE_ATTEMPTS_MAX times per tab instance. There is no
+ * the link is given up after LINK_UPGRADE_ATTEMPTS_MAX failed tries in a row per tab instance. There is no
  * read backpressure (as for WebSockets): the muxer's windows bound what is in flight.
  */
 import { ConnectionFailedError, serviceCapabilities, transportSymbol } from '@libp2p/interface'
@@ -46,7 +46,7 @@ export const TAB_LINK_ADDRESS_PREFIX = 'meshkv-tabs.'
 export const TAB_LINK_PEERS_MAX = 256
 /** How long a dial waits for the other tab to accept. */
 export const DIAL_ACCEPT_TIMEOUT_MS = 5000
-/** Tries to move a tab of this profile reached another way onto the link, per tab instance, and between them. */
+/** Failed tries in a row to move a tab of this profile reached another way onto the link (per tab instance), and the wait between them. */
 export const LINK_UPGRADE_ATTEMPTS_MAX = 5
 export const LINK_UPGRADE_RETRY_MS = 5000
 /** How long one such try may take (the dial, its accept and the upgrade), and closing the old connection. */
@@ -207,7 +207,7 @@ class TabLinkHub {
   private releaseAlive: (() => void) | null = null
   private stopped = false
 
-  constructor (private readonly profile: string, private readonly self: string, private readonly peerStore: PeerStore, private readonly log: Logger, private readonly onInbound: (c: TabLinkConnection, remote: PeerId) => void, private readonly onPresent: (id: string) => void) {
+  constructor (private readonly profile: string, private readonly self: string, private readonly peerStore: PeerStore, private readonly log: Logger, private readonly onInbound: (c: TabLinkConnection, remote: PeerId) => void, private readonly onPresent: (id: string) => void, private readonly onAbsent: (id: string) => void) {
     this.control = new BroadcastChannel(`${CHANNEL_PREFIX}${profile}`)
     this.control.onmessage = (event: MessageEvent) => { this.onControl(event.data) }
   }
@@ -351,6 +351,7 @@ class TabLinkHub {
     if (known?.nonce === nonce) {
       known.watch.abort()
       this.present.delete(id)
+      this.onAbsent(id)
     }
     for (const link of [...this.links]) {
       if (link.remoteNonce === nonce) { this.counts.resetGone++; link.gone() }
@@ -411,8 +412,9 @@ export class TabLinkTransport implements Transport {
 
   async startHub (onInbound: (c: TabLinkConnection, remote: PeerId) => void): Promise<void> {
     if (this.hub !== null) return
-    const hub = new TabLinkHub(this.profile, this.components.peerId.toString(), this.components.peerStore, this.log, onInbound, id => { this.keepLinked(id) })
+    const hub = new TabLinkHub(this.profile, this.components.peerId.toString(), this.components.peerStore, this.log, onInbound, id => { this.keepLinked(id) }, id => { this.dropUpgrade(id) })
     this.hub = hub
+    this.stopping = new AbortController()
     this.components.events.addEventListener('connection:open', this.onConnectionOpen)
     await hub.start()
   }
@@ -421,12 +423,17 @@ export class TabLinkTransport implements Transport {
     this.components.events.removeEventListener('connection:open', this.onConnectionOpen)
     for (const u of this.upgrades.values()) clearTimeout(u.timer)
     this.upgrades.clear()
+    this.stopping.abort(new ConnectionFailedError('the tab link stopped'))
     this.hub?.stop()
     this.hub = null
   }
 
-  /** Per tab being moved onto the link: its instance (nonce), tries made, and the pending retry. */
+  /** Per tab of this profile once reached another way: its instance (nonce), failed tries in a row, the retry. */
   private readonly upgrades = new Map<string, { nonce: string, attempts: number, running: boolean, timer?: ReturnType<typeof setTimeout> }>()
+  /** Connections this transport is closing (a closing connection still reports itself open). */
+  private readonly closing = new WeakSet<Connection>()
+  /** Aborts the link dials under way when the hub stops. */
+  private stopping = new AbortController()
 
   private readonly onConnectionOpen = (event: CustomEvent<Connection>): void => {
     this.keepLinked(event.detail.remotePeer.toString())
@@ -465,7 +472,7 @@ export class TabLinkTransport implements Transport {
     const entry = u
     void this.upgrade(id).then(ok => {
       entry.running = false
-      if (ok) { if (this.upgrades.get(id) === entry) this.upgrades.delete(id); return }
+      if (ok) { entry.attempts = 0; return } // kept while that tab instance lives: the bound is on failures in a row
       if (this.upgrades.get(id) !== entry || entry.attempts >= LINK_UPGRADE_ATTEMPTS_MAX) return
       entry.timer = setTimeout(() => { entry.timer = undefined; this.keepLinked(id) }, LINK_UPGRADE_RETRY_MS)
     })
@@ -482,8 +489,11 @@ export class TabLinkTransport implements Transport {
   private async upgrade (id: string): Promise<boolean> {
     try {
       const address = multiaddr(`${tabLinkAddress(this.profile)}/p2p/${id}`)
-      const c = await this.components.connectionManager.openConnection(address, { force: true, signal: AbortSignal.timeout(LINK_UPGRADE_TIMEOUT_MS) })
-      // A dial to that peer already under way (over WebRTC) takes this one in and answers for both.
+      const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(LINK_UPGRADE_TIMEOUT_MS)])
+      // A dial to that peer still under way (the WebRTC one whose connection just opened) takes this one in
+      // and answers with its connection; once it has, a second dial is the link's own.
+      let c = await this.components.connectionManager.openConnection(address, { force: true, signal })
+      if (!isTabLinkAddress(c.remoteAddr.toString())) c = await this.components.connectionManager.openConnection(address, { force: true, signal })
       if (!isTabLinkAddress(c.remoteAddr.toString())) throw new ConnectionFailedError(`another dial to ${id} answered, over ${c.remoteAddr.toString()}`)
     } catch (error) {
       if (this.hub !== null) this.hub.counts.upgradeFailed++
@@ -499,7 +509,8 @@ export class TabLinkTransport implements Transport {
   /** Closes the connections to tab `id` that are not the link (at most LINK_UPGRADE_CLOSE_MS, then aborted). */
   private closeOthers (id: string): void {
     for (const c of this.components.connectionManager.getConnections(peerIdFromString(id))) {
-      if (!TabLinkTransport.isOther(c) || c.status !== 'open') continue
+      if (!TabLinkTransport.isOther(c) || c.status !== 'open' || this.closing.has(c)) continue
+      this.closing.add(c)
       if (this.hub !== null) this.hub.counts.otherClosed++
       c.close({ signal: AbortSignal.timeout(LINK_UPGRADE_CLOSE_MS) }).catch((error: unknown) => { c.abort(error instanceof Error ? error : new Error(String(error))) })
     }

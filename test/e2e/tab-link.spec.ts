@@ -71,12 +71,12 @@ test('tabs of one browser connect over the tab link, tabs of another over WebRTC
   expect(meta).not.toContain('/memory/')
 
   // Tabs of this browser connected over WebRTC anyway (as when a link dial timed out while the other tab was
-  // busy starting): the tab with the smaller peer id dials the link, and the WebRTC connection is closed.
-  // (If something redials the link first, the WebRTC one is closed as it opens, and the dial here fails.)
+  // busy starting): the tab with the smaller peer id dials the link, and both close their WebRTC connections.
+  // Both tabs drop the link and dial each other over WebRTC at once, so any other dial between them joins one
+  // of those (libp2p joins dials to one peer) and nothing but the move itself can bring the link back.
   const [small, large, idSmall, idLarge] = idA < idB ? [a, b, idA, idB] : [b, a, idB, idA]
-  const moved = async (): Promise<number> => { const s = await linkStats(small); return s.upgraded + s.otherClosed + (await linkStats(large)).otherClosed }
-  const movedBefore = await moved()
-  await large.evaluate(async target => {
+  const statsBefore = { small: await linkStats(small), large: await linkStats(large) }
+  const overWebRtc = async (page: Page, target: string): Promise<void> => page.evaluate(async target => {
     const { peer, multiaddr } = (window as unknown as { meshkv: MeshWindow['meshkv'] & { multiaddr: (a: string) => Parameters<MeshWindow['meshkv']['peer']['libp2p']['dial']>[0] } }).meshkv
     let addr: string | undefined
     for (let i = 0; i < 300 && addr === undefined; i++) { // its relayed address, once it holds a reservation (30 s at most)
@@ -84,11 +84,16 @@ test('tabs of one browser connect over the tab link, tabs of another over WebRTC
       if (addr === undefined) await new Promise(resolve => setTimeout(resolve, 100))
     }
     if (addr === undefined) throw new Error('no WebRTC address for the other tab')
-    for (const c of peer.libp2p.getConnections().filter(c => c.remotePeer.toString() === target)) await c.close()
-    await peer.libp2p.dial(multiaddr(`${addr}/p2p/${target}`), { force: true }).catch(() => {})
-  }, idSmall)
-  await waitUntil(async () => await moved() > movedBefore && (await connectionsTo(small, idLarge)).join() === 'link' && (await connectionsTo(large, idSmall)).join() === 'link', 30_000, 'the tabs are back on the tab link alone')
+    // The dial is queued first (a dial by peer id from now on joins it), then the link is dropped at once.
+    const dialing = peer.libp2p.dial(multiaddr(`${addr}/p2p/${target}`), { force: true })
+    for (const c of peer.libp2p.getConnections().filter(c => c.remotePeer.toString() === target && c.remoteAddr.toString().startsWith('/memory/'))) c.abort(new Error('test: off the link'))
+    await dialing.catch(() => {}) // the other tab may close it as it opens, once the link is back
+  }, target)
+  await Promise.all([overWebRtc(large, idSmall), overWebRtc(small, idLarge)])
+  await waitUntil(async () => (await linkStats(small)).upgraded > statsBefore.small.upgraded && (await connectionsTo(small, idLarge)).join() === 'link' && (await connectionsTo(large, idSmall)).join() === 'link', 30_000, 'the tabs are back on the tab link alone, moved by the tab with the smaller id')
     .catch(async (error: unknown) => { throw new Error(`${String(error)}; ${await linkState(small, idLarge)}; ${await linkState(large, idSmall)}`) })
+  expect((await linkStats(large)).upgraded).toBe(statsBefore.large.upgraded) // the larger id never dials it
+  expect((await linkStats(small)).otherClosed + (await linkStats(large)).otherClosed).toBeGreaterThan(statsBefore.small.otherClosed + statsBefore.large.otherClosed)
 
   // Another browser (a context has its own storage, locks and channels): WebRTC.
   const other = await browser.newContext()
