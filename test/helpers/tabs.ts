@@ -14,13 +14,13 @@ export async function tabId (page: Page): Promise<string> {
 
 /**
  * Opens the page of the peer at `http` as a tab that holds a relay reservation but stays out of membership
- * (`?join=false`), and returns its relayed WebRTC address (waits at most 30 s for it). The tab stays off the
+ * (`?join=false`), and returns its relayed WebRTC address (waits at most 60 s for its peer, then 30 s for that). The tab stays off the
  * tab link (`?tab-link=off`), as a tab of another browser: these tabs are for tests of WebRTC itself, and
  * tabs of one browser that find themselves on WebRTC are otherwise moved onto the link.
  */
 export async function openDialOnlyTab (page: Page, http: string): Promise<string> {
   await page.goto(`${http}/?join=false&tab-link=off`)
-  await page.waitForFunction(() => (window as unknown as Partial<MeshWindow>).meshkv !== undefined)
+  await page.waitForFunction(() => (window as unknown as Partial<MeshWindow>).meshkv !== undefined, null, { timeout: 60_000 })
   return page.evaluate(async () => {
     const { peer } = (window as unknown as MeshWindow).meshkv
     for (let i = 0; i < 300; i++) {
