@@ -95,9 +95,8 @@ export async function run (flags: string[]): Promise<void> {
     const ratios: number[] = []
     let lost = 0
     for (let round = 1; round <= o.rounds; round++) {
-      const suffix = o.rounds === 1 ? '' : `-${round}`
-      const steady = await phase(browser, group, o, `steady${suffix}`, null, controller.signal)
-      const churn = await phase(browser, group, o, `churn${suffix}`, steady, controller.signal)
+      const steady = await phase(browser, group, o, round, null, controller.signal)
+      const churn = await phase(browser, group, o, round, steady, controller.signal)
       const ratio = churn.rate / steady.rate
       ratios.push(ratio)
       lost += steady.lostKeys + churn.lostKeys
@@ -116,9 +115,11 @@ export async function run (flags: string[]): Promise<void> {
     await cleanup()
   }
 
-  /** One phase in a fresh mesh: churning when it has the steady phase to compare with (`steady`). */
-  async function phase (browser: Browser, group: ReturnType<typeof peerGroup>, o: Options, name: string, steady: PhaseResult | null, signal: AbortSignal): Promise<PhaseResult> {
+  /** One phase of `round` in a fresh mesh: churning when it has the steady phase to compare with (`steady`). */
+  async function phase (browser: Browser, group: ReturnType<typeof peerGroup>, o: Options, round: number, steady: PhaseResult | null, signal: AbortSignal): Promise<PhaseResult> {
     const churning = steady !== null
+    const kind = churning ? 'churn' : 'steady'
+    const name = o.rounds === 1 ? kind : `${kind}-${round}`
     progress(`phase ${name}: starting 2 Node peers and ${o.tabs} tabs`)
     const t0 = performance.now()
     const mesh = await startTabMesh(browser, group, name, o.tabs, CONVERGE_MS, line => { progress(`  ${line.split('\n')[0]}`) })
@@ -176,7 +177,7 @@ export async function run (flags: string[]): Promise<void> {
       if (check.wrongAnswers.length > 0) progress(`phase ${name}: WARNING: ${check.wrongAnswers.length} first-pass reads answered 404 or a wrong value for acknowledged keys: ${check.wrongAnswers.slice(0, 5).map(f => `${f.key} via ${f.peer.slice(-8)} r=${f.r}: ${f.status}`).join('; ')}`)
       if (check.remaining.length > 0) progress(`phase ${name}: keys that never read back:\n${await diagnose(peers, check.remaining)}`)
 
-      const extra = { phase: name.replace(/-\d+$/, ''), ...(o.rounds === 1 ? {} : { round: Number(/-(\d+)$/.exec(name)?.[1]) }), writers: o.writers, tabs: o.tabs, seconds: o.seconds, ...(churning ? { periodMs: o.periodMs } : {}) }
+      const extra = { phase: kind, ...(o.rounds === 1 ? {} : { round }), writers: o.writers, tabs: o.tabs, seconds: o.seconds, ...(churning ? { periodMs: o.periodMs } : {}) }
       emit({ suite: SUITE, metric: 'writes.acked', value: run.acked.size, unit: 'writes', attempted: run.attempted, warmupAcked: warmup.acked.size, warmupFailed: warmup.failures, ...extra })
       emit({ suite: SUITE, metric: 'writes.ops', value: rate, unit: 'ops/s', ...(steady === null ? {} : { baseline: steady.rate, baselineMetric: 'writes.ops (steady)', target: THROUGHPUT_RATIO_TARGET, met: rate / steady.rate >= THROUGHPUT_RATIO_TARGET }), ...extra })
       emit({ suite: SUITE, metric: 'writes.failed', value: failed, unit: 'writes', byCode: run.failures, ...extra })

@@ -20,8 +20,8 @@
  * - A tab of this profile reached some other way (a link dial that failed or timed out while that tab was
  *   busy starting, or a WebRTC connection made before its presence was known) is moved onto the link: the
  *   tab with the smaller peer id dials the link (after LINK_UPGRADE_ATTEMPTS_MAX failed tries in a row,
- *   LINK_UPGRADE_RETRY_MS apart, it gives up on that tab instance), and each tab closes its other connections to a tab it is linked to, so the two end with one
- *   connection, through the browser.
+ *   LINK_UPGRADE_RETRY_MS apart, it gives up on that tab instance), and each tab closes its other
+ *   connections to a tab it is linked to, so the two end with one connection, through the browser.
  * - A connection is a BroadcastChannel of its own (a random name only its two tabs open), carrying the
  *   muxer's bytes (yamux) in order. There is no encryption: the two tabs are the same origin in the same
  *   browser, which already share storage and could read each other's keys; the remote peer id is the one
@@ -46,7 +46,7 @@ export const TAB_LINK_ADDRESS_PREFIX = 'meshkv-tabs.'
 export const TAB_LINK_PEERS_MAX = 256
 /** How long a dial waits for the other tab to accept. */
 export const DIAL_ACCEPT_TIMEOUT_MS = 5000
-/** Failed tries in a row to move a tab of this profile reached another way onto the link (per tab instance), and the wait between them. */
+/** Failed tries in a row to move a tab reached another way onto the link (per tab instance); the wait between. */
 export const LINK_UPGRADE_ATTEMPTS_MAX = 5
 export const LINK_UPGRADE_RETRY_MS = 5000
 /** How long one such try may take (the dial, its accept and the upgrade), and closing the old connection. */
@@ -439,7 +439,11 @@ export class TabLinkTransport implements Transport {
     this.keepLinked(event.detail.remotePeer.toString())
   }
 
-  /** Whether `c` is a full connection (not a relay's limited one) that does not go over the link. */
+  /** Whether `c` is a full connection (not a relay's limited one) over the link, or not over it. */
+  private static isLink (c: Connection): boolean {
+    return c.limits === undefined && isTabLinkAddress(c.remoteAddr.toString())
+  }
+
   private static isOther (c: Connection): boolean {
     return c.limits === undefined && !isTabLinkAddress(c.remoteAddr.toString())
   }
@@ -450,14 +454,12 @@ export class TabLinkTransport implements Transport {
    * never dial each other at once.
    */
   private keepLinked (id: string): void {
-    const hub = this.hub
-    const nonce = hub?.nonceOf(id)
+    const nonce = this.hub?.nonceOf(id)
     if (nonce === undefined) { this.dropUpgrade(id); return } // not a tab of this browser, or gone
-    if (hub === null) return
     const connections = this.components.connectionManager.getConnections(peerIdFromString(id)).filter(c => c.status === 'open')
     if (!connections.some(TabLinkTransport.isOther)) return
     // Linked already (either side may see this): the other connections go.
-    if (connections.some(c => c.limits === undefined && !TabLinkTransport.isOther(c))) { this.closeOthers(id); return }
+    if (connections.some(TabLinkTransport.isLink)) { this.closeOthers(id); return }
     if (this.components.peerId.toString() >= id) return // the other tab dials the link
     let u = this.upgrades.get(id)
     if (u === undefined || u.nonce !== nonce) {

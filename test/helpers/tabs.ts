@@ -14,9 +14,9 @@ export async function tabId (page: Page): Promise<string> {
 
 /**
  * Opens the page of the peer at `http` as a tab that holds a relay reservation but stays out of membership
- * (`?join=false`), and returns its relayed WebRTC address (waits at most 60 s for its peer, then 30 s for that). The tab stays off the
- * tab link (`?tab-link=off`), as a tab of another browser: these tabs are for tests of WebRTC itself, and
- * tabs of one browser that find themselves on WebRTC are otherwise moved onto the link.
+ * (`?join=false`), and returns its relayed WebRTC address (waits at most 60 s for its peer, then 30 s for
+ * that address). The tab stays off the tab link (`?tab-link=off`), as a tab of another browser: these tabs
+ * are for tests of WebRTC itself, and tabs of one browser found on WebRTC are otherwise moved onto the link.
  */
 export async function openDialOnlyTab (page: Page, http: string): Promise<string> {
   await page.goto(`${http}/?join=false&tab-link=off`)
