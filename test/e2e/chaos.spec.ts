@@ -11,7 +11,8 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { expect, test, type Page } from '@playwright/test'
+import type { Page } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { type PeerProcess, members, peerGroup, startPeer, waitUntil } from '../helpers/peers.js'
 import { tabId } from '../helpers/tabs.js'
 

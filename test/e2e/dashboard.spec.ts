@@ -5,7 +5,8 @@
  * HTML are shown as text and run nothing; when the second Node peer is SIGKILLed every tab sees it turn
  * suspect, then dead. Screenshots of the ring and the key view go to the test output.
  */
-import { type Page, expect, test } from '@playwright/test'
+import type { Page } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { type PeerProcess, peerGroup } from '../helpers/peers.js'
 import { type MeshWindow as TabWindow, tabId } from '../helpers/tabs.js'
 

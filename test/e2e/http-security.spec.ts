@@ -8,7 +8,7 @@
  *   and its chaos panel's POSTs are accepted; a tab without the token is asked for it and joins once it is
  *   typed in.
  */
-import { expect, test } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { peerGroup } from '../helpers/peers.js'
 import { type MeshWindow, recordedPage, tabId } from '../helpers/tabs.js'
 

@@ -5,7 +5,8 @@
  * once the second Node peer is SIGKILLed the bootstrap's quorum reads (R=2 of N=3) succeed only because the
  * reloaded tab answers.
  */
-import { type Browser, type BrowserContext, type Page, expect, test } from '@playwright/test'
+import type { Browser, BrowserContext, Page } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { type PeerProcess, members, peerGroup, stateIn, waitUntil } from '../helpers/peers.js'
 import { type MeshWindow, tabId } from '../helpers/tabs.js'
 

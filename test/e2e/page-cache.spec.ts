@@ -5,7 +5,7 @@
  * closes and reopens) then costs no 900 KB transfer and no new copy in the cache, and Chromium can reuse the
  * code it compiled from the script.
  */
-import { expect, test } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { peerGroup } from '../helpers/peers.js'
 import { openTab } from '../helpers/tab-mesh.js'
 

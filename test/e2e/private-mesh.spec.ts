@@ -7,7 +7,8 @@
  * - A tab with a wrong key is refused, says why on the page, and the refusal is counted in /api/info.
  * - A tab with no key is told the mesh is private.
  */
-import { expect, test, type Page } from '@playwright/test'
+import type { Page } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { members, peerGroup, waitUntil } from '../helpers/peers.js'
 import { type MeshWindow, recordedPage, tabId } from '../helpers/tabs.js'
 

@@ -10,7 +10,8 @@
  * - An old tab reloads with the bootstrap still down: the service worker serves its page, and it rejoins
  *   through the relay it remembered.
  */
-import { expect, test, type Page } from '@playwright/test'
+import type { Page } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { members, peerGroup, waitUntil } from '../helpers/peers.js'
 import { type Tab, aliveInTab, openTab, putAll, waitAllAlive } from '../helpers/tab-mesh.js'
 import { type MeshWindow, tabId } from '../helpers/tabs.js'

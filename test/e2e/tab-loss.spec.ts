@@ -11,7 +11,8 @@
  * The reads may retry for a bounded time while the Node peers notice the tabs are gone; how many failed on
  * the first pass is printed.
  */
-import { type Browser, expect, test } from '@playwright/test'
+import type { Browser } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { type PeerProcess, members, peerGroup, waitUntil } from '../helpers/peers.js'
 import { type ReadCheck, type TabMesh, churnTabs, diagnose, disableLeave, percentile, placement, putAll, runWriters, startTabMesh, summarize, verifyReads } from '../helpers/tab-mesh.js'
 

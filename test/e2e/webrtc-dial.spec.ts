@@ -8,7 +8,8 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { type Page, expect, test } from '@playwright/test'
+import type { Page } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { type PeerProcess, startPeer } from '../helpers/peers.js'
 import { openDialOnlyTab } from '../helpers/tabs.js'
 

@@ -10,7 +10,8 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { expect, test, type Page } from '@playwright/test'
+import type { Page } from '@playwright/test'
+import { expect, test } from '../helpers/e2e.js'
 import { type PeerProcess, startPeer } from '../helpers/peers.js'
 import { openDialOnlyTab } from '../helpers/tabs.js'
 
