@@ -85,15 +85,18 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { OVERLOADED_RETRY_AFTER_S } from '../src/cli/http-api.js'
-import { OverloadedError } from '../src/core/errors.js'
 import type { ServiceView } from '../src/core/kv/heartbeat.js'
-import { DETECTOR_STRETCH, type DetectorState } from '../src/core/replication/health.js'
-import { WATCH_TOPIC } from '../src/services/watch.js'
+import type { DetectorState } from '../src/core/replication/health.js'
+import { built } from './built.js'
 import { PROBE_GRAIN, type Probe, bracket, detectionBoundMs, nextProbe } from './capacity.js'
 import { type Mesh, getJson, rssOf, settledRssOf, waitUntil, withMesh } from './mesh.js'
 import { cpuSecondsOf } from './proc.js'
 import { type Result, emit, progress } from './report.js'
+
+const { OVERLOADED_RETRY_AFTER_S } = await built<typeof import('../src/cli/http-api.js')>('src/cli/http-api.js')
+const { OverloadedError } = await built<typeof import('../src/core/errors.js')>('src/core/errors.js')
+const { DETECTOR_STRETCH } = await built<typeof import('../src/core/replication/health.js')>('src/core/replication/health.js')
+const { WATCH_TOPIC } = await built<typeof import('../src/services/watch.js')>('src/services/watch.js')
 
 const SUITE = 'heartbeat'
 /** A beat issued later than this after its due time is late. */

@@ -34,12 +34,15 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
-import { loadRingHash } from '../src/adapters/hash-xxhash.js'
-import { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES, Ring, type RingMember } from '../src/core/ring/ring.js'
+import type { RingMember } from '../src/core/ring/ring.js'
+import { built } from './built.js'
 import { type RssRow, rssOf, withMesh } from './mesh.js'
 import { type LoopResult, closedLoop } from './loop.js'
 import { startListeningChild } from './proc.js'
 import { emit, progress } from './report.js'
+
+const { loadRingHash } = await built<typeof import('../src/adapters/hash-xxhash.js')>('src/adapters/hash-xxhash.js')
+const { DEFAULT_VNODES, DEFAULT_VOLATILE_VNODES, Ring } = await built<typeof import('../src/core/ring/ring.js')>('src/core/ring/ring.js')
 
 const SUITE = 'kv'
 const VALUE_BYTES = 100

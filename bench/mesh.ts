@@ -15,17 +15,22 @@ import * as readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { tcp } from '@libp2p/tcp'
-import { consoleLogger, systemClock } from '../src/adapters/node-env.js'
-import { cryptoRng } from '../src/adapters/random.js'
-import { FileWal } from '../src/adapters/wal-file.js'
-import { settledMemory } from '../src/cli/debug-api.js'
 import type { StorageConfig } from '../src/core/config.js'
 import type { Logger } from '../src/core/env.js'
-import { type KvConfig, defaultKvConfig } from '../src/core/kv/config.js'
-import { defaultSwimConfig } from '../src/core/membership/config.js'
-import { DEFAULT_VNODES } from '../src/core/ring/ring.js'
-import { type MeshPeer as Peer, createMeshPeer } from '../src/peer.js'
+import type { KvConfig } from '../src/core/kv/config.js'
+import type { MeshPeer as Peer } from '../src/peer.js'
+import { built } from './built.js'
 import { progress } from './report.js'
+
+// The in-process peer runs the built code, as the children do (bench/built.ts).
+const { consoleLogger, systemClock } = await built<typeof import('../src/adapters/node-env.js')>('src/adapters/node-env.js')
+const { cryptoRng } = await built<typeof import('../src/adapters/random.js')>('src/adapters/random.js')
+const { FileWal } = await built<typeof import('../src/adapters/wal-file.js')>('src/adapters/wal-file.js')
+const { settledMemory } = await built<typeof import('../src/cli/debug-api.js')>('src/cli/debug-api.js')
+const { defaultKvConfig } = await built<typeof import('../src/core/kv/config.js')>('src/core/kv/config.js')
+const { defaultSwimConfig } = await built<typeof import('../src/core/membership/config.js')>('src/core/membership/config.js')
+const { DEFAULT_VNODES } = await built<typeof import('../src/core/ring/ring.js')>('src/core/ring/ring.js')
+const { createMeshPeer } = await built<typeof import('../src/peer.js')>('src/peer.js')
 
 /** Bounds on waiting for the mesh: a child printing its addresses, and all three seeing each other alive. */
 const CHILD_START_TIMEOUT_MS = 30_000

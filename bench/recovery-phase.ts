@@ -13,14 +13,18 @@
  *
  * Keys are `key:<i>` and values 100 bytes, each in its own buffer (as values arriving from the network are).
  */
-import '../src/polyfills.js'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { FileWal } from '../src/adapters/wal-file.js'
-import { systemClock } from '../src/adapters/node-env.js'
-import { cryptoRng } from '../src/adapters/random.js'
-import { StorageEngine } from '../src/core/storage/engine.js'
-import { FILE_HEADER_BYTES, FRAME_HEADER_BYTES, checkFrame, frameLength, readFileHeader, SEGMENT_MAGIC, SNAPSHOT_MAGIC, saltSeed } from '../src/core/storage/frame.js'
+import type { StorageEngine as Engine } from '../src/core/storage/engine.js'
+import { built } from './built.js'
+
+// The engine and its log as node/peer.js runs them (bench/built.ts).
+await built('src/polyfills.js')
+const { FileWal } = await built<typeof import('../src/adapters/wal-file.js')>('src/adapters/wal-file.js')
+const { systemClock } = await built<typeof import('../src/adapters/node-env.js')>('src/adapters/node-env.js')
+const { cryptoRng } = await built<typeof import('../src/adapters/random.js')>('src/adapters/random.js')
+const { StorageEngine } = await built<typeof import('../src/core/storage/engine.js')>('src/core/storage/engine.js')
+const { FILE_HEADER_BYTES, FRAME_HEADER_BYTES, checkFrame, frameLength, readFileHeader, SEGMENT_MAGIC, SNAPSHOT_MAGIC, saltSeed } = await built<typeof import('../src/core/storage/frame.js')>('src/core/storage/frame.js')
 
 const VALUE_BYTES = 100
 /** Beyond any log this benchmark writes: the "without a snapshot" case never compacts. */
@@ -55,7 +59,7 @@ function out (result: Record<string, unknown>): void {
 function keyOf (i: number): string { return `key:${i}` }
 
 /** The engine on a FileWal in `dir`: async durability (one sync at close), never compacting on its own. */
-function openLog (dir: string): Promise<StorageEngine> {
+function openLog (dir: string): Promise<Engine> {
   return StorageEngine.open({ replicaId: 'bench-replica', clock: systemClock, rng: cryptoRng, wal: new FileWal(dir, { backgroundSyncMs: 0 }), durability: 'async', walCompactAfterBytes: NO_COMPACTION })
 }
 

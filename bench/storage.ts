@@ -12,15 +12,18 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { FileWal } from '../src/adapters/wal-file.js'
-import { systemClock } from '../src/adapters/node-env.js'
-import { cryptoRng } from '../src/adapters/random.js'
-import { silentLogger } from '../src/core/env.js'
-import { StorageEngine } from '../src/core/storage/engine.js'
-import { FRAME_HEADER_BYTES } from '../src/core/storage/frame.js'
-import { DEFAULT_WAL_OPTIONS, Wal } from '../src/core/storage/wal.js'
 import type { VersionVector } from '../src/core/version/vv.js'
+import { built } from './built.js'
 import { emit, median, progress, rate } from './report.js'
+
+// The engine and its log as node/peer.js runs them (bench/built.ts).
+const { FileWal } = await built<typeof import('../src/adapters/wal-file.js')>('src/adapters/wal-file.js')
+const { systemClock } = await built<typeof import('../src/adapters/node-env.js')>('src/adapters/node-env.js')
+const { cryptoRng } = await built<typeof import('../src/adapters/random.js')>('src/adapters/random.js')
+const { silentLogger } = await built<typeof import('../src/core/env.js')>('src/core/env.js')
+const { StorageEngine } = await built<typeof import('../src/core/storage/engine.js')>('src/core/storage/engine.js')
+const { FRAME_HEADER_BYTES } = await built<typeof import('../src/core/storage/frame.js')>('src/core/storage/frame.js')
+const { DEFAULT_WAL_OPTIONS, Wal } = await built<typeof import('../src/core/storage/wal.js')>('src/core/storage/wal.js')
 
 const SUITE = 'storage'
 const RECORD_BYTES = 100
