@@ -15,7 +15,7 @@ const suites: Record<string, { describe: string; run: (args: string[]) => Promis
     run: async args => { await (await import('./kv.js')).run(args) }
   },
   http: {
-    describe: '3 Node peers on 127.0.0.1 (N=3 R=2 W=2, sync) through their HTTP API: PUT and GET at 16 and 64 in flight vs a trivial node:http Map server with the same client; CPU-ms per request summed over the peers, messages per libp2p frame (--seconds=10)',
+    describe: '3 Node peers on 127.0.0.1 (N=3 R=2 W=2, sync) through their HTTP API: PUT and GET at 16 and 64 in flight vs a trivial node:http Map server with the same client; CPU-ms per request summed over the peers, messages per libp2p frame (--seconds=10 --rounds=1: K rounds on the same peers, each against its own floor, and their median ratios)',
     run: async args => { await (await import('./http.js')).run(args) }
   },
   heartbeat: {
