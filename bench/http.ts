@@ -144,11 +144,12 @@ async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
 
 const round3 = (v: number): number => Math.round(v * 1000) / 1000
 
+/** One method at one in-flight count: each round's meshkv/floor ratio and CPU-ms per request. */
+interface Rounds { method: string; inFlight: number; ratios: number[]; cpus: number[] }
+
 /** The medians over the rounds, per method and in-flight count, against the issue's targets. */
-function emitMedians (byRound: Map<string, { ratios: number[]; cpus: number[] }>, o: Options): void {
-  for (const [key, { ratios, cpus }] of byRound) {
-    const [method, flight] = key.split('.') as [string, string]
-    const inFlight = Number(flight)
+function emitMedians (byRound: Map<string, Rounds>, o: Options): void {
+  for (const [key, { method, inFlight, ratios, cpus }] of byRound) {
     const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES, rounds: o.rounds }
     const ratio = median(ratios)
     const target = TARGET_RATIO[key]!
@@ -200,8 +201,8 @@ export async function run (flags: string[]): Promise<void> {
     const value = new Uint8Array(VALUE_BYTES).fill(0x61)
     const peerPids = peers.map(p => p.proc.pid)
     const ms = o.seconds * 1000
-    // Per method and in-flight count ('put.16'), each round's meshkv/floor ratio and CPU-ms per request.
-    const byRound = new Map<string, { ratios: number[]; cpus: number[] }>()
+    // Per method and in-flight count, keyed as TARGET_RATIO is ('put.16').
+    const byRound = new Map<string, Rounds>()
     for (let round = 1; round <= o.rounds; round++) {
       if (o.rounds > 1) progress(`round ${round} of ${o.rounds}`)
       // Each round writes keys of its own: a PUT over another round's key would make siblings, not a fresh key.
@@ -237,12 +238,14 @@ export async function run (flags: string[]): Promise<void> {
         }
         for (const [method, r] of Object.entries(results)) {
           const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES, ...(o.rounds === 1 ? {} : { round }) }
-          const ratioTarget = TARGET_RATIO[`${method}.${inFlight}`]!
-          const seen = byRound.get(`${method}.${inFlight}`) ?? { ratios: [], cpus: [] }
-          byRound.set(`${method}.${inFlight}`, seen)
-          seen.ratios.push(r.mesh.rate / r.floor.rate)
+          const key = `${method}.${inFlight}`
+          const ratioTarget = TARGET_RATIO[key]!
+          const ratio = r.mesh.rate / r.floor.rate
+          const seen = byRound.get(key) ?? { method, inFlight, ratios: [], cpus: [] }
+          byRound.set(key, seen)
+          seen.ratios.push(ratio)
           if (r.mesh.cpuMsPerOp !== null) seen.cpus.push(r.mesh.cpuMsPerOp)
-          emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: r.mesh.rate / r.floor.rate >= ratioTarget, errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
+          emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: ratio >= ratioTarget, errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
           emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50Ms, unit: 'ms', baseline: r.floor.p50Ms, baselineMetric: 'floor p50', ...extra })
           emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99Ms, unit: 'ms', baseline: r.floor.p99Ms, baselineMetric: 'floor p99', ...extra })
           if (r.mesh.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.cpu`, value: r.mesh.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...(inFlight === 64 ? { target: CPU_MS_TARGET_64, met: r.mesh.cpuMsPerOp <= CPU_MS_TARGET_64 } : {}), ...extra })
