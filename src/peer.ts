@@ -321,11 +321,16 @@ export async function createMeshPeer (options: PeerOptions): Promise<MeshPeer> {
     placement: async (key, opts) => await kv.placement(key, opts?.signal),
     list: async opts => await kv.list(opts),
     info: async (id, opts) => await store.peerInfo(id, opts?.signal),
-    heartbeat: async (serviceId, opts = {}) => {
-      const key = serviceKey(serviceId)
-      const ttlMs = opts.ttlMs ?? HEARTBEAT_TTL_MS_DEFAULT
-      const value = beatRecord(ttlMs, opts.meta ?? null, engine.config.ttlMsMax)
-      return await kv.putHeartbeat(key, value, { lww: true, ttlMs, ...(opts.w === undefined ? {} : { w: opts.w }), ...(opts.signal === undefined ? {} : { signal: opts.signal }) })
+    // Not async: a service's every beat comes this way, and the wrapper would cost a promise and two turns.
+    heartbeat: (serviceId, opts = {}) => {
+      try {
+        const key = serviceKey(serviceId)
+        const ttlMs = opts.ttlMs ?? HEARTBEAT_TTL_MS_DEFAULT
+        const value = beatRecord(ttlMs, opts.meta ?? null, engine.config.ttlMsMax)
+        return kv.putHeartbeat(key, value, { lww: true, ttlMs, ...(opts.w === undefined ? {} : { w: opts.w }), ...(opts.signal === undefined ? {} : { signal: opts.signal }) })
+      } catch (error) {
+        return Promise.reject(error)
+      }
     },
     services: () => kv.localServices(),
     meshServices: async opts => await kv.meshServices(opts?.signal),

@@ -93,7 +93,8 @@ export class KvService {
 
   constructor (private readonly node: MeshLibp2p, private readonly swim: SwimService, private readonly init: KvServiceInit) {
     const ring = Ring.build(ringMembersOf(swim.members(), init.clock.nowMs(), init.config.leaveGraceMs), init.ringHash, { minDurable: init.config.minDurable })
-    const handler = async (from: string, request: KvRequest): Promise<KvReply> => await this.kv.handle(from, request)
+    // Straight through (kv.handle reports every failure by its promise): no async wrapper per request.
+    const handler = (from: string, request: KvRequest): Promise<KvReply> => this.kv.handle(from, request)
     const limits = { keyBytesMax: init.engine.config.keyBytesMax, valueBytesMax: init.engine.config.valueBytesMax }
     const rpc = (protocol: string): RpcEndpoint => new RpcEndpoint(node, {
       protocol,
@@ -121,8 +122,8 @@ export class KvService {
       observeOp: init.observeOp === undefined ? this.latencies.record : this.latencies.recordAnd(init.observeOp),
       background: { handoffMs: init.config.handoffIntervalMs, syncMs: init.config.syncIntervalMs, sweepMs: init.engine.config.sweepPeriodMs },
       transport: {
-        request: async (to: string, channel: Channel, request: KvRequest, signal?: AbortSignal) =>
-          await (channel === 'kv' ? this.kvRpc : this.syncRpc).request(to, request, signal)
+        request: (to: string, channel: Channel, request: KvRequest, signal?: AbortSignal) =>
+          (channel === 'kv' ? this.kvRpc : this.syncRpc).request(to, request, signal)
       }
     })
     this.tickMaxMs = Math.max(TICK_MIN_MS, Math.min(TICK_MAX_MS, init.config.handoffIntervalMs, init.config.syncIntervalMs, init.engine.config.sweepPeriodMs))

@@ -51,6 +51,23 @@ describe('kv: quorum reads and writes (simulated network, wire codec)', () => {
     expect(sim.node(via).kv.stats.forwarded).toBeGreaterThan(0)
   })
 
+  it("a put's result carries its context like a plain value (encoded when first read): spreads, JSON and a later get agree", async () => {
+    const sim = await KvSim.create(ids(4))
+    const key = 'ctx'
+    const [a] = sim.primaries(key)
+    const via = outsider(sim, key)
+    for (const node of [a!, via]) { // coordinated here, and forwarded to a primary
+      const put = await sim.node(node).kv.put(key, enc(node), { w: 3 })
+      const got = await sim.node(node).kv.get(key, { r: 3 })
+      expect(put.context).toBe(got.context)
+      expect(put.context).toBe(put.context)
+      expect(Object.keys(put)).toEqual(['key', 'context', 'acks'])
+      expect({ ...put }).toEqual({ key, context: got.context, acks: put.acks })
+      expect(JSON.parse(JSON.stringify(put))).toEqual({ key, context: got.context, acks: put.acks })
+      expect(structuredClone(put).context).toBe(got.context)
+    }
+  })
+
   it('keeps concurrent writes as siblings; a put with the context resolves them', async () => {
     const sim = await KvSim.create(ids(4))
     const key = 'doc'

@@ -63,15 +63,30 @@ export function write (s: ReplicaState, key: string, value: Uint8Array | null, o
       if (!ok) { done(false, reply as Error); return }
       const r = reply as KvReply
       if (r.type !== 'put') done(false, replyError(pref[0]!.id, r, op))
-      else done(true, { key, context: encodeContext(r.state.vv, newestTs(r.state) ?? null), acks: r.acks })
+      else done(true, putResult(key, r.state, r.acks))
     })
     return
   }
   coordinateWrite(s, key, value, ctx.vv, ctx.ts, pref, w, dw, { ...options, strict }, (ok, result) => {
     if (!ok) { done(false, result as Error); return }
     const { state, acks } = result as { state: KeyState; acks: number }
-    done(true, { key, context: encodeContext(state.vv, newestTs(state) ?? null), acks })
+    done(true, putResult(key, state, acks))
   })
+}
+
+/**
+ * A write's result. Its context is encoded when first read, then kept: a heartbeat's caller, the commonest
+ * writer, never reads it, and the encoding (a buffer, a base64url string) was a sixth of what a beat
+ * allocated in the coordinator. The key states are immutable (dvv.ts makes new ones), so the context read
+ * later is the write's. An own enumerable getter, so spreads, JSON and structured clones still carry it.
+ */
+export function putResult (key: string, state: KeyState, acks: number): PutResult {
+  let context: string | undefined
+  return {
+    key,
+    get context (): string { return (context ??= encodeContext(state.vv, newestTs(state) ?? null)) },
+    acks
+  }
 }
 
 /**
