@@ -91,7 +91,7 @@ import { built } from './built.js'
 import { PROBE_GRAIN, type Probe, bracket, detectionBoundMs, nextProbe } from './capacity.js'
 import { type Mesh, getJson, rssOf, settledRssOf, waitUntil, withMesh } from './mesh.js'
 import { cpuSecondsOf } from './proc.js'
-import { type Result, emit, progress } from './report.js'
+import { type Result, emit, progress, round3 } from './report.js'
 
 const { OVERLOADED_RETRY_AFTER_S } = await built<typeof import('../src/cli/http-api.js')>('src/cli/http-api.js')
 const { OverloadedError } = await built<typeof import('../src/core/errors.js')>('src/core/errors.js')
@@ -253,7 +253,6 @@ function percentile (sorted: Float32Array | Float64Array, p: number): number {
 }
 
 const round1 = (v: number): number => Math.round(v * 10) / 10
-const round3 = (v: number): number => Math.round(v * 1000) / 1000
 /** `f(v)`, or null for a figure that is missing. */
 const orNull = (v: number | null | undefined, f: (v: number) => number): number | null => v === null || v === undefined ? null : f(v)
 

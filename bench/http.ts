@@ -36,7 +36,7 @@ import * as http from 'node:http'
 import { members, peerGroup, type PeerProcess, waitUntil } from '../test/helpers/peers.js'
 import { type LoopResult, closedLoop } from './loop.js'
 import { cpuSecondsOf, onInterrupt, startListeningChild } from './proc.js'
-import { emit, median, progress } from './report.js'
+import { emit, median, progress, round3 } from './report.js'
 
 const SUITE = 'http'
 const VALUE_BYTES = 100
@@ -142,8 +142,6 @@ async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
   return { proc, url: `http://127.0.0.1:${port}` }
 }
 
-const round3 = (v: number): number => Math.round(v * 1000) / 1000
-
 /** One method at one in-flight count: each round's meshkv/floor ratio and CPU-ms per request. */
 interface Rounds { method: string; inFlight: number; ratios: number[]; cpus: number[] }
 
@@ -161,6 +159,67 @@ function emitMedians (byRound: Map<string, Rounds>, o: Options): void {
       cpuNote = `, CPU ${cpus.map(c => c.toFixed(3)).join(', ')} ms, median ${cpu.toFixed(3)}`
     }
     progress(`${method.toUpperCase()} at ${inFlight} in flight over ${o.rounds} rounds: ratios ${ratios.map(r => r.toFixed(3)).join(', ')}, median ${ratio.toFixed(3)} (target >= ${target})${cpuNote}`)
+  }
+}
+
+/** Where one in-flight count is measured: the floor server and the three peers. */
+interface Servers { floorUrl: string; floorPid: number | undefined; peers: PeerProcess[] }
+
+/** One method at one in-flight count: the floor's phase, meshkv's, and meshkv's messages per frame and syncs per request. */
+interface MethodResult { floor: PhaseResult; mesh: PhaseResult; frames: number; syncs: number }
+
+/** PUT and then GET at `inFlight`, each on the floor first and then on meshkv, on keys tagged `tag`. */
+async function measureInFlight (s: Servers, inFlight: number, ms: number, tag: string): Promise<Record<'put' | 'get', MethodResult>> {
+  const value = new Uint8Array(VALUE_BYTES).fill(0x61)
+  const peerPids = s.peers.map(p => p.proc.pid)
+  let written = 0
+  const results: Partial<Record<'put' | 'get', MethodResult>> = {}
+  for (const method of ['put', 'get'] as const) {
+    // Fresh keep-alive connections for every phase (opened during its warm-up): a connection left idle
+    // by the phase before could be closed by the server (its keep-alive timeout) just as it is reused.
+    const floorT = target(s.floorUrl, inFlight)
+    const meshT = s.peers.map(p => target(p.http, inFlight))
+    const floorOp = method === 'put'
+      ? (i: number) => request(floorT, 'PUT', `/k${tag}${inFlight}-${i}`, value)
+      : (i: number) => request(floorT, 'GET', `/k${tag}${inFlight}-${i % Math.max(1, written)}`)
+    const f = await phase(inFlight, ms, [s.floorPid], floorOp, st => st === 204 || st === 200)
+    progress(`  ${method} ${inFlight} in flight, floor: ${f.rate.toFixed(0)}/s, p50 ${f.p50Ms.toFixed(2)} ms, ${f.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${f.errors} errors`)
+    const before = await rpcTotals(s.peers)
+    const meshOp = method === 'put'
+      ? (i: number) => { written = Math.max(written, i + 1); return request(meshT[i % 3]!, 'PUT', `/kv/h${tag}${inFlight}-${i}`, value) }
+      : (i: number) => request(meshT[i % 3]!, 'GET', `/kv/h${tag}${inFlight}-${(i * 7919) % Math.max(1, written)}`)
+    // A GET of a key whose PUT failed is a 404, not a failed GET.
+    const m = await phase(inFlight, ms, peerPids, meshOp, st => st === 204 || st === 200 || (method === 'get' && st === 404))
+    const after = await rpcTotals(s.peers)
+    const frames = after.frames - before.frames
+    const perFrame = frames === 0 ? 0 : (after.requests - before.requests + after.replies - before.replies) / frames
+    // Warm-up requests are in the /stats deltas too: per request of the whole phase.
+    const syncsPerOp = (after.syncs - before.syncs) / Math.max(1, m.attempts + m.warmupAttempts)
+    progress(`  ${method} ${inFlight} in flight, meshkv: ${m.rate.toFixed(0)}/s (${(m.rate / f.rate).toFixed(2)}x floor), p50 ${m.p50Ms.toFixed(2)} ms, ${m.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${perFrame.toFixed(1)} messages per frame, ${syncsPerOp.toFixed(2)} fdatasyncs per request, ${m.errors} errors${m.firstError === undefined ? '' : ` (first: ${m.firstError})`}`)
+    results[method] = { floor: f, mesh: m, frames: perFrame, syncs: syncsPerOp }
+    floorT.agent.destroy()
+    for (const t of meshT) t.agent.destroy()
+  }
+  return results as Record<'put' | 'get', MethodResult>
+}
+
+/** Emits one in-flight count's figures (`round` null when the run has one) and adds them to `byRound`. */
+function emitRound (results: Record<'put' | 'get', MethodResult>, inFlight: number, round: number | null, o: Options, byRound: Map<string, Rounds>): void {
+  for (const [method, r] of Object.entries(results)) {
+    const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES, ...(round === null ? {} : { round }) }
+    const key = `${method}.${inFlight}`
+    const ratioTarget = TARGET_RATIO[key]!
+    const ratio = r.mesh.rate / r.floor.rate
+    const seen = byRound.get(key) ?? { method, inFlight, ratios: [], cpus: [] }
+    byRound.set(key, seen)
+    seen.ratios.push(ratio)
+    if (r.mesh.cpuMsPerOp !== null) seen.cpus.push(r.mesh.cpuMsPerOp)
+    emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: ratio >= ratioTarget, errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
+    emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50Ms, unit: 'ms', baseline: r.floor.p50Ms, baselineMetric: 'floor p50', ...extra })
+    emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99Ms, unit: 'ms', baseline: r.floor.p99Ms, baselineMetric: 'floor p99', ...extra })
+    if (r.mesh.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.cpu`, value: r.mesh.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...(inFlight === 64 ? { target: CPU_MS_TARGET_64, met: r.mesh.cpuMsPerOp <= CPU_MS_TARGET_64 } : {}), ...extra })
+    emit({ suite: SUITE, metric: `http.${method}.frames`, value: r.frames, unit: 'messages/frame', ...extra })
+    emit({ suite: SUITE, metric: `http.${method}.syncs`, value: r.syncs, unit: 'fdatasyncs/request (3 peers)', ...extra })
   }
 }
 
@@ -198,8 +257,6 @@ export async function run (flags: string[]): Promise<void> {
     const started = await startFloor()
     floor = started.proc
     progress(`mesh formed; floor server at ${started.url}`)
-    const value = new Uint8Array(VALUE_BYTES).fill(0x61)
-    const peerPids = peers.map(p => p.proc.pid)
     const ms = o.seconds * 1000
     // Per method and in-flight count, keyed as TARGET_RATIO is ('put.16').
     const byRound = new Map<string, Rounds>()
@@ -208,50 +265,8 @@ export async function run (flags: string[]): Promise<void> {
       // Each round writes keys of its own: a PUT over another round's key would make siblings, not a fresh key.
       const tag = o.rounds === 1 ? '' : `r${round}-`
       for (const inFlight of IN_FLIGHT) {
-        let written = 0
-        const results: Record<string, { floor: PhaseResult; mesh: PhaseResult; frames: number; syncs: number }> = {}
-        for (const method of ['put', 'get'] as const) {
-          // Fresh keep-alive connections for every phase (opened during its warm-up): a connection left idle
-          // by the phase before could be closed by the server (its keep-alive timeout) just as it is reused.
-          const floorT = target(started.url, inFlight)
-          const meshT = peers.map(p => target(p.http, inFlight))
-          const floorOp = method === 'put'
-            ? (i: number) => request(floorT, 'PUT', `/k${tag}${inFlight}-${i}`, value)
-            : (i: number) => request(floorT, 'GET', `/k${tag}${inFlight}-${i % Math.max(1, written)}`)
-          const f = await phase(inFlight, ms, [floor.pid], floorOp, s => s === 204 || s === 200)
-          progress(`  ${method} ${inFlight} in flight, floor: ${f.rate.toFixed(0)}/s, p50 ${f.p50Ms.toFixed(2)} ms, ${f.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${f.errors} errors`)
-          const before = await rpcTotals(peers)
-          const meshOp = method === 'put'
-            ? (i: number) => { written = Math.max(written, i + 1); return request(meshT[i % 3]!, 'PUT', `/kv/h${tag}${inFlight}-${i}`, value) }
-            : (i: number) => request(meshT[i % 3]!, 'GET', `/kv/h${tag}${inFlight}-${(i * 7919) % Math.max(1, written)}`)
-          // A GET of a key whose PUT failed is a 404, not a failed GET.
-          const m = await phase(inFlight, ms, peerPids, meshOp, s => s === 204 || s === 200 || (method === 'get' && s === 404))
-          const after = await rpcTotals(peers)
-          const frames = after.frames - before.frames
-          const perFrame = frames === 0 ? 0 : (after.requests - before.requests + after.replies - before.replies) / frames
-          // Warm-up requests are in the /stats deltas too: per request of the whole phase.
-          const syncsPerOp = (after.syncs - before.syncs) / Math.max(1, m.attempts + m.warmupAttempts)
-          progress(`  ${method} ${inFlight} in flight, meshkv: ${m.rate.toFixed(0)}/s (${(m.rate / f.rate).toFixed(2)}x floor), p50 ${m.p50Ms.toFixed(2)} ms, ${m.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${perFrame.toFixed(1)} messages per frame, ${syncsPerOp.toFixed(2)} fdatasyncs per request, ${m.errors} errors${m.firstError === undefined ? '' : ` (first: ${m.firstError})`}`)
-          results[method] = { floor: f, mesh: m, frames: perFrame, syncs: syncsPerOp }
-          floorT.agent.destroy()
-          for (const t of meshT) t.agent.destroy()
-        }
-        for (const [method, r] of Object.entries(results)) {
-          const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES, ...(o.rounds === 1 ? {} : { round }) }
-          const key = `${method}.${inFlight}`
-          const ratioTarget = TARGET_RATIO[key]!
-          const ratio = r.mesh.rate / r.floor.rate
-          const seen = byRound.get(key) ?? { method, inFlight, ratios: [], cpus: [] }
-          byRound.set(key, seen)
-          seen.ratios.push(ratio)
-          if (r.mesh.cpuMsPerOp !== null) seen.cpus.push(r.mesh.cpuMsPerOp)
-          emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: ratio >= ratioTarget, errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
-          emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50Ms, unit: 'ms', baseline: r.floor.p50Ms, baselineMetric: 'floor p50', ...extra })
-          emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99Ms, unit: 'ms', baseline: r.floor.p99Ms, baselineMetric: 'floor p99', ...extra })
-          if (r.mesh.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.cpu`, value: r.mesh.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...(inFlight === 64 ? { target: CPU_MS_TARGET_64, met: r.mesh.cpuMsPerOp <= CPU_MS_TARGET_64 } : {}), ...extra })
-          emit({ suite: SUITE, metric: `http.${method}.frames`, value: r.frames, unit: 'messages/frame', ...extra })
-          emit({ suite: SUITE, metric: `http.${method}.syncs`, value: r.syncs, unit: 'fdatasyncs/request (3 peers)', ...extra })
-        }
+        const results = await measureInFlight({ floorUrl: started.url, floorPid: started.proc.pid, peers }, inFlight, ms, tag)
+        emitRound(results, inFlight, o.rounds === 1 ? null : round, o, byRound)
       }
     }
     if (o.rounds > 1) emitMedians(byRound, o)

@@ -28,8 +28,11 @@ export function progress (message: string): void {
 }
 
 function round (v: number): number {
-  return v >= 100 ? Math.round(v) : Math.round(v * 1000) / 1000
+  return v >= 100 ? Math.round(v) : round3(v)
 }
+
+/** Rounded to three decimals, as figures are printed. */
+export function round3 (v: number): number { return Math.round(v * 1000) / 1000 }
 
 export function median (values: number[]): number {
   const s = [...values].sort((a, b) => a - b)

@@ -328,10 +328,14 @@ export class RpcEndpoint {
     const open = signal === undefined && !this.stopping ? this.opened.get(to) : undefined
     if (open === undefined || open.closed) return this.requestVia(to, request, signal, false)
     try {
-      return open.request(request, this.init.requestTimeoutMs, this.init.deferMs?.(request) ?? 0)
+      return this.send(open, request)
     } catch (error) {
       return Promise.reject(error)
     }
+  }
+
+  private send (link: Link, request: KvRequest): Promise<KvReply> {
+    return link.request(request, this.init.requestTimeoutMs, this.init.deferMs?.(request) ?? 0)
   }
 
   /** request() through the outbound link to `to`, opening it first if there is none. */
@@ -350,7 +354,7 @@ export class RpcEndpoint {
       if (retried) throw new UnreachableError(to, 'stream closed')
       return await this.requestVia(to, request, signal, true)
     }
-    return await raceAbort(l.request(request, this.init.requestTimeoutMs, this.init.deferMs?.(request) ?? 0), signal)
+    return await raceAbort(this.send(l, request), signal)
   }
 
   private async open (to: string): Promise<Link> {
