@@ -23,7 +23,7 @@ export interface PeerInfo {
 export const LATENCY_SAMPLES = 1024
 
 /** Every counter of KvStats, once: the type checker refuses this table when a counter is added to KvStats and not here. */
-const STAT_FIELDS: { readonly [K in keyof KvStats]: true } = { puts: true, gets: true, deletes: true, forwarded: true, quorumFailures: true, readRepairs: true, hintsPending: true, handedOff: true, dropped: true, syncRounds: true, syncRepairs: true, reaped: true, badRequests: true, hedged: true, expiryPostponedDegraded: true, refreshes: true }
+const STAT_FIELDS: { readonly [K in keyof KvStats]: true } = { puts: true, gets: true, deletes: true, forwarded: true, quorumFailures: true, readRepairs: true, hintsPending: true, expiryChecksWaiting: true, handedOff: true, dropped: true, syncRounds: true, syncRepairs: true, reaped: true, badRequests: true, hedged: true, expiryPostponedDegraded: true, refreshes: true }
 const STAT_NAMES = Object.keys(STAT_FIELDS) as ReadonlyArray<keyof KvStats>
 
 /** The latencies of the last LATENCY_SAMPLES client operations, in a ring buffer. */

@@ -99,6 +99,7 @@ describe('GET /metrics (real processes)', () => {
       meshkv_get_siblings: 'HISTOGRAM',
       meshkv_read_repairs_total: 'COUNTER',
       meshkv_hints_pending: 'GAUGE',
+      meshkv_expiry_checks_waiting: 'GAUGE',
       meshkv_handoff_delivered_total: 'COUNTER',
       meshkv_anti_entropy_repairs_total: 'COUNTER',
       meshkv_members: 'GAUGE',

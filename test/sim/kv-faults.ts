@@ -15,7 +15,7 @@ import { loadHash64, loadRingHash } from '../../src/adapters/hash-xxhash.js'
 import { MemoryVolume, MemoryWal } from '../../src/adapters/wal-memory.js'
 import { Writer } from '../../src/core/codec.js'
 import { ManualClock, SeededRng, silentLogger } from '../../src/core/env.js'
-import { UnreachableError, WalFailedError } from '../../src/core/errors.js'
+import { OverloadedError, UnreachableError, WalFailedError } from '../../src/core/errors.js'
 import { type KvConfig, defaultKvConfig } from '../../src/core/kv/config.js'
 import { type KvReply, type KvRequest, decodeMessage, encodeReply, encodeRequest } from '../../src/core/kv/messages.js'
 import type { ClientOp } from '../../src/core/kv/node.js'
@@ -266,6 +266,11 @@ export class FaultSim {
   readonly older = new Map<string, ReadonlySet<KvRequest['type']>>()
   /** Nodes that refuse the given request types as overloaded (an ERR_OVERLOADED reply, as admission control sends). */
   readonly overloaded = new Map<string, ReadonlySet<KvRequest['type']>>()
+  /**
+   * Nodes to which every sender's own link is full, with the request types that fail: such a request fails
+   * at once at the sender with OverloadedError, never sent (src/services/rpc.ts past its in-flight bound).
+   */
+  readonly linkFull = new Map<string, ReadonlySet<KvRequest['type']>>()
   /** Members in the ring (joined and not left). */
   private readonly members: string[] = []
 
@@ -417,6 +422,10 @@ export class FaultSim {
     const from = host.node.id
     if (!this.reachable(from, to)) {
       this.schedule(1, () => { host.deliver(to, { type: 'failed', rid, error: new UnreachableError(to, 'partitioned or down') }) })
+      return
+    }
+    if (this.linkFull.get(to)?.has(req.type) === true) {
+      this.schedule(1, () => { host.deliver(to, { type: 'failed', rid, error: new OverloadedError(`requests to ${to}`, this.config.inFlightMax) }) })
       return
     }
     if (this.silent.has(to)) return

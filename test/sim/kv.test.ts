@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError, InvalidContextError, InvalidKeyError, QuorumError, ValueTooLargeError } from '../../src/core/errors.js'
 import { DETECTOR_STRETCH, HEALTH_RECOVERY_MS } from '../../src/core/replication/health.js'
+import { EXPIRY_CHECKS_MAX } from '../../src/core/replication/replication.js'
 import { Ring } from '../../src/core/ring/ring.js'
 import { encodeContext } from '../../src/core/version/context.js'
 import { stateEquals } from '../../src/core/version/dvv.js'
@@ -479,6 +480,49 @@ describe('kv: TTL expiry across replicas', () => {
     sim.faults.overloaded.delete(b!.id)
     await sweep()
     expect(expired).toEqual([a!.id])
+  })
+
+  it('a replica whose own link to another is full does not expire on the other\'s healthy answer, even past the hold: it decides once it can ask', async () => {
+    const key = 'heartbeat/link-full'
+    const { sim, a, b, c, expired } = await replicasOf(key)
+    await a!.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
+    // a cannot ask b at all (its link to b is full: rpc.ts refuses before sending); c answers, healthy, with
+    // no newer beat. b may hold the evidence (the beats it refused but noted): nothing is decided without it.
+    sim.faults.linkFull.set(b!.id, new Set(['beat-check', 'expiry-check', 'read']))
+    const sweep = async (): Promise<void> => { sim.clock.advance(1000); await a!.kv.sweep(); await sim.settle() }
+    for (let i = 0; i < DETECTOR_STRETCH * 3 + 8; i++) await sweep()
+    expect(expired).toEqual([])
+    expect(a!.engine.get(key)!.deleted).toBe(false)
+    expect(a!.kv.stats.expiryPostponedDegraded).toBeGreaterThan(1)
+    expect(c!.engine.get(key)!.deleted).toBe(false)
+    // The link drains: b answers (healthy, nothing newer) and so does c; the key expires at the next sweep.
+    sim.faults.linkFull.delete(b!.id)
+    await sweep()
+    expect(expired).toEqual([a!.id])
+  })
+
+  it(`runs at most EXPIRY_CHECKS_MAX expiry checks at once: the keys due beyond wait their turn, and every one expires`, async () => {
+    const { sim, a, b, c } = await replicasOf('heartbeat/queue-0')
+    const keys = Array.from({ length: EXPIRY_CHECKS_MAX + 300 }, (_, i) => `heartbeat/queue-${i}`)
+    // Three peers, N=3: every key is on all three.
+    for (const key of keys) await a.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 })
+    let offered = 0
+    for (let i = 0; i < 8 && offered === 0; i++) {
+      sim.clock.advance(1000)
+      // The sweep alone, not run to the end: what it started is still in flight.
+      sim.faults.nodes.get(a.id)!.kv.sweep()
+      offered = a.kv.stats.expiryChecksWaiting
+      if (offered === 0) await sim.settle()
+    }
+    // One sweep found every key due: EXPIRY_CHECKS_MAX checks went out, the rest wait (none was sent yet).
+    expect(offered).toBe(300)
+    // b writes one waiting key anew: its check is dropped when its turn comes (it has credits again).
+    await b.kv.put(keys[keys.length - 1]!, enc('beat 2'), { lww: true, ttlMs: 3000, w: 1 })
+    await sim.settle()
+    expect(a.kv.stats.expiryChecksWaiting).toBe(0)
+    const expired = keys.filter(k => a.engine.get(k)?.deleted === true)
+    expect(expired).toHaveLength(keys.length - 1)
+    for (const k of expired) expect(c.engine.get(k)!.deleted).toBe(true)
   })
 
   it('with one other replica degraded and one healthy, a replica waits DETECTOR_STRETCH TTLs after the last beat, then expires on the healthy answer', async () => {

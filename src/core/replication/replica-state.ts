@@ -41,7 +41,7 @@ export interface ReplicationOptions {
   requestDeadlineMs?: number
 }
 
-export type Counters = Omit<KvStats, 'hintsPending'>
+export type Counters = Omit<KvStats, 'hintsPending' | 'expiryChecksWaiting'>
 
 export class ReplicaState {
   readonly id: string

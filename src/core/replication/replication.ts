@@ -16,6 +16,7 @@ import { type ListOptions, listKeys } from '../kv/listing.js'
 import { meshServices } from '../kv/services.js'
 import type { KvRequest } from '../kv/messages.js'
 import type { Ring } from '../ring/ring.js'
+import type { KeyState } from '../version/dvv.js'
 import { AntiEntropy } from './anti-entropy.js'
 import { placement, read, write } from './coordinator.js'
 import { checkExpiry, publishExpiry } from './expiry.js'
@@ -63,6 +64,16 @@ interface Loop {
   readonly turn: () => Flow<unknown> | null
 }
 
+/**
+ * Expiry checks (expiry.ts) running at once on a replica; keys due beyond that wait their turn, first due
+ * first. A sweep hands over every key that ran out of credits at once: under overload (beats refused, so
+ * most keys run out) that was tens of thousands of checks in one turn, past what this replica's links to the
+ * others take (rpc.ts refuses requests past 4,096 in flight), so which keys got asked about depended on where
+ * they sat in the sweep's order, and the overloaded peer those checks go to got them all at once. Each check
+ * asks the key's N-1 other replicas: 1,024 checks are at most 2,048 requests with N=3.
+ */
+export const EXPIRY_CHECKS_MAX = 1024
+
 export class Replication {
   readonly id: string
   readonly state: ReplicaState
@@ -74,6 +85,10 @@ export class Replication {
   readonly health: DetectorHealth
   /** How to cancel each operation running as a flow (client puts, gets and deletes are not cancellable). */
   private readonly cancellers = new Map<unknown, (reason: Error) => void>()
+  /** Expiry checks running now, and the keys (with the state that ran out) waiting for one, first due first. */
+  private expiryChecks = 0
+  private readonly expiryWaiting = new Map<string, KeyState>()
+  private drainingExpiry = false
 
   /** `background` null runs no background work from tick() (tests call it with call()). */
   constructor (ring: Ring, options: ReplicationOptions, nowMs: number, background: BackgroundPeriods | null) {
@@ -91,7 +106,10 @@ export class Replication {
     }
     // An expiry is a write by this replica: its other replicas get it once durable.
     engine.events.on('expired', e => { this.spawn(publishExpiry(s, e.key, e.state, e.expired), `publishing the expiry of ${e.key}`) })
-    engine.onExpiring = (key, state) => { this.spawn(checkExpiry(s, key, state), `the expiry check of ${key}`) }
+    engine.onExpiring = (key, state) => {
+      if (this.expiryChecks < EXPIRY_CHECKS_MAX) this.startExpiryCheck(key, state)
+      else this.expiryWaiting.set(key, state)
+    }
     const loop = (name: string, periodMs: number, turn: () => Flow<unknown> | null): Loop => ({ name, periodMs, dueMs: nowMs + periodMs, running: false, turn })
     this.loops = background === null
       ? []
@@ -103,7 +121,7 @@ export class Replication {
   }
 
   /** Counters since start, and the keys held here for others (hints pending). */
-  get stats (): KvStats { return { ...this.state.counters, hintsPending: this.state.index.foreign.size } }
+  get stats (): KvStats { return { ...this.state.counters, hintsPending: this.state.index.foreign.size, expiryChecksWaiting: this.expiryWaiting.size } }
 
   get ring (): Ring { return this.state.ring }
 
@@ -230,6 +248,35 @@ export class Replication {
     let at = this.rt.nextDeadline()
     for (const loop of this.loops) if (!loop.running && loop.dueMs < at) at = loop.dueMs
     return at
+  }
+
+  /** Runs the expiry check of `key`; when it ends, the keys waiting get its place. */
+  private startExpiryCheck (key: string, state: KeyState): void {
+    this.expiryChecks++
+    this.rt.spawn(checkExpiry(this.state, key, state), (ok, error) => {
+      this.expiryChecks--
+      if (!ok) this.state.log.debug(`the expiry check of ${key} failed: ${errorMessage(error)}`)
+      this.drainExpiryChecks()
+    })
+  }
+
+  /**
+   * Starts the checks of waiting keys, first due first, while fewer than EXPIRY_CHECKS_MAX run. A key written
+   * or refreshed while it waited has credits again (the engine no longer offers it): it is dropped. A check
+   * may end within this loop (no other replica up): the loop, not a nested one, starts the next.
+   */
+  private drainExpiryChecks (): void {
+    if (this.drainingExpiry) return
+    this.drainingExpiry = true
+    try {
+      for (const [key, state] of this.expiryWaiting) {
+        if (this.expiryChecks >= EXPIRY_CHECKS_MAX) break
+        this.expiryWaiting.delete(key)
+        if (this.state.engine.expiryPending(key, state)) this.startExpiryCheck(key, state)
+      }
+    } finally {
+      this.drainingExpiry = false
+    }
   }
 
   private spawn (flow: Flow<unknown>, what: string): void {

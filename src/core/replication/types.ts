@@ -84,6 +84,8 @@ export interface KvStats {
   quorumFailures: number
   readRepairs: number
   hintsPending: number
+  /** Keys whose credits ran out here, waiting for an expiry check (at most EXPIRY_CHECKS_MAX run at once, replication.ts). */
+  expiryChecksWaiting: number
   handedOff: number
   dropped: number
   syncRounds: number
@@ -94,7 +96,8 @@ export interface KvStats {
   hedged: number
   /**
    * Expiries put off because another replica of the key was degraded or did not answer the expiry check
-   * (until DETECTOR_STRETCH TTLs after the last beat), or every one that answered was (expiry.ts).
+   * (until DETECTOR_STRETCH TTLs after the last beat), or every one that answered was, or one could not be
+   * asked because this replica's own link to it was full (expiry.ts).
    */
   expiryPostponedDegraded: number
   /**

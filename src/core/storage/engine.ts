@@ -378,6 +378,14 @@ export class StorageEngine {
   }
 
   /**
+   * Whether `key` still holds `expected` and waits for the owner's verdict since it was handed to
+   * `onExpiring` (no write, merge or refresh gave it credits since).
+   */
+  expiryPending (key: string, expected: KeyState): boolean {
+    return this.map.get(key) === expected && this.ttls.isPending(key)
+  }
+
+  /**
    * The owner could not decide on a key handed to `onExpiring` yet: offer it again at the next sweep, or
    * with `untilMs` (this engine's clock) at the first sweep from then on. A write since it was offered wins.
    */

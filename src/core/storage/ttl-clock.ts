@@ -182,6 +182,11 @@ export class TtlClock {
     if (untilMs > 0) ttl.holdUntilMs = untilMs
   }
 
+  /** Whether a key was handed to `onExpiring` and is still waiting for its verdict (no write or refresh since). */
+  isPending (key: string): boolean {
+    return this.ttls.get(key)?.pending === true
+  }
+
   /** Whether a key was held (postpone with `untilMs`) since it was last written, and until when; 0 if not. */
   heldUntil (key: string): number {
     return this.ttls.get(key)?.holdUntilMs ?? 0
