@@ -23,6 +23,47 @@ export interface SearchPlan {
   readonly servicesMin: number
 }
 
+/**
+ * How a probe is judged (`--knee-rule`):
+ *
+ * - 'tracked' (the default, issue 16's definition of the knee): zero false expirations (expired events for
+ *   services still beating, and such services any peer lists expired at the end), every stopped service
+ *   detected within the bound, and at least SUSTAINED_SHARE of the scheduled beats acknowledged, so that a
+ *   run whose generator fell far behind (and so beat less often than once an interval) cannot pass. Beats the
+ *   generator skipped for a moment count against that share and are reported, but fail nothing by themselves.
+ * - 'strict': all of that, and no beat skipped at all.
+ */
+export type KneeRule = 'tracked' | 'strict'
+export const KNEE_RULES: readonly KneeRule[] = ['tracked', 'strict']
+/** Share of the scheduled beats a passing probe acknowledged, at least. */
+export const SUSTAINED_SHARE = 0.99
+
+/** What the verdict reads of one run (bench/heartbeat.ts RunSummary). */
+export interface ProbeFigures {
+  readonly beatsPerS: number
+  readonly scheduledPerS: number
+  readonly skipped: number
+  readonly falseExpirations: number
+  readonly listedFalse: number
+  readonly starved: number
+  readonly early: number
+  readonly stop: number
+  readonly detected: number
+  readonly withinBound: number
+  readonly boundMs: number
+}
+
+/** Why a run fails under `rule`; empty when it passes. */
+export function probeFailures (f: ProbeFigures, rule: KneeRule): string[] {
+  const why: string[] = []
+  const beats = `${Math.round(f.beatsPerS)}/s of ${Math.round(f.scheduledPerS)}/s, ${f.skipped} skipped`
+  if (f.beatsPerS < SUSTAINED_SHARE * f.scheduledPerS) why.push(`beats not sustained (${beats})`)
+  else if (rule === 'strict' && f.skipped > 0) why.push(`beats skipped (${beats})`)
+  if (f.falseExpirations + f.listedFalse > 0) why.push(`${f.falseExpirations} false expirations (${f.starved} starved, ${f.early} early), ${f.listedFalse} listed expired`)
+  if (f.withinBound < f.stop) why.push(`${f.withinBound}/${f.stop} stopped detected within ${f.boundMs} ms (${f.detected} at all)`)
+  return why
+}
+
 /** Probed counts are rounded to this many services. */
 export const PROBE_GRAIN = 50
 

@@ -4,7 +4,7 @@
  * the stretched detection bound it states is the worst case of the real TTL clock under a degraded detector.
  */
 import { describe, expect, it } from 'vitest'
-import { type Probe, type SearchPlan, bracket, detectionBoundMs, nextProbe } from '../../bench/capacity.js'
+import { type Probe, type ProbeFigures, type SearchPlan, bracket, detectionBoundMs, nextProbe, probeFailures } from '../../bench/capacity.js'
 import { ManualClock } from '../../src/core/env.js'
 import { DETECTOR_STRETCH, DetectorHealth, HEALTH_LOOP_DELAY_MS } from '../../src/core/replication/health.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
@@ -53,6 +53,44 @@ describe('capacity search', () => {
     const probes: Probe[] = [{ services: 1000, pass: true }, { services: 2000, pass: false }, { services: 1500, pass: true }, { services: 4000, pass: true }]
     expect(bracket(probes)).toEqual({ passed: 1500, failed: 2000, inconsistent: [4000] })
     expect(nextProbe(probes, PLAN)).toBe(1750)
+  })
+})
+
+describe('probe verdict', () => {
+  /** A clean run of 20,000 services: every beat acknowledged, nothing expired falsely, 100 of 100 detected. */
+  const clean: ProbeFigures = { beatsPerS: 19_960, scheduledPerS: 19_967, skipped: 0, falseExpirations: 0, listedFalse: 0, starved: 0, early: 0, stop: 100, detected: 100, withinBound: 100, boundMs: 2000 }
+
+  it('passes a clean run by either rule', () => {
+    expect(probeFailures(clean, 'tracked')).toEqual([])
+    expect(probeFailures(clean, 'strict')).toEqual([])
+  })
+
+  it('fails a run with skipped beats only by the strict rule while 99% of the beats were acknowledged', () => {
+    const skipped = { ...clean, beatsPerS: 19_900, skipped: 1354 }
+    expect(probeFailures(skipped, 'tracked')).toEqual([])
+    expect(probeFailures(skipped, 'strict')).toEqual(['beats skipped (19900/s of 19967/s, 1354 skipped)'])
+  })
+
+  it('fails by either rule a run that acknowledged less than 99% of the scheduled beats, skipped or not', () => {
+    for (const f of [{ ...clean, beatsPerS: 19_700, skipped: 80_000 }, { ...clean, beatsPerS: 19_700 }]) {
+      expect(probeFailures(f, 'tracked')[0]).toMatch(/^beats not sustained \(19700\/s of 19967\/s/)
+      expect(probeFailures(f, 'strict')[0]).toMatch(/^beats not sustained/)
+    }
+  })
+
+  it('fails by either rule on one false expiration, one service listed expired, or one stopped service detected late', () => {
+    const cases: Array<[Partial<ProbeFigures>, RegExp]> = [
+      [{ falseExpirations: 1, starved: 1 }, /^1 false expirations \(1 starved, 0 early\)/],
+      [{ listedFalse: 1 }, /^0 false expirations .*1 listed expired/],
+      [{ withinBound: 99 }, /^99\/100 stopped detected within 2000 ms/]
+    ]
+    for (const [change, why] of cases) {
+      for (const rule of ['tracked', 'strict'] as const) {
+        const failures = probeFailures({ ...clean, ...change }, rule)
+        expect(failures).toHaveLength(1)
+        expect(failures[0]).toMatch(why)
+      }
+    }
   })
 })
 
