@@ -133,14 +133,6 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     // A merge that changed the state refreshed its credits.
     if (s.engine.state(key) !== state) return
   }
-  if (notAsked > 0) {
-    // Nothing known of that replica: decided at a later sweep, once it can be asked (or SWIM declares it dead).
-    // A beat another replica reported is remembered meanwhile, as in the hold below.
-    if (refreshedElsewhere > 0) s.engine.noteAlive(key, state, s.engine.ttl(key), { wall: refreshedElsewhere, logical: 0 }, false)
-    s.counters.expiryPostponedDegraded++
-    s.engine.postponeExpiry(key)
-    return
-  }
   // Another replica took a beat this one missed (a refresh sent while it was unreachable or overloaded, or a
   // beat it refused but noted, KvNode.refreshRefused): the service beat within its TTL. The key gets the
   // credits left of that TTL, on the hybrid logical clock. While some replica is degraded or silent, the hold
@@ -161,6 +153,14 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     // The beat learnt is remembered (no credits): should that replica's answer be lost next time, the hold
     // still runs from it.
     if (refreshedElsewhere > 0) s.engine.noteAlive(key, state, ttlMs, { wall: refreshedElsewhere, logical: 0 }, false)
+    if (notAsked > 0) {
+      // One could not be asked at all (this replica's own link to it is full): nothing is known of it, so
+      // neither a hold nor a verdict; offered again at the next sweep, decided once it can be asked (or SWIM
+      // declares it dead).
+      s.counters.expiryPostponedDegraded++
+      s.engine.postponeExpiry(key)
+      return
+    }
     const nowHlc = s.engine.hlc.now().wall
     const lastBeat = Math.max(newestTs(state)?.wall ?? 0, s.engine.lastAliveWall(key), refreshedElsewhere)
     const untilHlc = lastBeat + DETECTOR_STRETCH * ttlMs
