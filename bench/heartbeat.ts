@@ -6,8 +6,9 @@
  * (service j mod services), so the beats are spread evenly over each interval; a scheduler on a 1 ms timer
  * (and on every completion) issues what is due through `peer.heartbeat` on the in-process peer, at most
  * `--in-flight` at once. A beat issued more than LATE_MS after it was due is late; when the backlog exceeds one
- * whole interval the older beats are skipped (a service sends its newest beat, not a queue of old ones), and a
- * service whose previous beat is still unanswered skips the next — both counted, never hidden. A beat the
+ * whole interval a service's beat that went out after its next one fell due stands for that one, which is
+ * skipped (a service keeps one beat waiting, in its place in line, not a queue of old ones), and a service
+ * whose previous beat is still unanswered skips the next — both counted, never hidden. A beat the
  * peer's admission control refuses (OverloadedError: HTTP 503 ERR_OVERLOADED with Retry-After) is retried by
  * its service after the Retry-After the HTTP API sends (OVERLOADED_RETRY_AFTER_S), as meshkv/client does; the
  * service's regular beats that fall due meanwhile are skipped (`skippedRetrying`), and a stopped service
@@ -49,8 +50,9 @@
  *
  * `--find-capacity` searches for the knee instead: the largest service count the mesh tracks for
  * `--probe-seconds` (60) with zero false expirations, every stopped service detected within two sweeps and at
- * least 99% of the scheduled beats acknowledged (`--knee-rule=tracked`, the default: issue 16's definition of
- * the knee, see bench/capacity.ts probeFailures); `--knee-rule=strict` also fails a probe on any skipped beat.
+ * least 99% of the beats due after the start (its first 10 s) acknowledged (`--knee-rule=tracked`, the
+ * default: issue 16's definition of the knee, see bench/capacity.ts probeFailures); `--knee-rule=strict` also
+ * fails a probe on less than 99% of the whole run's beats acknowledged, or any skipped beat.
  * Each probe is one such run in a fresh mesh; the count
  * doubles from `--start-services` (1,000) while probes pass, halves while they fail, then bisects until the
  * smallest failure is within max(`--resolution` (250), 5%) of the largest pass, at most `--probe-max` (10)
@@ -91,7 +93,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { ServiceView } from '../src/core/kv/heartbeat.js'
 import type { DetectorState } from '../src/core/replication/health.js'
 import { built } from './built.js'
-import { KNEE_RULES, type KneeRule, PROBE_GRAIN, type Probe, SUSTAINED_SHARE, bracket, detectionBoundMs, nextProbe, probeFailures } from './capacity.js'
+import { KNEE_RULES, type KneeRule, PROBE_GRAIN, type Probe, SUSTAINED_SHARE, bracket, detectionBoundMs, nextProbe, probeFailures, steadyFromMs } from './capacity.js'
 import { type Mesh, getJson, rssOf, settledRssOf, waitUntil, withMesh } from './mesh.js'
 import { cpuSecondsOf } from './proc.js'
 import { type Result, emit, progress, round3 } from './report.js'
@@ -329,6 +331,7 @@ interface RunSummary {
   seconds: number
   beatsPerS: number
   scheduledPerS: number
+  steadyShare: number
   skipped: number
   late: number
   errors: number
@@ -413,6 +416,7 @@ async function findCapacity (o: Options): Promise<void> {
         : {
             beatsPerS: Math.round(summary.beatsPerS),
             scheduledPerS: Math.round(summary.scheduledPerS),
+            steadyShare: summary.steadyShare,
             skipped: summary.skipped,
             lateBeats: summary.late,
             errors: summary.errors,
@@ -656,6 +660,9 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
     const prevAckIssueWall = new Float64Array(r.services).fill(Number.NaN)
     /** 0: free; IN_FLIGHT: its beat is unanswered; RETRYING: refused, waiting for Retry-After before it retries. */
     const busy = new Uint8Array(r.services)
+    // When (performance.now) each service last sent a beat: a beat sent after the service's next one fell due
+    // stands for that one (see pump).
+    const lastIssued = new Float64Array(r.services).fill(Number.NEGATIVE_INFINITY)
     const IN_FLIGHT = 1
     const RETRYING = 2
     // Refused beats waiting for their retry, in the order they are due (Retry-After is the same for all).
@@ -678,6 +685,10 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
     let skippedBusy = 0
     let skippedRetrying = 0
     let scheduled = 0
+    // Beats due from the steady part of the run on (bench/capacity.ts steadyFromMs): scheduled, acknowledged.
+    const steadySlot = Math.ceil(steadyFromMs(runMs) / slotMs)
+    let scheduledSteady = 0
+    let ackedSteady = 0
     let issuing = true
     let windowLatencyMaxMs = 0
     let windowRefused = 0
@@ -742,6 +753,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       issued++
       inFlight++
       busy[s] = IN_FLIGHT
+      lastIssued[s] = now
       // No signal: an abort listener per beat costs the client measurable time on this event loop (the
       // peer's), and on SIGINT the mesh's cleanup stops the peer, which fails whatever is in flight.
       const notedBefore = self.store.kv.admission.refusedRefreshed
@@ -757,6 +769,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
         refusedSinceAck[s] = 0
         latency.push(t - now)
         acked++
+        if (dueAt - t0 >= (steadySlot - 0.5) * slotMs) ackedSteady++
         if (t - now > windowLatencyMaxMs) windowLatencyMaxMs = t - now
         busy[s] = 0
       }, (error: unknown) => {
@@ -799,14 +812,18 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
         retryHead = 0
       }
       const dueEnd = Math.min(totalSlots, Math.floor((now - t0) / slotMs) + 1)
-      // More than one whole interval behind: each service sends only its newest due beat.
-      const keepFrom = dueEnd - r.services
-      for (; next < keepFrom; next++) if (stopped[next % r.services] === 0 || next < stopSlot) { skippedBehind++; scheduled++ }
       while (next < dueEnd && inFlight < r.inFlight) {
         const j = next++
         const s = j % r.services
         if (stopped[s] === 1 && j >= stopSlot) continue
         scheduled++
+        if (j >= steadySlot) scheduledSteady++
+        // More than one whole interval behind: the service's previous beat went out after this one fell due,
+        // so it stands for this one (a service has one beat waiting, in the place in line it took when that
+        // beat fell due, not a queue of old ones). Dropping the oldest waiting beat instead sent each service
+        // to the back of the line whenever the generator was an interval behind, and starved the same few
+        // services (those due first in each interval) for whole TTLs while the rest beat.
+        if (lastIssued[s]! >= t0 + j * slotMs) { skippedBehind++; continue }
         if (busy[s] === IN_FLIGHT) { skippedBusy++; continue }
         if (busy[s] === RETRYING) { skippedRetrying++; continue }
         issue(s, t0 + j * slotMs, now)
@@ -872,7 +889,12 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       })
       issuing = false
       // Beats due but never issued (the scheduler was behind at the end) were skipped.
-      for (; next < totalSlots; next++) if (stopped[next % r.services] === 0 || next < stopSlot) { skippedBehind++; scheduled++ }
+      for (; next < totalSlots; next++) {
+        if (stopped[next % r.services] === 1 && next >= stopSlot) continue
+        skippedBehind++
+        scheduled++
+        if (next >= steadySlot) scheduledSteady++
+      }
       await waitUntil(async () => inFlight === 0, DRAIN_TIMEOUT_MS, 'in-flight beats settle')
       beatsEndPerf = performance.now()
     } finally {
@@ -910,6 +932,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
     const scheduledRate = scheduled / (runMs / 1000)
     const lat = latency.sorted()
     const wait = lateness.sorted()
+    const steadyShare = scheduledSteady === 0 ? 1 : Math.round(ackedSteady / scheduledSteady * 1e5) / 1e5
     const sustained = ackRate >= SUSTAINED_SHARE * scheduledRate && skippedBehind + skippedBusy + skippedRetrying === 0
     const refusals = r.overload || refused > 0
       ? { refused, retries, skippedRetrying, retryAfterMs: RETRY_AFTER_MS, admitBeatsMax: self.store.config.admitBeatsMax, refusedAtPeer }
@@ -929,6 +952,9 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       scheduled,
       issued,
       acked,
+      // Share of the beats due after the start (the first steadyFromMs) acknowledged: the knee's sustained rule.
+      steadyShare,
+      steadyFromS: steadyFromMs(runMs) / 1000,
       errors,
       ...(firstError === undefined ? {} : { firstError }),
       ...refusals,
@@ -1129,6 +1155,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       seconds: r.seconds,
       beatsPerS: ackRate,
       scheduledPerS: scheduledRate,
+      steadyShare,
       skipped: skippedBehind + skippedBusy + skippedRetrying,
       late,
       errors,
