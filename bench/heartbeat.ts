@@ -53,7 +53,7 @@
  * least 99% of the beats due after the start (its first 10 s) acknowledged (`--knee-rule=tracked`, the
  * default: issue 16's definition of the knee, see bench/capacity.ts probeFailures); `--knee-rule=strict` also
  * fails a probe on less than 99% of the whole run's beats acknowledged, or any skipped beat.
- * Each probe is one such run in a fresh mesh; the count
+ * Each probe is one such run in a fresh mesh and a fresh process (the overload run too); the count
  * doubles from `--start-services` (1,000) while probes pass, halves while they fail, then bisects until the
  * smallest failure is within max(`--resolution` (250), 5%) of the largest pass, at most `--probe-max` (10)
  * probes (bench/capacity.ts). A line per probe on stderr, and per probe on stdout:
@@ -86,6 +86,7 @@
  * --resolution=250; --overload=<services>. Nothing here fails the run on a missed target: each figure says
  * whether it met it.
  */
+import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -95,7 +96,7 @@ import type { DetectorState } from '../src/core/replication/health.js'
 import { built } from './built.js'
 import { KNEE_RULES, type KneeRule, PROBE_GRAIN, type Probe, SUSTAINED_SHARE, bracket, detectionBoundMs, nextProbe, probeFailures, steadyFromMs } from './capacity.js'
 import { type Mesh, getJson, rssOf, settledRssOf, waitUntil, withMesh } from './mesh.js'
-import { cpuSecondsOf } from './proc.js'
+import { cpuSecondsOf, onInterrupt } from './proc.js'
 import { type Result, emit, progress, round3 } from './report.js'
 
 const { OVERLOADED_RETRY_AFTER_S } = await built<typeof import('../src/cli/http-api.js')>('src/cli/http-api.js')
@@ -126,6 +127,15 @@ const RESOLUTION_SHARE = 0.05
 const OVERLOAD_FACTOR = 2
 /** KnucklesDB's claim, about 3,000 services per replica: the floor issue 16 sets for a 3-peer mesh's knee. */
 const KNEE_FLOOR_SERVICES = 3000
+/**
+ * Internal: set by runInChild, the RunOptions (JSON) that a process started as `bench/run.ts heartbeat`
+ * measures, printing the result on one stdout line after RUN_RESULT_PREFIX instead of the usual lines.
+ */
+const RUN_OPTIONS_ENV = 'MESHKV_BENCH_HEARTBEAT_RUN'
+const RUN_RESULT_PREFIX = '@heartbeat-run '
+/** A probe's process gets this long past its own run (seconds, drain, detection and listings) before it is
+ * killed and the probe failed. */
+const RUN_CHILD_SLACK_MS = 5 * 60_000
 
 /** The flags: one run's options, and the capacity search's. */
 interface Options extends Omit<RunOptions, 'overload'> {
@@ -362,6 +372,12 @@ interface RunResult {
 }
 
 export async function run (flags: string[]): Promise<void> {
+  const childRun = process.env[RUN_OPTIONS_ENV]
+  if (childRun !== undefined) {
+    const result = await measure(JSON.parse(childRun) as RunOptions)
+    process.stdout.write(`${RUN_RESULT_PREFIX}${JSON.stringify(result)}\n`)
+    return
+  }
   const o = parseFlags(flags)
   if (o.findCapacity) {
     await findCapacity(o)
@@ -390,7 +406,7 @@ async function findCapacity (o: Options): Promise<void> {
     let why: string[]
     let whyOther: string[]
     try {
-      summary = (await measure(probeOptions(o, services))).summary
+      summary = (await runInChild(probeOptions(o, services))).summary
       why = probeFailures(summary, o.kneeRule)
       whyOther = probeFailures(summary, otherRule)
     } catch (error) {
@@ -467,7 +483,41 @@ async function findCapacity (o: Options): Promise<void> {
   const seconds = Math.max(o.probeSeconds, secondsMin(overloadOptions(o, services, 0)))
   if (seconds > o.probeSeconds) progress(`the overload run takes ${seconds} s (the stretched bound needs it), not --probe-seconds=${o.probeSeconds}`)
   progress(`overload: ${services} services (${OVERLOAD_FACTOR}x the knee) for ${seconds} s`)
-  emitOverload(await measure(overloadOptions(o, services, seconds)), passed)
+  emitOverload(await runInChild(overloadOptions(o, services, seconds)), passed)
+}
+
+/**
+ * One run of the capacity search in a process of its own (this script again, told what to run by
+ * RUN_OPTIONS_ENV), so that no probe inherits the last one's heap, timers or a peer still stopping: after a
+ * probe that collapsed (32,000 services: 1.8 million beats skipped, 97,000 services expired), the next one in
+ * the same process started at a quarter of its own rate and failed on that alone. Its progress goes to this
+ * stderr; an interrupt here interrupts it too, and it cleans up its mesh.
+ */
+async function runInChild (r: RunOptions): Promise<RunResult> {
+  const script = new URL('./run.ts', import.meta.url).pathname
+  const child = spawn(process.execPath, [...process.execArgv, script, SUITE], {
+    env: { ...process.env, [RUN_OPTIONS_ENV]: JSON.stringify(r) },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  const out: Buffer[] = []
+  child.stdout.on('data', (chunk: Buffer) => { out.push(chunk) })
+  const killer = setTimeout(() => { child.kill('SIGKILL') }, r.seconds * 1000 + RUN_CHILD_SLACK_MS)
+  const killOnExit = (): void => { child.kill('SIGKILL') }
+  process.on('exit', killOnExit)
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve => {
+    child.on('close', (code, signal) => { resolve({ code, signal }) })
+  })
+  const offInterrupt = onInterrupt(async () => { await exited }, signal => { child.kill(signal) })
+  try {
+    const { code, signal } = await exited
+    const line = Buffer.concat(out).toString('utf8').split('\n').find(l => l.startsWith(RUN_RESULT_PREFIX))
+    if (code !== 0 || line === undefined) throw new Error(`the run's process ${signal === null ? `exited with ${String(code)}` : `was killed by ${signal}`}${line === undefined ? ' without a result' : ''}`)
+    return JSON.parse(line.slice(RUN_RESULT_PREFIX.length)) as RunResult
+  } finally {
+    clearTimeout(killer)
+    process.off('exit', killOnExit)
+    offInterrupt()
+  }
 }
 
 /** The overload run's lines, tagged, and its verdict. */
