@@ -375,7 +375,8 @@ export async function run (flags: string[]): Promise<void> {
   const childRun = process.env[RUN_OPTIONS_ENV]
   if (childRun !== undefined) {
     const result = await measure(JSON.parse(childRun) as RunOptions)
-    process.stdout.write(`${RUN_RESULT_PREFIX}${JSON.stringify(result)}\n`)
+    // Its mesh is stopped (measure's withMesh): exit once the line is out, whatever else is still pending.
+    process.stdout.write(`${RUN_RESULT_PREFIX}${JSON.stringify(result, keepNonFinite)}\n`, () => process.exit(0))
     return
   }
   const o = parseFlags(flags)
@@ -432,7 +433,7 @@ async function findCapacity (o: Options): Promise<void> {
         : {
             beatsPerS: Math.round(summary.beatsPerS),
             scheduledPerS: Math.round(summary.scheduledPerS),
-            steadyShare: summary.steadyShare,
+            steadyShare: Math.floor(summary.steadyShare * 1e5) / 1e5,
             skipped: summary.skipped,
             lateBeats: summary.late,
             errors: summary.errors,
@@ -495,29 +496,51 @@ async function findCapacity (o: Options): Promise<void> {
  */
 async function runInChild (r: RunOptions): Promise<RunResult> {
   const script = new URL('./run.ts', import.meta.url).pathname
+  // A process group of its own (the run's process and the peers it starts), so that one kill reaches them all.
   const child = spawn(process.execPath, [...process.execArgv, script, SUITE], {
     env: { ...process.env, [RUN_OPTIONS_ENV]: JSON.stringify(r) },
-    stdio: ['ignore', 'pipe', 'inherit']
+    stdio: ['ignore', 'pipe', 'inherit'],
+    detached: true
   })
+  const killGroup = (): void => {
+    try { process.kill(-child.pid!, 'SIGKILL') } catch { /* already gone */ }
+  }
   const out: Buffer[] = []
   child.stdout.on('data', (chunk: Buffer) => { out.push(chunk) })
-  const killer = setTimeout(() => { child.kill('SIGKILL') }, r.seconds * 1000 + RUN_CHILD_SLACK_MS)
-  const killOnExit = (): void => { child.kill('SIGKILL') }
-  process.on('exit', killOnExit)
+  const killer = setTimeout(killGroup, r.seconds * 1000 + RUN_CHILD_SLACK_MS)
+  process.on('exit', killGroup)
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve => {
     child.on('close', (code, signal) => { resolve({ code, signal }) })
   })
-  const offInterrupt = onInterrupt(async () => { await exited }, signal => { child.kill(signal) })
+  // Interrupted: the run's process stops its own mesh (it is not in this terminal's group, so it hears the
+  // signal from here only), then this process exits; nothing after this run starts.
+  let interrupted = false
+  const offInterrupt = onInterrupt(async () => { await exited }, signal => { interrupted = true; child.kill(signal) })
+  let clean = false
   try {
     const { code, signal } = await exited
+    if (interrupted) await new Promise(() => {})
+    // Its mesh stopped in it before it exited 0; otherwise what it started may still run (killed below).
+    clean = code === 0
     const line = Buffer.concat(out).toString('utf8').split('\n').find(l => l.startsWith(RUN_RESULT_PREFIX))
-    if (code !== 0 || line === undefined) throw new Error(`the run's process ${signal === null ? `exited with ${String(code)}` : `was killed by ${signal}`}${line === undefined ? ' without a result' : ''}`)
-    return JSON.parse(line.slice(RUN_RESULT_PREFIX.length)) as RunResult
+    if (line === undefined) throw new Error(`the run's process ${signal === null ? `exited with ${String(code)}` : `was killed by ${signal}`} without a result`)
+    return JSON.parse(line.slice(RUN_RESULT_PREFIX.length), restoreNonFinite) as RunResult
   } finally {
     clearTimeout(killer)
-    process.off('exit', killOnExit)
+    if (!clean) killGroup()
+    process.off('exit', killGroup)
     offInterrupt()
   }
+}
+
+/** JSON has no NaN or Infinity (a figure nothing was measured for is NaN): carried as {"nonFinite": "NaN"}. */
+function keepNonFinite (_key: string, value: unknown): unknown {
+  return typeof value === 'number' && !Number.isFinite(value) ? { nonFinite: String(value) } : value
+}
+
+function restoreNonFinite (_key: string, value: unknown): unknown {
+  if (typeof value === 'object' && value !== null && 'nonFinite' in value && Object.keys(value).length === 1) return Number((value as { nonFinite: string }).nonFinite)
+  return value
 }
 
 /** The overload run's lines, tagged, and its verdict. */
@@ -713,6 +736,8 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
     // When (performance.now) each service last sent a beat: a beat sent after the service's next one fell due
     // stands for that one (see pump).
     const lastIssued = new Float64Array(r.services).fill(Number.NEGATIVE_INFINITY)
+    // Whether the beat the service has out (or is retrying) is of a slot in the steady part of the run.
+    const steadyBeat = new Uint8Array(r.services)
     const IN_FLIGHT = 1
     const RETRYING = 2
     // Refused beats waiting for their retry, in the order they are due (Retry-After is the same for all).
@@ -819,7 +844,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
         refusedSinceAck[s] = 0
         latency.push(t - now)
         acked++
-        if (dueAt - t0 >= (steadySlot - 0.5) * slotMs) ackedSteady++
+        if (steadyBeat[s] === 1) ackedSteady++
         if (t - now > windowLatencyMaxMs) windowLatencyMaxMs = t - now
         busy[s] = 0
       }, (error: unknown) => {
@@ -873,9 +898,10 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
         // beat fell due, not a queue of old ones). Dropping the oldest waiting beat instead sent each service
         // to the back of the line whenever the generator was an interval behind, and starved the same few
         // services (those due first in each interval) for whole TTLs while the rest beat.
-        if (lastIssued[s]! >= t0 + j * slotMs) { skippedBehind++; continue }
         if (busy[s] === IN_FLIGHT) { skippedBusy++; continue }
         if (busy[s] === RETRYING) { skippedRetrying++; continue }
+        if (lastIssued[s]! >= t0 + j * slotMs) { skippedBehind++; continue }
+        steadyBeat[s] = j >= steadySlot ? 1 : 0
         issue(s, t0 + j * slotMs, now)
       }
       if (stopAtPerf === Number.POSITIVE_INFINITY && next >= stopSlot) {
@@ -982,7 +1008,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
     const scheduledRate = scheduled / (runMs / 1000)
     const lat = latency.sorted()
     const wait = lateness.sorted()
-    const steadyShare = scheduledSteady === 0 ? 1 : Math.round(ackedSteady / scheduledSteady * 1e5) / 1e5
+    const steadyShare = scheduledSteady === 0 ? 1 : ackedSteady / scheduledSteady
     const sustained = ackRate >= SUSTAINED_SHARE * scheduledRate && skippedBehind + skippedBusy + skippedRetrying === 0
     const refusals = r.overload || refused > 0
       ? { refused, retries, skippedRetrying, retryAfterMs: RETRY_AFTER_MS, admitBeatsMax: self.store.config.admitBeatsMax, refusedAtPeer }
@@ -1003,7 +1029,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       issued,
       acked,
       // Share of the beats due after the start (the first steadyFromMs) acknowledged: the knee's sustained rule.
-      steadyShare,
+      steadyShare: Math.floor(steadyShare * 1e5) / 1e5,
       steadyFromS: steadyFromMs(runMs) / 1000,
       errors,
       ...(firstError === undefined ? {} : { firstError }),
