@@ -72,9 +72,15 @@ test('tabs outlive the bootstrap: failover to another relay, a new tab reaches o
   for (const tab of old) await waitUntil(async () => (await heldRelays(tab.page)).includes(node.id), 30_000, `old tab ${tab.id} holds a reservation on the surviving relay`)
 
   // KV requests from the new tab to each old tab: the figures RPC, then reads where they share keys.
+  // The first request to a tab on a WebRTC connection just made can wait out the RPC's dial timeout (10 s):
+  // in about one run in six its first stream never finished negotiating, and the dial's retry then went
+  // through at once (10,032 ms in all). Reaching the tab is what is tested here, so the bound covers that
+  // retry; the time is logged.
   for (const tab of old) {
-    const keys = await fresh.page.evaluate(async id => (await (window as unknown as MeshWindow).meshkv.peer.info(id, { signal: AbortSignal.timeout(10_000) })).keys, tab.id)
+    const asked = performance.now()
+    const keys = await fresh.page.evaluate(async id => (await (window as unknown as MeshWindow).meshkv.peer.info(id, { signal: AbortSignal.timeout(30_000) })).keys, tab.id)
     expect(typeof keys).toBe('number')
+    log(`new tab's first request to old tab ${tab.id.slice(-6)} answered in ${Math.round(performance.now() - asked)} ms`)
   }
   await waitUntil(async () => (await aliveInTab(fresh.page)).length >= 4, 30_000, 'the new tab lists itself, the Node peer and both old tabs alive')
   const keys = Array.from({ length: 60 }, (_, i) => `relays-${i}`)
