@@ -489,10 +489,8 @@ async function findCapacity (o: Options): Promise<void> {
 
 /**
  * One run of the capacity search in a process of its own (this script again, told what to run by
- * RUN_OPTIONS_ENV), so that no probe inherits the last one's heap, timers or a peer still stopping: after a
- * probe that collapsed (32,000 services: 1.8 million beats skipped, 97,000 services expired), the next one in
- * the same process started at a quarter of its own rate and failed on that alone. Its progress goes to this
- * stderr; an interrupt here interrupts it too, and it cleans up its mesh.
+ * RUN_OPTIONS_ENV), so that no probe inherits the last one's heap, timers or a peer still stopping. Its
+ * progress goes to this stderr; an interrupt here interrupts it too, and it cleans up its mesh.
  */
 async function runInChild (r: RunOptions): Promise<RunResult> {
   const script = new URL('./run.ts', import.meta.url).pathname
