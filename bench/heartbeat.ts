@@ -433,7 +433,7 @@ async function findCapacity (o: Options): Promise<void> {
         : {
             beatsPerS: Math.round(summary.beatsPerS),
             scheduledPerS: Math.round(summary.scheduledPerS),
-            steadyShare: Math.floor(summary.steadyShare * 1e5) / 1e5,
+            steadyShare: shareOut(summary.steadyShare),
             skipped: summary.skipped,
             lateBeats: summary.late,
             errors: summary.errors,
@@ -529,6 +529,11 @@ async function runInChild (r: RunOptions): Promise<RunResult> {
     process.off('exit', killGroup)
     offInterrupt()
   }
+}
+
+/** A share as printed: 5 decimals, rounded down, so that a share just under a threshold never prints as it. */
+function shareOut (share: number): number {
+  return Math.floor(share * 1e5) / 1e5
 }
 
 /** JSON has no NaN or Infinity (a figure nothing was measured for is NaN): carried as {"nonFinite": "NaN"}. */
@@ -891,13 +896,13 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
         if (stopped[s] === 1 && j >= stopSlot) continue
         scheduled++
         if (j >= steadySlot) scheduledSteady++
+        if (busy[s] === IN_FLIGHT) { skippedBusy++; continue }
+        if (busy[s] === RETRYING) { skippedRetrying++; continue }
         // More than one whole interval behind: the service's previous beat went out after this one fell due,
         // so it stands for this one (a service has one beat waiting, in the place in line it took when that
         // beat fell due, not a queue of old ones). Dropping the oldest waiting beat instead sent each service
         // to the back of the line whenever the generator was an interval behind, and starved the same few
         // services (those due first in each interval) for whole TTLs while the rest beat.
-        if (busy[s] === IN_FLIGHT) { skippedBusy++; continue }
-        if (busy[s] === RETRYING) { skippedRetrying++; continue }
         if (lastIssued[s]! >= t0 + j * slotMs) { skippedBehind++; continue }
         steadyBeat[s] = j >= steadySlot ? 1 : 0
         issue(s, t0 + j * slotMs, now)
@@ -1027,7 +1032,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       issued,
       acked,
       // Share of the beats due after the start (the first steadyFromMs) acknowledged: the knee's sustained rule.
-      steadyShare: Math.floor(steadyShare * 1e5) / 1e5,
+      steadyShare: shareOut(steadyShare),
       steadyFromS: steadyFromMs(runMs) / 1000,
       errors,
       ...(firstError === undefined ? {} : { firstError }),
