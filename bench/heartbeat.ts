@@ -23,7 +23,9 @@
  *                            generator fell behind, or its beats were refused) and `early` (the store expired
  *                            a service that had beaten within its TTL); plus non-stopped services each peer
  *                            lists expired at the end
- *   detection.detected       stopped services whose expiry the watch saw; detection.delay.p50/.p99/.max:
+ *   detection.detected       stopped services whose expiry the watch saw (neverAcknowledged: those of them
+ *                            that stopped before any beat of theirs got in, of which no peer has a record);
+ *                            detection.delay.p50/.p99/.max:
  *                            the expired event's arrival minus (last beat + TTL), against the bound of two
  *                            sweep periods, where the last beat is the last acknowledged one or a later
  *                            refused one the peer took as a sign of life (admission.refusedRefreshed; the
@@ -1094,7 +1096,10 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       ? { bound: boundMs, boundKind: 'stretched', boundRule: `a degraded detector takes a TTL credit every ${DETECTOR_STRETCH}th sweep: at most ${DETECTOR_STRETCH} x (ceil(TTL/sweep) + 1) sweeps after the last beat, ${boundMs} ms past the TTL; late sweeps and expiry checks postponed while every other replica is degraded come on top` }
       : { bound: boundMs }
     const detectedAfterRun = stoppedList.filter(s => detectedAt[s]! > beatsEndPerf).length
-    lines.push({ suite: SUITE, metric: 'detection.detected', value: delays.length, unit: 'services', of: r.stop, met: delays.length === r.stop, stoppedAtS: round1(stopAtMs / 1000), expiredBy: byReplica, ...(expiredBeforeStop === 0 ? {} : { expiredBeforeStop }), ...(r.overload ? { detectedAfterLoadEnded: detectedAfterRun } : {}) })
+    // Stopped before a single beat of theirs got in (all refused, none noted): no peer has a record of them, so
+    // there is nothing to detect. Still counted as undetected: the detector never watched them.
+    const neverAcknowledged = stoppedList.filter(s => Number.isNaN(lastLife(s))).length
+    lines.push({ suite: SUITE, metric: 'detection.detected', value: delays.length, unit: 'services', of: r.stop, met: delays.length === r.stop, stoppedAtS: round1(stopAtMs / 1000), expiredBy: byReplica, ...(expiredBeforeStop === 0 ? {} : { expiredBeforeStop }), ...(neverAcknowledged === 0 ? {} : { neverAcknowledged }), ...(r.overload ? { detectedAfterLoadEnded: detectedAfterRun } : {}) })
     lines.push({ suite: SUITE, metric: 'detection.delay.p50', value: percentile(delays, 0.5), unit: 'ms', ...bound, note: 'expired event at the in-process watch minus (last beat + TTL): its last acknowledged beat, or a later refused one that the peer took as a sign of life' })
     lines.push({ suite: SUITE, metric: 'detection.delay.p99', value: percentile(delays, 0.99), unit: 'ms', ...bound })
     lines.push({ suite: SUITE, metric: 'detection.delay.max', value: delays.length === 0 ? NaN : delays[delays.length - 1]!, unit: 'ms', ...bound, withinBound, met: detectedMet, minMs: delays.length === 0 ? null : round1(delays[0]!), ...(notedLater === 0 ? {} : { lastBeatRefusedButNoted: notedLater, fromLastAckMaxMs: Math.round(delaysFromAck[delaysFromAck.length - 1]!), fromLastAckP50Ms: Math.round(percentile(delaysFromAck, 0.5)) }) })

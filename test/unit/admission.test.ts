@@ -17,12 +17,12 @@ import { StorageEngine } from '../../src/core/storage/engine.js'
  * Peer 'a' of a two-member mesh with W=2, admitting `opsMax` operations and `beatsMax` heartbeats: every
  * write waits for 'b', which answers only when the test calls the functions in `pending`.
  */
-async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserver): Promise<{ node: KvNode; pending: Array<() => void>; clock: ManualClock; engine: StorageEngine }> {
+async function heldNode (opsMax: number, beatsMax: number, observeOp?: OpObserver, members = ['a', 'b']): Promise<{ node: KvNode; pending: Array<() => void>; clock: ManualClock; engine: StorageEngine }> {
   const clock = new ManualClock(1_000_000)
   const engine = await StorageEngine.open({ replicaId: 'a', clock })
   const pending: Array<() => void> = []
   const config = { ...defaultKvConfig(), n: 2, r: 1, w: 2, minDurable: 0, durableAcks: 0, admitOpsMax: opsMax, admitBeatsMax: beatsMax }
-  const ring = Ring.build([{ id: 'a', vnodes: 8 }, { id: 'b', vnodes: 8 }], await loadRingHash(), { minDurable: 0 })
+  const ring = Ring.build(members.map(id => ({ id, vnodes: 8 })), await loadRingHash(), { minDurable: 0 })
   const node = new KvNode(ring, {
     engine,
     config,
@@ -41,6 +41,14 @@ describe('admission control', () => {
     const observed: Array<[ClientOp, string | null]> = []
     const { node, pending } = await heldNode(6, 3, (op, _ms, error) => { observed.push([op, error === null ? null : error.name]) })
     const beat = (i: number): Promise<unknown> => node.putHeartbeat(`heartbeat/s${i}`, new Uint8Array([i]), { lww: true, ttlMs: 60_000 }).catch((e: unknown) => e)
+    // Services with a record here, beaten just now (a new service's first beat would take the urgent lane).
+    for (let i = 0; i < 4; i++) {
+      // This transport's answers satisfy no quorum: the write ends in an error, and is held here.
+      const first = node.putHeartbeat(`heartbeat/s${i}`, new Uint8Array([100 + i]), { lww: true, ttlMs: 60_000 }).catch(() => {})
+      for (const release of pending.splice(0)) release()
+      await first
+    }
+    observed.length = 0
     const beats = [beat(0), beat(1), beat(2)]
     expect(node.admission).toMatchObject({ inFlight: 3, beatsInFlight: 3, refused: 0 })
     // A fourth beat is refused at once, without waiting for anything.
@@ -105,7 +113,7 @@ describe('admission control', () => {
     for (const release of pending.splice(0)) release()
     await fresh
     clock.advance(1000)
-    // The lane is full: a beat of a service without a record, or beaten 1 s ago, is refused.
+    // The lane is full (a new service's first beat fills it): a beat of a service beaten 1 s ago is refused.
     const filler = beat('new')
     expect(await beat('fresh')).toBeInstanceOf(OverloadedError)
     expect(node.detector).toMatchObject({ state: 'degraded', reason: expect.stringMatching(/refusing beats/) })
@@ -150,16 +158,48 @@ describe('admission control', () => {
     // Another record, another TTL, a key this peer does not hold: refused and noted nowhere.
     expect(await refuse('heartbeat/svc', new Uint8Array([7]))).toBeInstanceOf(OverloadedError)
     expect(await refuse('heartbeat/svc', record, 6000)).toBeInstanceOf(OverloadedError)
-    expect(await refuse('heartbeat/ghost', record)).toBeInstanceOf(OverloadedError)
-    expect(node.admission).toMatchObject({ refused: 4, refusedRefreshed: 1 })
-    expect(engine.state('heartbeat/ghost')).toBeUndefined()
+    expect(node.admission).toMatchObject({ refused: 3, refusedRefreshed: 1 })
     // A TTL after the last beat that got through, the service's beat takes the urgent lane although this
     // peer noted refused ones since: only this peer knows of those, the other replicas need a beat.
     clock.advance(600)
     const urgent = node.putHeartbeat('heartbeat/svc', record, { lww: true, ttlMs: 3000 }).catch((e: unknown) => e)
-    expect(node.admission).toMatchObject({ urgentInFlight: 1, urgentAdmitted: 1, refused: 4 })
+    expect(node.admission).toMatchObject({ urgentInFlight: 1, urgentAdmitted: 1, refused: 3 })
+    // Both lanes full: a new service's beat is refused too, and noted nowhere (there is nothing to renew).
+    expect(await refuse('heartbeat/ghost', record)).toBeInstanceOf(OverloadedError)
+    expect(node.admission).toMatchObject({ refused: 4, refusedRefreshed: 1 })
+    expect(engine.state('heartbeat/ghost')).toBeUndefined()
     for (const release of pending.splice(0)) release()
     expect(await urgent).not.toBeInstanceOf(OverloadedError)
     await filler.catch(() => {})
+  })
+
+  it('past the beats\' bound, a new service\'s first beat goes in the urgent lane where this peer is one of its replicas, and is refused where it is not', async () => {
+    // 'a' in a mesh of three with N=2: a replica of some keys, not of others.
+    const { node, pending } = await heldNode(100, 1, undefined, ['a', 'b', 'c'])
+    const held = (node as unknown as { machine: { state: { primariesOf: (key: string) => readonly string[] } } }).machine.state
+    const keys = Array.from({ length: 64 }, (_, i) => `heartbeat/new-${i}`)
+    const mine = keys.filter(k => held.primariesOf(k).includes('a'))
+    const others = keys.filter(k => !held.primariesOf(k).includes('a'))
+    expect(mine.length).toBeGreaterThan(1)
+    expect(others.length).toBeGreaterThan(0)
+    const beat = (key: string): Promise<unknown> => node.putHeartbeat(key, new Uint8Array([1]), { lww: true, ttlMs: 3000 }).catch((e: unknown) => e)
+    // The beats' lane full with one service's first beat.
+    const filler = beat(mine[0]!)
+    expect(node.admission).toMatchObject({ beatsInFlight: 1, urgentInFlight: 0 })
+    // Another new service this peer is a replica of: it would stay unknown while refused, so it gets in.
+    const first = beat(mine[1]!)
+    expect(node.admission).toMatchObject({ beatsInFlight: 2, urgentInFlight: 1, urgentAdmitted: 1, refused: 0 })
+    // Forwarded or coordinated for a key this peer does not hold: no record here says nothing, refused.
+    expect(await beat(others[0]!)).toBeInstanceOf(OverloadedError)
+    expect(node.admission).toMatchObject({ urgentAdmitted: 1, refused: 1 })
+    // Each write may try a fallback after 'b' or 'c' answers: released until both ended.
+    let ended = false
+    const both = Promise.all([filler, first]).then(() => { ended = true })
+    while (!ended) {
+      for (const release of pending.splice(0)) release()
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    await both
+    expect(node.admission).toMatchObject({ beatsInFlight: 0, urgentInFlight: 0 })
   })
 })
