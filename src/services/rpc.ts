@@ -37,6 +37,8 @@ export const LINK_QUEUE_BYTES_MAX = 64 * 1024 * 1024
 /** Streams per connection and protocol: one each way is the norm, a few spare for reconnects. */
 export const RPC_STREAMS_MAX = 4
 const DIAL_TIMEOUT_MS = 10_000
+/** Open direct connections to one peer that a link's stream is tried on at once (the newest; firstStream). */
+const DIAL_CONNECTIONS_MAX = 4
 /** Dial attempts per link (a failed dial is retried once). */
 const DIAL_ATTEMPTS = 2
 
@@ -393,7 +395,13 @@ export class RpcEndpoint {
   }
 
   private async dial (peer: PeerId): Promise<Stream> {
-    return await this.node.dialProtocol(peer, this.init.protocol, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS), runOnLimitedConnection: true })
+    const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS)
+    const direct = this.node.getConnections(peer).filter(c => c.status === 'open' && c.limits == null)
+    if (direct.length > 1) {
+      this.init.log.debug(`${this.init.protocol}: ${direct.length} open direct connections to ${peer.toString()}: the stream goes on whichever of the newest ${DIAL_CONNECTIONS_MAX} opens it first`)
+      return await firstStream(direct.slice(-DIAL_CONNECTIONS_MAX), this.init.protocol, signal)
+    }
+    return await this.node.dialProtocol(peer, this.init.protocol, { signal, runOnLimitedConnection: true })
   }
 
   private async onInbound (stream: Stream, connection: Connection): Promise<void> {
@@ -412,4 +420,34 @@ export class RpcEndpoint {
     this.links.add(link)
     await link.read()
   }
+}
+
+/**
+ * Opens a stream for `protocol` on whichever of `connections` (open, direct, all to one peer) negotiates it
+ * first, and aborts the streams the others open. Two tabs that dialled each other at once hold several
+ * WebRTC connections, and the far side may already have closed one that this side lists as open for
+ * another 15 s, whose data channels then never open. libp2p's dialProtocol takes the first direct
+ * connection it lists, so a link's first stream could wait out the whole dial timeout (10 s: a new tab's
+ * first request to an old tab, about one relay-failover run in six). Each try costs a data channel (or a
+ * muxed stream) for one round trip; `signal` bounds them all.
+ */
+export async function firstStream (connections: readonly Connection[], protocol: string, signal: AbortSignal): Promise<Stream> {
+  const losers = new AbortController()
+  const trySignal = AbortSignal.any([signal, losers.signal])
+  return await new Promise<Stream>((resolve, reject) => {
+    let pending = connections.length
+    let won = false
+    const errors: string[] = []
+    for (const connection of connections) {
+      connection.newStream(protocol, { signal: trySignal, runOnLimitedConnection: true }).then(stream => {
+        if (won) { stream.abort(new Error('another connection to this peer opened the stream first')); return }
+        won = true
+        losers.abort(new Error('another connection to this peer opened the stream first'))
+        resolve(stream)
+      }, (error: unknown) => {
+        errors.push(errorMessage(error))
+        if (--pending === 0 && !won) reject(new Error(`no connection to the peer opened a stream (${connections.length} tried): ${errors.join('; ')}`))
+      })
+    }
+  })
 }
