@@ -23,8 +23,9 @@
  *                            generator fell behind, or its beats were refused) and `early` (the store expired
  *                            a service that had beaten within its TTL); plus non-stopped services each peer
  *                            lists expired at the end
- *   detection.detected       stopped services whose expiry the watch saw (neverAcknowledged: those of them
- *                            that stopped before any beat of theirs got in, of which no peer has a record);
+ *   detection.detected       stopped services whose expiry the watch saw (neverAcknowledged: stopped
+ *                            services none of whose beats was acknowledged or noted as refused, so likely
+ *                            unknown to every peer);
  *                            detection.delay.p50/.p99/.max:
  *                            the expired event's arrival minus (last beat + TTL), against the bound of two
  *                            sweep periods, where the last beat is the last acknowledged one or a later
@@ -74,8 +75,9 @@
  *
  *   overload.refused         beats refused (ERR_OVERLOADED, HTTP 503 + Retry-After), the retries, the
  *                            peer's own refusal counter as a cross-check, and the beats it took past its
- *                            bound in the lane of services a TTL past their last beat (urgentAdmitted), and
- *                            the refused beats that renewed their key at the peer all the same (refusedRefreshed)
+ *                            bound in the lane of services a TTL past their last beat or new there
+ *                            (urgentAdmitted; urgentNewAdmitted: the new ones' first beats), and the
+ *                            refused beats that renewed their key at the peer all the same (refusedRefreshed)
  *   detector                 each peer's degraded episodes, held sweeps and expiries postponed because every
  *                            other replica was degraded
  *   overload                 the verdict: refusals seen, 0 false expirations, every stopped service detected
@@ -1096,8 +1098,8 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
       ? { bound: boundMs, boundKind: 'stretched', boundRule: `a degraded detector takes a TTL credit every ${DETECTOR_STRETCH}th sweep: at most ${DETECTOR_STRETCH} x (ceil(TTL/sweep) + 1) sweeps after the last beat, ${boundMs} ms past the TTL; late sweeps and expiry checks postponed while every other replica is degraded come on top` }
       : { bound: boundMs }
     const detectedAfterRun = stoppedList.filter(s => detectedAt[s]! > beatsEndPerf).length
-    // Stopped before a single beat of theirs got in (all refused, none noted): no peer has a record of them, so
-    // there is nothing to detect. Still counted as undetected: the detector never watched them.
+    // Stopped services none of whose beats was acknowledged or noted as refused: likely unknown to every peer
+    // (a write that failed its quorum may still have reached one). Still counted as undetected.
     const neverAcknowledged = stoppedList.filter(s => Number.isNaN(lastLife(s))).length
     lines.push({ suite: SUITE, metric: 'detection.detected', value: delays.length, unit: 'services', of: r.stop, met: delays.length === r.stop, stoppedAtS: round1(stopAtMs / 1000), expiredBy: byReplica, ...(expiredBeforeStop === 0 ? {} : { expiredBeforeStop }), ...(neverAcknowledged === 0 ? {} : { neverAcknowledged }), ...(r.overload ? { detectedAfterLoadEnded: detectedAfterRun } : {}) })
     lines.push({ suite: SUITE, metric: 'detection.delay.p50', value: percentile(delays, 0.5), unit: 'ms', ...bound, note: 'expired event at the in-process watch minus (last beat + TTL): its last acknowledged beat, or a later refused one that the peer took as a sign of life' })
@@ -1213,6 +1215,7 @@ async function measure (r: RunOptions, baseline: { line: Result; cpuMsPerPut: nu
         skippedRetrying,
         refusedAtPeer,
         urgentAdmitted: self.store.kv.admission.urgentAdmitted,
+        urgentNewAdmitted: self.store.kv.admission.urgentNewAdmitted,
         refusedRefreshed: self.store.kv.admission.refusedRefreshed,
         admitBeatsMax: self.store.config.admitBeatsMax,
         issued,

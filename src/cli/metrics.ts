@@ -231,6 +231,7 @@ export class PeerMetrics {
     // Storage.
     gaugeFrom(r, 'meshkv_client_ops_in_flight', 'Client operations (gets, puts, deletes, heartbeats) in flight at this peer, against kv.admit-ops-max', () => peer.store.kv.admission.inFlight)
     counterFrom(r, 'meshkv_beats_admitted_urgent_total', 'Beats taken past kv.admit-beats-max because their service was a TTL past its last beat here, had expired, or was new (no record at this replica)', () => peer.store.kv.admission.urgentAdmitted)
+    counterFrom(r, 'meshkv_beats_admitted_urgent_new_total', 'Of the urgent beats, first beats of services new here (no record at this replica; at most a quarter of the urgent lane at once)', () => peer.store.kv.admission.urgentNewAdmitted)
     counterFrom(r, 'meshkv_beats_refused_refreshed_total', 'Beats refused for overload that still renewed their key here (this peer held it alive with the same record and TTL), so a service only this peer kept from beating is not expired', () => peer.store.kv.admission.refusedRefreshed)
     gaugeFrom(r, 'meshkv_detector_degraded', 'Whether this peer\'s failure detector is degraded (1): its own event loop, log syncs or sweeps are late, or it refuses beats, so its TTLs run slower', () => peer.store.kv.detector.state === 'degraded' ? 1 : 0)
     counterFrom(r, 'meshkv_detector_held_sweeps_total', 'TTL sweeps held back (no credit taken) while the detector was degraded', () => peer.store.kv.detector.heldSweeps)

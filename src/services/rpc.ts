@@ -37,8 +37,10 @@ export const LINK_QUEUE_BYTES_MAX = 64 * 1024 * 1024
 /** Streams per connection and protocol: one each way is the norm, a few spare for reconnects. */
 export const RPC_STREAMS_MAX = 4
 const DIAL_TIMEOUT_MS = 10_000
-/** Open direct connections to one peer that a link's stream is tried on at once (the newest; firstStream). */
+/** Open unrelayed connections to one peer that a link's stream is tried on, newest first (firstStream). */
 const DIAL_CONNECTIONS_MAX = 4
+/** How long a link's stream has on one connection before the next connection to the peer is tried too. */
+export const STREAM_STAGGER_MS = 1000
 /** Dial attempts per link (a failed dial is retried once). */
 const DIAL_ATTEMPTS = 2
 
@@ -398,8 +400,8 @@ export class RpcEndpoint {
     const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS)
     const direct = this.node.getConnections(peer).filter(c => c.status === 'open' && c.limits == null)
     if (direct.length > 1) {
-      this.init.log.debug(`${this.init.protocol}: ${direct.length} open direct connections to ${peer.toString()}: the stream goes on whichever of the newest ${DIAL_CONNECTIONS_MAX} opens it first`)
-      return await firstStream(direct.slice(-DIAL_CONNECTIONS_MAX), this.init.protocol, signal)
+      this.init.log.debug(`${this.init.protocol}: ${direct.length} open unrelayed connections to ${peer.toString()}: the stream is tried on the newest ${DIAL_CONNECTIONS_MAX} in turn`)
+      return await firstStream(direct.slice(-DIAL_CONNECTIONS_MAX).reverse(), this.init.protocol, signal)
     }
     return await this.node.dialProtocol(peer, this.init.protocol, { signal, runOnLimitedConnection: true })
   }
@@ -423,31 +425,55 @@ export class RpcEndpoint {
 }
 
 /**
- * Opens a stream for `protocol` on whichever of `connections` (open, direct, all to one peer) negotiates it
- * first, and aborts the streams the others open. Two tabs that dialled each other at once hold several
- * WebRTC connections, and the far side may already have closed one that this side lists as open for
- * another 15 s, whose data channels then never open. libp2p's dialProtocol takes the first direct
- * connection it lists, so a link's first stream could wait out the whole dial timeout (10 s: a new tab's
- * first request to an old tab, about one relay-failover run in six). Each try costs a data channel (or a
- * muxed stream) for one round trip; `signal` bounds them all.
+ * Opens a stream for `protocol` on one of `connections` (open, unrelayed, all to one peer, in the order to
+ * try them): on the first, then on the next each `staggerMs` it has not opened (or at once when every try
+ * so far failed), and keeps the first stream that opens; the other tries are aborted, and a stream that
+ * opens after the winner is closed. Two tabs that dialled each other at once hold several WebRTC
+ * connections, and the far side may already have closed one that this side lists as open for another
+ * 15 s, whose data channels then never open. libp2p's dialProtocol takes the first direct connection it
+ * lists, so a link's first stream could wait out the whole dial timeout (10 s: a new tab's first request
+ * to an old tab, once in 18 instrumented relay-failover runs). Trying one at a time while they answer
+ * keeps a healthy peer from seeing streams opened and dropped (the far side counts those as refused or
+ * failed). `signal` bounds the whole call.
  */
-export async function firstStream (connections: readonly Connection[], protocol: string, signal: AbortSignal): Promise<Stream> {
-  const losers = new AbortController()
-  const trySignal = AbortSignal.any([signal, losers.signal])
+export async function firstStream (connections: readonly Connection[], protocol: string, signal: AbortSignal, staggerMs = STREAM_STAGGER_MS): Promise<Stream> {
+  if (connections.length === 0) throw new Error('no connection to the peer to open a stream on')
+  signal.throwIfAborted()
+  const tries = new AbortController()
+  const trySignal = AbortSignal.any([signal, tries.signal])
   return await new Promise<Stream>((resolve, reject) => {
-    let pending = connections.length
-    let won = false
+    let started = 0
+    let failed = 0
+    let settled = false
+    let timer: ReturnType<typeof setTimeout> | undefined
     const errors: string[] = []
-    for (const connection of connections) {
+    const finish = (error: Error | null, stream?: Stream): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      signal.removeEventListener('abort', onAbort)
+      tries.abort(new Error(error === null ? 'another connection to this peer opened the stream first' : 'the stream was given up'))
+      if (error === null) resolve(stream!)
+      else reject(error)
+    }
+    const onAbort = (): void => { finish(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason))) }
+    const next = (): void => {
+      clearTimeout(timer)
+      timer = undefined
+      if (settled || started === connections.length) return
+      const connection = connections[started++]!
+      if (started < connections.length) timer = setTimeout(next, staggerMs)
       connection.newStream(protocol, { signal: trySignal, runOnLimitedConnection: true }).then(stream => {
-        if (won) { stream.abort(new Error('another connection to this peer opened the stream first')); return }
-        won = true
-        losers.abort(new Error('another connection to this peer opened the stream first'))
-        resolve(stream)
+        if (settled) stream.abort(new Error('another connection to this peer opened the stream first'))
+        else finish(null, stream)
       }, (error: unknown) => {
         errors.push(errorMessage(error))
-        if (--pending === 0 && !won) reject(new Error(`no connection to the peer opened a stream (${connections.length} tried): ${errors.join('; ')}`))
+        failed++
+        if (failed === connections.length) finish(new Error(`no connection to the peer opened a stream (${connections.length} tried): ${errors.join('; ')}`))
+        else if (failed === started) next()
       })
     }
+    signal.addEventListener('abort', onAbort, { once: true })
+    next()
   })
 }

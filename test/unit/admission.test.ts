@@ -155,7 +155,7 @@ describe('admission control', () => {
     // Nothing was written or sent for it: the same state, and no request beyond the filler's.
     expect(engine.state('heartbeat/svc')).toBe(written)
     expect(pending.length).toBe(1)
-    // Another record, another TTL, a key this peer does not hold: refused and noted nowhere.
+    // Another record, another TTL: refused and noted nowhere.
     expect(await refuse('heartbeat/svc', new Uint8Array([7]))).toBeInstanceOf(OverloadedError)
     expect(await refuse('heartbeat/svc', record, 6000)).toBeInstanceOf(OverloadedError)
     expect(node.admission).toMatchObject({ refused: 3, refusedRefreshed: 1 })
@@ -186,20 +186,45 @@ describe('admission control', () => {
     // The beats' lane full with one service's first beat.
     const filler = beat(mine[0]!)
     expect(node.admission).toMatchObject({ beatsInFlight: 1, urgentInFlight: 0 })
+    // A new service whose key this peer is not a replica of (it coordinates or forwards the beat): no record
+    // here says nothing of it, so it is refused although the urgent lane has room.
+    expect(await beat(others[0]!)).toBeInstanceOf(OverloadedError)
+    expect(node.admission).toMatchObject({ urgentAdmitted: 0, refused: 1 })
     // Another new service this peer is a replica of: it would stay unknown while refused, so it gets in.
     const first = beat(mine[1]!)
-    expect(node.admission).toMatchObject({ beatsInFlight: 2, urgentInFlight: 1, urgentAdmitted: 1, refused: 0 })
-    // Forwarded or coordinated for a key this peer does not hold: no record here says nothing, refused.
-    expect(await beat(others[0]!)).toBeInstanceOf(OverloadedError)
-    expect(node.admission).toMatchObject({ urgentAdmitted: 1, refused: 1 })
-    // Each write may try a fallback after 'b' or 'c' answers: released until both ended.
+    expect(node.admission).toMatchObject({ beatsInFlight: 2, urgentInFlight: 1, urgentAdmitted: 1, urgentNewAdmitted: 1, refused: 1 })
+    // Each write may try a fallback after 'b' or 'c' answers: released until both ended (a bounded loop).
     let ended = false
     const both = Promise.all([filler, first]).then(() => { ended = true })
-    while (!ended) {
+    for (let turn = 0; turn < 1000 && !ended; turn++) {
       for (const release of pending.splice(0)) release()
       await new Promise(resolve => setImmediate(resolve))
     }
+    expect(ended).toBe(true)
     await both
+    expect(node.admission).toMatchObject({ beatsInFlight: 0, urgentInFlight: 0 })
+  })
+
+  it('new services\' first beats take at most a quarter of the urgent lane, the rest stays for services about to expire', async () => {
+    const { node, pending, clock } = await heldNode(100, 4)
+    let n = 0
+    const beat = (id: string): Promise<unknown> => node.putHeartbeat(`heartbeat/${id}`, new Uint8Array([n++]), { lww: true, ttlMs: 3000 }).catch((e: unknown) => e)
+    // A service with a record, then a TTL of silence.
+    const first = beat('old')
+    for (const release of pending.splice(0)) release()
+    await first
+    clock.advance(3000)
+    // The beats' lane full (4), with services' first beats.
+    const held = ['f0', 'f1', 'f2', 'f3'].map(beat)
+    // One new service gets into the urgent lane (a quarter of 4); the next is refused.
+    const urgentNew = beat('n0')
+    expect(node.admission).toMatchObject({ urgentInFlight: 1, urgentNewAdmitted: 1 })
+    expect(await beat('n1')).toBeInstanceOf(OverloadedError)
+    // The service about to expire still gets in.
+    const late = beat('old')
+    expect(node.admission).toMatchObject({ urgentInFlight: 2, urgentAdmitted: 2, urgentNewAdmitted: 1, refused: 1 })
+    for (const release of pending.splice(0)) release()
+    await Promise.all([...held, urgentNew, late])
     expect(node.admission).toMatchObject({ beatsInFlight: 0, urgentInFlight: 0 })
   })
 })

@@ -46,6 +46,12 @@ export interface KvNodeOptions extends ReplicationOptions {
   observeOp?: OpObserver
 }
 
+/**
+ * Past the beats' bound, the first beats of new services take at most 1/URGENT_NEW_SHARE of the urgent lane
+ * (256 of 1,024 by default): the rest stays for services about to expire (KvNode.beatIsUrgent).
+ */
+export const URGENT_NEW_SHARE = 4
+
 /** The client operations a KvNode observes: a heartbeat is a put of a heartbeat record, counted apart. */
 export type ClientOp = 'get' | 'put' | 'delete' | 'heartbeat'
 
@@ -80,6 +86,9 @@ export class KvNode {
   /** Of those, beats admitted past admitBeatsMax because their service was about to expire here, or new here (urgent: beatIsUrgent). */
   private urgentInFlight = 0
   private urgentAdmitted = 0
+  /** Of the urgent ones, the first beats of new services (at most admitBeatsMax / URGENT_NEW_SHARE in flight). */
+  private urgentNewInFlight = 0
+  private urgentNewAdmitted = 0
   private refused = 0
   /** Beats refused that renewed their key here all the same (refreshRefused). */
   private refusedRefreshed = 0
@@ -104,10 +113,11 @@ export class KvNode {
 
   /**
    * Admission control's figures: client operations and heartbeats in flight now (urgentInFlight: beats in
-   * the lane of services about to expire), operations refused, and urgent beats admitted past the bound.
+   * the lane of services about to expire or new), operations refused, and urgent beats admitted past the
+   * bound (urgentNewAdmitted: of those, first beats of new services).
    */
-  get admission (): { inFlight: number; beatsInFlight: number; urgentInFlight: number; refused: number; urgentAdmitted: number; refusedRefreshed: number } {
-    return { inFlight: this.inFlight, beatsInFlight: this.beatsInFlight, urgentInFlight: this.urgentInFlight, refused: this.refused, urgentAdmitted: this.urgentAdmitted, refusedRefreshed: this.refusedRefreshed }
+  get admission (): { inFlight: number; beatsInFlight: number; urgentInFlight: number; refused: number; urgentAdmitted: number; urgentNewAdmitted: number; refusedRefreshed: number } {
+    return { inFlight: this.inFlight, beatsInFlight: this.beatsInFlight, urgentInFlight: this.urgentInFlight, refused: this.refused, urgentAdmitted: this.urgentAdmitted, urgentNewAdmitted: this.urgentNewAdmitted, refusedRefreshed: this.refusedRefreshed }
   }
 
   put (key: string, value: Uint8Array, options: WriteOptions = {}): Promise<PutResult> {
@@ -149,22 +159,25 @@ export class KvNode {
    * Whether a beat must not wait for the next one (asked only when the beats' lane is full): its service's
    * last beat here is a TTL old or more, so its replicas hold its expiry only while some replica is degraded
    * (expiry.ts, at most DETECTOR_STRETCH TTLs), or it already expired (the beat revives it), or this peer,
-   * one of the key's replicas, has no record of it: a new service, whose refused beat renews nothing
+   * one of the key's replicas, has no record of it ('new'): a new service, whose refused beat renews nothing
    * (refreshRefused), so that, refused, it would stay unknown to the detector — neither watched nor ever
    * detected when it stops — for as long as the overload lasts (in the heartbeat benchmark at 40,000
-   * services, 2 and 5 services never got one beat in in 23 s of retries). Refusing such a beat is what turns
-   * an overloaded detector into false deaths or blind spots; refusing the others costs little, since their
-   * services were refreshed within the TTL and retry after Retry-After. A peer outside the key's preference
-   * list holds no record of any service, so for it no record means nothing.
+   * services, 2 and 5 services never got one beat in in 23 s of retries). Such first beats take at most a
+   * quarter of the lane (URGENT_NEW_SHARE), so a burst of new services (a fleet starting, ids that change
+   * on every restart) cannot crowd out the services about to expire; a key can also lack a record here for
+   * other reasons (a peer that just joined, before handoff fills its ranges), and that share bounds those
+   * too. Refusing such a beat is what turns an overloaded detector into false deaths or blind spots;
+   * refusing the others costs little, since their services were refreshed within the TTL and retry after
+   * Retry-After. Where this peer is not one of the key's replicas, no record here says nothing.
    */
-  private beatIsUrgent (key: string): boolean {
+  private beatIsUrgent (key: string): 'late' | 'new' | null {
     const engine = this.options.engine
     const state = engine.state(key)
-    if (state === undefined) return this.machine.state.primariesOf(key).includes(this.id)
+    if (state === undefined) return this.machine.state.primariesOf(key).includes(this.id) ? 'new' : null
     const ttlMs = engine.ttl(key)
-    if (ttlMs === 0) return isExpiredService(key, state)
+    if (ttlMs === 0) return isExpiredService(key, state) ? 'late' : null
     // On the hybrid logical clock that stamped the beat: skew between the peers' clocks cancels out.
-    return engine.hlc.now().wall - Math.max(newestTs(state)?.wall ?? 0, engine.refreshedWall(key)) >= ttlMs
+    return engine.hlc.now().wall - Math.max(newestTs(state)?.wall ?? 0, engine.refreshedWall(key)) >= ttlMs ? 'late' : null
   }
 
   delete (key: string, options: Omit<WriteOptions, 'ttlMs'> = {}): Promise<PutResult> {
@@ -271,16 +284,17 @@ export class KvNode {
    * in flight — until the machine completes it, also when the caller's signal gave up on it earlier — and
    * observed when it completes. Counted from the complete effect, so admission adds no promise per operation.
    */
-  private timed<T extends PutResult | GetResult> (name: ClientOp, start: (settled: Settled) => Promise<T>, urgent?: () => boolean, refusedBeat?: () => void): Promise<T> {
+  private timed<T extends PutResult | GetResult> (name: ClientOp, start: (settled: Settled) => Promise<T>, urgent?: () => 'late' | 'new' | null, refusedBeat?: () => void): Promise<T> {
     const config = this.options.config
     const beat = name === 'heartbeat'
     let refusal: OverloadedError | null = null
     // A beat past the beats' bound still goes in its own lane (as many again) if its service is about to
     // expire here: see beatIsUrgent.
-    let lane: 'normal' | 'urgent' = 'normal'
+    let lane: 'normal' | 'late' | 'new' = 'normal'
     if (this.inFlight >= config.admitOpsMax) refusal = new OverloadedError(`peer ${this.id}: client operations in flight`, config.admitOpsMax)
     else if (beat && this.beatsInFlight - this.urgentInFlight >= config.admitBeatsMax) {
-      if (this.urgentInFlight < config.admitBeatsMax && urgent?.() === true) lane = 'urgent'
+      const why = this.urgentInFlight < config.admitBeatsMax ? urgent?.() ?? null : null
+      if (why === 'late' || (why === 'new' && this.urgentNewInFlight < Math.max(1, Math.floor(config.admitBeatsMax / URGENT_NEW_SHARE)))) lane = why
       else refusal = new OverloadedError(`peer ${this.id}: heartbeats in flight`, config.admitBeatsMax)
     }
     const observe = this.observeOp
@@ -297,12 +311,14 @@ export class KvNode {
     }
     this.inFlight++
     if (beat) this.beatsInFlight++
-    if (lane === 'urgent') { this.urgentInFlight++; this.urgentAdmitted++ }
+    if (lane !== 'normal') { this.urgentInFlight++; this.urgentAdmitted++ }
+    if (lane === 'new') { this.urgentNewInFlight++; this.urgentNewAdmitted++ }
     const began = observe === undefined ? 0 : this.elapsedMs()
     return start((error, value) => {
       this.inFlight--
       if (beat) this.beatsInFlight--
-      if (lane === 'urgent') this.urgentInFlight--
+      if (lane !== 'normal') this.urgentInFlight--
+      if (lane === 'new') this.urgentNewInFlight--
       if (observe === undefined) return
       if (error !== null) { observe(name, this.elapsedMs() - began, error instanceof Error ? error : new Error(errorMessage(error)), undefined); return }
       const found = name === 'get' ? (value as GetResult).values.length : 0
