@@ -398,10 +398,10 @@ export class RpcEndpoint {
 
   private async dial (peer: PeerId): Promise<Stream> {
     const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS)
-    const direct = this.node.getConnections(peer).filter(c => c.status === 'open' && c.limits == null)
-    if (direct.length > 1) {
-      this.init.log.debug(`${this.init.protocol}: ${direct.length} open unrelayed connections to ${peer.toString()}: the stream is tried on the newest ${DIAL_CONNECTIONS_MAX} in turn`)
-      return await firstStream(direct.slice(-DIAL_CONNECTIONS_MAX).reverse(), this.init.protocol, signal)
+    const unrelayed = this.node.getConnections(peer).filter(c => c.status === 'open' && c.limits == null)
+    if (unrelayed.length > 1) {
+      this.init.log.debug(`${this.init.protocol}: ${unrelayed.length} open unrelayed connections to ${peer.toString()}: the stream is tried on the newest ${DIAL_CONNECTIONS_MAX} in turn`)
+      return await firstStream(unrelayed.slice(-DIAL_CONNECTIONS_MAX).reverse(), this.init.protocol, signal)
     }
     return await this.node.dialProtocol(peer, this.init.protocol, { signal, runOnLimitedConnection: true })
   }
@@ -459,7 +459,6 @@ export async function firstStream (connections: readonly Connection[], protocol:
     const onAbort = (): void => { finish(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason))) }
     const next = (): void => {
       clearTimeout(timer)
-      timer = undefined
       if (settled || started === connections.length) return
       const connection = connections[started++]!
       if (started < connections.length) timer = setTimeout(next, staggerMs)
