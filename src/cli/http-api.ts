@@ -195,6 +195,20 @@ export const SSE_BUFFER_BYTES_MAX = 1024 * 1024
 /** Retry-After of a 503 ERR_OVERLOADED (admission control, a full queue to a replica), in seconds; the
  * heartbeat benchmark's services wait this long before they retry a refused beat, as meshkv/client does. */
 export const OVERLOADED_RETRY_AFTER_S = 1
+/**
+ * How long an idle keep-alive connection stays open (the server's `keepAliveTimeout`; Node 20 closes it about
+ * a second after, and announces `Keep-Alive: timeout=65`). Node's default of 5 s races clients that keep
+ * connections without a timeout of their own, as `http.Agent({ keepAlive: true })` does: a request sent on a
+ * connection as the server closes it gets ECONNRESET, and the client cannot tell whether a PUT was applied.
+ * 65 s outlasts the usual proxy idle timeouts (60 s) and a busy client's idle sockets; fetch (undici) and
+ * meshkv/client close theirs a second before the announced timeout.
+ */
+export const HTTP_KEEP_ALIVE_MS = 65_000
+
+/** Applies the HTTP API's connection settings to the peer's server. */
+export function configureHttpServer (server: http.Server): void {
+  server.keepAliveTimeout = HTTP_KEEP_ALIVE_MS
+}
 
 export function httpHandler (options: HttpApiOptions): http.RequestListener {
   const { peer, guard } = options

@@ -30,7 +30,7 @@ import { RING_HASH_SCHEME } from '../core/ring/hash.js'
 import { LOCATION_CHARS_MAX, PROTOCOL_VERSION, createMeshPeer } from '../peer.js'
 import { DebugService } from '../services/debug.js'
 import { debugRoute } from './debug-api.js'
-import { httpHandler } from './http-api.js'
+import { configureHttpServer, httpHandler } from './http-api.js'
 import { HTTP_NAMES_MAX, HttpExposureError, HttpGuard, checkHttpExposure, checkHttpToken, parseCorsOrigin, parseHttpName } from './http-guard.js'
 import { PeerMetrics, counterFrom } from './metrics.js'
 import { CONFIG_FILE_BYTES_MAX, SettingsError, type Value, cliSwimDefaults, describeSettings, flagOptions, kebab, renderToml, resolveSettings, settingsTable } from './settings.js'
@@ -458,6 +458,7 @@ async function run (config: CliConfig): Promise<void> {
   if (httpPort !== null) {
     // The server starts before the peer so its address can be published in the peer's metadata.
     const pending = http.createServer()
+    configureHttpServer(pending)
     await new Promise<void>((resolve, reject) => { pending.once('error', reject); pending.listen(httpPort, httpHost, resolve) })
     const address = pending.address() as { port: number }
     httpUrl = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${address.port}`

@@ -7,6 +7,7 @@
 import * as http from 'node:http'
 import * as net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { HTTP_KEEP_ALIVE_MS } from '../../src/cli/http-api.js'
 import { type PeerProcess, peerGroup } from '../helpers/peers.js'
 
 const group = peerGroup('meshkv-http-api-', ['--n', '1', '--r', '1', '--w', '1'])
@@ -82,5 +83,31 @@ describe('HTTP API', () => {
     socket.destroy()
     expect((await request('GET', '/health')).status).toBe(200)
     expect((await request('GET', '/kv/half')).status).toBe(404)
+  })
+  it('keeps idle keep-alive connections for HTTP_KEEP_ALIVE_MS and says so, not Node\'s 5 s', async () => {
+    // With 5 s, a client that keeps connections without a timeout of its own (http.Agent({ keepAlive:
+    // true })) races the server's close and gets ECONNRESET for a PUT it cannot know the outcome of.
+    const base = new URL(peer.http)
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    const sockets = new Set<net.Socket>()
+    const get = (): Promise<http.IncomingMessage> => new Promise((resolve, reject) => {
+      const req = http.request({ host: base.hostname, port: base.port, path: '/kv/keep-alive', agent, timeout: 20_000 }, res => {
+        sockets.add(res.socket)
+        res.resume()
+        res.on('end', () => { resolve(res) })
+      })
+      req.on('timeout', () => { req.destroy(new Error('no answer within 20 s')) })
+      req.on('error', reject)
+      req.end()
+    })
+    try {
+      const first = await get()
+      expect(first.headers.connection).toBe('keep-alive')
+      expect(first.headers['keep-alive']).toBe(`timeout=${HTTP_KEEP_ALIVE_MS / 1000}`)
+      await get()
+      expect(sockets.size).toBe(1)
+    } finally {
+      agent.destroy()
+    }
   })
 })
