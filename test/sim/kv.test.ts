@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError, InvalidContextError, InvalidKeyError, QuorumError, ValueTooLargeError } from '../../src/core/errors.js'
-import { DETECTOR_STRETCH, HEALTH_RECOVERY_MS } from '../../src/core/replication/health.js'
+import { DETECTOR_STRETCH, HEALTH_RECOVERY_MS, MASS_EXPIRY_MIN, MASS_EXPIRY_SHARE } from '../../src/core/replication/health.js'
 import { EXPIRY_CHECKS_MAX } from '../../src/core/replication/replication.js'
 import { Ring } from '../../src/core/ring/ring.js'
 import { encodeContext } from '../../src/core/version/context.js'
@@ -520,9 +520,95 @@ describe('kv: TTL expiry across replicas', () => {
     await b.kv.put(keys[keys.length - 1]!, enc('beat 2'), { lww: true, ttlMs: 3000, w: 1 })
     await sim.settle()
     expect(a.kv.stats.expiryChecksWaiting).toBe(0)
-    const expired = keys.filter(k => a.engine.get(k)?.deleted === true)
+    // Every key came due in one sweep: a mass expiry (health.ts), so each is held DETECTOR_STRETCH TTLs after
+    // its last beat first, then expires.
+    expect(sim.faults.nodes.get(a.id)!.kv.machine.health.state(sim.clock.nowMs()).reason).toMatch(/^mass expiry/)
+    const expiredHere = (): string[] => keys.filter(k => a.engine.get(k)?.deleted === true)
+    for (let i = 0; i < DETECTOR_STRETCH * 3 * 2 && expiredHere().length < keys.length - 1; i++) {
+      sim.clock.advance(1000)
+      await a.kv.sweep()
+      await sim.settle()
+    }
+    const expired = expiredHere()
     expect(expired).toHaveLength(keys.length - 1)
     for (const k of expired) expect(c.engine.get(k)!.deleted).toBe(true)
+  })
+
+  it(`a sweep that finds more than ${MASS_EXPIRY_SHARE * 100}% of the services held due at once (at least ${MASS_EXPIRY_MIN}) holds them DETECTOR_STRETCH TTLs after their last beat: late together is a slow client or mesh, not stopped services`, async () => {
+    const { sim, a, b, c, expired } = await replicasOf('heartbeat/mass-0')
+    // 1,000 services; 150 of them (15%) beat late, all at once: more than 3 s after their last beat.
+    const keys = Array.from({ length: 1000 }, (_, i) => `heartbeat/mass-${i}`)
+    const late = keys.slice(0, 150)
+    // Each second's beats go out together, so they take (simulated) milliseconds, not seconds.
+    const beat = async (some: string[]): Promise<void> => { await Promise.all(some.map(async key => await a.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 }))) }
+    await beat(keys)
+    const lastBeat = sim.clock.nowMs()
+    const sweep = async (): Promise<void> => {
+      sim.clock.advance(1000)
+      for (const n of [a, b, c]) await n.kv.sweep()
+      await sim.settle()
+    }
+    // The others keep beating every second; the late ones come back after 9 s (3 TTLs).
+    const reasons = new Set<string>()
+    let answeredWhileMass = 0
+    for (let second = 1; second <= 9; second++) {
+      await beat(keys.slice(150))
+      await sweep()
+      for (const n of [a, b, c]) reasons.add(`${n.id}: ${sim.faults.nodes.get(n.id)!.kv.machine.health.state(sim.clock.nowMs()).reason ?? 'healthy'}`)
+      // Degraded by the mass expiry, b still answers others' checks healthy: it is not slow, the beats are.
+      if (sim.faults.nodes.get(b.id)!.kv.machine.health.state(sim.clock.nowMs()).reason?.startsWith('mass expiry') === true) {
+        expect(await b.kv.handle(a.id, { type: 'beat-check', key: late[0]! })).toMatchObject({ type: 'beat-state', degraded: false })
+        answeredWhileMass++
+      }
+    }
+    expect(answeredWhileMass).toBeGreaterThan(0)
+    expect(expired).toEqual([])
+    for (const n of [a, b, c]) expect([...reasons].some(r => r.startsWith(`${n.id}: mass expiry (150 of 1000 keys due in one sweep`))).toBe(true)
+    for (const key of late) expect(a.engine.get(key)!.deleted).toBe(false)
+    // They beat again: alive, never expired. Had they stopped, they would expire once the hold is over.
+    await beat(late)
+    expect(sim.clock.nowMs() - lastBeat).toBeLessThan(DETECTOR_STRETCH * 3000)
+    await sweep()
+    expect(expired).toEqual([])
+  })
+
+  it('services that stop together are still detected: once DETECTOR_STRETCH TTLs after their last beat have passed, the replicas\' healthy answers expire them', async () => {
+    const { sim, a, b, c } = await replicasOf('heartbeat/gone-0')
+    const keys = Array.from({ length: 1000 }, (_, i) => `heartbeat/gone-${i}`)
+    const stopped = keys.slice(0, 150)
+    const beat = async (some: string[]): Promise<void> => { await Promise.all(some.map(async key => await a.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 }))) }
+    await beat(keys)
+    const lastBeat = sim.clock.nowMs()
+    const gone = (): number => stopped.filter(k => [a, b, c].every(n => n.engine.get(k)!.deleted)).length
+    let before = 0
+    for (let second = 1; second <= DETECTOR_STRETCH * 3 + 6 && gone() < stopped.length; second++) {
+      await beat(keys.slice(150))
+      sim.clock.advance(1000)
+      for (const n of [a, b, c]) await n.kv.sweep()
+      await sim.settle()
+      if (sim.clock.nowMs() - lastBeat < DETECTOR_STRETCH * 3000) before = gone()
+    }
+    // Held while the hold ran (a mass expiry on every replica), then detected within a few sweeps of its end.
+    expect(before).toBe(0)
+    expect(gone()).toBe(stopped.length)
+    for (const k of keys.slice(150)) expect(a.engine.get(k)!.deleted).toBe(false)
+  })
+
+  it(`stopped services below the mass-expiry bound (${MASS_EXPIRY_MIN} keys, or ${MASS_EXPIRY_SHARE * 100}% of those held) expire by the normal rule`, async () => {
+    const { sim, a, b, c, expired } = await replicasOf('heartbeat/few-0')
+    const keys = Array.from({ length: 1000 }, (_, i) => `heartbeat/few-${i}`)
+    const beat = async (some: string[]): Promise<void> => { await Promise.all(some.map(async key => await a.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 }))) }
+    await beat(keys)
+    // 99 stop (under MASS_EXPIRY_MIN), the rest keep beating.
+    for (let second = 1; second <= 5; second++) {
+      await beat(keys.slice(99))
+      sim.clock.advance(1000)
+      for (const n of [a, b, c]) await n.kv.sweep()
+      await sim.settle()
+    }
+    expect(sim.faults.nodes.get(a.id)!.kv.machine.health.state(sim.clock.nowMs()).state).toBe('healthy')
+    expect(new Set(keys.slice(0, 99).filter(k => a.engine.get(k)!.deleted))).toEqual(new Set(keys.slice(0, 99)))
+    expect(expired.length).toBeGreaterThanOrEqual(99)
   })
 
   it('with one other replica degraded and one healthy, a replica waits DETECTOR_STRETCH TTLs after the last beat, then expires on the healthy answer', async () => {

@@ -15,7 +15,8 @@
  * is degraded or did not answer — it may be taking the beats late, or turning them away under admission
  * control, as an overloaded coordinator does — the key is held until DETECTOR_STRETCH TTLs after its last
  * beat, not offered again before then (a write ends the hold); from then on one healthy answer
- * is enough. If every replica that answered is degraded, it waits at every sweep from then on, so a sick
+ * is enough. A replica whose own detector is degraded (health.ts, a mass expiry included) holds the same way.
+ * If every replica that answered is degraded, it waits at every sweep from then on, so a sick
  * replica's view never wins alone (`expiryPostponedDegraded` counts each hold and each wait). If none
  * answered, it waits at every sweep too, uncounted: cut off, it decides alone once SWIM declares them dead. A replica that is
  * itself degraded already stretches its own sweeps (health.ts). The trade-off: detection is delayed, not
@@ -139,7 +140,11 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
   // below covers it instead (4 TTLs from that beat): an overloaded peer noting refused beats would otherwise
   // be asked again about every key every few seconds, adding load where there is least to spare.
   const ttlMs = s.engine.ttl(key)
-  const unsure = degraded > 0 || answered < others.length
+  // This replica's own detector degraded (health.ts: a stall, its disk, refusals, or a mass expiry just now)
+  // may have taken the beats late itself: it holds as for a degraded answer (Lifeguard: a sick member does
+  // not accuse), and past the hold the other replicas' healthy answers decide, or it alone if there are none.
+  const self = s.health.degraded(s.nowMs)
+  const unsure = degraded > 0 || answered < others.length || self
   if (refreshedElsewhere > 0 && !unsure) {
     const leftMs = refreshedElsewhere + ttlMs - s.engine.hlc.now().wall
     if (leftMs > 0 && s.engine.refresh(key, state, ttlMs, { wall: refreshedElsewhere, logical: 0 }, leftMs)) return
@@ -164,7 +169,7 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
     const nowHlc = s.engine.hlc.now().wall
     const lastBeat = Math.max(newestTs(state)?.wall ?? 0, s.engine.lastAliveWall(key), refreshedElsewhere)
     const untilHlc = lastBeat + DETECTOR_STRETCH * ttlMs
-    if (nowHlc < untilHlc || healthy === 0) {
+    if (nowHlc < untilHlc || (healthy === 0 && degraded > 0)) {
       // Past the hold with every replica that answered degraded: none can vouch that the beats stopped;
       // offered at every sweep (degradation ends HEALTH_RECOVERY_MS after its signals recover), delayed, not lost.
       s.counters.expiryPostponedDegraded++

@@ -31,7 +31,7 @@ const OK: KvReply = { type: 'ok' }
 function expiryView (s: ReplicaState, key: string): { state: KeyState | null; ttlMs: number; degraded: boolean } {
   s.engine.checkKey(key)
   const state = s.engine.state(key)
-  return { state: state ?? null, ttlMs: state === undefined ? 0 : s.engine.ttl(key), degraded: s.health.degraded(s.nowMs) }
+  return { state: state ?? null, ttlMs: state === undefined ? 0 : s.engine.ttl(key), degraded: s.health.answersDegraded(s.nowMs) }
 }
 
 const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {

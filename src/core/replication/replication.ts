@@ -89,6 +89,8 @@ export class Replication {
   private expiryChecks = 0
   private readonly expiryWaiting = new Map<string, KeyState>()
   private drainingExpiry = false
+  /** While a sweep runs, the keys it finds due (their checks start once it has ended). */
+  private sweepDue: Array<[string, KeyState]> | null = null
 
   /** `background` null runs no background work from tick() (tests call it with call()). */
   constructor (ring: Ring, options: ReplicationOptions, nowMs: number, background: BackgroundPeriods | null) {
@@ -107,8 +109,8 @@ export class Replication {
     // An expiry is a write by this replica: its other replicas get it once durable.
     engine.events.on('expired', e => { this.spawn(publishExpiry(s, e.key, e.state, e.expired), `publishing the expiry of ${e.key}`) })
     engine.onExpiring = (key, state) => {
-      if (this.expiryChecks < EXPIRY_CHECKS_MAX) this.startExpiryCheck(key, state)
-      else this.expiryWaiting.set(key, state)
+      if (this.sweepDue !== null) this.sweepDue.push([key, state])
+      else this.offerExpiry(key, state)
     }
     const loop = (name: string, periodMs: number, turn: () => Flow<unknown> | null): Loop => ({ name, periodMs, dueMs: nowMs + periodMs, running: false, turn })
     this.loops = background === null
@@ -116,7 +118,7 @@ export class Replication {
       : [
           loop('handoff', background.handoffMs, () => this.handoff.turn()),
           loop('anti-entropy', background.syncMs, () => this.antiEntropy.round()),
-          loop('sweep', background.sweepMs, () => { engine.sweep({ takeCredit: this.health.takeCredit(this.rt.nowMs) }); return null })
+          loop('sweep', background.sweepMs, () => { this.runSweep(this.rt.nowMs); return null })
         ]
   }
 
@@ -239,8 +241,33 @@ export class Replication {
   /** One turn of the storage engine's TTL sweep now (tick() runs it every sweep period). */
   sweep (nowMs: number): Effect[] {
     this.rt.nowMs = nowMs
-    this.state.engine.sweep({ takeCredit: this.health.takeCredit(nowMs) })
+    this.runSweep(nowMs)
     return this.rt.take()
+  }
+
+  /**
+   * A turn of the TTL sweep (stretched while the detector is degraded). The keys it finds due are counted
+   * first (DetectorHealth.noteDue: too many at once make the detector degraded), then their expiry checks
+   * start, so those checks already see this replica degraded.
+   */
+  private runSweep (nowMs: number): void {
+    const engine = this.state.engine
+    const due: Array<[string, KeyState]> = []
+    this.sweepDue = due
+    try {
+      engine.sweep({ takeCredit: this.health.takeCredit(nowMs) })
+    } finally {
+      this.sweepDue = null
+    }
+    if (due.length === 0) return
+    this.health.noteDue(nowMs, due.length, engine.ttlKeyCount)
+    for (const [key, state] of due) this.offerExpiry(key, state)
+  }
+
+  /** Starts the expiry check of a key the sweep found due, or queues it while EXPIRY_CHECKS_MAX run. */
+  private offerExpiry (key: string, state: KeyState): void {
+    if (this.expiryChecks < EXPIRY_CHECKS_MAX) this.startExpiryCheck(key, state)
+    else this.expiryWaiting.set(key, state)
   }
 
   /** When tick() next has something to do (a request's deadline or a background turn), by the host's clock. */
