@@ -65,7 +65,8 @@ export class ServicesView {
       ? 'none yet: services write PUT /heartbeat/<id>?ttl=<ms>'
       : `${alive} alive, ${services.length - alive} expired${result.failed > 0 ? ` (${result.failed} of ${result.asked} members did not answer)` : ''}`
     // This tab's own failure detector: degraded while it is too slow to take beats in time (a hidden tab's
-    // throttled timers count), when its TTLs run slower rather than expire live services.
+    // throttled timers count) or sees many services late at once (a mass expiry), when its TTLs run slower
+    // rather than expire live services.
     const detector = this.peer.store.kv.detector
     $('services-summary').textContent += detector.state === 'degraded' ? ` · this tab's detector is degraded (${detector.reason ?? ''}): its TTLs run ${detector.stretch}x slower` : ''
     $('services').replaceChildren(...services.slice(0, SERVICES_SHOWN).map(s => el('tr', { 'data-id': s.id, 'data-state': s.state },

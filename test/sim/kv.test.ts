@@ -594,22 +594,25 @@ describe('kv: TTL expiry across replicas', () => {
     for (const k of keys.slice(150)) expect(a.engine.get(k)!.deleted).toBe(false)
   })
 
-  it(`stopped services below the mass-expiry bound (${MASS_EXPIRY_MIN} keys, or ${MASS_EXPIRY_SHARE * 100}% of those held) expire by the normal rule`, async () => {
-    const { sim, a, b, c, expired } = await replicasOf('heartbeat/few-0')
-    const keys = Array.from({ length: 1000 }, (_, i) => `heartbeat/few-${i}`)
-    const beat = async (some: string[]): Promise<void> => { await Promise.all(some.map(async key => await a.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 }))) }
-    await beat(keys)
-    // 99 stop (under MASS_EXPIRY_MIN), the rest keep beating.
-    for (let second = 1; second <= 5; second++) {
-      await beat(keys.slice(99))
-      sim.clock.advance(1000)
-      for (const n of [a, b, c]) await n.kv.sweep()
-      await sim.settle()
-    }
-    expect(sim.faults.nodes.get(a.id)!.kv.machine.health.state(sim.clock.nowMs()).state).toBe('healthy')
-    expect(new Set(keys.slice(0, 99).filter(k => a.engine.get(k)!.deleted))).toEqual(new Set(keys.slice(0, 99)))
-    expect(expired.length).toBeGreaterThanOrEqual(99)
-  })
+  for (const [held, stop, prefix] of [[2000, 150, 'heartbeat/under-share-'], [300, 60, 'heartbeat/under-min-'], [1000, 200, 'cache/']] as const) {
+    const why = prefix === 'cache/' ? 'other TTL keys (not services) expiring together' : stop >= MASS_EXPIRY_MIN ? `${stop} of ${held} services stopping (at most ${MASS_EXPIRY_SHARE * 100}%)` : `${stop} of ${held} services stopping (fewer than ${MASS_EXPIRY_MIN})`
+    it(`${why}: no mass expiry, they expire by the normal rule`, async () => {
+      const { sim, a, b, c } = await replicasOf(`${prefix}0`)
+      const keys = Array.from({ length: held }, (_, i) => `${prefix}${i}`)
+      const beat = async (some: readonly string[]): Promise<void> => { await Promise.all(some.map(async key => await a.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 }))) }
+      await beat(keys)
+      const stopped = keys.slice(0, stop)
+      for (let second = 1; second <= 5; second++) {
+        await beat(keys.slice(stop))
+        sim.clock.advance(1000)
+        for (const n of [a, b, c]) await n.kv.sweep()
+        await sim.settle()
+      }
+      for (const n of [a, b, c]) expect(sim.faults.nodes.get(n.id)!.kv.machine.health.state(sim.clock.nowMs())).toMatchObject({ state: 'healthy', episodes: 0 })
+      for (const n of [a, b, c]) expect(stopped.filter(k => n.engine.get(k)?.deleted === false)).toEqual([])
+      expect(keys.slice(stop).filter(k => a.engine.get(k)!.deleted)).toEqual([])
+    })
+  }
 
   it('with one other replica degraded and one healthy, a replica waits DETECTOR_STRETCH TTLs after the last beat, then expires on the healthy answer', async () => {
     const key = 'heartbeat/one-degraded'

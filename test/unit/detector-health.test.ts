@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { ManualClock } from '../../src/core/env.js'
-import { DETECTOR_STRETCH, DetectorHealth, HEALTH_LOOP_DELAY_MS, HEALTH_RECOVERY_MS } from '../../src/core/replication/health.js'
+import { DETECTOR_STRETCH, DetectorHealth, HEALTH_LOOP_DELAY_MS, HEALTH_RECOVERY_MS, MASS_EXPIRY_MIN, MASS_EXPIRY_SHARE } from '../../src/core/replication/health.js'
 import { StorageEngine } from '../../src/core/storage/engine.js'
 
 describe('detector health', () => {
@@ -19,6 +19,28 @@ describe('detector health', () => {
     expect(h.state(3000)).toMatchObject({ state: 'degraded', reason: 'sweep lag 2500 ms (threshold 2000 ms)', sinceMs: 1000, episodes: 1 })
     expect(h.state(3000 + HEALTH_RECOVERY_MS - 1).state).toBe('degraded')
     expect(h.state(3000 + HEALTH_RECOVERY_MS)).toMatchObject({ state: 'healthy', sinceMs: null })
+  })
+
+  it(`a mass expiry: at least ${MASS_EXPIRY_MIN} services' keys due in one sweep and more than ${MASS_EXPIRY_SHARE * 100}% of those held; its answers stay healthy`, () => {
+    const h = new DetectorHealth()
+    // At the share exactly, or under the minimum: healthy.
+    expect(h.noteDue(1000, MASS_EXPIRY_MIN, MASS_EXPIRY_MIN / MASS_EXPIRY_SHARE)).toBe(false)
+    expect(h.noteDue(1000, MASS_EXPIRY_MIN - 1, MASS_EXPIRY_MIN)).toBe(false)
+    expect(h.state(1000).state).toBe('healthy')
+    expect(h.noteDue(1000, MASS_EXPIRY_MIN, MASS_EXPIRY_MIN / MASS_EXPIRY_SHARE - 1)).toBe(true)
+    expect(h.state(1000)).toMatchObject({ state: 'degraded', reason: 'mass expiry (100 of 999 keys due in one sweep, threshold 10%)', stretch: DETECTOR_STRETCH, episodes: 1 })
+    expect(h.degraded(1000)).toBe(true)
+    expect(h.answersDegraded(1000)).toBe(false)
+    // A stall meanwhile: its answers say degraded, and a later mass expiry does not hide that reason.
+    h.note('event-loop delay', 3000, HEALTH_LOOP_DELAY_MS, 2000)
+    expect(h.answersDegraded(2000)).toBe(true)
+    h.noteDue(3000, 500, 1000)
+    expect(h.state(3000).reason).toBe('event-loop delay 3000 ms (threshold 500 ms)')
+    // The stall's recovery time ends first (2000 + 5000); the mass expiry's (3000 + 5000) later.
+    expect(h.answersDegraded(2000 + HEALTH_RECOVERY_MS)).toBe(false)
+    expect(h.degraded(2000 + HEALTH_RECOVERY_MS)).toBe(true)
+    expect(h.degraded(3000 + HEALTH_RECOVERY_MS)).toBe(false)
+    expect(h.state(3000).episodes).toBe(1)
   })
 
   it('takes a credit every sweep while healthy and every DETECTOR_STRETCH-th while degraded', () => {

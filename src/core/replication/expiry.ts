@@ -15,7 +15,8 @@
  * is degraded or did not answer — it may be taking the beats late, or turning them away under admission
  * control, as an overloaded coordinator does — the key is held until DETECTOR_STRETCH TTLs after its last
  * beat, not offered again before then (a write ends the hold); from then on one healthy answer
- * is enough. A replica whose own detector is degraded (health.ts, a mass expiry included) holds the same way.
+ * is enough. A replica whose own detector is degraded (health.ts, a mass expiry included) holds a service's
+ * key the same way.
  * If every replica that answered is degraded, it waits at every sweep from then on, so a sick
  * replica's view never wins alone (`expiryPostponedDegraded` counts each hold and each wait). If none
  * answered, it waits at every sweep too, uncounted: cut off, it decides alone once SWIM declares them dead. A replica that is
@@ -41,6 +42,7 @@
  * this reason, and expired on the other's healthy answer once the hold was over.
  */
 import { OverloadedError, errorMessage } from '../errors.js'
+import { isHeartbeatKey } from '../kv/heartbeat.js'
 import { type Entry, type KvReply, isUnsupported } from '../kv/messages.js'
 import { type KeyState, newestTs, stateEquals, sync } from '../version/dvv.js'
 import { type Flow, all, persist, request } from './flow.js'
@@ -140,10 +142,11 @@ export function * checkExpiry (s: ReplicaState, key: string, state: KeyState): F
   // below covers it instead (4 TTLs from that beat): an overloaded peer noting refused beats would otherwise
   // be asked again about every key every few seconds, adding load where there is least to spare.
   const ttlMs = s.engine.ttl(key)
-  // This replica's own detector degraded (health.ts: a stall, its disk, refusals, or a mass expiry just now)
-  // may have taken the beats late itself: it holds as for a degraded answer (Lifeguard: a sick member does
-  // not accuse), and past the hold the other replicas' healthy answers decide, or it alone if there are none.
-  const self = s.health.degraded(s.nowMs)
+  // A service's key here while this replica's own detector is degraded (health.ts: a stall, its disk,
+  // refusals, or a mass expiry): it may have taken the beats late itself, so it holds as for a degraded
+  // answer (Lifeguard: a sick member does not accuse), and past the hold the other replicas' healthy answers
+  // decide, or it alone if there are none. Other TTL keys (a cache's) are not beats: they are not held for it.
+  const self = isHeartbeatKey(key) && s.health.degraded(s.nowMs)
   const unsure = degraded > 0 || answered < others.length || self
   if (refreshedElsewhere > 0 && !unsure) {
     const leftMs = refreshedElsewhere + ttlMs - s.engine.hlc.now().wall

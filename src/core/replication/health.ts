@@ -25,9 +25,10 @@ export const HEALTH_LOG_SYNC_MS = 2000
 /** A TTL sweep that runs this many sweep periods late makes the detector degraded. */
 export const HEALTH_SWEEP_LAG_PERIODS = 2
 /**
- * A sweep that finds at least MASS_EXPIRY_MIN keys due, and more than MASS_EXPIRY_SHARE of the TTL keys held
- * here, makes the detector degraded ('mass expiry'). 100 stopped services of the heartbeat benchmark's 2,000
- * (`--quick`) are 5%: under the share.
+ * A sweep that finds at least MASS_EXPIRY_MIN services' keys due, and more than MASS_EXPIRY_SHARE of the
+ * services' keys held here, makes the detector degraded ('mass expiry'). 100 stopped services of the
+ * heartbeat benchmark's 2,000 (`--quick`) are 5%: under the share. Other TTL keys (a cache's, written
+ * together and expiring together) do not count.
  */
 export const MASS_EXPIRY_SHARE = 0.1
 export const MASS_EXPIRY_MIN = 100
@@ -74,8 +75,8 @@ export class DetectorHealth {
   }
 
   /**
-   * One sweep found `due` of the `held` TTL keys here due: past MASS_EXPIRY_MIN and MASS_EXPIRY_SHARE of
-   * them, too many late at once to be services that stopped. Returns whether that made it degraded.
+   * One sweep found `due` of the `held` services' keys here due: past MASS_EXPIRY_MIN and MASS_EXPIRY_SHARE
+   * of them, too many late at once to be services that stopped. Returns whether that made it degraded.
    */
   noteDue (nowMs: number, due: number, held: number): boolean {
     if (due < MASS_EXPIRY_MIN || !(due > MASS_EXPIRY_SHARE * held)) return false
@@ -92,9 +93,10 @@ export class DetectorHealth {
       this.sinceMs = nowMs
       this.episodes++
     }
+    // A mass expiry does not hide a signal of this replica's own slowness, which decides what it answers.
+    if (!mass || !this.answersDegraded(nowMs)) this.reason = reason
     if (mass) this.massUntilMs = nowMs + HEALTH_RECOVERY_MS
     else this.badUntilMs = nowMs + HEALTH_RECOVERY_MS
-    this.reason = reason
   }
 
   /** Degraded by any signal: its sweeps are stretched, and it holds its own expiry checks. */

@@ -61,8 +61,9 @@ export class ReplicaState {
   /** Each peer's round trips, for hedged requests. */
   readonly latencies: Latencies
   /**
-   * The failure detector's own health: while degraded, TTL sweeps are stretched (health.ts), and this
-   * replica's answer to another's expiry check says so (expiry.ts).
+   * The failure detector's own health: while degraded, TTL sweeps are stretched and this replica holds its
+   * services' expiries (health.ts, expiry.ts); its answer to another's expiry check says so unless only a mass
+   * expiry degraded it (DetectorHealth.answersDegraded).
    */
   readonly health = new DetectorHealth()
   /** Peers that answered an expiry check ERR_UNSUPPORTED (an older version): asked the older way at once. */

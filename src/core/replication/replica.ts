@@ -27,7 +27,7 @@ type Handler<T extends KvRequest['type']> = (s: ReplicaState, ae: AntiEntropy, f
 
 const OK: KvReply = { type: 'ok' }
 
-/** What both expiry checks answer: the key's state here, its TTL, and whether this detector is degraded. */
+/** What both expiry checks answer: the key's state here, its TTL, and whether this detector is degraded by its own slowness (DetectorHealth.answersDegraded). */
 function expiryView (s: ReplicaState, key: string): { state: KeyState | null; ttlMs: number; degraded: boolean } {
   s.engine.checkKey(key)
   const state = s.engine.state(key)
@@ -100,7 +100,8 @@ const handlers: { readonly [T in KvRequest['type']]: Handler<T> } = {
     return durable({ type: 'keys', keys: page.keys, more: page.more })
   },
   'expiry-check' (s, _ae, _from, request) {
-    // What 'read' answers, and whether this replica's own failure detector is degraded now: the asker
+    // What 'read' answers, and whether this replica's own failure detector is degraded now (by its own
+    // slowness, not a mass expiry: DetectorHealth.answersDegraded): the asker
     // expires the key only if a healthy replica agrees (expiry.ts).
     return durable({ type: 'expiry-state', ...expiryView(s, request.key) })
   },

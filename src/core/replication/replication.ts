@@ -20,6 +20,7 @@ import type { KeyState } from '../version/dvv.js'
 import { AntiEntropy } from './anti-entropy.js'
 import { placement, read, write } from './coordinator.js'
 import { checkExpiry, publishExpiry } from './expiry.js'
+import { isHeartbeatKey } from '../kv/heartbeat.js'
 import { type Effect, type Flow, type Message, type PersistToken, Runtime, exchange } from './flow.js'
 import { Handoff } from './handoff.js'
 import { type DetectorHealth, HEALTH_SWEEP_LAG_PERIODS } from './health.js'
@@ -246,22 +247,23 @@ export class Replication {
   }
 
   /**
-   * A turn of the TTL sweep (stretched while the detector is degraded). The keys it finds due are counted
-   * first (DetectorHealth.noteDue: too many at once make the detector degraded), then their expiry checks
-   * start, so those checks already see this replica degraded.
+   * A turn of the TTL sweep (stretched while the detector is degraded). The heartbeat keys it finds due are
+   * counted first (DetectorHealth.noteDue: too many at once make the detector degraded), then the expiry
+   * checks of every key it found due start (also if the sweep threw: each is marked pending, and a pending
+   * key is not offered again).
    */
   private runSweep (nowMs: number): void {
-    const engine = this.state.engine
     const due: Array<[string, KeyState]> = []
     this.sweepDue = due
     try {
-      engine.sweep({ takeCredit: this.health.takeCredit(nowMs) })
+      this.state.engine.sweep({ takeCredit: this.health.takeCredit(nowMs) })
     } finally {
       this.sweepDue = null
+      let beats = 0
+      for (const [key] of due) if (isHeartbeatKey(key)) beats++
+      if (beats > 0) this.health.noteDue(nowMs, beats, this.state.index.heartbeats.size)
+      for (const [key, state] of due) this.offerExpiry(key, state)
     }
-    if (due.length === 0) return
-    this.health.noteDue(nowMs, due.length, engine.ttlKeyCount)
-    for (const [key, state] of due) this.offerExpiry(key, state)
   }
 
   /** Starts the expiry check of a key the sweep found due, or queues it while EXPIRY_CHECKS_MAX run. */
