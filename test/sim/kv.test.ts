@@ -594,6 +594,31 @@ describe('kv: TTL expiry across replicas', () => {
     for (const k of keys.slice(150)) expect(a.engine.get(k)!.deleted).toBe(false)
   })
 
+  it('a lone replica (no other up) degraded by a mass expiry holds its services DETECTOR_STRETCH TTLs after their last beat, then expires them alone', async () => {
+    const { sim, a, b, c } = await replicasOf('heartbeat/lone-0')
+    const keys = Array.from({ length: 1000 }, (_, i) => `heartbeat/lone-${i}`)
+    const stopped = keys.slice(0, 150)
+    const beat = async (some: readonly string[]): Promise<void> => { await Promise.all(some.map(async key => await a.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 3 }))) }
+    await beat(keys)
+    const lastBeat = sim.clock.nowMs()
+    sim.setUp(b.id, false)
+    sim.setUp(c.id, false)
+    const gone = (): number => stopped.filter(k => a.engine.get(k)!.deleted).length
+    let before = 0
+    let mass = false
+    for (let second = 1; second <= DETECTOR_STRETCH * 3 + 8 && gone() < stopped.length; second++) {
+      await Promise.all(keys.slice(150).map(async key => await a.kv.put(key, enc('beat'), { lww: true, ttlMs: 3000, w: 1 })))
+      sim.clock.advance(1000)
+      await a.kv.sweep()
+      mass ||= sim.faults.nodes.get(a.id)!.kv.machine.health.state(sim.clock.nowMs()).reason?.startsWith('mass expiry') === true
+      if (sim.clock.nowMs() - lastBeat < DETECTOR_STRETCH * 3000) before = gone()
+    }
+    expect(mass).toBe(true)
+    expect(before).toBe(0)
+    expect(gone()).toBe(stopped.length)
+    expect(keys.slice(150).filter(k => a.engine.get(k)!.deleted)).toEqual([])
+  })
+
   for (const [held, stop, prefix] of [[2000, 150, 'heartbeat/under-share-'], [300, 60, 'heartbeat/under-min-'], [1000, 200, 'cache/']] as const) {
     const why = prefix === 'cache/' ? 'other TTL keys (not services) expiring together' : stop >= MASS_EXPIRY_MIN ? `${stop} of ${held} services stopping (at most ${MASS_EXPIRY_SHARE * 100}%)` : `${stop} of ${held} services stopping (fewer than ${MASS_EXPIRY_MIN})`
     it(`${why}: no mass expiry, they expire by the normal rule`, async () => {
