@@ -12,6 +12,7 @@
  * changes (key-index.ts), so no code path keeps it in step by hand.
  */
 import { errorMessage } from '../errors.js'
+import { isHeartbeatKey } from '../kv/heartbeat.js'
 import { type ListOptions, listKeys } from '../kv/listing.js'
 import { meshServices } from '../kv/services.js'
 import type { KvRequest } from '../kv/messages.js'
@@ -20,7 +21,6 @@ import type { KeyState } from '../version/dvv.js'
 import { AntiEntropy } from './anti-entropy.js'
 import { placement, read, write } from './coordinator.js'
 import { checkExpiry, publishExpiry } from './expiry.js'
-import { isHeartbeatKey } from '../kv/heartbeat.js'
 import { type Effect, type Flow, type Message, type PersistToken, Runtime, exchange } from './flow.js'
 import { Handoff } from './handoff.js'
 import { type DetectorHealth, HEALTH_SWEEP_LAG_PERIODS } from './health.js'

@@ -528,9 +528,6 @@ export class StorageEngine {
     return { bytes: wal.bytesSinceSnapshot + wal.snapshotBytes, records: wal.recordsAppended, bytesAppended: wal.bytesAppended, syncs: wal.syncCount, compactions: wal.compactions, compactionsFailed: wal.compactionsFailed }
   }
 
-  /** TTL keys held (what a sweep looks at). */
-  get ttlKeyCount (): number { return this.ttls.size }
-
   stats (): EngineStats {
     let tombstones = 0
     for (const state of this.map.values()) if (isDeleted(state)) tombstones++
