@@ -58,6 +58,7 @@ const KV_HELP: Record<keyof KvConfig, string> = {
   handoffKeysPerTurn: 'keys the handoff loop moves per turn (its rate limit)',
   syncIntervalMs: 'anti-entropy period',
   syncKeysPerRound: 'keys one anti-entropy round compares and repairs',
+  indexRebuildKeysPerTurn: 'keys of the key index rebuilt per turn after a ring change (bounds how long it holds the event loop)',
   tombstoneGraceMs: 'age before a fully replicated tombstone is reaped',
   minDurable: 'durable members among each key\'s N replicas; the same on every peer',
   leaveGraceMs: 'a tab that left keeps its ring tokens this long (down; fallbacks hold its share), so a reload moves nothing; 0: leaves at once',

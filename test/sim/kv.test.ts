@@ -8,6 +8,7 @@ import { stateEquals } from '../../src/core/version/dvv.js'
 import type { VersionVector } from '../../src/core/version/vv.js'
 import { type PeerInfo, peerInfo } from '../../src/services/peer-info.js'
 import { KvSim, degrade, replicasOf } from './kv-cluster.js'
+import type { FaultNode } from './kv-faults.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const dec = (b: Uint8Array): string => new TextDecoder().decode(b)
@@ -322,6 +323,52 @@ describe('kv: anti-entropy, partitions, membership changes', () => {
     expect(owned.length).toBeGreaterThan(200)
     await converge(sim, () => keys.every(k => [...sim.holders(k).keys()].sort().join() === [...sim.primaries(k)].sort().join()), 3)
     expect(sim.node('peer-3').engine.size).toBe(owned.length)
+  })
+
+  it('a ring change on a store larger than kv.indexRebuildKeysPerTurn rebuilds the key index over several ticks, then the moved ranges go', async () => {
+    const sim = await KvSim.create(ids(3), { indexRebuildKeysPerTurn: 50 })
+    const keys = Array.from({ length: 500 }, (_, i) => `key-${i}`)
+    for (const key of keys) await sim.node('peer-0').kv.put(key, enc(key), { w: 3 })
+    await sim.add('peer-3')
+    const machine = (id: string): FaultNode => sim.faults.nodes.get(id)!
+    // Every old holder holds all 500 keys: each has a rebuild under way, and until it ends its index is the
+    // old ring's (where it was a primary of everything: nothing held for others).
+    for (const id of ids(3)) {
+      expect(machine(id).kv.machine.nextWakeMs()).toBeLessThanOrEqual(sim.clock.nowMs()) // due at once
+      expect(sim.node(id).kv.stats.hintsPending).toBe(0)
+    }
+    const ticks = new Map<string, number>()
+    for (const id of ids(3)) {
+      let n = 0
+      while (machine(id).kv.machine.nextWakeMs() <= sim.clock.nowMs() && n < 100) { machine(id).kv.tick(); n++ }
+      ticks.set(id, n)
+      expect(sim.node(id).kv.stats.hintsPending).toBe(keys.filter(k => !sim.primaries(k).includes(id)).length)
+    }
+    // 500 keys at 50 a step (whole segments, so a step may take a few more): the first step ran with the
+    // ring change, the rest one per tick.
+    for (const n of ticks.values()) {
+      expect(n).toBeGreaterThanOrEqual(5)
+      expect(n).toBeLessThanOrEqual(10)
+    }
+    await converge(sim, () => keys.every(k => [...sim.holders(k).keys()].sort().join() === [...sim.primaries(k)].sort().join()), 3)
+    expect(sim.node('peer-3').engine.size).toBe(keys.filter(k => sim.primaries(k).includes('peer-3')).length)
+  })
+
+  it("a leave's handoff completes a key index rebuild under way first: every key held for others by the current ring goes", async () => {
+    const sim = await KvSim.create(ids(4), { indexRebuildKeysPerTurn: 10 })
+    const keys = Array.from({ length: 300 }, (_, i) => `key-${i}`)
+    for (const key of keys) await sim.node('peer-0').kv.put(key, enc(key), { w: 3 })
+    await converge(sim, () => replicated(sim, keys), 3)
+    const holder = sim.node('peer-1')
+    // peer-4 joins (the ring changes everywhere) and peer-1, its rebuild still under way, leaves within its
+    // leave grace: what it holds for others is judged by the ring with peer-4.
+    await sim.add('peer-4')
+    expect(sim.faults.nodes.get('peer-1')!.kv.machine.nextWakeMs()).toBeLessThanOrEqual(sim.clock.nowMs()) // a rebuild under way
+    const forOthers = [...holder.engine.keys()].filter(k => !sim.primaries(k).includes('peer-1'))
+    expect(forOthers.length).toBeGreaterThan(10)
+    const result = await holder.kv.handOffAll(sim.ring(), () => {}, true)
+    expect(result).toEqual({ delivered: forOthers.length * 3, failed: 0 })
+    for (const k of forOthers) for (const id of sim.primaries(k)) expect(sim.holders(k).has(id)).toBe(true)
   })
 
   it('a member leaving gracefully hands off first: nothing is under-replicated', async () => {

@@ -136,6 +136,7 @@ export class Handoff {
   * handOffAll (ringWithout: Ring, progress: (done: number, total: number) => void, hintsOnly = false): Flow<{ delivered: number; failed: number }> {
     const s = this.s
     s.leaving = true
+    s.index.finishRebuild(key => s.engine.state(key)) // the keys held for others, by the current ring
     const batches = new Map<string, Entry[]>()
     let failed = 0
     // Hints only (a tab whose tokens the others keep for its leave grace): the keys held here for others,

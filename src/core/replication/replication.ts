@@ -92,6 +92,8 @@ export class Replication {
   private drainingExpiry = false
   /** While a sweep runs, the keys it finds due (their checks start once it has ended). */
   private sweepDue: Array<[string, KeyState]> | null = null
+  /** When the key index's rebuild under way started (for its log line). */
+  private rebuildStartMs = 0
 
   /** `background` null runs no background work from tick() (tests call it with call()). */
   constructor (ring: Ring, options: ReplicationOptions, nowMs: number, background: BackgroundPeriods | null) {
@@ -118,7 +120,8 @@ export class Replication {
       ? []
       : [
           loop('handoff', background.handoffMs, () => this.handoff.turn()),
-          loop('anti-entropy', background.syncMs, () => this.antiEntropy.round()),
+          // Hash trees of a half-rebuilt index would differ for nothing: anti-entropy waits for the new ring's.
+          loop('anti-entropy', background.syncMs, () => this.state.index.rebuilding ? null : this.antiEntropy.round()),
           loop('sweep', background.sweepMs, () => { this.runSweep(this.rt.nowMs); return null })
         ]
   }
@@ -137,8 +140,19 @@ export class Replication {
     s.noRefresh.clear()
     if (ring === s.ring) return
     s.ring = ring
-    s.index.rebuild(ring, s.engine.entries())
+    // The key index follows in steps of kv.index-rebuild-keys-per-turn keys: the first now (a small store
+    // is done with it), the others from tick().
+    s.index.retarget(ring)
+    this.rebuildStartMs = this.rt.nowMs
+    this.stepIndexRebuild()
     s.latencies.retain(id => ring.member(id) !== undefined)
+  }
+
+  /** One step of the key index's rebuild for a new ring, if one is under way. */
+  private stepIndexRebuild (): void {
+    const s = this.state
+    const done = s.index.rebuildStep(s.config.indexRebuildKeysPerTurn, key => s.engine.state(key))
+    if (done !== null && done.steps > 1) s.log.debug(`key index rebuilt for the new ring: ${done.keys} keys in ${done.steps} steps over ${Math.round(this.rt.nowMs - this.rebuildStartMs)} ms`)
   }
 
   /** Refuse writes from now on (the first step of a graceful leave). */
@@ -217,6 +231,7 @@ export class Replication {
   tick (nowMs: number): Effect[] {
     this.rt.nowMs = nowMs
     this.rt.expire()
+    this.stepIndexRebuild()
     for (const loop of this.loops) {
       if (loop.running || loop.dueMs > nowMs) continue
       // A sweep that runs late: this replica is too slow to take beats in time (DetectorHealth).
@@ -274,6 +289,7 @@ export class Replication {
 
   /** When tick() next has something to do (a request's deadline or a background turn), by the host's clock. */
   nextWakeMs (): number {
+    if (this.state.index.rebuilding) return this.rt.nowMs
     let at = this.rt.nextDeadline()
     for (const loop of this.loops) if (!loop.running && loop.dueMs < at) at = loop.dueMs
     return at
