@@ -354,6 +354,54 @@ describe('kv: anti-entropy, partitions, membership changes', () => {
     expect(sim.node('peer-3').engine.size).toBe(keys.filter(k => sim.primaries(k).includes('peer-3')).length)
   })
 
+  it('a round holds to kv.syncKeysPerRound on the asking side too: against an empty joiner it pushes a budget\'s worth, not everything', async () => {
+    const sim = await KvSim.create(ids(3), { syncKeysPerRound: 50 })
+    const keys = Array.from({ length: 500 }, (_, i) => `key-${i}`)
+    for (const key of keys) await sim.node('peer-0').kv.put(key, enc(key), { w: 3 })
+    await sim.add('peer-3')
+    // Anti-entropy between two peers covers the keys both are primaries of (the rest is the handoff loop's).
+    const owned = keys.filter(k => sim.primaries(k).includes('peer-3') && sim.primaries(k).includes('peer-0'))
+    expect(owned.length).toBeGreaterThan(100)
+    const pushes: number[] = []
+    while (owned.some(k => !sim.holders(k).has('peer-3')) && pushes.length < 40) {
+      const round = await sim.node('peer-0').kv.syncRound('peer-3')
+      expect(round).toMatchObject({ peer: 'peer-3', equal: false, pulled: 0 })
+      pushes.push(round!.pushed)
+    }
+    // Each round at most the budget (peer-3, holding nothing, answered for every segment they share).
+    expect(Math.max(...pushes)).toBeLessThanOrEqual(50)
+    expect(pushes.length).toBeGreaterThanOrEqual(Math.ceil(owned.length / 50))
+    expect(pushes.reduce((a, b) => a + b, 0)).toBe(owned.length)
+    expect(await sim.node('peer-0').kv.syncRound('peer-3')).toMatchObject({ equal: true })
+  })
+
+  it('a round the asking side cut short pulls nothing from the segments it left out: each stale key is pulled once', async () => {
+    const sim = await KvSim.create(ids(4), { syncKeysPerRound: 50 })
+    const shared = (k: string): boolean => sim.primaries(k).includes('peer-3') && sim.primaries(k).includes('peer-0')
+    const old = Array.from({ length: 400 }, (_, i) => `old-${i}`).filter(shared)
+    const fresh = Array.from({ length: 400 }, (_, i) => `new-${i}`).filter(shared)
+    for (const key of old) await sim.node('peer-0').kv.put(key, enc('v1'), { w: 3 })
+    // peer-3 misses newer writes of the old keys and every new key: per segment it holds about half of what
+    // peer-0 holds, all of it older, so its answer covers twice the segments peer-0's budget takes.
+    sim.setUp('peer-3', false)
+    for (const key of old) await sim.node('peer-0').kv.put(key, enc('v2'), { context: (await sim.node('peer-0').kv.get(key)).context })
+    for (const key of fresh) await sim.node('peer-0').kv.put(key, enc('v2'))
+    sim.setUp('peer-3', true)
+    const rounds: Array<{ pushed: number; pulled: number }> = []
+    for (let i = 0; i < 60; i++) {
+      const round = await sim.node('peer-0').kv.syncRound('peer-3')
+      if (round!.equal) break
+      rounds.push({ pushed: round!.pushed, pulled: round!.pulled })
+    }
+    expect(rounds.length).toBeGreaterThanOrEqual(Math.ceil((old.length + fresh.length) / 50))
+    for (const r of rounds) expect(r.pushed).toBeLessThanOrEqual(50)
+    // A key both hold in different versions is pushed and pulled (the asker cannot tell which is newer), in
+    // the round that covers its segment only; a key only the asker holds is pushed.
+    expect(rounds.reduce((a, r) => a + r.pulled, 0)).toBe(old.length)
+    expect(rounds.reduce((a, r) => a + r.pushed, 0)).toBe(old.length + fresh.length)
+    for (const key of [...old, ...fresh]) expect(dec((await sim.node('peer-3').kv.get(key, { r: 1 })).values[0]!)).toBe('v2')
+  })
+
   it("a leave's handoff completes a key index rebuild under way first: every key held for others by the current ring goes", async () => {
     const sim = await KvSim.create(ids(4), { indexRebuildKeysPerTurn: 10 })
     const keys = Array.from({ length: 300 }, (_, i) => `key-${i}`)

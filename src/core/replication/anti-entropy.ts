@@ -6,7 +6,7 @@
  * Both sides of a round are here: `round()` asks, `rootEquals()` and `diffLeaves()` answer.
  */
 import type { Entry, KvReply } from '../kv/messages.js'
-import { type Ring, SEGMENT_COUNT } from '../ring/ring.js'
+import { type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
 import type { KeyState } from '../version/dvv.js'
 import { type Flow, persist, request } from './flow.js'
 import { type ReplicaState, replyError } from './replica-state.js'
@@ -113,9 +113,23 @@ export class AntiEntropy {
     if (rootReply.type === 'sync-root' && rootReply.equal) return { peer: with_, equal: true, pushed: 0, pulled: 0 }
     const reply = (yield request(with_, 'sync', { type: 'sync-leaves', segments, hashes })) as KvReply
     if (reply.type !== 'digests') throw replyError(with_, reply, 'get')
-    const covered = new Set(reply.segments)
+    // The answer covers at most the round's key budget of the other side's keys; this side holds to it too
+    // (whole segments, at least one): against a peer that holds little, a joiner, the segments it covers can
+    // hold everything this peer shares with it. The rest differ again next round.
+    const covered = new Set<number>()
+    let budgeted = 0
+    for (const seg of reply.segments) {
+      const held = s.index.bySegment[seg]?.size ?? 0
+      if (covered.size > 0 && budgeted + held > s.config.syncKeysPerRound) break
+      covered.add(seg)
+      budgeted += held
+    }
     const theirs = new Map<string, [number, number]>()
-    for (let i = 0; i < reply.keys.length; i++) theirs.set(reply.keys[i]!, [reply.hashes[2 * i]!, reply.hashes[2 * i + 1]!])
+    for (let i = 0; i < reply.keys.length; i++) {
+      const key = reply.keys[i]!
+      if (covered.size < reply.segments.length && !covered.has(segmentOf(s.ring.position(key)))) continue
+      theirs.set(key, [reply.hashes[2 * i]!, reply.hashes[2 * i + 1]!])
+    }
     const push: Entry[] = []
     const seen = new Set<string>()
     this.forShared(with_, covered, (key, state) => {
