@@ -354,6 +354,43 @@ describe('kv: anti-entropy, partitions, membership changes', () => {
     expect(sim.node('peer-3').engine.size).toBe(keys.filter(k => sim.primaries(k).includes('peer-3')).length)
   })
 
+  it('a peer whose key index is being rebuilt never answers a round "equal" from the old ring\'s hash tree', async () => {
+    // One key a step: peer-0's rebuild for the ring with peer-3 is still under way when peer-3 asks.
+    const sim = await KvSim.create(ids(3), { indexRebuildKeysPerTurn: 1 })
+    const keys = Array.from({ length: 2000 }, (_, i) => `key-${i}`)
+    for (const key of keys) await sim.node('peer-0').kv.put(key, enc(key), { w: 3 })
+    await sim.add('peer-3')
+    const shared = keys.filter(k => sim.primaries(k).includes('peer-3') && sim.primaries(k).includes('peer-0'))
+    expect(shared.length).toBeGreaterThan(100)
+    expect(sim.faults.nodes.get('peer-0')!.kv.machine.nextWakeMs()).toBeLessThanOrEqual(sim.clock.nowMs()) // rebuilding
+    // peer-3 holds nothing; peer-0's old-ring leaves for it are empty too, so the roots would match.
+    const round = await sim.node('peer-3').kv.syncRound('peer-0')
+    expect(round).toMatchObject({ peer: 'peer-0', equal: false, pushed: 0 })
+    expect(round!.pulled).toBeGreaterThan(0)
+    expect(sim.node('peer-3').engine.size).toBe(round!.pulled)
+  })
+
+  it('ring changes faster than a key index rebuild cannot hold it off: each restart doubles the step', async () => {
+    const sim = await KvSim.create(ids(3), { indexRebuildKeysPerTurn: 10 })
+    const keys = Array.from({ length: 1000 }, (_, i) => `key-${i}`)
+    for (const key of keys) await sim.node('peer-0').kv.put(key, enc(key), { w: 3 })
+    const machine = sim.faults.nodes.get('peer-0')!.kv
+    const rebuilding = (): boolean => machine.machine.nextWakeMs() <= sim.clock.nowMs()
+    // A member joins after every two ticks of peer-0; at 10 keys a step, a rebuild needs about 100 ticks.
+    let changes = 0
+    for (; changes < 20; changes++) {
+      await sim.add(`peer-${3 + changes}`)
+      expect(rebuilding()).toBe(true)
+      machine.tick()
+      machine.tick()
+      if (!rebuilding()) break
+    }
+    // Without the doubling every change would start over: 20 changes, still rebuilding.
+    expect(changes).toBeLessThan(10)
+    const expected = keys.filter(k => !sim.primaries(k).includes('peer-0')).length
+    expect(sim.node('peer-0').kv.stats.hintsPending).toBe(expected)
+  })
+
   it('a round holds to kv.syncKeysPerRound on the asking side too: against an empty joiner it pushes a budget\'s worth, not everything', async () => {
     const sim = await KvSim.create(ids(3), { syncKeysPerRound: 50 })
     const keys = Array.from({ length: 500 }, (_, i) => `key-${i}`)

@@ -56,17 +56,27 @@ export class AntiEntropy {
     return out
   }
 
-  /** Answers a round's first question: is our hash tree over `segments` the same as the asker's? */
+  /**
+   * Answers a round's first question: is our hash tree over `segments` the same as the asker's? Never while
+   * the key index is rebuilt for a new ring: its leaves then describe the old ring, and could match the
+   * asker's by accident (a joiner's empty tree against this peer's none for it), so a round that must move
+   * keys would move nothing.
+   */
   rootEquals (peer: string, segments: readonly number[], root: number): boolean {
+    if (this.s.index.rebuilding) return false
     return this.s.digests.root(this.leaves(peer, segments)) === root
   }
 
-  /** Answers a round's second question: the key digests of the segments whose hashes differ. */
+  /**
+   * Answers a round's second question: the key digests of the segments whose hashes differ — every segment
+   * asked about while the key index is rebuilt (its leaves are the old ring's; the keys listed are the
+   * current ring's, from the keys held).
+   */
   diffLeaves (peer: string, segments: readonly number[], hashes: readonly number[]): KvReply {
-    const mine = this.leaves(peer, segments)
+    const mine = this.s.index.rebuilding ? null : this.leaves(peer, segments)
     const differing: number[] = []
     segments.forEach((seg, i) => {
-      if (mine[2 * i] !== hashes[2 * i] || mine[2 * i + 1] !== hashes[2 * i + 1]) differing.push(seg)
+      if (mine === null || mine[2 * i] !== hashes[2 * i] || mine[2 * i + 1] !== hashes[2 * i + 1]) differing.push(seg)
     })
     // Whole segments only, up to the round's key budget (at least one segment), so the other side knows
     // exactly which segments the list covers; starting further along each time, so none starves.

@@ -11,7 +11,10 @@
  * a bounded number of keys at a time (`retarget`, then `rebuildStep` from the replica's ticks), beside the
  * ones in use, which go on following the changes for the old ring until the new ones are complete and take
  * their place. A store of a million keys took 1.7 s to rebuild in one go here, and a tab's join or leave
- * changes the ring on every peer: done at once, that was an event loop stalled for as long.
+ * changes the ring on every peer: done at once, that was an event loop stalled for as long. A ring change
+ * during a rebuild starts it again for the newer ring with steps twice as large as before, so ring changes
+ * that come faster than a rebuild completes cannot hold one off for ever: after k such restarts a step takes
+ * 2^k times the keys, at worst the whole store at once, as before.
  */
 import { type Ring, SEGMENT_COUNT, segmentOf } from '../ring/ring.js'
 import { type Digests, xorInto } from '../kv/digest.js'
@@ -30,7 +33,12 @@ interface PendingRing extends RingParts {
   nextSegment: number
   keys: number
   steps: number
+  /** Rebuilds for older rings this one replaced before they completed: each doubles the step. */
+  restarts: number
 }
+
+/** The most a step grows by (2^RESTART_DOUBLINGS_MAX times `maxKeys`): past it, the whole store anyway. */
+const RESTART_DOUBLINGS_MAX = 30
 
 export class KeyIndex {
   /** Deleted keys held here: candidates for reaping. */
@@ -72,20 +80,23 @@ export class KeyIndex {
    * Until `rebuildStep` has gone through every segment, readers see the parts of the previous ring.
    */
   retarget (ring: Ring): void {
-    this.pending = { ring, foreign: new Set(), pairLeaves: new Map(), nextSegment: 0, keys: 0, steps: 0 }
+    const restarts = this.pending === null ? 0 : this.pending.restarts + 1
+    this.pending = { ring, foreign: new Set(), pairLeaves: new Map(), nextSegment: 0, keys: 0, steps: 0, restarts }
   }
 
   /**
-   * Builds whole segments of the pending rebuild until at least `maxKeys` keys are done (or none is left);
-   * `stateOf` is the state held for a key. Once every segment is built the new parts replace the old, and
-   * it returns what the rebuild took; until then (and with none pending) null.
+   * Builds whole segments of the pending rebuild until at least `maxKeys` keys are done (or none is left),
+   * times 2 for each rebuild this one restarted (see the top); `stateOf` is the state held for a key. Once
+   * every segment is built the new parts replace the old, and it returns what the rebuild took; until then
+   * (and with none pending) null.
    */
-  rebuildStep (maxKeys: number, stateOf: (key: string) => KeyState | undefined): { keys: number; steps: number } | null {
+  rebuildStep (maxKeys: number, stateOf: (key: string) => KeyState | undefined): { keys: number; steps: number; restarts: number } | null {
     const p = this.pending
     if (p === null) return null
     p.steps++
+    const budget = maxKeys * 2 ** Math.min(p.restarts, RESTART_DOUBLINGS_MAX)
     let done = 0
-    while (p.nextSegment < SEGMENT_COUNT && done < maxKeys) {
+    while (p.nextSegment < SEGMENT_COUNT && done < budget) {
       const segment = p.nextSegment++
       for (const key of this.bySegment[segment]!) {
         const state = stateOf(key)
@@ -99,7 +110,7 @@ export class KeyIndex {
     this.ring = p.ring
     this.live = { foreign: p.foreign, pairLeaves: p.pairLeaves }
     this.pending = null
-    return { keys: p.keys, steps: p.steps }
+    return { keys: p.keys, steps: p.steps, restarts: p.restarts }
   }
 
   /** Completes a pending rebuild now (a leave's handoff needs the keys held for others in the current ring). */

@@ -142,8 +142,8 @@ export class Replication {
     s.ring = ring
     // The key index follows in steps of kv.index-rebuild-keys-per-turn keys: the first now (a small store
     // is done with it), the others from tick().
+    if (!s.index.rebuilding) this.rebuildStartMs = this.rt.nowMs
     s.index.retarget(ring)
-    this.rebuildStartMs = this.rt.nowMs
     this.stepIndexRebuild()
     s.latencies.retain(id => ring.member(id) !== undefined)
   }
@@ -152,7 +152,7 @@ export class Replication {
   private stepIndexRebuild (): void {
     const s = this.state
     const done = s.index.rebuildStep(s.config.indexRebuildKeysPerTurn, key => s.engine.state(key))
-    if (done !== null && done.steps > 1) s.log.debug(`key index rebuilt for the new ring: ${done.keys} keys in ${done.steps} steps over ${Math.round(this.rt.nowMs - this.rebuildStartMs)} ms`)
+    if (done !== null && done.steps > 1) s.log.debug(`key index rebuilt for the new ring: ${done.keys} keys in ${done.steps} steps over ${Math.round(this.rt.nowMs - this.rebuildStartMs)} ms${done.restarts === 0 ? '' : ` (restarted ${done.restarts} times by newer rings, each doubling the step)`}`)
   }
 
   /** Refuse writes from now on (the first step of a graceful leave). */
