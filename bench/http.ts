@@ -4,7 +4,13 @@
  * API by a closed-loop client in this process, and in the same run the floor: a trivial node:http server
  * with a Map (PUT stores the body, GET returns it; a child process too) driven by the same client.
  *
- * For 16 and then 64 requests in flight, in order: floor PUT, meshkv PUT, floor GET, meshkv GET. Each phase
+ * A second floor is measured on the same peers (they run with --debug-api): the fan-out floor, `PUT` and `GET
+ * /debug/floor/<key>` (src/cli/debug-api.ts), a quorum operation with nothing stored — the same HTTP server
+ * and guard, the key's primaries, and the KV RPC layer over libp2p to the replicas a put (two) or a get (one)
+ * sends to and back. What it costs is the least any meshkv request can; meshkv's own part (store, log and
+ * fdatasync, versions, coordinator) is the rest.
+ *
+ * For 16 and then 64 requests in flight, in order: floor PUT, meshkv PUT, fan-out PUT, and the same for GET. Each phase
  * has WARMUP_MS of the same requests, not measured, then runs for `--seconds` (default 10; `--quick` 3).
  * The client spreads meshkv requests over the three peers round robin, on keep-alive connections (at most
  * the in-flight count per peer); PUTs write fresh keys, GETs read keys the PUT phase wrote.
@@ -17,6 +23,8 @@
  *                                 the peers (/stats rpc) — how well requests from many sockets share frames
  *   .syncs                        meshkv only: fdatasyncs per request, summed over the peers (/stats
  *                                 storage.walSyncs) — how many writes each group commit carried
+ *   http.<m>.fanout.ops / .cpu    the fan-out floor: requests/s against the floor, and CPU-ms per request;
+ *                                 meshkv's .ops carries `fanoutShare`, its rate over the fan-out floor's
  *
  * `--rounds=K` (1 to ROUNDS_MAX) runs that whole sequence K times on the same peers and floor server, each
  * round on keys of its own, and judges each round against its own floor: every figure above then carries its
@@ -25,6 +33,8 @@
  *
  *   http.<m>.ratio.median         the median of the rounds' meshkv/floor ratios, each round's ratio listed
  *   http.<m>.cpu.median           the median of the rounds' CPU-ms per request (judged at 64 in flight)
+ *   http.<m>.fanout.ratio.median  the same two for the fan-out floor
+ *   http.<m>.fanout.cpu.median
  *
  * Nothing here fails the run on a missed target: each figure says whether it met it. Every request has a
  * REQUEST_TIMEOUT_MS deadline and every loop its phase deadline, so the run ends by itself; the children are
@@ -143,11 +153,11 @@ async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
 }
 
 /** One method at one in-flight count: each round's meshkv/floor ratio and CPU-ms per request. */
-interface Rounds { method: string; inFlight: number; ratios: number[]; cpus: number[] }
+interface Rounds { method: string; inFlight: number; ratios: number[]; cpus: number[]; fanRatios: number[]; fanCpus: number[] }
 
 /** The medians over the rounds, per method and in-flight count, against the issue's targets. */
 function emitMedians (byRound: Map<string, Rounds>, o: Options): void {
-  for (const [key, { method, inFlight, ratios, cpus }] of byRound) {
+  for (const [key, { method, inFlight, ratios, cpus, fanRatios, fanCpus }] of byRound) {
     const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES, rounds: o.rounds }
     const ratio = median(ratios)
     const target = TARGET_RATIO[key]!
@@ -159,14 +169,18 @@ function emitMedians (byRound: Map<string, Rounds>, o: Options): void {
       cpuNote = `, CPU ${cpus.map(c => c.toFixed(3)).join(', ')} ms, median ${cpu.toFixed(3)}`
     }
     progress(`${method.toUpperCase()} at ${inFlight} in flight over ${o.rounds} rounds: ratios ${ratios.map(r => r.toFixed(3)).join(', ')}, median ${ratio.toFixed(3)} (target >= ${target})${cpuNote}`)
+    const fanRatio = median(fanRatios)
+    emit({ suite: SUITE, metric: `http.${method}.fanout.ratio.median`, value: round3(fanRatio), unit: 'ratio (fan-out floor/floor)', ratios: fanRatios.map(round3), ...extra })
+    if (fanCpus.length > 0) emit({ suite: SUITE, metric: `http.${method}.fanout.cpu.median`, value: round3(median(fanCpus)), unit: 'CPU-ms/op (3 peers)', cpus: fanCpus.map(round3), ...extra })
+    progress(`  fan-out floor: ratios ${fanRatios.map(r => r.toFixed(3)).join(', ')}, median ${fanRatio.toFixed(3)}${fanCpus.length === 0 ? '' : `, CPU median ${median(fanCpus).toFixed(3)} ms`}`)
   }
 }
 
 /** Where one in-flight count is measured: the floor server and the three peers. */
 interface Servers { floorUrl: string; floorPid: number | undefined; peers: PeerProcess[] }
 
-/** One method at one in-flight count: the floor's phase, meshkv's, and meshkv's messages per frame and syncs per request. */
-interface MethodResult { floor: PhaseResult; mesh: PhaseResult; frames: number; syncs: number }
+/** One method at one in-flight count: the floor's phase, meshkv's, the fan-out floor's, and meshkv's messages per frame and syncs per request. */
+interface MethodResult { floor: PhaseResult; mesh: PhaseResult; fanout: PhaseResult; frames: number; syncs: number }
 
 /** PUT and then GET at `inFlight`, each on the floor first and then on meshkv, on keys tagged `tag`. */
 async function measureInFlight (s: Servers, inFlight: number, ms: number, tag: string): Promise<Record<'put' | 'get', MethodResult>> {
@@ -196,9 +210,15 @@ async function measureInFlight (s: Servers, inFlight: number, ms: number, tag: s
     // Warm-up requests are in the /stats deltas too: per request of the whole phase.
     const syncsPerOp = (after.syncs - before.syncs) / Math.max(1, m.attempts + m.warmupAttempts)
     progress(`  ${method} ${inFlight} in flight, meshkv: ${m.rate.toFixed(0)}/s (${(m.rate / f.rate).toFixed(2)}x floor), p50 ${m.p50Ms.toFixed(2)} ms, ${m.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${perFrame.toFixed(1)} messages per frame, ${syncsPerOp.toFixed(2)} fdatasyncs per request, ${m.errors} errors${m.firstError === undefined ? '' : ` (first: ${m.firstError})`}`)
-    results[method] = { floor: f, mesh: m, frames: perFrame, syncs: syncsPerOp }
+    const fanT = s.peers.map(p => target(p.http, inFlight))
+    const fanOp = (i: number): Promise<number> => method === 'put'
+      ? request(fanT[i % 3]!, 'PUT', `/debug/floor/f${tag}${inFlight}-${i}`, value)
+      : request(fanT[i % 3]!, 'GET', `/debug/floor/f${tag}${inFlight}-${i}`)
+    const fan = await phase(inFlight, ms, peerPids, fanOp, st => st === 204 || st === 200)
+    progress(`  ${method} ${inFlight} in flight, fan-out floor: ${fan.rate.toFixed(0)}/s (${(fan.rate / f.rate).toFixed(2)}x floor; meshkv ${(m.rate / fan.rate).toFixed(2)}x of it), p50 ${fan.p50Ms.toFixed(2)} ms, ${fan.cpuMsPerOp?.toFixed(3) ?? '?'} CPU-ms/op, ${fan.errors} errors${fan.firstError === undefined ? '' : ` (first: ${fan.firstError})`}`)
+    results[method] = { floor: f, mesh: m, fanout: fan, frames: perFrame, syncs: syncsPerOp }
     floorT.agent.destroy()
-    for (const t of meshT) t.agent.destroy()
+    for (const t of [...meshT, ...fanT]) t.agent.destroy()
   }
   return results as Record<'put' | 'get', MethodResult>
 }
@@ -210,16 +230,20 @@ function emitRound (results: Record<'put' | 'get', MethodResult>, inFlight: numb
     const key = `${method}.${inFlight}`
     const ratioTarget = TARGET_RATIO[key]!
     const ratio = r.mesh.rate / r.floor.rate
-    const seen = byRound.get(key) ?? { method, inFlight, ratios: [], cpus: [] }
+    const seen = byRound.get(key) ?? { method, inFlight, ratios: [], cpus: [], fanRatios: [], fanCpus: [] }
     byRound.set(key, seen)
     seen.ratios.push(ratio)
     if (r.mesh.cpuMsPerOp !== null) seen.cpus.push(r.mesh.cpuMsPerOp)
-    emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: ratio >= ratioTarget, errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
+    seen.fanRatios.push(r.fanout.rate / r.floor.rate)
+    if (r.fanout.cpuMsPerOp !== null) seen.fanCpus.push(r.fanout.cpuMsPerOp)
+    emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: ratio >= ratioTarget, fanoutShare: round3(r.mesh.rate / r.fanout.rate), errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
     emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50Ms, unit: 'ms', baseline: r.floor.p50Ms, baselineMetric: 'floor p50', ...extra })
     emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99Ms, unit: 'ms', baseline: r.floor.p99Ms, baselineMetric: 'floor p99', ...extra })
     if (r.mesh.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.cpu`, value: r.mesh.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...(inFlight === 64 ? { target: CPU_MS_TARGET_64, met: r.mesh.cpuMsPerOp <= CPU_MS_TARGET_64 } : {}), ...extra })
     emit({ suite: SUITE, metric: `http.${method}.frames`, value: r.frames, unit: 'messages/frame', ...extra })
     emit({ suite: SUITE, metric: `http.${method}.syncs`, value: r.syncs, unit: 'fdatasyncs/request (3 peers)', ...extra })
+    emit({ suite: SUITE, metric: `http.${method}.fanout.ops`, value: r.fanout.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', errors: r.fanout.errors, ...extra })
+    if (r.fanout.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.fanout.cpu`, value: r.fanout.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...extra })
   }
 }
 
@@ -239,8 +263,9 @@ async function rpcTotals (peers: PeerProcess[]): Promise<{ requests: number; rep
 export async function run (flags: string[]): Promise<void> {
   if (!fs.existsSync('dist/src/cli/peer-cli.js')) throw new Error('the peers run from dist/: run `npm run build` first')
   const o = parseFlags(flags)
-  progress(`${SUITE}: 3 Node peers (N=3 R=2 W=2, sync, ${VALUE_BYTES}-byte values) through HTTP vs a node:http Map server, ${o.seconds} s per phase at ${IN_FLIGHT.join(' and ')} in flight${o.rounds === 1 ? '' : `, ${o.rounds} rounds`}`)
-  const group = peerGroup('meshkv-bench-http-', [])
+  progress(`${SUITE}: 3 Node peers (N=3 R=2 W=2, sync, ${VALUE_BYTES}-byte values) through HTTP vs a node:http Map server and the peers' fan-out floor, ${o.seconds} s per phase at ${IN_FLIGHT.join(' and ')} in flight${o.rounds === 1 ? '' : `, ${o.rounds} rounds`}`)
+  // --debug-api for the fan-out floor's routes; the KV routes do not pass through it.
+  const group = peerGroup('meshkv-bench-http-', ['--debug-api'])
   let floor: ChildProcess | null = null
   const cleanup = async (): Promise<void> => {
     floor?.kill('SIGKILL')

@@ -20,6 +20,8 @@
  *                                                      this process's memory (rss, heapTotal, heapUsed,
  *                                                      external, arrayBuffers; bytes): settledMemory, what
  *                                                      benchmarks measure memory by
+ *   PUT and GET /debug/floor/<key>                     the HTTP benchmark's fan-out floor (floorRoute); the
+ *                                                      only routes here that are not POSTs
  *
  * A partition or heal answers with the members that did it and those that could not be reached. The peer
  * serving the page cannot partition itself: it could not reach the others to heal them. A heal reaches a
@@ -29,8 +31,10 @@ import type * as http from 'node:http'
 import * as v8 from 'node:v8'
 import * as vm from 'node:vm'
 import { errorMessage } from '../core/errors.js'
+import type { KvReply } from '../core/kv/messages.js'
 import type { MeshPeer as Peer } from '../peer.js'
 import { DebugError, type DebugReply, type DebugRequest, type DebugService, parseDebugRequest } from '../services/debug.js'
+import { readBody } from './http-api.js'
 
 type Send = (status: number, body: unknown) => void
 
@@ -103,8 +107,88 @@ export async function settledMemory (): Promise<NodeJS.MemoryUsage> {
 /** Longest event-loop stall `POST /debug/stall?ms=` makes. */
 export const STALL_MS_MAX = 60_000
 
-export async function debugRoute (peer: Peer, debug: DebugService, req: http.IncomingMessage, url: URL, send: Send): Promise<boolean> {
+/** What `GET /debug/floor/<key>` answers with: as many bytes as the HTTP benchmark's values. */
+export const FLOOR_VALUE_BYTES = 100
+/** The largest body `PUT /debug/floor/<key>` takes: it travels as the key of a read, so within the key limit. */
+export const FLOOR_BODY_BYTES_MAX = 1024
+const FLOOR_VALUE = new Uint8Array(FLOOR_VALUE_BYTES).fill(0x66)
+/** Replicas of a key (N), and the others' answers a put (W - 1) and a get (R - 1) wait for: the defaults. */
+const FLOOR_N = 3
+const FLOOR_PUT_ACKS = 1
+const FLOOR_GET_ACKS = 1
+
+/**
+ * The HTTP benchmark's fan-out floor: a quorum operation (N=3, R=2, W=2) with nothing stored, so what is left
+ * is the path every meshkv request takes — this HTTP server and its guard, the key's primaries on the ring,
+ * and the KV RPC layer over libp2p to them and back. `PUT /debug/floor/<key>` sends its body (at most
+ * FLOOR_BODY_BYTES_MAX bytes), as the key of a KV read, to the key's other two primaries and answers 204 once
+ * one has answered (W=2 counts this peer); `GET /debug/floor/<key>` sends a read of <key> to one other primary
+ * (R=2) and answers 200 with FLOOR_VALUE_BYTES bytes. Those replicas look the key up and answer; no log,
+ * version vector or coordinator is involved. A replica that cannot be reached gives 503.
+ */
+async function floorRoute (peer: Peer, req: http.IncomingMessage, res: http.ServerResponse, key: string): Promise<void> {
+  if (req.method !== 'PUT' && req.method !== 'GET') {
+    res.writeHead(405, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ error: 'the floor takes PUT and GET', code: 'ERR_METHOD' }) + '\n')
+    return
+  }
+  const put = req.method === 'PUT'
+  // A body that is not Latin-1 text would still fit: each byte becomes one character of at most 2 UTF-8 bytes.
+  const payload = put ? Buffer.from(await readBody(req, FLOOR_BODY_BYTES_MAX / 2)).toString('latin1') : key
+  const ring = peer.store.kv.ring
+  const others = ring.primaries(ring.position(key), FLOOR_N).filter(id => id !== peer.id)
+  const acks = put ? FLOOR_PUT_ACKS : FLOOR_GET_ACKS
+  const targets = put ? others : others.slice(0, acks)
+  const failed = (reason: string): void => {
+    if (res.headersSent) return
+    res.writeHead(503, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ error: `floor: ${reason}`, code: 'ERR_UNREACHABLE' }) + '\n')
+  }
+  if (payload.length === 0) {
+    res.writeHead(400, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ error: 'the floor needs a body of 1 byte or more', code: 'ERR_DECODE' }) + '\n')
+    return
+  }
+  if (targets.length < acks) { failed(`${targets.length} other primaries of the key, ${acks} needed`); return }
+  await new Promise<void>(resolve => {
+    let answered = 0
+    let pending = targets.length
+    const reasons: string[] = []
+    const settle = (ok: boolean, reason?: string): void => {
+      pending--
+      if (ok) answered++
+      else reasons.push(reason!)
+      if (answered === acks) {
+        if (put) { res.writeHead(204); res.end() } else { res.writeHead(200, { 'content-type': 'application/octet-stream' }); res.end(FLOOR_VALUE) }
+        resolve()
+      } else if (pending === 0 && answered < acks) {
+        failed(reasons.join('; '))
+        resolve()
+      }
+    }
+    for (const id of targets) {
+      peer.store.kvRpc.request(id, { type: 'read', key: payload }).then(
+        (reply: KvReply) => { settle(reply.type === 'state', reply.type === 'state' ? undefined : `${id} answered ${reply.type}`) },
+        (error: unknown) => { settle(false, `${id}: ${errorMessage(error)}`) })
+    }
+  })
+}
+
+export async function debugRoute (peer: Peer, debug: DebugService, req: http.IncomingMessage, url: URL, send: Send, res: http.ServerResponse): Promise<boolean> {
   if (!url.pathname.startsWith('/debug/')) return false
+  if (url.pathname.startsWith('/debug/floor/')) {
+    const raw = url.pathname.slice('/debug/floor/'.length)
+    let key: string
+    try {
+      key = decodeURIComponent(raw)
+    } catch {
+      send(400, { error: 'the key is not valid percent-encoding', code: 'ERR_DECODE' })
+      return true
+    }
+    if (key.length === 0 || key.includes('/') || key.length > FLOOR_BODY_BYTES_MAX / 2) { send(400, { error: `the key must be one path segment of 1..${FLOOR_BODY_BYTES_MAX / 2} characters`, code: 'ERR_INVALID_KEY' }); return true }
+    await floorRoute(peer, req, res, key)
+    return true
+  }
   if (req.method !== 'POST') { send(405, { error: 'debug routes take POST', code: 'ERR_METHOD' }); return true }
   const target = url.searchParams.get('peer') ?? undefined
   try {

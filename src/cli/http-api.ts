@@ -133,7 +133,7 @@ function flag (query: Query, name: string): boolean | undefined {
  * value); a larger one is refused with 413 without reading it all. Settles once the body ends, or on the
  * request's error or close (a client that went away).
  */
-function readBody (req: http.IncomingMessage, limit: number): Promise<Uint8Array> {
+export function readBody (req: http.IncomingMessage, limit: number): Promise<Uint8Array> {
   const declared = Number(req.headers['content-length'] ?? NaN)
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(new HttpError(413, `value of ${declared} bytes exceeds the limit of ${limit} bytes`, { code: 'ERR_VALUE_TOO_LARGE' }))
   return new Promise((resolve, reject) => {
@@ -181,8 +181,8 @@ export interface HttpApiOptions {
   metrics?: { render(): Promise<{ contentType: string; body: string }> }
   /** Host, Origin, form-POST and token checks, run before every route; its counters go into /stats as `http`. */
   guard: HttpGuard
-  /** Extra routes (the debug API); return true if handled. */
-  extra?: (req: http.IncomingMessage, url: URL, send: (status: number, body: unknown) => void) => Promise<boolean>
+  /** Extra routes (the debug API); return true if handled. `send` answers JSON; `res` is there for other bodies. */
+  extra?: (req: http.IncomingMessage, url: URL, send: (status: number, body: unknown) => void, res: http.ServerResponse) => Promise<boolean>
 }
 
 /** Watch streams (Server-Sent Events) one peer serves at once, and what each may have buffered. */
@@ -291,7 +291,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       throw new HttpError(400, 'unparsable request URL', { code: 'ERR_DECODE' })
     }
     if (url.pathname === '/watch' && req.method === 'GET') return watchRoute(req, res, url)
-    if (options.extra !== undefined && await options.extra(req, url, json)) return
+    if (options.extra !== undefined && await options.extra(req, url, json, res)) return
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed', code: 'ERR_METHOD' })
     if (url.pathname === '/health') return json(200, { status: 'ok', id: peer.id })
     if (url.pathname === '/metrics' && options.metrics !== undefined) {

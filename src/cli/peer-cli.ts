@@ -542,7 +542,7 @@ async function run (config: CliConfig): Promise<void> {
       guard,
       ...(config.debugApi
         ? {
-            extra: async (req, url, send) => await debugRoute(peer, debug!, req, url, send)
+            extra: async (req, url, send, res) => await debugRoute(peer, debug!, req, url, send, res)
           }
         : {})
     }))
