@@ -100,8 +100,8 @@ function errorBody (error: unknown): { status: number; body: Record<string, unkn
 }
 
 /** A request's query parameters (URLSearchParams, or NO_QUERY for a target without any). */
-type Query = Pick<URLSearchParams, 'get'>
-const NO_QUERY: Query = { get: () => null }
+type Query = Pick<URLSearchParams, 'get' | 'getAll'>
+const NO_QUERY: Query = { get: () => null, getAll: () => [] }
 
 /**
  * Splits a request target into its path and query without a URL parse: the hot KV routes take their key
@@ -112,16 +112,26 @@ function splitTarget (target: string): { pathname: string; query: Query } {
   return q < 0 ? { pathname: target, query: NO_QUERY } : { pathname: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) }
 }
 
-function option (query: Query, name: string, min: number, max: number): number | undefined {
+/** The one value of query parameter `name` (null if absent); given twice it is refused, not silently the first. */
+function single (query: Query, name: string): string | null {
   const raw = query.get(name)
+  if (raw !== null && query.getAll(name).length > 1) throw new HttpError(400, `query parameter ${name} given more than once`, { code: 'ERR_CONFIG' })
+  return raw
+}
+
+/** Decimal digits only: not '', '0x1', '1e3', ' 1' or '-0', which Number() would take. */
+const DECIMAL = /^\d{1,16}$/
+
+function option (query: Query, name: string, min: number, max: number): number | undefined {
+  const raw = single(query, name)
   if (raw === null) return undefined
-  const n = Number(raw)
-  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, `query parameter ${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(raw)}`, { code: 'ERR_CONFIG' })
+  const n = DECIMAL.test(raw) ? Number(raw) : NaN
+  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, `query parameter ${name} must be an integer in [${min}, ${max}] in decimal digits, got ${JSON.stringify(raw)}`, { code: 'ERR_CONFIG' })
   return n
 }
 
 function flag (query: Query, name: string): boolean | undefined {
-  const raw = query.get(name)
+  const raw = single(query, name)
   if (raw === null) return undefined
   if (raw === '1' || raw === 'true' || raw === '') return true
   if (raw === '0' || raw === 'false') return false
@@ -216,10 +226,15 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
   const files = { served: 0, assets: 0 }
   let streams = 0
   return (req, res) => {
-    const json = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
+    const reply = (status: number, body: unknown, headers: Record<string, string>): void => {
       if (res.headersSent) return
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers })
       res.end(JSON.stringify(body, null, 2) + '\n')
+    }
+    // Every 4xx a route answers is bad input, counted by its code (the guard's own refusals are counted apart).
+    const json = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
+      if (status >= 400 && status < 500 && !res.headersSent) guard.noteError((body as { code?: string } | null)?.code)
+      reply(status, body, headers)
     }
     const fail = (error: unknown): void => {
       // Bad input is the client's problem: a clear status and message, never a crashed peer.
@@ -242,7 +257,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     const refuse = (refusal: HttpRefusal): void => {
       // A refused upload is not read: the connection closes after the answer instead of draining the body.
       const body = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
-      json(refusal.status, { error: refusal.error, code: refusal.code }, { ...refusal.headers, ...(body ? { connection: 'close' } : {}) })
+      reply(refusal.status, { error: refusal.error, code: refusal.code }, { ...refusal.headers, ...(body ? { connection: 'close' } : {}) })
     }
     const admitted = guard.admit(req, res)
     if (admitted === 'preflight') return
@@ -386,12 +401,12 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     json(405, { error: 'method not allowed: use GET, PUT or DELETE', code: 'ERR_METHOD' }, { allow: 'GET, HEAD, PUT, DELETE' })
   }
 
-  async function listRoute (req: http.IncomingMessage, query: Query, json: (status: number, body: unknown) => void): Promise<void> {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed: GET /kv?prefix=<p>&limit=<n>&cursor=<c>' })
+  async function listRoute (req: http.IncomingMessage, query: Query, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed: GET /kv?prefix=<p>&limit=<n>&cursor=<c>', code: 'ERR_METHOD' }, { allow: 'GET, HEAD' })
     const local = flag(query, 'local') === true
     const limit = option(query, 'limit', 1, LIST_LIMIT_MAX)
-    const prefix = query.get('prefix') ?? ''
-    const cursor = query.get('cursor')
+    const prefix = single(query, 'prefix') ?? ''
+    const cursor = single(query, 'cursor')
     // A page waits at most for its rounds of requests (kv/listing.ts), each bounded by the request timeout.
     const result = await peer.list({ prefix, local, ...(limit === undefined ? {} : { limit }), ...(cursor === null ? {} : { cursor }), signal: AbortSignal.timeout(60_000) })
     json(200, { peer: peer.id, scope: local ? 'local' : 'mesh', prefix, keys: result.keys, cursor: result.cursor, membersAsked: result.membersAsked, membersFailed: result.membersFailed })

@@ -133,8 +133,13 @@ export interface HttpGuardOptions {
 /** A refusal: status, code and message; `headers` to add (WWW-Authenticate). */
 export interface HttpRefusal { status: number; code: HttpRefusalCode; error: string; headers?: Record<string, string> }
 
+/** Distinct error codes `noteError` counts apart; past them, under 'other' (codes come from a fixed set). */
+export const HTTP_ERROR_CODES_MAX = 64
+
 export class HttpGuard {
   private readonly refusals: Record<HttpRefusalCode, number>
+  /** Requests a route answered with a 4xx (bad input), by error code. */
+  private readonly errors = new Map<string, number>()
   /** Host names (bracketed IPv6) accepted on the server's own port (or with no port when it is 80). */
   private readonly boundNames = new Set<string>()
   /** `--http-name` entries: a bare name (any port) or name:port (exactly). */
@@ -163,9 +168,16 @@ export class HttpGuard {
     return this.tokenDigest !== null
   }
 
-  /** Refusals so far, per code (a copy; every code present). */
-  stats (): { refusals: Record<HttpRefusalCode, number>; token: boolean; cors: string[] } {
-    return { refusals: { ...this.refusals }, token: this.authenticates, cors: [...this.cors] }
+  /** Refusals so far, per code (a copy; every code present), and the routes' 4xx answers by code. */
+  stats (): { refusals: Record<HttpRefusalCode, number>; errors: Record<string, number>; token: boolean; cors: string[] } {
+    return { refusals: { ...this.refusals }, errors: Object.fromEntries(this.errors), token: this.authenticates, cors: [...this.cors] }
+  }
+
+  /** Counts a request a route refused as bad input (a 4xx), by its error code (the body's `code`). */
+  noteError (code: string | undefined): void {
+    let c = code ?? 'none'
+    if (!this.errors.has(c) && this.errors.size >= HTTP_ERROR_CODES_MAX) c = 'other'
+    this.errors.set(c, (this.errors.get(c) ?? 0) + 1)
   }
 
   private refuse (code: HttpRefusalCode, status: number, error: string, headers?: Record<string, string>): HttpRefusal {

@@ -167,6 +167,17 @@ function heapLimitMb (): number {
 /** Reservations (tabs) a Node peer's circuit relay holds at once unless --relay-reservations says otherwise. */
 export const RELAY_RESERVATIONS_DEFAULT = 128
 
+/**
+ * Answers requests that arrive while the peer starts (the HTTP port is bound first, to publish its address,
+ * and a large log can take a while to replay): 503 ERR_STARTING with Retry-After, the body of any upload
+ * left unread (the connection closes after the answer).
+ */
+export function startingHandler (req: http.IncomingMessage, res: http.ServerResponse): void {
+  const upload = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+  res.writeHead(503, { 'content-type': 'application/json', 'cache-control': 'no-store', 'retry-after': '1', ...(upload ? { connection: 'close' } : {}) })
+  res.end(JSON.stringify({ error: 'the peer is starting: try again in a moment', code: 'ERR_STARTING' }) + '\n')
+}
+
 class UsageError extends Error {
   override name = 'UsageError'
 }
@@ -459,6 +470,8 @@ async function run (config: CliConfig): Promise<void> {
     // The server starts before the peer so its address can be published in the peer's metadata.
     const pending = http.createServer()
     configureHttpServer(pending)
+    // Until the peer is up (its log replayed, libp2p started) every request gets a 503 to retry, not silence.
+    pending.on('request', startingHandler)
     await new Promise<void>((resolve, reject) => { pending.once('error', reject); pending.listen(httpPort, httpHost, resolve) })
     const address = pending.address() as { port: number }
     httpUrl = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${address.port}`
@@ -497,6 +510,7 @@ async function run (config: CliConfig): Promise<void> {
   if (guard !== null) {
     const g = guard
     counterFrom(metrics.registry, 'meshkv_http_refusals_total', 'HTTP requests refused before any route (foreign Host or Origin, form-type POST, missing token), by code', () => g.stats().refusals, 'code')
+    counterFrom(metrics.registry, 'meshkv_http_errors_total', 'HTTP requests a route answered with a 4xx (bad input: key, value, query, context, method), by code', () => g.stats().errors, 'code')
   }
 
   let debug: DebugService | null = null
@@ -534,6 +548,7 @@ async function run (config: CliConfig): Promise<void> {
     memory: process.memoryUsage()
   })
   if (server !== null && guard !== null) {
+    server.off('request', startingHandler)
     server.on('request', httpHandler({
       peer,
       webRoot,

@@ -8,6 +8,7 @@ import * as http from 'node:http'
 import * as net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HTTP_KEEP_ALIVE_MS } from '../../src/cli/http-api.js'
+import { startingHandler } from '../../src/cli/peer-cli.js'
 import { type PeerProcess, peerGroup } from '../helpers/peers.js'
 
 const group = peerGroup('meshkv-http-api-', ['--n', '1', '--r', '1', '--w', '1'])
@@ -68,6 +69,22 @@ describe('HTTP API', () => {
     await bad('GET', '/kv/k?r=x', 400, 'ERR_CONFIG')
     await bad('PUT', '/kv/k?lww=maybe', 400, 'ERR_CONFIG', [Buffer.from('x')])
     await bad('PUT', '/kv/k?ttl=-1', 400, 'ERR_CONFIG', [Buffer.from('x')])
+    // Numbers in decimal digits only (Number() would take '' as 0, hex and exponents), each parameter once.
+    await bad('PUT', '/kv/k?ttl=', 400, 'ERR_CONFIG', [Buffer.from('x')])
+    await bad('GET', '/kv/k?r=0x1', 400, 'ERR_CONFIG')
+    await bad('GET', '/kv/k?r=1e0', 400, 'ERR_CONFIG')
+    await bad('GET', '/kv/k?r=%201', 400, 'ERR_CONFIG')
+    await bad('PUT', '/kv/k?w=1&w=banana', 400, 'ERR_CONFIG', [Buffer.from('x')])
+    await bad('GET', '/kv?limit=5&limit=6', 400, 'ERR_CONFIG')
+    expect((await request('GET', '/kv/k')).status).toBe(404) // none of them stored anything
+    const listPut = await request('PUT', '/kv', [Buffer.from('x')])
+    expect(listPut.status).toBe(405)
+    expect(JSON.parse(listPut.body.toString()).code).toBe('ERR_METHOD')
+    // Counted, by code.
+    const stats = JSON.parse((await request('GET', '/stats')).body.toString()) as { http: { errors: Record<string, number> } }
+    expect(stats.http.errors.ERR_CONFIG).toBeGreaterThanOrEqual(10)
+    expect(stats.http.errors.ERR_INVALID_KEY).toBeGreaterThanOrEqual(2)
+    expect(stats.http.errors.ERR_METHOD).toBeGreaterThanOrEqual(1)
     // Too large, declared up front and discovered while reading a chunked body (the default limit is 1 MiB).
     await bad('PUT', '/kv/big', 413, 'ERR_VALUE_TOO_LARGE', [], { 'content-length': String(2 * 1024 * 1024) })
     await bad('PUT', '/kv/big', 413, 'ERR_VALUE_TOO_LARGE', [new Uint8Array(600_000), new Uint8Array(600_000)], { 'transfer-encoding': 'chunked' }).catch((error: unknown) => {
@@ -108,6 +125,32 @@ describe('HTTP API', () => {
       expect(sockets.size).toBe(1)
     } finally {
       agent.destroy()
+    }
+  })
+
+  it('answers 503 ERR_STARTING with Retry-After while the peer starts (the port is bound before the log replays)', async () => {
+    // The handler peer-cli puts on the server until the peer is up, on a server of its own.
+    const server = http.createServer(startingHandler)
+    await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
+    try {
+      const port = (server.address() as net.AddressInfo).port
+      for (const [method, body] of [['GET', undefined], ['PUT', 'x']] as const) {
+        const r = await new Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }>((resolve, reject) => {
+          const req = http.request({ host: '127.0.0.1', port, method, path: '/kv/k', timeout: 20_000, agent: false }, res => {
+            const parts: Buffer[] = []
+            res.on('data', (c: Buffer) => parts.push(c))
+            res.on('end', () => { resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString(), headers: res.headers }) })
+          })
+          req.on('timeout', () => { req.destroy(new Error('no answer within 20 s')) })
+          req.on('error', reject)
+          req.end(body)
+        })
+        expect(r.status).toBe(503)
+        expect(r.headers['retry-after']).toBe('1')
+        expect(JSON.parse(r.body).code).toBe('ERR_STARTING')
+      }
+    } finally {
+      server.close()
     }
   })
 })
