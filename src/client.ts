@@ -17,6 +17,8 @@ import {
 } from './core/errors.js'
 
 export const CONTEXT_HEADER = 'x-meshkv-context'
+/** `/kv/<key>` with or without a query: a key's own route (not `/kv/<key>/placement`, nor the listing). */
+const KEY_PATH = /^\/kv\/[^/?]+(?:\?|$)/
 /** Retries of a request answered 503 (or that could not reach the peer) unless `retries` says otherwise. */
 export const CLIENT_RETRIES_DEFAULT = 3
 /** First backoff; each retry doubles it, with full jitter, up to CLIENT_RETRY_MAX_MS. */
@@ -33,7 +35,7 @@ export interface ClientOptions {
   /** Bearer token, for a peer whose HTTP API requires one. */
   token?: string
   /** Retries after a 503 or an unreachable peer (0..10, default 3); a put or delete only after a refusal that
-   * stored nothing (ERR_OVERLOADED, ERR_LEAVING, connection refused). Other errors are never retried. */
+   * stored nothing (ERR_OVERLOADED, ERR_LEAVING, ERR_STARTING, connection refused). Other errors are never retried. */
   retries?: number
   /** Time limit of each attempt in ms (default 30000). */
   timeoutMs?: number
@@ -145,7 +147,11 @@ function checkInt (name: string, value: number | undefined, min: number, max: nu
 export function encodeKey (key: string): string {
   if (typeof key !== 'string' || key === '') throw new InvalidKeyError('must be a non-empty string')
   if (key === '.' || key === '..') throw new InvalidKeyError(`${JSON.stringify(key)} cannot be addressed over HTTP (URL parsing resolves it away); use the library`)
-  return encodeURIComponent(key)
+  try {
+    return encodeURIComponent(key)
+  } catch {
+    throw new InvalidKeyError('is not valid UTF-16 (it holds a lone surrogate), so it has no UTF-8 form')
+  }
 }
 
 const isAborted = (signal: AbortSignal | undefined): boolean => signal?.aborted === true
@@ -261,6 +267,8 @@ export class MeshkvClient {
     checkInt('dw', options.dw, 0, 16)
     checkInt('ttlMs', options.ttlMs, 0, Number.MAX_SAFE_INTEGER)
     const path = this.kvPath(key, { w: options.w, dw: options.dw, lww: options.lww, ttl: options.ttlMs, strict: options.strict })
+    // Checked here: a header fetch refuses would otherwise surface as a network failure (and be retried).
+    if (options.context !== undefined && (typeof options.context !== 'string' || !/^[A-Za-z0-9_-]*$/.test(options.context))) throw new InvalidContextError('not a context a read returned (base64url characters only)')
     const headers: Record<string, string> = options.context === undefined || options.context === '' ? {} : { [CONTEXT_HEADER]: options.context }
     const res = await this.request(method, path, method === 'PUT' ? 'put' : 'delete', options.signal, body, headers)
     return { key, context: res.headers.get(CONTEXT_HEADER) ?? '', acks: Number(res.headers.get('x-meshkv-acks') ?? 0) }
@@ -278,7 +286,7 @@ export class MeshkvClient {
 
   /**
    * One request, retried after a 503 or an unreachable peer (a put or delete only after a refusal that stored
-   * nothing: ERR_OVERLOADED, ERR_LEAVING, a refused connection) with exponential backoff and full jitter
+   * nothing: ERR_OVERLOADED, ERR_LEAVING, ERR_STARTING, a refused connection) with exponential backoff and full jitter
    * (CLIENT_RETRY_BASE_MS doubling up to CLIENT_RETRY_MAX_MS, or the server's Retry-After up to
    * CLIENT_RETRY_AFTER_MAX_MS), at most `retries` times. Resolves with any 2xx, 300 or 404 (for GET)
    * response; anything else becomes the typed error.
@@ -307,14 +315,15 @@ export class MeshkvClient {
         await sleep(this.backoff(attempt, null), signal)
         continue
       }
-      if (res.ok || res.status === 300 || (res.status === 404 && method === 'GET' && path.startsWith('/kv/') && !path.endsWith('/placement'))) return res
+      // A 404 of a key's GET is an answer (missing or deleted); of anything else (a placement), an error.
+      if (res.ok || res.status === 300 || (res.status === 404 && method === 'GET' && KEY_PATH.test(path))) return res
       const text = await res.text()
       let parsed: ErrorBody = {}
       try { parsed = JSON.parse(text) as ErrorBody } catch { parsed = { error: text.trim() === '' ? `HTTP ${res.status}` : text.trim() } }
       const error = errorFromReply(res.status, parsed, op, this.url)
       // A write is retried only after a refusal that stored nothing: admission control (ERR_OVERLOADED) or a
-      // peer on its way out (ERR_LEAVING). A quorum or timeout error may have left it on some replicas.
-      const retryable = res.status === 503 && (idempotent || parsed.code === 'ERR_OVERLOADED' || parsed.code === 'ERR_LEAVING')
+      // peer on its way out (ERR_LEAVING) or still starting (ERR_STARTING). A quorum or timeout error may have left it on some replicas.
+      const retryable = res.status === 503 && (idempotent || parsed.code === 'ERR_OVERLOADED' || parsed.code === 'ERR_LEAVING' || parsed.code === 'ERR_STARTING')
       if (!retryable || attempt >= this.retries) throw error
       await sleep(this.backoff(attempt, res.headers.get('retry-after')), signal)
     }

@@ -3,7 +3,7 @@
  * retry policy with a scripted fetch (which replies, how often, how long it waits, when it stops).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, HttpResponseError, InvalidCursorError, InvalidKeyError, MeshkvClient, QuorumError, TimeoutError, UnreachableError, ValueTooLargeError, AbortError } from '../../src/client.js'
+import { ConfigError, HttpResponseError, InvalidContextError, InvalidCursorError, InvalidKeyError, MeshkvClient, QuorumError, TimeoutError, UnreachableError, ValueTooLargeError, AbortError } from '../../src/client.js'
 import { type PeerProcess, peerGroup } from '../helpers/peers.js'
 
 const group = peerGroup('meshkv-client-', ['--n', '2', '--r', '1', '--w', '1'])
@@ -33,6 +33,18 @@ describe('meshkv/client against a peer', () => {
     // refused, rather than sent to another path.
     for (const key of ['.', '..']) await expect(client.put(key, 'x')).rejects.toThrow(/cannot be addressed over HTTP/)
     expect((await client.get('c:never')).deleted).toBe(false)
+    // A missing key named like a route's last segment is still a missing key, not an error reply.
+    expect(await client.get('placement')).toMatchObject({ values: [], deleted: false })
+    expect(await client.getText('placement')).toBeNull()
+  })
+
+  it('refuses bad input locally with the typed error, without sending it', async () => {
+    const client = new MeshkvClient({ url: peer.http, retries: 3 })
+    // A lone surrogate has no UTF-8 form, so no URL.
+    await expect(client.get('\uD800')).rejects.toBeInstanceOf(InvalidKeyError)
+    // A context is base64url: anything else (a header fetch would refuse) is not a network failure to retry.
+    for (const context of ['a\nb', 'a b', 'ab==']) await expect(client.put('c:ctx', 'x', { context })).rejects.toBeInstanceOf(InvalidContextError)
+    expect(await client.getText('c:ctx')).toBeNull()
   })
 
   it('throws the library\'s typed errors for error replies, with the server\'s message', async () => {
