@@ -35,6 +35,7 @@
 import * as fs from 'node:fs'
 import * as http from 'node:http'
 import * as path from 'node:path'
+import type * as stream from 'node:stream'
 import { base64urlEncode } from '../core/codec.js'
 import { errorMessage, MeshkvError, NoDurableReplicaError, QuorumError, RemoteError } from '../core/errors.js'
 import { SEGMENT_COUNT, segmentRange } from '../core/ring/ring.js'
@@ -214,6 +215,28 @@ export const OVERLOADED_RETRY_AFTER_S = 1
  * meshkv/client close theirs a second before the announced timeout.
  */
 export const HTTP_KEEP_ALIVE_MS = 65_000
+
+/**
+ * Answers a request Node's HTTP parser refused before any route (`clientError`): request line and headers
+ * over `http.maxHeaderSize` (16 KiB unless node's --max-http-header-size says otherwise) get 431
+ * ERR_HEADERS_TOO_LARGE, headers not complete within the server's headersTimeout 408 ERR_TIMEOUT, anything
+ * else unparsable 400 ERR_DECODE; each as JSON `{error, code}` on a connection that then closes, and told to
+ * `count` by code. Instead of Node's default: the same statuses with an empty body, counted nowhere.
+ */
+export function clientErrorHandler (count: (code: string) => void): (error: Error & { code?: string }, socket: stream.Duplex) => void {
+  return (error, socket) => {
+    // A connection reset or already answered: nothing to say on it.
+    if (error.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
+    const [status, code, message] = error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'ERR_HEADERS_TOO_LARGE', `the request line and headers exceed ${http.maxHeaderSize} bytes`]
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'ERR_TIMEOUT', 'the request headers did not arrive in time']
+        : [400, 'ERR_DECODE', `malformed HTTP request (${error.code ?? error.message})`]
+    count(code)
+    const body = JSON.stringify({ error: message, code }) + '\n'
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]!}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  }
+}
 
 /** Applies the HTTP API's connection settings to the peer's server. */
 export function configureHttpServer (server: http.Server): void {

@@ -30,7 +30,7 @@ import { RING_HASH_SCHEME } from '../core/ring/hash.js'
 import { LOCATION_CHARS_MAX, PROTOCOL_VERSION, createMeshPeer } from '../peer.js'
 import { DebugService } from '../services/debug.js'
 import { debugRoute } from './debug-api.js'
-import { configureHttpServer, httpHandler } from './http-api.js'
+import { clientErrorHandler, configureHttpServer, httpHandler } from './http-api.js'
 import { HTTP_NAMES_MAX, HttpExposureError, HttpGuard, checkHttpExposure, checkHttpToken, parseCorsOrigin, parseHttpName } from './http-guard.js'
 import { PeerMetrics, counterFrom } from './metrics.js'
 import { CONFIG_FILE_BYTES_MAX, SettingsError, type Value, cliSwimDefaults, describeSettings, flagOptions, kebab, renderToml, resolveSettings, settingsTable } from './settings.js'
@@ -476,7 +476,8 @@ async function run (config: CliConfig): Promise<void> {
     const address = pending.address() as { port: number }
     httpUrl = `http://${httpHost.includes(':') ? `[${httpHost}]` : httpHost}:${address.port}`
     server = pending
-    guard = new HttpGuard({ bindHost: httpHost, port: address.port, names: httpSecurity.names, corsOrigins: httpSecurity.cors, ...(httpSecurity.token === undefined ? {} : { token: httpSecurity.token }) })
+    const g = guard = new HttpGuard({ bindHost: httpHost, port: address.port, names: httpSecurity.names, corsOrigins: httpSecurity.cors, ...(httpSecurity.token === undefined ? {} : { token: httpSecurity.token }) })
+    pending.on('clientError', clientErrorHandler(code => { g.noteError(code) }))
   }
 
   // Made before the peer: the WAL and the KV service report into it from their first operation.

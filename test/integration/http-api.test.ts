@@ -100,6 +100,23 @@ describe('HTTP API', () => {
     socket.destroy()
     expect((await request('GET', '/health')).status).toBe(200)
     expect((await request('GET', '/kv/half')).status).toBe(404)
+    // What Node's parser refuses before any route: a JSON answer with a code, counted, not an empty 431/400.
+    const raw = async (text: string): Promise<{ status: number; code: string }> => {
+      const s = net.connect(Number(base.port), base.hostname)
+      const chunks: Buffer[] = []
+      s.on('data', (c: Buffer) => chunks.push(c))
+      await new Promise(resolve => s.once('connect', resolve))
+      s.write(text)
+      await new Promise(resolve => s.once('close', resolve))
+      const answer = Buffer.concat(chunks).toString()
+      return { status: Number(answer.split(' ')[1]), code: (JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as { code: string }).code }
+    }
+    expect(await raw(`GET /kv/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: ${base.host}\r\n\r\n`)).toEqual({ status: 431, code: 'ERR_HEADERS_TOO_LARGE' })
+    expect(await raw('NOT HTTP AT ALL\r\n\r\n')).toEqual({ status: 400, code: 'ERR_DECODE' })
+    const counted = JSON.parse((await request('GET', '/stats')).body.toString()) as { http: { errors: Record<string, number> } }
+    expect(counted.http.errors.ERR_HEADERS_TOO_LARGE).toBe(1)
+    expect(counted.http.errors.ERR_DECODE).toBeGreaterThanOrEqual(1)
+    expect((await request('GET', '/health')).status).toBe(200)
   })
   it('keeps idle keep-alive connections for HTTP_KEEP_ALIVE_MS and says so, not Node\'s 5 s', async () => {
     // With 5 s, a client that keeps connections without a timeout of its own (http.Agent({ keepAlive:
