@@ -319,6 +319,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       const parts = pathname.split('/')
       if (parts[1] === 'kv') return await kvRoute(req, res, query, parts, json)
       if (parts.length === 3) return await heartbeatRoute(req, res, query, parts[2]!, json)
+      throw new HttpError(404, 'not found: use PUT /heartbeat/<percent-encoded service id>', { code: 'ERR_NOT_FOUND' })
     }
     // Key listing: checked after the hot routes above, so they pay nothing for it.
     if (target === '/kv' || target.startsWith('/kv?')) return await listRoute(req, splitTarget(target).query, json)
@@ -361,7 +362,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     } catch {
       throw new HttpError(400, 'the key is not valid percent-encoded UTF-8', { code: 'ERR_INVALID_KEY' })
     }
-    if (parts.length === 4 && parts[3] === 'placement' && req.method === 'GET') {
+    if (parts.length === 4 && parts[3] === 'placement' && (req.method === 'GET' || req.method === 'HEAD')) {
       const p = await peer.placement(key)
       return json(200, {
         key,
@@ -382,6 +383,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
         }))
       })
     }
+    if (parts.length === 4 && parts[3] === 'placement') return json(405, { error: 'method not allowed: GET /kv/<key>/placement', code: 'ERR_METHOD' }, { allow: 'GET, HEAD' })
     if (parts.length !== 3) throw new HttpError(404, 'not found: use /kv/<percent-encoded key> or /kv/<key>/placement', { code: 'ERR_NOT_FOUND' })
     const context = req.headers[CONTEXT_HEADER]
     const ctx = typeof context === 'string' && context !== '' ? { context } : {}

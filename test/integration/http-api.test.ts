@@ -77,6 +77,10 @@ describe('HTTP API', () => {
     await bad('PUT', '/kv/k?w=1&w=banana', 400, 'ERR_CONFIG', [Buffer.from('x')])
     await bad('GET', '/kv?limit=5&limit=6', 400, 'ERR_CONFIG')
     expect((await request('GET', '/kv/k')).status).toBe(404) // none of them stored anything
+    // A route that exists with another method is a 405; a path that is no route, a 404.
+    await bad('PUT', '/kv/a/placement', 405, 'ERR_METHOD', [Buffer.from('x')])
+    await bad('PUT', '/heartbeat/a/b', 404, 'ERR_NOT_FOUND', [Buffer.from('x')])
+    expect((await request('HEAD', '/kv/a/placement')).status).toBe(200)
     const listPut = await request('PUT', '/kv', [Buffer.from('x')])
     expect(listPut.status).toBe(405)
     expect(JSON.parse(listPut.body.toString()).code).toBe('ERR_METHOD')
@@ -84,7 +88,7 @@ describe('HTTP API', () => {
     const stats = JSON.parse((await request('GET', '/stats')).body.toString()) as { http: { errors: Record<string, number> } }
     expect(stats.http.errors.ERR_CONFIG).toBeGreaterThanOrEqual(10)
     expect(stats.http.errors.ERR_INVALID_KEY).toBeGreaterThanOrEqual(2)
-    expect(stats.http.errors.ERR_METHOD).toBeGreaterThanOrEqual(1)
+    expect(stats.http.errors.ERR_METHOD).toBeGreaterThanOrEqual(2)
     // Too large, declared up front and discovered while reading a chunked body (the default limit is 1 MiB).
     await bad('PUT', '/kv/big', 413, 'ERR_VALUE_TOO_LARGE', [], { 'content-length': String(2 * 1024 * 1024) })
     await bad('PUT', '/kv/big', 413, 'ERR_VALUE_TOO_LARGE', [new Uint8Array(600_000), new Uint8Array(600_000)], { 'transfer-encoding': 'chunked' }).catch((error: unknown) => {
