@@ -83,6 +83,25 @@ export class Writer {
   }
 
   string (s: string): this {
+    // ASCII under 128 characters (keys, replica ids: most strings written): the length byte and the bytes by
+    // hand, with no call into the runtime and no view or copy; the first other character falls through.
+    const n = s.length
+    if (n < 0x80) {
+      this.ensure(n + 1)
+      const buf = this.buf
+      let at = this.length + 1
+      let i = 0
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i)
+        if (c >= 0x80) break
+        buf[at++] = c
+      }
+      if (i === n) {
+        buf[this.length] = n
+        this.length = at
+        return this
+      }
+    }
     // Worst case 3 bytes per UTF-16 unit; encodeInto writes in place with no intermediate copy.
     const max = s.length * 3
     this.ensure(max + 8)

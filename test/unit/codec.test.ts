@@ -37,8 +37,13 @@ describe('codec', () => {
   })
 
   it('decodes ASCII and non-ASCII strings, at and around the fast path\'s length, and rejects invalid UTF-8', () => {
-    for (const s of ['', 'a', 'x'.repeat(63), 'y'.repeat(64), 'z'.repeat(65), 'k\u00e9y', 'é'.repeat(40), '\u{1f600}', 'a'.repeat(60) + '\u00ff']) {
-      expect(new Reader(new Writer().string(s).finish(), 'test').string(1024)).toBe(s)
+    for (const s of ['', 'a', 'x'.repeat(63), 'y'.repeat(64), 'z'.repeat(65), 'k\u00e9y', 'é'.repeat(40), '\u{1f600}', 'a'.repeat(60) + '\u00ff',
+      'b'.repeat(42), 'b'.repeat(43), 'c'.repeat(127), 'c'.repeat(128), 'd'.repeat(126) + '\u00e9', '\u007f'.repeat(100)]) {
+      const bytes = new Writer(4).string(s).finish()
+      // The format is a varint length and the UTF-8 bytes, whichever path wrote them.
+      const utf8 = new TextEncoder().encode(s)
+      expect([...bytes]).toEqual([...new Writer().varint(utf8.length).finish(), ...utf8])
+      expect(new Reader(bytes, 'test').string(1024)).toBe(s)
     }
     expect(() => new Reader(Uint8Array.of(2, 0xc3, 0x28), 'test').string(10)).toThrow(DecodeError)
   })
