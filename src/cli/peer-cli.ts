@@ -59,8 +59,9 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               prefer MESHKV_HTTP_TOKEN or --http-token-file (a command-line value
                               shows in ps and shell history). The dashboard's files stay public; open
                               it as http://<host>:<port>/#token=<token>
-  --http-token-file <path>    read the token from this file (trailing newline ignored; default none);
-                              --http-token or this file win over MESHKV_HTTP_TOKEN
+  --http-token-file <path>    read the token from this file (a regular file of at most 8 KiB; trailing
+                              newline ignored; default none); --http-token or this file win over
+                              MESHKV_HTTP_TOKEN
   --http-name <host[:port]>   another name clients reach the HTTP API by, accepted in the Host header
                               (repeatable; default: only the bound address, plus localhost on a
                               loopback bind); a name without :port matches any port. Other Hosts
@@ -127,7 +128,8 @@ A peer restarted from its data directory rejoins the peers it knew without --joi
                               /meshkv/debug/1.0.0 protocol through which other debug peers act on this
                               one, and /meshkv/echo/1.0.0 (benchmark baseline); never in production;
                               refused (the peer does not start) with a non-loopback --http-host
-  --config <file.toml>        read settings from this TOML file (or MESHKV_CONFIG); every flag and every
+  --config <file.toml>        read settings from this TOML file (or MESHKV_CONFIG; a regular file of at
+                              most 1 MiB); every flag and every
                               storage, replication and SWIM option has a key (listed below); flags win
                               over the environment, which wins over the file
   --print-config              print the effective configuration as TOML (secrets redacted) and exit
@@ -286,9 +288,7 @@ export function configure (argv: string[], env: Record<string, string | undefine
   let file: { name: string; text: string } | undefined
   if (configFile !== undefined) {
     try {
-      const size = fs.statSync(configFile).size
-      if (size > CONFIG_FILE_BYTES_MAX) throw new Error(`larger than ${CONFIG_FILE_BYTES_MAX} bytes`)
-      file = { name: configFile, text: fs.readFileSync(configFile, 'utf8') }
+      file = { name: configFile, text: readBoundedFile(configFile, CONFIG_FILE_BYTES_MAX) }
     } catch (error) {
       throw new UsageError(`--config ${configFile}: ${errorMessage(error)}`)
     }
@@ -311,6 +311,7 @@ export function configure (argv: string[], env: Record<string, string | undefine
     if (!/^\d+$/.test(httpRaw) || httpPort > 65535) fail('http', `must be a port in [0, 65535] or off, got ${JSON.stringify(httpRaw)}`)
   }
   const httpHost = get<string>('http-host') ?? '127.0.0.1'
+  if (httpHost === '') fail('http-host', 'must not be empty (127.0.0.1 for this machine only, 0.0.0.0 for every interface)')
   const meshKey = get<string>('mesh-key')
   if (meshKey === '') fail('mesh-key', 'must not be empty (omit it for an open mesh)')
   const join = (get<string[]>('join') ?? []).map(a => {
@@ -432,10 +433,33 @@ function httpOptions (values: ReadonlyMap<string, Value>, c: CliConfig): CliConf
   }
 }
 
+/** The most a --http-token-file may hold: a token is at most 4096 characters, plus a line ending. */
+const TOKEN_FILE_BYTES_MAX = 8192
+
+/**
+ * A regular file's text, refused past `maxBytes`: the size is checked on the open file, and a FIFO or device
+ * (whose size reads 0, and which could be read for ever) is refused outright.
+ */
+function readBoundedFile (file: string, maxBytes: number): string {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+  try {
+    const stat = fs.fstatSync(fd)
+    if (!stat.isFile()) throw new Error('not a regular file')
+    if (stat.size > maxBytes) throw new Error(`larger than ${maxBytes} bytes`)
+    const buffer = Buffer.alloc(maxBytes + 1)
+    let length = 0
+    for (let n = -1; n !== 0 && length <= maxBytes;) { n = fs.readSync(fd, buffer, length, buffer.length - length, null); length += n }
+    if (length > maxBytes) throw new Error(`larger than ${maxBytes} bytes`)
+    return buffer.toString('utf8', 0, length)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 function readTokenFile (file: string, where: string): string {
   let text: string
   try {
-    text = fs.readFileSync(file, 'utf8')
+    text = readBoundedFile(file, TOKEN_FILE_BYTES_MAX)
     // Like ssh with its keys: a token others on this machine can read is not a secret.
     if ((fs.statSync(file).mode & 0o077) !== 0) console.error(`warning: ${where} ${file} is readable by other users (chmod 600 it)`)
   } catch (error) {

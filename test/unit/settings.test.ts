@@ -82,6 +82,12 @@ describe('settings', () => {
     bad(['--bootstrap', '--no-relay', '--relay-reservations', '4'], {}, /--relay-reservations and --no-relay contradict each other/)
     bad(['--bootstrap', '--memory-max-mb', '99999999'], {}, /--memory-max-mb: must be at most the heap limit/)
     bad(['--bootstrap', '--frobnicate'], {}, /Unknown option '--frobnicate'/)
+    bad(['--bootstrap', '--http-host', ''], {}, /--http-host: must not be empty/)
+    // Files are read bounded: a FIFO or device (size 0, endless) and anything past the limit are refused.
+    bad(['--config', '/dev/zero'], {}, /--config \/dev\/zero: not a regular file/)
+    bad(['--config', file('# ' + 'x'.repeat(1024 * 1024) + '\n')], {}, /--config .*: larger than 1048576 bytes/)
+    bad(['--bootstrap', '--http-token-file', '/dev/zero'], {}, /--http-token-file \/dev\/zero: not a regular file/)
+    bad(['--bootstrap', '--http-token-file', file('t'.repeat(9000))], {}, /--http-token-file .*: larger than 8192 bytes/)
     // A secret of the wrong type is refused without repeating it.
     expect(() => configure(['--config', file('mesh-key = ["s3cret-value"]\n')], {})).toThrow(/mesh-key: must be a string, got <redacted>$/)
   })
