@@ -110,7 +110,20 @@ const NO_QUERY: Query = { get: () => null, getAll: () => [] }
  */
 function splitTarget (target: string): { pathname: string; query: Query } {
   const q = target.indexOf('?')
-  return q < 0 ? { pathname: target, query: NO_QUERY } : { pathname: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) }
+  if (q < 0) return { pathname: target, query: NO_QUERY }
+  const raw = target.slice(q + 1)
+  // URLSearchParams takes a malformed escape (%ZZ) literally and invalid UTF-8 as U+FFFD, so a listing's
+  // prefix would silently be another one: refused, as the same escapes in a key are.
+  if (raw.includes('%')) {
+    for (const part of raw.split(/[&=]/)) {
+      try {
+        decodeURIComponent(part)
+      } catch {
+        throw new HttpError(400, `the query is not valid percent-encoded UTF-8: ${JSON.stringify(part.slice(0, 64))}`, { code: 'ERR_DECODE' })
+      }
+    }
+  }
+  return { pathname: target.slice(0, q), query: new URLSearchParams(raw) }
 }
 
 /** The one value of query parameter `name` (null if absent); given twice it is refused, not silently the first. */

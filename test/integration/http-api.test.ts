@@ -76,6 +76,10 @@ describe('HTTP API', () => {
     await bad('GET', '/kv/k?r=%201', 400, 'ERR_CONFIG')
     await bad('PUT', '/kv/k?w=1&w=banana', 400, 'ERR_CONFIG', [Buffer.from('x')])
     await bad('GET', '/kv?limit=5&limit=6', 400, 'ERR_CONFIG')
+    // A prefix with a malformed escape or invalid UTF-8 is not silently another prefix.
+    await bad('GET', '/kv?prefix=%ZZ', 400, 'ERR_DECODE')
+    await bad('GET', '/kv?prefix=%ED%A0%80', 400, 'ERR_DECODE')
+    expect((await request('GET', '/kv?prefix=%C3%A9')).status).toBe(200)
     expect((await request('GET', '/kv/k')).status).toBe(404) // none of them stored anything
     // A route that exists with another method is a 405; a path that is no route, a 404.
     await bad('PUT', '/kv/a/placement', 405, 'ERR_METHOD', [Buffer.from('x')])
