@@ -126,12 +126,8 @@ const FLOOR_GET_ACKS = 1
  * (R=2) and answers 200 with FLOOR_VALUE_BYTES bytes. Those replicas look the key up and answer; no log,
  * version vector or coordinator is involved. A replica that cannot be reached gives 503.
  */
-async function floorRoute (peer: Peer, req: http.IncomingMessage, res: http.ServerResponse, key: string): Promise<void> {
-  if (req.method !== 'PUT' && req.method !== 'GET') {
-    res.writeHead(405, { 'content-type': 'application/json' })
-    res.end(JSON.stringify({ error: 'the floor takes PUT and GET', code: 'ERR_METHOD' }) + '\n')
-    return
-  }
+async function floorRoute (peer: Peer, req: http.IncomingMessage, res: http.ServerResponse, send: Send, key: string): Promise<void> {
+  if (req.method !== 'PUT' && req.method !== 'GET') { send(405, { error: 'the floor takes PUT and GET', code: 'ERR_METHOD' }); return }
   const put = req.method === 'PUT'
   // A body that is not Latin-1 text would still fit: each byte becomes one character of at most 2 UTF-8 bytes.
   const payload = put ? Buffer.from(await readBody(req, FLOOR_BODY_BYTES_MAX / 2)).toString('latin1') : key
@@ -144,11 +140,7 @@ async function floorRoute (peer: Peer, req: http.IncomingMessage, res: http.Serv
     res.writeHead(503, { 'content-type': 'application/json' })
     res.end(JSON.stringify({ error: `floor: ${reason}`, code: 'ERR_UNREACHABLE' }) + '\n')
   }
-  if (payload.length === 0) {
-    res.writeHead(400, { 'content-type': 'application/json' })
-    res.end(JSON.stringify({ error: 'the floor needs a body of 1 byte or more', code: 'ERR_DECODE' }) + '\n')
-    return
-  }
+  if (payload.length === 0) { send(400, { error: 'the floor needs a body of 1 byte or more', code: 'ERR_DECODE' }); return }
   if (targets.length < acks) { failed(`${targets.length} other primaries of the key, ${acks} needed`); return }
   await new Promise<void>(resolve => {
     let answered = 0
@@ -186,7 +178,7 @@ export async function debugRoute (peer: Peer, debug: DebugService, req: http.Inc
       return true
     }
     if (key.length === 0 || key.includes('/') || key.length > FLOOR_BODY_BYTES_MAX / 2) { send(400, { error: `the key must be one path segment of 1..${FLOOR_BODY_BYTES_MAX / 2} characters`, code: 'ERR_INVALID_KEY' }); return true }
-    await floorRoute(peer, req, res, key)
+    await floorRoute(peer, req, res, send, key)
     return true
   }
   if (req.method !== 'POST') { send(405, { error: 'debug routes take POST', code: 'ERR_METHOD' }); return true }
