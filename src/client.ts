@@ -11,6 +11,7 @@
  */
 import { base64urlDecode } from './core/codec.js'
 import { integer } from './core/config.js'
+import { decodeContext } from './core/version/context.js'
 import {
   AbortError, ClosedError, ConfigError, DecodeError, InvalidContextError, InvalidCursorError, InvalidKeyError, LeavingError, MeshkvError,
   NoDurableReplicaError, OverloadedError, QuorumError, SiblingLimitError, StoreFullError, TimeoutError, UnreachableError, ValueTooLargeError
@@ -268,7 +269,7 @@ export class MeshkvClient {
     checkInt('ttlMs', options.ttlMs, 0, Number.MAX_SAFE_INTEGER)
     const path = this.kvPath(key, { w: options.w, dw: options.dw, lww: options.lww, ttl: options.ttlMs, strict: options.strict })
     // Checked here: a header fetch refuses would otherwise surface as a network failure (and be retried).
-    if (options.context !== undefined && (typeof options.context !== 'string' || !/^[A-Za-z0-9_-]*$/.test(options.context))) throw new InvalidContextError('not a context a read returned (base64url characters only)')
+    if (options.context !== undefined) decodeContext(options.context)
     const headers: Record<string, string> = options.context === undefined || options.context === '' ? {} : { [CONTEXT_HEADER]: options.context }
     const res = await this.request(method, path, method === 'PUT' ? 'put' : 'delete', options.signal, body, headers)
     return { key, context: res.headers.get(CONTEXT_HEADER) ?? '', acks: Number(res.headers.get('x-meshkv-acks') ?? 0) }

@@ -135,11 +135,7 @@ async function floorRoute (peer: Peer, req: http.IncomingMessage, res: http.Serv
   const others = ring.primaries(ring.position(key), FLOOR_N).filter(id => id !== peer.id)
   const acks = put ? FLOOR_PUT_ACKS : FLOOR_GET_ACKS
   const targets = put ? others : others.slice(0, acks)
-  const failed = (reason: string): void => {
-    if (res.headersSent) return
-    res.writeHead(503, { 'content-type': 'application/json' })
-    res.end(JSON.stringify({ error: `floor: ${reason}`, code: 'ERR_UNREACHABLE' }) + '\n')
-  }
+  const failed = (reason: string): void => { send(503, { error: `floor: ${reason}`, code: 'ERR_UNREACHABLE' }) }
   if (payload.length === 0) { send(400, { error: 'the floor needs a body of 1 byte or more', code: 'ERR_DECODE' }); return }
   if (targets.length < acks) { failed(`${targets.length} other primaries of the key, ${acks} needed`); return }
   await new Promise<void>(resolve => {

@@ -251,6 +251,11 @@ export function clientErrorHandler (count: (code: string) => void): (error: Erro
   }
 }
 
+/** Whether a request carries a body (chunked, or a Content-Length other than 0). */
+export function hasBody (req: http.IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+}
+
 /** Applies the HTTP API's connection settings to the peer's server. */
 export function configureHttpServer (server: http.Server): void {
   server.keepAliveTimeout = HTTP_KEEP_ALIVE_MS
@@ -292,8 +297,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     }
     const refuse = (refusal: HttpRefusal): void => {
       // A refused upload is not read: the connection closes after the answer instead of draining the body.
-      const body = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
-      reply(refusal.status, { error: refusal.error, code: refusal.code }, { ...refusal.headers, ...(body ? { connection: 'close' } : {}) })
+      reply(refusal.status, { error: refusal.error, code: refusal.code }, { ...refusal.headers, ...(hasBody(req) ? { connection: 'close' } : {}) })
     }
     const admitted = guard.admit(req, res)
     if (admitted === 'preflight') return

@@ -30,7 +30,7 @@ import { RING_HASH_SCHEME } from '../core/ring/hash.js'
 import { LOCATION_CHARS_MAX, PROTOCOL_VERSION, createMeshPeer } from '../peer.js'
 import { DebugService } from '../services/debug.js'
 import { debugRoute } from './debug-api.js'
-import { clientErrorHandler, configureHttpServer, httpHandler } from './http-api.js'
+import { clientErrorHandler, configureHttpServer, hasBody, httpHandler } from './http-api.js'
 import { HTTP_NAMES_MAX, HttpExposureError, HttpGuard, checkHttpExposure, checkHttpToken, parseCorsOrigin, parseHttpName } from './http-guard.js'
 import { PeerMetrics, counterFrom } from './metrics.js'
 import { CONFIG_FILE_BYTES_MAX, SettingsError, type Value, cliSwimDefaults, describeSettings, flagOptions, kebab, renderToml, resolveSettings, settingsTable } from './settings.js'
@@ -175,8 +175,7 @@ export const RELAY_RESERVATIONS_DEFAULT = 128
  * left unread (the connection closes after the answer).
  */
 export function startingHandler (req: http.IncomingMessage, res: http.ServerResponse): void {
-  const upload = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
-  res.writeHead(503, { 'content-type': 'application/json', 'cache-control': 'no-store', 'retry-after': '1', ...(upload ? { connection: 'close' } : {}) })
+  res.writeHead(503, { 'content-type': 'application/json', 'cache-control': 'no-store', 'retry-after': '1', ...(hasBody(req) ? { connection: 'close' } : {}) })
   res.end(JSON.stringify({ error: 'the peer is starting: try again in a moment', code: 'ERR_STARTING' }) + '\n')
 }
 
