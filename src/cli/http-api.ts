@@ -9,7 +9,8 @@
  *                     write replaces (without it, existing values stay as siblings). 204 on success.
  *   DELETE /kv/:key   writes a tombstone (send the context too). 204.
  *   query options: r, w (quorum sizes), dw (durable replicas among the write's acks: at least the mesh's
- *   --durable-acks, the default), strict=1 (primaries only), lww=1 (last writer wins), ttl=<ms>.
+ *   --durable-acks, the default), strict=1 (primaries only), lww=1 (last writer wins), ttl=<ms>; any other
+ *   parameter is refused (QUERY_PARAMETERS).
  *   Keys are one URL path segment: percent-encode '/' and other reserved characters.
  *
  * Errors are JSON {error, code, ...}: 400 bad key, context or option; 413 value too large; 409 too many
@@ -101,8 +102,34 @@ function errorBody (error: unknown): { status: number; body: Record<string, unkn
 }
 
 /** A request's query parameters (URLSearchParams, or NO_QUERY for a target without any). */
-type Query = Pick<URLSearchParams, 'get' | 'getAll'>
-const NO_QUERY: Query = { get: () => null, getAll: () => [] }
+type Query = Pick<URLSearchParams, 'get' | 'getAll' | 'keys'>
+const NO_QUERY: Query = new URLSearchParams()
+
+/**
+ * The query parameters each route takes. Any other is refused (400 ERR_CONFIG) rather than ignored: a
+ * misspelt option (`?tll=60000`) would otherwise store a key that never expires, or write with another quorum
+ * than the one asked for.
+ */
+const QUERY_PARAMETERS = {
+  get: ['r', 'strict'],
+  put: ['w', 'dw', 'lww', 'strict', 'ttl'],
+  delete: ['w', 'dw', 'lww', 'strict'],
+  placement: [],
+  list: ['prefix', 'limit', 'cursor', 'local'],
+  heartbeat: ['ttl'],
+  ring: ['tokens'],
+  services: ['local'],
+  watch: ['prefix']
+} as const satisfies Record<string, readonly string[]>
+
+function allowOnly (query: Query, route: string, allowed: readonly string[]): void {
+  if (query === NO_QUERY) return
+  for (const name of query.keys()) {
+    if (allowed.includes(name)) continue
+    const takes = allowed.length === 0 ? 'no query parameters' : `only ${allowed.join(', ')}`
+    throw new HttpError(400, `unknown query parameter ${JSON.stringify(name.slice(0, 64))}: ${route} takes ${takes}`, { code: 'ERR_CONFIG' })
+  }
+}
 
 /**
  * Splits a request target into its path and query without a URL parse: the hot KV routes take their key
@@ -359,11 +386,15 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     if (url.pathname === '/members') {
       return json(200, peer.members().map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, kind: m.meta.kind ?? 'unknown', vnodes: m.meta.vnodes, location: m.meta.location, durability: m.meta.durability ?? 'durable', http: m.meta.http, relay: m.meta.relay, addrs: m.meta.addrs })))
     }
-    if (url.pathname === '/ring') return json(200, ringView(peer, flag(url.searchParams, 'tokens') ?? true))
+    if (url.pathname === '/ring') {
+      allowOnly(url.searchParams, 'GET /ring', QUERY_PARAMETERS.ring)
+      return json(200, ringView(peer, flag(url.searchParams, 'tokens') ?? true))
+    }
     if (url.pathname === '/stats') return json(200, { id: peer.id, storage: peer.engine.stats(), ...peer.store.stats(), swim: peer.membership.stats, watch: { ...peer.watcher.stats, subscribers: peer.libp2p.services.pubsub.getSubscribers(WATCH_TOPIC).length, publishing: peer.watcher.publishing }, http: { ...guard.stats(), files: { ...files } } })
     if (url.pathname === '/api/info') return json(200, options.info())
     if (url.pathname === '/services') {
       // Mesh-wide by default (every up member's records, merged); ?local=1 for this peer's own records.
+      allowOnly(url.searchParams, 'GET /services', QUERY_PARAMETERS.services)
       const local = flag(url.searchParams, 'local') === true
       const result = local ? { services: peer.services(), asked: 1, failed: 0 } : await peer.meshServices({ signal: AbortSignal.timeout(10_000) })
       const services = result.services
@@ -380,6 +411,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
       throw new HttpError(400, 'the key is not valid percent-encoded UTF-8', { code: 'ERR_INVALID_KEY' })
     }
     if (parts.length === 4 && parts[3] === 'placement' && (req.method === 'GET' || req.method === 'HEAD')) {
+      allowOnly(query, 'GET /kv/<key>/placement', QUERY_PARAMETERS.placement)
       const p = await peer.placement(key)
       return json(200, {
         key,
@@ -407,6 +439,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     const strict = flag(query, 'strict')
     const common = strict === undefined ? {} : { strict }
     if (req.method === 'GET' || req.method === 'HEAD') {
+      allowOnly(query, 'GET /kv/<key>', QUERY_PARAMETERS.get)
       const r = option(query, 'r', 1, 16)
       const result = await peer.get(key, { ...common, ...(r === undefined ? {} : { r }) })
       const headers: Record<string, string> = result.context === '' ? {} : { [CONTEXT_HEADER]: result.context }
@@ -422,6 +455,8 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
         siblings: result.siblings.map(s => ({ value: utf8OrNull(s.value), base64url: base64urlEncode(s.value), bytes: s.value.length, wall: s.wall, replica: s.replica, counter: s.counter }))
       }, { ...headers, 'x-meshkv-siblings': String(result.values.length) })
     }
+    if (req.method === 'PUT') allowOnly(query, 'PUT /kv/<key>', QUERY_PARAMETERS.put)
+    else if (req.method === 'DELETE') allowOnly(query, 'DELETE /kv/<key>', QUERY_PARAMETERS.delete)
     const w = option(query, 'w', 1, 16)
     const dw = option(query, 'dw', 0, 16)
     const lww = flag(query, 'lww')
@@ -445,6 +480,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
 
   async function listRoute (req: http.IncomingMessage, query: Query, json: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed: GET /kv?prefix=<p>&limit=<n>&cursor=<c>', code: 'ERR_METHOD' }, { allow: 'GET, HEAD' })
+    allowOnly(query, 'GET /kv', QUERY_PARAMETERS.list)
     const local = flag(query, 'local') === true
     const limit = option(query, 'limit', 1, LIST_LIMIT_MAX)
     const prefix = single(query, 'prefix') ?? ''
@@ -462,6 +498,7 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     } catch {
       throw new HttpError(400, 'the service id is not valid percent-encoded UTF-8', { code: 'ERR_INVALID_KEY' })
     }
+    allowOnly(query, 'PUT /heartbeat/<service id>', QUERY_PARAMETERS.heartbeat)
     const ttlMs = option(query, 'ttl', HEARTBEAT_TTL_MS_MIN, peer.engine.config.ttlMsMax) ?? HEARTBEAT_TTL_MS_DEFAULT
     const body = await readBody(req, HEARTBEAT_META_BYTES_MAX)
     let meta: Meta = null
@@ -477,7 +514,8 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
 
   function watchRoute (req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {
     if (streams >= SSE_CLIENTS_MAX) throw new HttpError(503, `more than ${SSE_CLIENTS_MAX} watch streams on this peer`, { code: 'ERR_OVERLOADED' })
-    const prefix = url.searchParams.get('prefix') ?? ''
+    allowOnly(url.searchParams, 'GET /watch', QUERY_PARAMETERS.watch)
+    const prefix = single(url.searchParams, 'prefix') ?? ''
     streams++
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
     res.write(`: watching ${JSON.stringify(prefix)} on ${peer.id}\n\n`)

@@ -140,7 +140,7 @@ GET /kv/<key>/placement, GET /kv?prefix=<p>&limit=<1..1000, default 100>&cursor=
 keys, mesh-wide or this peer's; follow "cursor" until null), PUT /heartbeat/<service>?ttl=<ms>,
 GET /services, GET /watch?prefix=<p> (SSE),
 GET /ring, GET /members, GET /stats, GET /metrics (Prometheus text format), GET /health, GET /api/info,
-GET / (dashboard). Writes are PUT and
+GET / (dashboard). A query parameter a route does not take is refused (400 ERR_CONFIG). Writes are PUT and
 DELETE; a POST (debug routes only) needs Content-Type application/json or application/octet-stream.
 Refused: a foreign Host or Origin (403 ERR_FORBIDDEN_HOST / ERR_FORBIDDEN_ORIGIN), a form-type POST
 (415 ERR_FORM_POST), a missing or wrong token (401 ERR_UNAUTHORIZED); counted in GET /stats "http"

@@ -76,6 +76,22 @@ describe('HTTP API', () => {
     await bad('GET', '/kv/k?r=%201', 400, 'ERR_CONFIG')
     await bad('PUT', '/kv/k?w=1&w=banana', 400, 'ERR_CONFIG', [Buffer.from('x')])
     await bad('GET', '/kv?limit=5&limit=6', 400, 'ERR_CONFIG')
+    // A parameter the route does not take is refused, not ignored: a misspelt ttl would store a key that
+    // never expires, and a read's option on a write would be a quorum the client did not get.
+    const unknown = await request('PUT', '/kv/k?tll=60000', [Buffer.from('x')])
+    expect(unknown.status).toBe(400)
+    expect(JSON.parse(unknown.body.toString())).toMatchObject({ code: 'ERR_CONFIG', error: 'unknown query parameter "tll": PUT /kv/<key> takes only w, dw, lww, strict, ttl' })
+    await bad('PUT', '/kv/k?r=2', 400, 'ERR_CONFIG', [Buffer.from('x')])
+    await bad('DELETE', '/kv/k?ttl=5000', 400, 'ERR_CONFIG')
+    await bad('GET', '/kv/k?w=2', 400, 'ERR_CONFIG')
+    await bad('GET', '/kv/k/placement?r=2', 400, 'ERR_CONFIG')
+    await bad('GET', '/kv?prefx=a', 400, 'ERR_CONFIG')
+    await bad('PUT', '/heartbeat/svc?tl=5000', 400, 'ERR_CONFIG')
+    await bad('GET', '/services?locall=1', 400, 'ERR_CONFIG')
+    await bad('GET', '/ring?token=0', 400, 'ERR_CONFIG')
+    await bad('GET', '/watch?prefixx=a', 400, 'ERR_CONFIG')
+    expect((await request('GET', '/kv/k?r=1&strict=0')).status).toBe(404)
+    expect((await request('GET', '/ring?tokens=0')).status).toBe(200)
     // A prefix with a malformed escape or invalid UTF-8 is not silently another prefix.
     await bad('GET', '/kv?prefix=%ZZ', 400, 'ERR_DECODE')
     await bad('GET', '/kv?prefix=%ED%A0%80', 400, 'ERR_DECODE')
@@ -90,7 +106,7 @@ describe('HTTP API', () => {
     expect(JSON.parse(listPut.body.toString()).code).toBe('ERR_METHOD')
     // Counted, by code.
     const stats = JSON.parse((await request('GET', '/stats')).body.toString()) as { http: { errors: Record<string, number> } }
-    expect(stats.http.errors.ERR_CONFIG).toBeGreaterThanOrEqual(10)
+    expect(stats.http.errors.ERR_CONFIG).toBeGreaterThanOrEqual(20)
     expect(stats.http.errors.ERR_INVALID_KEY).toBeGreaterThanOrEqual(2)
     expect(stats.http.errors.ERR_METHOD).toBeGreaterThanOrEqual(2)
     // Too large, declared up front and discovered while reading a chunked body (the default limit is 1 MiB).
