@@ -25,6 +25,13 @@
  *                                 storage.walSyncs) — how many writes each group commit carried
  *   http.<m>.fanout.ops / .cpu    the fan-out floor: requests/s against the floor, and CPU-ms per request;
  *                                 meshkv's .ops carries `fanoutShare`, its rate over the fan-out floor's
+ *   http.<m>.client.cpu           CPU-ms per request of this process (the client) in meshkv's phase
+ *   http.<m>.budget               what the machine leaves the three peers per request at the target rate
+ *                                 (the target ratio times this round's floor rate): its cores' CPU-ms per
+ *                                 second, less the client's CPU at that rate, over the rate. An upper bound,
+ *                                 as if every core were busy all the time; `fanoutFits` says whether the
+ *                                 fan-out floor's CPU per request (the transport alone, nothing stored) is
+ *                                 within it, and `meshkvFits` whether meshkv's is
  *
  * `--rounds=K` (1 to ROUNDS_MAX) runs that whole sequence K times on the same peers and floor server, each
  * round on keys of its own, and judges each round against its own floor: every figure above then carries its
@@ -43,6 +50,7 @@
 import type { ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as http from 'node:http'
+import * as os from 'node:os'
 import { members, peerGroup, type PeerProcess, waitUntil } from '../test/helpers/peers.js'
 import { type LoopResult, closedLoop } from './loop.js'
 import { cpuSecondsOf, onInterrupt, startListeningChild } from './proc.js'
@@ -128,7 +136,7 @@ function request (t: Target, method: 'GET' | 'PUT', path: string, body?: Uint8Ar
   })
 }
 
-interface PhaseResult extends LoopResult { warmupAttempts: number; cpuMsPerOp: number | null }
+interface PhaseResult extends LoopResult { warmupAttempts: number; cpuMsPerOp: number | null; clientCpuMsPerOp: number }
 
 /**
  * `inFlight` closed-loop workers issuing `op(i)` for WARMUP_MS (not counted), then for `ms`, numbered on
@@ -142,9 +150,16 @@ async function phase (inFlight: number, ms: number, pids: Array<number | undefin
   }
   const warmup = await closedLoop(inFlight, WARMUP_MS, checked)
   const cpu0 = totalCpu(pids)
+  const client0 = process.cpuUsage()
   const r = await closedLoop(inFlight, ms, checked, warmup.attempts)
+  const client = process.cpuUsage(client0)
   const cpu1 = totalCpu(pids)
-  return { ...r, warmupAttempts: warmup.attempts, cpuMsPerOp: cpu0 === null || cpu1 === null || r.ops === 0 ? null : (cpu1 - cpu0) * 1000 / r.ops }
+  return {
+    ...r,
+    warmupAttempts: warmup.attempts,
+    cpuMsPerOp: cpu0 === null || cpu1 === null || r.ops === 0 ? null : (cpu1 - cpu0) * 1000 / r.ops,
+    clientCpuMsPerOp: r.ops === 0 ? 0 : (client.user + client.system) / 1000 / r.ops
+  }
 }
 
 async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
@@ -153,11 +168,19 @@ async function startFloor (): Promise<{ proc: ChildProcess; url: string }> {
 }
 
 /** One method at one in-flight count: each round's meshkv/floor ratio and CPU-ms per request. */
-interface Rounds { method: string; inFlight: number; ratios: number[]; cpus: number[]; fanRatios: number[]; fanCpus: number[] }
+interface Rounds { method: string; inFlight: number; ratios: number[]; cpus: number[]; fanRatios: number[]; fanCpus: number[]; budgets: number[] }
+
+/**
+ * The CPU-ms per request the machine leaves the three peers at `rate` requests/s, when the client costs
+ * `clientCpuMs` per request: every core's time, less the client's, over the rate.
+ */
+export function peerCpuBudget (cores: number, rate: number, clientCpuMs: number): number {
+  return (cores * 1000 - clientCpuMs * rate) / rate
+}
 
 /** The medians over the rounds, per method and in-flight count, against the issue's targets. */
 function emitMedians (byRound: Map<string, Rounds>, o: Options): void {
-  for (const [key, { method, inFlight, ratios, cpus, fanRatios, fanCpus }] of byRound) {
+  for (const [key, { method, inFlight, ratios, cpus, fanRatios, fanCpus, budgets }] of byRound) {
     const extra = { inFlight, seconds: o.seconds, valueBytes: VALUE_BYTES, rounds: o.rounds }
     const ratio = median(ratios)
     const target = TARGET_RATIO[key]!
@@ -173,6 +196,9 @@ function emitMedians (byRound: Map<string, Rounds>, o: Options): void {
     emit({ suite: SUITE, metric: `http.${method}.fanout.ratio.median`, value: round3(fanRatio), unit: 'ratio (fan-out floor/floor)', ratios: fanRatios.map(round3), ...extra })
     if (fanCpus.length > 0) emit({ suite: SUITE, metric: `http.${method}.fanout.cpu.median`, value: round3(median(fanCpus)), unit: 'CPU-ms/op (3 peers)', cpus: fanCpus.map(round3), ...extra })
     progress(`  fan-out floor: ratios ${fanRatios.map(r => r.toFixed(3)).join(', ')}, median ${fanRatio.toFixed(3)}${fanCpus.length === 0 ? '' : `, CPU median ${median(fanCpus).toFixed(3)} ms`}`)
+    const budget = median(budgets)
+    emit({ suite: SUITE, metric: `http.${method}.budget.median`, value: round3(budget), unit: 'CPU-ms/op left to the 3 peers at the target rate', budgets: budgets.map(round3), ...(fanCpus.length === 0 ? {} : { fanoutFits: median(fanCpus) <= budget }), ...(cpus.length === 0 ? {} : { meshkvFits: median(cpus) <= budget }), ...extra })
+    progress(`  at the target rate the machine leaves the peers ${budgets.map(b => b.toFixed(3)).join(', ')} CPU-ms per request, median ${budget.toFixed(3)}`)
   }
 }
 
@@ -230,12 +256,16 @@ function emitRound (results: Record<'put' | 'get', MethodResult>, inFlight: numb
     const key = `${method}.${inFlight}`
     const ratioTarget = TARGET_RATIO[key]!
     const ratio = r.mesh.rate / r.floor.rate
-    const seen = byRound.get(key) ?? { method, inFlight, ratios: [], cpus: [], fanRatios: [], fanCpus: [] }
+    const seen = byRound.get(key) ?? { method, inFlight, ratios: [], cpus: [], fanRatios: [], fanCpus: [], budgets: [] }
     byRound.set(key, seen)
     seen.ratios.push(ratio)
     if (r.mesh.cpuMsPerOp !== null) seen.cpus.push(r.mesh.cpuMsPerOp)
     seen.fanRatios.push(r.fanout.rate / r.floor.rate)
     if (r.fanout.cpuMsPerOp !== null) seen.fanCpus.push(r.fanout.cpuMsPerOp)
+    const cores = os.availableParallelism()
+    const targetRate = ratioTarget * r.floor.rate
+    const budget = peerCpuBudget(cores, targetRate, r.mesh.clientCpuMsPerOp)
+    seen.budgets.push(budget)
     emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: ratio >= ratioTarget, fanoutShare: round3(r.mesh.rate / r.fanout.rate), errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
     emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50Ms, unit: 'ms', baseline: r.floor.p50Ms, baselineMetric: 'floor p50', ...extra })
     emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99Ms, unit: 'ms', baseline: r.floor.p99Ms, baselineMetric: 'floor p99', ...extra })
@@ -244,6 +274,8 @@ function emitRound (results: Record<'put' | 'get', MethodResult>, inFlight: numb
     emit({ suite: SUITE, metric: `http.${method}.syncs`, value: r.syncs, unit: 'fdatasyncs/request (3 peers)', ...extra })
     emit({ suite: SUITE, metric: `http.${method}.fanout.ops`, value: r.fanout.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', errors: r.fanout.errors, ...extra })
     if (r.fanout.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.fanout.cpu`, value: r.fanout.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...extra })
+    emit({ suite: SUITE, metric: `http.${method}.client.cpu`, value: r.mesh.clientCpuMsPerOp, unit: 'CPU-ms/op (this process)', baseline: r.floor.clientCpuMsPerOp, baselineMetric: 'client CPU-ms/op on the floor', ...extra })
+    emit({ suite: SUITE, metric: `http.${method}.budget`, value: budget, unit: 'CPU-ms/op left to the 3 peers at the target rate', cores, targetRate: Math.round(targetRate), clientCpuMs: r.mesh.clientCpuMsPerOp, ...(r.fanout.cpuMsPerOp === null ? {} : { fanoutCpuMs: r.fanout.cpuMsPerOp, fanoutFits: r.fanout.cpuMsPerOp <= budget }), ...(r.mesh.cpuMsPerOp === null ? {} : { meshkvCpuMs: r.mesh.cpuMsPerOp, meshkvFits: r.mesh.cpuMsPerOp <= budget }), ...extra })
   }
 }
 
