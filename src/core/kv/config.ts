@@ -33,7 +33,8 @@ export interface KvConfig {
    * Default 5 s. */
   syncIntervalMs: number
   /** Keys one anti-entropy round may compare and repair (its rate limit); the rest wait for the next round.
-   * Default 8192. */
+   * The side answering also looks at no more than SYNC_WALK_FACTOR (4) times as many of its keys to find
+   * them. Default 8192. */
   syncKeysPerRound: number
   /** Keys of the key index rebuilt per tick after a ring change (the longest the event loop is held for it:
    * about 1.7 us a key here, so 14 ms at the default); the rest follow on the next ticks. Default 8192. */

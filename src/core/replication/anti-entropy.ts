@@ -12,6 +12,13 @@ import { type Flow, persist, request } from './flow.js'
 import { type ReplicaState, replyError } from './replica-state.js'
 import type { SyncResult } from './types.js'
 
+/**
+ * An answer's list holds at most the round's key budget (`syncKeysPerRound`) of keys both peers are primaries
+ * of, but to find them it looks at every key held in a segment, shared or not: those looks are bounded too,
+ * at this many times the budget (whole segments, at least one).
+ */
+export const SYNC_WALK_FACTOR = 4
+
 export class AntiEntropy {
   private syncCursor = 0
   private diffCursor = 0
@@ -81,15 +88,20 @@ export class AntiEntropy {
     // Whole segments only, up to the round's key budget (at least one segment), so the other side knows
     // exactly which segments the list covers; starting further along each time, so none starves.
     const start = differing.length === 0 ? 0 : this.diffCursor++ % differing.length
+    const budget = this.s.config.syncKeysPerRound
     const covered: number[] = []
     const keys: string[] = []
     const out: number[] = []
     let truncated = false
+    let walked = 0
     for (let i = 0; i < differing.length; i++) {
       const seg = differing[(start + i) % differing.length]!
+      const held = this.s.index.bySegment[seg]!.size
+      if (covered.length > 0 && walked + held > SYNC_WALK_FACTOR * budget) { truncated = true; break }
+      walked += held
       const list: Array<[string, readonly [number, number]]> = []
       this.forShared(peer, [seg], (key, state) => { list.push([key, this.s.digests.of(key, state)]) })
-      if (covered.length > 0 && keys.length + list.length > this.s.config.syncKeysPerRound) { truncated = true; break }
+      if (covered.length > 0 && keys.length + list.length > budget) { truncated = true; break }
       covered.push(seg)
       for (const [key, [hi, lo]] of list) { keys.push(key); out.push(hi, lo) }
     }
