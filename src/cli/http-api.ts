@@ -153,6 +153,24 @@ function splitTarget (target: string): { pathname: string; query: Query } {
   return { pathname: target.slice(0, q), query: new URLSearchParams(raw) }
 }
 
+/**
+ * The origin form (path and query) of an absolute-form request target, `http://host:port/kv/x?w=2`, which a
+ * client configured for a proxy sends and a server must accept (RFC 9112 §3.2.2). Its authority must be the
+ * request's Host header, which the guard checks (against DNS rebinding): a target naming another host is
+ * refused, not served as if it named this one. The path is taken as sent, not normalized (`/kv/..` stays
+ * the key `..`).
+ */
+export function originForm (target: string, host: string | undefined): string {
+  const m = /^https?:\/\/([^/?#]*)/i.exec(target)
+  if (m === null) throw new HttpError(400, `unsupported request target ${JSON.stringify(target.slice(0, 64))}: send a path, or an absolute http:// URL`, { code: 'ERR_DECODE' })
+  const authority = m[1]!
+  if (host === undefined || authority.toLowerCase() !== host.toLowerCase()) {
+    throw new HttpError(400, `the request target names ${JSON.stringify(authority.slice(0, 64))} but the Host header ${host === undefined ? 'is missing' : `is ${JSON.stringify(host.slice(0, 64))}`}`, { code: 'ERR_DECODE' })
+  }
+  const rest = target.slice(m[0].length)
+  return rest.startsWith('/') ? rest : `/${rest}`
+}
+
 /** The one value of query parameter `name` (null if absent); given twice it is refused, not silently the first. */
 function single (query: Query, name: string): string | null {
   const raw = query.get(name)
@@ -325,6 +343,16 @@ export function httpHandler (options: HttpApiOptions): http.RequestListener {
     const refuse = (refusal: HttpRefusal): void => {
       // A refused upload is not read: the connection closes after the answer instead of draining the body.
       reply(refusal.status, { error: refusal.error, code: refusal.code }, { ...refusal.headers, ...(hasBody(req) ? { connection: 'close' } : {}) })
+    }
+    // Everything below reads the target in origin form (a path); `OPTIONS *` goes on to the guard as it is.
+    if (req.url !== undefined && !req.url.startsWith('/') && req.url !== '*') {
+      try {
+        req.url = originForm(req.url, req.headers.host)
+      } catch (error) {
+        const { status, body } = errorBody(error)
+        json(status, body, hasBody(req) ? { connection: 'close' } : {})
+        return
+      }
     }
     const admitted = guard.admit(req, res)
     if (admitted === 'preflight') return

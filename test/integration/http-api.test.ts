@@ -97,6 +97,17 @@ describe('HTTP API', () => {
     await bad('GET', '/kv?prefix=%ED%A0%80', 400, 'ERR_DECODE')
     expect((await request('GET', '/kv?prefix=%C3%A9')).status).toBe(200)
     expect((await request('GET', '/kv/k')).status).toBe(404) // none of them stored anything
+    // An absolute-form target (what a client set up for a proxy sends) is its path and query, taken as
+    // sent; one naming another host than the Host header is refused.
+    const host = new URL(peer.http).host
+    expect((await request('PUT', `http://${host}/kv/abs%2F..?w=1`, [Buffer.from('absolute')])).status).toBe(204)
+    expect((await request('GET', '/kv/abs%2F..')).body.toString()).toBe('absolute')
+    expect((await request('GET', `http://${host}/kv/abs%2F..`)).body.toString()).toBe('absolute')
+    const elsewhere = await request('PUT', 'http://example.com/kv/abs%2F..', [Buffer.from('x')])
+    expect(elsewhere.status).toBe(400)
+    expect(JSON.parse(elsewhere.body.toString())).toMatchObject({ code: 'ERR_DECODE', error: `the request target names "example.com" but the Host header is "${host}"` })
+    await bad('GET', `ftp://${host}/kv/abs`, 400, 'ERR_DECODE')
+    expect((await request('GET', '/kv/abs%2F..')).body.toString()).toBe('absolute')
     // A route that exists with another method is a 405; a path that is no route, a 404.
     await bad('PUT', '/kv/a/placement', 405, 'ERR_METHOD', [Buffer.from('x')])
     await bad('PUT', '/heartbeat/a/b', 404, 'ERR_NOT_FOUND', [Buffer.from('x')])
@@ -107,6 +118,7 @@ describe('HTTP API', () => {
     // Counted, by code.
     const stats = JSON.parse((await request('GET', '/stats')).body.toString()) as { http: { errors: Record<string, number> } }
     expect(stats.http.errors.ERR_CONFIG).toBeGreaterThanOrEqual(20)
+    expect(stats.http.errors.ERR_DECODE).toBeGreaterThanOrEqual(4)
     expect(stats.http.errors.ERR_INVALID_KEY).toBeGreaterThanOrEqual(2)
     expect(stats.http.errors.ERR_METHOD).toBeGreaterThanOrEqual(2)
     // Too large, declared up front and discovered while reading a chunked body (the default limit is 1 MiB).
