@@ -26,12 +26,14 @@ const HELP = `usage: node node/kv.js <get|put|del|placement> KEY [VALUE] [option
   --context <c>      causal context from an earlier get: the write replaces what that read saw
   --show-context     print the context of the result to stderr as "context: <c>"
   --file <path>      read the value of put from a file
-  --r <n>, --w <n>   quorum sizes for this request (default: the mesh's)
-  --dw <n>           durable replicas (Node peers) among the write's acks (default and minimum: the
-                     mesh's --durable-acks)
-  --strict           primaries only (no fallbacks)
-  --lww              last writer wins instead of keeping concurrent values as siblings
-  --ttl <ms>         the key expires this long after its last write (put)
+  --r <n>            get: replicas that must answer (default: the mesh's R)
+  --w <n>            put, del: replicas that must acknowledge (default: the mesh's W)
+  --dw <n>           put, del: durable replicas (Node peers) among the write's acks (default and minimum:
+                     the mesh's --durable-acks)
+  --strict           get, put, del: primaries only (no fallbacks)
+  --lww              put, del: last writer wins instead of keeping concurrent values as siblings
+  --ttl <ms>         put: the key expires this long after its last write
+                     (an option a command does not take is refused)
   --timeout-ms <ms>  give up after this long (default 30000)
   --help             this text
 
@@ -133,14 +135,26 @@ if (key === '.' || key === '..') usage(`the key ${JSON.stringify(key)} cannot be
 if (rest.length > 0 || (value !== undefined && command !== 'put')) usage(`unexpected argument ${JSON.stringify(rest[0] ?? value)}`)
 if (value !== undefined && opts.file !== undefined) usage('give VALUE or --file, not both')
 
-const query = new URLSearchParams()
-for (const name of ['r', 'w', 'dw', 'ttl']) if (opts[name] !== undefined) query.set(name, opts[name])
-if (opts.strict) query.set('strict', '1')
-if (opts.lww) query.set('lww', '1')
-const qs = query.size > 0 ? `?${query}` : ''
-const url = `${base}/kv/${encodeURIComponent(key)}${command === 'placement' ? '/placement' : ''}${qs}`
-const headers = opts.context === undefined ? {} : { 'x-meshkv-context': opts.context }
 const isDelete = command === 'del' || command === 'delete'
+// The options each command takes, as the peer's routes take their query parameters: any other is refused
+// here, before anything is sent (the peer would refuse it too).
+const TAKES = { get: ['r', 'strict'], put: ['w', 'dw', 'lww', 'strict', 'ttl'], del: ['w', 'dw', 'lww', 'strict'], placement: [] }
+const takes = TAKES[isDelete ? 'del' : command]
+for (const name of ['r', 'w', 'dw', 'ttl', 'strict', 'lww']) {
+  if (opts[name] === undefined || opts[name] === false || takes.includes(name)) continue
+  usage(`--${name} does not apply to ${command}: it takes ${takes.length === 0 ? 'none of --r, --w, --dw, --ttl, --strict, --lww' : takes.map(n => `--${n}`).join(', ')}`)
+}
+function queryOf (names) {
+  const query = new URLSearchParams()
+  for (const name of names) {
+    if (opts[name] === undefined || opts[name] === false) continue
+    query.set(name, opts[name] === true ? '1' : opts[name])
+  }
+  return query.size > 0 ? `?${query}` : ''
+}
+const path = `${base}/kv/${encodeURIComponent(key)}${command === 'placement' ? '/placement' : ''}`
+const url = `${path}${queryOf(takes)}`
+const headers = opts.context === undefined ? {} : { 'x-meshkv-context': opts.context }
 Object.assign(headers, auth)
 
 async function readStdin () {
@@ -166,7 +180,8 @@ async function send (target, method, headers, body) {
 // A delete without a context would add a tombstone next to the values instead of replacing them (a
 // concurrent write): read the context first.
 if (isDelete && opts.context === undefined) {
-  const read = await send(url, 'GET', auth)
+  // The read takes the delete's --strict (its own quorum, R, is the mesh's).
+  const read = await send(`${path}${queryOf(['strict'])}`, 'GET', auth)
   await read.arrayBuffer()
   if (![200, 300, 404].includes(read.status)) {
     console.error(`${read.status}: could not read the key's context before deleting it; nothing deleted`)

@@ -47,7 +47,8 @@ describe('node node/kv.js', () => {
       child.on('close', () => { resolve(Buffer.concat(out)) })
     })
     expect([...binary]).toEqual([0, 1, 2, 255])
-    expect((await kv(['del', 'cli:arg'])).code).toBe(0)
+    // Each command sends only the options it takes: a delete's --w is not on its read of the context.
+    expect((await kv(['del', 'cli:arg', '--w', '1', '--dw', '1', '--lww', '--strict'])).code).toBe(0)
     expect(await kv(['get', 'cli:arg'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/^404: deleted/) })
     expect(await kv(['get', 'cli:never-written'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/^404: not found/) })
   })
@@ -79,6 +80,13 @@ describe('node node/kv.js', () => {
       expect(result.code, args.join(' ')).toBe(2)
       expect(result.stderr, args.join(' ')).toMatch(/usage: node node\/kv\.js/)
     }
+    // An option the command does not take is refused before anything is sent.
+    for (const args of [['get', 'k', '--w', '1'], ['put', 'k', 'v', '--r', '1'], ['del', 'k', '--ttl', '5000'], ['placement', 'k', '--strict']]) {
+      const result = await kv(args)
+      expect(result.code, args.join(' ')).toBe(2)
+      expect(result.stderr, args.join(' ')).toMatch(/^--\w+ does not apply to \w+: it takes /)
+    }
+    expect(await kv(['get', 'k', '--w', '1'])).toMatchObject({ stderr: expect.stringMatching(/^--w does not apply to get: it takes --r, --strict\n/) })
     const help = await kv(['--help'])
     expect(help).toMatchObject({ code: 0, stdout: expect.stringMatching(/^usage: node node\/kv\.js/) })
     // A bad option value: the peer answers 400 with a message, which kv.js prints.
