@@ -9,8 +9,8 @@
  *                     write replaces (without it, existing values stay as siblings). 204 on success.
  *   DELETE /kv/:key   writes a tombstone (send the context too). 204.
  *   query options: r, w (quorum sizes), dw (durable replicas among the write's acks: at least the mesh's
- *   --durable-acks, the default), strict=1 (primaries only), lww=1 (last writer wins), ttl=<ms>; any other
- *   parameter is refused (QUERY_PARAMETERS).
+ *   --durable-acks, the default), strict=1 (primaries only), lww=1 (last writer wins), ttl=<ms>; each route
+ *   takes only its own (a GET r and strict; QUERY_PARAMETERS), and refuses any other.
  *   Keys are one URL path segment: percent-encode '/' and other reserved characters.
  *
  * Errors are JSON {error, code, ...}: 400 bad key, context or option; 413 value too large; 409 too many

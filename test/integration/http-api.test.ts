@@ -107,6 +107,8 @@ describe('HTTP API', () => {
     expect(elsewhere.status).toBe(400)
     expect(JSON.parse(elsewhere.body.toString())).toMatchObject({ code: 'ERR_DECODE', error: `the request target names "example.com" but the Host header is "${host}"` })
     await bad('GET', `ftp://${host}/kv/abs`, 400, 'ERR_DECODE')
+    // The guard still judges the host: a foreign one named in both the target and Host is refused by it.
+    await bad('GET', 'http://evil.example/kv/abs%2F..', 403, 'ERR_FORBIDDEN_HOST', [], { host: 'evil.example' })
     expect((await request('GET', '/kv/abs%2F..')).body.toString()).toBe('absolute')
     // A route that exists with another method is a 405; a path that is no route, a 404.
     await bad('PUT', '/kv/a/placement', 405, 'ERR_METHOD', [Buffer.from('x')])

@@ -34,7 +34,7 @@ export interface KvConfig {
   syncIntervalMs: number
   /** Keys one anti-entropy round may compare and repair (its rate limit); the rest wait for the next round.
    * The side answering also looks at no more than SYNC_WALK_FACTOR (4) times as many of its keys to find
-   * them. Default 8192. */
+   * them (or one whole segment, when that holds more). Default 8192. */
   syncKeysPerRound: number
   /** Keys of the key index rebuilt per tick after a ring change (the longest the event loop is held for it:
    * about 1.7 us a key here, so 14 ms at the default); the rest follow on the next ticks. Default 8192. */
