@@ -196,6 +196,7 @@ function emitMedians (byRound: Map<string, Rounds>, o: Options): void {
     emit({ suite: SUITE, metric: `http.${method}.fanout.ratio.median`, value: round3(fanRatio), unit: 'ratio (fan-out floor/floor)', ratios: fanRatios.map(round3), ...extra })
     if (fanCpus.length > 0) emit({ suite: SUITE, metric: `http.${method}.fanout.cpu.median`, value: round3(median(fanCpus)), unit: 'CPU-ms/op (3 peers)', cpus: fanCpus.map(round3), ...extra })
     progress(`  fan-out floor: ratios ${fanRatios.map(r => r.toFixed(3)).join(', ')}, median ${fanRatio.toFixed(3)}${fanCpus.length === 0 ? '' : `, CPU median ${median(fanCpus).toFixed(3)} ms`}`)
+    if (budgets.length === 0) continue
     const budget = median(budgets)
     emit({ suite: SUITE, metric: `http.${method}.budget.median`, value: round3(budget), unit: 'CPU-ms/op left to the 3 peers at the target rate', budgets: budgets.map(round3), ...(fanCpus.length === 0 ? {} : { fanoutFits: median(fanCpus) <= budget }), ...(cpus.length === 0 ? {} : { meshkvFits: median(cpus) <= budget }), ...extra })
     progress(`  at the target rate the machine leaves the peers ${budgets.map(b => b.toFixed(3)).join(', ')} CPU-ms per request, median ${budget.toFixed(3)}`)
@@ -264,8 +265,9 @@ function emitRound (results: Record<'put' | 'get', MethodResult>, inFlight: numb
     if (r.fanout.cpuMsPerOp !== null) seen.fanCpus.push(r.fanout.cpuMsPerOp)
     const cores = os.availableParallelism()
     const targetRate = ratioTarget * r.floor.rate
-    const budget = peerCpuBudget(cores, targetRate, r.mesh.clientCpuMsPerOp)
-    seen.budgets.push(budget)
+    // Without a floor rate or a measured client there is no target rate to judge, and no budget.
+    const budget = targetRate > 0 && r.mesh.ops > 0 ? peerCpuBudget(cores, targetRate, r.mesh.clientCpuMsPerOp) : null
+    if (budget !== null) seen.budgets.push(budget)
     emit({ suite: SUITE, metric: `http.${method}.ops`, value: r.mesh.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', target: ratioTarget, met: ratio >= ratioTarget, fanoutShare: round3(r.mesh.rate / r.fanout.rate), errors: r.mesh.errors, ...(r.mesh.firstError === undefined ? {} : { firstError: r.mesh.firstError }), ...extra })
     emit({ suite: SUITE, metric: `http.${method}.latency.p50`, value: r.mesh.p50Ms, unit: 'ms', baseline: r.floor.p50Ms, baselineMetric: 'floor p50', ...extra })
     emit({ suite: SUITE, metric: `http.${method}.latency.p99`, value: r.mesh.p99Ms, unit: 'ms', baseline: r.floor.p99Ms, baselineMetric: 'floor p99', ...extra })
@@ -275,7 +277,7 @@ function emitRound (results: Record<'put' | 'get', MethodResult>, inFlight: numb
     emit({ suite: SUITE, metric: `http.${method}.fanout.ops`, value: r.fanout.rate, unit: 'ops/s', baseline: r.floor.rate, baselineMetric: 'node:http Map server, same client', errors: r.fanout.errors, ...extra })
     if (r.fanout.cpuMsPerOp !== null) emit({ suite: SUITE, metric: `http.${method}.fanout.cpu`, value: r.fanout.cpuMsPerOp, unit: 'CPU-ms/op (3 peers)', ...(r.floor.cpuMsPerOp === null ? {} : { baseline: r.floor.cpuMsPerOp, baselineMetric: 'floor server CPU-ms/op' }), ...extra })
     emit({ suite: SUITE, metric: `http.${method}.client.cpu`, value: r.mesh.clientCpuMsPerOp, unit: 'CPU-ms/op (this process)', baseline: r.floor.clientCpuMsPerOp, baselineMetric: 'client CPU-ms/op on the floor', ...extra })
-    emit({ suite: SUITE, metric: `http.${method}.budget`, value: budget, unit: 'CPU-ms/op left to the 3 peers at the target rate', cores, targetRate: Math.round(targetRate), clientCpuMs: r.mesh.clientCpuMsPerOp, ...(r.fanout.cpuMsPerOp === null ? {} : { fanoutCpuMs: r.fanout.cpuMsPerOp, fanoutFits: r.fanout.cpuMsPerOp <= budget }), ...(r.mesh.cpuMsPerOp === null ? {} : { meshkvCpuMs: r.mesh.cpuMsPerOp, meshkvFits: r.mesh.cpuMsPerOp <= budget }), ...extra })
+    if (budget !== null) emit({ suite: SUITE, metric: `http.${method}.budget`, value: budget, unit: 'CPU-ms/op left to the 3 peers at the target rate', cores, targetRate: Math.round(targetRate), clientCpuMs: r.mesh.clientCpuMsPerOp, ...(r.fanout.cpuMsPerOp === null ? {} : { fanoutCpuMs: r.fanout.cpuMsPerOp, fanoutFits: r.fanout.cpuMsPerOp <= budget }), ...(r.mesh.cpuMsPerOp === null ? {} : { meshkvCpuMs: r.mesh.cpuMsPerOp, meshkvFits: r.mesh.cpuMsPerOp <= budget }), ...extra })
   }
 }
 
