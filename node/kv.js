@@ -139,10 +139,12 @@ const isDelete = command === 'del' || command === 'delete'
 // The options each command takes, as the peer's routes take their query parameters: any other is refused
 // here, before anything is sent (the peer would refuse it too).
 const TAKES = { get: ['r', 'strict'], put: ['w', 'dw', 'lww', 'strict', 'ttl'], del: ['w', 'dw', 'lww', 'strict'], placement: [] }
+const REQUEST_OPTIONS = ['r', 'w', 'dw', 'ttl', 'strict', 'lww']
 const takes = TAKES[isDelete ? 'del' : command]
-for (const name of ['r', 'w', 'dw', 'ttl', 'strict', 'lww']) {
+const flags = names => names.map(n => `--${n}`).join(', ')
+for (const name of REQUEST_OPTIONS) {
   if (opts[name] === undefined || opts[name] === false || takes.includes(name)) continue
-  usage(`--${name} does not apply to ${command}: it takes ${takes.length === 0 ? 'none of --r, --w, --dw, --ttl, --strict, --lww' : takes.map(n => `--${n}`).join(', ')}`)
+  usage(`--${name} does not apply to ${command}: it takes ${takes.length === 0 ? `none of ${flags(REQUEST_OPTIONS)}` : flags(takes)}`)
 }
 function queryOf (names) {
   const query = new URLSearchParams()

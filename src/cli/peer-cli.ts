@@ -287,7 +287,7 @@ export function configure (argv: string[], env: Record<string, string | undefine
   let file: { name: string; text: string } | undefined
   if (configFile !== undefined) {
     try {
-      file = { name: configFile, text: readBoundedFile(configFile, CONFIG_FILE_BYTES_MAX) }
+      file = { name: configFile, text: readBoundedFile(configFile, CONFIG_FILE_BYTES_MAX).text }
     } catch (error) {
       throw new UsageError(`--config ${configFile}: ${errorMessage(error)}`)
     }
@@ -436,10 +436,10 @@ function httpOptions (values: ReadonlyMap<string, Value>, c: CliConfig): CliConf
 const TOKEN_FILE_BYTES_MAX = 8192
 
 /**
- * A regular file's text, refused past `maxBytes`: the size is checked on the open file, and a FIFO or device
- * (whose size reads 0, and which could be read for ever) is refused outright.
+ * A regular file's text and mode bits, refused past `maxBytes`: size and mode are read from the open file,
+ * and a FIFO or device (whose size reads 0, and which could be read for ever) is refused outright.
  */
-function readBoundedFile (file: string, maxBytes: number): string {
+function readBoundedFile (file: string, maxBytes: number): { text: string; mode: number } {
   const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
   try {
     const stat = fs.fstatSync(fd)
@@ -449,7 +449,7 @@ function readBoundedFile (file: string, maxBytes: number): string {
     let length = 0
     for (let n = -1; n !== 0 && length <= maxBytes;) { n = fs.readSync(fd, buffer, length, buffer.length - length, null); length += n }
     if (length > maxBytes) throw new Error(`larger than ${maxBytes} bytes`)
-    return buffer.toString('utf8', 0, length)
+    return { text: buffer.toString('utf8', 0, length), mode: stat.mode }
   } finally {
     fs.closeSync(fd)
   }
@@ -458,9 +458,10 @@ function readBoundedFile (file: string, maxBytes: number): string {
 function readTokenFile (file: string, where: string): string {
   let text: string
   try {
-    text = readBoundedFile(file, TOKEN_FILE_BYTES_MAX)
+    const read = readBoundedFile(file, TOKEN_FILE_BYTES_MAX)
+    text = read.text
     // Like ssh with its keys: a token others on this machine can read is not a secret.
-    if ((fs.statSync(file).mode & 0o077) !== 0) console.error(`warning: ${where} ${file} is readable by other users (chmod 600 it)`)
+    if ((read.mode & 0o077) !== 0) console.error(`warning: ${where} ${file} is readable by other users (chmod 600 it)`)
   } catch (error) {
     throw new UsageError(`${where} ${file}: ${errorMessage(error)}`)
   }
